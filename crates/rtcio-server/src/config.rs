@@ -1,0 +1,104 @@
+//! Server configuration: where to listen and how strict to be. Every hardening has a switch that
+//! restores rtc.io-server + example-server behaviour; [`Policy::anchor`] turns them all off.
+
+use std::net::SocketAddr;
+
+/// Behaviour switches. Defaults are the hardened ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Relay `#rtcio:message` only when sender and target share a joined room and `source` equals the
+    /// sender's id. Off = rtc.io-server: relay to any `target` room.
+    pub relay_requires_shared_room: bool,
+    /// Echo `media-state` / `stopScreenShare` / `chat-message` only to rooms the sender has joined.
+    /// Off = example server: echo to any `roomId`.
+    pub echo_requires_membership: bool,
+    /// A repeated `join-room` for a room the socket is already in answers `join-ok` only (no self
+    /// backfill, no second `#rtcio:init-offer`). Off = example server: the full join sequence again.
+    pub dedupe_rejoin: bool,
+    /// Refuse room ids equal to a connected socket id (joining one would receive that socket's
+    /// relays). Off = example server.
+    pub reject_socket_id_rooms: bool,
+    /// Largest accepted event payload in bytes (JSON text of the whole event). 0 = only the
+    /// Engine.IO `max_payload` applies, as in the anchor.
+    pub max_event_bytes: usize,
+    /// Longest accepted room id in bytes. 0 = unlimited.
+    pub max_room_id_len: usize,
+    /// Relayed messages per second per socket (burst = 2×). 0 = unlimited.
+    pub relay_per_second: f64,
+    /// `join-room` + `check-room` per second per socket (burst 10). 0 = unlimited.
+    pub joins_per_second: f64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            relay_requires_shared_room: true,
+            echo_requires_membership: true,
+            dedupe_rejoin: true,
+            reject_socket_id_rooms: true,
+            max_event_bytes: 128 * 1024,
+            max_room_id_len: 256,
+            relay_per_second: 200.0,
+            joins_per_second: 2.0,
+        }
+    }
+}
+
+impl Policy {
+    /// Exactly the anchor's behaviour (rtc.io-server + example room server).
+    pub fn anchor() -> Self {
+        Policy {
+            relay_requires_shared_room: false,
+            echo_requires_membership: false,
+            dedupe_rejoin: false,
+            reject_socket_id_rooms: false,
+            max_event_bytes: 0,
+            max_room_id_len: 0,
+            relay_per_second: 0.0,
+            joins_per_second: 0.0,
+        }
+    }
+}
+
+/// Which origins may connect.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum CorsPolicy {
+    /// `Access-Control-Allow-Origin: *` (the anchor's `cors: {origin: "*"}`).
+    #[default]
+    Any,
+    /// Only these exact origins (e.g. `https://app.example`); others get 403 on HTTP and WebSocket.
+    List(Vec<String>),
+}
+
+/// Everything needed to start a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// CORS / origin policy.
+    pub cors: CorsPolicy,
+    /// When set, clients must pass `auth: {token: "<this>"}` in the socket.io handshake.
+    pub auth_token: Option<String>,
+    /// `redis://…` URL: share rooms with other server processes through Redis.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel we use.
+    pub redis_prefix: String,
+    /// Hardening switches.
+    pub policy: Policy,
+    /// Engine.IO `maxPayload` (socket.io `maxHttpBufferSize`), 1 MB like the anchor.
+    pub max_payload: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 3001)),
+            cors: CorsPolicy::Any,
+            auth_token: None,
+            redis_url: None,
+            redis_prefix: "rtcio".to_string(),
+            policy: Policy::default(),
+            max_payload: 1_000_000,
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Starting, serving and stopping the server: socket.io (long-polling + WebSocket) on axum, the
+//! handshake token check, origin policy, `/healthz`, and the optional Redis adapter.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::layer::SocketIoLayer;
+use socketioxide_core::adapter::DefinedAdapter;
+use socketioxide_redis::{RedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tracing::{info, warn};
+
+use crate::config::{CorsPolicy, ServerConfig};
+use crate::session::{self, Shared};
+use crate::store::{Store, StoreError};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding the listening socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The requested address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The Redis URL was malformed or Redis was unreachable.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The shared store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The socket.io adapter failed to initialise.
+    #[error("socket.io adapter: {0}")]
+    Adapter(String),
+    /// A configured CORS origin is not a valid header value.
+    #[error("invalid CORS origin {0:?}")]
+    BadOrigin(String),
+    /// The HTTP server stopped with an error.
+    #[error("http server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Handshake rejection carried to the client as `connect_error {message}`.
+#[derive(Debug, thiserror::Error)]
+#[error("unauthorized")]
+struct Unauthorized;
+
+type CloseFn = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// A server running inside the caller's tokio runtime.
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop_tx: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), std::io::Error>>,
+    close_io: Option<CloseFn>,
+}
+
+impl RunningServer {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://host:port` for clients on this machine.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Disconnects every socket (peers get their leave events), then stops serving.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(close) = self.close_io.take() {
+            close().await;
+        }
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = tx.send(());
+        }
+        match (&mut self.task).await {
+            Ok(r) => r.map_err(ServerError::Serve),
+            Err(e) => Err(ServerError::Serve(std::io::Error::other(e))),
+        }
+    }
+
+    /// Serves until the process gets Ctrl-C or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> Result<(), ServerError> {
+        shutdown_signal().await;
+        info!("shutting down");
+        self.shutdown().await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Starts the server described by `config` and returns once it is listening.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    let listener = TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    let addr = listener.local_addr()?;
+    let builder = SocketIo::builder().max_payload(config.max_payload);
+
+    let (router, close_io): (Router, CloseFn) = match &config.redis_url {
+        None => {
+            let (layer, io) = builder.build_layer();
+            let shared = Arc::new(Shared {
+                io: io.clone(),
+                store: Store::memory(),
+                policy: config.policy.clone(),
+            });
+            install(&io, shared, config.auth_token.clone());
+            (http_router(layer, &config)?, closer(io))
+        }
+        Some(url) => {
+            let client = redis::Client::open(with_resp3(url).as_str())?;
+            let ctr = RedisAdapterCtr::new_with_redis_config(
+                &client,
+                RedisAdapterConfig::new().with_prefix(format!("{}-sio", config.redis_prefix)),
+            )
+            .await?;
+            let store = Store::redis(client, &config.redis_prefix).await?;
+            let (layer, io) = builder.with_adapter::<RedisAdapter<_>>(ctr).build_layer();
+            let shared = Arc::new(Shared {
+                io: io.clone(),
+                store,
+                policy: config.policy.clone(),
+            });
+            install(&io, shared, config.auth_token.clone())
+                .await
+                .map_err(|e| ServerError::Adapter(e.to_string()))?;
+            (http_router(layer, &config)?, closer(io))
+        }
+    };
+
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    info!(%addr, redis = config.redis_url.is_some(), "rtcio-server listening");
+    Ok(RunningServer {
+        addr,
+        stop_tx: Some(stop_tx),
+        task,
+        close_io: Some(close_io),
+    })
+}
+
+fn closer<A: Adapter>(io: SocketIo<A>) -> CloseFn {
+    Box::new(move || Box::pin(async move { io.close().await }))
+}
+
+/// The socketioxide Redis driver needs RESP3 push messages.
+fn with_resp3(url: &str) -> String {
+    if url.contains("protocol=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&protocol=resp3")
+    } else {
+        format!("{url}?protocol=resp3")
+    }
+}
+
+/// Registers the `/` namespace: the token check as connect middleware, then [`session::attach`].
+fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, shared: Arc<Shared<A>>, token: Option<String>) -> A::InitRes {
+    let on_connect = move |socket: SocketRef<A>| {
+        // Synchronous part: handlers are in place before the next packet of this socket is read.
+        session::attach(shared.clone(), socket);
+        std::future::ready(())
+    };
+    let token: Arc<Option<String>> = Arc::new(token);
+    let handler = on_connect.with(move |TryData(auth): TryData<serde_json::Value>| {
+        let token = token.clone();
+        async move {
+            match token.as_deref() {
+                None => Ok(()),
+                Some(expected) => {
+                    let given = auth.ok().and_then(|a| a.get("token").and_then(|t| t.as_str()).map(str::to_owned));
+                    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+                        Ok(())
+                    } else {
+                        Err(Unauthorized)
+                    }
+                }
+            }
+        }
+    });
+    io.ns("/", handler)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn http_router<A: Adapter>(layer: SocketIoLayer<A>, config: &ServerConfig) -> Result<Router, ServerError> {
+    let cors = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(Any);
+    let router = Router::new().route("/healthz", get(|| async { "ok" })).layer(layer);
+    Ok(match &config.cors {
+        CorsPolicy::Any => router.layer(cors.allow_origin(Any)),
+        CorsPolicy::List(origins) => {
+            let values = origins
+                .iter()
+                .map(|o| HeaderValue::from_str(o).map_err(|_| ServerError::BadOrigin(o.clone())))
+                .collect::<Result<Vec<_>, _>>()?;
+            let allowed: Arc<Vec<HeaderValue>> = Arc::new(values.clone());
+            router
+                // Browsers do not apply CORS to WebSocket upgrades: refuse foreign origins ourselves.
+                .layer(middleware::from_fn(move |req: Request, next: Next| {
+                    let allowed = allowed.clone();
+                    async move {
+                        match req.headers().get(axum::http::header::ORIGIN) {
+                            Some(origin) if !allowed.contains(origin) => {
+                                (StatusCode::FORBIDDEN, "origin not allowed").into_response()
+                            }
+                            _ => next.run(req).await,
+                        }
+                    }
+                }))
+                .layer(cors.allow_origin(AllowOrigin::list(values)))
+        }
+    })
+}

@@ -1,0 +1,423 @@
+//! One task per connected socket. socketioxide runs every async handler as its own task, which
+//! would let a `join-room` overtake the `media-state` sent right after it; instead each inbound
+//! event is queued synchronously (in arrival order) and this worker handles them one at a time,
+//! the disconnecting hook included — the per-socket ordering rtc.io-server gets from Node.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
+use socketioxide::handler::{FromMessage, Value};
+use socketioxide::socket::Socket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::config::Policy;
+use crate::protocol::{
+    self, EV_INIT_OFFER, EV_MESSAGE, EV_PEER_LEFT, IdOnly, InitOffer, JoinError, JoinErrorReason,
+    JoinOk, MediaStateBackfill, PasswordChange, RoomCheckOk, RoomParse, UserConnected,
+};
+use crate::ratelimit::TokenBucket;
+use crate::store::{Store, StoreError};
+
+/// Events a socket may have waiting before the worker drops new ones (a flood, not a client).
+const QUEUE_DEPTH: usize = 1024;
+
+/// What every socket worker shares.
+pub(crate) struct Shared<A: Adapter> {
+    pub io: SocketIo<A>,
+    pub store: Store,
+    pub policy: Policy,
+}
+
+enum Inbound {
+    Event(Value),
+    Disconnecting(oneshot::Sender<()>),
+}
+
+/// Extractor that hands the raw event payload over untouched.
+struct RawArgs(Value);
+
+impl<A: Adapter> FromMessage<A> for RawArgs {
+    type Error = std::convert::Infallible;
+    fn from_message(_: Arc<Socket<A>>, v: Value, _: Option<i64>) -> Result<Self, Self::Error> {
+        Ok(RawArgs(v))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HandleError {
+    #[error(transparent)]
+    Inbound(#[from] protocol::InboundError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("adapter: {0}")]
+    Adapter(String),
+}
+
+/// Wires a freshly connected socket: own-id room, ordered inbound queue, disconnect hook, worker.
+pub(crate) fn attach<A: Adapter>(shared: Arc<Shared<A>>, socket: SocketRef<A>) {
+    let sid = socket.id.to_string();
+    // socket.io puts every socket in a room named after its id; relays address that room.
+    socket.join(sid.clone());
+    let (tx, rx) = mpsc::channel::<Inbound>(QUEUE_DEPTH);
+    let max_bytes = shared.policy.max_event_bytes;
+
+    let event_tx = tx.clone();
+    let event_sid = sid.clone();
+    // The closure body runs synchronously when the packet is read, so queue order = wire order.
+    socket.on_fallback(move |RawArgs(v): RawArgs| {
+        enqueue(&event_tx, &event_sid, v, max_bytes);
+        std::future::ready(())
+    });
+    socket.on_disconnect(move || {
+        let tx = tx.clone();
+        async move {
+            let (done_tx, done_rx) = oneshot::channel();
+            if tx.send(Inbound::Disconnecting(done_tx)).await.is_ok() {
+                // Keep the socket in its rooms until the leave announcements are out.
+                let _ = done_rx.await;
+            }
+        }
+    });
+    tokio::spawn(worker(shared, socket, rx));
+}
+
+fn enqueue(tx: &mpsc::Sender<Inbound>, sid: &str, v: Value, max_bytes: usize) {
+    let len = match &v {
+        Value::Str(s, bins) => s.len() + bins.as_ref().map_or(0, |b| b.iter().map(|b| b.len()).sum()),
+        Value::Bytes(b) => b.len(),
+    };
+    if max_bytes > 0 && len > max_bytes {
+        warn!(%sid, len, max_bytes, "dropping oversized event");
+        return;
+    }
+    if let Err(e) = tx.try_send(Inbound::Event(v)) {
+        warn!(%sid, "dropping event: inbound queue {}", match e {
+            mpsc::error::TrySendError::Full(_) => "full",
+            mpsc::error::TrySendError::Closed(_) => "closed",
+        });
+    }
+}
+
+struct Limits {
+    relay: TokenBucket,
+    joins: TokenBucket,
+}
+
+async fn worker<A: Adapter>(sh: Arc<Shared<A>>, socket: SocketRef<A>, mut rx: mpsc::Receiver<Inbound>) {
+    let sid = socket.id.to_string();
+    let now = Instant::now();
+    let mut limits = Limits {
+        relay: TokenBucket::new(sh.policy.relay_per_second, sh.policy.relay_per_second * 2.0, now),
+        joins: TokenBucket::new(sh.policy.joins_per_second, 10.0, now),
+    };
+    if let Err(e) = sh.store.register_socket(&sid).await {
+        warn!(%sid, "store: {e}");
+    }
+    debug!(%sid, "socket connected");
+    while let Some(item) = rx.recv().await {
+        match item {
+            Inbound::Event(v) => {
+                if let Err(e) = handle_event(&sh, &socket, &sid, v, &mut limits).await {
+                    warn!(%sid, "event dropped: {e}");
+                }
+            }
+            Inbound::Disconnecting(done) => {
+                if let Err(e) = on_disconnecting(&sh, &socket, &sid).await {
+                    warn!(%sid, "disconnect cleanup incomplete: {e}");
+                }
+                let _ = done.send(());
+                break;
+            }
+        }
+    }
+    debug!(%sid, "socket worker ended");
+}
+
+async fn handle_event<A: Adapter>(
+    sh: &Shared<A>,
+    socket: &SocketRef<A>,
+    sid: &str,
+    v: Value,
+    limits: &mut Limits,
+) -> Result<(), HandleError> {
+    let text = match &v {
+        Value::Str(s, None) => s.as_str(),
+        Value::Str(_, Some(_)) | Value::Bytes(_) => {
+            // rtc.io signaling never carries binary attachments; relaying placeholders without
+            // their buffers would corrupt them, so such events are refused as a whole.
+            return Err(protocol::InboundError::Malformed("binary attachments are not supported".into()).into());
+        }
+    };
+    let ev = protocol::parse_event(text)?;
+    let arg = ev.args.first().copied();
+    match ev.name.as_str() {
+        EV_MESSAGE => relay(sh, socket, sid, arg, limits).await,
+        "join-room" => join_room(sh, socket, sid, arg, limits).await,
+        "check-room" => check_room(sh, socket, sid, arg, limits).await,
+        "media-state" | "stopScreenShare" | "chat-message" => echo(sh, socket, sid, &ev.name, arg).await,
+        other => {
+            debug!(%sid, event = other, "no handler");
+            Ok(())
+        }
+    }
+}
+
+/// Rooms the socket joined through the room logic (its own-id room excluded).
+fn joined_rooms<A: Adapter>(socket: &SocketRef<A>, sid: &str) -> Vec<String> {
+    socket
+        .rooms()
+        .into_iter()
+        .map(|r| r.into_owned())
+        .filter(|r| r != sid)
+        .collect()
+}
+
+fn emit_self<A: Adapter, T: Serialize + ?Sized>(socket: &SocketRef<A>, event: &str, payload: &T) {
+    if let Err(e) = socket.emit(event, payload) {
+        debug!(sid = %socket.id, event, "emit to self failed: {e}");
+    }
+}
+
+async fn emit_room<A: Adapter, T: Serialize + ?Sized>(
+    socket: &SocketRef<A>,
+    room: &str,
+    event: &str,
+    payload: &T,
+) -> Result<(), HandleError> {
+    socket
+        .to(room.to_string())
+        .emit(event, payload)
+        .await
+        .map_err(|e| HandleError::Adapter(e.to_string()))
+}
+
+async fn live_members<A: Adapter>(io: &SocketIo<A>, room: &str) -> Result<Vec<String>, HandleError> {
+    let sockets = io
+        .within(room.to_string())
+        .fetch_sockets()
+        .await
+        .map_err(|e| HandleError::Adapter(e.to_string()))?;
+    Ok(sockets.into_iter().map(|s| s.data().id.to_string()).collect())
+}
+
+async fn relay<A: Adapter>(
+    sh: &Shared<A>,
+    socket: &SocketRef<A>,
+    sid: &str,
+    arg: Option<&RawValue>,
+    limits: &mut Limits,
+) -> Result<(), HandleError> {
+    if !limits.relay.try_take(Instant::now()) {
+        debug!(%sid, retry_after = ?limits.relay.retry_after(), "relay rate limit");
+        return Ok(());
+    }
+    let addr = protocol::parse_relay(arg)?;
+    let Some(payload) = arg else { return Ok(()) };
+    if sh.policy.relay_requires_shared_room {
+        if addr.source.as_deref() != Some(sid) {
+            debug!(%sid, source = ?addr.source, "relay with foreign source dropped");
+            return Ok(());
+        }
+        let rooms = joined_rooms(socket, sid);
+        if !sh.store.shares_room(&addr.target, &rooms).await? {
+            debug!(%sid, target = %addr.target, "relay to a socket outside our rooms dropped");
+            return Ok(());
+        }
+    }
+    emit_room(socket, &addr.target, EV_MESSAGE, payload).await
+}
+
+fn room_id_of_raw(arg: Option<&RawValue>) -> Option<serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    struct R {
+        #[serde(rename = "roomId")]
+        room_id: Option<serde_json::Value>,
+    }
+    arg.and_then(|a| serde_json::from_str::<R>(a.get()).ok())
+        .and_then(|r| r.room_id)
+}
+
+/// Validates a room request; on failure the `join-error` has been sent and `None` returned.
+async fn room_request<A: Adapter>(
+    sh: &Shared<A>,
+    socket: &SocketRef<A>,
+    sid: &str,
+    arg: Option<&RawValue>,
+    limits: &mut Limits,
+) -> Result<Option<protocol::RoomRequest>, HandleError> {
+    if !limits.joins.try_take(Instant::now()) {
+        let err = JoinError {
+            reason: JoinErrorReason::RateLimited,
+            room_id: room_id_of_raw(arg),
+        };
+        info!(%sid, "join/check rate limit");
+        emit_self(socket, "join-error", &err);
+        return Ok(None);
+    }
+    let max_len = match sh.policy.max_room_id_len {
+        0 => usize::MAX,
+        n => n,
+    };
+    let req = match protocol::parse_room_request(arg, max_len) {
+        RoomParse::Ok(r) => r,
+        RoomParse::InvalidRoom(err) => {
+            emit_self(socket, "join-error", &err);
+            return Ok(None);
+        }
+    };
+    if sh.policy.reject_socket_id_rooms && sh.store.is_socket(&req.room_id).await? {
+        info!(%sid, room = %req.room_id, "room id equal to a socket id refused");
+        emit_self(socket, "join-error", &JoinError::for_room(JoinErrorReason::InvalidRoom, &req.room_id));
+        return Ok(None);
+    }
+    Ok(Some(req))
+}
+
+async fn check_room<A: Adapter>(
+    sh: &Shared<A>,
+    socket: &SocketRef<A>,
+    sid: &str,
+    arg: Option<&RawValue>,
+    limits: &mut Limits,
+) -> Result<(), HandleError> {
+    let Some(req) = room_request(sh, socket, sid, arg, limits).await? else {
+        return Ok(());
+    };
+    let occupied = !live_members(&sh.io, &req.room_id).await?.is_empty();
+    let stored = sh.store.password(&req.room_id).await?;
+    match protocol::check_password(occupied, &stored, &req.password) {
+        Err(reason) => emit_self(socket, "join-error", &JoinError::for_room(reason, &req.room_id)),
+        Ok(()) => emit_self(
+            socket,
+            "room-check-ok",
+            &RoomCheckOk {
+                room_id: &req.room_id,
+                password_required: occupied && !stored.is_empty(),
+            },
+        ),
+    }
+    Ok(())
+}
+
+async fn join_room<A: Adapter>(
+    sh: &Shared<A>,
+    socket: &SocketRef<A>,
+    sid: &str,
+    arg: Option<&RawValue>,
+    limits: &mut Limits,
+) -> Result<(), HandleError> {
+    let Some(req) = room_request(sh, socket, sid, arg, limits).await? else {
+        return Ok(());
+    };
+    let room = req.room_id.as_str();
+    let mut members = live_members(&sh.io, room).await?;
+    let occupied = !members.is_empty();
+    let stored = sh.store.password(room).await?;
+    if let Err(reason) = protocol::check_password(occupied, &stored, &req.password) {
+        info!(%sid, room, ?reason, "join refused");
+        emit_self(socket, "join-error", &JoinError::for_room(reason, room));
+        return Ok(());
+    }
+    match protocol::password_change(occupied, &req.password) {
+        PasswordChange::Keep => {}
+        PasswordChange::Set(pw) => sh.store.set_password(room, Some(&pw)).await?,
+        PasswordChange::Clear => sh.store.set_password(room, None).await?,
+    }
+    sh.store.add_member(sid, room, req.name.as_deref()).await?;
+    let rejoin = members.iter().any(|m| m == sid);
+    if rejoin && sh.policy.dedupe_rejoin {
+        emit_self(socket, "join-ok", &JoinOk { room_id: room });
+        return Ok(());
+    }
+    // The anchor backfills every member present before the join (itself too on a re-join).
+    members.sort();
+    socket.join(room.to_string());
+    let names = sh.store.names(&members).await?;
+    let media = sh.store.media(&members).await?;
+    for ((id, name), state) in members.iter().zip(&names).zip(&media) {
+        emit_self(
+            socket,
+            "user-connected",
+            &UserConnected {
+                name: name.as_deref(),
+                id,
+            },
+        );
+        if let Some(m) = state {
+            emit_self(
+                socket,
+                "media-state",
+                &MediaStateBackfill {
+                    id,
+                    room_id: room,
+                    mic: m.mic,
+                    cam: m.cam,
+                },
+            );
+        }
+    }
+    emit_self(socket, "join-ok", &JoinOk { room_id: room });
+    let me = UserConnected {
+        name: req.name.as_deref(),
+        id: sid,
+    };
+    emit_room(socket, room, "user-connected", &me).await?;
+    emit_room(socket, room, EV_INIT_OFFER, &InitOffer { source: sid }).await?;
+    info!(%sid, room, members = members.len(), "joined");
+    Ok(())
+}
+
+async fn echo<A: Adapter>(
+    sh: &Shared<A>,
+    socket: &SocketRef<A>,
+    sid: &str,
+    event: &str,
+    arg: Option<&RawValue>,
+) -> Result<(), HandleError> {
+    let echo = protocol::parse_room_echo(event, arg)?;
+    if sh.policy.echo_requires_membership && !joined_rooms(socket, sid).contains(&echo.room_id) {
+        debug!(%sid, event, room = %echo.room_id, "echo to a room we are not in dropped");
+        return Ok(());
+    }
+    if event == "media-state"
+        && let Some(state) = echo.media
+    {
+        sh.store.set_media(sid, state).await?;
+    }
+    emit_room(socket, &echo.room_id, event, echo.payload).await
+}
+
+async fn on_disconnecting<A: Adapter>(sh: &Shared<A>, socket: &SocketRef<A>, sid: &str) -> Result<(), HandleError> {
+    let rooms = joined_rooms(socket, sid);
+    // Best effort throughout: one failed step must not stop the others.
+    let mut first_err: Option<HandleError> = None;
+    let mut note = |r: Result<(), HandleError>| {
+        if let Err(e) = r {
+            warn!(%sid, "leave step failed: {e}");
+            first_err.get_or_insert(e);
+        }
+    };
+    // rtc.io-server core hook first: the P2P layer's hint.
+    for room in &rooms {
+        note(emit_room(socket, room, EV_PEER_LEFT, &IdOnly { id: sid }).await);
+    }
+    // Then the room server's hook.
+    note(sh.store.forget_media(sid).await.map_err(Into::into));
+    for room in &rooms {
+        note(emit_room(socket, room, "user-disconnected", &IdOnly { id: sid }).await);
+        match live_members(&sh.io, room).await {
+            Ok(m) if m.len() <= 1 => note(sh.store.set_password(room, None).await.map_err(Into::into)),
+            Ok(_) => {}
+            Err(e) => note(Err(e)),
+        }
+    }
+    note(sh.store.forget_socket(sid).await.map_err(Into::into));
+    debug!(%sid, rooms = rooms.len(), "socket left");
+    first_err.map_or(Ok(()), Err)
+}

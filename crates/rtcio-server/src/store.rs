@@ -1,0 +1,282 @@
+//! Room state that must be visible to every server process: member names, the rooms each socket
+//! joined, the media-state cache and the room password registry. In memory for a single process,
+//! in Redis when several processes share rooms.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+use crate::protocol::MediaState;
+
+/// A failure of the shared store (only the Redis store can fail).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis answered with an error or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Shared room state, in memory or in Redis.
+#[derive(Clone)]
+pub enum Store {
+    /// Single-process state.
+    Memory(Arc<Mutex<MemoryState>>),
+    /// State shared by every process using the same Redis and prefix.
+    Redis(RedisStore),
+}
+
+/// The in-memory state.
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    sockets: HashSet<String>,
+    names: HashMap<String, String>,
+    rooms: HashMap<String, HashSet<String>>,
+    media: HashMap<String, MediaState>,
+    passwords: HashMap<String, String>,
+}
+
+/// Redis-backed state: plain keys under a prefix, one connection manager that reconnects itself.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl Store {
+    /// An empty in-memory store.
+    pub fn memory() -> Self {
+        Store::Memory(Arc::new(Mutex::new(MemoryState::default())))
+    }
+
+    /// Connects to Redis; keys are `<prefix>:…`.
+    pub async fn redis(client: redis::Client, prefix: &str) -> Result<Self, StoreError> {
+        let conn = ConnectionManager::new(client).await?;
+        Ok(Store::Redis(RedisStore {
+            conn,
+            prefix: prefix.to_string(),
+        }))
+    }
+
+    fn mem(m: &Mutex<MemoryState>) -> MutexGuard<'_, MemoryState> {
+        // A panic while holding the lock cannot leave the maps half-updated in a harmful way.
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a connected socket id.
+    pub async fn register_socket(&self, sid: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                Self::mem(m).sockets.insert(sid.to_string());
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let _: () = c.sadd(r.key("sockets"), sid).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// True when `id` is the id of a connected socket (on any process).
+    pub async fn is_socket(&self, id: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(Self::mem(m).sockets.contains(id)),
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                Ok(c.sismember(r.key("sockets"), id).await?)
+            }
+        }
+    }
+
+    /// Records that `sid` joined `room` under `name`.
+    pub async fn add_member(&self, sid: &str, room: &str, name: Option<&str>) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let mut s = Self::mem(m);
+                match name {
+                    Some(n) => s.names.insert(sid.to_string(), n.to_string()),
+                    None => s.names.remove(sid),
+                };
+                s.rooms.entry(sid.to_string()).or_default().insert(room.to_string());
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let mut pipe = redis::pipe();
+                match name {
+                    Some(n) => pipe.set(r.key(&format!("name:{sid}")), n).ignore(),
+                    None => pipe.del(r.key(&format!("name:{sid}"))).ignore(),
+                };
+                pipe.sadd(r.key(&format!("rooms:{sid}")), room).ignore();
+                let _: () = pipe.query_async(&mut c).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Names of the given sockets (None when unknown or nameless), in order.
+    pub async fn names(&self, sids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let s = Self::mem(m);
+                Ok(sids.iter().map(|id| s.names.get(id).cloned()).collect())
+            }
+            Store::Redis(r) => {
+                if sids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut c = r.conn.clone();
+                let keys: Vec<String> = sids.iter().map(|id| r.key(&format!("name:{id}"))).collect();
+                let names: Vec<Option<String>> = redis::cmd("MGET").arg(keys).query_async(&mut c).await?;
+                Ok(names)
+            }
+        }
+    }
+
+    /// True when `target` has joined any of `rooms`.
+    pub async fn shares_room(&self, target: &str, rooms: &[String]) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let s = Self::mem(m);
+                Ok(s.rooms
+                    .get(target)
+                    .is_some_and(|joined| rooms.iter().any(|r| joined.contains(r))))
+            }
+            Store::Redis(r) => {
+                if rooms.is_empty() {
+                    return Ok(false);
+                }
+                let mut c = r.conn.clone();
+                let hits: Vec<bool> = redis::cmd("SMISMEMBER")
+                    .arg(r.key(&format!("rooms:{target}")))
+                    .arg(rooms)
+                    .query_async(&mut c)
+                    .await?;
+                Ok(hits.into_iter().any(|h| h))
+            }
+        }
+    }
+
+    /// Caches the last boolean `{mic, cam}` of a socket.
+    pub async fn set_media(&self, sid: &str, state: MediaState) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                Self::mem(m).media.insert(sid.to_string(), state);
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let text = serde_json::to_string(&state).unwrap_or_default();
+                let _: () = c.set(r.key(&format!("media:{sid}")), text).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Cached media states of the given sockets, in order.
+    pub async fn media(&self, sids: &[String]) -> Result<Vec<Option<MediaState>>, StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let s = Self::mem(m);
+                Ok(sids.iter().map(|id| s.media.get(id).copied()).collect())
+            }
+            Store::Redis(r) => {
+                if sids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut c = r.conn.clone();
+                let keys: Vec<String> = sids.iter().map(|id| r.key(&format!("media:{id}"))).collect();
+                let raw: Vec<Option<String>> = redis::cmd("MGET").arg(keys).query_async(&mut c).await?;
+                Ok(raw
+                    .into_iter()
+                    .map(|t| t.and_then(|t| serde_json::from_str(&t).ok()))
+                    .collect())
+            }
+        }
+    }
+
+    /// The room password, `""` when none.
+    pub async fn password(&self, room: &str) -> Result<String, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(Self::mem(m).passwords.get(room).cloned().unwrap_or_default()),
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let pw: Option<String> = c.get(r.key(&format!("pw:{room}"))).await?;
+                Ok(pw.unwrap_or_default())
+            }
+        }
+    }
+
+    /// Sets (`Some`) or drops (`None`) the room password.
+    pub async fn set_password(&self, room: &str, pw: Option<&str>) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let mut s = Self::mem(m);
+                match pw {
+                    Some(p) => s.passwords.insert(room.to_string(), p.to_string()),
+                    None => s.passwords.remove(room),
+                };
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let key = r.key(&format!("pw:{room}"));
+                let _: () = match pw {
+                    Some(p) => c.set(key, p).await?,
+                    None => c.del(key).await?,
+                };
+                Ok(())
+            }
+        }
+    }
+
+    /// Forgets everything about a socket that left.
+    pub async fn forget_socket(&self, sid: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let mut s = Self::mem(m);
+                s.sockets.remove(sid);
+                s.names.remove(sid);
+                s.rooms.remove(sid);
+                s.media.remove(sid);
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let mut pipe = redis::pipe();
+                pipe.srem(r.key("sockets"), sid).ignore();
+                pipe.del(&[
+                    r.key(&format!("name:{sid}")),
+                    r.key(&format!("rooms:{sid}")),
+                    r.key(&format!("media:{sid}")),
+                ])
+                .ignore();
+                let _: () = pipe.query_async(&mut c).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops the cached media state of a socket (done first on disconnecting, like the anchor).
+    pub async fn forget_media(&self, sid: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                Self::mem(m).media.remove(sid);
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let _: () = c.del(r.key(&format!("media:{sid}"))).await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl RedisStore {
+    fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.prefix)
+    }
+}
