@@ -25,7 +25,7 @@ pub struct Policy {
     pub max_room_id_len: usize,
     /// Relayed messages per second per socket (burst = 2×). 0 = unlimited.
     pub relay_per_second: f64,
-    /// `join-room` + `check-room` per second per socket (burst 10). 0 = unlimited.
+    /// `join-room` + `check-room` per second per socket (burst 20). 0 = unlimited.
     pub joins_per_second: f64,
 }
 

@@ -26,6 +26,8 @@ use crate::store::{Store, StoreError};
 
 /// Events a socket may have waiting before the worker drops new ones (a flood, not a client).
 const QUEUE_DEPTH: usize = 1024;
+/// join-room + check-room requests a socket may send at once before the rate applies.
+const JOIN_BURST: f64 = 20.0;
 
 /// What every socket worker shares.
 pub(crate) struct Shared<A: Adapter> {
@@ -114,7 +116,7 @@ async fn worker<A: Adapter>(sh: Arc<Shared<A>>, socket: SocketRef<A>, mut rx: mp
     let now = Instant::now();
     let mut limits = Limits {
         relay: TokenBucket::new(sh.policy.relay_per_second, sh.policy.relay_per_second * 2.0, now),
-        joins: TokenBucket::new(sh.policy.joins_per_second, 10.0, now),
+        joins: TokenBucket::new(sh.policy.joins_per_second, JOIN_BURST, now),
     };
     if let Err(e) = sh.store.register_socket(&sid).await {
         warn!(%sid, "store: {e}");
