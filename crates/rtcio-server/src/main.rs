@@ -113,7 +113,9 @@ async fn main() -> anyhow::Result<()> {
         policy: cli.policy(),
         ..ServerConfig::default()
     };
-    let server = rtcio_server::start(config).await.context("cannot start the server")?;
+    let server = rtcio_server::start(config)
+        .await
+        .context("cannot start the server")?;
     // One machine-readable line on stdout so scripts and tests can find the port.
     println!("rtcio-server listening on {}", server.url());
     server.run_until_signal().await?;

@@ -282,7 +282,10 @@ pub struct RoomEcho<'a> {
 
 /// Parses the payload of an echoed room event. The anchor ignores a falsy `roomId`; we also need it
 /// to be a string (a socket.io room name).
-pub fn parse_room_echo<'a>(event: &str, arg: Option<&'a RawValue>) -> Result<RoomEcho<'a>, InboundError> {
+pub fn parse_room_echo<'a>(
+    event: &str,
+    arg: Option<&'a RawValue>,
+) -> Result<RoomEcho<'a>, InboundError> {
     let payload = arg.ok_or_else(|| InboundError::MissingPayload(event.to_string()))?;
     let value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(payload.get())
         .map_err(|_| InboundError::NotAnObject(event.to_string()))?;
@@ -291,10 +294,12 @@ pub fn parse_room_echo<'a>(event: &str, arg: Option<&'a RawValue>) -> Result<Roo
         _ => return Err(InboundError::InvalidRoom(event.to_string())),
     };
     let media = match (value.get("mic"), value.get("cam")) {
-        (Some(serde_json::Value::Bool(mic)), Some(serde_json::Value::Bool(cam))) => Some(MediaState {
-            mic: *mic,
-            cam: *cam,
-        }),
+        (Some(serde_json::Value::Bool(mic)), Some(serde_json::Value::Bool(cam))) => {
+            Some(MediaState {
+                mic: *mic,
+                cam: *cam,
+            })
+        }
         _ => None,
     };
     Ok(RoomEcho {
@@ -323,8 +328,8 @@ pub fn parse_relay(arg: Option<&RawValue>) -> Result<RelayAddress, InboundError>
         _rest: std::collections::HashMap<String, IgnoredAny>,
     }
     let arg = arg.ok_or_else(|| InboundError::MissingPayload(EV_MESSAGE.to_string()))?;
-    let addr: Addr =
-        serde_json::from_str(arg.get()).map_err(|_| InboundError::NotAnObject(EV_MESSAGE.into()))?;
+    let addr: Addr = serde_json::from_str(arg.get())
+        .map_err(|_| InboundError::NotAnObject(EV_MESSAGE.into()))?;
     let target = match addr.target {
         Some(serde_json::Value::String(t)) if !t.is_empty() => t,
         _ => return Err(InboundError::NoTarget),
@@ -364,17 +369,26 @@ mod tests {
 
     #[test]
     fn hostile_event_payloads_are_errors_not_panics() {
-        for bad in ["", "{}", "[]", "[1]", "[null]", "\"x\"", "[\"a\"", "[\"a\",]", "\u{0}"] {
+        for bad in [
+            "", "{}", "[]", "[1]", "[null]", "\"x\"", "[\"a\"", "[\"a\",]", "\u{0}",
+        ] {
             assert!(parse_event(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 
     #[test]
     fn room_request_validation() {
-        let ok = parse_room_request(Some(&raw(r#"{"roomId":"r1","name":"bob","password":"  pw "}"#)), 128);
+        let ok = parse_room_request(
+            Some(&raw(r#"{"roomId":"r1","name":"bob","password":"  pw "}"#)),
+            128,
+        );
         assert_eq!(
             ok,
-            RoomParse::Ok(RoomRequest { room_id: "r1".into(), name: Some("bob".into()), password: "pw".into() })
+            RoomParse::Ok(RoomRequest {
+                room_id: "r1".into(),
+                name: Some("bob".into()),
+                password: "pw".into()
+            })
         );
         let cases: [(Option<&str>, Option<serde_json::Value>); 6] = [
             (None, None),
@@ -395,7 +409,10 @@ mod tests {
             }
         }
         let long = format!(r#"{{"roomId":"{}"}}"#, "x".repeat(200));
-        assert!(matches!(parse_room_request(Some(&raw(&long)), 128), RoomParse::InvalidRoom(_)));
+        assert!(matches!(
+            parse_room_request(Some(&raw(&long)), 128),
+            RoomParse::InvalidRoom(_)
+        ));
     }
 
     #[test]
@@ -411,8 +428,14 @@ mod tests {
         assert_eq!(check_password(false, "pw", ""), Ok(()));
         assert_eq!(check_password(true, "", "anything"), Ok(()));
         assert_eq!(check_password(true, "pw", "pw"), Ok(()));
-        assert_eq!(check_password(true, "pw", ""), Err(JoinErrorReason::PasswordRequired));
-        assert_eq!(check_password(true, "pw", "nope"), Err(JoinErrorReason::WrongPassword));
+        assert_eq!(
+            check_password(true, "pw", ""),
+            Err(JoinErrorReason::PasswordRequired)
+        );
+        assert_eq!(
+            check_password(true, "pw", "nope"),
+            Err(JoinErrorReason::WrongPassword)
+        );
         assert_eq!(password_change(true, "x"), PasswordChange::Keep);
         assert_eq!(password_change(false, ""), PasswordChange::Clear);
         assert_eq!(password_change(false, "s"), PasswordChange::Set("s".into()));
@@ -421,19 +444,39 @@ mod tests {
     #[test]
     fn reply_key_order_is_the_anchors() {
         let e = JoinError::for_room(JoinErrorReason::PasswordRequired, "r");
-        assert_eq!(to_raw(&e).get(), r#"{"reason":"password-required","roomId":"r"}"#);
-        let e = JoinError { reason: JoinErrorReason::InvalidRoom, room_id: None };
+        assert_eq!(
+            to_raw(&e).get(),
+            r#"{"reason":"password-required","roomId":"r"}"#
+        );
+        let e = JoinError {
+            reason: JoinErrorReason::InvalidRoom,
+            room_id: None,
+        };
         assert_eq!(to_raw(&e).get(), r#"{"reason":"invalid-room"}"#);
         assert_eq!(
-            to_raw(&UserConnected { name: Some("a"), id: "X" }).get(),
+            to_raw(&UserConnected {
+                name: Some("a"),
+                id: "X"
+            })
+            .get(),
             r#"{"name":"a","id":"X"}"#
         );
         assert_eq!(
-            to_raw(&MediaStateBackfill { id: "X", room_id: "r", mic: true, cam: false }).get(),
+            to_raw(&MediaStateBackfill {
+                id: "X",
+                room_id: "r",
+                mic: true,
+                cam: false
+            })
+            .get(),
             r#"{"id":"X","roomId":"r","mic":true,"cam":false}"#
         );
         assert_eq!(
-            to_raw(&RoomCheckOk { room_id: "r", password_required: true }).get(),
+            to_raw(&RoomCheckOk {
+                room_id: "r",
+                password_required: true
+            })
+            .get(),
             r#"{"roomId":"r","passwordRequired":true}"#
         );
     }
@@ -443,9 +486,18 @@ mod tests {
         let p = raw(r#"{"id":"A","mic":true,"cam":false,"roomId":"r"}"#);
         let e = parse_room_echo("media-state", Some(&p)).unwrap();
         assert_eq!(e.room_id, "r");
-        assert_eq!(e.media, Some(MediaState { mic: true, cam: false }));
+        assert_eq!(
+            e.media,
+            Some(MediaState {
+                mic: true,
+                cam: false
+            })
+        );
         let p = raw(r#"{"mic":"yes","cam":false,"roomId":"r"}"#);
-        assert_eq!(parse_room_echo("media-state", Some(&p)).unwrap().media, None);
+        assert_eq!(
+            parse_room_echo("media-state", Some(&p)).unwrap().media,
+            None
+        );
         assert!(parse_room_echo("media-state", Some(&raw(r#"{"mic":true}"#))).is_err());
         assert!(parse_room_echo("chat-message", Some(&raw("null"))).is_err());
         assert!(parse_room_echo("chat-message", Some(&raw("[1]"))).is_err());
@@ -457,11 +509,20 @@ mod tests {
         let p = raw(r#"{"target":"B","source":"A","data":{"candidate":{"x":1}}}"#);
         assert_eq!(
             parse_relay(Some(&p)).unwrap(),
-            RelayAddress { source: Some("A".into()), target: "B".into() }
+            RelayAddress {
+                source: Some("A".into()),
+                target: "B".into()
+            }
         );
         let p = raw(r#"{"target":"B","data":{}}"#);
         assert_eq!(parse_relay(Some(&p)).unwrap().source, None);
-        for bad in ["null", "1", r#"{"source":"A"}"#, r#"{"target":5}"#, r#"{"target":""}"#] {
+        for bad in [
+            "null",
+            "1",
+            r#"{"source":"A"}"#,
+            r#"{"target":5}"#,
+            r#"{"target":""}"#,
+        ] {
             assert!(parse_relay(Some(&raw(bad))).is_err(), "{bad}");
         }
     }

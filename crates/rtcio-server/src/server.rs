@@ -131,10 +131,12 @@ async fn shutdown_signal() {
 
 /// Starts the server described by `config` and returns once it is listening.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
-    let listener = TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind {
-        addr: config.bind,
-        source,
-    })?;
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.bind,
+            source,
+        })?;
     let addr = listener.local_addr()?;
     let builder = SocketIo::builder().max_payload(config.max_payload);
 
@@ -203,7 +205,11 @@ fn with_resp3(url: &str) -> String {
 }
 
 /// Registers the `/` namespace: the token check as connect middleware, then [`session::attach`].
-fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, shared: Arc<Shared<A>>, token: Option<String>) -> A::InitRes {
+fn install<A: Adapter + DefinedAdapter>(
+    io: &SocketIo<A>,
+    shared: Arc<Shared<A>>,
+    token: Option<String>,
+) -> A::InitRes {
     let on_connect = move |socket: SocketRef<A>| {
         // Synchronous part: handlers are in place before the next packet of this socket is read.
         session::attach(shared.clone(), socket);
@@ -216,7 +222,9 @@ fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, shared: Arc<Shared<A>>
             match token.as_deref() {
                 None => Ok(()),
                 Some(expected) => {
-                    let given = auth.ok().and_then(|a| a.get("token").and_then(|t| t.as_str()).map(str::to_owned));
+                    let given = auth
+                        .ok()
+                        .and_then(|a| a.get("token").and_then(|t| t.as_str()).map(str::to_owned));
                     if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
                         Ok(())
                     } else {
@@ -233,11 +241,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn http_router<A: Adapter>(layer: SocketIoLayer<A>, config: &ServerConfig) -> Result<Router, ServerError> {
+fn http_router<A: Adapter>(
+    layer: SocketIoLayer<A>,
+    config: &ServerConfig,
+) -> Result<Router, ServerError> {
     let cors = CorsLayer::new()
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers(Any);
-    let router = Router::new().route("/healthz", get(|| async { "ok" })).layer(layer);
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(layer);
     Ok(match &config.cors {
         CorsPolicy::Any => router.layer(cors.allow_origin(Any)),
         CorsPolicy::List(origins) => {

@@ -91,7 +91,9 @@ pub(crate) fn attach<A: Adapter>(shared: Arc<Shared<A>>, socket: SocketRef<A>) {
 
 fn enqueue(tx: &mpsc::Sender<Inbound>, sid: &str, v: Value, max_bytes: usize) {
     let len = match &v {
-        Value::Str(s, bins) => s.len() + bins.as_ref().map_or(0, |b| b.iter().map(|b| b.len()).sum()),
+        Value::Str(s, bins) => {
+            s.len() + bins.as_ref().map_or(0, |b| b.iter().map(|b| b.len()).sum())
+        }
         Value::Bytes(b) => b.len(),
     };
     if max_bytes > 0 && len > max_bytes {
@@ -111,11 +113,19 @@ struct Limits {
     joins: TokenBucket,
 }
 
-async fn worker<A: Adapter>(sh: Arc<Shared<A>>, socket: SocketRef<A>, mut rx: mpsc::Receiver<Inbound>) {
+async fn worker<A: Adapter>(
+    sh: Arc<Shared<A>>,
+    socket: SocketRef<A>,
+    mut rx: mpsc::Receiver<Inbound>,
+) {
     let sid = socket.id.to_string();
     let now = Instant::now();
     let mut limits = Limits {
-        relay: TokenBucket::new(sh.policy.relay_per_second, sh.policy.relay_per_second * 2.0, now),
+        relay: TokenBucket::new(
+            sh.policy.relay_per_second,
+            sh.policy.relay_per_second * 2.0,
+            now,
+        ),
         joins: TokenBucket::new(sh.policy.joins_per_second, JOIN_BURST, now),
     };
     if let Err(e) = sh.store.register_socket(&sid).await {
@@ -153,7 +163,10 @@ async fn handle_event<A: Adapter>(
         Value::Str(_, Some(_)) | Value::Bytes(_) => {
             // rtc.io signaling never carries binary attachments; relaying placeholders without
             // their buffers would corrupt them, so such events are refused as a whole.
-            return Err(protocol::InboundError::Malformed("binary attachments are not supported".into()).into());
+            return Err(protocol::InboundError::Malformed(
+                "binary attachments are not supported".into(),
+            )
+            .into());
         }
     };
     let ev = protocol::parse_event(text)?;
@@ -162,7 +175,9 @@ async fn handle_event<A: Adapter>(
         EV_MESSAGE => relay(sh, socket, sid, arg, limits).await,
         "join-room" => join_room(sh, socket, sid, arg, limits).await,
         "check-room" => check_room(sh, socket, sid, arg, limits).await,
-        "media-state" | "stopScreenShare" | "chat-message" => echo(sh, socket, sid, &ev.name, arg).await,
+        "media-state" | "stopScreenShare" | "chat-message" => {
+            echo(sh, socket, sid, &ev.name, arg).await
+        }
         other => {
             debug!(%sid, event = other, "no handler");
             Ok(())
@@ -199,13 +214,19 @@ async fn emit_room<A: Adapter, T: Serialize + ?Sized>(
         .map_err(|e| HandleError::Adapter(e.to_string()))
 }
 
-async fn live_members<A: Adapter>(io: &SocketIo<A>, room: &str) -> Result<Vec<String>, HandleError> {
+async fn live_members<A: Adapter>(
+    io: &SocketIo<A>,
+    room: &str,
+) -> Result<Vec<String>, HandleError> {
     let sockets = io
         .within(room.to_string())
         .fetch_sockets()
         .await
         .map_err(|e| HandleError::Adapter(e.to_string()))?;
-    Ok(sockets.into_iter().map(|s| s.data().id.to_string()).collect())
+    Ok(sockets
+        .into_iter()
+        .map(|s| s.data().id.to_string())
+        .collect())
 }
 
 async fn relay<A: Adapter>(
@@ -275,7 +296,11 @@ async fn room_request<A: Adapter>(
     };
     if sh.policy.reject_socket_id_rooms && sh.store.is_socket(&req.room_id).await? {
         info!(%sid, room = %req.room_id, "room id equal to a socket id refused");
-        emit_self(socket, "join-error", &JoinError::for_room(JoinErrorReason::InvalidRoom, &req.room_id));
+        emit_self(
+            socket,
+            "join-error",
+            &JoinError::for_room(JoinErrorReason::InvalidRoom, &req.room_id),
+        );
         return Ok(None);
     }
     Ok(Some(req))
@@ -294,7 +319,11 @@ async fn check_room<A: Adapter>(
     let occupied = !live_members(&sh.io, &req.room_id).await?.is_empty();
     let stored = sh.store.password(&req.room_id).await?;
     match protocol::check_password(occupied, &stored, &req.password) {
-        Err(reason) => emit_self(socket, "join-error", &JoinError::for_room(reason, &req.room_id)),
+        Err(reason) => emit_self(
+            socket,
+            "join-error",
+            &JoinError::for_room(reason, &req.room_id),
+        ),
         Ok(()) => emit_self(
             socket,
             "room-check-ok",
@@ -395,7 +424,11 @@ async fn echo<A: Adapter>(
     emit_room(socket, &echo.room_id, event, echo.payload).await
 }
 
-async fn on_disconnecting<A: Adapter>(sh: &Shared<A>, socket: &SocketRef<A>, sid: &str) -> Result<(), HandleError> {
+async fn on_disconnecting<A: Adapter>(
+    sh: &Shared<A>,
+    socket: &SocketRef<A>,
+    sid: &str,
+) -> Result<(), HandleError> {
     let rooms = joined_rooms(socket, sid);
     // Best effort throughout: one failed step must not stop the others.
     let mut first_err: Option<HandleError> = None;
@@ -414,7 +447,9 @@ async fn on_disconnecting<A: Adapter>(sh: &Shared<A>, socket: &SocketRef<A>, sid
     for room in &rooms {
         note(emit_room(socket, room, "user-disconnected", &IdOnly { id: sid }).await);
         match live_members(&sh.io, room).await {
-            Ok(m) if m.len() <= 1 => note(sh.store.set_password(room, None).await.map_err(Into::into)),
+            Ok(m) if m.len() <= 1 => {
+                note(sh.store.set_password(room, None).await.map_err(Into::into))
+            }
             Ok(_) => {}
             Err(e) => note(Err(e)),
         }

@@ -91,7 +91,12 @@ impl Store {
     }
 
     /// Records that `sid` joined `room` under `name`.
-    pub async fn add_member(&self, sid: &str, room: &str, name: Option<&str>) -> Result<(), StoreError> {
+    pub async fn add_member(
+        &self,
+        sid: &str,
+        room: &str,
+        name: Option<&str>,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
                 let mut s = Self::mem(m);
@@ -99,7 +104,10 @@ impl Store {
                     Some(n) => s.names.insert(sid.to_string(), n.to_string()),
                     None => s.names.remove(sid),
                 };
-                s.rooms.entry(sid.to_string()).or_default().insert(room.to_string());
+                s.rooms
+                    .entry(sid.to_string())
+                    .or_default()
+                    .insert(room.to_string());
                 Ok(())
             }
             Store::Redis(r) => {
@@ -128,8 +136,10 @@ impl Store {
                     return Ok(Vec::new());
                 }
                 let mut c = r.conn.clone();
-                let keys: Vec<String> = sids.iter().map(|id| r.key(&format!("name:{id}"))).collect();
-                let names: Vec<Option<String>> = redis::cmd("MGET").arg(keys).query_async(&mut c).await?;
+                let keys: Vec<String> =
+                    sids.iter().map(|id| r.key(&format!("name:{id}"))).collect();
+                let names: Vec<Option<String>> =
+                    redis::cmd("MGET").arg(keys).query_async(&mut c).await?;
                 Ok(names)
             }
         }
@@ -187,8 +197,12 @@ impl Store {
                     return Ok(Vec::new());
                 }
                 let mut c = r.conn.clone();
-                let keys: Vec<String> = sids.iter().map(|id| r.key(&format!("media:{id}"))).collect();
-                let raw: Vec<Option<String>> = redis::cmd("MGET").arg(keys).query_async(&mut c).await?;
+                let keys: Vec<String> = sids
+                    .iter()
+                    .map(|id| r.key(&format!("media:{id}")))
+                    .collect();
+                let raw: Vec<Option<String>> =
+                    redis::cmd("MGET").arg(keys).query_async(&mut c).await?;
                 Ok(raw
                     .into_iter()
                     .map(|t| t.and_then(|t| serde_json::from_str(&t).ok()))
@@ -200,7 +214,11 @@ impl Store {
     /// The room password, `""` when none.
     pub async fn password(&self, room: &str) -> Result<String, StoreError> {
         match self {
-            Store::Memory(m) => Ok(Self::mem(m).passwords.get(room).cloned().unwrap_or_default()),
+            Store::Memory(m) => Ok(Self::mem(m)
+                .passwords
+                .get(room)
+                .cloned()
+                .unwrap_or_default()),
             Store::Redis(r) => {
                 let mut c = r.conn.clone();
                 let pw: Option<String> = c.get(r.key(&format!("pw:{room}"))).await?;

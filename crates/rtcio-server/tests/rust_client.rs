@@ -31,10 +31,15 @@ async fn join_relay_leave(urls: &[String]) {
     let r = room("flow");
     let mut a = connect(url(urls, 0), "A").await;
     assert!(join(&mut a, &r, "alice", None).await.is_empty());
-    a.emit("media-state", json!({"id": "?", "mic": true, "cam": false, "roomId": r})).await;
+    a.emit(
+        "media-state",
+        json!({"id": "?", "mic": true, "cam": false, "roomId": r}),
+    )
+    .await;
 
     let mut b = connect(url(urls, 1), "B").await;
-    b.emit("join-room", json!({"roomId": r, "name": "bob"})).await;
+    b.emit("join-room", json!({"roomId": r, "name": "bob"}))
+        .await;
     let uc = b.expect("user-connected").await;
     let a_id = uc["id"].as_str().expect("id").to_string();
     assert_eq!(uc, json!({"name": "alice", "id": a_id}));
@@ -83,20 +88,52 @@ async fn passwords(urls: &[String]) {
     let r = room("pw");
     let mut a = connect(url(urls, 0), "A").await;
     a.emit("check-room", json!({"roomId": r})).await;
-    assert_eq!(a.expect("room-check-ok").await, json!({"roomId": r, "passwordRequired": false}));
-    assert!(join(&mut a, &r, "alice", Some("  s3cret ")).await.is_empty());
+    assert_eq!(
+        a.expect("room-check-ok").await,
+        json!({"roomId": r, "passwordRequired": false})
+    );
+    assert!(
+        join(&mut a, &r, "alice", Some("  s3cret "))
+            .await
+            .is_empty()
+    );
 
     let mut b = connect(url(urls, 1), "B").await;
     b.emit("check-room", json!({"roomId": r})).await;
-    assert_eq!(b.expect("join-error").await, json!({"reason": "password-required", "roomId": r}));
-    b.emit("check-room", json!({"roomId": r, "password": "s3cret"})).await;
-    assert_eq!(b.expect("room-check-ok").await, json!({"roomId": r, "passwordRequired": true}));
-    b.emit("join-room", json!({"roomId": r, "name": "bob"})).await;
-    assert_eq!(b.expect("join-error").await, json!({"reason": "password-required", "roomId": r}));
-    b.emit("join-room", json!({"roomId": r, "name": "bob", "password": "nope"})).await;
-    assert_eq!(b.expect("join-error").await, json!({"reason": "wrong-password", "roomId": r}));
-    b.emit("join-room", json!({"roomId": r, "name": "bob", "password": 42})).await;
-    assert_eq!(b.expect("join-error").await, json!({"reason": "password-required", "roomId": r}));
+    assert_eq!(
+        b.expect("join-error").await,
+        json!({"reason": "password-required", "roomId": r})
+    );
+    b.emit("check-room", json!({"roomId": r, "password": "s3cret"}))
+        .await;
+    assert_eq!(
+        b.expect("room-check-ok").await,
+        json!({"roomId": r, "passwordRequired": true})
+    );
+    b.emit("join-room", json!({"roomId": r, "name": "bob"}))
+        .await;
+    assert_eq!(
+        b.expect("join-error").await,
+        json!({"reason": "password-required", "roomId": r})
+    );
+    b.emit(
+        "join-room",
+        json!({"roomId": r, "name": "bob", "password": "nope"}),
+    )
+    .await;
+    assert_eq!(
+        b.expect("join-error").await,
+        json!({"reason": "wrong-password", "roomId": r})
+    );
+    b.emit(
+        "join-room",
+        json!({"roomId": r, "name": "bob", "password": 42}),
+    )
+    .await;
+    assert_eq!(
+        b.expect("join-error").await,
+        json!({"reason": "password-required", "roomId": r})
+    );
     assert_eq!(join(&mut b, &r, "bob", Some(" s3cret")).await.len(), 1);
 
     // Room empties: the password goes with it.
@@ -111,7 +148,10 @@ async fn passwords(urls: &[String]) {
         c.emit("check-room", json!({"roomId": r})).await;
         let reply = c.next().await;
         if reply.name == "room-check-ok" {
-            assert_eq!(reply.args[0], json!({"roomId": r, "passwordRequired": false}));
+            assert_eq!(
+                reply.args[0],
+                json!({"roomId": r, "passwordRequired": false})
+            );
             break;
         }
         tries += 1;
@@ -125,7 +165,15 @@ async fn passwords(urls: &[String]) {
 /// Invalid shapes: join-error for room requests, silence elsewhere; the socket keeps working.
 async fn bad_payloads(urls: &[String]) {
     let mut a = connect(url(urls, 0), "A").await;
-    for bad in [json!(null), json!(5), json!("room"), json!([1, 2]), json!({}), json!({"roomId": 7}), json!({"roomId": ""})] {
+    for bad in [
+        json!(null),
+        json!(5),
+        json!("room"),
+        json!([1, 2]),
+        json!({}),
+        json!({"roomId": 7}),
+        json!({"roomId": ""}),
+    ] {
         a.emit("join-room", bad.clone()).await;
         let err = a.expect("join-error").await;
         assert_eq!(err["reason"], "invalid-room", "{bad}");
@@ -136,21 +184,40 @@ async fn bad_payloads(urls: &[String]) {
         a.emit("check-room", bad).await;
         assert_eq!(a.expect("join-error").await["reason"], "invalid-room");
     }
-    for ev in ["media-state", "stopScreenShare", "chat-message", "#rtcio:message"] {
-        for bad in [json!(null), json!(1), json!("x"), json!([]), json!({"roomId": 3}), json!({"target": 9})] {
+    for ev in [
+        "media-state",
+        "stopScreenShare",
+        "chat-message",
+        "#rtcio:message",
+    ] {
+        for bad in [
+            json!(null),
+            json!(1),
+            json!("x"),
+            json!([]),
+            json!({"roomId": 3}),
+            json!({"target": 9}),
+        ] {
             a.emit(ev, bad).await;
         }
     }
     // Too long for a room id: refused with the reason.
-    a.emit("join-room", json!({"roomId": "x".repeat(1000)})).await;
+    a.emit("join-room", json!({"roomId": "x".repeat(1000)}))
+        .await;
     assert_eq!(a.expect("join-error").await["reason"], "invalid-room");
     // Over the event size cap: dropped without an answer.
-    a.emit("join-room", json!({"roomId": "x".repeat(200_000)})).await;
+    a.emit("join-room", json!({"roomId": "x".repeat(200_000)}))
+        .await;
     a.emit("no-such-event", json!({"a": 1})).await;
     // Still answering, in order, and nothing else was sent back.
     a.emit("check-room", json!({"roomId": room("bad")})).await;
     let seen = a.until_marker("room-check-ok").await;
-    assert!(seen.is_empty(), "{} unexpected replies, first: {:.200}", seen.len(), format!("{:?}", seen.first()));
+    assert!(
+        seen.is_empty(),
+        "{} unexpected replies, first: {:.200}",
+        seen.len(),
+        format!("{:?}", seen.first())
+    );
     // And the server still takes new sockets.
     let b = connect(url(urls, 1), "B").await;
     b.close().await;
@@ -165,19 +232,33 @@ async fn relay_hardening(urls: &[String]) {
     let mut b = connect(url(urls, 1), "B").await;
     let ids = join(&mut b, &r, "bob", None).await;
     let a_id = ids[0].clone();
-    let b_id = a.expect("user-connected").await["id"].as_str().unwrap().to_string();
+    let b_id = a.expect("user-connected").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     a.expect("#rtcio:init-offer").await;
 
     // X is in no room: its relay to A is dropped. Then X joins and a good relay gets through;
     // per-socket ordering means the bad one would have arrived first.
     let mut x = connect(url(urls, 2), "X").await;
-    x.emit("#rtcio:message", json!({"source": "whoever", "target": a_id, "data": {"mid": "bad"}})).await;
+    x.emit(
+        "#rtcio:message",
+        json!({"source": "whoever", "target": a_id, "data": {"mid": "bad"}}),
+    )
+    .await;
     let ids = join(&mut x, &r, "xavier", None).await;
     assert_eq!(ids.len(), 2);
-    let x_id = a.expect("user-connected").await["id"].as_str().unwrap().to_string();
+    let x_id = a.expect("user-connected").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     a.expect("#rtcio:init-offer").await;
     // Foreign source: dropped.
-    x.emit("#rtcio:message", json!({"source": b_id, "target": a_id, "data": {"mid": "spoof"}})).await;
+    x.emit(
+        "#rtcio:message",
+        json!({"source": b_id, "target": a_id, "data": {"mid": "spoof"}}),
+    )
+    .await;
     let good = json!({"source": x_id, "target": a_id, "data": {"mid": "good"}});
     x.emit("#rtcio:message", good.clone()).await;
     let before = a.until_marker("#rtcio:message").await;
@@ -186,14 +267,26 @@ async fn relay_hardening(urls: &[String]) {
     assert!(after.is_empty(), "{after:?}");
 
     // Echo to a room X never joined: dropped; to its own room: delivered to others.
-    x.emit("chat-message", json!({"roomId": "elsewhere", "text": "no"})).await;
-    x.emit("chat-message", json!({"roomId": r, "text": "hi"})).await;
-    assert_eq!(a.expect("chat-message").await, json!({"roomId": r, "text": "hi"}));
-    assert_eq!(b.wait_for("chat-message").await, json!({"roomId": r, "text": "hi"}));
+    x.emit("chat-message", json!({"roomId": "elsewhere", "text": "no"}))
+        .await;
+    x.emit("chat-message", json!({"roomId": r, "text": "hi"}))
+        .await;
+    assert_eq!(
+        a.expect("chat-message").await,
+        json!({"roomId": r, "text": "hi"})
+    );
+    assert_eq!(
+        b.wait_for("chat-message").await,
+        json!({"roomId": r, "text": "hi"})
+    );
 
     // A room id equal to a socket id is refused.
-    x.emit("join-room", json!({"roomId": a_id, "name": "eve"})).await;
-    assert_eq!(x.expect("join-error").await, json!({"reason": "invalid-room", "roomId": a_id}));
+    x.emit("join-room", json!({"roomId": a_id, "name": "eve"}))
+        .await;
+    assert_eq!(
+        x.expect("join-error").await,
+        json!({"reason": "invalid-room", "roomId": a_id})
+    );
     for c in [a, b, x] {
         c.close().await;
     }
@@ -212,7 +305,10 @@ async fn eight_clients(urls: &[String]) {
             let uc = other.expect("user-connected").await;
             assert_eq!(uc["name"], format!("n{i}"), "c{j}");
             let id = uc["id"].as_str().unwrap().to_string();
-            assert_eq!(other.expect("#rtcio:init-offer").await, json!({"source": id}));
+            assert_eq!(
+                other.expect("#rtcio:init-offer").await,
+                json!({"source": id})
+            );
             if j == 0 {
                 ids.push(id);
             }
@@ -268,7 +364,10 @@ async fn anchor_compat_relays_to_any_target_and_repeats_rejoin() {
     join(&mut a, &r, "alice", None).await;
     let mut b = connect(&server.url(), "B").await;
     let a_id = join(&mut b, &r, "bob", None).await.remove(0);
-    let b_id = a.expect("user-connected").await["id"].as_str().unwrap().to_string();
+    let b_id = a.expect("user-connected").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     a.expect("#rtcio:init-offer").await;
     // An outsider with a made-up source reaches A, as with rtc.io-server.
     let x = connect(&server.url(), "X").await;
@@ -276,7 +375,8 @@ async fn anchor_compat_relays_to_any_target_and_repeats_rejoin() {
     x.emit("#rtcio:message", env.clone()).await;
     assert_eq!(a.expect("#rtcio:message").await, env);
     // Re-join repeats the whole sequence, self included.
-    b.emit("join-room", json!({"roomId": r, "name": "bob"})).await;
+    b.emit("join-room", json!({"roomId": r, "name": "bob"}))
+        .await;
     let mut self_seen = false;
     loop {
         let ev = b.next().await;
@@ -287,7 +387,10 @@ async fn anchor_compat_relays_to_any_target_and_repeats_rejoin() {
         }
     }
     assert!(self_seen, "anchor re-join backfills the joiner itself");
-    assert_eq!(a.expect("user-connected").await["id"], Value::String(b_id.clone()));
+    assert_eq!(
+        a.expect("user-connected").await["id"],
+        Value::String(b_id.clone())
+    );
     assert_eq!(a.expect("#rtcio:init-offer").await, json!({"source": b_id}));
     for c in [a, b, x] {
         c.close().await;
@@ -315,23 +418,36 @@ async fn handshake_token_is_enforced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_rate_limit_drops_excess_but_keeps_the_socket() {
-    let mut policy = Policy::default();
-    policy.relay_per_second = 50.0;
-    let server = local_server(policy).await;
+    let server = local_server(Policy {
+        relay_per_second: 50.0,
+        ..Policy::default()
+    })
+    .await;
     let r = room("rate");
     let mut a = connect(&server.url(), "A").await;
     join(&mut a, &r, "alice", None).await;
     let mut b = connect(&server.url(), "B").await;
     let a_id = join(&mut b, &r, "bob", None).await.remove(0);
-    let b_id = a.expect("user-connected").await["id"].as_str().unwrap().to_string();
+    let b_id = a.expect("user-connected").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     a.expect("#rtcio:init-offer").await;
     for i in 0..500 {
-        b.emit("#rtcio:message", json!({"source": b_id, "target": a_id, "data": {"mid": i.to_string()}}))
-            .await;
+        b.emit(
+            "#rtcio:message",
+            json!({"source": b_id, "target": a_id, "data": {"mid": i.to_string()}}),
+        )
+        .await;
     }
-    b.emit("chat-message", json!({"roomId": r, "done": true})).await;
+    b.emit("chat-message", json!({"roomId": r, "done": true}))
+        .await;
     let relayed = a.until_marker("chat-message").await;
-    assert!(!relayed.is_empty() && relayed.len() < 500, "{} of 500 relayed", relayed.len());
+    assert!(
+        !relayed.is_empty() && relayed.len() < 500,
+        "{} of 500 relayed",
+        relayed.len()
+    );
     // Nothing was reordered among the ones that passed.
     let mids: Vec<u64> = relayed
         .iter()

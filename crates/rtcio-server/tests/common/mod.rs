@@ -35,11 +35,17 @@ pub struct TestClient {
 
 /// Connects over WebSocket and waits for the socket.io CONNECT ack.
 pub async fn connect(url: &str, label: &str) -> TestClient {
-    try_connect(url, label, None).await.unwrap_or_else(|e| panic!("{label}: {e}"))
+    try_connect(url, label, None)
+        .await
+        .unwrap_or_else(|e| panic!("{label}: {e}"))
 }
 
 /// Connects with an optional handshake `auth` payload; `Err` carries the connect_error text.
-pub async fn try_connect(url: &str, label: &str, auth: Option<Value>) -> Result<TestClient, String> {
+pub async fn try_connect(
+    url: &str,
+    label: &str,
+    auth: Option<Value>,
+) -> Result<TestClient, String> {
     let (tx, rx) = mpsc::unbounded_channel();
     let (open_tx, mut open_rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let open_err = open_tx.clone();
@@ -112,7 +118,13 @@ impl TestClient {
     /// Waits for `name`, keeping other events for later; returns its first argument.
     pub async fn wait_for(&mut self, name: &str) -> Value {
         if let Some(i) = self.backlog.iter().position(|r| r.name == name) {
-            return self.backlog.remove(i).args.into_iter().next().unwrap_or(Value::Null);
+            return self
+                .backlog
+                .remove(i)
+                .args
+                .into_iter()
+                .next()
+                .unwrap_or(Value::Null);
         }
         let mut skipped = Vec::new();
         let found = loop {
@@ -120,7 +132,10 @@ impl TestClient {
                 Ok(Some(r)) if r.name == name => break r,
                 Ok(Some(r)) => skipped.push(r),
                 Ok(None) => panic!("{}: closed while waiting for {name}", self.label),
-                Err(_) => panic!("{}: no {name} within {WAIT:?} (saw {skipped:?})", self.label),
+                Err(_) => panic!(
+                    "{}: no {name} within {WAIT:?} (saw {skipped:?})",
+                    self.label
+                ),
             }
         };
         self.backlog.extend(skipped);
@@ -154,7 +169,12 @@ impl TestClient {
 }
 
 /// Joins `room` and returns the socket ids of members announced in the backfill.
-pub async fn join(c: &mut TestClient, room: &str, name: &str, password: Option<&str>) -> Vec<String> {
+pub async fn join(
+    c: &mut TestClient,
+    room: &str,
+    name: &str,
+    password: Option<&str>,
+) -> Vec<String> {
     let mut p = serde_json::json!({"roomId": room, "name": name});
     if let Some(pw) = password {
         p["password"] = Value::String(pw.to_string());
@@ -207,7 +227,9 @@ pub fn start_redis() -> (ChildGuard, String) {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("redis-server must be installed (Debian package redis-server; .ci/run installs it)");
+        .expect(
+            "redis-server must be installed (Debian package redis-server; .ci/run installs it)",
+        );
     let mut guard = ChildGuard(child);
     let stdout = guard.0.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
