@@ -366,8 +366,9 @@ async fn join_room<A: Adapter>(
         emit_self(socket, "join-ok", &JoinOk { room_id: room });
         return Ok(());
     }
-    // The anchor backfills every member present before the join (itself too on a re-join).
-    members.sort();
+    // The anchor backfills every member present before the join (itself too on a re-join), in
+    // join order.
+    sh.store.sort_by_join_order(room, &mut members).await?;
     socket.join(room.to_string());
     let names = sh.store.names(&members).await?;
     let media = sh.store.media(&members).await?;
@@ -454,7 +455,12 @@ async fn on_disconnecting<A: Adapter>(
             Err(e) => note(Err(e)),
         }
     }
-    note(sh.store.forget_socket(sid).await.map_err(Into::into));
+    note(
+        sh.store
+            .forget_socket(sid, &rooms)
+            .await
+            .map_err(Into::into),
+    );
     debug!(%sid, rooms = rooms.len(), "socket left");
     first_err.map_or(Ok(()), Err)
 }

@@ -35,6 +35,9 @@ pub struct MemoryState {
     rooms: HashMap<String, HashSet<String>>,
     media: HashMap<String, MediaState>,
     passwords: HashMap<String, String>,
+    /// room → socket → join sequence number (the anchor lists members in join order).
+    join_seq: HashMap<String, HashMap<String, u64>>,
+    next_seq: u64,
 }
 
 /// Redis-backed state: plain keys under a prefix, one connection manager that reconnects itself.
@@ -108,6 +111,14 @@ impl Store {
                     .entry(sid.to_string())
                     .or_default()
                     .insert(room.to_string());
+                s.next_seq += 1;
+                let seq = s.next_seq;
+                // A re-join keeps its place, like re-adding to a JS Set.
+                s.join_seq
+                    .entry(room.to_string())
+                    .or_default()
+                    .entry(sid.to_string())
+                    .or_insert(seq);
                 Ok(())
             }
             Store::Redis(r) => {
@@ -119,6 +130,10 @@ impl Store {
                 };
                 pipe.sadd(r.key(&format!("rooms:{sid}")), room).ignore();
                 let _: () = pipe.query_async(&mut c).await?;
+                let seq: u64 = c.incr(r.key("seq"), 1u64).await?;
+                let _: () = c
+                    .hset_nx(r.key(&format!("joined:{room}")), sid, seq)
+                    .await?;
                 Ok(())
             }
         }
@@ -143,6 +158,46 @@ impl Store {
                 Ok(names)
             }
         }
+    }
+
+    /// Sorts `sids` into the order they joined `room` (unknown ones last, by id).
+    pub async fn sort_by_join_order(
+        &self,
+        room: &str,
+        sids: &mut [String],
+    ) -> Result<(), StoreError> {
+        let seqs: Vec<Option<u64>> = match self {
+            Store::Memory(m) => {
+                let s = Self::mem(m);
+                let order = s.join_seq.get(room);
+                sids.iter()
+                    .map(|id| order.and_then(|o| o.get(id).copied()))
+                    .collect()
+            }
+            Store::Redis(r) => {
+                if sids.is_empty() {
+                    return Ok(());
+                }
+                let mut c = r.conn.clone();
+                redis::cmd("HMGET")
+                    .arg(r.key(&format!("joined:{room}")))
+                    .arg(&*sids)
+                    .query_async(&mut c)
+                    .await?
+            }
+        };
+        let mut keyed: Vec<(Option<u64>, String)> =
+            seqs.into_iter().zip(sids.iter().cloned()).collect();
+        keyed.sort_by(|a, b| match (a.0, b.0) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.1.cmp(&b.1),
+        });
+        for (slot, (_, id)) in sids.iter_mut().zip(keyed) {
+            *slot = id;
+        }
+        Ok(())
     }
 
     /// True when `target` has joined any of `rooms`.
@@ -250,11 +305,19 @@ impl Store {
         }
     }
 
-    /// Forgets everything about a socket that left.
-    pub async fn forget_socket(&self, sid: &str) -> Result<(), StoreError> {
+    /// Forgets everything about a socket that left `rooms`.
+    pub async fn forget_socket(&self, sid: &str, rooms: &[String]) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
                 let mut s = Self::mem(m);
+                for room in rooms {
+                    if let Some(order) = s.join_seq.get_mut(room) {
+                        order.remove(sid);
+                        if order.is_empty() {
+                            s.join_seq.remove(room);
+                        }
+                    }
+                }
                 s.sockets.remove(sid);
                 s.names.remove(sid);
                 s.rooms.remove(sid);
@@ -265,6 +328,9 @@ impl Store {
                 let mut c = r.conn.clone();
                 let mut pipe = redis::pipe();
                 pipe.srem(r.key("sockets"), sid).ignore();
+                for room in rooms {
+                    pipe.hdel(r.key(&format!("joined:{room}")), sid).ignore();
+                }
                 pipe.del(&[
                     r.key(&format!("name:{sid}")),
                     r.key(&format!("rooms:{sid}")),

@@ -1,0 +1,1380 @@
+//! Load generator: rtcio-server vs the Node reference server (socket.io 4.8), side by side.
+//!
+//! Run with `cargo bench -p rtcio-server --bench load`; see `benches/README.md` for the method and
+//! the meaning of every metric. Progress goes to stderr, the Markdown table to stdout.
+//!
+//! The client is a minimal Engine.IO v4 / Socket.IO v5 speaker over raw WebSockets (PROTOCOL.md
+//! §1.2–1.3): read the `0{…}` open packet, send `40`, read `40{"sid":…}`, answer `2` with `3`,
+//! exchange `42[…]` events. One tokio task per socket, 4 KiB read buffer each.
+//!
+//! Environment knobs (all optional): `LOAD_ONLY=ours|node` runs one server only; `LOAD_RSS=1000,10000`
+//! overrides the socket counts of the RSS phase.
+
+use std::fmt::Display;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::{sleep, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+// ---- parameters -------------------------------------------------------------------------------
+
+/// Sockets per joins round.
+const JOIN_SOCKETS: usize = 500;
+/// Members per room in the joins and RSS phases.
+const ROOM_SIZE: usize = 4;
+/// Measured joins rounds per server (the median is reported); one unmeasured warm-up round first.
+const JOIN_ROUNDS: usize = 3;
+const JOIN_WARMUP_SOCKETS: usize = 200;
+/// Connect + join handshakes in flight at once (keeps SYN bursts below the listen backlogs).
+const HANDSHAKE_CONCURRENCY: usize = 128;
+/// Sender/receiver pairs in the relay phase, each in its own 2-member room.
+const RELAY_PAIRS: usize = 100;
+/// Relayed messages in flight per pair (sent, not yet received).
+const RELAY_WINDOW: usize = 32;
+/// Messages per relay run (split evenly over the pairs) and its time cap.
+const RELAY_TOTAL: u64 = 200_000;
+const RELAY_MAX: Duration = Duration::from_secs(10);
+/// Unmeasured warm-up run before the relay measurement (JIT, allocator pools).
+const RELAY_WARMUP_TOTAL: u64 = 10_000;
+const RELAY_WARMUP_MAX: Duration = Duration::from_secs(5);
+/// How long receivers keep waiting for stragglers after the senders stopped.
+const RELAY_GRACE: Duration = Duration::from_secs(2);
+/// Idle sockets per fresh server in the RSS phase.
+const RSS_SIZES: [usize; 2] = [1_000, 10_000];
+/// Pause before reading VmRSS (server idle, allocator settled).
+const RSS_SETTLE: Duration = Duration::from_secs(2);
+/// Bound on connecting all sockets of one RSS step.
+const RSS_CONNECT_MAX: Duration = Duration::from_secs(90);
+/// Client sockets bind to 127.0.0.1 … 127.0.0.N round-robin (spreads ephemeral ports / TIME_WAIT).
+const SOURCE_ADDRS: usize = 8;
+/// Connect + handshake + join of one socket.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(20);
+/// Server start-up (until the ready line).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Whole bench; it normally needs well under half of this.
+const OVERALL_LIMIT: Duration = Duration::from_secs(420);
+/// File-descriptor limit requested for the bench and (inherited) the server children.
+const NOFILE: u64 = 65_536;
+
+/// A realistic trickled ICE candidate, the bulk of signaling traffic.
+const CANDIDATE: &str = "candidate:842163049 1 udp 1677729535 198.51.100.23 51234 typ srflx raddr 10.0.0.7 rport 51234 generation 0 ufrag x9Tq network-cost 999";
+
+// ---- small helpers ----------------------------------------------------------------------------
+
+type R<T> = Result<T, String>;
+
+trait Ctx<T> {
+    fn ctx(self, what: &str) -> R<T>;
+}
+
+impl<T, E: Display> Ctx<T> for Result<T, E> {
+    fn ctx(self, what: &str) -> R<T> {
+        self.map_err(|e| format!("{what}: {e}"))
+    }
+}
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Nanoseconds on the process-wide monotonic clock (send and receive stamps share it).
+fn now_ns() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+static NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Something worth reporting under the table (errors, drops, crashes).
+fn note(s: String) {
+    eprintln!("NOTE: {s}");
+    NOTES.lock().unwrap().push(s);
+}
+
+fn src_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % SOURCE_ADDRS) as u8))
+}
+
+fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    Some(sorted[idx.min(sorted.len() - 1)])
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+// ---- server processes -------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Ours,
+    Node,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Ours => "ours",
+            Kind::Node => "node",
+        }
+    }
+}
+
+#[derive(Default)]
+struct StderrLog {
+    lines: AtomicUsize,
+    sample: Mutex<Vec<String>>,
+}
+
+/// A running server child. Dropping it kills the process (also on panic or interruption).
+struct Server {
+    kind: Kind,
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+    stderr: Arc<StderrLog>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn parse_ready(kind: Kind, line: &str) -> Option<u16> {
+    let port = match kind {
+        Kind::Ours => line
+            .trim()
+            .strip_prefix("rtcio-server listening on http://")?
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()?,
+        Kind::Node => line.trim().strip_prefix("LISTENING ")?,
+    };
+    port.trim().parse().ok()
+}
+
+impl Server {
+    async fn start(kind: Kind, root: &Path) -> R<Server> {
+        let mut cmd = match kind {
+            Kind::Ours => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_rtcio-server"));
+                c.args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--log",
+                    "warn",
+                    "--relay-rate",
+                    "0",
+                    "--join-rate",
+                    "0",
+                ]);
+                for v in ["PORT", "RTCIO_LOG", "RTCIO_AUTH_TOKEN", "RTCIO_REDIS_URL"] {
+                    c.env_remove(v);
+                }
+                c
+            }
+            Kind::Node => {
+                let mut c = Command::new("node");
+                c.arg(root.join("tests/node/reference-server.mjs"))
+                    .env("PORT", "0")
+                    .env_remove("RECOVERY");
+                c
+            }
+        };
+        cmd.current_dir(root)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().ctx(&format!("spawn {} server", kind.label()))?;
+        let pid = child.id().ok_or("server exited at once")?;
+        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+        let stderr_pipe = child.stderr.take().ok_or("no stderr pipe")?;
+
+        let log = Arc::new(StderrLog::default());
+        let log2 = log.clone();
+        let label = kind.label();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr_pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let n = log2.lines.fetch_add(1, Ordering::Relaxed);
+                if n < 10 {
+                    eprintln!("  [{label} stderr] {line}");
+                    log2.sample.lock().unwrap().push(line);
+                }
+            }
+        });
+
+        let mut lines = BufReader::new(stdout).lines();
+        let port = timeout(START_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await.ctx("server stdout")? {
+                if let Some(p) = parse_ready(kind, &line) {
+                    return Ok(p);
+                }
+            }
+            Err("server exited before printing its ready line".to_string())
+        })
+        .await
+        .map_err(|_| "server did not become ready in time".to_string())??;
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Server {
+            kind,
+            child,
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            stderr: log,
+        })
+    }
+
+    fn rss_kib(&self) -> R<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .ctx("read /proc status")?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| "no VmRSS".to_string())
+    }
+
+    /// utime + stime in clock ticks.
+    fn cpu_ticks(&self) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    }
+
+    /// Reports an early exit and stderr output, then kills the process and reaps it.
+    async fn stop(mut self, phase: &str) {
+        let who = self.kind.label();
+        if let Ok(Some(status)) = self.child.try_wait() {
+            note(format!(
+                "{who} server exited on its own during {phase}: {status}"
+            ));
+        }
+        let _ = self.child.start_kill();
+        let _ = timeout(Duration::from_secs(5), self.child.wait()).await;
+        sleep(Duration::from_millis(50)).await; // let the stderr reader finish
+        let n = self.stderr.lines.load(Ordering::Relaxed);
+        if n > 0 {
+            let sample = self.stderr.sample.lock().unwrap().clone();
+            note(format!(
+                "{who} server wrote {n} stderr line(s) during {phase}; first: {}",
+                sample.first().map(String::as_str).unwrap_or("")
+            ));
+        }
+    }
+}
+
+// ---- raw Engine.IO v4 / Socket.IO v5 client ---------------------------------------------------
+
+type Ws = WebSocketStream<TcpStream>;
+
+struct Client {
+    ws: Ws,
+    /// The namespace socket id from the CONNECT ack (what `source`/`target`/`id` carry).
+    sid: String,
+}
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(8192)
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20))
+}
+
+/// Handles one incoming frame: answers Engine.IO pings, returns Socket.IO event frames
+/// (`42…`), errors when the connection ends.
+async fn on_frame(
+    ws: &mut Ws,
+    frame: Option<Result<Message, tungstenite::Error>>,
+) -> R<Option<Utf8Bytes>> {
+    match frame {
+        None => Err("connection closed".into()),
+        Some(Err(e)) => Err(format!("websocket: {e}")),
+        Some(Ok(Message::Text(t))) => {
+            if t.as_str() == "2" {
+                ws.send(Message::text("3")).await.ctx("pong")?;
+                Ok(None)
+            } else if t.starts_with("42") {
+                Ok(Some(t))
+            } else if t.starts_with("41") || t.as_str() == "1" {
+                Err(format!("server closed the session: {}", t.as_str()))
+            } else {
+                Ok(None)
+            }
+        }
+        Some(Ok(Message::Close(f))) => Err(format!("websocket close {f:?}")),
+        Some(Ok(_)) => Ok(None),
+    }
+}
+
+/// Splits `42[<name>,<args>…]` (an ack id may follow `42`) into the name and raw arguments.
+fn parse_event(t: &str) -> Option<(String, Vec<&RawValue>)> {
+    let body = t
+        .strip_prefix("42")?
+        .trim_start_matches(|c: char| c.is_ascii_digit());
+    let mut parts: Vec<&RawValue> = serde_json::from_str(body).ok()?;
+    if parts.is_empty() {
+        return None;
+    }
+    let name: String = serde_json::from_str(parts.remove(0).get()).ok()?;
+    Some((name, parts))
+}
+
+#[derive(Deserialize)]
+struct IdArg {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct RelayEnv {
+    data: RelayData,
+}
+
+#[derive(Deserialize)]
+struct RelayData {
+    t: u64,
+}
+
+/// Send stamp of a relayed `#rtcio:message`, or `None` for any other frame.
+fn relay_stamp(t: &str) -> Option<u64> {
+    let body = t.strip_prefix("42")?;
+    let parts: Vec<&RawValue> = serde_json::from_str(body).ok()?;
+    if parts.first()?.get() != "\"#rtcio:message\"" {
+        return None;
+    }
+    serde_json::from_str::<RelayEnv>(parts.get(1)?.get())
+        .ok()
+        .map(|e| e.data.t)
+}
+
+impl Client {
+    async fn connect(server: SocketAddr, src: IpAddr) -> R<Client> {
+        let sock = TcpSocket::new_v4().ctx("socket")?;
+        sock.set_reuseaddr(true).ctx("SO_REUSEADDR")?;
+        sock.bind(SocketAddr::new(src, 0)).ctx("bind")?;
+        let stream = sock.connect(server).await.ctx("connect")?;
+        stream.set_nodelay(true).ctx("TCP_NODELAY")?;
+        let url = format!("ws://{server}/socket.io/?EIO=4&transport=websocket");
+        let (mut ws, _) = client_async_with_config(url, stream, Some(ws_config()))
+            .await
+            .ctx("websocket handshake")?;
+        // Engine.IO open packet.
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) if t.starts_with('0') => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("before open: {e}")),
+                None => return Err("closed before open".into()),
+            }
+        }
+        ws.send(Message::text("40")).await.ctx("send CONNECT")?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) if t.starts_with("40") => {
+                    #[derive(Deserialize)]
+                    struct Ack {
+                        sid: String,
+                    }
+                    let ack: Ack = serde_json::from_str(&t[2..]).ctx("CONNECT ack")?;
+                    return Ok(Client { ws, sid: ack.sid });
+                }
+                Some(Ok(Message::Text(t))) if t.starts_with("44") => {
+                    return Err(format!("connect_error {}", t.as_str()));
+                }
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                    ws.send(Message::text("3")).await.ctx("pong")?;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("before CONNECT ack: {e}")),
+                None => return Err("closed before CONNECT ack".into()),
+            }
+        }
+    }
+
+    async fn next_event(&mut self) -> R<Utf8Bytes> {
+        loop {
+            let frame = self.ws.next().await;
+            if let Some(t) = on_frame(&mut self.ws, frame).await? {
+                return Ok(t);
+            }
+        }
+    }
+
+    /// `join-room`, then waits for `join-ok`; returns the ids announced by `user-connected` before
+    /// it (the members already in the room).
+    async fn join(&mut self, room: &str, name: &str) -> R<Vec<String>> {
+        let ev = serde_json::json!(["join-room", {"roomId": room, "name": name}]);
+        self.ws
+            .send(Message::text(format!("42{ev}")))
+            .await
+            .ctx("send join-room")?;
+        let mut seen = Vec::new();
+        loop {
+            let t = self.next_event().await?;
+            let Some((name, args)) = parse_event(&t) else {
+                continue;
+            };
+            match name.as_str() {
+                "join-ok" => return Ok(seen),
+                "join-error" => return Err(format!("join-error {}", t.as_str())),
+                "user-connected" => {
+                    if let Some(a) = args
+                        .first()
+                        .and_then(|a| serde_json::from_str::<IdArg>(a.get()).ok())
+                    {
+                        seen.push(a.id);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits for a `user-connected` announcing a new member and returns its id.
+    async fn next_user_connected(&mut self) -> R<String> {
+        loop {
+            let t = self.next_event().await?;
+            if let Some((name, args)) = parse_event(&t)
+                && name == "user-connected"
+                && let Some(a) = args
+                    .first()
+                    .and_then(|a| serde_json::from_str::<IdArg>(a.get()).ok())
+            {
+                return Ok(a.id);
+            }
+        }
+    }
+}
+
+async fn close_all(clients: Vec<Client>) {
+    let handles: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let _ = timeout(Duration::from_secs(2), c.ws.close(None)).await;
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+async fn connect_and_join(addr: SocketAddr, i: usize, room: String) -> R<Client> {
+    timeout(SOCKET_TIMEOUT, async {
+        let mut c = Client::connect(addr, src_ip(i)).await?;
+        c.join(&room, &format!("u{i}")).await?;
+        Ok(c)
+    })
+    .await
+    .unwrap_or_else(|_| Err("connect+join timed out".into()))
+}
+
+// ---- phase 1: joins/s -------------------------------------------------------------------------
+
+struct JoinRound {
+    ok: usize,
+    failed: usize,
+    secs: f64,
+    first_err: Option<String>,
+}
+
+async fn joins_round(addr: SocketAddr, k: usize, tag: &str) -> JoinRound {
+    let sem = Arc::new(Semaphore::new(HANDSHAKE_CONCURRENCY));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..k)
+        .map(|i| {
+            let sem = sem.clone();
+            let room = format!("{tag}-{}", i / ROOM_SIZE);
+            tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let r = connect_and_join(addr, i, room).await;
+                (r, Instant::now())
+            })
+        })
+        .collect();
+    let mut clients = Vec::with_capacity(k);
+    let (mut failed, mut first_err, mut last) = (0, None, start);
+    for h in handles {
+        match h.await {
+            Ok((Ok(c), t)) => {
+                clients.push(c);
+                last = last.max(t);
+            }
+            Ok((Err(e), _)) => {
+                failed += 1;
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                failed += 1;
+                first_err.get_or_insert(format!("task: {e}"));
+            }
+        }
+    }
+    let round = JoinRound {
+        ok: clients.len(),
+        failed,
+        secs: (last - start).as_secs_f64(),
+        first_err,
+    };
+    close_all(clients).await;
+    // Let the server process the disconnects before the next round.
+    sleep(Duration::from_millis(300)).await;
+    round
+}
+
+// ---- phase 2: relay throughput and latency ----------------------------------------------------
+
+#[derive(Default)]
+struct RelayStats {
+    pairs: usize,
+    sent: u64,
+    received: u64,
+    secs: f64,
+    lat_sorted: Vec<u64>,
+    server_cpu_s: Option<f64>,
+    first_err: Option<String>,
+}
+
+struct Pair {
+    a: Client,
+    b: Client,
+    /// a's peer (learned from `user-connected`): the target of a's messages.
+    a_peer: String,
+}
+
+async fn setup_pair(addr: SocketAddr, i: usize, tag: &str) -> R<Pair> {
+    let room = format!("{tag}-{i}");
+    let mut a = Client::connect(addr, src_ip(2 * i)).await?;
+    let mut b = Client::connect(addr, src_ip(2 * i + 1)).await?;
+    a.join(&room, "a").await?;
+    let b_seen = b.join(&room, "b").await?;
+    if b_seen != [a.sid.clone()] {
+        return Err(format!("b's backfill {b_seen:?} is not [a = {}]", a.sid));
+    }
+    let a_peer = a.next_user_connected().await?;
+    if a_peer != b.sid {
+        return Err(format!(
+            "a saw user-connected {a_peer}, expected b = {}",
+            b.sid
+        ));
+    }
+    Ok(Pair { a, b, a_peer })
+}
+
+struct PairState {
+    sem: Semaphore,
+    sent: AtomicU64,
+    sender_done: AtomicBool,
+}
+
+/// Sends `quota` messages from `c` to `target`, at most `RELAY_WINDOW` unacknowledged.
+async fn run_sender(
+    mut c: Client,
+    target: String,
+    st: Arc<PairState>,
+    quota: u64,
+    deadline: tokio::time::Instant,
+) -> R<Client> {
+    let prefix = format!(
+        "42[\"#rtcio:message\",{{\"source\":\"{}\",\"target\":\"{}\",\"data\":{{\"candidate\":{{\"candidate\":\"{CANDIDATE}\",\"sdpMid\":\"0\",\"sdpMLineIndex\":0}},\"t\":",
+        c.sid, target
+    );
+    let mut sent = 0u64;
+    let result = async {
+        loop {
+            if sent >= quota || tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            let mut batch = 0;
+            while sent < quota {
+                let Ok(p) = st.sem.try_acquire() else { break };
+                p.forget();
+                c.ws.feed(Message::text(format!("{prefix}{}}}}}]", now_ns())))
+                    .await
+                    .ctx("send")?;
+                sent += 1;
+                batch += 1;
+            }
+            if batch > 0 {
+                c.ws.flush().await.ctx("flush")?;
+                st.sent.store(sent, Ordering::Release);
+            }
+            tokio::select! {
+                p = st.sem.acquire(), if sent < quota => drop(p),
+                frame = c.ws.next() => { on_frame(&mut c.ws, frame).await?; }
+                _ = sleep_until(deadline) => return Ok(()),
+            }
+        }
+    }
+    .await;
+    st.sent.store(sent, Ordering::Release);
+    st.sender_done.store(true, Ordering::Release);
+    result.map(|()| c)
+}
+
+struct RecvOut {
+    client: R<Client>,
+    got: u64,
+    last_ns: u64,
+    lat: Vec<u64>,
+}
+
+async fn run_receiver(
+    mut c: Client,
+    st: Arc<PairState>,
+    quota: u64,
+    hard: tokio::time::Instant,
+) -> RecvOut {
+    let mut lat = Vec::with_capacity(quota as usize);
+    let (mut got, mut last_ns) = (0u64, 0u64);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let r = async {
+        loop {
+            if got >= quota {
+                return Ok(());
+            }
+            tokio::select! {
+                frame = c.ws.next() => {
+                    if let Some(t) = on_frame(&mut c.ws, frame).await?
+                        && let Some(stamp) = relay_stamp(&t)
+                    {
+                        let now = now_ns();
+                        lat.push(now.saturating_sub(stamp));
+                        last_ns = now;
+                        got += 1;
+                        st.sem.add_permits(1);
+                    }
+                }
+                _ = tick.tick() => {
+                    if st.sender_done.load(Ordering::Acquire) && got >= st.sent.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
+                }
+                _ = sleep_until(hard) => return Ok(()),
+            }
+        }
+    }
+    .await;
+    RecvOut {
+        client: r.map(|()| c),
+        got,
+        last_ns,
+        lat,
+    }
+}
+
+async fn relay_run(server: &Server, tag: &str, total: u64, max: Duration) -> RelayStats {
+    let addr = server.addr;
+    let mut stats = RelayStats::default();
+    // Set up the pairs, a bounded number at a time.
+    let sem = Arc::new(Semaphore::new(HANDSHAKE_CONCURRENCY / 2));
+    let handles: Vec<_> = (0..RELAY_PAIRS)
+        .map(|i| {
+            let sem = sem.clone();
+            let tag = tag.to_string();
+            tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                timeout(SOCKET_TIMEOUT, setup_pair(addr, i, &tag))
+                    .await
+                    .unwrap_or_else(|_| Err("pair setup timed out".into()))
+            })
+        })
+        .collect();
+    let mut pairs = Vec::new();
+    for h in handles {
+        match h.await {
+            Ok(Ok(p)) => pairs.push(p),
+            Ok(Err(e)) => {
+                stats.first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                stats.first_err.get_or_insert(format!("task: {e}"));
+            }
+        }
+    }
+    stats.pairs = pairs.len();
+    if pairs.is_empty() {
+        return stats;
+    }
+    let quota = total / pairs.len() as u64;
+    let cpu0 = server.cpu_ticks();
+    let start = tokio::time::Instant::now();
+    let start_ns = now_ns();
+    let deadline = start + max;
+    let hard = deadline + RELAY_GRACE;
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    let mut states = Vec::new();
+    for p in pairs {
+        let st = Arc::new(PairState {
+            sem: Semaphore::new(RELAY_WINDOW),
+            sent: AtomicU64::new(0),
+            sender_done: AtomicBool::new(false),
+        });
+        states.push(st.clone());
+        receivers.push(tokio::spawn(run_receiver(p.b, st.clone(), quota, hard)));
+        senders.push(tokio::spawn(run_sender(p.a, p.a_peer, st, quota, deadline)));
+    }
+    let mut clients = Vec::new();
+    for h in senders {
+        match h.await {
+            Ok(Ok(c)) => clients.push(c),
+            Ok(Err(e)) => {
+                stats.first_err.get_or_insert(format!("sender: {e}"));
+            }
+            Err(e) => {
+                stats.first_err.get_or_insert(format!("sender task: {e}"));
+            }
+        }
+    }
+    let mut last_ns = start_ns;
+    for h in receivers {
+        match h.await {
+            Ok(out) => {
+                stats.received += out.got;
+                last_ns = last_ns.max(out.last_ns);
+                stats.lat_sorted.extend_from_slice(&out.lat);
+                match out.client {
+                    Ok(c) => clients.push(c),
+                    Err(e) => {
+                        stats.first_err.get_or_insert(format!("receiver: {e}"));
+                    }
+                }
+            }
+            Err(e) => {
+                stats.first_err.get_or_insert(format!("receiver task: {e}"));
+            }
+        }
+    }
+    let cpu1 = server.cpu_ticks();
+    stats.sent = states.iter().map(|s| s.sent.load(Ordering::Acquire)).sum();
+    stats.secs = (last_ns - start_ns) as f64 / 1e9;
+    stats.lat_sorted.sort_unstable();
+    if let (Some(a), Some(b)) = (cpu0, cpu1) {
+        stats.server_cpu_s = Some((b - a) as f64 / clock_ticks() as f64);
+    }
+    close_all(clients).await;
+    sleep(Duration::from_millis(300)).await;
+    stats
+}
+
+fn clock_ticks() -> u64 {
+    static TCK: OnceLock<u64> = OnceLock::new();
+    *TCK.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+// ---- phase 3: RSS per idle socket -------------------------------------------------------------
+
+struct RssStep {
+    n: usize,
+    connected: usize,
+    before_kib: u64,
+    after_kib: u64,
+}
+
+impl RssStep {
+    fn per_socket_kib(&self) -> Option<f64> {
+        (self.connected > 0)
+            .then(|| (self.after_kib as f64 - self.before_kib as f64) / self.connected as f64)
+    }
+}
+
+async fn rss_step(kind: Kind, root: &Path, n: usize) -> R<RssStep> {
+    let server = Server::start(kind, root).await?;
+    let addr = server.addr;
+    sleep(Duration::from_millis(500)).await;
+    let before_kib = server.rss_kib()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let joined = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let lost = Arc::new(AtomicUsize::new(0));
+    let first_err: Arc<Mutex<Option<String>>> = Arc::default();
+    let sem = Arc::new(Semaphore::new(HANDSHAKE_CONCURRENCY));
+    let tag = format!("rss-{}-{n}", kind.label());
+    let started = Instant::now();
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (sem, joined, failed, lost, first_err) =
+                (sem.clone(), joined.clone(), failed.clone(), lost.clone(), first_err.clone());
+            let mut stop = stop_rx.clone();
+            let room = format!("{tag}-{}", i / ROOM_SIZE);
+            tokio::spawn(async move {
+                let permit = sem.acquire_owned().await;
+                let r = tokio::select! {
+                    r = connect_and_join(addr, i, room) => r,
+                    _ = stop.changed() => return,
+                };
+                drop(permit);
+                let mut c = match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        first_err.lock().unwrap().get_or_insert(e);
+                        return;
+                    }
+                };
+                joined.fetch_add(1, Ordering::Relaxed);
+                // Idle: only answer pings (and swallow later members' announcements).
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        frame = c.ws.next() => {
+                            if let Err(e) = on_frame(&mut c.ws, frame).await {
+                                lost.fetch_add(1, Ordering::Relaxed);
+                                first_err.lock().unwrap().get_or_insert(format!("idle socket lost: {e}"));
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let connect_deadline = Instant::now() + RSS_CONNECT_MAX;
+    let mut last_report = Instant::now();
+    while joined.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < n
+        && Instant::now() < connect_deadline
+    {
+        sleep(Duration::from_millis(50)).await;
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            eprintln!("    … {} / {n} joined", joined.load(Ordering::Relaxed));
+            last_report = Instant::now();
+        }
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    sleep(RSS_SETTLE).await;
+    let after_kib = server.rss_kib();
+    let connected = joined.load(Ordering::Relaxed) - lost.load(Ordering::Relaxed);
+    let failed_n = failed.load(Ordering::Relaxed);
+    let lost_n = lost.load(Ordering::Relaxed);
+    eprintln!(
+        "    {} sockets joined in {connect_secs:.1} s ({failed_n} failed, {lost_n} lost while idle)",
+        joined.load(Ordering::Relaxed)
+    );
+    if failed_n + lost_n > 0 || connected < n {
+        note(format!(
+            "{} RSS@{n}: {connected}/{n} idle sockets connected ({failed_n} failed, {lost_n} lost); first error: {}",
+            kind.label(),
+            first_err.lock().unwrap().clone().unwrap_or_default()
+        ));
+    }
+    let _ = stop_tx.send(true);
+    for h in handles {
+        let _ = timeout(Duration::from_secs(5), h).await;
+    }
+    server.stop(&format!("RSS@{n}")).await;
+    Ok(RssStep {
+        n,
+        connected,
+        before_kib,
+        after_kib: after_kib?,
+    })
+}
+
+// ---- driver -----------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Results {
+    joins_per_s: Option<f64>,
+    relay_per_s: Option<f64>,
+    relay_p50_ms: Option<f64>,
+    relay_p99_ms: Option<f64>,
+    relay_max_ms: Option<f64>,
+    relay_delivered: Option<(u64, u64)>,
+    relay_cpu_us_per_msg: Option<f64>,
+    rss: Vec<RssStep>,
+}
+
+async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
+    let who = kind.label();
+    eprintln!("== {who}: starting server");
+    let server = Server::start(kind, root).await?;
+    eprintln!("   listening on {} (pid {})", server.addr, server.pid);
+
+    eprintln!("== {who}: joins warm-up ({JOIN_WARMUP_SOCKETS} sockets)");
+    let w = joins_round(server.addr, JOIN_WARMUP_SOCKETS, &format!("jw-{who}")).await;
+    if w.failed > 0 {
+        note(format!(
+            "{who} joins warm-up: {} failed; first error: {}",
+            w.failed,
+            w.first_err.unwrap_or_default()
+        ));
+    }
+    let mut rates = Vec::new();
+    for r in 0..JOIN_ROUNDS {
+        let round = joins_round(server.addr, JOIN_SOCKETS, &format!("j{r}-{who}")).await;
+        let rate = round.ok as f64 / round.secs.max(1e-9);
+        eprintln!(
+            "== {who}: joins round {}: {} ok, {} failed in {:.3} s → {rate:.0} joins/s",
+            r + 1,
+            round.ok,
+            round.failed,
+            round.secs
+        );
+        if round.failed > 0 {
+            note(format!(
+                "{who} joins round {}: {} of {JOIN_SOCKETS} failed; first error: {}",
+                r + 1,
+                round.failed,
+                round.first_err.unwrap_or_default()
+            ));
+        }
+        if round.ok > 0 {
+            rates.push(rate);
+        }
+    }
+    res.joins_per_s = median(&mut rates);
+
+    eprintln!("== {who}: relay warm-up ({RELAY_WARMUP_TOTAL} messages)");
+    let w = relay_run(
+        &server,
+        &format!("rw-{who}"),
+        RELAY_WARMUP_TOTAL,
+        RELAY_WARMUP_MAX,
+    )
+    .await;
+    if let Some(e) = w.first_err {
+        note(format!("{who} relay warm-up error: {e}"));
+    }
+    eprintln!(
+        "== {who}: relay ({RELAY_PAIRS} pairs, window {RELAY_WINDOW}, {RELAY_TOTAL} messages or {} s)",
+        RELAY_MAX.as_secs()
+    );
+    let s = relay_run(&server, &format!("r-{who}"), RELAY_TOTAL, RELAY_MAX).await;
+    let ms = |ns: Option<u64>| ns.map(|v| v as f64 / 1e6);
+    eprintln!(
+        "   {} pairs, sent {}, received {} in {:.2} s; p50 {:?} ms, p99 {:?} ms; server CPU {:?} s",
+        s.pairs,
+        s.sent,
+        s.received,
+        s.secs,
+        ms(percentile(&s.lat_sorted, 50.0)),
+        ms(percentile(&s.lat_sorted, 99.0)),
+        s.server_cpu_s
+    );
+    if let Some(e) = &s.first_err {
+        note(format!("{who} relay: {e}"));
+    }
+    if s.pairs < RELAY_PAIRS {
+        note(format!(
+            "{who} relay: only {}/{RELAY_PAIRS} pairs set up",
+            s.pairs
+        ));
+    }
+    if s.received < s.sent {
+        note(format!(
+            "{who} relay: {} of {} messages never arrived (dropped or later than {} s after the senders stopped)",
+            s.sent - s.received,
+            s.sent,
+            RELAY_GRACE.as_secs()
+        ));
+    }
+    if s.received > 0 {
+        res.relay_per_s = Some(s.received as f64 / s.secs.max(1e-9));
+        res.relay_p50_ms = ms(percentile(&s.lat_sorted, 50.0));
+        res.relay_p99_ms = ms(percentile(&s.lat_sorted, 99.0));
+        res.relay_max_ms = ms(s.lat_sorted.last().copied());
+        res.relay_cpu_us_per_msg = s.server_cpu_s.map(|c| c * 1e6 / s.received as f64);
+    }
+    res.relay_delivered = Some((s.received, s.sent));
+    server.stop("joins+relay").await;
+    Ok(())
+}
+
+fn raise_nofile() {
+    let pid = std::process::id();
+    let cur = read_nofile();
+    if cur.0 >= NOFILE {
+        return;
+    }
+    let ok = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={NOFILE}:{NOFILE}"),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok && cur.0 < cur.1 {
+        // Not allowed to raise the hard limit: at least take the soft one up to it.
+        let _ = std::process::Command::new("prlimit")
+            .args([
+                "--pid",
+                &pid.to_string(),
+                &format!("--nofile={}:{}", cur.1, cur.1),
+            ])
+            .status();
+    }
+    let now = read_nofile();
+    eprintln!(
+        "open-file limit: {} → {} (soft; children inherit it)",
+        cur.0, now.0
+    );
+}
+
+/// (soft, hard) `Max open files` of this process.
+fn read_nofile() -> (u64, u64) {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let parse = |s: &str| {
+        if s == "unlimited" {
+            u64::MAX
+        } else {
+            s.parse().unwrap_or(1024)
+        }
+    };
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                parse(f.get(3).unwrap_or(&"")),
+                parse(f.get(4).unwrap_or(&"")),
+            )
+        })
+        .unwrap_or((1024, 1024))
+}
+
+fn cmd_line(prog: &str, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(prog).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn machine_facts() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let date = cmd_line("date", &["-u", "+%Y-%m-%d %H:%M:%SZ"]).unwrap_or_default();
+    let node = cmd_line("node", &["--version"]).unwrap_or_else(|| "not found".into());
+    format!(
+        "Machine: {cores} cores ({model}), {mem_gib:.1} GiB RAM, Linux {}; node {node}; {date}",
+        kernel.trim()
+    )
+}
+
+/// Checks node, the reference server script and its node_modules (running `npm ci` if needed).
+async fn prepare_node(root: &Path) -> R<()> {
+    cmd_line("node", &["--version"]).ok_or("`node` is not on PATH")?;
+    let dir = root.join("tests/node");
+    if !dir.join("reference-server.mjs").is_file() {
+        return Err(format!(
+            "{} is missing",
+            dir.join("reference-server.mjs").display()
+        ));
+    }
+    if !dir.join("node_modules/socket.io").is_dir() {
+        eprintln!("== node: running `npm ci` in {}", dir.display());
+        let mut child = Command::new("npm")
+            .arg("ci")
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(std::io::stderr())
+            .kill_on_drop(true)
+            .spawn()
+            .ctx("spawn npm")?;
+        let status = timeout(Duration::from_secs(180), child.wait())
+            .await
+            .map_err(|_| "npm ci timed out".to_string())?
+            .ctx("npm ci")?;
+        if !status.success() {
+            return Err(format!("npm ci failed: {status}"));
+        }
+    }
+    Ok(())
+}
+
+fn fmt_num(v: f64) -> String {
+    let s = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn print_table(facts: &str, kinds: &[Kind], ours: &Results, node: &Results, rss_sizes: &[usize]) {
+    let has_node = kinds.contains(&Kind::Node);
+    let cell = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or_else(|| "n/a".to_string(), f);
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => format!("{:.2}×", a / b),
+        _ => "n/a".into(),
+    };
+    println!();
+    println!("{facts}");
+    println!();
+    println!("| metric | ours (rtcio-server) | Node (socket.io 4.8) | ours/Node |");
+    println!("|---|---:|---:|---:|");
+    let row = |name: &str, a: Option<f64>, b: Option<f64>, f: &dyn Fn(f64) -> String| {
+        let b = if has_node { b } else { None };
+        println!(
+            "| {name} | {} | {} | {} |",
+            cell(a, f),
+            cell(b, f),
+            ratio(a, b)
+        );
+    };
+    let int = |v: f64| fmt_num(v);
+    let ms2 = |v: f64| format!("{v:.2}");
+    let one = |v: f64| format!("{v:.1}");
+    row(
+        &format!(
+            "joins/s, connect + join-room → join-ok ({JOIN_SOCKETS} sockets, rooms of {ROOM_SIZE}, median of {JOIN_ROUNDS}) ↑"
+        ),
+        ours.joins_per_s,
+        node.joins_per_s,
+        &int,
+    );
+    row(
+        &format!("relayed #rtcio:message/s ({RELAY_PAIRS} pairs, window {RELAY_WINDOW}) ↑"),
+        ours.relay_per_s,
+        node.relay_per_s,
+        &int,
+    );
+    row(
+        "relay latency p50 (ms) ↓",
+        ours.relay_p50_ms,
+        node.relay_p50_ms,
+        &ms2,
+    );
+    row(
+        "relay latency p99 (ms) ↓",
+        ours.relay_p99_ms,
+        node.relay_p99_ms,
+        &ms2,
+    );
+    row(
+        "relay latency max (ms) ↓",
+        ours.relay_max_ms,
+        node.relay_max_ms,
+        &ms2,
+    );
+    row(
+        "server CPU per relayed message (µs) ↓",
+        ours.relay_cpu_us_per_msg,
+        node.relay_cpu_us_per_msg,
+        &one,
+    );
+    for &n in rss_sizes {
+        let get = |r: &Results| {
+            r.rss
+                .iter()
+                .find(|s| s.n == n)
+                .and_then(RssStep::per_socket_kib)
+        };
+        row(
+            &format!(
+                "RSS per idle joined socket @ {} sockets (KiB) ↓",
+                fmt_num(n as f64)
+            ),
+            get(ours),
+            get(node),
+            &one,
+        );
+    }
+    for &n in rss_sizes {
+        let get = |r: &Results| {
+            r.rss
+                .iter()
+                .find(|s| s.n == n)
+                .map(|s| s.before_kib as f64 / 1024.0)
+        };
+        row(
+            &format!(
+                "server RSS before connecting, RSS@{} run (MiB) ↓",
+                fmt_num(n as f64)
+            ),
+            get(ours),
+            get(node),
+            &one,
+        );
+    }
+    let delivered = |r: &Results| {
+        r.relay_delivered
+            .map_or_else(|| "n/a".into(), |(got, sent)| format!("{got} / {sent}"))
+    };
+    println!(
+        "| relay delivered / sent | {} | {} | |",
+        delivered(ours),
+        if has_node {
+            delivered(node)
+        } else {
+            "n/a".into()
+        }
+    );
+    println!();
+    println!(
+        "↑ higher is better, ↓ lower is better. Client and servers share the machine (loopback)."
+    );
+    let notes = NOTES.lock().unwrap();
+    if notes.is_empty() {
+        println!("No errors, drops or server stderr output were observed.");
+    } else {
+        println!();
+        println!("Notes:");
+        for n in notes.iter() {
+            println!("- {n}");
+        }
+    }
+}
+
+async fn run() -> i32 {
+    let t0 = Instant::now();
+    now_ns();
+    let root: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."));
+    raise_nofile();
+    let facts = machine_facts();
+    eprintln!("{facts}");
+
+    let only = std::env::var("LOAD_ONLY").unwrap_or_default();
+    let mut kinds = Vec::new();
+    if only.is_empty() || only == "ours" {
+        kinds.push(Kind::Ours);
+    }
+    if only.is_empty() || only == "node" {
+        match prepare_node(&root).await {
+            Ok(()) => kinds.push(Kind::Node),
+            Err(e) => note(format!("Node reference server unavailable, skipped: {e}")),
+        }
+    }
+    let mut rss_sizes: Vec<usize> = std::env::var("LOAD_RSS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| RSS_SIZES.to_vec());
+    // Each idle socket costs one descriptor on each side; stay within the limit.
+    let fd_budget = read_nofile().0.saturating_sub(1024) as usize;
+    for n in rss_sizes.iter_mut() {
+        if *n > fd_budget {
+            note(format!(
+                "RSS@{n} reduced to {fd_budget} sockets: open-file limit"
+            ));
+            *n = fd_budget;
+        }
+    }
+
+    let (mut ours, mut node) = (Results::default(), Results::default());
+    for &kind in &kinds {
+        let res = if kind == Kind::Ours {
+            &mut ours
+        } else {
+            &mut node
+        };
+        if let Err(e) = bench_server(kind, &root, res).await {
+            note(format!("{} joins/relay phase aborted: {e}", kind.label()));
+        }
+    }
+    for &n in &rss_sizes {
+        for &kind in &kinds {
+            eprintln!(
+                "== {}: RSS with {n} idle sockets (fresh server)",
+                kind.label()
+            );
+            match rss_step(kind, &root, n).await {
+                Ok(step) => {
+                    eprintln!(
+                        "   RSS {} KiB → {} KiB: {:.1} KiB per socket",
+                        step.before_kib,
+                        step.after_kib,
+                        step.per_socket_kib().unwrap_or(f64::NAN)
+                    );
+                    let res = if kind == Kind::Ours {
+                        &mut ours
+                    } else {
+                        &mut node
+                    };
+                    res.rss.push(step);
+                }
+                Err(e) => note(format!("{} RSS@{n} aborted: {e}", kind.label())),
+            }
+        }
+    }
+    print_table(&facts, &kinds, &ours, &node, &rss_sizes);
+    eprintln!("total bench time {:.1} s", t0.elapsed().as_secs_f64());
+    0
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not: don't load the machine then.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("load bench: skipped (run it with `cargo bench -p rtcio-server --bench load`)");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = rt.block_on(async {
+        tokio::select! {
+            r = timeout(OVERALL_LIMIT, run()) => r.unwrap_or_else(|_| {
+                eprintln!("load bench: exceeded {} s, giving up", OVERALL_LIMIT.as_secs());
+                1
+            }),
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("load bench: interrupted");
+                130
+            }
+        }
+    });
+    // Server children were killed when their guards dropped with `run()`.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    std::process::exit(code);
+}
