@@ -26,8 +26,11 @@ if ((${#missing[@]})); then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Node packages for the browser-side tests and the reference server, pinned by the lock file.
-if [ ! -d tests/node/node_modules ] || [ tests/node/package-lock.json -nt tests/node/node_modules/.package-lock.json ]; then
-  echo "setup: npm ci in tests/node" >&2
-  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error >&2
-fi
+# Node packages (socket.io reference server and client suite; the browser peer and its
+# Playwright driver), pinned by their lock files. Chromium itself comes from Debian above.
+for dir in tests/node tests/browser; do
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "setup: npm ci in $dir" >&2
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >&2
+  fi
+done

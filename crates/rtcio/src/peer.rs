@@ -1,0 +1,777 @@
+//! One task per remote peer: owns its RTCPeerConnection, the ctrl channel and the named channels,
+//! and handles inbound signals, local changes, connection states and timers strictly one at a
+//! time (the JS per-source promise chain, with our own offers in the same queue).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, Registry as InterceptorRegistry,
+    SettingEngineBuilder, register_default_interceptors,
+};
+
+use crate::channel::{BroadcastChannel, Channel, ChannelError, ChannelOptions};
+use crate::listeners::{Event, Origin};
+use crate::proto::backpressure::CtrlQueue;
+use crate::proto::channel_id::{CTRL_ID, CTRL_LABEL, channel_id, channel_label, collision_message};
+use crate::proto::envelope::{self, Candidate, Description, SdpKind, Signal};
+use crate::proto::negotiation::{BreakAction, Negotiator, RemoteAction, SignalingState};
+use crate::proto::watchdog::{LinkState, Watchdog, WatchdogAction};
+use crate::socket::{Shared, SocketCmd};
+
+/// Work for a peer task.
+pub(crate) enum PeerCmd {
+    /// An inbound `#rtcio:message` from this peer.
+    Signal(Signal),
+    /// `#rtcio:peer-left` for this peer.
+    Hint,
+    /// An encoded ctrl envelope to send.
+    Ctrl(String),
+    /// Attach a named channel (or return the existing one).
+    Attach {
+        name: String,
+        opts: ChannelOptions,
+        parent: Option<BroadcastChannel>,
+        reply: Option<oneshot::Sender<Result<Channel, ChannelError>>>,
+    },
+    /// Signaling came back with the same socket id: restart ICE if unhealthy.
+    SignalingReconnected,
+    /// Tear down now (graceful close of the socket, or a replacement peer).
+    Close(Option<oneshot::Sender<()>>),
+    Pc(PcEvent),
+    CtrlEvent(DataChannelEvent),
+    /// A data channel webrtc-rs announced (in-band from the remote, or a twin of ours).
+    Announced(Arc<dyn DataChannel>),
+    MaybeOffer,
+}
+
+pub(crate) enum PcEvent {
+    Candidate(RTCIceCandidateInit),
+    Link(LinkState),
+    GatheringComplete,
+}
+
+/// What the socket keeps per peer.
+pub(crate) struct PeerHandle {
+    pub tx: mpsc::UnboundedSender<PeerCmd>,
+    pub generation: u64,
+}
+
+struct Handler {
+    tx: mpsc::UnboundedSender<PeerCmd>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(c) => {
+                let _ = self.tx.send(PeerCmd::Pc(PcEvent::Candidate(c)));
+            }
+            Err(e) => debug!("unserialisable local candidate: {e}"),
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.tx.send(PeerCmd::Pc(PcEvent::GatheringComplete));
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let link = match state {
+            RTCPeerConnectionState::New => LinkState::New,
+            RTCPeerConnectionState::Connecting => LinkState::Connecting,
+            RTCPeerConnectionState::Connected => LinkState::Connected,
+            RTCPeerConnectionState::Disconnected => LinkState::Disconnected,
+            RTCPeerConnectionState::Failed => LinkState::Failed,
+            RTCPeerConnectionState::Closed => LinkState::Closed,
+            _ => return,
+        };
+        let _ = self.tx.send(PeerCmd::Pc(PcEvent::Link(link)));
+    }
+
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        // Sorted out by the peer task: twins of our negotiated channels are kept, in-band
+        // channels (rtc.io never uses them; the JS closes them at once) are closed.
+        let _ = self.tx.send(PeerCmd::Announced(dc));
+    }
+}
+
+/// Everything a peer task starts with.
+pub(crate) struct PeerStart {
+    pub remote: String,
+    pub polite: bool,
+    pub generation: u64,
+    pub shared: Arc<Shared>,
+    pub socket_tx: mpsc::UnboundedSender<SocketCmd>,
+    pub broadcasts: Vec<BroadcastChannel>,
+    pub first: Option<Signal>,
+}
+
+/// Spawns the peer task and returns its handle.
+pub(crate) fn spawn(start: PeerStart) -> PeerHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = PeerHandle {
+        tx: tx.clone(),
+        generation: start.generation,
+    };
+    tokio::spawn(run(start, tx, rx));
+    handle
+}
+
+struct Peer {
+    remote: String,
+    generation: u64,
+    shared: Arc<Shared>,
+    socket_tx: mpsc::UnboundedSender<SocketCmd>,
+    self_tx: mpsc::UnboundedSender<PeerCmd>,
+    pc: Arc<dyn PeerConnection>,
+    ctrl: Arc<dyn DataChannel>,
+    ctrl_open: bool,
+    ctrl_closed: bool,
+    ctrl_queue: CtrlQueue,
+    connected_fired: bool,
+    negotiator: Negotiator,
+    sig: SignalingState,
+    remote_described: bool,
+    early_candidates: VecDeque<RTCIceCandidateInit>,
+    restart_ice: bool,
+    link: LinkState,
+    watchdog: Watchdog,
+    glare_deadline: Option<Instant>,
+    channels: HashMap<u16, Channel>,
+    /// Twin handles of the ctrl channel, kept alive (dropping one unregisters id 0's events).
+    ctrl_twins: Vec<Arc<dyn DataChannel>>,
+    broadcasts: Vec<BroadcastChannel>,
+    replayed: bool,
+    done: bool,
+}
+
+async fn build_pc(
+    shared: &Shared,
+    tx: mpsc::UnboundedSender<PeerCmd>,
+) -> Result<Arc<dyn PeerConnection>, String> {
+    let se = SettingEngineBuilder::new()
+        // Answering as DTLS server: Chromium's first ctrl message was lost 2–3 times in 10 otherwise.
+        .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server)
+        // Advertise a=max-message-size (262144) so browsers accept messages above 64 KiB.
+        .with_sctp_max_message_size(
+            rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize::Unbounded,
+        )
+        // mDNS needs a multicast route that loopback-only hosts do not have.
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build();
+    let mut media = MediaEngine::default();
+    media.register_default_codecs().map_err(|e| e.to_string())?;
+    let registry = register_default_interceptors(InterceptorRegistry::new(), &mut media)
+        .map_err(|e| e.to_string())?;
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(shared.opts.ice_servers.resolve())
+        .build();
+    let addrs: Vec<String> = shared
+        .bind_addrs
+        .iter()
+        .map(|ip| format!("{ip}:0"))
+        .collect();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_media_engine(media)
+        .with_setting_engine(se)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler { tx }))
+        .with_udp_addrs(addrs)
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(pc))
+}
+
+fn ctrl_init() -> RTCDataChannelInit {
+    RTCDataChannelInit {
+        ordered: true,
+        negotiated: Some(CTRL_ID),
+        ..RTCDataChannelInit::default()
+    }
+}
+
+async fn run(
+    start: PeerStart,
+    self_tx: mpsc::UnboundedSender<PeerCmd>,
+    mut rx: mpsc::UnboundedReceiver<PeerCmd>,
+) {
+    let PeerStart {
+        remote,
+        polite,
+        generation,
+        shared,
+        socket_tx,
+        broadcasts,
+        first,
+    } = start;
+    let gone = |socket_tx: &mpsc::UnboundedSender<SocketCmd>| {
+        let _ = socket_tx.send(SocketCmd::PeerGone {
+            id: remote.clone(),
+            generation,
+        });
+    };
+    let pc = match build_pc(&shared, self_tx.clone()).await {
+        Ok(pc) => pc,
+        Err(e) => {
+            warn!(peer = %remote, "cannot create a peer connection: {e}");
+            gone(&socket_tx);
+            return;
+        }
+    };
+    let ctrl = match pc.create_data_channel(CTRL_LABEL, Some(ctrl_init())).await {
+        Ok(dc) => dc,
+        Err(e) => {
+            warn!(peer = %remote, "cannot create the ctrl channel: {e}");
+            let _ = pc.close().await;
+            gone(&socket_tx);
+            return;
+        }
+    };
+    {
+        let ctrl = ctrl.clone();
+        let tx = self_tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = ctrl.poll().await {
+                if tx.send(PeerCmd::CtrlEvent(ev)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let jitter = 1.0 + rand::random::<f64>();
+    let mut p = Peer {
+        remote: remote.clone(),
+        generation,
+        shared: shared.clone(),
+        socket_tx,
+        self_tx: self_tx.clone(),
+        pc,
+        ctrl,
+        ctrl_open: false,
+        ctrl_closed: false,
+        ctrl_queue: CtrlQueue::default(),
+        connected_fired: false,
+        negotiator: Negotiator::new(polite, shared.opts.glare_break.mul_f64(jitter)),
+        sig: SignalingState::Stable,
+        remote_described: false,
+        early_candidates: VecDeque::new(),
+        restart_ice: false,
+        link: LinkState::New,
+        watchdog: Watchdog::new(shared.opts.watchdog),
+        glare_deadline: None,
+        channels: HashMap::new(),
+        ctrl_twins: Vec::new(),
+        broadcasts,
+        replayed: false,
+        done: false,
+    };
+    info!(peer = %remote, polite, "peer created");
+    if polite {
+        // Existing member: channels first, then one coalesced offer that includes m=application.
+        p.replay_channels().await;
+        p.local_change();
+    }
+    if let Some(sig) = first {
+        p.on_signal(sig).await;
+    }
+    while !p.done {
+        let wd = p.watchdog.deadline().map(Instant::from_std);
+        let glare = p.glare_deadline;
+        let cmd = tokio::select! {
+            cmd = rx.recv() => cmd,
+            _ = sleep_opt(wd) => { p.on_watchdog_timer().await; continue; }
+            _ = sleep_opt(glare) => { p.on_glare_timer().await; continue; }
+        };
+        let Some(cmd) = cmd else { break };
+        p.handle(cmd).await;
+    }
+    if !p.done {
+        p.cleanup().await;
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Peer {
+    fn local_id(&self) -> String {
+        self.shared.id()
+    }
+
+    fn send_signal(&self, payload: Value) {
+        if let Err(e) = self.shared.sio.emit(envelope::MESSAGE_EVENT, &[payload]) {
+            warn!(peer = %self.remote, "cannot send signaling message: {e}");
+        }
+    }
+
+    /// A local change needs negotiating; the offer is made after already queued work.
+    fn local_change(&mut self) {
+        if self.negotiator.on_negotiation_needed(self.sig) {
+            let _ = self.self_tx.send(PeerCmd::MaybeOffer);
+        }
+    }
+
+    async fn handle(&mut self, cmd: PeerCmd) {
+        match cmd {
+            PeerCmd::Signal(s) => self.on_signal(s).await,
+            PeerCmd::Hint => {
+                let action = self.watchdog.on_hint(self.link, std::time::Instant::now());
+                // Our extension: a peer whose ctrl channel the remote already closed is gone.
+                if action == WatchdogAction::Cleanup || (self.ctrl_closed && self.connected_fired) {
+                    info!(peer = %self.remote, "peer-left hint: cleaning up");
+                    self.cleanup().await;
+                }
+            }
+            PeerCmd::Ctrl(text) => self.send_ctrl(text).await,
+            PeerCmd::Attach {
+                name,
+                opts,
+                parent,
+                reply,
+            } => {
+                let r = self.attach(&name, opts, parent).await;
+                match reply {
+                    Some(tx) => {
+                        let _ = tx.send(r);
+                    }
+                    None => {
+                        if let Err(e) = r {
+                            warn!(peer = %self.remote, "{e}");
+                        }
+                    }
+                }
+            }
+            PeerCmd::SignalingReconnected => {
+                if matches!(self.link, LinkState::Disconnected | LinkState::Failed) {
+                    self.restart_ice = true;
+                    self.local_change();
+                }
+            }
+            PeerCmd::Close(done) => {
+                self.cleanup().await;
+                if let Some(d) = done {
+                    let _ = d.send(());
+                }
+            }
+            PeerCmd::Pc(ev) => self.on_pc_event(ev).await,
+            PeerCmd::CtrlEvent(ev) => self.on_ctrl_event(ev).await,
+            PeerCmd::MaybeOffer => self.maybe_offer().await,
+            PeerCmd::Announced(dc) => {
+                // For negotiated channels the handle id is the SCTP stream id.
+                let id = u16::try_from(dc.id()).unwrap_or(u16::MAX);
+                if id == CTRL_ID {
+                    self.ctrl_twins.push(dc);
+                } else if let Some(ch) = self.channels.get(&id) {
+                    ch.twin(dc);
+                } else {
+                    debug!(peer = %self.remote, id, "closing an in-band data channel");
+                    let _ = dc.close().await;
+                }
+            }
+        }
+    }
+
+    async fn maybe_offer(&mut self) {
+        if !self.negotiator.wants_offer(self.sig) {
+            return;
+        }
+        let opts = if std::mem::take(&mut self.restart_ice) {
+            if let Err(e) = self.pc.restart_ice().await {
+                warn!(peer = %self.remote, "restart_ice: {e}");
+            }
+            None
+        } else {
+            None
+        };
+        let offer = match self.pc.create_offer(opts).await {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(peer = %self.remote, "create_offer: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.pc.set_local_description(offer).await {
+            warn!(peer = %self.remote, "set_local_description(offer): {e}");
+            return;
+        }
+        self.sig = SignalingState::HaveLocalOffer;
+        self.negotiator.on_offer_sent();
+        let Some(local) = self.pc.local_description().await else {
+            return;
+        };
+        let d = Description {
+            kind: SdpKind::Offer,
+            sdp: local.sdp,
+        };
+        debug!(peer = %self.remote, "sending offer");
+        self.send_signal(envelope::description_envelope(
+            &self.local_id(),
+            &self.remote,
+            &d,
+        ));
+    }
+
+    async fn on_signal(&mut self, sig: Signal) {
+        match sig {
+            Signal::Description(d) => self.on_description(d).await,
+            Signal::Candidate(c) => self.on_candidate(c).await,
+            Signal::MetaRequest { mid } => {
+                debug!(peer = %self.remote, %mid, "metadata request for an unknown stream")
+            }
+            Signal::MetaResponse { mid, .. } => {
+                debug!(peer = %self.remote, %mid, "metadata for an unknown stream")
+            }
+        }
+    }
+
+    async fn on_description(&mut self, d: Description) {
+        match self.negotiator.on_remote_description(&d, self.sig) {
+            RemoteAction::IgnoreAndArm(after) => {
+                info!(peer = %self.remote, "glare: ignoring the remote offer (impolite)");
+                self.glare_deadline = Some(Instant::now() + after);
+            }
+            RemoteAction::DropStaleAnswer => debug!(peer = %self.remote, "stale answer dropped"),
+            RemoteAction::RollbackThenApply => {
+                info!(peer = %self.remote, "glare: rolling back our offer (polite)");
+                if self.rollback().await {
+                    self.apply(d).await;
+                }
+            }
+            RemoteAction::Apply => self.apply(d).await,
+        }
+    }
+
+    async fn rollback(&mut self) -> bool {
+        let rb = match RTCSessionDescription::rollback(None) {
+            Ok(rb) => rb,
+            Err(e) => {
+                warn!("rollback description: {e}");
+                return false;
+            }
+        };
+        match self.pc.set_local_description(rb).await {
+            Ok(()) => {
+                self.sig = SignalingState::Stable;
+                true
+            }
+            Err(e) => {
+                warn!(peer = %self.remote, "rollback failed: {e}");
+                false
+            }
+        }
+    }
+
+    async fn apply(&mut self, d: Description) {
+        let desc = match d.kind {
+            SdpKind::Offer => RTCSessionDescription::offer(d.sdp),
+            SdpKind::Answer => RTCSessionDescription::answer(d.sdp),
+        };
+        let desc = match desc {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(peer = %self.remote, "unusable remote SDP: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.pc.set_remote_description(desc).await {
+            warn!(peer = %self.remote, kind = ?d.kind, "set_remote_description: {e}");
+            return;
+        }
+        self.glare_deadline = None;
+        self.remote_described = true;
+        self.flush_early_candidates().await;
+        match d.kind {
+            SdpKind::Answer => self.sig = SignalingState::Stable,
+            SdpKind::Offer => {
+                self.sig = SignalingState::HaveRemoteOffer;
+                let answer = match self.pc.create_answer(None).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!(peer = %self.remote, "create_answer: {e}");
+                        return;
+                    }
+                };
+                if let Err(e) = self.pc.set_local_description(answer).await {
+                    warn!(peer = %self.remote, "set_local_description(answer): {e}");
+                    return;
+                }
+                self.sig = SignalingState::Stable;
+                if let Some(local) = self.pc.local_description().await {
+                    let a = Description {
+                        kind: SdpKind::Answer,
+                        sdp: local.sdp,
+                    };
+                    self.send_signal(envelope::description_envelope(
+                        &self.local_id(),
+                        &self.remote,
+                        &a,
+                    ));
+                }
+                if !self.replayed {
+                    // Newcomer: replay channels once the first answer is out.
+                    self.replay_channels().await;
+                }
+            }
+        }
+        if self.negotiator.wants_offer(self.sig) {
+            let _ = self.self_tx.send(PeerCmd::MaybeOffer);
+        }
+    }
+
+    async fn on_candidate(&mut self, c: Candidate) {
+        if c.candidate.is_empty() {
+            debug!(peer = %self.remote, "end of candidates");
+            return;
+        }
+        let init = RTCIceCandidateInit {
+            candidate: c.candidate,
+            sdp_mid: c.sdp_mid,
+            sdp_mline_index: c.sdp_mline_index,
+            username_fragment: c.username_fragment,
+            ..RTCIceCandidateInit::default()
+        };
+        if !self.remote_described {
+            self.early_candidates.push_back(init);
+            return;
+        }
+        self.add_candidate(init).await;
+    }
+
+    async fn add_candidate(&mut self, init: RTCIceCandidateInit) {
+        if let Err(e) = self.pc.add_ice_candidate(init).await {
+            if self.negotiator.ignoring_offer() {
+                debug!(peer = %self.remote, "candidate of an ignored offer: {e}");
+            } else {
+                warn!(peer = %self.remote, "add_ice_candidate: {e}");
+            }
+        }
+    }
+
+    async fn flush_early_candidates(&mut self) {
+        while let Some(c) = self.early_candidates.pop_front() {
+            self.add_candidate(c).await;
+        }
+    }
+
+    async fn on_pc_event(&mut self, ev: PcEvent) {
+        match ev {
+            PcEvent::Candidate(c) => {
+                let cand = Candidate {
+                    candidate: c.candidate,
+                    sdp_mid: c.sdp_mid,
+                    sdp_mline_index: c.sdp_mline_index,
+                    username_fragment: c.username_fragment,
+                };
+                self.send_signal(envelope::candidate_envelope(
+                    &self.local_id(),
+                    &self.remote,
+                    &cand,
+                ));
+            }
+            PcEvent::GatheringComplete => debug!(peer = %self.remote, "ICE gathering complete"),
+            PcEvent::Link(state) => {
+                debug!(peer = %self.remote, ?state, "connection state");
+                self.link = state;
+                match self.watchdog.on_state(state, std::time::Instant::now()) {
+                    WatchdogAction::RestartIceAndArm(_) => {
+                        info!(peer = %self.remote, "connection failed: restarting ICE");
+                        self.restart_ice = true;
+                        self.local_change();
+                    }
+                    WatchdogAction::Cleanup => self.cleanup().await,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    async fn on_watchdog_timer(&mut self) {
+        if self.watchdog.on_timer(self.link, std::time::Instant::now()) == WatchdogAction::Cleanup {
+            info!(peer = %self.remote, "watchdog expired");
+            self.cleanup().await;
+        }
+    }
+
+    async fn on_glare_timer(&mut self) {
+        self.glare_deadline = None;
+        if let BreakAction::RollbackAndApply(offer) = self.negotiator.on_break_timer(self.sig) {
+            info!(peer = %self.remote, "glare deadlock: yielding to the remote offer");
+            if self.rollback().await {
+                self.apply(offer).await;
+            }
+        }
+    }
+
+    async fn send_ctrl(&mut self, text: String) {
+        if self.ctrl_closed {
+            return;
+        }
+        if self.ctrl_open && self.ctrl_queue.is_empty() {
+            if let Err(e) = self.ctrl.send_text(&text).await {
+                debug!(peer = %self.remote, "ctrl send failed, queued: {e}");
+                self.ctrl_queue.push(text);
+            }
+        } else if self.ctrl_queue.push(text) {
+            warn!(peer = %self.remote, "ctrl queue full: oldest envelope dropped");
+        }
+    }
+
+    async fn flush_ctrl(&mut self) {
+        let mut items = self.ctrl_queue.take();
+        while let Some(text) = items.pop_front() {
+            if let Err(e) = self.ctrl.send_text(&text).await {
+                debug!(peer = %self.remote, "ctrl flush stopped: {e}");
+                items.push_front(text);
+                self.ctrl_queue.restore_front(items);
+                return;
+            }
+        }
+    }
+
+    async fn on_ctrl_event(&mut self, ev: DataChannelEvent) {
+        match ev {
+            DataChannelEvent::OnOpen => {
+                self.ctrl_open = true;
+                self.flush_ctrl().await;
+                if !self.connected_fired {
+                    self.connected_fired = true;
+                    info!(peer = %self.remote, "peer-connect");
+                    self.shared
+                        .dispatch_local("peer-connect", vec![json!({"id": self.remote})]);
+                }
+            }
+            DataChannelEvent::OnMessage(msg) => {
+                if !msg.is_string {
+                    return; // binary on ctrl is ignored, as in rtc.io
+                }
+                let Ok(text) = std::str::from_utf8(&msg.data) else {
+                    return;
+                };
+                match envelope::decode_ctrl(text) {
+                    Ok((name, args)) => {
+                        let ev = Event::new(&name, args, Origin::Peer(self.remote.clone()));
+                        self.shared.listeners.dispatch(&ev);
+                        if let Some(reg) = self.shared.peer_registry(&self.remote, false) {
+                            reg.dispatch(&ev);
+                        }
+                    }
+                    Err(why) => debug!(peer = %self.remote, ?why, "ctrl message dropped"),
+                }
+            }
+            DataChannelEvent::OnClose => {
+                self.ctrl_open = false;
+                self.ctrl_closed = true;
+                self.ctrl_queue.clear();
+            }
+            _ => {}
+        }
+    }
+
+    async fn replay_channels(&mut self) {
+        self.replayed = true;
+        for b in self.broadcasts.clone() {
+            if b.is_closed() {
+                continue;
+            }
+            if let Err(e) = self
+                .attach(b.name(), b.options().clone(), Some(b.clone()))
+                .await
+            {
+                // One colliding channel must not stop the others.
+                warn!(peer = %self.remote, "{e}");
+            }
+        }
+    }
+
+    async fn attach(
+        &mut self,
+        name: &str,
+        opts: ChannelOptions,
+        parent: Option<BroadcastChannel>,
+    ) -> Result<Channel, ChannelError> {
+        if self.done {
+            return Err(ChannelError::NoPeer(self.remote.clone()));
+        }
+        let id = channel_id(name);
+        if let Some(existing) = self.channels.get(&id) {
+            if existing.name() == name {
+                if let Some(b) = &parent {
+                    b.add_member(existing.clone());
+                }
+                return Ok(existing.clone());
+            }
+            return Err(ChannelError::Collision(collision_message(
+                name,
+                existing.name(),
+                &self.remote,
+                id,
+            )));
+        }
+        let dc = self
+            .pc
+            .create_data_channel(&channel_label(name), Some(opts.init(id)))
+            .await
+            .map_err(|e| ChannelError::Send(e.to_string()))?;
+        let ch = Channel::spawn(
+            name,
+            &self.remote,
+            id,
+            opts,
+            parent.as_ref().map(|b| b.inner.clone()),
+        );
+        ch.attach(dc);
+        if let Some(b) = &parent {
+            b.add_member(ch.clone());
+            if !self.broadcasts.iter().any(|x| x.name() == b.name()) {
+                self.broadcasts.push(b.clone());
+            }
+        }
+        self.channels.insert(id, ch.clone());
+        Ok(ch)
+    }
+
+    async fn cleanup(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.glare_deadline = None;
+        self.ctrl_queue.clear();
+        let _ = self.ctrl.close().await;
+        for ch in self.channels.values() {
+            ch.close();
+        }
+        for b in &self.broadcasts {
+            b.peer_cleaned_up(&self.remote);
+        }
+        if let Err(e) = self.pc.close().await {
+            debug!(peer = %self.remote, "close: {e}");
+        }
+        self.shared.drop_peer_registry(&self.remote);
+        let _ = self.socket_tx.send(SocketCmd::PeerGone {
+            id: self.remote.clone(),
+            generation: self.generation,
+        });
+        if self.connected_fired {
+            info!(peer = %self.remote, "peer-disconnect");
+            self.shared
+                .dispatch_local("peer-disconnect", vec![json!({"id": self.remote})]);
+        }
+    }
+}

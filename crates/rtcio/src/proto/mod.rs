@@ -1,0 +1,7 @@
+//! The rtc.io rules without I/O: each module takes inputs and returns decisions.
+
+pub mod backpressure;
+pub mod channel_id;
+pub mod envelope;
+pub mod negotiation;
+pub mod watchdog;

@@ -1,0 +1,380 @@
+//! Rust↔Rust over real webrtc-rs connections on loopback, signaled through our rtcio-server.
+
+use std::time::{Duration, Instant};
+
+use rtcio::{ChannelOptions, Event, Options, Origin, Socket};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Failure guard for one awaited event (never a synchronisation device).
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn server() -> rtcio_server::RunningServer {
+    // RUST_LOG=rtcio=debug shows the library's decisions when a test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    rtcio_server::start(rtcio_server::ServerConfig {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        policy: rtcio_server::Policy {
+            relay_per_second: 0.0,
+            ..rtcio_server::Policy::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("server")
+}
+
+async fn next(rx: &mut UnboundedReceiver<Event>, what: &str) -> Event {
+    match tokio::time::timeout(WAIT, rx.recv()).await {
+        Ok(Some(ev)) => ev,
+        Ok(None) => panic!("{what}: stream closed"),
+        Err(_) => panic!("{what}: nothing within {WAIT:?}"),
+    }
+}
+
+struct Member {
+    socket: Socket,
+    connects: UnboundedReceiver<Event>,
+}
+
+async fn join(url: &str, room: &str, name: &str) -> Member {
+    join_with(url, room, name, Options::loopback()).await
+}
+
+async fn join_with(url: &str, room: &str, name: &str, opts: Options) -> Member {
+    let socket = Socket::connect(url, opts).await.expect("connect");
+    let connects = socket.subscribe("peer-connect");
+    let mut ok = socket.subscribe("join-ok");
+    socket
+        .server()
+        .emit("join-room", vec![json!({"roomId": room, "name": name})])
+        .expect("emit");
+    next(&mut ok, "join-ok").await;
+    Member { socket, connects }
+}
+
+/// Waits for peer-connect from each of `ids`.
+async fn connected_to(m: &mut Member, ids: &[String]) {
+    let mut want: Vec<String> = ids.to_vec();
+    while !want.is_empty() {
+        let ev = next(&mut m.connects, "peer-connect").await;
+        let id = ev.arg()["id"].as_str().unwrap_or_default().to_string();
+        want.retain(|w| *w != id);
+    }
+}
+
+async fn trio(url: &str, room: &str) -> (Member, Member, Member) {
+    let mut a = join(url, room, "alice").await;
+    let mut b = join(url, room, "bob").await;
+    let mut c = join(url, room, "carol").await;
+    let (ia, ib, ic) = (a.socket.id(), b.socket.id(), c.socket.id());
+    connected_to(&mut a, &[ib.clone(), ic.clone()]).await;
+    connected_to(&mut b, &[ia.clone(), ic]).await;
+    connected_to(&mut c, &[ia, ib]).await;
+    (a, b, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_events_broadcast_and_per_peer() {
+    let srv = server().await;
+    let (a, b, c) = trio(&srv.url(), "ctrl").await;
+    let mut b_chat = b.socket.subscribe("chat");
+    let mut c_chat = c.socket.subscribe("chat");
+    a.socket
+        .emit("chat", vec![json!({"text": "hi all"}), json!(2)])
+        .expect("emit");
+    for (rx, who) in [(&mut b_chat, "B"), (&mut c_chat, "C")] {
+        let ev = next(rx, who).await;
+        assert_eq!(ev.args, vec![json!({"text": "hi all"}), json!(2)]);
+        assert_eq!(ev.origin, Origin::Peer(a.socket.id()));
+    }
+    // Per-peer: only B hears it, and B's per-peer listener for A too.
+    let mut b_from_a = b.socket.peer(&a.socket.id()).subscribe("hello");
+    let mut c_hello = c.socket.subscribe("hello");
+    a.socket
+        .peer(&b.socket.id())
+        .emit("hello", vec![json!("just you")])
+        .expect("emit");
+    assert_eq!(
+        next(&mut b_from_a, "B per-peer").await.args,
+        vec![json!("just you")]
+    );
+    // C: a marker sent after the hello reaches C first and alone.
+    let mut c_marker = c.socket.subscribe("marker");
+    a.socket.emit("marker", vec![]).expect("emit");
+    next(&mut c_marker, "C marker").await;
+    assert!(
+        c_hello.try_recv().is_err(),
+        "C heard a per-peer message for B"
+    );
+    for m in [a, b, c] {
+        m.socket.close().await;
+    }
+    srv.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_reserved_events_are_dropped() {
+    let srv = server().await;
+    let mut a = join(&srv.url(), "spoof", "alice").await;
+    let mut b = join(&srv.url(), "spoof", "bob").await;
+    connected_to(&mut a, &[b.socket.id()]).await;
+    connected_to(&mut b, &[a.socket.id()]).await;
+    let mut b_all = [
+        b.socket.subscribe("peer-connect"),
+        b.socket.subscribe("peer-disconnect"),
+        b.socket.subscribe("track-added"),
+        b.socket.subscribe("#rtcio:message"),
+    ];
+    let mut marker = b.socket.subscribe("marker");
+    for name in [
+        "peer-connect",
+        "peer-disconnect",
+        "track-added",
+        "track-removed",
+    ] {
+        a.socket
+            .emit(name, vec![json!({"id": "forged"})])
+            .expect("emit");
+    }
+    a.socket.emit("marker", vec![]).expect("emit");
+    next(&mut marker, "marker").await;
+    for rx in b_all.iter_mut() {
+        assert!(rx.try_recv().is_err(), "a reserved event got through");
+    }
+    a.socket.close().await;
+    b.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_and_per_peer_channels_including_late_joiner() {
+    let srv = server().await;
+    let mut a = join(&srv.url(), "chan", "alice").await;
+    let mut b = join(&srv.url(), "chan", "bob").await;
+    connected_to(&mut a, &[b.socket.id()]).await;
+    connected_to(&mut b, &[a.socket.id()]).await;
+    let a_chat = a
+        .socket
+        .create_channel("chat", ChannelOptions::reliable())
+        .await
+        .expect("a chat");
+    let b_chat = b
+        .socket
+        .create_channel("chat", ChannelOptions::reliable())
+        .await
+        .expect("b chat");
+    let mut b_msgs = b_chat.subscribe("msg");
+    // The channel opens on both ends once both exist; wait for B's end to be open.
+    let a_to_b = a_chat.member(&b.socket.id()).expect("per-peer member");
+    let mut opened = a_to_b.subscribe("open");
+    if a_to_b.ready_state() != rtcio::ReadyState::Open {
+        next(&mut opened, "open").await;
+    }
+    a_chat.emit(
+        "msg",
+        vec![json!({"name": "alice", "text": "one", "at": 1})],
+    );
+    let ev = next(&mut b_msgs, "B msg").await;
+    assert_eq!(ev.arg()["text"], "one");
+    assert_eq!(ev.origin, Origin::Peer(a.socket.id()));
+
+    // A late joiner gets the broadcast channel replayed by both.
+    let mut c = join(&srv.url(), "chan", "carol").await;
+    let c_chat = c
+        .socket
+        .create_channel("chat", ChannelOptions::reliable())
+        .await
+        .expect("c chat");
+    connected_to(&mut c, &[a.socket.id(), b.socket.id()]).await;
+    let mut c_msgs = c_chat.subscribe("msg");
+    let mut b_msgs2 = b_chat.subscribe("msg");
+    // Messages sent before C's end exists can be lost (as in rtc.io); resend until one lands.
+    let deadline = Instant::now() + WAIT;
+    let got = loop {
+        a_chat.emit("msg", vec![json!({"text": "to everyone"})]);
+        match tokio::time::timeout(Duration::from_millis(200), c_msgs.recv()).await {
+            Ok(Some(ev)) => break ev,
+            _ => assert!(
+                Instant::now() < deadline,
+                "late joiner never got the broadcast"
+            ),
+        }
+    };
+    assert_eq!(got.arg()["text"], "to everyone");
+    next(&mut b_msgs2, "B got it too").await;
+
+    // Per-peer channel between B and C only.
+    let bc = b
+        .socket
+        .peer(&c.socket.id())
+        .create_channel("file", ChannelOptions::reliable())
+        .await
+        .expect("bc");
+    let cb = c
+        .socket
+        .peer(&b.socket.id())
+        .create_channel("file", ChannelOptions::reliable())
+        .await
+        .expect("cb");
+    assert_eq!(bc.id(), 139);
+    let mut meta = cb.subscribe("meta");
+    bc.emit_wait("meta", vec![json!({"tid": 1, "name": "x.bin", "size": 3})])
+        .await
+        .expect("emit_wait");
+    assert_eq!(next(&mut meta, "meta").await.arg()["name"], "x.bin");
+
+    // Collisions name both channels.
+    let err = b
+        .socket
+        .peer(&c.socket.id())
+        .create_channel("log", ChannelOptions::reliable())
+        .await;
+    let _ = err.expect("log alone is fine");
+    let err = b
+        .socket
+        .peer(&c.socket.id())
+        .create_channel("draw", ChannelOptions::reliable())
+        .await
+        .expect_err("draw collides with log");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("'draw'") && msg.contains("'log'") && msg.contains("412"),
+        "{msg}"
+    );
+
+    // C leaves: the broadcast on A reports peer-left for C.
+    let mut left = a_chat.subscribe("peer-left");
+    c.socket.close().await;
+    let ev = next(&mut left, "peer-left").await;
+    assert_eq!(ev.arg(), &Value::String(c.socket.id()));
+    a.socket.close().await;
+    b.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_mib_with_backpressure_arrives_intact() {
+    const TOTAL: usize = 50 * 1024 * 1024;
+    const CHUNK: usize = 16 * 1024;
+    let srv = server().await;
+    let mut a = join(&srv.url(), "bulk", "alice").await;
+    let mut b = join(&srv.url(), "bulk", "bob").await;
+    connected_to(&mut a, &[b.socket.id()]).await;
+    connected_to(&mut b, &[a.socket.id()]).await;
+    let tx = a
+        .socket
+        .peer(&b.socket.id())
+        .create_channel("bulk", ChannelOptions::reliable())
+        .await
+        .expect("tx");
+    let rx = b
+        .socket
+        .peer(&a.socket.id())
+        .create_channel("bulk", ChannelOptions::reliable())
+        .await
+        .expect("rx");
+    let mut data_rx = rx.subscribe("data");
+    let mut open = tx.subscribe("open");
+    if tx.ready_state() != rtcio::ReadyState::Open {
+        next(&mut open, "open").await;
+    }
+    let mut drains = tx.subscribe("drain");
+    let sender = tokio::spawn(async move {
+        // rtc.io style: send until it returns false, then wait for drain.
+        let mut hasher = Sha256::new();
+        let mut sent = 0usize;
+        let mut i: u32 = 0;
+        let mut waited = 0u32;
+        while sent < TOTAL {
+            let chunk: Vec<u8> = (0..CHUNK).map(|k| (i as usize * 31 + k) as u8).collect();
+            hasher.update(&chunk);
+            sent += chunk.len();
+            i += 1;
+            if !tx.send(chunk).await {
+                // Queued (not lost): wait until the queue drains below the low watermark.
+                waited += 1;
+                next(&mut drains, "drain").await;
+            }
+        }
+        (hasher.finalize().to_vec(), waited)
+    });
+    let mut hasher = Sha256::new();
+    let mut got = 0usize;
+    while got < TOTAL {
+        let ev = next(&mut data_rx, "data").await;
+        let bytes = ev.data.expect("binary payload");
+        got += bytes.len();
+        hasher.update(&bytes);
+    }
+    let (sent_hash, waited) = sender.await.expect("sender");
+    assert_eq!(got, TOTAL);
+    assert_eq!(hasher.finalize().to_vec(), sent_hash, "payload corrupted");
+    println!("50 MiB transferred, sender waited for drain {waited} times");
+    a.socket.close().await;
+    b.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unordered_lossy_channel_delivers() {
+    let srv = server().await;
+    let mut a = join(&srv.url(), "lossy", "alice").await;
+    let mut b = join(&srv.url(), "lossy", "bob").await;
+    connected_to(&mut a, &[b.socket.id()]).await;
+    connected_to(&mut b, &[a.socket.id()]).await;
+    let ca = a
+        .socket
+        .create_channel("cursors", ChannelOptions::lossy())
+        .await
+        .expect("a");
+    let cb = b
+        .socket
+        .create_channel("cursors", ChannelOptions::lossy())
+        .await
+        .expect("b");
+    assert_eq!(ca.options().max_retransmits, Some(0));
+    let mut moves = cb.subscribe("move");
+    let m = ca.member(&b.socket.id()).expect("member");
+    let mut open = m.subscribe("open");
+    if m.ready_state() != rtcio::ReadyState::Open {
+        next(&mut open, "open").await;
+    }
+    for i in 0..200 {
+        ca.emit("move", vec![json!({"id": a.socket.id(), "x": i, "y": i})]);
+    }
+    // Loopback rarely loses anything; at least one position must arrive.
+    let ev = next(&mut moves, "move").await;
+    assert!(ev.arg()["x"].is_u64());
+    a.socket.close().await;
+    b.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_leave_is_noticed_without_the_watchdog() {
+    let srv = server().await;
+    // A's watchdog would need a minute: only the graceful teardown can explain a quick notice.
+    let slow = Options {
+        watchdog: rtcio::WatchdogConfig::from_millis(Some(60_000.0), Some(60_000.0), None),
+        ..Options::loopback()
+    };
+    let mut a = join_with(&srv.url(), "leave", "alice", slow).await;
+    let mut b = join(&srv.url(), "leave", "bob").await;
+    connected_to(&mut a, &[b.socket.id()]).await;
+    connected_to(&mut b, &[a.socket.id()]).await;
+    let mut gone = a.socket.subscribe("peer-disconnect");
+    let started = Instant::now();
+    b.socket.close().await;
+    let ev = next(&mut gone, "peer-disconnect").await;
+    let took = started.elapsed();
+    assert_eq!(ev.arg()["id"], Value::String(b.socket.id()));
+    println!("graceful leave noticed after {took:?}");
+    assert!(a.socket.peers().await.is_empty());
+    a.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}
