@@ -8,7 +8,8 @@
 //! exchange `42[…]` events. One tokio task per socket, 4 KiB read buffer each.
 //!
 //! Environment knobs (all optional): `LOAD_ONLY=ours|node` runs one server only; `LOAD_RSS=1000,10000`
-//! overrides the socket counts of the RSS phase.
+//! overrides the socket counts of the RSS phase (empty: skip it); `LOAD_OURS_LOG=<filter>` replaces
+//! `--log warn` for our server (diagnosis; its stderr lines are counted and grouped in the notes).
 
 use std::fmt::Display;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,12 +34,12 @@ use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 // ---- parameters -------------------------------------------------------------------------------
 
 /// Sockets per joins round.
-const JOIN_SOCKETS: usize = 500;
+const JOIN_SOCKETS: usize = 1_000;
 /// Members per room in the joins and RSS phases.
 const ROOM_SIZE: usize = 4;
 /// Measured joins rounds per server (the median is reported); one unmeasured warm-up round first.
-const JOIN_ROUNDS: usize = 3;
-const JOIN_WARMUP_SOCKETS: usize = 200;
+const JOIN_ROUNDS: usize = 5;
+const JOIN_WARMUP_SOCKETS: usize = 1_000;
 /// Connect + join handshakes in flight at once (keeps SYN bursts below the listen backlogs).
 const HANDSHAKE_CONCURRENCY: usize = 128;
 /// Sender/receiver pairs in the relay phase, each in its own 2-member room.
@@ -48,6 +49,11 @@ const RELAY_WINDOW: usize = 32;
 /// Messages per relay run (split evenly over the pairs) and its time cap.
 const RELAY_TOTAL: u64 = 200_000;
 const RELAY_MAX: Duration = Duration::from_secs(10);
+/// Low-load latency run: few pairs, one message in flight per pair (no queueing).
+const LOWLOAD_PAIRS: usize = 10;
+const LOWLOAD_WINDOW: usize = 1;
+const LOWLOAD_TOTAL: u64 = 10_000;
+const LOWLOAD_MAX: Duration = Duration::from_secs(5);
 /// Unmeasured warm-up run before the relay measurement (JIT, allocator pools).
 const RELAY_WARMUP_TOTAL: u64 = 10_000;
 const RELAY_WARMUP_MAX: Duration = Duration::from_secs(5);
@@ -142,7 +148,24 @@ impl Kind {
 #[derive(Default)]
 struct StderrLog {
     lines: AtomicUsize,
-    sample: Mutex<Vec<String>>,
+    /// Line "kinds" (timestamp and ids stripped) with their counts, in order of first appearance.
+    kinds: Mutex<Vec<(String, usize)>>,
+}
+
+/// A log line without its timestamp and `key=value` fields, so repeats of one message group.
+fn line_kind(line: &str) -> String {
+    let mut words = line.split_whitespace().peekable();
+    // tracing's fmt output starts with an RFC 3339 timestamp.
+    if words
+        .peek()
+        .is_some_and(|w| w.len() > 20 && w.as_bytes()[4] == b'-' && w.contains('T'))
+    {
+        words.next();
+    }
+    words
+        .filter(|w| !w.contains('='))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A running server child. Dropping it kills the process (also on panic or interruption).
@@ -177,6 +200,7 @@ impl Server {
     async fn start(kind: Kind, root: &Path) -> R<Server> {
         let mut cmd = match kind {
             Kind::Ours => {
+                let log_level = std::env::var("LOAD_OURS_LOG").unwrap_or_else(|_| "warn".into());
                 let mut c = Command::new(env!("CARGO_BIN_EXE_rtcio-server"));
                 c.args([
                     "--host",
@@ -184,7 +208,7 @@ impl Server {
                     "--port",
                     "0",
                     "--log",
-                    "warn",
+                    &log_level,
                     "--relay-rate",
                     "0",
                     "--join-rate",
@@ -221,9 +245,15 @@ impl Server {
             let mut lines = BufReader::new(stderr_pipe).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let n = log2.lines.fetch_add(1, Ordering::Relaxed);
-                if n < 10 {
+                if n < 5 {
                     eprintln!("  [{label} stderr] {line}");
-                    log2.sample.lock().unwrap().push(line);
+                }
+                let kind = line_kind(&line);
+                let mut kinds = log2.kinds.lock().unwrap();
+                if let Some((_, c)) = kinds.iter_mut().find(|(k, _)| *k == kind) {
+                    *c += 1;
+                } else if kinds.len() < 50 {
+                    kinds.push((kind, 1));
                 }
             }
         });
@@ -281,10 +311,16 @@ impl Server {
         sleep(Duration::from_millis(50)).await; // let the stderr reader finish
         let n = self.stderr.lines.load(Ordering::Relaxed);
         if n > 0 {
-            let sample = self.stderr.sample.lock().unwrap().clone();
+            let mut kinds = self.stderr.kinds.lock().unwrap().clone();
+            kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
+            let top: Vec<String> = kinds
+                .iter()
+                .take(10)
+                .map(|(k, c)| format!("{c}× `{k}`"))
+                .collect();
             note(format!(
-                "{who} server wrote {n} stderr line(s) during {phase}; first: {}",
-                sample.first().map(String::as_str).unwrap_or("")
+                "{who} server wrote {n} stderr line(s) during {phase}: {}",
+                top.join("; ")
             ));
         }
     }
@@ -500,14 +536,18 @@ async fn connect_and_join(addr: SocketAddr, i: usize, room: String) -> R<Client>
 // ---- phase 1: joins/s -------------------------------------------------------------------------
 
 struct JoinRound {
+    /// Server CPU time from the first connect until the last `join-ok` (disconnects excluded).
+    cpu_s: Option<f64>,
     ok: usize,
     failed: usize,
     secs: f64,
     first_err: Option<String>,
 }
 
-async fn joins_round(addr: SocketAddr, k: usize, tag: &str) -> JoinRound {
+async fn joins_round(server: &Server, k: usize, tag: &str) -> JoinRound {
+    let addr = server.addr;
     let sem = Arc::new(Semaphore::new(HANDSHAKE_CONCURRENCY));
+    let cpu0 = server.cpu_ticks();
     let start = Instant::now();
     let handles: Vec<_> = (0..k)
         .map(|i| {
@@ -538,7 +578,11 @@ async fn joins_round(addr: SocketAddr, k: usize, tag: &str) -> JoinRound {
             }
         }
     }
+    let cpu1 = server.cpu_ticks();
     let round = JoinRound {
+        cpu_s: cpu0
+            .zip(cpu1)
+            .map(|(a, b)| (b - a) as f64 / clock_ticks() as f64),
         ok: clients.len(),
         failed,
         secs: (last - start).as_secs_f64(),
@@ -595,7 +639,7 @@ struct PairState {
     sender_done: AtomicBool,
 }
 
-/// Sends `quota` messages from `c` to `target`, at most `RELAY_WINDOW` unacknowledged.
+/// Sends `quota` messages from `c` to `target`, at most the pair's window unacknowledged.
 async fn run_sender(
     mut c: Client,
     target: String,
@@ -691,12 +735,19 @@ async fn run_receiver(
     }
 }
 
-async fn relay_run(server: &Server, tag: &str, total: u64, max: Duration) -> RelayStats {
+async fn relay_run(
+    server: &Server,
+    tag: &str,
+    n_pairs: usize,
+    window: usize,
+    total: u64,
+    max: Duration,
+) -> RelayStats {
     let addr = server.addr;
     let mut stats = RelayStats::default();
     // Set up the pairs, a bounded number at a time.
     let sem = Arc::new(Semaphore::new(HANDSHAKE_CONCURRENCY / 2));
-    let handles: Vec<_> = (0..RELAY_PAIRS)
+    let handles: Vec<_> = (0..n_pairs)
         .map(|i| {
             let sem = sem.clone();
             let tag = tag.to_string();
@@ -735,7 +786,7 @@ async fn relay_run(server: &Server, tag: &str, total: u64, max: Duration) -> Rel
     let mut states = Vec::new();
     for p in pairs {
         let st = Arc::new(PairState {
-            sem: Semaphore::new(RELAY_WINDOW),
+            sem: Semaphore::new(window),
             sent: AtomicU64::new(0),
             sender_done: AtomicBool::new(false),
         });
@@ -912,13 +963,51 @@ async fn rss_step(kind: Kind, root: &Path, n: usize) -> R<RssStep> {
 #[derive(Default)]
 struct Results {
     joins_per_s: Option<f64>,
+    join_cpu_us: Option<f64>,
     relay_per_s: Option<f64>,
     relay_p50_ms: Option<f64>,
     relay_p99_ms: Option<f64>,
     relay_max_ms: Option<f64>,
     relay_delivered: Option<(u64, u64)>,
     relay_cpu_us_per_msg: Option<f64>,
+    low_p50_ms: Option<f64>,
+    low_p99_ms: Option<f64>,
     rss: Vec<RssStep>,
+}
+
+fn ms(ns: Option<u64>) -> Option<f64> {
+    ns.map(|v| v as f64 / 1e6)
+}
+
+/// Progress line and notes (errors, missing pairs, undelivered messages) for one relay run.
+fn check_relay(who: &str, what: &str, pairs: usize, s: &RelayStats) {
+    eprintln!(
+        "   {} pairs, sent {}, received {} in {:.2} s; p50 {:.2?} ms, p99 {:.2?} ms; server CPU {:.2?} s",
+        s.pairs,
+        s.sent,
+        s.received,
+        s.secs,
+        ms(percentile(&s.lat_sorted, 50.0)),
+        ms(percentile(&s.lat_sorted, 99.0)),
+        s.server_cpu_s
+    );
+    if let Some(e) = &s.first_err {
+        note(format!("{who} {what}: {e}"));
+    }
+    if s.pairs < pairs {
+        note(format!(
+            "{who} {what}: only {}/{pairs} pairs set up",
+            s.pairs
+        ));
+    }
+    if s.received < s.sent {
+        note(format!(
+            "{who} {what}: {} of {} messages never arrived (dropped, or later than {} s after the senders stopped)",
+            s.sent - s.received,
+            s.sent,
+            RELAY_GRACE.as_secs()
+        ));
+    }
 }
 
 async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
@@ -928,7 +1017,7 @@ async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
     eprintln!("   listening on {} (pid {})", server.addr, server.pid);
 
     eprintln!("== {who}: joins warm-up ({JOIN_WARMUP_SOCKETS} sockets)");
-    let w = joins_round(server.addr, JOIN_WARMUP_SOCKETS, &format!("jw-{who}")).await;
+    let w = joins_round(&server, JOIN_WARMUP_SOCKETS, &format!("jw-{who}")).await;
     if w.failed > 0 {
         note(format!(
             "{who} joins warm-up: {} failed; first error: {}",
@@ -937,8 +1026,11 @@ async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
         ));
     }
     let mut rates = Vec::new();
+    let (mut cpu_s, mut joined) = (Some(0.0), 0usize);
     for r in 0..JOIN_ROUNDS {
-        let round = joins_round(server.addr, JOIN_SOCKETS, &format!("j{r}-{who}")).await;
+        let round = joins_round(&server, JOIN_SOCKETS, &format!("j{r}-{who}")).await;
+        cpu_s = cpu_s.zip(round.cpu_s).map(|(a, b)| a + b);
+        joined += round.ok;
         let rate = round.ok as f64 / round.secs.max(1e-9);
         eprintln!(
             "== {who}: joins round {}: {} ok, {} failed in {:.3} s → {rate:.0} joins/s",
@@ -960,51 +1052,36 @@ async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
         }
     }
     res.joins_per_s = median(&mut rates);
+    res.join_cpu_us = cpu_s
+        .filter(|_| joined > 0)
+        .map(|c| c * 1e6 / joined as f64);
 
     eprintln!("== {who}: relay warm-up ({RELAY_WARMUP_TOTAL} messages)");
     let w = relay_run(
         &server,
         &format!("rw-{who}"),
+        RELAY_PAIRS,
+        RELAY_WINDOW,
         RELAY_WARMUP_TOTAL,
         RELAY_WARMUP_MAX,
     )
     .await;
-    if let Some(e) = w.first_err {
-        note(format!("{who} relay warm-up error: {e}"));
-    }
+    check_relay(who, "relay warm-up", RELAY_PAIRS, &w);
+
     eprintln!(
         "== {who}: relay ({RELAY_PAIRS} pairs, window {RELAY_WINDOW}, {RELAY_TOTAL} messages or {} s)",
         RELAY_MAX.as_secs()
     );
-    let s = relay_run(&server, &format!("r-{who}"), RELAY_TOTAL, RELAY_MAX).await;
-    let ms = |ns: Option<u64>| ns.map(|v| v as f64 / 1e6);
-    eprintln!(
-        "   {} pairs, sent {}, received {} in {:.2} s; p50 {:?} ms, p99 {:?} ms; server CPU {:?} s",
-        s.pairs,
-        s.sent,
-        s.received,
-        s.secs,
-        ms(percentile(&s.lat_sorted, 50.0)),
-        ms(percentile(&s.lat_sorted, 99.0)),
-        s.server_cpu_s
-    );
-    if let Some(e) = &s.first_err {
-        note(format!("{who} relay: {e}"));
-    }
-    if s.pairs < RELAY_PAIRS {
-        note(format!(
-            "{who} relay: only {}/{RELAY_PAIRS} pairs set up",
-            s.pairs
-        ));
-    }
-    if s.received < s.sent {
-        note(format!(
-            "{who} relay: {} of {} messages never arrived (dropped or later than {} s after the senders stopped)",
-            s.sent - s.received,
-            s.sent,
-            RELAY_GRACE.as_secs()
-        ));
-    }
+    let s = relay_run(
+        &server,
+        &format!("r-{who}"),
+        RELAY_PAIRS,
+        RELAY_WINDOW,
+        RELAY_TOTAL,
+        RELAY_MAX,
+    )
+    .await;
+    check_relay(who, "relay", RELAY_PAIRS, &s);
     if s.received > 0 {
         res.relay_per_s = Some(s.received as f64 / s.secs.max(1e-9));
         res.relay_p50_ms = ms(percentile(&s.lat_sorted, 50.0));
@@ -1013,6 +1090,24 @@ async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
         res.relay_cpu_us_per_msg = s.server_cpu_s.map(|c| c * 1e6 / s.received as f64);
     }
     res.relay_delivered = Some((s.received, s.sent));
+
+    eprintln!(
+        "== {who}: low-load relay latency ({LOWLOAD_PAIRS} pairs, window {LOWLOAD_WINDOW}, {LOWLOAD_TOTAL} messages)"
+    );
+    let l = relay_run(
+        &server,
+        &format!("rl-{who}"),
+        LOWLOAD_PAIRS,
+        LOWLOAD_WINDOW,
+        LOWLOAD_TOTAL,
+        LOWLOAD_MAX,
+    )
+    .await;
+    check_relay(who, "low-load relay", LOWLOAD_PAIRS, &l);
+    if l.received > 0 {
+        res.low_p50_ms = ms(percentile(&l.lat_sorted, 50.0));
+        res.low_p99_ms = ms(percentile(&l.lat_sorted, 99.0));
+    }
     server.stop("joins+relay").await;
     Ok(())
 }
@@ -1029,6 +1124,7 @@ fn raise_nofile() {
             &pid.to_string(),
             &format!("--nofile={NOFILE}:{NOFILE}"),
         ])
+        .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !ok && cur.0 < cur.1 {
@@ -1043,8 +1139,14 @@ fn raise_nofile() {
     }
     let now = read_nofile();
     eprintln!(
-        "open-file limit: {} → {} (soft; children inherit it)",
-        cur.0, now.0
+        "open-file limit: {} → {} (soft; children inherit it){}",
+        cur.0,
+        now.0,
+        if ok {
+            ""
+        } else {
+            "; raising the hard limit was refused"
+        }
     );
 }
 
@@ -1182,27 +1284,49 @@ fn print_table(facts: &str, kinds: &[Kind], ours: &Results, node: &Results, rss_
         &int,
     );
     row(
+        "server CPU per connect + join (µs) ↓",
+        ours.join_cpu_us,
+        node.join_cpu_us,
+        &int,
+    );
+    row(
         &format!("relayed #rtcio:message/s ({RELAY_PAIRS} pairs, window {RELAY_WINDOW}) ↑"),
         ours.relay_per_s,
         node.relay_per_s,
         &int,
     );
     row(
-        "relay latency p50 (ms) ↓",
+        "relay latency p50 under full load (ms) ↓",
         ours.relay_p50_ms,
         node.relay_p50_ms,
         &ms2,
     );
     row(
-        "relay latency p99 (ms) ↓",
+        "relay latency p99 under full load (ms) ↓",
         ours.relay_p99_ms,
         node.relay_p99_ms,
         &ms2,
     );
     row(
-        "relay latency max (ms) ↓",
+        "relay latency max under full load (ms) ↓",
         ours.relay_max_ms,
         node.relay_max_ms,
+        &ms2,
+    );
+    row(
+        &format!(
+            "relay latency p50 at low load ({LOWLOAD_PAIRS} pairs, window {LOWLOAD_WINDOW}) (ms) ↓"
+        ),
+        ours.low_p50_ms,
+        node.low_p50_ms,
+        &ms2,
+    );
+    row(
+        &format!(
+            "relay latency p99 at low load ({LOWLOAD_PAIRS} pairs, window {LOWLOAD_WINDOW}) (ms) ↓"
+        ),
+        ours.low_p99_ms,
+        node.low_p99_ms,
         &ms2,
     );
     row(

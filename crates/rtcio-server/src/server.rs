@@ -210,30 +210,30 @@ fn install<A: Adapter + DefinedAdapter>(
     shared: Arc<Shared<A>>,
     token: Option<String>,
 ) -> A::InitRes {
-    let on_connect = move |socket: SocketRef<A>| {
-        // Synchronous part: handlers are in place before the next packet of this socket is read.
-        session::attach(shared.clone(), socket);
-        std::future::ready(())
-    };
+    // Everything happens in the connect middleware, which runs before socketioxide sends the
+    // CONNECT ack: a client that emits `join-room` the moment it is connected (every rtc.io
+    // client does) must find its handlers in place. The connect handler itself runs only after
+    // the ack and would race that first event.
     let token: Arc<Option<String>> = Arc::new(token);
-    let handler = on_connect.with(move |TryData(auth): TryData<serde_json::Value>| {
-        let token = token.clone();
-        async move {
-            match token.as_deref() {
-                None => Ok(()),
-                Some(expected) => {
+    let on_connect = |_: SocketRef<A>| std::future::ready(());
+    let handler = on_connect.with(
+        move |socket: SocketRef<A>, TryData(auth): TryData<serde_json::Value>| {
+            let token = token.clone();
+            let shared = shared.clone();
+            async move {
+                if let Some(expected) = token.as_deref() {
                     let given = auth
                         .ok()
                         .and_then(|a| a.get("token").and_then(|t| t.as_str()).map(str::to_owned));
-                    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-                        Ok(())
-                    } else {
-                        Err(Unauthorized)
+                    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+                        return Err(Unauthorized);
                     }
                 }
+                session::attach(shared, socket);
+                Ok(())
             }
-        }
-    });
+        },
+    );
     io.ns("/", handler)
 }
 

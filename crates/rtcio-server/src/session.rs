@@ -218,7 +218,11 @@ async fn live_members<A: Adapter>(
     io: &SocketIo<A>,
     room: &str,
 ) -> Result<Vec<String>, HandleError> {
-    let sockets = io
+    // `of("/")` rather than `within`: during shutdown the namespace is gone and `within` panics.
+    let Some(ns) = io.of("/") else {
+        return Ok(Vec::new());
+    };
+    let sockets = ns
         .within(room.to_string())
         .fetch_sockets()
         .await

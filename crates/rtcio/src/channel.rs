@@ -306,6 +306,17 @@ async fn drive(ch: Channel, mut rx: mpsc::UnboundedReceiver<ChanCmd>, mut queue:
                 None => std::future::pending().await,
             }
         };
+        // webrtc-rs's low-threshold event tracks post-packetization bytes, which may never exceed
+        // the low mark while acked-but-outstanding bytes sit above the high mark; while we hold a
+        // backlog, re-check every few ms so the queue always drains.
+        let backlogged = open && dc.is_some() && !(queue.is_empty() && waiters.is_empty());
+        let recheck = async {
+            if backlogged {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await
+            } else {
+                std::future::pending().await
+            }
+        };
         let twin_event = async {
             match (twin_live, twins.last()) {
                 (true, Some(t)) => t.poll().await,
@@ -358,6 +369,13 @@ async fn drive(ch: Channel, mut rx: mpsc::UnboundedReceiver<ChanCmd>, mut queue:
                         closed_for_good = true;
                         *lock(&ch.inner.state) = ReadyState::Closed;
                     }
+                }
+            }
+            _ = recheck => {
+                let had = queue.len() + waiters.len();
+                flush(&ch, &dc, open, &mut queue, &mut waiters).await;
+                if had > 0 && queue.is_empty() {
+                    ch.local("drain", vec![]);
                 }
             }
             tev = twin_event => match tev {

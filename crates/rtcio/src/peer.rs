@@ -148,6 +148,8 @@ struct Peer {
     watchdog: Watchdog,
     glare_deadline: Option<Instant>,
     channels: HashMap<u16, Channel>,
+    /// Our channels by webrtc-rs handle id, to recognise announced twins.
+    by_handle: HashMap<usize, Channel>,
     /// Twin handles of the ctrl channel, kept alive (dropping one unregisters id 0's events).
     ctrl_twins: Vec<Arc<dyn DataChannel>>,
     broadcasts: Vec<BroadcastChannel>,
@@ -272,6 +274,7 @@ async fn run(
         watchdog: Watchdog::new(shared.opts.watchdog),
         glare_deadline: None,
         channels: HashMap::new(),
+        by_handle: HashMap::new(),
         ctrl_twins: Vec::new(),
         broadcasts,
         replayed: false,
@@ -373,14 +376,14 @@ impl Peer {
             PeerCmd::CtrlEvent(ev) => self.on_ctrl_event(ev).await,
             PeerCmd::MaybeOffer => self.maybe_offer().await,
             PeerCmd::Announced(dc) => {
-                // For negotiated channels the handle id is the SCTP stream id.
-                let id = u16::try_from(dc.id()).unwrap_or(u16::MAX);
-                if id == CTRL_ID {
+                // Handles are matched by webrtc-rs's internal channel id (not the SCTP stream id).
+                let hid = dc.id();
+                if hid == self.ctrl.id() {
                     self.ctrl_twins.push(dc);
-                } else if let Some(ch) = self.channels.get(&id) {
+                } else if let Some(ch) = self.by_handle.get(&hid) {
                     ch.twin(dc);
                 } else {
-                    debug!(peer = %self.remote, id, "closing an in-band data channel");
+                    debug!(peer = %self.remote, hid, "closing an in-band data channel");
                     let _ = dc.close().await;
                 }
             }
