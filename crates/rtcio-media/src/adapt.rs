@@ -1,0 +1,397 @@
+//! Adaptation policies, pure and clock-injected so they are testable without a network:
+//!
+//! * [`BitrateController`]: the encoder's target bitrate from receiver feedback that webrtc-rs
+//!   exposes — RTCP receiver reports (fraction lost, RTT), REMB, and the receive rate measured
+//!   from transport-wide congestion control feedback. Loss-based like Google Congestion
+//!   Control: grow 8 %/s under 2 % loss, hold between 2 and 10 %, cut by half the loss above.
+//! * [`SharedBitrate`]: one encoder feeds every peer, so its target is the lowest of the peers'.
+//! * [`QualityScaler`]: steps resolution and frame rate down when encoding eats too much of the
+//!   frame budget (CPU pressure) or the encoder cannot get down to its target bitrate, and back
+//!   up when there is headroom again.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Limits of a [`BitrateController`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BitrateConfig {
+    /// Never go below this.
+    pub min_bps: u32,
+    /// Never go above this.
+    pub max_bps: u32,
+    /// Where to start.
+    pub start_bps: u32,
+}
+
+impl Default for BitrateConfig {
+    fn default() -> Self {
+        Self {
+            min_bps: 150_000,
+            max_bps: 2_500_000,
+            start_bps: 800_000,
+        }
+    }
+}
+
+/// Loss/RTT/REMB/receive-rate driven target bitrate for one receiver.
+#[derive(Clone, Debug)]
+pub struct BitrateController {
+    config: BitrateConfig,
+    target: f64,
+    last_update: Option<Instant>,
+    remb: Option<u32>,
+    rtt: Option<Duration>,
+}
+
+impl BitrateController {
+    /// Starts at `config.start_bps`.
+    pub fn new(config: BitrateConfig) -> Self {
+        Self {
+            config,
+            target: f64::from(config.start_bps.clamp(config.min_bps, config.max_bps)),
+            last_update: None,
+            remb: None,
+            rtt: None,
+        }
+    }
+
+    /// Current target in bits per second.
+    pub fn target_bps(&self) -> u32 {
+        self.target as u32
+    }
+
+    /// Last RTT reported.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    fn clamp(&mut self) -> u32 {
+        let cap = self
+            .remb
+            .map_or(self.config.max_bps, |r| r.min(self.config.max_bps));
+        self.target = self.target.clamp(
+            f64::from(self.config.min_bps),
+            f64::from(cap.max(self.config.min_bps)),
+        );
+        self.target as u32
+    }
+
+    /// An RTCP receiver report: `fraction_lost` in 0..=1 (the report's 8-bit value / 256) and
+    /// the round-trip time if known. Returns the new target.
+    pub fn on_receiver_report(
+        &mut self,
+        fraction_lost: f32,
+        rtt: Option<Duration>,
+        now: Instant,
+    ) -> u32 {
+        let loss = f64::from(fraction_lost.clamp(0.0, 1.0));
+        if rtt.is_some() {
+            self.rtt = rtt;
+        }
+        let elapsed = self
+            .last_update
+            .map_or(Duration::from_secs(1), |t| now.saturating_duration_since(t))
+            .min(Duration::from_secs(2));
+        self.last_update = Some(now);
+        if loss > 0.10 {
+            self.target *= 1.0 - 0.5 * loss;
+        } else if loss < 0.02 {
+            // 8 %/s, slower when the path is long (RTT above 200 ms halves it).
+            let rate: f64 = if self.rtt.is_some_and(|r| r > Duration::from_millis(200)) {
+                0.04
+            } else {
+                0.08
+            };
+            self.target *= (1.0 + rate).powf(elapsed.as_secs_f64());
+        }
+        self.clamp()
+    }
+
+    /// A REMB message: the receiver's estimate caps the target.
+    pub fn on_remb(&mut self, bps: u32) -> u32 {
+        self.remb = Some(bps);
+        self.clamp()
+    }
+
+    /// The receive rate measured from transport-wide CC feedback: when sending clearly more than
+    /// arrives, the path is congested; drop to 90 % of what arrives.
+    pub fn on_receive_rate(&mut self, received_bps: u32) -> u32 {
+        let received = f64::from(received_bps);
+        if self.target > received * 1.25 {
+            self.target = received * 0.9;
+        }
+        self.clamp()
+    }
+}
+
+/// The target for one encoder shared by several peers: the lowest peer's target.
+#[derive(Clone, Debug)]
+pub struct SharedBitrate {
+    config: BitrateConfig,
+    peers: BTreeMap<String, BitrateController>,
+}
+
+impl SharedBitrate {
+    /// No peers yet.
+    pub fn new(config: BitrateConfig) -> Self {
+        Self {
+            config,
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// The controller of `peer` (created on first use).
+    pub fn peer(&mut self, peer: &str) -> &mut BitrateController {
+        let config = self.config;
+        self.peers
+            .entry(peer.to_owned())
+            .or_insert_with(|| BitrateController::new(config))
+    }
+
+    /// Forgets a peer that left.
+    pub fn remove(&mut self, peer: &str) {
+        self.peers.remove(peer);
+    }
+
+    /// The encoder's target: the minimum over peers (start rate with none).
+    pub fn target_bps(&self) -> u32 {
+        self.peers
+            .values()
+            .map(BitrateController::target_bps)
+            .min()
+            .unwrap_or(self.config.start_bps)
+    }
+}
+
+/// One rung of the quality ladder.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QualityStep {
+    /// Picture scale relative to the source (1.0 = full size).
+    pub scale: f32,
+    /// Maximum frame rate.
+    pub max_fps: f32,
+}
+
+/// Why the quality changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QualityReason {
+    /// Encoding took too much of the frame budget.
+    Cpu,
+    /// The encoder overshot its target bitrate (cannot compress this size enough).
+    Bitrate,
+    /// Headroom came back.
+    Recovered,
+}
+
+/// Steps resolution / frame rate down under pressure and back up when it is gone.
+#[derive(Clone, Debug)]
+pub struct QualityScaler {
+    ladder: Vec<QualityStep>,
+    level: usize,
+    load: f64,
+    overshoot: f64,
+    frames_since_change: u32,
+}
+
+impl Default for QualityScaler {
+    fn default() -> Self {
+        Self::new(vec![
+            QualityStep {
+                scale: 1.0,
+                max_fps: 30.0,
+            },
+            QualityStep {
+                scale: 1.0,
+                max_fps: 20.0,
+            },
+            QualityStep {
+                scale: 0.75,
+                max_fps: 20.0,
+            },
+            QualityStep {
+                scale: 0.5,
+                max_fps: 15.0,
+            },
+            QualityStep {
+                scale: 0.5,
+                max_fps: 10.0,
+            },
+            QualityStep {
+                scale: 0.25,
+                max_fps: 10.0,
+            },
+        ])
+    }
+}
+
+impl QualityScaler {
+    /// Frames to wait after a change before stepping down again.
+    const DOWN_HOLD: u32 = 30;
+    /// Frames of headroom before stepping up.
+    const UP_HOLD: u32 = 300;
+
+    /// A scaler over `ladder` (best first; must not be empty).
+    pub fn new(ladder: Vec<QualityStep>) -> Self {
+        let ladder = if ladder.is_empty() {
+            vec![QualityStep {
+                scale: 1.0,
+                max_fps: 30.0,
+            }]
+        } else {
+            ladder
+        };
+        Self {
+            ladder,
+            level: 0,
+            load: 0.0,
+            overshoot: 1.0,
+            frames_since_change: 0,
+        }
+    }
+
+    /// The current rung.
+    pub fn step(&self) -> QualityStep {
+        self.ladder[self.level]
+    }
+
+    /// Index of the current rung (0 = best).
+    pub fn level(&self) -> usize {
+        self.level
+    }
+
+    /// Feeds one encoded frame: how long encoding took, the frame interval at the current rate,
+    /// and the encoder's output rate vs its target (`actual_bps / target_bps`, 1.0 if unknown).
+    /// Returns the new step and the reason when it changed.
+    pub fn on_frame(
+        &mut self,
+        encode_time: Duration,
+        frame_interval: Duration,
+        bitrate_ratio: f64,
+    ) -> Option<(QualityStep, QualityReason)> {
+        let budget = frame_interval.as_secs_f64().max(1e-3);
+        let load = encode_time.as_secs_f64() / budget;
+        self.load += (load - self.load) * 0.1;
+        self.overshoot += (bitrate_ratio - self.overshoot) * 0.05;
+        self.frames_since_change = self.frames_since_change.saturating_add(1);
+        let can_go_down = self.level + 1 < self.ladder.len();
+        if can_go_down && self.frames_since_change >= Self::DOWN_HOLD {
+            let reason = if self.load > 0.8 {
+                Some(QualityReason::Cpu)
+            } else if self.overshoot > 1.5 {
+                Some(QualityReason::Bitrate)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.level += 1;
+                self.changed();
+                return Some((self.step(), reason));
+            }
+        }
+        if self.level > 0
+            && self.frames_since_change >= Self::UP_HOLD
+            && self.load < 0.4
+            && self.overshoot < 1.1
+        {
+            self.level -= 1;
+            self.changed();
+            return Some((self.step(), QualityReason::Recovered));
+        }
+        None
+    }
+
+    fn changed(&mut self) {
+        self.frames_since_change = 0;
+        // Start the next judgement from neutral values, not the old rung's history.
+        self.load *= 0.5;
+        self.overshoot = 1.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_cuts_and_clean_reports_grow() {
+        let t0 = Instant::now();
+        let mut c = BitrateController::new(BitrateConfig::default());
+        assert_eq!(c.target_bps(), 800_000);
+        // 25 % loss: cut by 12.5 %.
+        assert_eq!(c.on_receiver_report(0.25, None, t0), 700_000);
+        // 5 % loss: hold.
+        assert_eq!(
+            c.on_receiver_report(0.05, None, t0 + Duration::from_secs(1)),
+            700_000
+        );
+        // Clean for 5 s: +8 %/s.
+        let mut t = t0 + Duration::from_secs(1);
+        for _ in 0..5 {
+            t += Duration::from_secs(1);
+            c.on_receiver_report(0.0, Some(Duration::from_millis(50)), t);
+        }
+        let grown = c.target_bps();
+        assert!((1_020_000..1_040_000).contains(&grown), "{grown}");
+        // REMB caps; receive rate cuts.
+        assert_eq!(c.on_remb(500_000), 500_000);
+        assert_eq!(c.on_receive_rate(300_000), 270_000);
+        // Never below the floor.
+        assert_eq!(c.on_receiver_report(1.0, None, t), 150_000);
+    }
+
+    #[test]
+    fn shared_target_is_the_weakest_peer() {
+        let t0 = Instant::now();
+        let mut s = SharedBitrate::new(BitrateConfig::default());
+        s.peer("a").on_remb(2_000_000);
+        s.peer("b").on_remb(400_000);
+        assert_eq!(s.target_bps(), 400_000);
+        s.remove("b");
+        assert_eq!(s.target_bps(), 800_000);
+        s.peer("a").on_receiver_report(0.5, None, t0);
+        assert_eq!(s.target_bps(), 600_000);
+    }
+
+    #[test]
+    fn cpu_pressure_steps_down_then_recovers() {
+        let mut q = QualityScaler::default();
+        let interval = Duration::from_millis(33);
+        let mut changes = Vec::new();
+        // Encoding takes 30 ms of a 33 ms budget.
+        for _ in 0..100 {
+            if let Some(c) = q.on_frame(Duration::from_millis(30), interval, 1.0) {
+                changes.push(c);
+            }
+        }
+        assert!(!changes.is_empty());
+        assert_eq!(
+            changes[0],
+            (
+                QualityStep {
+                    scale: 1.0,
+                    max_fps: 20.0
+                },
+                QualityReason::Cpu
+            )
+        );
+        let level = q.level();
+        // Light load for a long time: one step back up.
+        let mut up = None;
+        for _ in 0..400 {
+            if let Some(c) = q.on_frame(Duration::from_millis(5), interval, 1.0) {
+                up = Some(c);
+                break;
+            }
+        }
+        assert_eq!(up.map(|c| c.1), Some(QualityReason::Recovered));
+        assert_eq!(q.level(), level - 1);
+    }
+
+    #[test]
+    fn bitrate_overshoot_steps_down() {
+        let mut q = QualityScaler::default();
+        let changed = (0..200)
+            .find_map(|_| q.on_frame(Duration::from_millis(5), Duration::from_millis(33), 3.0));
+        assert_eq!(changed.map(|c| c.1), Some(QualityReason::Bitrate));
+    }
+}

@@ -1,0 +1,375 @@
+//! Send pipelines the app starts and stops: a thread per source that captures, encodes once and
+//! publishes to an [`EncodedFanout`], with a live preview / level meter on the side.
+//!
+//! ```text
+//! VideoSource ──► quality step (scale, frame-rate cap) ──► H264Encoder ──► EncodedFanout ──► N tracks
+//!      └──► preview (RGBA at a requested size, tokio watch)
+//! AudioSource ──► resample to 48 kHz ──► level meter (watch) ──► OpusEncoder ──► EncodedFanout
+//! ```
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::adapt::{QualityReason, QualityScaler};
+use crate::codec::h264::{H264Config, H264Encoder};
+use crate::codec::opus::{OpusConfig, OpusEncoder};
+use crate::convert::Scaler;
+use crate::error::{MediaError, Result};
+use crate::fanout::EncodedFanout;
+use crate::frame::{AUDIO_SAMPLE_RATE, RgbaFrame};
+use crate::level::AudioLevel;
+use crate::resample::{AudioResampler, Reframer, remix_channels};
+use crate::source::{AudioSource, VideoSource};
+
+/// Settings of a [`VideoSendPipeline`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VideoPipelineConfig {
+    /// Encoder settings (the bitrate is the start value; see
+    /// [`VideoSendPipeline::set_target_bitrate`]).
+    pub encoder: H264Config,
+    /// Preview size (fits within, aspect kept); `None` disables the preview.
+    pub preview: Option<(u32, u32)>,
+    /// Step resolution / frame rate down under CPU pressure or bitrate overshoot.
+    pub adapt_quality: bool,
+}
+
+impl Default for VideoPipelineConfig {
+    fn default() -> Self {
+        Self {
+            encoder: H264Config::default(),
+            preview: Some((320, 180)),
+            adapt_quality: true,
+        }
+    }
+}
+
+/// Counters of a video send pipeline.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct VideoSendStats {
+    /// Frames taken from the source.
+    pub captured: u64,
+    /// Frames encoded (and published once each).
+    pub encoded: u64,
+    /// Frames skipped by the frame-rate cap.
+    pub skipped: u64,
+    /// IDR frames sent.
+    pub keyframes: u64,
+    /// Encoded bytes.
+    pub bytes: u64,
+    /// Size last encoded.
+    pub size: (u32, u32),
+    /// Quality ladder level (0 = full).
+    pub quality_level: usize,
+    /// Smoothed encode time per frame, milliseconds.
+    pub encode_ms: f64,
+}
+
+/// A running video send pipeline. Stop it with [`VideoSendPipeline::stop`] (or drop it).
+#[derive(Debug)]
+pub struct VideoSendPipeline {
+    stop: Arc<AtomicBool>,
+    bitrate: Arc<AtomicU32>,
+    thread: Option<JoinHandle<Result<()>>>,
+    preview: watch::Receiver<Option<Arc<RgbaFrame>>>,
+    stats: Arc<Mutex<VideoSendStats>>,
+}
+
+impl VideoSendPipeline {
+    /// Starts capturing from `source` and publishing to `fanout`.
+    pub fn start(
+        mut source: Box<dyn VideoSource>,
+        config: VideoPipelineConfig,
+        fanout: EncodedFanout,
+    ) -> Result<Self> {
+        let mut encoder = H264Encoder::new(config.encoder)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let bitrate = Arc::new(AtomicU32::new(config.encoder.bitrate_bps));
+        let stats = Arc::new(Mutex::new(VideoSendStats::default()));
+        let (preview_tx, preview_rx) = watch::channel(None);
+        let (stop2, bitrate2, stats2) =
+            (Arc::clone(&stop), Arc::clone(&bitrate), Arc::clone(&stats));
+        let thread = std::thread::Builder::new()
+            .name("rtcio-video-send".into())
+            .spawn(move || {
+                let result = run_video(
+                    &mut *source,
+                    &mut encoder,
+                    &config,
+                    &fanout,
+                    &stop2,
+                    &bitrate2,
+                    &stats2,
+                    &preview_tx,
+                );
+                source.stop();
+                if let Err(e) = &result {
+                    warn!(error = %e, "video send pipeline ended");
+                }
+                result
+            })
+            .map_err(MediaError::Io)?;
+        Ok(Self {
+            stop,
+            bitrate,
+            thread: Some(thread),
+            preview: preview_rx,
+            stats,
+        })
+    }
+
+    /// The latest preview frame (RGBA). `changed().await` on it to follow the stream.
+    pub fn preview(&self) -> watch::Receiver<Option<Arc<RgbaFrame>>> {
+        self.preview.clone()
+    }
+
+    /// Sets the encoder's target bitrate (from [`crate::adapt::SharedBitrate`]).
+    pub fn set_target_bitrate(&self, bps: u32) {
+        self.bitrate.store(bps, Ordering::Relaxed);
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> VideoSendStats {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True once the thread has ended (source finished or failed).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops the pipeline and returns the error that ended it, if any. End of a finite source
+    /// and stopping are not errors.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(Ok(()) | Err(MediaError::EndOfStream | MediaError::Stopped))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(MediaError::Stopped),
+        }
+    }
+}
+
+impl Drop for VideoSendPipeline {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_video(
+    source: &mut dyn VideoSource,
+    encoder: &mut H264Encoder,
+    config: &VideoPipelineConfig,
+    fanout: &EncodedFanout,
+    stop: &AtomicBool,
+    bitrate: &AtomicU32,
+    stats: &Mutex<VideoSendStats>,
+    preview: &watch::Sender<Option<Arc<RgbaFrame>>>,
+) -> Result<()> {
+    let mut scaler = Scaler::default();
+    let mut preview_scaler = Scaler::default();
+    let mut quality = QualityScaler::default();
+    let source_fps = source.frame_rate().max(1.0);
+    let mut next_due = Duration::ZERO;
+    let mut encode_ms = 0.0f64;
+    let mut window_bytes = 0u64;
+    let mut window_start: Option<Duration> = None;
+    let mut ratio = 1.0f64;
+    while !stop.load(Ordering::Relaxed) {
+        let frame = source.next_frame()?;
+        add_stats(stats, |st| st.captured += 1);
+        if let Some((w, h)) = config.preview
+            && preview.receiver_count() > 0
+        {
+            match preview_scaler.preview(&frame, w, h) {
+                Ok(p) => {
+                    preview.send_replace(Some(Arc::new(p)));
+                }
+                Err(e) => warn!(error = %e, "preview failed"),
+            }
+        }
+        let step = quality.step();
+        let max_fps = step.max_fps.min(source_fps);
+        if frame.timestamp + Duration::from_millis(2) < next_due {
+            add_stats(stats, |st| st.skipped += 1);
+            continue;
+        }
+        let interval = Duration::from_secs_f64(1.0 / f64::from(max_fps));
+        next_due = next_due.max(frame.timestamp.saturating_sub(interval)) + interval;
+        let target = bitrate.load(Ordering::Relaxed);
+        if target != encoder.config().bitrate_bps {
+            encoder.set_bitrate(target)?;
+        }
+        if (encoder.config().max_fps - max_fps).abs() > 0.5 {
+            encoder.set_frame_rate(max_fps)?;
+        }
+        let scaled;
+        let input = if step.scale < 1.0 {
+            let w = ((frame.width as f32 * step.scale) as u32 & !1).max(2);
+            let h = ((frame.height as f32 * step.scale) as u32 & !1).max(2);
+            scaled = scaler.scale_i420(&frame, w, h)?;
+            &scaled
+        } else {
+            &frame
+        };
+        if fanout.take_keyframe_request() {
+            encoder.request_keyframe();
+        }
+        let started = Instant::now();
+        let encoded = encoder.encode(input)?;
+        let took = started.elapsed();
+        encode_ms += (took.as_secs_f64() * 1000.0 - encode_ms) * 0.1;
+        let Some(encoded) = encoded else { continue };
+        // Output rate over ~1 s windows vs the target, for the bitrate-overshoot rule.
+        let ws = *window_start.get_or_insert(encoded.timestamp);
+        window_bytes += encoded.data.len() as u64;
+        let span = encoded.timestamp.saturating_sub(ws);
+        if span >= Duration::from_secs(1) {
+            ratio = window_bytes as f64 * 8.0 / span.as_secs_f64() / f64::from(target.max(1));
+            window_bytes = 0;
+            window_start = Some(encoded.timestamp);
+        }
+        fanout.publish(&encoded);
+        if config.adapt_quality
+            && let Some((step, reason)) = quality.on_frame(took, interval, ratio)
+        {
+            info!(?step, ?reason, "video quality changed");
+            if reason == QualityReason::Bitrate {
+                ratio = 1.0;
+            }
+        }
+        add_stats(stats, |st| {
+            st.encoded += 1;
+            st.keyframes += u64::from(encoded.keyframe);
+            st.bytes += encoded.data.len() as u64;
+            st.size = (input.width, input.height);
+            st.quality_level = quality.level();
+            st.encode_ms = encode_ms;
+        });
+    }
+    Ok(())
+}
+
+fn add_stats<T>(stats: &Mutex<T>, f: impl FnOnce(&mut T)) {
+    f(&mut stats.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
+/// Settings of an [`AudioSendPipeline`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AudioPipelineConfig {
+    /// Encoder settings (channels must match what the source is remixed to).
+    pub encoder: OpusConfig,
+}
+
+/// A running audio send pipeline with a level meter.
+#[derive(Debug)]
+pub struct AudioSendPipeline {
+    stop: Arc<AtomicBool>,
+    muted: Arc<AtomicBool>,
+    packets: Arc<AtomicU64>,
+    thread: Option<JoinHandle<Result<()>>>,
+    level: watch::Receiver<AudioLevel>,
+}
+
+impl AudioSendPipeline {
+    /// Starts reading `source`, metering, encoding and publishing to `fanout`.
+    pub fn start(
+        mut source: Box<dyn AudioSource>,
+        config: AudioPipelineConfig,
+        fanout: EncodedFanout,
+    ) -> Result<Self> {
+        let mut encoder = OpusEncoder::new(config.encoder)?;
+        let channels = config.encoder.channels;
+        let mut resampler = AudioResampler::new(source.sample_rate(), AUDIO_SAMPLE_RATE, channels)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let muted = Arc::new(AtomicBool::new(false));
+        let packets = Arc::new(AtomicU64::new(0));
+        let (level_tx, level_rx) = watch::channel(AudioLevel::default());
+        let (stop2, muted2, packets2) =
+            (Arc::clone(&stop), Arc::clone(&muted), Arc::clone(&packets));
+        let thread = std::thread::Builder::new()
+            .name("rtcio-audio-send".into())
+            .spawn(move || {
+                let mut reframer = Reframer::new(AUDIO_SAMPLE_RATE, channels);
+                let result = (|| {
+                    while !stop2.load(Ordering::Relaxed) {
+                        let frame = source.next_frame()?;
+                        let remixed = remix_channels(&frame.samples, frame.channels, channels);
+                        reframer.push(&resampler.process(&remixed)?);
+                        while let Some(mut f) = reframer.pop() {
+                            level_tx.send_replace(AudioLevel::measure(&f));
+                            if muted2.load(Ordering::Relaxed) {
+                                f.samples.fill(0.0);
+                            }
+                            for packet in encoder.push(&f)? {
+                                fanout.publish(&packet);
+                                packets2.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    Ok(())
+                })();
+                source.stop();
+                result
+            })
+            .map_err(MediaError::Io)?;
+        Ok(Self {
+            stop,
+            muted,
+            packets,
+            thread: Some(thread),
+            level: level_rx,
+        })
+    }
+
+    /// RMS/peak of the latest 20 ms (before muting), for the mic meter.
+    pub fn level(&self) -> watch::Receiver<AudioLevel> {
+        self.level.clone()
+    }
+
+    /// Mutes (sends silence, which DTX turns into almost nothing) or unmutes.
+    pub fn set_muted(&self, muted: bool) {
+        self.muted.store(muted, Ordering::Relaxed);
+    }
+
+    /// Packets published so far.
+    pub fn packets(&self) -> u64 {
+        self.packets.load(Ordering::Relaxed)
+    }
+
+    /// True once the thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops the pipeline; returns the error that ended it, if any.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(Ok(()) | Err(MediaError::EndOfStream | MediaError::Stopped))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(MediaError::Stopped),
+        }
+    }
+}
+
+impl Drop for AudioSendPipeline {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}

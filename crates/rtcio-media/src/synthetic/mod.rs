@@ -1,0 +1,4 @@
+//! Synthetic sources for tests, benchmarks and bots.
+
+pub mod audio;
+pub mod video;
