@@ -27,9 +27,11 @@ mod peer;
 pub mod proto;
 pub mod sio;
 mod socket;
+pub mod stats;
 
 pub use channel::{BroadcastChannel, Channel, ChannelError, ChannelOptions, ReadyState};
 pub use listeners::{Event, ListenerId, Origin};
 pub use proto::backpressure::Payload;
 pub use proto::watchdog::WatchdogConfig;
 pub use socket::{Error, IceServer, IceServers, Options, PeerRef, Server, Socket};
+pub use stats::PeerStats;

@@ -43,6 +43,10 @@ pub(crate) enum PeerCmd {
     },
     /// Signaling came back with the same socket id: restart ICE if unhealthy.
     SignalingReconnected,
+    /// The application asked for an ICE restart (renegotiation) with this peer.
+    RestartIce,
+    /// Statistics summary.
+    Stats(oneshot::Sender<crate::stats::PeerStats>),
     /// Tear down now (graceful close of the socket, or a replacement peer).
     Close(Option<oneshot::Sender<()>>),
     Pc(PcEvent),
@@ -155,6 +159,9 @@ struct Peer {
     broadcasts: Vec<BroadcastChannel>,
     replayed: bool,
     done: bool,
+    last_sample: Option<crate::stats::Sample>,
+    offers_sent: u64,
+    glares: u64,
 }
 
 async fn build_pc(
@@ -265,7 +272,10 @@ async fn run(
         ctrl_closed: false,
         ctrl_queue: CtrlQueue::default(),
         connected_fired: false,
-        negotiator: Negotiator::new(polite, shared.opts.glare_break.mul_f64(jitter)),
+        negotiator: Negotiator::new(
+            polite && !shared.opts.force_impolite,
+            shared.opts.glare_break.mul_f64(jitter),
+        ),
         sig: SignalingState::Stable,
         remote_described: false,
         early_candidates: VecDeque::new(),
@@ -279,6 +289,9 @@ async fn run(
         broadcasts,
         replayed: false,
         done: false,
+        last_sample: None,
+        offers_sent: 0,
+        glares: 0,
     };
     info!(peer = %remote, polite, "peer created");
     if polite {
@@ -302,6 +315,26 @@ async fn run(
     }
     if !p.done {
         p.cleanup().await;
+    }
+}
+
+fn link_name(l: LinkState) -> &'static str {
+    match l {
+        LinkState::New => "new",
+        LinkState::Connecting => "connecting",
+        LinkState::Connected => "connected",
+        LinkState::Disconnected => "disconnected",
+        LinkState::Failed => "failed",
+        LinkState::Closed => "closed",
+    }
+}
+
+fn signaling_name(s: SignalingState) -> &'static str {
+    match s {
+        SignalingState::Stable => "stable",
+        SignalingState::HaveLocalOffer => "have-local-offer",
+        SignalingState::HaveRemoteOffer => "have-remote-offer",
+        SignalingState::Other => "other",
     }
 }
 
@@ -360,6 +393,29 @@ impl Peer {
                     }
                 }
             }
+            PeerCmd::RestartIce => {
+                self.restart_ice = true;
+                self.local_change();
+            }
+            PeerCmd::Stats(reply) => {
+                let now = std::time::Instant::now();
+                let report = self
+                    .pc
+                    .get_stats(now, webrtc::peer_connection::StatsSelector::None)
+                    .await;
+                let (st, sample) = crate::stats::summarize(
+                    &self.remote,
+                    (self.offers_sent, self.glares),
+                    self.negotiator.polite(),
+                    link_name(self.link),
+                    signaling_name(self.sig),
+                    &report,
+                    self.last_sample,
+                    now,
+                );
+                self.last_sample = Some(sample);
+                let _ = reply.send(st);
+            }
             PeerCmd::SignalingReconnected => {
                 if matches!(self.link, LinkState::Disconnected | LinkState::Failed) {
                     self.restart_ice = true;
@@ -415,6 +471,7 @@ impl Peer {
         }
         self.sig = SignalingState::HaveLocalOffer;
         self.negotiator.on_offer_sent();
+        self.offers_sent += 1;
         let Some(local) = self.pc.local_description().await else {
             return;
         };
@@ -446,11 +503,13 @@ impl Peer {
     async fn on_description(&mut self, d: Description) {
         match self.negotiator.on_remote_description(&d, self.sig) {
             RemoteAction::IgnoreAndArm(after) => {
+                self.glares += 1;
                 info!(peer = %self.remote, "glare: ignoring the remote offer (impolite)");
                 self.glare_deadline = Some(Instant::now() + after);
             }
             RemoteAction::DropStaleAnswer => debug!(peer = %self.remote, "stale answer dropped"),
             RemoteAction::RollbackThenApply => {
+                self.glares += 1;
                 info!(peer = %self.remote, "glare: rolling back our offer (polite)");
                 if self.rollback().await {
                     self.apply(d).await;

@@ -98,6 +98,10 @@ pub struct Options {
     pub glare_break: Duration,
     /// Limit for connecting to the signaling server.
     pub connect_timeout: Duration,
+    /// Act impolite toward every peer, like JS peers behind a recovery-enabled server
+    /// (PROTOCOL.md §3.1). For tests of the glare deadlock breaker.
+    #[doc(hidden)]
+    pub force_impolite: bool,
 }
 
 impl Default for Options {
@@ -110,6 +114,7 @@ impl Default for Options {
             bind_addrs: None,
             glare_break: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(20),
+            force_impolite: false,
         }
     }
 }
@@ -215,6 +220,10 @@ pub(crate) enum SocketCmd {
         generation: u64,
     },
     Peers(oneshot::Sender<Vec<String>>),
+    ToPeer {
+        peer: String,
+        cmd: PeerCmd,
+    },
     Close(oneshot::Sender<()>),
 }
 
@@ -343,6 +352,29 @@ impl Socket {
             })
             .map_err(|_| Error::Closed)?;
         Ok(rx.await.map_err(|_| Error::Closed)??)
+    }
+
+    /// Restarts ICE with a peer (a renegotiation; rtc.io does this itself when a connection fails).
+    pub fn restart_ice(&self, peer: &str) -> Result<(), Error> {
+        self.cmd
+            .send(SocketCmd::ToPeer {
+                peer: peer.to_string(),
+                cmd: PeerCmd::RestartIce,
+            })
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Statistics of the connection to `peer` (`None` if unknown). Bit rates are measured since
+    /// the previous call for the same peer.
+    pub async fn stats(&self, peer: &str) -> Option<crate::stats::PeerStats> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(SocketCmd::ToPeer {
+                peer: peer.to_string(),
+                cmd: PeerCmd::Stats(tx),
+            })
+            .ok()?;
+        rx.await.ok()
     }
 
     /// Closes every peer connection (remote peers notice at once) and disconnects.
@@ -668,6 +700,11 @@ impl Loop {
                     .is_some_and(|h| h.generation == generation)
                 {
                     self.peers.remove(&id);
+                }
+            }
+            SocketCmd::ToPeer { peer, cmd } => {
+                if let Some(h) = self.peers.get(&peer) {
+                    let _ = h.tx.send(cmd);
                 }
             }
             SocketCmd::Peers(reply) => {

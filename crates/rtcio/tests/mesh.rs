@@ -378,3 +378,152 @@ async fn graceful_leave_is_noticed_without_the_watchdog() {
     a.socket.close().await;
     srv.shutdown().await.expect("shutdown");
 }
+
+async fn pair_with(url: &str, room: &str, a_opts: Options, b_opts: Options) -> (Member, Member) {
+    let mut a = join_with(url, room, "alice", a_opts).await;
+    let mut b = join_with(url, room, "bob", b_opts).await;
+    connected_to(&mut a, &[b.socket.id()]).await;
+    connected_to(&mut b, &[a.socket.id()]).await;
+    (a, b)
+}
+
+/// Polls the peer's own view until its negotiation settled (no event exists for that).
+async fn settled(m: &Member, peer: &str) -> rtcio::PeerStats {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let st = m.socket.stats(peer).await.expect("peer known");
+        if st.signaling == "stable" && st.connection == "connected" {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "negotiation never settled: {} / {}",
+            st.signaling,
+            st.connection
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn simultaneous_restarts_converge(a_opts: Options, b_opts: Options, room: &str) {
+    let srv = server().await;
+    let (a, b) = pair_with(&srv.url(), room, a_opts, b_opts).await;
+    let (ia, ib) = (a.socket.id(), b.socket.id());
+    let mut a_gone = a.socket.subscribe("peer-disconnect");
+    let before_a = a.socket.stats(&ib).await.expect("stats").offers_sent;
+    let before_b = b.socket.stats(&ia).await.expect("stats").offers_sent;
+    // Both ask for an ICE restart at once: two offers cross (glare).
+    a.socket.restart_ice(&ib).expect("restart");
+    b.socket.restart_ice(&ia).expect("restart");
+    // Each side's new offer must end up answered and both back in `stable`.
+    let deadline = Instant::now() + WAIT;
+    let (sa, sb) = loop {
+        let sa = settled(&a, &ib).await;
+        let sb = settled(&b, &ia).await;
+        if sa.offers_sent > before_a && sb.offers_sent > before_b {
+            break (sa, sb);
+        }
+        assert!(Instant::now() < deadline, "offers not sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "glares seen: alice {} bob {}; offers {} / {}",
+        sa.glares, sb.glares, sa.offers_sent, sb.offers_sent
+    );
+    // The call survived and still carries events both ways.
+    let mut on_b = b.socket.subscribe("after");
+    let mut on_a = a.socket.subscribe("after");
+    a.socket.emit("after", vec![json!(1)]).expect("emit");
+    b.socket.emit("after", vec![json!(2)]).expect("emit");
+    assert_eq!(next(&mut on_b, "after on B").await.args, vec![json!(1)]);
+    assert_eq!(next(&mut on_a, "after on A").await.args, vec![json!(2)]);
+    assert!(a_gone.try_recv().is_err(), "the peer was torn down");
+    a.socket.close().await;
+    b.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_ice_restarts_converge_polite_and_impolite() {
+    simultaneous_restarts_converge(Options::loopback(), Options::loopback(), "glare").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_ice_restarts_converge_when_both_are_impolite() {
+    // Like two JS peers behind a recovery-enabled server: only the deadlock breaker can resolve it.
+    let impolite = || Options {
+        force_impolite: true,
+        glare_break: Duration::from_millis(400),
+        ..Options::loopback()
+    };
+    simultaneous_restarts_converge(impolite(), impolite(), "glare2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_report_the_selected_loopback_pair() {
+    let srv = server().await;
+    let (a, b) = pair_with(
+        &srv.url(),
+        "stats",
+        Options::loopback(),
+        Options::loopback(),
+    )
+    .await;
+    let st = settled(&a, &b.socket.id()).await;
+    assert!(st.polite, "the existing member is polite");
+    assert!(st.bytes_sent > 0 && st.bytes_received > 0);
+    let local = st.local.clone().expect("selected pair");
+    // The remote end may be peer-reflexive (learned from checks before its candidate arrived).
+    assert!(st.remote.is_some(), "remote end of the selected pair");
+    assert_eq!(local.candidate_type, "host");
+    assert_eq!(local.address.as_deref(), Some("127.0.0.1"));
+    assert!(!st.raw.is_empty());
+    let stb = settled(&b, &a.socket.id()).await;
+    assert!(!stb.polite, "the newcomer is impolite");
+    a.socket.close().await;
+    b.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}
+
+/// Run by `peer_disconnect_when_the_remote_process_is_killed` as a separate process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper process for another test"]
+async fn child_peer_process() {
+    let (Ok(url), Ok(room)) = (
+        std::env::var("RTCIO_CHILD_URL"),
+        std::env::var("RTCIO_CHILD_ROOM"),
+    ) else {
+        return;
+    };
+    let m = join(&url, &room, "child").await;
+    // Stay until killed (bounded in case the parent dies first).
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    m.socket.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_disconnect_when_the_remote_process_is_killed() {
+    let srv = server().await;
+    let mut a = join(&srv.url(), "kill", "alice").await;
+    let mut gone = a.socket.subscribe("peer-disconnect");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["child_peer_process", "--exact", "--ignored", "--nocapture"])
+        .env("RTCIO_CHILD_URL", srv.url())
+        .env("RTCIO_CHILD_ROOM", "kill")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child peer");
+    let ev = next(&mut a.connects, "peer-connect from the child").await;
+    let child_id = ev.arg()["id"].as_str().unwrap_or_default().to_string();
+    let started = Instant::now();
+    child.kill().expect("kill -9 the child");
+    let _ = child.wait();
+    let ev = tokio::time::timeout(Duration::from_secs(60), gone.recv())
+        .await
+        .expect("peer-disconnect within the watchdog")
+        .expect("stream");
+    assert_eq!(ev.arg()["id"], Value::String(child_id));
+    println!("killed peer noticed after {:?}", started.elapsed());
+    a.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}
