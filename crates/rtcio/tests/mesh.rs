@@ -527,3 +527,48 @@ async fn peer_disconnect_when_the_remote_process_is_killed() {
     a.socket.close().await;
     srv.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signaling_restart_gives_new_ids_and_the_room_reforms() {
+    let srv = server().await;
+    let addr = srv.local_addr();
+    let (mut a, mut b) = pair_with(
+        &srv.url(),
+        "restart",
+        Options::loopback(),
+        Options::loopback(),
+    )
+    .await;
+    let (old_a, old_b) = (a.socket.id(), b.socket.id());
+    let mut a_back = a.socket.subscribe("connect");
+    let mut b_back = b.socket.subscribe("connect");
+    let mut a_gone = a.socket.subscribe("peer-disconnect");
+    // The signaling server goes away and comes back on the same address, without recovery.
+    srv.shutdown().await.expect("shutdown");
+    let srv = rtcio_server::start(rtcio_server::ServerConfig {
+        bind: addr,
+        ..Default::default()
+    })
+    .await
+    .expect("server again");
+    next(&mut a_back, "A reconnected").await;
+    next(&mut b_back, "B reconnected").await;
+    assert_ne!(a.socket.id(), old_a);
+    assert_ne!(b.socket.id(), old_b);
+    // The stale peer (old id) is closed, and the re-sent join-room re-forms the room.
+    assert_eq!(
+        next(&mut a_gone, "stale peer closed").await.arg()["id"],
+        Value::String(old_b)
+    );
+    connected_to(&mut a, &[b.socket.id()]).await;
+    connected_to(&mut b, &[a.socket.id()]).await;
+    let mut on_b = b.socket.subscribe("again");
+    a.socket.emit("again", vec![json!("hi")]).expect("emit");
+    assert_eq!(
+        next(&mut on_b, "ctrl after the restart").await.args,
+        vec![json!("hi")]
+    );
+    a.socket.close().await;
+    b.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}
