@@ -439,6 +439,13 @@ impl PeerRef<'_> {
         }
     }
 
+    /// Removes a listener added with [`PeerRef::on`].
+    pub fn off(&self, id: ListenerId) {
+        if let Some(r) = self.socket.shared.peer_registry(&self.id, false) {
+            r.off(id);
+        }
+    }
+
     /// Every `event` from this peer, as a stream.
     pub fn subscribe(&self, event: &str) -> mpsc::UnboundedReceiver<Event> {
         match self.socket.shared.peer_registry(&self.id, true) {

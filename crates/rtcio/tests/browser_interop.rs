@@ -118,6 +118,33 @@ async fn interop(browser_first: bool) {
     assert_eq!(ev.arg()["text"], "from web");
     assert_eq!(ev.origin, Origin::Peer(web_id.clone()));
 
+    // A 100 KiB ctrl message: only possible because our SDP advertises a=max-message-size
+    // (browsers cap at 64 KiB without it).
+    let big = "x".repeat(100 * 1024);
+    socket.emit("big", vec![json!(big)]).expect("emit");
+    br.wait_log(
+        page,
+        json!({"kind": "event", "via": "ctrl", "name": "big"}),
+        0,
+        10_000,
+    )
+    .await;
+    let mut r_big = socket.subscribe("big");
+    br.eval(
+        page,
+        "(o) => rtcio.socket.emit('big', 'y'.repeat(o.n))",
+        json!({"n": 200 * 1024}),
+    )
+    .await;
+    assert_eq!(
+        next(&mut r_big, "200 KiB ctrl from web")
+            .await
+            .arg()
+            .as_str()
+            .map(str::len),
+        Some(200 * 1024)
+    );
+
     // Per-peer emit both ways.
     socket
         .peer(&web_id)
