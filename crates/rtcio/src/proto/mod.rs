@@ -4,4 +4,6 @@ pub mod backpressure;
 pub mod channel_id;
 pub mod envelope;
 pub mod negotiation;
+pub mod sdp_streams;
+pub mod stream_meta;
 pub mod watchdog;
