@@ -120,10 +120,7 @@ async fn ctrl_events_broadcast_and_per_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_reserved_events_are_dropped() {
     let srv = server().await;
-    let mut a = join(&srv.url(), "spoof", "alice").await;
-    let mut b = join(&srv.url(), "spoof", "bob").await;
-    connected_to(&mut a, &[b.socket.id()]).await;
-    connected_to(&mut b, &[a.socket.id()]).await;
+    let (a, b) = pair(&srv.url(), "spoof").await;
     let mut b_all = [
         b.socket.subscribe("peer-connect"),
         b.socket.subscribe("peer-disconnect"),
@@ -154,10 +151,7 @@ async fn spoofed_reserved_events_are_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_and_per_peer_channels_including_late_joiner() {
     let srv = server().await;
-    let mut a = join(&srv.url(), "chan", "alice").await;
-    let mut b = join(&srv.url(), "chan", "bob").await;
-    connected_to(&mut a, &[b.socket.id()]).await;
-    connected_to(&mut b, &[a.socket.id()]).await;
+    let (a, b) = pair(&srv.url(), "chan").await;
     let a_chat = a
         .socket
         .create_channel("chat", ChannelOptions::reliable())
@@ -262,10 +256,7 @@ async fn fifty_mib_with_backpressure_arrives_intact() {
     const TOTAL: usize = 50 * 1024 * 1024;
     const CHUNK: usize = 16 * 1024;
     let srv = server().await;
-    let mut a = join(&srv.url(), "bulk", "alice").await;
-    let mut b = join(&srv.url(), "bulk", "bob").await;
-    connected_to(&mut a, &[b.socket.id()]).await;
-    connected_to(&mut b, &[a.socket.id()]).await;
+    let (a, b) = pair(&srv.url(), "bulk").await;
     let tx = a
         .socket
         .peer(&b.socket.id())
@@ -323,10 +314,7 @@ async fn fifty_mib_with_backpressure_arrives_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unordered_lossy_channel_delivers() {
     let srv = server().await;
-    let mut a = join(&srv.url(), "lossy", "alice").await;
-    let mut b = join(&srv.url(), "lossy", "bob").await;
-    connected_to(&mut a, &[b.socket.id()]).await;
-    connected_to(&mut b, &[a.socket.id()]).await;
+    let (a, b) = pair(&srv.url(), "lossy").await;
     let ca = a
         .socket
         .create_channel("cursors", ChannelOptions::lossy())
@@ -377,6 +365,10 @@ async fn graceful_leave_is_noticed_without_the_watchdog() {
     assert!(a.socket.peers().await.is_empty());
     a.socket.close().await;
     srv.shutdown().await.expect("shutdown");
+}
+
+async fn pair(url: &str, room: &str) -> (Member, Member) {
+    pair_with(url, room, Options::loopback(), Options::loopback()).await
 }
 
 async fn pair_with(url: &str, room: &str, a_opts: Options, b_opts: Options) -> (Member, Member) {
