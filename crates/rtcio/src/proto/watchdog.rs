@@ -258,6 +258,48 @@ mod tests {
         assert_eq!(c.timeout, ms(100));
     }
 
+    /// The same deadline → timer path the peer driver uses, on tokio's paused clock: the hint
+    /// shortens the grace period to 2.5 s and the timer fires then, not at 12 s.
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_fire_on_a_paused_tokio_clock() {
+        let mut w = Watchdog::new(WatchdogConfig::default());
+        let start = tokio::time::Instant::now();
+        w.on_hint(LinkState::Connected, start.into_std());
+        let WatchdogAction::Arm(at) = w.on_state(LinkState::Disconnected, start.into_std()) else {
+            panic!("not armed");
+        };
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+        let fired = tokio::time::Instant::now();
+        assert_eq!(fired - start, ms(2_500));
+        assert_eq!(
+            w.on_timer(LinkState::Disconnected, fired.into_std()),
+            WatchdogAction::Cleanup
+        );
+        // Without a hint the full timeout applies.
+        let mut w = Watchdog::new(WatchdogConfig::default());
+        let t = tokio::time::Instant::now();
+        let WatchdogAction::Arm(at) = w.on_state(LinkState::Disconnected, t.into_std()) else {
+            panic!("not armed");
+        };
+        tokio::time::advance(ms(11_999)).await;
+        assert_eq!(
+            w.on_timer(
+                LinkState::Disconnected,
+                tokio::time::Instant::now().into_std()
+            ),
+            WatchdogAction::None
+        );
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+        assert_eq!(tokio::time::Instant::now() - t, ms(12_000));
+        assert_eq!(
+            w.on_timer(
+                LinkState::Disconnected,
+                tokio::time::Instant::now().into_std()
+            ),
+            WatchdogAction::Cleanup
+        );
+    }
+
     #[test]
     fn closed_cleans_up() {
         let mut w = Watchdog::new(WatchdogConfig::default());
