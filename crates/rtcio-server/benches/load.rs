@@ -9,7 +9,8 @@
 //!
 //! Environment knobs (all optional): `LOAD_ONLY=ours|node` runs one server only; `LOAD_RSS=1000,10000`
 //! overrides the socket counts of the RSS phase (empty: skip it); `LOAD_OURS_LOG=<filter>` replaces
-//! `--log warn` for our server (diagnosis; its stderr lines are counted and grouped in the notes).
+//! `--log warn` for our server (diagnosis; its stderr lines are counted and grouped in the notes);
+//! `LOAD_SERVER_LOG_DIR=<dir>` saves every server's stderr as `<dir>/<ours|node>-<pid>.log`.
 
 use std::fmt::Display;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -241,9 +242,17 @@ impl Server {
         let log = Arc::new(StderrLog::default());
         let log2 = log.clone();
         let label = kind.label();
+        // Diagnosis: keep every stderr line of every server in `<dir>/<label>-<pid>.log`.
+        let mut copy = std::env::var_os("LOAD_SERVER_LOG_DIR").and_then(|d| {
+            std::fs::File::create(Path::new(&d).join(format!("{label}-{pid}.log"))).ok()
+        });
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr_pipe).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(f) = copy.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
                 let n = log2.lines.fetch_add(1, Ordering::Relaxed);
                 if n < 5 {
                     eprintln!("  [{label} stderr] {line}");
@@ -605,6 +614,8 @@ struct RelayStats {
     lat_sorted: Vec<u64>,
     server_cpu_s: Option<f64>,
     first_err: Option<String>,
+    /// Pairs that lost messages: "a → b: got of sent received".
+    short_pairs: Vec<String>,
 }
 
 struct Pair {
@@ -614,21 +625,41 @@ struct Pair {
     a_peer: String,
 }
 
+/// Bounds one step of a setup sequence and names it in the error.
+async fn step<T>(what: String, fut: impl std::future::Future<Output = R<T>>) -> R<T> {
+    timeout(SOCKET_TIMEOUT / 2, fut)
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()))
+        .map_err(|e| format!("{what}: {e}"))
+}
+
 async fn setup_pair(addr: SocketAddr, i: usize, tag: &str) -> R<Pair> {
     let room = format!("{tag}-{i}");
-    let mut a = Client::connect(addr, src_ip(2 * i)).await?;
-    let mut b = Client::connect(addr, src_ip(2 * i + 1)).await?;
-    a.join(&room, "a").await?;
-    let b_seen = b.join(&room, "b").await?;
+    let mut a = step(
+        format!("pair {i}: connect a"),
+        Client::connect(addr, src_ip(2 * i)),
+    )
+    .await?;
+    let mut b = step(
+        format!("pair {i}: connect b"),
+        Client::connect(addr, src_ip(2 * i + 1)),
+    )
+    .await?;
+    let ids = format!("a = {}, b = {}, room {room}", a.sid, b.sid);
+    step(format!("pair {i}: a joins ({ids})"), a.join(&room, "a")).await?;
+    let b_seen = step(format!("pair {i}: b joins ({ids})"), b.join(&room, "b")).await?;
     if b_seen != [a.sid.clone()] {
-        return Err(format!("b's backfill {b_seen:?} is not [a = {}]", a.sid));
-    }
-    let a_peer = a.next_user_connected().await?;
-    if a_peer != b.sid {
         return Err(format!(
-            "a saw user-connected {a_peer}, expected b = {}",
-            b.sid
+            "pair {i}: b's backfill {b_seen:?} is not [a] ({ids})"
         ));
+    }
+    let a_peer = step(
+        format!("pair {i}: a waits for user-connected of b ({ids})"),
+        a.next_user_connected(),
+    )
+    .await?;
+    if a_peer != b.sid {
+        return Err(format!("pair {i}: a saw user-connected {a_peer} ({ids})"));
     }
     Ok(Pair { a, b, a_peer })
 }
@@ -790,7 +821,7 @@ async fn relay_run(
             sent: AtomicU64::new(0),
             sender_done: AtomicBool::new(false),
         });
-        states.push(st.clone());
+        states.push((st.clone(), format!("{} → {}", p.a.sid, p.b.sid)));
         receivers.push(tokio::spawn(run_receiver(p.b, st.clone(), quota, hard)));
         senders.push(tokio::spawn(run_sender(p.a, p.a_peer, st, quota, deadline)));
     }
@@ -807,9 +838,15 @@ async fn relay_run(
         }
     }
     let mut last_ns = start_ns;
-    for h in receivers {
+    for (h, (st, ids)) in receivers.into_iter().zip(&states) {
         match h.await {
             Ok(out) => {
+                let sent = st.sent.load(Ordering::Acquire);
+                if out.got < sent {
+                    stats
+                        .short_pairs
+                        .push(format!("{ids}: {} of {sent} received", out.got));
+                }
                 stats.received += out.got;
                 last_ns = last_ns.max(out.last_ns);
                 stats.lat_sorted.extend_from_slice(&out.lat);
@@ -826,7 +863,10 @@ async fn relay_run(
         }
     }
     let cpu1 = server.cpu_ticks();
-    stats.sent = states.iter().map(|s| s.sent.load(Ordering::Acquire)).sum();
+    stats.sent = states
+        .iter()
+        .map(|(s, _)| s.sent.load(Ordering::Acquire))
+        .sum();
     stats.secs = (last_ns - start_ns) as f64 / 1e9;
     stats.lat_sorted.sort_unstable();
     if let (Some(a), Some(b)) = (cpu0, cpu1) {
@@ -1002,10 +1042,17 @@ fn check_relay(who: &str, what: &str, pairs: usize, s: &RelayStats) {
     }
     if s.received < s.sent {
         note(format!(
-            "{who} {what}: {} of {} messages never arrived (dropped, or later than {} s after the senders stopped)",
+            "{who} {what}: {} of {} messages never arrived (dropped, or later than {} s after the senders stopped) in {} pair(s), e.g. {}",
             s.sent - s.received,
             s.sent,
-            RELAY_GRACE.as_secs()
+            RELAY_GRACE.as_secs(),
+            s.short_pairs.len(),
+            s.short_pairs
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
         ));
     }
 }
