@@ -47,7 +47,8 @@ pub struct PeerStats {
     pub jitter_ms: Option<f64>,
     /// Local end of the selected pair.
     pub local: Option<CandidateInfo>,
-    /// Remote end of the selected pair.
+    /// Remote end of the selected pair (`None` when it is peer-reflexive: webrtc-rs reports no
+    /// entry for those).
     pub remote: Option<CandidateInfo>,
     /// Offers we sent to this peer (initial, renegotiations, ICE restarts).
     pub offers_sent: u64,

@@ -465,8 +465,8 @@ async fn stats_report_the_selected_loopback_pair() {
     assert!(st.polite, "the existing member is polite");
     assert!(st.bytes_sent > 0 && st.bytes_received > 0);
     let local = st.local.clone().expect("selected pair");
-    // The remote end may be peer-reflexive (learned from checks before its candidate arrived).
-    assert!(st.remote.is_some(), "remote end of the selected pair");
+    // The remote end is not asserted: when ICE learned it peer-reflexively (checks before its
+    // candidate arrived) webrtc-rs's report has no entry for it.
     assert_eq!(local.candidate_type, "host");
     assert_eq!(local.address.as_deref(), Some("127.0.0.1"));
     assert!(!st.raw.is_empty());
