@@ -131,6 +131,16 @@ async fn worker<A: Adapter>(
     if let Err(e) = sh.store.register_socket(&sid).await {
         warn!(%sid, "store: {e}");
     }
+    // The worker starts in the connect middleware; socketioxide marks the socket connected only
+    // after it has sent the CONNECT ack. A client that answers the ack at once can get its first
+    // event here before that, and replies would then be refused as "socket closed". Wait for it.
+    let started = Instant::now();
+    while !socket.connected() && started.elapsed() < std::time::Duration::from_secs(10) {
+        if rx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
     debug!(%sid, "socket connected");
     while let Some(item) = rx.recv().await {
         match item {
