@@ -1,0 +1,156 @@
+//! Tauri commands: the UI's whole interface to Rust (`invoke(name, args)`).
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+use tauri::{AppHandle, Emitter, Runtime, State};
+use tauri_plugin_store::StoreExt;
+use tokio::sync::Mutex;
+
+use crate::devices::{self, DeviceList};
+use crate::error::AppError;
+use crate::inbound::ChatMessage;
+use crate::session::{JoinConfig, JoinInfo, ServerChoice, Session, UiSink};
+use crate::settings::Settings;
+
+/// File name of the settings store (in the app's data directory).
+pub const STORE_FILE: &str = "settings.json";
+const SETTINGS_KEY: &str = "settings";
+
+/// The app's state: at most one call at a time.
+#[derive(Default)]
+pub struct AppState {
+    /// The current call. A tokio mutex because join and leave await while holding it, which
+    /// also serialises a double-clicked Join.
+    pub session: Mutex<Option<Session>>,
+}
+
+/// Server choice as the UI sends it: `{kind: "host"}` or `{kind: "url", url}`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ServerRequest {
+    /// Host on this computer.
+    Host,
+    /// Use this server.
+    Url {
+        /// Address.
+        url: String,
+    },
+}
+
+/// The start screen's form.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRequest {
+    /// Display name.
+    pub name: String,
+    /// Room id.
+    pub room_id: String,
+    /// Server.
+    pub server: ServerRequest,
+    /// Optional room password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Chosen camera (none: camera starts off).
+    #[serde(default)]
+    pub camera: Option<String>,
+    /// Chosen microphone (none: microphone starts muted).
+    #[serde(default)]
+    pub microphone: Option<String>,
+}
+
+fn ui_sink<R: Runtime>(app: AppHandle<R>) -> UiSink {
+    Arc::new(move |event: &str, payload: Value| {
+        if let Err(e) = app.emit(event, payload) {
+            tracing::warn!(event, "could not deliver an event to the UI: {e}");
+        }
+    })
+}
+
+/// Lists cameras and microphones.
+#[tauri::command]
+pub async fn list_devices() -> Result<DeviceList, AppError> {
+    tokio::task::spawn_blocking(devices::list)
+        .await
+        .map_err(|e| AppError::Devices(format!("device enumeration stopped: {e}")))
+}
+
+/// Joins a room (leaving the current one first).
+#[tauri::command]
+pub async fn join<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, AppState>,
+    req: JoinRequest,
+) -> Result<JoinInfo, AppError> {
+    let mut current = state.session.lock().await;
+    if let Some(old) = current.take() {
+        old.leave().await;
+    }
+    let server = match req.server {
+        ServerRequest::Host => ServerChoice::Host,
+        ServerRequest::Url { url } => ServerChoice::Url(url),
+    };
+    let mut cfg = JoinConfig::new(&req.name, &req.room_id, server);
+    cfg.password = req.password;
+    // No media is sent yet; the flags say what the person intends, and without a device the
+    // honest answer is "off".
+    cfg.mic = req.microphone.is_some();
+    cfg.cam = req.camera.is_some();
+    let (session, info) = Session::join(cfg, ui_sink(app)).await?;
+    *current = Some(session);
+    Ok(info)
+}
+
+/// Leaves the current room (nothing to do when not in one).
+#[tauri::command]
+pub async fn leave(state: State<'_, AppState>) -> Result<(), AppError> {
+    if let Some(session) = state.session.lock().await.take() {
+        session.leave().await;
+    }
+    Ok(())
+}
+
+/// Sends a chat message; returns it for the local echo.
+#[tauri::command]
+pub async fn send_chat(state: State<'_, AppState>, text: String) -> Result<ChatMessage, AppError> {
+    let guard = state.session.lock().await;
+    guard.as_ref().ok_or(AppError::NotJoined)?.send_chat(&text)
+}
+
+/// Sets our microphone / camera state and tells the room.
+#[tauri::command]
+pub async fn set_media_state(
+    state: State<'_, AppState>,
+    mic: bool,
+    cam: bool,
+) -> Result<(), AppError> {
+    let guard = state.session.lock().await;
+    guard
+        .as_ref()
+        .ok_or(AppError::NotJoined)?
+        .set_media_state(mic, cam)
+}
+
+/// Reads the saved settings (defaults when there are none or they are unreadable).
+#[tauri::command]
+pub fn get_settings<R: Runtime>(app: AppHandle<R>) -> Result<Settings, AppError> {
+    let store = app
+        .store(STORE_FILE)
+        .map_err(|e| AppError::Settings(format!("cannot open the settings store: {e}")))?;
+    Ok(Settings::from_stored(store.get(SETTINGS_KEY)))
+}
+
+/// Saves settings.
+#[tauri::command]
+pub fn save_settings<R: Runtime>(app: AppHandle<R>, settings: Settings) -> Result<(), AppError> {
+    let store = app
+        .store(STORE_FILE)
+        .map_err(|e| AppError::Settings(format!("cannot open the settings store: {e}")))?;
+    let value = serde_json::to_value(settings.sanitized())
+        .map_err(|e| AppError::Settings(e.to_string()))?;
+    store.set(SETTINGS_KEY, value);
+    store
+        .save()
+        .map_err(|e| AppError::Settings(format!("cannot write the settings file: {e}")))
+}

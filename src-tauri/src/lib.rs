@@ -1,0 +1,48 @@
+//! rtcio-desktop: a video-room app for rtc.io rooms.
+//!
+//! The UI (`../ui`, plain HTML/JS) talks to this process through the commands in
+//! [`commands`]; room activity reaches it as Tauri events (`room-event`, `media-state`, `chat`,
+//! `peer-connect`, `peer-disconnect`). [`session`] holds the call logic without Tauri, so it is
+//! tested on its own.
+
+pub mod commands;
+pub mod devices;
+pub mod error;
+pub mod inbound;
+pub mod session;
+pub mod settings;
+
+use std::time::Duration;
+
+use tauri::Manager;
+
+/// Builds and runs the app until its last window closes.
+pub fn run() -> anyhow::Result<()> {
+    let app = tauri::Builder::default()
+        .plugin(tauri_plugin_store::Builder::default().build())
+        .manage(commands::AppState::default())
+        .invoke_handler(tauri::generate_handler![
+            commands::list_devices,
+            commands::join,
+            commands::leave,
+            commands::send_chat,
+            commands::set_media_state,
+            commands::get_settings,
+            commands::save_settings,
+        ])
+        .build(tauri::generate_context!())?;
+
+    app.run(|handle, event| {
+        if let tauri::RunEvent::Exit = event {
+            // Leave properly so peers notice at once instead of after their watchdog (~12 s);
+            // bounded so a stuck connection cannot keep the process alive.
+            let state = handle.state::<commands::AppState>();
+            tauri::async_runtime::block_on(async {
+                if let Some(session) = state.session.lock().await.take() {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), session.leave()).await;
+                }
+            });
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,522 @@
+//! One call: the embedded server (when hosting), the rtc.io socket, the `chat` broadcast
+//! channel, and the listeners that forward room events to the UI.
+//!
+//! It knows nothing about Tauri: events leave through a [`UiSink`], so the same code runs in
+//! the integration tests without a window.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rtcio::{BroadcastChannel, ChannelOptions, Event, ListenerId, Socket};
+use rtcio_server::{RunningServer, ServerConfig};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::error::AppError;
+use crate::inbound::{self, ChatMessage, RoomEvent};
+
+/// Where the UI's events go: `(event name, payload)`.
+pub type UiSink = Arc<dyn Fn(&str, Value) + Send + Sync>;
+
+/// Turns one library event into one UI event (or nothing, for malformed input).
+type Translate = Box<dyn Fn(&Event) -> Option<(&'static str, Value)> + Send + Sync>;
+
+/// Which signaling server to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerChoice {
+    /// Start the embedded rtcio-server on all interfaces, on a free port.
+    Host,
+    /// An rtc.io server somewhere else.
+    Url(String),
+}
+
+/// Everything needed to join.
+#[derive(Debug, Clone)]
+pub struct JoinConfig {
+    /// Display name.
+    pub name: String,
+    /// Room id.
+    pub room_id: String,
+    /// Signaling server.
+    pub server: ServerChoice,
+    /// Room password (example-server convention), `None` for an open room.
+    pub password: Option<String>,
+    /// Initial microphone state announced to the room.
+    pub mic: bool,
+    /// Initial camera state announced to the room.
+    pub cam: bool,
+    /// Socket options (ICE servers, bind addresses, timeouts).
+    pub socket: rtcio::Options,
+    /// Where the embedded server listens when hosting (port 0 = any free port).
+    pub host_bind: SocketAddr,
+    /// How long to wait for `join-ok` / `join-error`. Servers that send neither (the docs'
+    /// tutorial server) are treated as having accepted us after this.
+    pub join_timeout: Duration,
+}
+
+impl JoinConfig {
+    /// Defaults for the app: all interfaces when hosting, 8 s to connect, 2.5 s for a verdict.
+    pub fn new(name: &str, room_id: &str, server: ServerChoice) -> Self {
+        JoinConfig {
+            name: name.to_string(),
+            room_id: room_id.to_string(),
+            server,
+            password: None,
+            mic: true,
+            cam: true,
+            socket: rtcio::Options {
+                connect_timeout: Duration::from_secs(8),
+                ..rtcio::Options::default()
+            },
+            host_bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            join_timeout: Duration::from_millis(2500),
+        }
+    }
+}
+
+/// What the UI needs to show the call.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinInfo {
+    /// Our socket id (the key of our own tile; others see it in `user-connected`).
+    pub self_id: String,
+    /// Room id.
+    pub room_id: String,
+    /// Our display name.
+    pub name: String,
+    /// The URL we connected to.
+    pub server_url: String,
+    /// Whether we host the server.
+    pub hosting: bool,
+    /// Addresses others on the network can use to reach our server (hosting only).
+    pub share_urls: Vec<String>,
+    /// Our microphone state.
+    pub mic: bool,
+    /// Our camera state.
+    pub cam: bool,
+    /// The server sent `join-ok` (false: it sent nothing within the timeout).
+    pub join_confirmed: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Flags {
+    mic: bool,
+    cam: bool,
+}
+
+/// A joined call. Drop it only through [`Session::leave`] so peers notice at once.
+pub struct Session {
+    socket: Socket,
+    chat: Option<BroadcastChannel>,
+    server: Option<RunningServer>,
+    listeners: Vec<ListenerId>,
+    chat_listeners: Vec<ListenerId>,
+    tasks: Vec<JoinHandle<()>>,
+    name: String,
+    room_id: String,
+    flags: Arc<Mutex<Flags>>,
+}
+
+/// Checks a server address the way a person types it.
+pub fn parse_server_url(text: &str) -> Result<String, AppError> {
+    let text = text.trim();
+    let url = url::Url::parse(text).map_err(|e| AppError::BadUrl(format!("{text:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https" | "ws" | "wss") {
+        return Err(AppError::BadUrl(format!(
+            "{text:?}: use an http:// or https:// address"
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(AppError::BadUrl(format!(
+            "{text:?}: the address has no host"
+        )));
+    }
+    Ok(text.to_string())
+}
+
+/// `http://<ip>:<port>` for every non-loopback IPv4 interface: what others on the LAN can use.
+pub fn share_urls(port: u16) -> Vec<String> {
+    let mut urls: Vec<String> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !i.is_loopback())
+        .filter_map(|i| match i.ip() {
+            IpAddr::V4(ip) if !ip.is_link_local() => Some(format!("http://{ip}:{port}")),
+            _ => None,
+        })
+        .collect();
+    urls.sort();
+    urls.dedup();
+    urls
+}
+
+fn lock(flags: &Mutex<Flags>) -> Flags {
+    // A poisoned lock only means a panic elsewhere; the two booleans are still meaningful.
+    *flags.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn media_payload(id: &str, flags: Flags, room_id: &str) -> Value {
+    json!({"id": id, "mic": flags.mic, "cam": flags.cam, "roomId": room_id})
+}
+
+/// Announces our state both ways rtc.io apps expect it (PROTOCOL.md §8): through the server
+/// (example servers cache and backfill it) and over ctrl (the tutorial's P2P form).
+fn announce(socket: &Socket, flags: Flags, room_id: &str) -> Result<(), rtcio::Error> {
+    let payload = media_payload(&socket.id(), flags, room_id);
+    socket.server().emit("media-state", vec![payload.clone()])?;
+    socket.emit("media-state", vec![payload])
+}
+
+impl Session {
+    /// Connects (starting the embedded server when hosting), joins the room and waits for the
+    /// server's verdict. On any failure everything started so far is stopped again.
+    pub async fn join(cfg: JoinConfig, ui: UiSink) -> Result<(Session, JoinInfo), AppError> {
+        let name = cfg.name.trim().to_string();
+        let room_id = cfg.room_id.trim().to_string();
+        if name.is_empty() {
+            return Err(AppError::Invalid("Enter a display name.".into()));
+        }
+        if name.chars().count() > inbound::MAX_NAME_CHARS {
+            return Err(AppError::Invalid(format!(
+                "The display name is longer than {} characters.",
+                inbound::MAX_NAME_CHARS
+            )));
+        }
+        if room_id.is_empty() {
+            return Err(AppError::Invalid("Enter a room id.".into()));
+        }
+
+        let (url, server, share) = match &cfg.server {
+            ServerChoice::Url(text) => (parse_server_url(text)?, None, Vec::new()),
+            ServerChoice::Host => {
+                let server = rtcio_server::start(ServerConfig {
+                    bind: cfg.host_bind,
+                    ..ServerConfig::default()
+                })
+                .await
+                .map_err(|e| AppError::Host(e.to_string()))?;
+                let port = server.local_addr().port();
+                info!(addr = %server.local_addr(), "hosting the room server");
+                let share = if server.local_addr().ip().is_unspecified() {
+                    share_urls(port)
+                } else {
+                    vec![server.url()]
+                };
+                // We reach our own server over loopback: always there, whatever the LAN does.
+                let own = format!("http://127.0.0.1:{port}");
+                (own, Some(server), share)
+            }
+        };
+
+        let socket = match Socket::connect(&url, cfg.socket.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(server) = server {
+                    let _ = server.shutdown().await;
+                }
+                return Err(e.into());
+            }
+        };
+
+        let flags = Arc::new(Mutex::new(Flags {
+            mic: cfg.mic,
+            cam: cfg.cam,
+        }));
+        let mut session = Session {
+            socket: socket.clone(),
+            chat: None,
+            server,
+            listeners: Vec::new(),
+            chat_listeners: Vec::new(),
+            tasks: Vec::new(),
+            name: name.clone(),
+            room_id: room_id.clone(),
+            flags: flags.clone(),
+        };
+        // Listeners first: the server backfills the roster right after `join-room`.
+        session.install_forwarders(&ui);
+        match session.finish_join(&cfg, &ui).await {
+            Ok(confirmed) => {
+                let f = lock(&flags);
+                let info = JoinInfo {
+                    self_id: socket.id(),
+                    room_id,
+                    name,
+                    server_url: url,
+                    hosting: session.server.is_some(),
+                    share_urls: share,
+                    mic: f.mic,
+                    cam: f.cam,
+                    join_confirmed: confirmed,
+                };
+                info!(room = %info.room_id, id = %info.self_id, "joined");
+                Ok((session, info))
+            }
+            Err(e) => {
+                session.leave().await;
+                Err(e)
+            }
+        }
+    }
+
+    fn install_forwarders(&mut self, ui: &UiSink) {
+        let socket = &self.socket;
+        let room = self.room_id.clone();
+
+        let mut on = |event: &str, f: Translate| {
+            let ui = ui.clone();
+            self.listeners.push(socket.on(event, move |ev| {
+                if let Some((name, payload)) = f(ev) {
+                    ui(name, payload);
+                }
+            }));
+        };
+        fn room_event(e: Option<RoomEvent>) -> Option<(&'static str, Value)> {
+            e.and_then(|e| serde_json::to_value(e).ok())
+                .map(|v| ("room-event", v))
+        }
+        on(
+            "user-connected",
+            Box::new(|ev| room_event(inbound::user_connected(ev))),
+        );
+        on(
+            "user-disconnected",
+            Box::new(|ev| room_event(inbound::user_disconnected(ev))),
+        );
+        on("join-ok", Box::new(|ev| room_event(inbound::join_ok(ev))));
+        on(
+            "join-error",
+            Box::new(|ev| room_event(inbound::join_error(ev))),
+        );
+        let r = room.clone();
+        on(
+            "media-state",
+            Box::new(move |ev| {
+                inbound::media_state(ev, &r)
+                    .and_then(|m| serde_json::to_value(m).ok())
+                    .map(|v| ("media-state", v))
+            }),
+        );
+        // Other chat conventions (ctrl `chat`, the example server's `chat-message`) land in the
+        // same panel; our own sends use the broadcast channel only.
+        for event in ["chat", "chat-message"] {
+            let r = room.clone();
+            on(
+                event,
+                Box::new(move |ev| {
+                    inbound::chat(ev, &r)
+                        .and_then(|m| serde_json::to_value(m).ok())
+                        .map(|v| ("chat", v))
+                }),
+            );
+        }
+        on(
+            "peer-connect",
+            Box::new(|ev| inbound::peer_id(ev).map(|id| ("peer-connect", json!({"id": id})))),
+        );
+        on(
+            "peer-disconnect",
+            Box::new(|ev| inbound::peer_id(ev).map(|id| ("peer-disconnect", json!({"id": id})))),
+        );
+        on(
+            "disconnect",
+            Box::new(|ev| {
+                (ev.origin == rtcio::Origin::Local).then(|| {
+                    room_event(Some(RoomEvent::Connection {
+                        state: "reconnecting",
+                        id: None,
+                    }))
+                })?
+            }),
+        );
+
+        // Tasks that need the socket itself: kept as handles (aborted on leave) rather than
+        // closures inside the socket's own registry, which would keep it alive forever.
+        let mut connects = socket.subscribe("connect");
+        let s = socket.clone();
+        let flags = self.flags.clone();
+        let r = room.clone();
+        let ui2 = ui.clone();
+        self.tasks.push(tokio::spawn(async move {
+            while let Some(ev) = connects.recv().await {
+                if ev.origin != rtcio::Origin::Local {
+                    continue;
+                }
+                // After a reconnect the library has re-sent join-room; the server's media
+                // cache was keyed by our old id, so announce the state again.
+                if let Err(e) = announce(&s, lock(&flags), &r) {
+                    warn!("re-announcing media state failed: {e}");
+                }
+                let id = ev.arg().as_str().map(str::to_string);
+                if let Some(v) = room_event(Some(RoomEvent::Connection {
+                    state: "connected",
+                    id,
+                })) {
+                    ui2(v.0, v.1);
+                }
+            }
+        }));
+        // A newly connected peer may sit behind a server that neither caches nor relays
+        // media-state (the tutorial's): tell it directly.
+        let mut peers = socket.subscribe("peer-connect");
+        let s = socket.clone();
+        let flags = self.flags.clone();
+        self.tasks.push(tokio::spawn(async move {
+            while let Some(ev) = peers.recv().await {
+                if let Some(id) = inbound::peer_id(&ev) {
+                    let payload = media_payload(&s.id(), lock(&flags), &room);
+                    if let Err(e) = s.peer(&id).emit("media-state", vec![payload]) {
+                        warn!(peer = %id, "sending media state failed: {e}");
+                    }
+                }
+            }
+        }));
+    }
+
+    /// Creates the chat channel, sends `join-room` and waits for the verdict.
+    /// `Ok(true)`: join-ok; `Ok(false)`: no verdict in time (servers without join-ok).
+    async fn finish_join(&mut self, cfg: &JoinConfig, ui: &UiSink) -> Result<bool, AppError> {
+        let chat = self
+            .socket
+            .create_channel("chat", ChannelOptions::reliable())
+            .await?;
+        let r = self.room_id.clone();
+        let sink = ui.clone();
+        self.chat_listeners.push(chat.on("msg", move |ev| {
+            if let Some(v) = inbound::chat(ev, &r).and_then(|m| serde_json::to_value(m).ok()) {
+                sink("chat", v);
+            }
+        }));
+        self.chat = Some(chat);
+
+        let mut ok = self.socket.server().subscribe("join-ok");
+        let mut err = self.socket.server().subscribe("join-error");
+        let mut req = json!({"roomId": self.room_id, "name": self.name});
+        if let Some(pw) = cfg.password.as_deref().filter(|p| !p.is_empty()) {
+            req["password"] = json!(pw);
+        }
+        self.socket.server().emit("join-room", vec![req])?;
+
+        let verdict = async {
+            loop {
+                tokio::select! {
+                    Some(ev) = ok.recv() => {
+                        if let Some(RoomEvent::JoinOk { room_id }) = inbound::join_ok(&ev)
+                            && room_id.as_deref().is_none_or(|r| r == self.room_id)
+                        {
+                            return Ok(true);
+                        }
+                    }
+                    Some(ev) = err.recv() => {
+                        if let Some(RoomEvent::JoinError { reason, .. }) = inbound::join_error(&ev) {
+                            return Err(AppError::Join { reason });
+                        }
+                    }
+                    else => return Err(AppError::Connection("the connection closed while joining".into())),
+                }
+            }
+        };
+        let confirmed = match tokio::time::timeout(cfg.join_timeout, verdict).await {
+            Ok(result) => result?,
+            Err(_) => {
+                info!("no join-ok/join-error from the server: assuming it accepted us");
+                false
+            }
+        };
+        announce(&self.socket, lock(&self.flags), &self.room_id)?;
+        Ok(confirmed)
+    }
+
+    /// Sends a chat message on the `chat` broadcast channel (tutorial form `msg {name, text,
+    /// at}`) and returns it for the local echo: the channel never sends it back to us.
+    pub fn send_chat(&self, text: &str) -> Result<ChatMessage, AppError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(AppError::Invalid("The message is empty.".into()));
+        }
+        if text.chars().count() > inbound::MAX_CHAT_CHARS {
+            return Err(AppError::Invalid(format!(
+                "The message is longer than {} characters.",
+                inbound::MAX_CHAT_CHARS
+            )));
+        }
+        let chat = self.chat.as_ref().ok_or(AppError::NotJoined)?;
+        let msg = ChatMessage {
+            from: None,
+            name: self.name.clone(),
+            text: text.to_string(),
+            at: inbound::now_ms(),
+        };
+        chat.emit(
+            "msg",
+            vec![json!({"name": msg.name, "text": msg.text, "at": msg.at})],
+        );
+        Ok(msg)
+    }
+
+    /// Changes our microphone / camera state and tells the room.
+    pub fn set_media_state(&self, mic: bool, cam: bool) -> Result<(), AppError> {
+        let flags = {
+            let mut f = self.flags.lock().unwrap_or_else(|p| p.into_inner());
+            f.mic = mic;
+            f.cam = cam;
+            *f
+        };
+        announce(&self.socket, flags, &self.room_id)?;
+        Ok(())
+    }
+
+    /// Our current socket id.
+    pub fn id(&self) -> String {
+        self.socket.id()
+    }
+
+    /// The socket, for callers that need more than this type offers (tests, stats).
+    pub fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
+    /// Leaves: stops forwarding, closes every peer connection (peers notice at once), and stops
+    /// the embedded server when hosting (which ends the room for everyone on it).
+    pub async fn leave(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        for id in self.listeners.drain(..) {
+            self.socket.off(id);
+        }
+        if let Some(chat) = self.chat.take() {
+            for id in self.chat_listeners.drain(..) {
+                chat.off(id);
+            }
+            chat.close();
+        }
+        self.socket.close().await;
+        if let Some(server) = self.server.take()
+            && let Err(e) = server.shutdown().await
+        {
+            warn!("stopping the embedded server failed: {e}");
+        }
+        info!(room = %self.room_id, "left");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls() {
+        assert!(parse_server_url("http://192.168.1.2:3001").is_ok());
+        assert!(parse_server_url(" https://rooms.example ").is_ok());
+        assert_eq!(
+            parse_server_url("192.168.1.2:3001").unwrap_err().kind(),
+            "badUrl"
+        );
+        assert_eq!(parse_server_url("ftp://x").unwrap_err().kind(), "badUrl");
+        assert_eq!(parse_server_url("not a url").unwrap_err().kind(), "badUrl");
+    }
+}

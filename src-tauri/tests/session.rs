@@ -1,0 +1,173 @@
+//! The call logic end to end, without a window: two sessions through the embedded server on
+//! loopback, as two app instances would run it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtcio_desktop::session::{JoinConfig, ServerChoice, Session, UiSink};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// A UI stand-in: every event the session would emit to the window.
+fn sink() -> (UiSink, mpsc::UnboundedReceiver<(String, Value)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sink: UiSink = Arc::new(move |name: &str, payload: Value| {
+        let _ = tx.send((name.to_string(), payload));
+    });
+    (sink, rx)
+}
+
+fn config(name: &str, room: &str, server: ServerChoice) -> JoinConfig {
+    let mut cfg = JoinConfig::new(name, room, server);
+    cfg.socket = rtcio::Options::loopback();
+    cfg.socket.connect_timeout = Duration::from_secs(5);
+    cfg.host_bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    cfg
+}
+
+/// Waits for the first event matching `pred`, skipping others.
+async fn expect(
+    rx: &mut mpsc::UnboundedReceiver<(String, Value)>,
+    what: &str,
+    pred: impl Fn(&str, &Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((name, payload))) if pred(&name, &payload) => return payload,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("sink closed while waiting for {what}"),
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_guest_share_presence_media_state_and_chat() {
+    let (ui_a, mut rx_a) = sink();
+    let mut cfg = config("Ann", "room-1", ServerChoice::Host);
+    cfg.password = Some("secret".into());
+    let (a, info_a) = Session::join(cfg, ui_a).await.expect("host joins");
+    assert!(info_a.hosting);
+    assert!(info_a.join_confirmed, "rtcio-server sends join-ok");
+    assert_eq!(info_a.share_urls.len(), 1);
+    let url = info_a.share_urls[0].clone();
+
+    // Wrong and missing passwords are refused with the server's reason.
+    for (pw, reason) in [
+        (Some("nope"), "wrong-password"),
+        (None, "password-required"),
+    ] {
+        let (ui, _rx) = sink();
+        let mut cfg = config("Eve", "room-1", ServerChoice::Url(url.clone()));
+        cfg.password = pw.map(str::to_string);
+        let err = Session::join(cfg, ui).await.err().expect("refused");
+        let v = serde_json::to_value(&err).unwrap();
+        assert_eq!(v["kind"], "join");
+        assert_eq!(v["reason"], reason);
+    }
+
+    let (ui_b, mut rx_b) = sink();
+    let mut cfg = config("Bob", "room-1", ServerChoice::Url(url.clone()));
+    cfg.password = Some("secret".into());
+    cfg.mic = false;
+    let (b, info_b) = Session::join(cfg, ui_b).await.expect("guest joins");
+    assert!(!info_b.hosting);
+    assert!(!info_b.mic && info_b.cam);
+
+    // Roster both ways, the host's media state backfilled to the guest.
+    expect(&mut rx_b, "Ann in B's roster", |n, v| {
+        n == "room-event"
+            && v["type"] == "user-connected"
+            && v["name"] == "Ann"
+            && v["id"] == info_a.self_id
+    })
+    .await;
+    expect(&mut rx_b, "Ann's media state", |n, v| {
+        n == "media-state" && v["id"] == info_a.self_id && v["mic"] == true
+    })
+    .await;
+    expect(&mut rx_a, "Bob in A's roster", |n, v| {
+        n == "room-event" && v["type"] == "user-connected" && v["name"] == "Bob"
+    })
+    .await;
+    expect(&mut rx_a, "Bob's media state", |n, v| {
+        n == "media-state" && v["id"] == info_b.self_id && v["mic"] == false
+    })
+    .await;
+    expect(&mut rx_a, "peer-connect", |n, v| {
+        n == "peer-connect" && v["id"] == info_b.self_id
+    })
+    .await;
+    expect(&mut rx_b, "peer-connect", |n, v| {
+        n == "peer-connect" && v["id"] == info_a.self_id
+    })
+    .await;
+
+    // Toggle, then chat over the broadcast channel.
+    a.set_media_state(false, false).expect("toggle");
+    expect(&mut rx_b, "Ann muted", |n, v| {
+        n == "media-state" && v["id"] == info_a.self_id && v["mic"] == false && v["cam"] == false
+    })
+    .await;
+    let sent = b.send_chat("hello Ann").expect("chat");
+    assert_eq!(sent.name, "Bob");
+    let got = expect(&mut rx_a, "chat", |n, _| n == "chat").await;
+    assert_eq!(got["text"], "hello Ann");
+    assert_eq!(got["name"], "Bob");
+    assert_eq!(got["from"], info_b.self_id);
+    assert_eq!(got["at"], sent.at);
+    assert!(b.send_chat("   ").is_err());
+
+    // Leaving is seen at once.
+    b.leave().await;
+    expect(&mut rx_a, "Bob left", |n, v| {
+        n == "room-event" && v["type"] == "user-disconnected" && v["id"] == info_b.self_id
+    })
+    .await;
+    a.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_errors_are_typed() {
+    let (ui, _rx) = sink();
+    let err = Session::join(
+        config("Ann", "r", ServerChoice::Url("localhost:3001".into())),
+        ui,
+    )
+    .await
+    .err()
+    .expect("bad url");
+    assert_eq!(err.kind(), "badUrl");
+
+    // A port nobody listens on (bound then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (ui, _rx) = sink();
+    let err = Session::join(
+        config(
+            "Ann",
+            "r",
+            ServerChoice::Url(format!("http://127.0.0.1:{port}")),
+        ),
+        ui,
+    )
+    .await
+    .err()
+    .expect("unreachable");
+    assert!(
+        matches!(err.kind(), "unreachable" | "timeout"),
+        "got {err:?}"
+    );
+
+    let (ui, _rx) = sink();
+    let err = Session::join(config("  ", "r", ServerChoice::Host), ui)
+        .await
+        .err()
+        .expect("empty name");
+    assert_eq!(err.kind(), "invalid");
+}

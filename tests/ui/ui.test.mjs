@@ -1,0 +1,472 @@
+// The desktop app's UI (ui/) in headless Chromium, with a stand-in for Tauri's IPC bridge.
+//
+// ui/bridge.js only uses `__TAURI_INTERNALS__.invoke` and `.transformCallback`, so the mock
+// below provides those two: it records every invoke, answers from per-test canned responses,
+// and lets the test fire Tauri events (`window.__mock.emit(name, payload)`).
+//
+// Run: npm ci && npm test   (CHROMIUM=/path overrides /usr/bin/chromium; UI_SCREENSHOTS=dir
+// saves a picture of each main state).
+
+import { test, before, after, beforeEach, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const UI_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../ui');
+const TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.png': 'image/png',
+};
+
+let server;
+let baseUrl;
+let browser;
+let page;
+
+/** Serves ui/ read-only on 127.0.0.1 (modules need http, not file://). */
+function startStaticServer() {
+  return new Promise((resolve) => {
+    const srv = http.createServer(async (req, res) => {
+      try {
+        const url = new URL(req.url, 'http://x');
+        const rel = decodeURIComponent(url.pathname === '/' ? '/index.html' : url.pathname);
+        const file = path.resolve(UI_DIR, '.' + rel);
+        if (!file.startsWith(UI_DIR + path.sep)) throw new Error('outside ui/');
+        const body = await fs.readFile(file);
+        res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream' });
+        res.end(body);
+      } catch {
+        res.writeHead(404);
+        res.end();
+      }
+    });
+    srv.listen(0, '127.0.0.1', () => resolve(srv));
+  });
+}
+
+/** Runs in the page before any of its scripts: the fake `__TAURI_INTERNALS__`. */
+function installMock(config) {
+  const callbacks = new Map();
+  const listeners = [];
+  let nextId = 1;
+  const calls = [];
+  const responses = config.responses || {};
+  window.__mock = {
+    calls,
+    listeners,
+    responses,
+    emit(event, payload) {
+      for (const l of listeners) {
+        if (l.event === event) callbacks.get(l.handler)?.({ event, id: l.id, payload });
+      }
+    },
+  };
+  window.__TAURI_INTERNALS__ = {
+    transformCallback(cb) {
+      const id = nextId++;
+      callbacks.set(id, cb);
+      return id;
+    },
+    invoke(cmd, args) {
+      calls.push({ cmd, args: JSON.parse(JSON.stringify(args ?? {})) });
+      if (cmd === 'plugin:event|listen') {
+        const id = nextId++;
+        listeners.push({ event: args.event, handler: args.handler, id });
+        return Promise.resolve(id);
+      }
+      const r = responses[cmd];
+      if (r && r.error) return Promise.reject(r.error);
+      if (r && 'value' in r) return Promise.resolve(r.value);
+      return Promise.resolve(null);
+    },
+  };
+}
+
+const DEVICES = {
+  cameras: [
+    { id: 'cam0', name: 'Integrated Camera', isDefault: false },
+    { id: 'cam1', name: 'USB Camera', isDefault: true },
+  ],
+  microphones: [{ id: 'mic0', name: 'Built-in Mic', isDefault: true }],
+  cameraError: null,
+  microphoneError: null,
+};
+
+function joinInfo(extra = {}) {
+  return {
+    selfId: 'self-id',
+    roomId: 'room-1',
+    name: 'Ann',
+    serverUrl: 'http://127.0.0.1:4000',
+    hosting: true,
+    shareUrls: ['http://192.168.1.5:4000'],
+    mic: true,
+    cam: true,
+    joinConfirmed: true,
+    ...extra,
+  };
+}
+
+async function openApp(responses = {}) {
+  const all = {
+    list_devices: { value: DEVICES },
+    get_settings: { value: { name: 'Ann', lastServers: ['http://10.0.0.2:3001'], serverMode: 'host' } },
+    join: { value: joinInfo() },
+    send_chat: { value: { name: 'Ann', text: 'echo', at: 1700000000000 } },
+    ...responses,
+  };
+  await page.addInitScript(installMock, { responses: all });
+  await page.goto(`${baseUrl}/index.html`);
+  await page.waitForSelector('body[data-ready="true"]');
+}
+
+const calls = (cmd) => page.evaluate((c) => window.__mock.calls.filter((x) => x.cmd === c), cmd);
+const emit = (event, payload) => page.evaluate(([e, p]) => window.__mock.emit(e, p), [event, payload]);
+const text = (sel) => page.locator(sel).innerText();
+
+async function joinCall(responses) {
+  await openApp(responses);
+  await page.fill('#room', 'room-1');
+  await page.click('#join-button');
+  await page.waitForSelector('#call-screen:not([hidden])');
+}
+
+async function shot(name) {
+  if (process.env.UI_SCREENSHOTS) {
+    await fs.mkdir(process.env.UI_SCREENSHOTS, { recursive: true });
+    await page.screenshot({ path: path.join(process.env.UI_SCREENSHOTS, `${name}.png`) });
+  }
+}
+
+before(async () => {
+  server = await startStaticServer();
+  baseUrl = `http://127.0.0.1:${server.address().port}`;
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: [
+      '--headless=new',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await new Promise((r) => server?.close(r));
+});
+
+beforeEach(async () => {
+  const ctx = await browser.newContext({ viewport: { width: 1200, height: 780 } });
+  page = await ctx.newPage();
+  page.on('pageerror', (e) => { throw e; });
+});
+
+afterEach(async () => {
+  await page.context().close();
+});
+
+// ------------------------------------------------------------------ start screen
+
+test('start screen: settings, a random room id and device pickers', async () => {
+  await openApp();
+  assert.equal(await page.inputValue('#name'), 'Ann');
+  assert.match(await page.inputValue('#room'), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  const first = await page.inputValue('#room');
+  await page.click('#new-room');
+  assert.notEqual(await page.inputValue('#room'), first);
+  // Default device preselected, both listed.
+  assert.equal(await page.inputValue('#camera'), 'cam1');
+  assert.equal(await page.locator('#camera option').count(), 2);
+  assert.equal(await page.inputValue('#microphone'), 'mic0');
+  // Hosting is the default; the URL field waits until chosen, offering the recent server.
+  assert.equal(await page.isChecked('#server-host'), true);
+  assert.equal(await page.isDisabled('#server-url'), true);
+  assert.equal(await page.inputValue('#server-url'), 'http://10.0.0.2:3001');
+  await shot('start');
+});
+
+test('start screen: no devices found', async () => {
+  await openApp({
+    list_devices: { value: { cameras: [], microphones: [], cameraError: null, microphoneError: 'ALSA: no card' } },
+  });
+  assert.equal(await page.isDisabled('#camera'), true);
+  assert.equal(await text('#camera'), 'No camera found');
+  assert.equal(await page.isDisabled('#microphone'), true);
+  assert.match(await text('#microphone'), /No microphone found \(ALSA: no card\)/);
+  // Joining without devices sends nulls: the app starts muted with the camera off.
+  await page.click('#join-button');
+  await page.waitForSelector('#call-screen:not([hidden])');
+  const [join] = await calls('join');
+  assert.equal(join.args.req.camera, null);
+  assert.equal(join.args.req.microphone, null);
+});
+
+test('start screen: form checks before anything is sent', async () => {
+  await openApp();
+  await page.fill('#name', '  ');
+  await page.click('#join-button');
+  assert.equal(await text('#start-error'), 'Enter your display name.');
+  await page.fill('#name', 'Ann');
+  await page.fill('#room', '');
+  await page.click('#join-button');
+  assert.match(await text('#start-error'), /room id/);
+  await page.fill('#room', 'r1');
+  await page.check('#server-url-choice');
+  for (const bad of ['192.168.1.5:3001', 'ftp://x.y', 'not a url']) {
+    await page.fill('#server-url', bad);
+    await page.click('#join-button');
+    assert.match(await text('#start-error'), /not (a valid|an http\(s\)) address/, bad);
+  }
+  await page.fill('#server-url', '');
+  await page.click('#join-button');
+  assert.match(await text('#start-error'), /Enter the address/);
+  assert.equal((await calls('join')).length, 0);
+});
+
+test('join sends the form and opens the call; settings are saved', async () => {
+  await openApp({ join: { value: joinInfo({ hosting: false, shareUrls: [] }) } });
+  await page.fill('#name', 'Ann Lee');
+  await page.fill('#room', 'room-1');
+  await page.check('#server-url-choice');
+  await page.fill('#server-url', 'http://192.168.1.9:3001');
+  await page.fill('#password', 'pw');
+  await page.selectOption('#camera', 'cam0');
+  await page.click('#join-button');
+  await page.waitForSelector('#call-screen:not([hidden])');
+  const [join] = await calls('join');
+  assert.deepEqual(join.args, {
+    req: {
+      name: 'Ann Lee',
+      roomId: 'room-1',
+      server: { kind: 'url', url: 'http://192.168.1.9:3001' },
+      password: 'pw',
+      camera: 'cam0',
+      microphone: 'mic0',
+    },
+  });
+  assert.equal(await text('#room-title'), 'Room room-1');
+  assert.equal(await page.locator('.tile').count(), 1);
+  assert.equal(await text('.tile .avatar'), 'AL');
+  assert.match(await text('.tile .tile-name'), /Ann Lee \(you\)/);
+  const [save] = await calls('save_settings');
+  assert.equal(save.args.settings.name, 'Ann Lee');
+  assert.equal(save.args.settings.serverMode, 'url');
+  assert.deepEqual(save.args.settings.lastServers, ['http://192.168.1.9:3001', 'http://10.0.0.2:3001']);
+});
+
+test('hosting shows the addresses others can use', async () => {
+  await joinCall();
+  const [join] = await calls('join');
+  assert.deepEqual(join.args.req.server, { kind: 'host' });
+  assert.match(await text('#share-info'), /http:\/\/192\.168\.1\.5:4000/);
+});
+
+// ------------------------------------------------------------------ errors
+
+const REASONS = {
+  'wrong-password': 'Wrong password for this room.',
+  'password-required': 'This room is protected: enter its password.',
+  'invalid-room': 'That room id is not valid.',
+  'room-full': 'The server refused to let you join (room-full).',
+};
+
+for (const [reason, message] of Object.entries(REASONS)) {
+  test(`join-error ${reason} is explained on the start screen`, async () => {
+    await openApp({ join: { error: { kind: 'join', reason, message: `refused: ${reason}` } } });
+    await page.click('#join-button');
+    await page.waitForSelector('#start-error:not([hidden])');
+    assert.equal(await text('#start-error'), message);
+    assert.equal(await page.isHidden('#call-screen'), true);
+    assert.equal(await page.isEnabled('#join-button'), true);
+  });
+}
+
+test('connection errors: unreachable, timeout, bad URL from Rust', async () => {
+  const cases = [
+    [{ kind: 'unreachable', message: 'connection refused' }, /Cannot reach the server.*connection refused/],
+    [{ kind: 'timeout', message: 'no answer within 8 s' }, /did not answer in time/],
+    [{ kind: 'badUrl', message: '"x": relative URL' }, /not valid/],
+    [{ kind: 'host', message: 'could not host on this computer: address in use' }, /address in use/],
+  ];
+  for (const [error, re] of cases) {
+    await openApp({ join: { error } });
+    await page.click('#join-button');
+    await page.waitForSelector('#start-error:not([hidden])');
+    assert.match(await text('#start-error'), re);
+  }
+});
+
+test('a join-error during the call (re-join after reconnect) ends it with the reason', async () => {
+  await joinCall();
+  await emit('room-event', { type: 'join-error', reason: 'wrong-password', roomId: 'room-1' });
+  await page.waitForSelector('#start-screen:not([hidden])');
+  assert.equal(await text('#start-error'), REASONS['wrong-password']);
+  assert.equal((await calls('leave')).length, 1);
+});
+
+// ------------------------------------------------------------------ grid
+
+for (let n = 1; n <= 8; n++) {
+  test(`grid layout with ${n} participant(s)`, async () => {
+    await joinCall();
+    for (let i = 1; i < n; i++) {
+      await emit('room-event', { type: 'user-connected', id: `peer-${i}`, name: `Person ${i}` });
+    }
+    const tiles = page.locator('#grid .tile');
+    assert.equal(await tiles.count(), n);
+    const grid = await page.locator('#grid').boundingBox();
+    const boxes = [];
+    for (let i = 0; i < n; i++) boxes.push(await tiles.nth(i).boundingBox());
+    const cols = Math.ceil(Math.sqrt(n));
+    const rows = Math.ceil(n / cols);
+    // Same size, inside the grid, no overlaps, the expected number of columns and rows.
+    for (const b of boxes) {
+      assert.ok(Math.abs(b.width - boxes[0].width) < 1 && Math.abs(b.height - boxes[0].height) < 1, 'equal tiles');
+      assert.ok(b.x >= grid.x - 0.5 && b.y >= grid.y - 0.5, 'inside grid (top-left)');
+      assert.ok(b.x + b.width <= grid.x + grid.width + 0.5 && b.y + b.height <= grid.y + grid.height + 0.5, 'inside grid');
+    }
+    for (let i = 0; i < n; i++) {
+      for (let j = i + 1; j < n; j++) {
+        const a = boxes[i];
+        const b = boxes[j];
+        const overlap = a.x < b.x + b.width - 0.5 && b.x < a.x + a.width - 0.5 && a.y < b.y + b.height - 0.5 && b.y < a.y + a.height - 0.5;
+        assert.ok(!overlap, `tiles ${i} and ${j} overlap`);
+      }
+    }
+    const xs = new Set(boxes.map((b) => Math.round(b.x)));
+    const ys = new Set(boxes.map((b) => Math.round(b.y)));
+    assert.equal(xs.size, Math.min(cols, n), 'columns');
+    assert.equal(ys.size, rows, 'rows');
+    // The grid is used: tiles take at least a third of its area together.
+    const area = boxes.reduce((s, b) => s + b.width * b.height, 0);
+    assert.ok(area > grid.width * grid.height / 3, 'tiles fill the grid');
+    // Names and initials on every tile.
+    for (let i = 1; i < n; i++) {
+      const tile = page.locator(`.tile[data-id="peer-${i}"]`);
+      assert.equal(await tile.locator('.tile-name').innerText(), `Person ${i}`);
+      assert.equal(await tile.locator('.avatar').innerText(), `P${i}`);
+    }
+    if (n === 4 || n === 8) await shot(`grid-${n}`);
+  });
+}
+
+test('people leave: user-disconnected removes the tile, peer-disconnect dims it', async () => {
+  await joinCall();
+  await emit('room-event', { type: 'user-connected', id: 'p1', name: 'Bob' });
+  await emit('room-event', { type: 'user-connected', id: 'p2', name: 'Cy' });
+  await emit('peer-disconnect', { id: 'p2' });
+  assert.match(await page.getAttribute('.tile[data-id="p2"]', 'class'), /lost/);
+  await emit('peer-connect', { id: 'p2' });
+  assert.doesNotMatch(await page.getAttribute('.tile[data-id="p2"]', 'class'), /lost/);
+  await emit('room-event', { type: 'user-disconnected', id: 'p1' });
+  assert.equal(await page.locator('.tile').count(), 2);
+  assert.equal(await page.locator('.tile[data-id="p1"]').count(), 0);
+  assert.match(await text('#chat-log'), /Bob joined[\s\S]*Bob left/);
+  // A peer the server never announced still gets a tile.
+  await emit('peer-connect', { id: 'zz99xx' });
+  assert.equal(await text('.tile[data-id="zz99xx"] .tile-name'), 'Guest zz99');
+});
+
+// ------------------------------------------------------------------ media state
+
+test('badges follow media-state', async () => {
+  await joinCall();
+  await emit('room-event', { type: 'user-connected', id: 'p1', name: 'Bob' });
+  await emit('room-event', { type: 'user-connected', id: 'p2', name: 'Cy' });
+  const badges = (id) => page.locator(`.tile[data-id="${id}"] [data-badge]`).evaluateAll((els) => els.map((e) => e.dataset.badge));
+  assert.deepEqual(await badges('p1'), []);
+  await emit('media-state', { id: 'p1', mic: false, cam: true, roomId: 'room-1' });
+  assert.deepEqual(await badges('p1'), ['muted']);
+  assert.deepEqual(await badges('p2'), []);
+  await emit('media-state', { id: 'p1', mic: false, cam: false, roomId: 'room-1' });
+  assert.deepEqual(await badges('p1'), ['muted', 'cam-off']);
+  await emit('media-state', { id: 'p1', mic: true, cam: false });
+  assert.deepEqual(await badges('p1'), ['cam-off']);
+  // Another room's state and our own echo are ignored.
+  await emit('media-state', { id: 'p2', mic: false, cam: false, roomId: 'elsewhere' });
+  assert.deepEqual(await badges('p2'), []);
+  await emit('media-state', { id: 'self-id', mic: false, cam: false, roomId: 'room-1' });
+  assert.deepEqual(await badges('self-id'), []);
+  await shot('badges');
+});
+
+test('M and V keys and the buttons toggle our state and tell Rust', async () => {
+  await joinCall();
+  const badges = () => page.locator('.tile[data-id="self-id"] [data-badge]').evaluateAll((els) => els.map((e) => e.dataset.badge));
+  await page.keyboard.press('m');
+  assert.deepEqual((await calls('set_media_state')).map((c) => c.args), [{ mic: false, cam: true }]);
+  assert.deepEqual(await badges(), ['muted']);
+  assert.equal(await text('#toggle-mic'), 'Mic off');
+  await page.keyboard.press('v');
+  assert.deepEqual((await calls('set_media_state')).at(-1).args, { mic: false, cam: false });
+  assert.deepEqual(await badges(), ['muted', 'cam-off']);
+  await page.click('#toggle-mic');
+  assert.deepEqual((await calls('set_media_state')).at(-1).args, { mic: true, cam: false });
+  assert.equal(await page.getAttribute('#toggle-cam', 'aria-pressed'), 'false');
+  // Typing in the chat box is not a shortcut.
+  await page.click('#chat-input');
+  await page.keyboard.type('mv');
+  assert.equal((await calls('set_media_state')).length, 3);
+});
+
+test('a failed media-state change is rolled back and shown', async () => {
+  await joinCall({ set_media_state: { error: { kind: 'notJoined', message: 'not in a room' } } });
+  await page.keyboard.press('m');
+  await page.waitForSelector('#call-error:not([hidden])');
+  assert.match(await text('#call-error'), /not in a room/);
+  assert.equal(await text('#toggle-mic'), 'Mic on');
+});
+
+// ------------------------------------------------------------------ chat
+
+test('chat: send echoes locally, receive shows name and text, never HTML', async () => {
+  await joinCall({ send_chat: { value: { name: 'Ann', text: 'hello all', at: 1700000000000 } } });
+  await page.fill('#chat-input', '  hello all ');
+  await page.press('#chat-input', 'Enter');
+  await page.waitForSelector('#chat-log li.mine');
+  assert.deepEqual((await calls('send_chat')).map((c) => c.args), [{ text: 'hello all' }]);
+  assert.equal(await page.inputValue('#chat-input'), '');
+  assert.equal(await text('#chat-log li.mine .who'), 'Ann');
+  assert.equal(await text('#chat-log li.mine .text'), 'hello all');
+
+  await emit('chat', { from: 'p1', name: 'Bob', text: '<img src=x onerror="window.pwned=1">hi', at: 1700000001000 });
+  const last = page.locator('#chat-log li').last();
+  assert.equal(await last.locator('.who').innerText(), 'Bob');
+  assert.equal(await last.locator('.text').innerText(), '<img src=x onerror="window.pwned=1">hi');
+  assert.equal(await page.evaluate(() => window.pwned), undefined);
+  assert.equal(await page.locator('#chat-log img').count(), 0);
+  // Empty input sends nothing.
+  await page.click('#chat-send');
+  assert.equal((await calls('send_chat')).length, 1);
+  await shot('chat');
+});
+
+test('chat: a failed send keeps the text and says why', async () => {
+  await joinCall({ send_chat: { error: { kind: 'connection', message: 'socket closed' } } });
+  await page.fill('#chat-input', 'lost?');
+  await page.click('#chat-send');
+  await page.waitForSelector('#call-error:not([hidden])');
+  assert.match(await text('#call-error'), /Message not sent: socket closed/);
+  assert.equal(await page.inputValue('#chat-input'), 'lost?');
+});
+
+test('leave returns to the start screen', async () => {
+  await joinCall();
+  await page.click('#leave');
+  await page.waitForSelector('#start-screen:not([hidden])');
+  assert.equal((await calls('leave')).length, 1);
+  assert.equal(await page.isHidden('#start-error'), true);
+  // Events after leaving change nothing and do not throw.
+  await emit('room-event', { type: 'user-connected', id: 'p1', name: 'Late' });
+  await emit('chat', { name: 'Late', text: 'hi' });
+});
