@@ -596,7 +596,10 @@ impl Peer {
 
     async fn apply(&mut self, d: Description) {
         let desc = match d.kind {
-            SdpKind::Offer => RTCSessionDescription::offer(d.sdp.clone()),
+            // Our answer follows the offer's codec order: make it lead with what we decode.
+            SdpKind::Offer => {
+                RTCSessionDescription::offer(crate::proto::codec_order::prefer_h264(&d.sdp))
+            }
             SdpKind::Answer => RTCSessionDescription::answer(d.sdp.clone()),
         };
         let desc = match desc {

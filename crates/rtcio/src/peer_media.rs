@@ -270,7 +270,7 @@ impl PeerMedia {
         let msid = stream.msid().to_string();
         if self.attached.contains_key(&msid) {
             let t = shared.streams();
-            return Attach::Refresh(self.sent_streams.answer(&msid, &t.registry));
+            return Attach::Refresh(self.sent_streams.update(&msid, &t.registry));
         }
         // Known before the SDP leaves: browsers ask for metadata as soon as they apply it.
         self.sent_streams.insert(&msid, stream.id());
@@ -322,10 +322,7 @@ impl PeerMedia {
             {
                 continue;
             }
-            match self
-                .add_sender(pc, &msid, t.id(), t.kind(), feed)
-                .await
-            {
+            match self.add_sender(pc, &msid, t.id(), t.kind(), feed).await {
                 Ok(st) => {
                     self.sent.push(st);
                     changed = true;
@@ -444,9 +441,9 @@ impl PeerMedia {
     }
 
     /// `{mid}` from the peer: the reply's `data`, or `None` (unknown or untracked: no reply).
-    pub(crate) fn answer(&self, shared: &Shared, mid: &str) -> Option<Value> {
+    pub(crate) fn answer(&mut self, shared: &Shared, mid: &str) -> Option<Value> {
         let t = shared.streams();
-        let a = self.sent_streams.answer(mid, &t.registry);
+        let a = self.sent_streams.on_request(mid, &t.registry);
         if a.is_none() {
             debug!(peer = %self.remote, %mid, "metadata request not answered (unknown or untracked)");
         }
@@ -626,15 +623,23 @@ fn dispatch_track(
 /// Reads one remote track's RTP, assembles frames and hands them to its route.
 async fn read_track(track: Arc<dyn TrackRemote>, route: Arc<Route>) {
     let mut asm: Option<(FrameAssembler, RtpCodec)> = None;
+    let mut unknown = 0u32;
     while let Some(ev) = track.poll().await {
         match ev {
             TrackRemoteEvent::OnRtpPacket(p) => {
                 if asm.is_none() {
+                    // webrtc-rs fills in the track's codec around the first packet: until it
+                    // has, packets cannot be depacketized (the receiver asks for a keyframe
+                    // anyway when it starts mid-stream).
                     let mime = track
                         .codec(p.header.ssrc)
                         .await
                         .map(|c| c.mime_type)
                         .unwrap_or_default();
+                    if mime.is_empty() && unknown < 100 {
+                        unknown += 1;
+                        continue;
+                    }
                     let codec = RtpCodec::from_mime(&mime);
                     asm = Some((FrameAssembler::new(codec.clone()), codec));
                 }

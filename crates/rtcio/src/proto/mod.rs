@@ -2,6 +2,7 @@
 
 pub mod backpressure;
 pub mod channel_id;
+pub mod codec_order;
 pub mod envelope;
 pub mod negotiation;
 pub mod rtp_assembler;
