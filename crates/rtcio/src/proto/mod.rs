@@ -4,6 +4,7 @@ pub mod backpressure;
 pub mod channel_id;
 pub mod envelope;
 pub mod negotiation;
+pub mod rtp_assembler;
 pub mod sdp_streams;
 pub mod stream_meta;
 pub mod watchdog;
