@@ -38,8 +38,14 @@ const FIRST_DECODED: &str = "async (o) => {
 }";
 
 /// A Rust peer in `room`; with `camera` it sends the synthetic camera.
-async fn rust_peer(url: &str, room: &str, camera: bool) -> (Socket, Option<common::media::SyntheticFeed>) {
-    let s = Socket::connect(url, Options::loopback()).await.expect("connect");
+async fn rust_peer(
+    url: &str,
+    room: &str,
+    camera: bool,
+) -> (Socket, Option<common::media::SyntheticFeed>) {
+    let s = Socket::connect(url, Options::loopback())
+        .await
+        .expect("connect");
     let mut ok = s.subscribe("join-ok");
     s.server()
         .emit("join-room", vec![json!({"roomId": room, "name": "rusty"})])
@@ -53,8 +59,11 @@ async fn rust_peer(url: &str, room: &str, camera: bool) -> (Socket, Option<commo
             320,
             240,
         );
-        s.emit("camera", vec![json!({"id": s.id(), "name": "rusty", "camera": stream.token()})])
-            .expect("camera");
+        s.emit(
+            "camera",
+            vec![json!({"id": s.id(), "name": "rusty", "camera": stream.token()})],
+        )
+        .expect("camera");
         feed
     });
     (s, feed)
@@ -64,7 +73,9 @@ async fn rust_peer(url: &str, room: &str, camera: bool) -> (Socket, Option<commo
 /// first decodable remote video frame.
 async fn rust_joins(url: &str, room: &str) -> (f64, Socket) {
     let t0 = Instant::now();
-    let s = Socket::connect(url, Options::loopback()).await.expect("connect");
+    let s = Socket::connect(url, Options::loopback())
+        .await
+        .expect("connect");
     let mut cams = s.subscribe("camera");
     s.server()
         .emit("join-room", vec![json!({"roomId": room, "name": "late"})])
@@ -89,7 +100,13 @@ async fn rust_joins(url: &str, room: &str) -> (f64, Socket) {
     }
 }
 
-async fn page_joins(br: &mut Browser, url: &str, room: &str, label: &str, camera: bool) -> (f64, u64) {
+async fn page_joins(
+    br: &mut Browser,
+    url: &str,
+    room: &str,
+    label: &str,
+    camera: bool,
+) -> (f64, u64) {
     let page = br.open(label).await;
     let t0 = now_ms();
     br.eval(
@@ -98,7 +115,9 @@ async fn page_joins(br: &mut Browser, url: &str, room: &str, label: &str, camera
         json!({"url": url, "roomId": room, "name": label, "camera": camera}),
     )
     .await;
-    let t1 = br.eval(page, FIRST_DECODED, json!({"peer": Value::Null})).await;
+    let t1 = br
+        .eval(page, FIRST_DECODED, json!({"peer": Value::Null}))
+        .await;
     (t1.as_f64().unwrap_or(f64::NAN) - t0, page)
 }
 
@@ -160,7 +179,11 @@ async fn main() {
         rows[3].1.push(ms);
         br.close_page(p).await;
         br.close_page(cam).await;
-        eprintln!("run {}/{runs} done ({:.0} s)", i + 1, started.elapsed().as_secs_f64());
+        eprintln!(
+            "run {}/{runs} done ({:.0} s)",
+            i + 1,
+            started.elapsed().as_secs_f64()
+        );
     }
     let base = stats(&rows[3].1).0;
     println!("\njoin → first decodable remote video frame, {runs} runs (ms)\n");
@@ -168,7 +191,10 @@ async fn main() {
     println!("|---|---:|---:|---:|---:|");
     for (name, xs) in &rows {
         let (med, min, max) = stats(xs);
-        println!("| {name} | {med:.0} | {min:.0} | {max:.0} | {:.2}× |", med / base);
+        println!(
+            "| {name} | {med:.0} | {min:.0} | {max:.0} | {:.2}× |",
+            med / base
+        );
     }
     br.quit().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), srv.shutdown()).await;

@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 
 use common::room::{Member, WAIT, connected_to, join, join_with, next, server};
 
-use rtcio::{ChannelOptions, Event, Options, Origin, Socket};
+use rtcio::{ChannelOptions, Options, Origin};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 async fn trio(url: &str, room: &str) -> (Member, Member, Member) {
     let mut a = join(url, room, "alice").await;
