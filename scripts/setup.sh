@@ -27,8 +27,9 @@ if ((${#missing[@]})); then
 fi
 
 # Node packages (socket.io reference server and client suite; the browser peer and its
-# Playwright driver), pinned by their lock files. Chromium itself comes from Debian above.
-for dir in tests/node tests/browser; do
+# Playwright driver; the desktop UI tests' Playwright driver), pinned by their lock files.
+# Chromium itself comes from Debian above.
+for dir in tests/node tests/browser tests/ui; do
   if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     echo "setup: npm ci in $dir" >&2
     npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >&2

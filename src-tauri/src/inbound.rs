@@ -98,16 +98,23 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// `user-connected {id, name}`.
+/// `user-connected {id, name}`; only from the server (a peer's ctrl copy would let it add
+/// made-up participants: ctrl events share the listener namespace, PROTOCOL.md §4.5).
 pub fn user_connected(ev: &Event) -> Option<RoomEvent> {
+    if ev.origin != rtcio::Origin::Server {
+        return None;
+    }
     let arg = ev.arg();
     let id = str_field(arg, "id")?.to_string();
     let name = str_field(arg, "name").map(|n| short(n, MAX_NAME_CHARS));
     Some(RoomEvent::UserConnected { id, name })
 }
 
-/// `user-disconnected {id}`.
+/// `user-disconnected {id}`; only from the server (a peer could otherwise remove anyone's tile).
 pub fn user_disconnected(ev: &Event) -> Option<RoomEvent> {
+    if ev.origin != rtcio::Origin::Server {
+        return None;
+    }
     let id = str_field(ev.arg(), "id")?.to_string();
     Some(RoomEvent::UserDisconnected { id })
 }
@@ -138,10 +145,14 @@ pub fn join_error(ev: &Event) -> Option<RoomEvent> {
 
 /// `media-state` in every form: server `{id, mic, cam, roomId}`, tutorial ctrl (same), and the
 /// per-peer ctrl `{mic, cam}` without an id (then the sending peer is the subject). A state for
-/// another room is dropped, as is one that says nothing.
+/// another room is dropped, as is one that says nothing, as is a peer's claim about someone
+/// else (over ctrl the sender is known, and the tutorial form's `id` is the sender's own).
 pub fn media_state(ev: &Event, our_room: &str) -> Option<MediaState> {
     let arg = ev.arg();
     let id = str_field(arg, "id").or(ev.peer())?.to_string();
+    if ev.peer().is_some_and(|peer| peer != id) {
+        return None;
+    }
     let room_id = str_field(arg, "roomId").map(str::to_string);
     if room_id.as_deref().is_some_and(|r| r != our_room) {
         return None;
@@ -241,6 +252,19 @@ mod tests {
             Origin::Peer("p1".into()),
         );
         assert_eq!(media_state(&ctrl, "r").map(|m| m.id), Some("p1".into()));
+        // Tutorial ctrl form: the id is the sender's own; a claim about someone else is dropped.
+        let own = ev(
+            "media-state",
+            json!({"id": "p1", "roomId": "r", "mic": true, "cam": true}),
+            Origin::Peer("p1".into()),
+        );
+        assert_eq!(media_state(&own, "r").map(|m| m.id), Some("p1".into()));
+        let spoof = ev(
+            "media-state",
+            json!({"id": "a", "roomId": "r", "mic": false, "cam": false}),
+            Origin::Peer("p1".into()),
+        );
+        assert_eq!(media_state(&spoof, "r"), None);
         // Nothing useful, or no one to attribute it to.
         assert_eq!(
             media_state(&ev("media-state", json!({"id": "a"}), Origin::Server), "r"),
@@ -322,6 +346,20 @@ mod tests {
         assert_eq!(
             user_disconnected(&ev("user-disconnected", json!({"id": "a"}), Origin::Server)),
             Some(RoomEvent::UserDisconnected { id: "a".into() })
+        );
+        // Presence is the server's word; a peer's ctrl copy is not.
+        let p = Origin::Peer("p".into());
+        assert_eq!(
+            user_connected(&ev(
+                "user-connected",
+                json!({"id": "x", "name": "X"}),
+                p.clone()
+            )),
+            None
+        );
+        assert_eq!(
+            user_disconnected(&ev("user-disconnected", json!({"id": "a"}), p)),
+            None
         );
         let je = ev(
             "join-error",
