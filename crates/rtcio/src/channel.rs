@@ -459,6 +459,7 @@ impl Channel {
             args: vec![],
             origin,
             data: Some(bytes),
+            stream: None,
         };
         self.inner.listeners.dispatch(&ev);
         if let Some(p) = &self.inner.parent {

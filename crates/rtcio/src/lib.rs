@@ -24,10 +24,12 @@
 pub mod channel;
 pub mod listeners;
 mod peer;
+mod peer_media;
 pub mod proto;
 pub mod sio;
 mod socket;
 pub mod stats;
+pub mod stream;
 
 pub use channel::{BroadcastChannel, Channel, ChannelError, ChannelOptions, ReadyState};
 pub use listeners::{Event, ListenerId, Origin};
@@ -35,3 +37,7 @@ pub use proto::backpressure::Payload;
 pub use proto::watchdog::WatchdogConfig;
 pub use socket::{Error, IceServer, IceServers, Options, PeerRef, Server, Socket};
 pub use stats::PeerStats;
+pub use stream::{
+    KeyframeRequest, LocalStream, LocalTrack, MediaFrame, MediaKind, MediaSample, RemoteStream,
+    RemoteTrack, RtpCodec,
+};

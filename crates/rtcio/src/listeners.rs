@@ -29,6 +29,9 @@ pub struct Event {
     pub origin: Origin,
     /// The bytes of a binary message (`data` events of channels).
     pub data: Option<bytes::Bytes>,
+    /// The remote stream an event announces (the JS passes the stream object in the arguments;
+    /// here the arguments keep the `"[RTCIOStream] <id>"` token and the stream is this field).
+    pub stream: Option<crate::stream::RemoteStream>,
 }
 
 impl Event {
@@ -39,6 +42,7 @@ impl Event {
             args,
             origin,
             data: None,
+            stream: None,
         }
     }
 
@@ -175,6 +179,7 @@ mod tests {
             args: vec![],
             origin: Origin::Local,
             data: None,
+            stream: None,
         }
     }
 

@@ -19,6 +19,7 @@ use webrtc::peer_connection::{
 
 use crate::channel::{BroadcastChannel, Channel, ChannelError, ChannelOptions};
 use crate::listeners::{Event, Origin};
+use crate::peer_media::{Attach, PeerMedia};
 use crate::proto::backpressure::CtrlQueue;
 use crate::proto::channel_id::{CTRL_ID, CTRL_LABEL, channel_id, channel_label, collision_message};
 use crate::proto::envelope::{self, Candidate, Description, SdpKind, Signal};
@@ -49,6 +50,14 @@ pub(crate) enum PeerCmd {
     Stats(oneshot::Sender<crate::stats::PeerStats>),
     /// Tear down now (graceful close of the socket, or a replacement peer).
     Close(Option<oneshot::Sender<()>>),
+    /// Send a local stream (emitted, or replayed).
+    AttachStream(crate::stream::LocalStream),
+    /// A local stream's tracks changed.
+    StreamChanged(crate::stream::LocalStream),
+    /// webrtc-rs started a remote track (first RTP packet).
+    Track(Arc<dyn webrtc::media_stream::track_remote::TrackRemote>),
+    /// Send a PLI for the remote track on this mid.
+    RequestKeyframe(String),
     Pc(PcEvent),
     CtrlEvent(DataChannelEvent),
     /// A data channel webrtc-rs announced (in-band from the remote, or a twin of ours).
@@ -100,6 +109,10 @@ impl PeerConnectionEventHandler for Handler {
             _ => return,
         };
         let _ = self.tx.send(PeerCmd::Pc(PcEvent::Link(link)));
+    }
+
+    async fn on_track(&self, track: Arc<dyn webrtc::media_stream::track_remote::TrackRemote>) {
+        let _ = self.tx.send(PeerCmd::Track(track));
     }
 
     async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
@@ -162,6 +175,7 @@ struct Peer {
     last_sample: Option<crate::stats::Sample>,
     offers_sent: u64,
     glares: u64,
+    media: PeerMedia,
 }
 
 async fn build_pc(
@@ -179,9 +193,14 @@ async fn build_pc(
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .build();
     let mut media = MediaEngine::default();
-    media.register_default_codecs().map_err(|e| e.to_string())?;
+    crate::peer_media::register_codecs(&mut media)?;
     let registry = register_default_interceptors(InterceptorRegistry::new(), &mut media)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        // Last in the chain: keyframe requests reach the application.
+        .with(
+            rtc::interceptor::Slot::from(14_000),
+            crate::peer_media::KeyframeRequestForwarder::default(),
+        );
     let config = RTCConfigurationBuilder::new()
         .with_ice_servers(shared.opts.ice_servers.resolve())
         .build();
@@ -292,10 +311,13 @@ async fn run(
         last_sample: None,
         offers_sent: 0,
         glares: 0,
+        media: PeerMedia::new(&remote, self_tx.clone()),
     };
     info!(peer = %remote, polite, "peer created");
     if polite {
-        // Existing member: channels first, then one coalesced offer that includes m=application.
+        // Existing member: transceivers for every registered stream, channels, then one
+        // coalesced offer that includes m=application (PROTOCOL.md §3.5).
+        p.replay_streams().await;
         p.replay_channels().await;
         p.local_change();
     }
@@ -431,6 +453,33 @@ impl Peer {
             PeerCmd::Pc(ev) => self.on_pc_event(ev).await,
             PeerCmd::CtrlEvent(ev) => self.on_ctrl_event(ev).await,
             PeerCmd::MaybeOffer => self.maybe_offer().await,
+            PeerCmd::AttachStream(stream) => {
+                if self.done {
+                    return;
+                }
+                match self.media.attach(&self.pc, &self.shared, &stream).await {
+                    // Already attached: the new metadata goes out unsolicited; JS receivers
+                    // re-dispatch it.
+                    Attach::Refresh(Some(update)) => self.send_signal(envelope::data_envelope(
+                        &self.local_id(),
+                        &self.remote,
+                        update,
+                    )),
+                    Attach::Refresh(None) => {}
+                    Attach::New { renegotiate } => {
+                        if renegotiate {
+                            self.local_change();
+                        }
+                    }
+                }
+            }
+            PeerCmd::StreamChanged(stream) => {
+                if !self.done && self.media.sync(&self.pc, &stream).await {
+                    self.local_change();
+                }
+            }
+            PeerCmd::Track(track) => self.media.on_track(&self.pc, track).await,
+            PeerCmd::RequestKeyframe(mid) => self.media.request_keyframe(&mid).await,
             PeerCmd::Announced(dc) => {
                 // Handles are matched by webrtc-rs's internal channel id (not the SCTP stream id).
                 let hid = dc.id();
@@ -492,10 +541,16 @@ impl Peer {
             Signal::Description(d) => self.on_description(d).await,
             Signal::Candidate(c) => self.on_candidate(c).await,
             Signal::MetaRequest { mid } => {
-                debug!(peer = %self.remote, %mid, "metadata request for an unknown stream")
+                if let Some(data) = self.media.answer(&self.shared, &mid) {
+                    self.send_signal(envelope::data_envelope(
+                        &self.local_id(),
+                        &self.remote,
+                        data,
+                    ));
+                }
             }
-            Signal::MetaResponse { mid, .. } => {
-                debug!(peer = %self.remote, %mid, "metadata for an unknown stream")
+            Signal::MetaResponse { mid, events } => {
+                self.media.on_metadata(&self.shared, &mid, events)
             }
         }
     }
@@ -541,8 +596,11 @@ impl Peer {
 
     async fn apply(&mut self, d: Description) {
         let desc = match d.kind {
-            SdpKind::Offer => RTCSessionDescription::offer(d.sdp),
-            SdpKind::Answer => RTCSessionDescription::answer(d.sdp),
+            // Our answer follows the offer's codec order: make it lead with what we decode.
+            SdpKind::Offer => {
+                RTCSessionDescription::offer(crate::proto::codec_order::prefer_h264(&d.sdp))
+            }
+            SdpKind::Answer => RTCSessionDescription::answer(d.sdp.clone()),
         };
         let desc = match desc {
             Ok(x) => x,
@@ -555,11 +613,22 @@ impl Peer {
             warn!(peer = %self.remote, kind = ?d.kind, "set_remote_description: {e}");
             return;
         }
+        // Remote streams come from the SDP, not from on_track timing (PROTOCOL.md §5.7).
+        for msid in self.media.on_remote_sdp(&self.shared, &d.sdp) {
+            self.send_signal(envelope::data_envelope(
+                &self.local_id(),
+                &self.remote,
+                crate::proto::stream_meta::request(&msid),
+            ));
+        }
         self.glare_deadline = None;
         self.remote_described = true;
         self.flush_early_candidates().await;
         match d.kind {
-            SdpKind::Answer => self.sig = SignalingState::Stable,
+            SdpKind::Answer => {
+                self.sig = SignalingState::Stable;
+                self.media.refresh_payload_types().await;
+            }
             SdpKind::Offer => {
                 self.sig = SignalingState::HaveRemoteOffer;
                 let answer = match self.pc.create_answer(None).await {
@@ -574,6 +643,7 @@ impl Peer {
                     return;
                 }
                 self.sig = SignalingState::Stable;
+                self.media.refresh_payload_types().await;
                 if let Some(local) = self.pc.local_description().await {
                     let a = Description {
                         kind: SdpKind::Answer,
@@ -586,7 +656,9 @@ impl Peer {
                     ));
                 }
                 if !self.replayed {
-                    // Newcomer: replay channels once the first answer is out.
+                    // Newcomer: replay streams, then channels, once the first answer is out;
+                    // our media goes out in a second negotiation.
+                    self.replay_streams().await;
                     self.replay_channels().await;
                 }
             }
@@ -745,6 +817,21 @@ impl Peer {
         }
     }
 
+    async fn replay_streams(&mut self) {
+        let streams = self.shared.streams().registered();
+        let mut changed = false;
+        for s in streams {
+            if let Attach::New { renegotiate: true } =
+                self.media.attach(&self.pc, &self.shared, &s).await
+            {
+                changed = true;
+            }
+        }
+        if changed {
+            self.local_change();
+        }
+    }
+
     async fn replay_channels(&mut self) {
         self.replayed = true;
         for b in self.broadcasts.clone() {
@@ -816,6 +903,7 @@ impl Peer {
         self.glare_deadline = None;
         self.ctrl_queue.clear();
         let _ = self.ctrl.close().await;
+        self.media.close();
         for ch in self.channels.values() {
             ch.close();
         }

@@ -17,8 +17,10 @@ use crate::peer::{self, PeerCmd, PeerHandle, PeerStart};
 use crate::proto::envelope::{
     self, INIT_OFFER_EVENT, MESSAGE_EVENT, PEER_LEFT_EVENT, SdpKind, Signal,
 };
+use crate::proto::stream_meta::{self, StreamRegistry};
 use crate::proto::watchdog::WatchdogConfig;
 use crate::sio::client::{SioClient, SioError, SioEvent, SioOptions};
+use crate::stream::LocalStream;
 
 /// Errors of socket operations.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -32,6 +34,9 @@ pub enum Error {
     /// The socket was closed.
     #[error("socket closed")]
     Closed,
+    /// An emitted event holds the token of a stream this socket did not create.
+    #[error("unknown stream {0:?}: create streams with Socket::create_stream")]
+    UnknownStream(String),
 }
 
 /// One STUN/TURN server.
@@ -155,6 +160,25 @@ pub(crate) struct Shared {
     pub opts: Options,
     pub bind_addrs: Vec<IpAddr>,
     last_join: Mutex<Option<(String, Vec<Value>)>>,
+    streams: Mutex<StreamTable>,
+}
+
+/// Local streams and the events they were emitted with (`streamEvents` in the JS).
+#[derive(Default)]
+pub(crate) struct StreamTable {
+    pub registry: StreamRegistry,
+    pub local: HashMap<String, LocalStream>,
+}
+
+impl StreamTable {
+    /// Registered streams, for replay to a new peer.
+    pub fn registered(&self) -> Vec<LocalStream> {
+        self.registry
+            .streams()
+            .iter()
+            .filter_map(|id| self.local.get(id).cloned())
+            .collect()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -193,6 +217,10 @@ impl Shared {
     pub fn drop_peer_registry(&self, peer: &str) {
         lock(&self.peer_listeners).remove(peer);
     }
+
+    pub fn streams(&self) -> MutexGuard<'_, StreamTable> {
+        lock(&self.streams)
+    }
 }
 
 /// Commands for the socket loop.
@@ -220,6 +248,10 @@ pub(crate) enum SocketCmd {
         generation: u64,
     },
     Peers(oneshot::Sender<Vec<String>>),
+    /// A stream was emitted: attach it to every peer (or refresh its metadata there).
+    AttachStream(LocalStream),
+    /// A stream's tracks changed: peers that have it renegotiate.
+    StreamChanged(LocalStream),
     ToPeer {
         peer: String,
         cmd: PeerCmd,
@@ -267,6 +299,7 @@ impl Socket {
             opts,
             bind_addrs,
             last_join: Mutex::new(None),
+            streams: Mutex::new(StreamTable::default()),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(socket_loop(shared.clone(), sio_rx, rx, tx.clone()));
@@ -286,9 +319,31 @@ impl Socket {
 
     /// Emits an event to every peer over its ctrl channel (`#rtcio:*` names go to the server,
     /// as in rtc.io).
+    ///
+    /// If the arguments hold a stream's [token](LocalStream::token) (the first one, depth first),
+    /// the event is not sent: it becomes the stream's metadata, the stream is attached to every
+    /// peer and replayed to later ones, and receivers' handlers of `event` get the stream
+    /// (PROTOCOL.md §5.1). Emitting again with the same name replaces the arguments (and peers
+    /// that already have the stream get the update).
     pub fn emit(&self, event: &str, args: Vec<Value>) -> Result<(), Error> {
         if event.starts_with("#rtcio:") {
             return self.server().emit(event, args);
+        }
+        if let Some(id) = stream_meta::first_token(&args) {
+            let stream = {
+                let mut t = self.shared.streams();
+                let stream = t
+                    .local
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| Error::UnknownStream(id.clone()))?;
+                t.registry.register(&id, event, args);
+                stream
+            };
+            return self
+                .cmd
+                .send(SocketCmd::AttachStream(stream))
+                .map_err(|_| Error::Closed);
         }
         let text = envelope::encode_event(event, &args);
         self.cmd
@@ -352,6 +407,28 @@ impl Socket {
             })
             .map_err(|_| Error::Closed)?;
         Ok(rx.await.map_err(|_| Error::Closed)??)
+    }
+
+    /// A new local stream with a random UUID id and no tracks yet.
+    pub fn create_stream(&self) -> LocalStream {
+        self.create_stream_with_id(&crate::stream::uuid())
+    }
+
+    /// A new local stream with the caller's id (rtc.io allows a caller-chosen id). An id already
+    /// in use returns that stream.
+    pub fn create_stream_with_id(&self, id: &str) -> LocalStream {
+        let mut t = self.shared.streams();
+        t.local
+            .entry(id.to_string())
+            .or_insert_with(|| LocalStream::new(id.to_string(), self.cmd.clone()))
+            .clone()
+    }
+
+    /// Stops replaying a stream to new peers and answering metadata requests for it; peers that
+    /// have it keep receiving what its tracks produce (rtc.io's `untrackStream`; apps announce
+    /// the end themselves, e.g. with `stopScreenShare`). True if it was registered.
+    pub fn untrack_stream(&self, stream: &LocalStream) -> bool {
+        self.shared.streams().registry.untrack(stream.id())
     }
 
     /// Restarts ICE with a peer (a renegotiation; rtc.io does this itself when a connection fails).
@@ -716,6 +793,16 @@ impl Loop {
             }
             SocketCmd::Peers(reply) => {
                 let _ = reply.send(self.peers.keys().cloned().collect());
+            }
+            SocketCmd::AttachStream(stream) => {
+                for h in self.peers.values() {
+                    let _ = h.tx.send(PeerCmd::AttachStream(stream.clone()));
+                }
+            }
+            SocketCmd::StreamChanged(stream) => {
+                for h in self.peers.values() {
+                    let _ = h.tx.send(PeerCmd::StreamChanged(stream.clone()));
+                }
             }
             SocketCmd::Close(_) => {}
         }

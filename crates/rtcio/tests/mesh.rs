@@ -1,71 +1,15 @@
 //! Rust↔Rust over real webrtc-rs connections on loopback, signaled through our rtcio-server.
 
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::room::{Member, WAIT, connected_to, join, join_with, next, server};
 
 use rtcio::{ChannelOptions, Event, Options, Origin, Socket};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::UnboundedReceiver;
-
-/// Failure guard for one awaited event (never a synchronisation device).
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn server() -> rtcio_server::RunningServer {
-    // RUST_LOG=rtcio=debug shows the library's decisions when a test fails.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    rtcio_server::start(rtcio_server::ServerConfig {
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        policy: rtcio_server::Policy {
-            relay_per_second: 0.0,
-            ..rtcio_server::Policy::default()
-        },
-        ..Default::default()
-    })
-    .await
-    .expect("server")
-}
-
-async fn next(rx: &mut UnboundedReceiver<Event>, what: &str) -> Event {
-    match tokio::time::timeout(WAIT, rx.recv()).await {
-        Ok(Some(ev)) => ev,
-        Ok(None) => panic!("{what}: stream closed"),
-        Err(_) => panic!("{what}: nothing within {WAIT:?}"),
-    }
-}
-
-struct Member {
-    socket: Socket,
-    connects: UnboundedReceiver<Event>,
-}
-
-async fn join(url: &str, room: &str, name: &str) -> Member {
-    join_with(url, room, name, Options::loopback()).await
-}
-
-async fn join_with(url: &str, room: &str, name: &str, opts: Options) -> Member {
-    let socket = Socket::connect(url, opts).await.expect("connect");
-    let connects = socket.subscribe("peer-connect");
-    let mut ok = socket.subscribe("join-ok");
-    socket
-        .server()
-        .emit("join-room", vec![json!({"roomId": room, "name": name})])
-        .expect("emit");
-    next(&mut ok, "join-ok").await;
-    Member { socket, connects }
-}
-
-/// Waits for peer-connect from each of `ids`.
-async fn connected_to(m: &mut Member, ids: &[String]) {
-    let mut want: Vec<String> = ids.to_vec();
-    while !want.is_empty() {
-        let ev = next(&mut m.connects, "peer-connect").await;
-        let id = ev.arg()["id"].as_str().unwrap_or_default().to_string();
-        want.retain(|w| *w != id);
-    }
-}
 
 async fn trio(url: &str, room: &str) -> (Member, Member, Member) {
     let mut a = join(url, room, "alice").await;

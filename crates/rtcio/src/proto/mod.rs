@@ -2,8 +2,10 @@
 
 pub mod backpressure;
 pub mod channel_id;
+pub mod codec_order;
 pub mod envelope;
 pub mod negotiation;
+pub mod rtp_assembler;
 pub mod sdp_streams;
 pub mod stream_meta;
 pub mod watchdog;

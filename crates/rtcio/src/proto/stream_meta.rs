@@ -94,12 +94,33 @@ impl StreamRegistry {
 #[derive(Debug, Default, Clone)]
 pub struct SentStreams {
     by_msid: HashMap<String, String>,
+    /// msids the peer asked about: it has applied our SDP and knows the stream.
+    requested: std::collections::HashSet<String>,
 }
 
 impl SentStreams {
     /// Remembers that `msid` carries `stream` to this peer (before the SDP leaves).
     pub fn insert(&mut self, msid: &str, stream: &str) {
         self.by_msid.insert(msid.to_string(), stream.to_string());
+    }
+
+    /// A `{mid}` request from the peer: the `data` of the reply (see [`Self::answer`]); the
+    /// stream then counts as known to the peer.
+    pub fn on_request(&mut self, mid: &str, registry: &StreamRegistry) -> Option<Value> {
+        if self.by_msid.contains_key(mid) {
+            self.requested.insert(mid.to_string());
+        }
+        self.answer(mid, registry)
+    }
+
+    /// An unsolicited metadata update for a re-emitted stream, only if the peer asked about it
+    /// before: a push that reaches a browser before our SDP is dropped there, and as the first
+    /// message from us it would even create the peer the wrong way (PROTOCOL.md §3.3).
+    pub fn update(&self, mid: &str, registry: &StreamRegistry) -> Option<Value> {
+        if !self.requested.contains(mid) {
+            return None;
+        }
+        self.answer(mid, registry)
     }
 
     /// The `data` of the reply to a `{mid}` request, or `None` (unknown msid, or untracked:
@@ -175,6 +196,10 @@ mod tests {
             r#"{"mid":"msid-1","events":{"camera":[{"id":"A","camera":"[RTCIOStream] s1"}]}}"#
         );
         assert!(sent.answer("other", &r).is_none());
+        // No unsolicited update before the peer asked about the stream.
+        assert!(sent.update("msid-1", &r).is_none());
+        assert!(sent.on_request("msid-1", &r).is_some());
+        assert_eq!(sent.update("msid-1", &r), Some(a.clone()));
         r.untrack("s1");
         assert!(sent.answer("msid-1", &r).is_none());
         assert_eq!(request("m"), json!({"mid": "m"}));

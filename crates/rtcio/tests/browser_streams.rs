@@ -1,0 +1,248 @@
+//! Streams between a Rust peer and the rtc.io browser peer in headless Chromium, both join
+//! orders: our H.264 + Opus stream is decoded by Chromium and shown with our id and name, the
+//! browser's fake camera reaches us as access units that decode to its size, a late browser
+//! joiner gets our stream by replay, and a browser screen share and its stop-share reach us.
+
+mod common;
+
+use common::browser::Browser;
+use common::room::next;
+use rtcio::{Event, MediaKind, Options, Origin, RemoteTrack, RtpCodec, Socket};
+use rtcio_media::H264Decoder;
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Waits in the page until `peer`'s inbound video has decoded `frames` frames; returns its stats.
+const WAIT_DECODED: &str = "async (o) => {
+  for (;;) {
+    const s = (await rtcio.mediaStats({peer: o.peer, socket: o.socket}))[o.peer];
+    if (s && s.video.framesDecoded >= o.frames) return s;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}";
+
+/// A canvas stream (what getDisplayMedia would give) emitted the streams guide's way.
+const SHARE: &str = "(o) => {
+  const c = document.createElement('canvas'); c.width = 800; c.height = 600;
+  const g = c.getContext('2d'); let n = 0;
+  window.__shareTimer = setInterval(() => { g.fillStyle = `hsl(${n++ % 360},80%,50%)`; g.fillRect(0, 0, 800, 600); }, 50);
+  const s = new rtcio.RTCIOStream(c.captureStream(15));
+  rtcio.local.screen = s;
+  rtcio.socket.emit('screenshare', {id: rtcio.socket.id, name: 'web', stream: s});
+  return s.id;
+}";
+
+const STOP_SHARE: &str = "(o) => {
+  const s = rtcio.local.screen;
+  clearInterval(window.__shareTimer);
+  rtcio.socket.untrackStream(s);
+  s.mediaStream.getTracks().forEach((t) => t.stop());
+  rtcio.socket.emit('stopScreenShare', {id: rtcio.socket.id});
+  return true;
+}";
+
+/// Decodes access units until one decodes; returns its size.
+async fn decoded_size(track: &RemoteTrack, what: &str) -> (u32, u32) {
+    let mut dec = H264Decoder::new().expect("decoder");
+    for _ in 0..600 {
+        let f = tokio::time::timeout(common::room::WAIT, track.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no frame"))
+            .unwrap_or_else(|| panic!("{what}: track ended"));
+        assert_eq!(
+            f.codec,
+            RtpCodec::H264,
+            "{what}: the browser sends what we prefer"
+        );
+        if dec.needs_keyframe() && !f.keyframe {
+            track.request_keyframe();
+            continue;
+        }
+        if let Ok(Some(frame)) = dec.decode(&f.data, f.rtp_timestamp) {
+            return (frame.width, frame.height);
+        }
+    }
+    panic!("{what}: nothing decodable in 600 frames");
+}
+
+async fn stream_event(rx: &mut UnboundedReceiver<Event>, from: &str, what: &str) -> Event {
+    let ev = next(rx, what).await;
+    assert_eq!(ev.origin, Origin::Peer(from.to_string()), "{what}");
+    assert!(ev.stream.is_some(), "{what}: the event carries the stream");
+    ev
+}
+
+async fn rust_join(
+    url: &str,
+    room: &str,
+) -> (Socket, UnboundedReceiver<Event>, UnboundedReceiver<Event>) {
+    let s = Socket::connect(url, Options::loopback())
+        .await
+        .expect("connect");
+    let cams = s.subscribe("camera");
+    let connects = s.subscribe("peer-connect");
+    let mut ok = s.subscribe("join-ok");
+    s.server()
+        .emit("join-room", vec![json!({"roomId": room, "name": "rusty"})])
+        .expect("join");
+    next(&mut ok, "join-ok").await;
+    (s, cams, connects)
+}
+
+async fn interop(browser_first: bool) {
+    let srv = common::room::server().await;
+    let url = srv.url();
+    let room = format!("media-{browser_first}");
+    let mut br = Browser::start().await;
+    let page = br.open("web").await;
+    let join_arg = json!({"url": url, "roomId": room, "name": "web", "camera": true});
+
+    let (socket, mut cams, mut connects, web) = if browser_first {
+        let web = br
+            .eval(page, "(o) => rtcio.join(o.url, o)", join_arg.clone())
+            .await;
+        let (s, c, p) = rust_join(&url, &room).await;
+        (s, c, p, web)
+    } else {
+        let (s, c, p) = rust_join(&url, &room).await;
+        let web = br
+            .eval(page, "(o) => rtcio.join(o.url, o)", join_arg.clone())
+            .await;
+        (s, c, p, web)
+    };
+    let web_id = web["id"].as_str().expect("browser id").to_string();
+    let rid = socket.id();
+
+    // Our camera: real H.264 + Opus from the synthetic sources, emitted the tutorial's way.
+    let stream = socket.create_stream();
+    let feed = common::media::start(
+        Some(stream.add_track(MediaKind::Video)),
+        Some(stream.add_track(MediaKind::Audio)),
+        320,
+        240,
+    );
+    socket
+        .emit(
+            "camera",
+            vec![json!({"id": rid, "name": "rusty", "camera": stream.token()})],
+        )
+        .expect("emit camera");
+    next(&mut connects, "peer-connect").await;
+
+    // The browser's camera handler fires with our id and name; Chromium decodes our video.
+    let ev = br
+        .wait_log(
+            page,
+            json!({"kind": "event", "via": "stream", "name": "camera", "peer": rid}),
+            0,
+            30_000,
+        )
+        .await;
+    let args = &ev["entry"]["args"][0];
+    assert_eq!(args["id"], json!(rid));
+    assert_eq!(args["name"], json!("rusty"));
+    assert_eq!(
+        args["camera"]["$stream"]["id"],
+        json!(stream.id()),
+        "{args}"
+    );
+    let stats = br
+        .eval(page, WAIT_DECODED, json!({"peer": rid, "frames": 15}))
+        .await;
+    assert_eq!(stats["video"]["frameWidth"], json!(320), "{stats}");
+    assert_eq!(stats["video"]["frameHeight"], json!(240), "{stats}");
+    let codecs: Vec<&str> = stats["inbound"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["codec"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(codecs.contains(&"video/H264"), "{stats}");
+    assert!(codecs.contains(&"audio/opus"), "{stats}");
+    assert!(
+        feed.keyframes_requested
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1,
+        "Chromium's PLI reached us"
+    );
+
+    // The browser's fake camera reaches us and decodes to its size.
+    if tokio::time::timeout(common::room::WAIT, async {
+        while cams.is_empty() {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_err()
+    {
+        let log = br
+            .cmd(json!({"cmd": "log", "page": page, "since": 0}))
+            .await;
+        panic!("no browser camera; page log: {log:?}");
+    }
+    let ev = stream_event(&mut cams, &web_id, "browser camera").await;
+    assert_eq!(ev.arg()["id"], json!(web_id));
+    assert_eq!(ev.arg()["name"], json!("web"));
+    let remote = ev.stream.clone().expect("stream");
+    assert_eq!(
+        ev.arg()["camera"],
+        json!(format!("[RTCIOStream] {}", remote.id()))
+    );
+    let video = remote.track(MediaKind::Video).expect("browser video");
+    assert_eq!(decoded_size(&video, "browser camera").await, (640, 480));
+    let audio = remote.track(MediaKind::Audio).expect("browser audio");
+    let a = tokio::time::timeout(common::room::WAIT, audio.recv())
+        .await
+        .expect("audio within WAIT")
+        .expect("audio frame");
+    assert_eq!(a.codec, RtpCodec::Opus);
+
+    // A late browser joiner gets our stream by replay.
+    let late = br.open("late").await;
+    let late_arg = json!({"url": url, "roomId": room, "name": "late"});
+    br.eval(late, "(o) => rtcio.join(o.url, o)", late_arg).await;
+    br.wait_log(
+        late,
+        json!({"kind": "event", "via": "stream", "name": "camera", "peer": rid}),
+        0,
+        30_000,
+    )
+    .await;
+    let stats = br
+        .eval(late, WAIT_DECODED, json!({"peer": rid, "frames": 10}))
+        .await;
+    assert_eq!(stats["video"]["frameWidth"], json!(320), "{stats}");
+
+    // A browser screen share and its stop-share reach us.
+    let mut shares = socket.subscribe("screenshare");
+    let mut stops = socket.subscribe("stopScreenShare");
+    let share_id = br.eval(page, SHARE, Value::Null).await;
+    let ev = stream_event(&mut shares, &web_id, "screenshare").await;
+    assert_eq!(ev.arg()["id"], json!(web_id));
+    let share = ev.stream.clone().expect("share stream");
+    assert_eq!(json!(share.id()), share_id);
+    let sv = share.track(MediaKind::Video).expect("share video");
+    // Chromium scales a canvas capture down when the CPU is busy (seen: 600x450, 300x224).
+    let (w, h) = decoded_size(&sv, "screen share").await;
+    assert!(
+        (1..=800).contains(&w) && (1..=600).contains(&h) && w > h,
+        "screen share decoded at {w}x{h}"
+    );
+    br.eval(page, STOP_SHARE, Value::Null).await;
+    let ev = next(&mut stops, "stopScreenShare").await;
+    assert_eq!(ev.arg()["id"], json!(web_id));
+
+    drop(feed);
+    socket.close().await;
+    br.quit().await;
+    srv.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_first_then_rust() {
+    interop(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_first_then_browser() {
+    interop(false).await;
+}
