@@ -82,12 +82,30 @@ pub struct LatencyArgs {
 
 #[derive(Debug, Args)]
 pub struct MeshArgs {
-    /// Number of peers.
+    /// Number of peers (separate `rtcio join` processes).
     #[arg(long, default_value_t = 3)]
     pub peers: usize,
-    /// How long to run, in seconds.
+    /// How long to measure once every peer is connected to every other, in seconds.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+    /// What each peer sends (see `join --video`).
+    #[arg(long, default_value = "testsrc", value_name = "SOURCE")]
+    pub video: VideoChoice,
+    /// What each peer sends (see `join --audio`).
+    #[arg(long, default_value = "tone", value_name = "SOURCE")]
+    pub audio: AudioChoice,
+    /// Video size of each peer.
+    #[arg(long, default_value = "640x360", value_name = "WxH")]
+    pub video_size: VideoSize,
+    /// Frame rate of each peer.
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f32,
+    /// H.264 target bitrate of each peer in kbit/s.
+    #[arg(long, default_value_t = 1000, value_name = "KBPS")]
+    pub video_bitrate: u32,
+    /// Seconds to wait for the full mesh to connect.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub connect_timeout: f64,
 }
 
 /// Everything about one participant (shared by `join` and `host`).
@@ -108,6 +126,15 @@ pub struct SessionArgs {
     /// Event name the stream is announced with (the demo's `camera`).
     #[arg(long, default_value = "camera", value_name = "EVENT")]
     pub stream_event: String,
+    /// Size of testsrc and the requested camera size.
+    #[arg(long, default_value = "640x360", value_name = "WxH")]
+    pub video_size: VideoSize,
+    /// Frame rate of testsrc, camera, screen and .h264 files.
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f32,
+    /// H.264 target bitrate in kbit/s.
+    #[arg(long, default_value_t = 1000, value_name = "KBPS")]
+    pub video_bitrate: u32,
     /// Write each remote stream into this directory (raw .h264 and Ogg Opus).
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
@@ -192,6 +219,39 @@ pub fn secs(s: f64) -> Duration {
     }
 }
 
+/// `--video-size WxH` (even, non-zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl std::str::FromStr for VideoSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (w, h) = s
+            .split_once(['x', 'X'])
+            .ok_or_else(|| format!("{s:?}: expected WIDTHxHEIGHT, e.g. 640x360"))?;
+        let parse = |v: &str| {
+            v.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n >= 16 && *n <= 4096 && n % 2 == 0)
+                .ok_or_else(|| format!("{s:?}: sizes must be even numbers from 16 to 4096"))
+        };
+        Ok(VideoSize {
+            width: parse(w)?,
+            height: parse(h)?,
+        })
+    }
+}
+
+impl std::fmt::Display for VideoSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
 /// `--video`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VideoChoice {
@@ -200,6 +260,21 @@ pub enum VideoChoice {
     Screen(Option<String>),
     Camera(Option<String>),
     File(PathBuf),
+}
+
+impl VideoChoice {
+    /// The command-line form (what `--video` parses back into this).
+    pub fn to_arg(&self) -> String {
+        match self {
+            VideoChoice::None => "none".into(),
+            VideoChoice::TestSrc => "testsrc".into(),
+            VideoChoice::Screen(None) => "screen".into(),
+            VideoChoice::Screen(Some(m)) => format!("screen:{m}"),
+            VideoChoice::Camera(None) => "camera".into(),
+            VideoChoice::Camera(Some(d)) => format!("camera:{d}"),
+            VideoChoice::File(p) => p.display().to_string(),
+        }
+    }
 }
 
 impl std::str::FromStr for VideoChoice {
@@ -233,6 +308,19 @@ pub enum AudioChoice {
     Tone,
     Mic(Option<String>),
     File(PathBuf),
+}
+
+impl AudioChoice {
+    /// The command-line form (what `--audio` parses back into this).
+    pub fn to_arg(&self) -> String {
+        match self {
+            AudioChoice::None => "none".into(),
+            AudioChoice::Tone => "tone".into(),
+            AudioChoice::Mic(None) => "mic".into(),
+            AudioChoice::Mic(Some(d)) => format!("mic:{d}"),
+            AudioChoice::File(p) => p.display().to_string(),
+        }
+    }
 }
 
 impl std::str::FromStr for AudioChoice {
@@ -334,6 +422,35 @@ mod tests {
             Ok(AudioChoice::Mic(Some("default".into())))
         );
         assert!("".parse::<AudioChoice>().is_err());
+        assert_eq!(
+            "320x180".parse(),
+            Ok(VideoSize {
+                width: 320,
+                height: 180
+            })
+        );
+        assert!("321x180".parse::<VideoSize>().is_err());
+        for v in [
+            "none",
+            "testsrc",
+            "screen",
+            "screen:DP-1",
+            "camera",
+            "camera:/dev/video0",
+            "a.y4m",
+        ] {
+            assert_eq!(
+                v.parse::<VideoChoice>().map(|c| c.to_arg()),
+                Ok(v.to_string())
+            );
+        }
+        for a in ["none", "tone", "mic", "mic:hw:1", "a.wav"] {
+            assert_eq!(
+                a.parse::<AudioChoice>().map(|c| c.to_arg()),
+                Ok(a.to_string())
+            );
+        }
+        assert!("320".parse::<VideoSize>().is_err());
     }
 
     #[test]

@@ -20,10 +20,13 @@ pub mod code {
     pub const INVALID_ROOM: i32 = 5;
     /// Any other join failure: no `join-ok` in time, rate limited, an unknown `join-error`.
     pub const JOIN_FAILED: i32 = 6;
-    /// A media source, encoder or recording could not be opened.
+    /// A media source or encoder could not be opened (checked before connecting).
     pub const MEDIA: i32 = 7;
     /// `rtcio host` could not start its server (e.g. the port is in use).
     pub const HOST: i32 = 8;
+    /// `latency` / `mesh` had nothing to measure: no remote video with frame marks, or the
+    /// mesh did not connect in time.
+    pub const NOTHING_MEASURED: i32 = 9;
 }
 
 /// An error with its exit code and a short machine-readable kind.

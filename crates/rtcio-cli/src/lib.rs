@@ -7,7 +7,12 @@
 pub mod args;
 pub mod exit;
 pub mod host;
+pub mod latency;
+pub mod mesh;
 pub mod output;
+pub mod receive;
+pub mod record;
+pub mod send;
 pub mod session;
 
 use clap::Parser;
@@ -66,11 +71,8 @@ async fn run(command: Command, out: Output) -> Result<(), CliError> {
             .await
         }
         Command::Host(a) => host::run(a, out).await,
-        Command::Latency(_) | Command::Mesh(_) => Err(CliError::new(
-            code::OTHER,
-            "unsupported",
-            "this command needs media streams, which this build does not have yet",
-        )),
+        Command::Latency(a) => latency::run(a, out).await,
+        Command::Mesh(a) => mesh::run(a, out).await,
     }
 }
 

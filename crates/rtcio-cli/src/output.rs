@@ -65,6 +65,13 @@ fn s<'a>(o: &'a Map<String, Value>, k: &str) -> &'a str {
     o.get(k).and_then(Value::as_str).unwrap_or("?")
 }
 
+fn n(o: &Map<String, Value>, k: &str) -> String {
+    match o.get(k) {
+        Some(Value::Null) | None => "?".into(),
+        Some(v) => v.to_string(),
+    }
+}
+
 fn args_text(o: &Map<String, Value>) -> String {
     match o.get("args") {
         Some(Value::Array(a)) => a.iter().map(Value::to_string).collect::<Vec<_>>().join(" "),
@@ -120,6 +127,63 @@ fn human(o: &Map<String, Value>) -> String {
             }
         }
         "chat-sent" => format!("<me> {}", s(o, "text")),
+        "stream" => {
+            let kinds: Vec<&str> = o
+                .get("tracks")
+                .and_then(Value::as_array)
+                .map(|t| t.iter().filter_map(|t| t["kind"].as_str()).collect())
+                .unwrap_or_default();
+            format!(
+                "[{}] {}: stream {} ({})",
+                who(o),
+                s(o, "event"),
+                s(o, "stream"),
+                kinds.join(", ")
+            )
+        }
+        "video-stats" => format!(
+            "video from {}: {}x{} {} fps, {} decoded, {} kbps{}",
+            who(o),
+            n(o, "width"),
+            n(o, "height"),
+            n(o, "fps"),
+            n(o, "frames_decoded"),
+            n(o, "kbps"),
+            match o.get("latency_ms") {
+                Some(l) => format!(", latency {l} ms"),
+                None => String::new(),
+            }
+        ),
+        "audio-stats" => format!(
+            "audio from {}: {} packets/s, {} decoded, {} dBFS",
+            who(o),
+            n(o, "pps"),
+            n(o, "decoded"),
+            n(o, "level_dbfs")
+        ),
+        "send-stats" => format!(
+            "sending {} ({}): {} fps, {} kbps to {} peer(s)",
+            s(o, "kind"),
+            s(o, "source"),
+            n(o, "fps"),
+            n(o, "kbps"),
+            n(o, "peers")
+        ),
+        "record" => format!(
+            "recording {} of {} to {}",
+            s(o, "kind"),
+            who(o),
+            s(o, "path")
+        ),
+        "latency" => format!(
+            "latency of {}: p50 {} ms, p95 {} ms, p99 {} ms ({} frames, {} fps)",
+            who(o),
+            n(o, "p50_ms"),
+            n(o, "p95_ms"),
+            n(o, "p99_ms"),
+            n(o, "samples"),
+            n(o, "fps")
+        ),
         "signaling" => format!("signaling {}", s(o, "state")),
         "left" => format!("left ({})", s(o, "reason")),
         "error" => format!("error: {}", s(o, "message")),
@@ -166,7 +230,16 @@ mod tests {
             json!({"peer": "p1", "name": "bob", "event": "hello", "args": [{"x": 1}]}),
         );
         assert_eq!(human(&ev), r#"[bob (p1)] hello {"x":1}"#);
-        let other = build("video-stats", json!({"peer": "p1", "fps": 30}));
-        assert_eq!(human(&other), "video-stats peer=p1 fps=30");
+        let vs = build(
+            "video-stats",
+            json!({"peer": "p1", "name": "bob", "width": 320, "height": 180, "fps": 30.0,
+                   "frames_decoded": 90, "kbps": 300.5}),
+        );
+        assert_eq!(
+            human(&vs),
+            "video from bob (p1): 320x180 30.0 fps, 90 decoded, 300.5 kbps"
+        );
+        let other = build("mesh", json!({"peers": 3, "setup_ms": 700}));
+        assert_eq!(human(&other), "mesh peers=3 setup_ms=700");
     }
 }

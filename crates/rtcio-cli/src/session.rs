@@ -13,6 +13,8 @@ use tracing::{info, warn};
 use crate::args::{SessionArgs, secs};
 use crate::exit::{CliError, code};
 use crate::output::{Output, epoch_ms};
+use crate::receive::{LatencyReport, Receiver};
+use crate::send::{self, Producers, Sender};
 
 /// Server and ctrl events printed without `--listen`: the rtc.io example server's replies and
 /// the app conventions of PROTOCOL.md §8. Server events and ctrl events share one namespace (as
@@ -46,6 +48,8 @@ pub const DEFAULT_EVENTS: &[&str] = &[
 const LOCAL_EVENTS: &[&str] = &[
     "peer-connect",
     "peer-disconnect",
+    "track-added",
+    "track-removed",
     "connect",
     "disconnect",
     "connect_error",
@@ -95,10 +99,28 @@ pub async fn connect(server: &str, opts: rtcio::Options) -> Result<Socket, CliEr
         .map_err(|e| CliError::connect(server, &e))
 }
 
+/// What a finished session measured.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Glass-to-glass latency per remote video that carried frame marks.
+    pub latency: Vec<LatencyReport>,
+}
+
 /// Runs one participant until it leaves. `Ok` means a normal end.
 pub async fn run(cfg: SessionConfig, out: Output) -> Result<(), CliError> {
+    run_with_outcome(cfg, out).await.map(|_| ())
+}
+
+/// [`run`], returning the measurements.
+pub async fn run_with_outcome(cfg: SessionConfig, out: Output) -> Result<Outcome, CliError> {
+    // Sources first: a missing camera or file fails before we show up in the room.
+    let producers = send::open(&cfg.args)?;
     let socket = connect(&cfg.server, cfg.args.net.options()).await?;
-    let result = Session::new(cfg, out, socket.clone()).run().await;
+    let mut session = Session::new(cfg, out, socket.clone(), producers);
+    let result = session.run().await;
+    let outcome = Outcome {
+        latency: session.receiver.latency_reports(),
+    };
     // Leave cleanly in every case: peers notice at once instead of through their watchdog.
     if tokio::time::timeout(Duration::from_secs(5), socket.close())
         .await
@@ -106,10 +128,19 @@ pub async fn run(cfg: SessionConfig, out: Output) -> Result<(), CliError> {
     {
         warn!("closing the connections took longer than 5 s");
     }
+    let sender = session.sender.take();
+    let mut receiver = std::mem::replace(&mut session.receiver, Receiver::new(out, None));
+    tokio::task::block_in_place(|| {
+        // Recordings are finished here (the tracks ended with the connections).
+        receiver.stop(send::STOP_WAIT);
+        if let Some(s) = sender {
+            s.stop(&socket);
+        }
+    });
     if let Ok(end) = &result {
         out.line("left", json!({"reason": end.as_str()}));
     }
-    result.map(|_| ())
+    result.map(|_| outcome)
 }
 
 struct Session {
@@ -121,27 +152,43 @@ struct Session {
     /// Members announced before `join-ok` (the server's backfill).
     backfill: Vec<Value>,
     joined: bool,
+    /// Sources waiting for the stream to exist.
+    producers: Option<Producers>,
+    /// What we send (after `run` started).
+    sender: Option<Sender>,
+    /// What we receive.
+    receiver: Receiver,
+    /// `mic` / `cam` of our media-state.
+    mic: bool,
+    cam: bool,
 }
 
 impl Session {
-    fn new(cfg: SessionConfig, out: Output, socket: Socket) -> Self {
+    fn new(cfg: SessionConfig, out: Output, socket: Socket, producers: Producers) -> Self {
+        let receiver = Receiver::new(out, cfg.args.record.clone());
         Session {
+            mic: producers.has(rtcio::MediaKind::Audio),
+            cam: producers.has(rtcio::MediaKind::Video),
             cfg,
             out,
             socket,
             names: HashMap::new(),
             backfill: Vec::new(),
             joined: false,
+            producers: Some(producers),
+            sender: None,
+            receiver,
         }
     }
 
-    async fn run(mut self) -> Result<End, CliError> {
+    async fn run(&mut self) -> Result<End, CliError> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Incoming>();
 
         // Listeners first, so nothing the server sends in reply to join-room is missed.
         let mut names: BTreeSet<&str> = DEFAULT_EVENTS.iter().copied().collect();
         names.extend(LOCAL_EVENTS.iter().copied());
         names.extend(self.cfg.args.listen.iter().map(String::as_str));
+        names.insert(self.cfg.args.stream_event.as_str());
         for name in names {
             let tx = tx.clone();
             self.socket.on(name, move |ev| {
@@ -176,6 +223,23 @@ impl Session {
         }
         drop(tx);
 
+        // Our stream, announced the demo's way before joining: the library attaches it to each
+        // peer as it comes and replays the event with it.
+        if let Some(sender) = self.producers.take().and_then(|p| p.attach(&self.socket)) {
+            let event = self.cfg.args.stream_event.clone();
+            let payload = send::announcement(
+                &event,
+                &self.socket.id(),
+                &self.cfg.args.name,
+                sender.stream(),
+            );
+            self.socket
+                .emit(&event, vec![payload])
+                .map_err(CliError::other)?;
+            info!(event = %event, stream = %sender.stream().id(), "stream announced");
+            self.sender = Some(sender);
+        }
+
         let mut join = json!({"roomId": self.cfg.room, "name": self.cfg.args.name});
         if let Some(pw) = &self.cfg.args.password {
             join["password"] = Value::String(pw.clone());
@@ -191,6 +255,10 @@ impl Session {
         let mut rx_open = true;
         let signal = shutdown_signal();
         tokio::pin!(signal);
+        let mut stats_tick = tokio::time::interval_at(
+            Instant::now() + Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
 
         loop {
             let deadline = if self.joined {
@@ -242,6 +310,7 @@ impl Session {
                     info!("signal: leaving");
                     return Ok(End::Signal);
                 }
+                _ = stats_tick.tick() => self.print_stats(),
             }
         }
     }
@@ -268,10 +337,27 @@ impl Session {
                 {
                     self.names.insert(peer.clone(), name.to_string());
                 }
-                self.out.line(
-                    "event",
-                    json!({"peer": peer, "name": self.name_of(&peer), "event": ev.name, "args": ev.args}),
-                );
+                match &ev.stream {
+                    Some(rs) => {
+                        let tracks: Vec<Value> = rs
+                            .tracks()
+                            .iter()
+                            .map(|t| json!({"kind": send::kind_str(t.kind()), "mid": t.mid()}))
+                            .collect();
+                        self.out.line(
+                            "stream",
+                            json!({"peer": peer, "name": self.name_of(&peer), "event": ev.name,
+                                   "args": ev.args, "stream": rs.id(), "msid": rs.msid(),
+                                   "tracks": tracks}),
+                        );
+                        let name = self.names.get(&peer).cloned();
+                        self.receiver.add_stream(rs, name);
+                    }
+                    None => self.out.line(
+                        "event",
+                        json!({"peer": peer, "name": self.name_of(&peer), "event": ev.name, "args": ev.args}),
+                    ),
+                }
             }
         }
         Ok(())
@@ -288,7 +374,11 @@ impl Session {
                 );
                 // The lifecycle docs' per-peer media state; the tutorial's ctrl form has the same
                 // fields plus id and roomId, so send that one.
-                let state = json!({"id": self.socket.id(), "mic": false, "cam": false, "roomId": self.cfg.room});
+                let state = json!({"id": self.socket.id(), "mic": self.mic, "cam": self.cam, "roomId": self.cfg.room});
+                // Its decoder will need an IDR: do not wait for its PLI.
+                if let Some(s) = &self.sender {
+                    s.request_keyframe();
+                }
                 if let Err(e) = self.socket.peer(id).emit("media-state", vec![state]) {
                     warn!("media-state to {id}: {e}");
                 }
@@ -299,6 +389,22 @@ impl Session {
                     "peer-disconnect",
                     json!({"peer": id, "name": self.name_of(id)}),
                 );
+            }
+            "track-added" | "track-removed" => {
+                let a = ev.arg();
+                let peer = a.get("peerId").and_then(Value::as_str).unwrap_or("");
+                let mid = a["track"].get("mid").and_then(Value::as_str).unwrap_or("");
+                self.out.line(
+                    &ev.name,
+                    json!({"peer": peer, "name": self.name_of(peer), "stream": a.get("stream"),
+                           "kind": a["track"].get("kind"), "mid": mid}),
+                );
+                if ev.name == "track-added"
+                    && let Some(rs) = &ev.stream
+                {
+                    let name = self.names.get(peer).cloned();
+                    self.receiver.add_track(rs, mid, name);
+                }
             }
             "connect" => {
                 let id = ev.arg().as_str().unwrap_or("");
@@ -358,6 +464,17 @@ impl Session {
             );
         }
         Ok(())
+    }
+
+    fn print_stats(&mut self) {
+        if let Some(s) = &mut self.sender {
+            for line in s.stats() {
+                self.out.line("send-stats", line);
+            }
+        }
+        for (kind, line) in self.receiver.stats() {
+            self.out.line(kind, line);
+        }
     }
 
     fn print_server(&self, ev: &Event) {
