@@ -1,0 +1,486 @@
+//! Command-line arguments (clap derive) and their conversion into session settings.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// rtc.io-compatible peer on the command line: join rooms, host one, measure.
+#[derive(Debug, Parser)]
+#[command(name = "rtcio", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Print one JSON object per stdout line (see the README for the schema).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log filter for stderr (e.g. `info`, `rtcio=debug`); `RUST_LOG` works too.
+    #[arg(long, global = true, env = "RTCIO_LOG", default_value = crate::DEFAULT_LOG)]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Join a room on a signaling server, send media, print what happens.
+    Join(JoinArgs),
+    /// Start an embedded room server and join it.
+    Host(HostArgs),
+    /// Glass-to-glass latency of remote synthetic video (frame marks), p50/p95/p99 and fps.
+    Latency(LatencyArgs),
+    /// N headless peers in one room on loopback; CPU and encodes/s per peer.
+    Mesh(MeshArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// Signaling server URL (http(s)://host:port[/namespace]).
+    #[arg(long, env = "RTCIO_SERVER", value_name = "URL")]
+    pub server: String,
+    /// Room to join.
+    #[arg(long, value_name = "ROOM")]
+    pub room: String,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// Address the embedded server listens on.
+    #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
+    pub addr: IpAddr,
+    /// Port the embedded server listens on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 3001)]
+    pub port: u16,
+    /// Room to create and join.
+    #[arg(long, default_value = "demo", value_name = "ROOM")]
+    pub room: String,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LatencyArgs {
+    /// Signaling server URL.
+    #[arg(long, env = "RTCIO_SERVER", value_name = "URL")]
+    pub server: String,
+    /// Room with at least one peer sending `--video testsrc`.
+    #[arg(long, value_name = "ROOM")]
+    pub room: String,
+    /// Display name.
+    #[arg(long, default_value = "rtcio-latency")]
+    pub name: String,
+    /// Room password.
+    #[arg(long, env = "RTCIO_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// How long to measure, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MeshArgs {
+    /// Number of peers (separate `rtcio join` processes).
+    #[arg(long, default_value_t = 3)]
+    pub peers: usize,
+    /// How long to measure once every peer is connected to every other, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// What each peer sends (see `join --video`).
+    #[arg(long, default_value = "testsrc", value_name = "SOURCE")]
+    pub video: VideoChoice,
+    /// What each peer sends (see `join --audio`).
+    #[arg(long, default_value = "tone", value_name = "SOURCE")]
+    pub audio: AudioChoice,
+    /// Video size of each peer.
+    #[arg(long, default_value = "640x360", value_name = "WxH")]
+    pub video_size: VideoSize,
+    /// Frame rate of each peer.
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f32,
+    /// H.264 target bitrate of each peer in kbit/s.
+    #[arg(long, default_value_t = 1000, value_name = "KBPS")]
+    pub video_bitrate: u32,
+    /// Seconds to wait for the full mesh to connect.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub connect_timeout: f64,
+}
+
+/// Everything about one participant (shared by `join` and `host`).
+#[derive(Debug, Args, Clone)]
+pub struct SessionArgs {
+    /// Display name sent with `join-room` and `camera`.
+    #[arg(long, default_value = "rtcio-cli")]
+    pub name: String,
+    /// Room password (the first member of an empty room sets it).
+    #[arg(long, env = "RTCIO_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Video to send: testsrc, screen[:MONITOR], camera[:DEVICE], none, or a file (.y4m / .h264).
+    #[arg(long, default_value = "none", value_name = "SOURCE")]
+    pub video: VideoChoice,
+    /// Audio to send: tone, mic[:DEVICE], none, or a file (.wav / .opus / .ogg).
+    #[arg(long, default_value = "none", value_name = "SOURCE")]
+    pub audio: AudioChoice,
+    /// Event name the stream is announced with (the demo's `camera`).
+    #[arg(long, default_value = "camera", value_name = "EVENT")]
+    pub stream_event: String,
+    /// Size of testsrc and the requested camera size.
+    #[arg(long, default_value = "640x360", value_name = "WxH")]
+    pub video_size: VideoSize,
+    /// Frame rate of testsrc, camera, screen and .h264 files.
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f32,
+    /// H.264 target bitrate in kbit/s.
+    #[arg(long, default_value_t = 1000, value_name = "KBPS")]
+    pub video_bitrate: u32,
+    /// Write each remote stream into this directory (raw .h264 and Ogg Opus).
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
+    /// Send each stdin line as a chat message (broadcast channel `chat`, event `msg`).
+    #[arg(long)]
+    pub chat_stdin: bool,
+    /// Leave after this many seconds (default: run until Ctrl-C, or stdin EOF with --chat-stdin).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Also print this event (server or ctrl) — repeatable; common app events are always printed.
+    #[arg(long = "listen", value_name = "EVENT")]
+    pub listen: Vec<String>,
+    /// Seconds to wait for `join-ok` after `join-room`.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub join_timeout: f64,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// How to reach the server and the peers.
+#[derive(Debug, Args, Clone)]
+pub struct NetArgs {
+    /// Peers on this machine only: host candidates on 127.0.0.1, no STUN.
+    #[arg(long)]
+    pub loopback: bool,
+    /// Local address for ICE host candidates (repeatable; default every non-loopback IPv4).
+    #[arg(long = "bind", value_name = "IP")]
+    pub bind: Vec<IpAddr>,
+    /// STUN/TURN URL (repeatable; replaces rtc.io's default STUN servers).
+    #[arg(long = "ice-server", value_name = "URL")]
+    pub ice_servers: Vec<String>,
+    /// No STUN/TURN at all (host candidates only).
+    #[arg(long, conflicts_with = "ice_servers")]
+    pub no_ice_servers: bool,
+    /// Token for servers that require `auth: {token}` in the socket.io handshake.
+    #[arg(long, env = "RTCIO_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// Seconds to wait for the signaling connection.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub connect_timeout: f64,
+}
+
+impl NetArgs {
+    /// The rtcio connection options these flags describe.
+    pub fn options(&self) -> rtcio::Options {
+        let mut o = if self.loopback {
+            rtcio::Options::loopback()
+        } else {
+            rtcio::Options::default()
+        };
+        if !self.bind.is_empty() {
+            o.bind_addrs = Some(self.bind.clone());
+        }
+        if self.no_ice_servers {
+            o.ice_servers = rtcio::IceServers::None;
+        } else if !self.ice_servers.is_empty() {
+            o.ice_servers = rtcio::IceServers::Custom(
+                self.ice_servers
+                    .iter()
+                    .map(|u| rtcio::IceServer {
+                        urls: vec![u.clone()],
+                        username: None,
+                        credential: None,
+                    })
+                    .collect(),
+            );
+        }
+        if let Some(t) = &self.auth_token {
+            o.auth = Some(serde_json::json!({ "token": t }));
+        }
+        o.connect_timeout = secs(self.connect_timeout);
+        o
+    }
+}
+
+/// Seconds from the command line as a duration (negative and NaN become zero).
+pub fn secs(s: f64) -> Duration {
+    if s.is_finite() && s > 0.0 {
+        Duration::from_secs_f64(s.min(1e9))
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// `--video-size WxH` (even, non-zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl std::str::FromStr for VideoSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (w, h) = s
+            .split_once(['x', 'X'])
+            .ok_or_else(|| format!("{s:?}: expected WIDTHxHEIGHT, e.g. 640x360"))?;
+        let parse = |v: &str| {
+            v.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n >= 16 && *n <= 4096 && n % 2 == 0)
+                .ok_or_else(|| format!("{s:?}: sizes must be even numbers from 16 to 4096"))
+        };
+        Ok(VideoSize {
+            width: parse(w)?,
+            height: parse(h)?,
+        })
+    }
+}
+
+impl std::fmt::Display for VideoSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+/// `--video`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoChoice {
+    None,
+    TestSrc,
+    Screen(Option<String>),
+    Camera(Option<String>),
+    File(PathBuf),
+}
+
+impl VideoChoice {
+    /// The command-line form (what `--video` parses back into this).
+    pub fn to_arg(&self) -> String {
+        match self {
+            VideoChoice::None => "none".into(),
+            VideoChoice::TestSrc => "testsrc".into(),
+            VideoChoice::Screen(None) => "screen".into(),
+            VideoChoice::Screen(Some(m)) => format!("screen:{m}"),
+            VideoChoice::Camera(None) => "camera".into(),
+            VideoChoice::Camera(Some(d)) => format!("camera:{d}"),
+            VideoChoice::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+impl std::str::FromStr for VideoChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("empty video source".into());
+        }
+        Ok(match s {
+            "none" | "off" => VideoChoice::None,
+            "testsrc" | "test" => VideoChoice::TestSrc,
+            "screen" => VideoChoice::Screen(None),
+            "camera" => VideoChoice::Camera(None),
+            _ => {
+                if let Some(m) = s.strip_prefix("screen:") {
+                    VideoChoice::Screen(Some(m.to_string()))
+                } else if let Some(d) = s.strip_prefix("camera:") {
+                    VideoChoice::Camera(Some(d.to_string()))
+                } else {
+                    VideoChoice::File(PathBuf::from(s))
+                }
+            }
+        })
+    }
+}
+
+/// `--audio`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioChoice {
+    None,
+    Tone,
+    Mic(Option<String>),
+    File(PathBuf),
+}
+
+impl AudioChoice {
+    /// The command-line form (what `--audio` parses back into this).
+    pub fn to_arg(&self) -> String {
+        match self {
+            AudioChoice::None => "none".into(),
+            AudioChoice::Tone => "tone".into(),
+            AudioChoice::Mic(None) => "mic".into(),
+            AudioChoice::Mic(Some(d)) => format!("mic:{d}"),
+            AudioChoice::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+impl std::str::FromStr for AudioChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("empty audio source".into());
+        }
+        Ok(match s {
+            "none" | "off" => AudioChoice::None,
+            "tone" => AudioChoice::Tone,
+            "mic" => AudioChoice::Mic(None),
+            _ => match s.strip_prefix("mic:") {
+                Some(d) => AudioChoice::Mic(Some(d.to_string())),
+                None => AudioChoice::File(PathBuf::from(s)),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn join_parses_everything() {
+        let cli = Cli::try_parse_from([
+            "rtcio",
+            "join",
+            "--server",
+            "http://127.0.0.1:3001",
+            "--room",
+            "r1",
+            "--name",
+            "bob",
+            "--password",
+            "pw",
+            "--video",
+            "camera:/dev/video2",
+            "--audio",
+            "clip.wav",
+            "--chat-stdin",
+            "--duration",
+            "2.5",
+            "--loopback",
+            "--json",
+        ])
+        .expect("parses");
+        assert!(cli.json);
+        let Command::Join(j) = cli.command else {
+            panic!("not join")
+        };
+        assert_eq!(j.room, "r1");
+        assert_eq!(j.session.name, "bob");
+        assert_eq!(j.session.password.as_deref(), Some("pw"));
+        assert_eq!(
+            j.session.video,
+            VideoChoice::Camera(Some("/dev/video2".into()))
+        );
+        assert_eq!(j.session.audio, AudioChoice::File("clip.wav".into()));
+        assert!(j.session.chat_stdin);
+        assert_eq!(j.session.duration, Some(2.5));
+        let o = j.session.net.options();
+        assert_eq!(o.ice_servers, rtcio::IceServers::None);
+        assert_eq!(
+            o.bind_addrs,
+            Some(vec![IpAddr::from([127, 0, 0, 1])]),
+            "--loopback binds 127.0.0.1"
+        );
+    }
+
+    #[test]
+    fn join_requires_server_and_room() {
+        // RTCIO_SERVER may be set in a developer's shell; clap reads it only when the flag is absent.
+        if std::env::var_os("RTCIO_SERVER").is_none() {
+            assert!(Cli::try_parse_from(["rtcio", "join", "--room", "r"]).is_err());
+        }
+        assert!(Cli::try_parse_from(["rtcio", "join", "--server", "http://x:1"]).is_err());
+    }
+
+    #[test]
+    fn sources() {
+        assert_eq!("testsrc".parse(), Ok(VideoChoice::TestSrc));
+        assert_eq!("none".parse(), Ok(VideoChoice::None));
+        assert_eq!("screen".parse(), Ok(VideoChoice::Screen(None)));
+        assert_eq!(
+            "clip.h264".parse(),
+            Ok(VideoChoice::File("clip.h264".into()))
+        );
+        assert_eq!("tone".parse(), Ok(AudioChoice::Tone));
+        assert_eq!(
+            "mic:default".parse(),
+            Ok(AudioChoice::Mic(Some("default".into())))
+        );
+        assert!("".parse::<AudioChoice>().is_err());
+        assert_eq!(
+            "320x180".parse(),
+            Ok(VideoSize {
+                width: 320,
+                height: 180
+            })
+        );
+        assert!("321x180".parse::<VideoSize>().is_err());
+        for v in [
+            "none",
+            "testsrc",
+            "screen",
+            "screen:DP-1",
+            "camera",
+            "camera:/dev/video0",
+            "a.y4m",
+        ] {
+            assert_eq!(
+                v.parse::<VideoChoice>().map(|c| c.to_arg()),
+                Ok(v.to_string())
+            );
+        }
+        for a in ["none", "tone", "mic", "mic:hw:1", "a.wav"] {
+            assert_eq!(
+                a.parse::<AudioChoice>().map(|c| c.to_arg()),
+                Ok(a.to_string())
+            );
+        }
+        assert!("320".parse::<VideoSize>().is_err());
+    }
+
+    #[test]
+    fn ice_server_flags() {
+        let cli = Cli::try_parse_from([
+            "rtcio",
+            "host",
+            "--port",
+            "0",
+            "--ice-server",
+            "stun:stun.invalid:3478",
+        ])
+        .expect("parses");
+        let Command::Host(h) = cli.command else {
+            panic!("not host")
+        };
+        assert_eq!(h.room, "demo");
+        assert!(matches!(
+            h.session.net.options().ice_servers,
+            rtcio::IceServers::Custom(ref v) if v.len() == 1
+        ));
+        assert!(
+            Cli::try_parse_from([
+                "rtcio",
+                "host",
+                "--ice-server",
+                "stun:a",
+                "--no-ice-servers"
+            ])
+            .is_err()
+        );
+    }
+}

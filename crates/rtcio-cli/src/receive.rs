@@ -1,0 +1,506 @@
+//! Receiving media: one thread per remote track decodes what arrives (OpenH264 / Opus), counts
+//! it for the `video-stats` / `audio-stats` lines, reads the synthetic source's frame marks
+//! (glass-to-glass latency) and, with `--record`, writes the track to a playable file.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rtcio::{MediaFrame, MediaKind, RemoteStream, RemoteTrack, RtpCodec};
+use rtcio_media::synthetic::video::{read_marker, unix_micros};
+use rtcio_media::{AudioLevel, H264Decoder, OpusDecoder};
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
+
+use crate::output::Output;
+use crate::record::{self, Recorder};
+use crate::send::{kind_str, round2};
+
+/// How often a decoder that lost its reference asks for a keyframe.
+const PLI_INTERVAL: Duration = Duration::from_millis(500);
+/// Latency samples kept per track for the final percentiles.
+const MAX_SAMPLES: usize = 200_000;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counters one track's thread updates.
+#[derive(Debug, Default, Clone)]
+struct Counters {
+    received: u64,
+    bytes: u64,
+    keyframes: u64,
+    lost: u64,
+    decoded: u64,
+    decode_errors: u64,
+    keyframe_requests: u64,
+    width: u32,
+    height: u32,
+    codec: String,
+    /// Glass-to-glass latencies (µs) read from frame marks since the last stats line.
+    window_latency_us: Vec<u64>,
+    /// All of them (bounded), for the summary.
+    latency_us: Vec<u64>,
+    first_decoded: Option<Instant>,
+    last_decoded: Option<Instant>,
+    /// Sum of squared samples and count, for the audio level since the last line.
+    level_sq: f64,
+    level_n: u64,
+    ended: bool,
+}
+
+/// Identity of one remote track for the lines we print.
+#[derive(Debug, Clone)]
+struct TrackInfo {
+    peer: String,
+    name: Option<String>,
+    stream: String,
+    kind: MediaKind,
+    mid: String,
+}
+
+struct Consumer {
+    info: TrackInfo,
+    counters: Arc<Mutex<Counters>>,
+    thread: Option<JoinHandle<()>>,
+    /// Counters at the previous stats line, and when.
+    last: (Instant, Counters),
+}
+
+/// Glass-to-glass latency of one remote video track, from its frame marks.
+#[derive(Debug, Clone)]
+pub struct LatencyReport {
+    pub peer: String,
+    pub name: Option<String>,
+    pub stream: String,
+    pub frames_decoded: u64,
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub fps: f64,
+}
+
+impl LatencyReport {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "peer": self.peer, "name": self.name, "stream": self.stream,
+            "frames_decoded": self.frames_decoded, "samples": self.samples,
+            "p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "p99_ms": self.p99_ms,
+            "mean_ms": self.mean_ms, "min_ms": self.min_ms, "max_ms": self.max_ms,
+            "fps": self.fps,
+        })
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(us: u64) -> f64 {
+    round2(us as f64 / 1000.0)
+}
+
+/// Every remote track being consumed.
+pub struct Receiver {
+    out: Output,
+    record_dir: Option<PathBuf>,
+    stop: Arc<AtomicBool>,
+    consumers: HashMap<(String, String), Consumer>,
+    /// Latency of tracks that ended.
+    done_reports: Vec<LatencyReport>,
+}
+
+impl Receiver {
+    pub fn new(out: Output, record_dir: Option<PathBuf>) -> Self {
+        Receiver {
+            out,
+            record_dir,
+            stop: Arc::new(AtomicBool::new(false)),
+            consumers: HashMap::new(),
+            done_reports: Vec::new(),
+        }
+    }
+
+    /// Starts consuming the stream's tracks that are not consumed yet.
+    pub fn add_stream(&mut self, stream: &RemoteStream, name: Option<String>) {
+        for track in stream.tracks() {
+            let key = (stream.peer().to_string(), track.mid().to_string());
+            if self
+                .consumers
+                .get(&key)
+                .is_some_and(|c| c.thread.as_ref().is_some_and(|t| !t.is_finished()))
+            {
+                continue;
+            }
+            self.start(stream, track, name.clone());
+        }
+    }
+
+    /// A track added to a stream (or re-enabled): always a new track object.
+    pub fn add_track(&mut self, stream: &RemoteStream, mid: &str, name: Option<String>) {
+        if let Some(track) = stream.tracks().into_iter().find(|t| t.mid() == mid) {
+            self.start(stream, track, name);
+        }
+    }
+
+    fn start(&mut self, stream: &RemoteStream, track: RemoteTrack, name: Option<String>) {
+        let info = TrackInfo {
+            peer: stream.peer().to_string(),
+            name,
+            stream: stream.id(),
+            kind: track.kind(),
+            mid: track.mid().to_string(),
+        };
+        let counters = Arc::new(Mutex::new(Counters::default()));
+        let handle = tokio::runtime::Handle::current();
+        let (c, stop, out) = (counters.clone(), self.stop.clone(), self.out);
+        let recorder = self.record_dir.as_ref().map(|dir| {
+            Recorder::new(
+                dir,
+                &info.peer,
+                &info.stream,
+                kind_str(info.kind),
+                &info.mid,
+            )
+        });
+        let thread_info = info.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("rtcio-recv-{}", kind_str(info.kind)))
+            .spawn(move || consume(handle, track, thread_info, c, stop, recorder, out));
+        let thread = match spawned {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!("cannot start a receive thread: {e}");
+                None
+            }
+        };
+        info!(peer = %info.peer, kind = kind_str(info.kind), mid = %info.mid, "receiving");
+        let key = (info.peer.clone(), info.mid.clone());
+        if let Some(old) = self.consumers.insert(
+            key,
+            Consumer {
+                info,
+                counters,
+                thread,
+                last: (Instant::now(), Counters::default()),
+            },
+        ) {
+            // Its track was replaced: it ends by itself once the library drops the old route.
+            drop(old);
+        }
+    }
+
+    /// One `video-stats` / `audio-stats` line per track, since the previous call. Tracks that
+    /// ended are reported once more, then dropped.
+    pub fn stats(&mut self) -> Vec<(&'static str, Value)> {
+        let now = Instant::now();
+        let mut lines = Vec::new();
+        let mut gone = Vec::new();
+        for (key, c) in self.consumers.iter_mut() {
+            let cur = {
+                let mut g = lock(&c.counters);
+                let snap = g.clone();
+                g.window_latency_us.clear();
+                g.level_sq = 0.0;
+                g.level_n = 0;
+                snap
+            };
+            let (t0, prev) = &c.last;
+            let secs = now.duration_since(*t0).as_secs_f64().max(1e-3);
+            let base = json!({
+                "peer": c.info.peer,
+                "name": c.info.name,
+                "stream": c.info.stream,
+                "mid": c.info.mid,
+                "codec": cur.codec,
+            });
+            let mut line = base;
+            match c.info.kind {
+                MediaKind::Video => {
+                    line["frames_received"] = json!(cur.received);
+                    line["frames_decoded"] = json!(cur.decoded);
+                    line["fps"] = json!(round2((cur.decoded - prev.decoded) as f64 / secs));
+                    line["width"] = json!(cur.width);
+                    line["height"] = json!(cur.height);
+                    line["keyframes"] = json!(cur.keyframes);
+                    line["lost"] = json!(cur.lost);
+                    line["decode_errors"] = json!(cur.decode_errors);
+                    line["keyframe_requests"] = json!(cur.keyframe_requests);
+                    line["kbps"] = json!(round2(
+                        (cur.bytes - prev.bytes) as f64 * 8.0 / secs / 1000.0
+                    ));
+                    if !cur.window_latency_us.is_empty() {
+                        let mut w = cur.window_latency_us.clone();
+                        w.sort_unstable();
+                        line["latency_ms"] = json!(ms(percentile(&w, 50.0)));
+                    }
+                }
+                MediaKind::Audio => {
+                    line["packets"] = json!(cur.received);
+                    line["decoded"] = json!(cur.decoded);
+                    line["pps"] = json!(round2((cur.received - prev.received) as f64 / secs));
+                    line["lost"] = json!(cur.lost);
+                    line["decode_errors"] = json!(cur.decode_errors);
+                    line["kbps"] = json!(round2(
+                        (cur.bytes - prev.bytes) as f64 * 8.0 / secs / 1000.0
+                    ));
+                    let rms = if cur.level_n > 0 {
+                        (cur.level_sq / cur.level_n as f64).sqrt() as f32
+                    } else {
+                        0.0
+                    };
+                    line["level_dbfs"] =
+                        json!(round2(f64::from(AudioLevel { rms, peak: rms }.rms_dbfs())));
+                }
+            }
+            if cur.ended {
+                line["ended"] = json!(true);
+                gone.push(key.clone());
+            }
+            let kind = match c.info.kind {
+                MediaKind::Video => "video-stats",
+                MediaKind::Audio => "audio-stats",
+            };
+            lines.push((kind, line));
+            c.last = (now, cur);
+        }
+        for k in gone {
+            if let Some(c) = self.consumers.remove(&k)
+                && let Some(r) = report(&c.info, &lock(&c.counters))
+            {
+                self.done_reports.push(r);
+            }
+        }
+        lines.sort_by_key(|a| a.1.to_string());
+        lines
+    }
+
+    /// Latency of every remote video track that carried frame marks (ended ones included).
+    pub fn latency_reports(&self) -> Vec<LatencyReport> {
+        let mut out = self.done_reports.clone();
+        for c in self.consumers.values() {
+            if let Some(r) = report(&c.info, &lock(&c.counters)) {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| (&a.peer, &a.stream).cmp(&(&b.peer, &b.stream)));
+        out
+    }
+
+    /// Stops every thread (recordings are finished and flushed), waiting at most `wait`.
+    pub fn stop(&mut self, wait: Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + wait;
+        for c in self.consumers.values_mut() {
+            if let Some(t) = c.thread.take() {
+                while !t.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if t.is_finished() {
+                    let _ = t.join();
+                } else {
+                    warn!(peer = %c.info.peer, mid = %c.info.mid, "receive thread did not stop in time");
+                }
+            }
+        }
+    }
+}
+
+fn report(info: &TrackInfo, g: &Counters) -> Option<LatencyReport> {
+    if info.kind != MediaKind::Video || g.latency_us.is_empty() {
+        return None;
+    }
+    let mut v = g.latency_us.clone();
+    v.sort_unstable();
+    let span = match (g.first_decoded, g.last_decoded) {
+        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    Some(LatencyReport {
+        peer: info.peer.clone(),
+        name: info.name.clone(),
+        stream: info.stream.clone(),
+        frames_decoded: g.decoded,
+        samples: v.len(),
+        p50_ms: ms(percentile(&v, 50.0)),
+        p95_ms: ms(percentile(&v, 95.0)),
+        p99_ms: ms(percentile(&v, 99.0)),
+        mean_ms: round2(v.iter().sum::<u64>() as f64 / v.len() as f64 / 1000.0),
+        min_ms: ms(v[0]),
+        max_ms: ms(v[v.len() - 1]),
+        fps: if span > 0.0 {
+            round2(g.decoded.saturating_sub(1) as f64 / span)
+        } else {
+            0.0
+        },
+    })
+}
+
+/// The per-track thread.
+fn consume(
+    handle: tokio::runtime::Handle,
+    track: RemoteTrack,
+    info: TrackInfo,
+    counters: Arc<Mutex<Counters>>,
+    stop: Arc<AtomicBool>,
+    mut recorder: Option<Recorder>,
+    out: Output,
+) {
+    let mut video = None;
+    let mut audio: Option<OpusDecoder> = None;
+    let mut last_pli: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let next = handle.block_on(async {
+            tokio::time::timeout(Duration::from_millis(200), track.recv()).await
+        });
+        let frame: MediaFrame = match next {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(_) => continue,
+        };
+        {
+            let mut g = lock(&counters);
+            g.received += 1;
+            g.bytes += frame.data.len() as u64;
+            g.keyframes += u64::from(frame.keyframe && info.kind == MediaKind::Video);
+            g.lost += u64::from(frame.lost_before);
+            if g.codec.is_empty() {
+                g.codec = codec_name(&frame.codec);
+            }
+        }
+        if let Some(r) = recorder.as_mut() {
+            match r.write(&frame, info.kind) {
+                Ok(Some(path)) => out.line(
+                    "record",
+                    json!({"peer": info.peer, "name": info.name, "stream": info.stream,
+                           "kind": kind_str(info.kind), "mid": info.mid, "path": path}),
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(
+                        "recording {}: {e}; recording of this track stopped",
+                        info.mid
+                    );
+                    recorder = None;
+                }
+            }
+        }
+        match (info.kind, &frame.codec) {
+            (MediaKind::Video, RtpCodec::H264) => {
+                let dec = match &mut video {
+                    Some(d) => d,
+                    None => match H264Decoder::new() {
+                        Ok(d) => video.insert(d),
+                        Err(e) => {
+                            warn!("H.264 decoder: {e}");
+                            break;
+                        }
+                    },
+                };
+                if frame.lost_before {
+                    dec.packet_lost();
+                }
+                match dec.decode(&frame.data, frame.rtp_timestamp) {
+                    Ok(Some(pic)) => {
+                        let now = Instant::now();
+                        let mark = read_marker(&pic);
+                        let mut g = lock(&counters);
+                        g.decoded += 1;
+                        g.width = pic.width;
+                        g.height = pic.height;
+                        g.first_decoded.get_or_insert(now);
+                        g.last_decoded = Some(now);
+                        if let Some(m) = mark {
+                            let age = unix_micros().saturating_sub(m.capture_time_us);
+                            g.window_latency_us.push(age);
+                            if g.latency_us.len() < MAX_SAMPLES {
+                                g.latency_us.push(age);
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        debug!("decode: {e}");
+                        lock(&counters).decode_errors += 1;
+                    }
+                }
+                if dec.needs_keyframe() && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
+                    track.request_keyframe();
+                    last_pli = Some(Instant::now());
+                    lock(&counters).keyframe_requests += 1;
+                }
+            }
+            (MediaKind::Audio, RtpCodec::Opus) => {
+                let dec = match &mut audio {
+                    Some(d) => d,
+                    None => match OpusDecoder::new(record::opus_channels(&frame.data)) {
+                        Ok(d) => audio.insert(d),
+                        Err(e) => {
+                            warn!("Opus decoder: {e}");
+                            break;
+                        }
+                    },
+                };
+                match dec.decode(&frame.data, Duration::ZERO) {
+                    Ok(pcm) => {
+                        let sq: f64 = pcm.samples.iter().map(|s| f64::from(*s).powi(2)).sum();
+                        let mut g = lock(&counters);
+                        g.decoded += 1;
+                        g.level_sq += sq;
+                        g.level_n += pcm.samples.len() as u64;
+                    }
+                    Err(e) => {
+                        debug!("decode: {e}");
+                        lock(&counters).decode_errors += 1;
+                    }
+                }
+            }
+            // Another codec (VP8 from a browser that would not take H.264): counted only.
+            _ => {}
+        }
+    }
+    if let Some(r) = recorder.take()
+        && let Err(e) = r.finish()
+    {
+        warn!("finishing the recording of {}: {e}", info.mid);
+    }
+    lock(&counters).ended = true;
+}
+
+fn codec_name(c: &RtpCodec) -> String {
+    match c {
+        RtpCodec::H264 => "H264".into(),
+        RtpCodec::Opus => "opus".into(),
+        RtpCodec::Vp8 => "VP8".into(),
+        RtpCodec::Other(m) => m.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), 50);
+        assert_eq!(percentile(&v, 95.0), 95);
+        assert_eq!(percentile(&v, 99.0), 99);
+        assert_eq!(percentile(&v, 100.0), 100);
+        assert_eq!(percentile(&[7], 99.0), 7);
+        assert_eq!(percentile(&[], 50.0), 0);
+    }
+}
