@@ -38,7 +38,12 @@ pub(crate) struct Shared<A: Adapter> {
 
 enum Inbound {
     Event(Value),
-    Disconnecting(oneshot::Sender<()>),
+    /// The rooms are read when the disconnect starts: a namespace DISCONNECT followed by the
+    /// transport closing makes socketioxide drop the socket's rooms before our worker runs.
+    Disconnecting {
+        rooms: Vec<String>,
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// Extractor that hands the raw event payload over untouched.
@@ -76,11 +81,18 @@ pub(crate) fn attach<A: Adapter>(shared: Arc<Shared<A>>, socket: SocketRef<A>) {
         enqueue(&event_tx, &event_sid, v, max_bytes);
         std::future::ready(())
     });
-    socket.on_disconnect(move || {
+    let disc_sid = sid.clone();
+    socket.on_disconnect(move |s: SocketRef<A>| {
         let tx = tx.clone();
+        // Synchronous part of the handler: runs before socketioxide can clear the rooms.
+        let rooms = joined_rooms(&s, &disc_sid);
         async move {
             let (done_tx, done_rx) = oneshot::channel();
-            if tx.send(Inbound::Disconnecting(done_tx)).await.is_ok() {
+            let item = Inbound::Disconnecting {
+                rooms,
+                done: done_tx,
+            };
+            if tx.send(item).await.is_ok() {
                 // Keep the socket in its rooms until the leave announcements are out.
                 let _ = done_rx.await;
             }
@@ -149,8 +161,8 @@ async fn worker<A: Adapter>(
                     warn!(%sid, "event dropped: {e}");
                 }
             }
-            Inbound::Disconnecting(done) => {
-                if let Err(e) = on_disconnecting(&sh, &socket, &sid).await {
+            Inbound::Disconnecting { rooms, done } => {
+                if let Err(e) = on_disconnecting(&sh, &socket, &sid, rooms).await {
                     warn!(%sid, "disconnect cleanup incomplete: {e}");
                 }
                 let _ = done.send(());
@@ -443,8 +455,8 @@ async fn on_disconnecting<A: Adapter>(
     sh: &Shared<A>,
     socket: &SocketRef<A>,
     sid: &str,
+    rooms: Vec<String>,
 ) -> Result<(), HandleError> {
-    let rooms = joined_rooms(socket, sid);
     // Best effort throughout: one failed step must not stop the others.
     let mut first_err: Option<HandleError> = None;
     let mut note = |r: Result<(), HandleError>| match r {
