@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The run command: installs what is missing, then starts the app. Until the desktop app lands this
-# starts the signaling server on http://127.0.0.1:3001 (pass server flags after the command).
+# The run command: installs what is missing, then opens the desktop app. Its default server choice
+# ("host on this computer") starts the embedded signaling server, so no infrastructure is needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-exec cargo run --release -p rtcio-server -- "$@"
+exec cargo run -p rtcio-desktop -- "$@"

@@ -95,10 +95,16 @@ async fn two_peers_chat_over_the_demo_channel() {
     let gone = b.wait_type("peer-disconnect").await;
     assert_eq!(gone["peer"], a_id.as_str());
     assert_eq!(gone["name"], "alice");
-    // Not asserted: bob's `user-disconnected` server-event. rtcio-server drops it (and the
-    // `#rtcio:peer-left` hint, so bob falls back to the watchdog, ~17 s) when the client's
-    // socket.io DISCONNECT and the WebSocket close arrive back to back: socketioxide's second
-    // close removes the socket from its rooms before the disconnect hook reads them.
+    // The server announces the leave too (regression: a DISCONNECT packet followed at once by the
+    // WebSocket close used to lose it).
+    let bye = b
+        .wait_for("user-disconnected(alice)", |v| {
+            v["type"] == "server-event"
+                && v["event"] == "user-disconnected"
+                && v["args"][0]["id"] == a_id.as_str()
+        })
+        .await;
+    assert_eq!(bye["args"][0]["id"], a_id.as_str());
 
     // SIGTERM is a normal end too.
     b.terminate();
