@@ -28,13 +28,15 @@ fn now_ms() -> f64 {
 /// Waits in the page until video from `peer` (any peer if null) decoded a frame; returns the
 /// page's wall clock then (comparable with ours: same machine).
 const FIRST_DECODED: &str = "async (o) => {
-  for (;;) {
+  const end = Date.now() + 30000;
+  while (Date.now() < end) {
     const all = await rtcio.mediaStats({socket: o.socket});
     for (const [id, s] of Object.entries(all)) {
       if (s && (!o.peer || id === o.peer) && s.video.framesDecoded >= 1) return Date.now();
     }
     await new Promise((r) => setTimeout(r, 5));
   }
+  return null;
 }";
 
 /// A Rust peer in `room`; with `camera` it sends the synthetic camera.
@@ -86,12 +88,19 @@ async fn rust_joins(url: &str, room: &str) -> (f64, Socket) {
         .and_then(|st| st.track(MediaKind::Video))
         .expect("video track");
     let mut dec = H264Decoder::new().expect("decoder");
+    let mut last_pli: Option<Instant> = None;
     loop {
         let f = tokio::time::timeout(common::room::WAIT, track.recv())
             .await
             .expect("frame in time")
             .expect("track open");
         if !f.keyframe && dec.needs_keyframe() {
+            // What a real receiver does (Chromium too): ask the sender for an IDR, at most
+            // every 200 ms; the synthetic camera only sends one when asked.
+            if last_pli.is_none_or(|t: Instant| t.elapsed() >= Duration::from_millis(200)) {
+                track.request_keyframe();
+                last_pli = Some(Instant::now());
+            }
             continue;
         }
         if let Ok(Some(_)) = dec.decode(&f.data, f.rtp_timestamp) {
@@ -118,6 +127,9 @@ async fn page_joins(
     let t1 = br
         .eval(page, FIRST_DECODED, json!({"peer": Value::Null}))
         .await;
+    if t1.is_null() {
+        eprintln!("{label} in {room}: no remote video decoded within 30 s");
+    }
     (t1.as_f64().unwrap_or(f64::NAN) - t0, page)
 }
 
