@@ -9,6 +9,7 @@ pub mod commands;
 pub mod devices;
 pub mod error;
 pub mod inbound;
+pub mod media;
 pub mod session;
 pub mod settings;
 
@@ -29,6 +30,11 @@ pub fn run() -> anyhow::Result<()> {
             commands::set_media_state,
             commands::get_settings,
             commands::save_settings,
+            commands::video_channel,
+            commands::set_tile_size,
+            commands::list_monitors,
+            commands::start_screen_share,
+            commands::stop_screen_share,
         ])
         .build(tauri::generate_context!())?;
 
