@@ -47,22 +47,24 @@ export function gridShape(n) {
 }
 
 /**
- * Reads one binary video frame from Rust (src-tauri/src/media.rs `encode_frame`):
- * version u8 (1), 0, key length u16 LE, width u32 LE, height u32 LE, key UTF-8, RGBA.
- * Returns {key, width, height, pixels} (pixels a view into the buffer, no copy) or null.
+ * Reads one binary video frame from Rust (src-tauri/src/media.rs `encode_frame`): version u8
+ * (1), 0, key length u16 LE, width u32 LE, height u32 LE, sent-at µs since the epoch u64 LE,
+ * key UTF-8, RGBA. Returns {key, width, height, sentAtUs, pixels} (pixels a view into the
+ * buffer, no copy) or null.
  */
 export function parseFrame(buf) {
-  if (!(buf instanceof ArrayBuffer) || buf.byteLength < 12) return null;
+  if (!(buf instanceof ArrayBuffer) || buf.byteLength < 20) return null;
   const v = new DataView(buf);
   if (v.getUint8(0) !== 1) return null;
   const keyLen = v.getUint16(2, true);
   const width = v.getUint32(4, true);
   const height = v.getUint32(8, true);
-  const offset = 12 + keyLen;
+  const sentAtUs = Number(v.getBigUint64(12, true));
+  const offset = 20 + keyLen;
   const size = width * height * 4;
   if (width === 0 || height === 0 || buf.byteLength !== offset + size) return null;
-  const key = new TextDecoder().decode(new Uint8Array(buf, 12, keyLen));
-  return { key, width, height, pixels: new Uint8ClampedArray(buf, offset, size) };
+  const key = new TextDecoder().decode(new Uint8Array(buf, 20, keyLen));
+  return { key, width, height, sentAtUs, pixels: new Uint8ClampedArray(buf, offset, size) };
 }
 
 /** Human text for the reasons an rtc.io example server gives in `join-error`. */
@@ -387,10 +389,14 @@ function reportTileSizes() {
   }
 }
 
-/** Frames painted since the page loaded (the bench and tests read it). */
-export const videoStats = { painted: 0, dropped: 0 };
+/**
+ * Frames painted / dropped since the page loaded, and summed milliseconds of IPC (Rust handing
+ * the frame over → it arrives here) and of painting. The bench and the tests read it.
+ */
+export const videoStats = { painted: 0, dropped: 0, ipcMs: 0, paintMs: 0 };
 
 function paintFrame(buf) {
+  const arrived = performance.timeOrigin + performance.now();
   const f = parseFrame(buf);
   if (!f || !call) {
     videoStats.dropped += 1;
@@ -406,6 +412,8 @@ function paintFrame(buf) {
   canvas.getContext('2d').putImageData(new ImageData(f.pixels, f.width, f.height), 0, 0);
   canvas.dataset.painted = String(Number(canvas.dataset.painted || 0) + 1);
   videoStats.painted += 1;
+  videoStats.ipcMs += Math.max(0, arrived - f.sentAtUs / 1000);
+  videoStats.paintMs += performance.timeOrigin + performance.now() - arrived;
 }
 
 function badge(kind, text) {

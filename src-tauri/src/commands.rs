@@ -1,6 +1,8 @@
 //! Tauri commands: the UI's whole interface to Rust (`invoke(name, args)`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -28,19 +30,41 @@ pub struct AppState {
     pub session: Mutex<Option<Session>>,
     /// The UI's video channel (see [`video_channel`]); frames are dropped until it exists.
     pub frames: FrameSlot,
+    /// What handing frames to the channel cost (read by the IPC bench).
+    pub frame_stats: Arc<FrameStats>,
+}
+
+/// Counters of frames handed to the UI's channel.
+#[derive(Debug, Default)]
+pub struct FrameStats {
+    /// Frames handed over.
+    pub frames: AtomicU64,
+    /// Bytes handed over.
+    pub bytes: AtomicU64,
+    /// Time spent in `Channel::send` (nanoseconds): the Rust side of the IPC.
+    pub send_ns: AtomicU64,
 }
 
 /// Where binary video frames go: the channel the UI registered last.
 pub type FrameSlot = Arc<std::sync::Mutex<Option<Channel<InvokeResponseBody>>>>;
 
 /// A [`FrameSink`] writing raw bytes (never JSON) to the registered channel.
-pub fn frame_sink(slot: FrameSlot) -> FrameSink {
+pub fn frame_sink(slot: FrameSlot, stats: Arc<FrameStats>) -> FrameSink {
     Arc::new(move |bytes: Vec<u8>| {
         let guard = slot.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ch) = guard.as_ref()
-            && let Err(e) = ch.send(InvokeResponseBody::Raw(bytes))
-        {
-            tracing::debug!("a video frame did not reach the UI: {e}");
+        let Some(ch) = guard.as_ref() else {
+            return;
+        };
+        let len = bytes.len() as u64;
+        let t0 = Instant::now();
+        match ch.send(InvokeResponseBody::Raw(bytes)) {
+            Ok(()) => {
+                let ns = t0.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+                stats.frames.fetch_add(1, Ordering::Relaxed);
+                stats.bytes.fetch_add(len, Ordering::Relaxed);
+                stats.send_ns.fetch_add(ns, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!("a video frame did not reach the UI: {e}"),
         }
     })
 }
@@ -121,7 +145,7 @@ pub async fn join<R: Runtime>(
         req.microphone.as_deref(),
         media::fake_media_from_env(),
     );
-    let frames = frame_sink(state.frames.clone());
+    let frames = frame_sink(state.frames.clone(), state.frame_stats.clone());
     let (session, info) = Session::join_with_frames(cfg, ui_sink(app), frames).await?;
     *current = Some(session);
     Ok(info)

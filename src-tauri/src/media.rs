@@ -36,7 +36,7 @@ pub const MAX_TILE: (u32, u32) = (3840, 2160);
 /// Version byte at the start of every binary frame.
 pub const FRAME_VERSION: u8 = 1;
 /// Bytes before the key in a binary frame.
-pub const FRAME_HEADER_LEN: usize = 12;
+pub const FRAME_HEADER_LEN: usize = 20;
 
 /// Frames queued for the track writer before the fan-out drops (and asks for an IDR).
 const FANOUT_DEPTH: usize = 8;
@@ -169,9 +169,10 @@ pub fn device_message(what: &str, e: &MediaError) -> String {
 // ---------------------------------------------------------------- binary frames
 
 /// One RGBA frame for a tile, as bytes: `[0]` version (1), `[1]` 0, `[2..4]` key length (u16
-/// LE), `[4..8]` width (u32 LE), `[8..12]` height (u32 LE), the key (UTF-8), then
-/// `width × height × 4` bytes of RGBA. The UI wraps the pixels in an `ImageData` without copying
-/// them out of a JSON array.
+/// LE), `[4..8]` width (u32 LE), `[8..12]` height (u32 LE), `[12..20]` when it was handed to the
+/// IPC (µs since the Unix epoch, u64 LE: the UI measures the IPC time per frame with it), the key
+/// (UTF-8), then `width × height × 4` bytes of RGBA. The UI wraps the pixels in an `ImageData`
+/// without copying them out of a JSON array.
 pub fn encode_frame(key: &str, frame: &RgbaFrame) -> Vec<u8> {
     let key = &key.as_bytes()[..key.len().min(u16::MAX as usize)];
     let mut out = Vec::with_capacity(FRAME_HEADER_LEN + key.len() + frame.data.len());
@@ -180,6 +181,7 @@ pub fn encode_frame(key: &str, frame: &RgbaFrame) -> Vec<u8> {
     out.extend_from_slice(&(key.len() as u16).to_le_bytes());
     out.extend_from_slice(&frame.width.to_le_bytes());
     out.extend_from_slice(&frame.height.to_le_bytes());
+    out.extend_from_slice(&rtcio_media::synthetic::video::unix_micros().to_le_bytes());
     out.extend_from_slice(key);
     out.extend_from_slice(&frame.data);
     out
@@ -194,6 +196,8 @@ pub struct FrameHeader {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
+    /// When the frame was encoded for the IPC, µs since the Unix epoch.
+    pub sent_at_us: u64,
     /// Offset of the RGBA bytes.
     pub offset: usize,
 }
@@ -206,6 +210,7 @@ pub fn decode_frame_header(buf: &[u8]) -> Option<FrameHeader> {
     let key_len = u16::from_le_bytes([buf[2], buf[3]]) as usize;
     let width = u32::from_le_bytes(buf[4..8].try_into().ok()?);
     let height = u32::from_le_bytes(buf[8..12].try_into().ok()?);
+    let sent_at_us = u64::from_le_bytes(buf[12..20].try_into().ok()?);
     let offset = FRAME_HEADER_LEN + key_len;
     let key = std::str::from_utf8(buf.get(FRAME_HEADER_LEN..offset)?).ok()?;
     let pixels = (width as usize)
@@ -215,6 +220,7 @@ pub fn decode_frame_header(buf: &[u8]) -> Option<FrameHeader> {
         key: key.to_string(),
         width,
         height,
+        sent_at_us,
         offset,
     })
 }

@@ -482,14 +482,15 @@ const sendFrame = (key, w, h, rgba, index) => page.evaluate(([key, w, h, rgba, i
   const reg = window.__mock.calls.find((c) => c.cmd === 'video_channel');
   const id = Number(String(reg.args.channel).split(':')[1]);
   const k = new TextEncoder().encode(key);
-  const buf = new ArrayBuffer(12 + k.length + w * h * 4);
+  const buf = new ArrayBuffer(20 + k.length + w * h * 4);
   const v = new DataView(buf);
   v.setUint8(0, rgba === null ? 9 : 1); // rgba null: a malformed frame (unknown version)
   v.setUint16(2, k.length, true);
   v.setUint32(4, w, true);
   v.setUint32(8, h, true);
-  new Uint8Array(buf, 12, k.length).set(k);
-  const px = new Uint8Array(buf, 12 + k.length);
+  v.setBigUint64(12, BigInt(Date.now() - 5) * 1000n, true); // handed over 5 ms ago
+  new Uint8Array(buf, 20, k.length).set(k);
+  const px = new Uint8Array(buf, 20 + k.length);
   for (let i = 0; i < w * h; i++) px.set(rgba || [0, 0, 0, 0], i * 4);
   window.__mock.callback(id, { message: buf, index });
 }, [key, w, h, rgba, index]);
@@ -529,7 +530,10 @@ test('video: binary frames on a channel paint the tile canvas; sizes reported; c
   await sendFrame('p1/ms1', 4, 2, null, 3);
   await sendFrame('nobody/x', 4, 2, [1, 2, 3, 255], 4);
   assert.equal(await page.getAttribute('canvas[data-key="p1/ms1"]', 'data-painted'), '2');
-  assert.deepEqual(await page.evaluate(() => window.__rtcioVideo), { painted: 3, dropped: 2 });
+  const stats = await page.evaluate(() => window.__rtcioVideo);
+  assert.equal(stats.painted, 3);
+  assert.equal(stats.dropped, 2);
+  assert.ok(stats.ipcMs >= 15 && stats.ipcMs < 5000, `IPC time from the header: ${stats.ipcMs}`);
   await shot('video-tiles');
 
   // Camera off: the initials again; on: the canvas is back.
