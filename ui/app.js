@@ -236,6 +236,7 @@ async function onJoin(ev) {
     enterCall(info, form);
     saveSettings(form);
   } catch (err) {
+    earlyStreams = [];
     showError($('start-error'), errorText(err));
   } finally {
     joining = false;
@@ -299,6 +300,9 @@ function enterCall(info, form) {
   hideMonitorPicker();
   updateControls();
   renderGrid();
+  const early = earlyStreams;
+  earlyStreams = [];
+  for (const ev of early) onStreamAdded(ev);
   $('start-screen').hidden = true;
   $('call-screen').hidden = false;
 }
@@ -652,17 +656,32 @@ function onPeer(connected, ev) {
   renderGrid();
 }
 
+/** Stream events that arrived while the join command was still running. */
+let earlyStreams = [];
+
 function onStreamAdded(ev) {
-  if (!call || !ev || typeof ev.key !== 'string' || typeof ev.peerId !== 'string') return;
+  if (!ev || typeof ev.key !== 'string' || typeof ev.peerId !== 'string') return;
   if (ev.kind !== 'camera' && ev.kind !== 'screen') return;
+  if (!call) {
+    // A peer's stream can beat the join command's answer to the page: keep it for enterCall.
+    if (joining) earlyStreams.push(ev);
+    return;
+  }
   const name = typeof ev.name === 'string' && ev.name ? ev.name : null;
   call.streams.set(ev.key, { peerId: ev.peerId, kind: ev.kind, name });
-  if (!call.people.has(ev.peerId)) call.people.set(ev.peerId, { name: name || personName(ev.peerId) });
+  const p = call.people.get(ev.peerId);
+  if (!p) call.people.set(ev.peerId, { name: name || personName(ev.peerId) });
+  // The demo's announcement carries the sender's name: better than a "Guest" placeholder.
+  else if (name && p.name === personName(ev.peerId)) p.name = name;
   renderGrid();
 }
 
 function onStreamRemoved(ev) {
-  if (!call || !ev || typeof ev.key !== 'string') return;
+  if (!ev || typeof ev.key !== 'string') return;
+  if (!call) {
+    earlyStreams = earlyStreams.filter((e) => e.key !== ev.key);
+    return;
+  }
   if (call.streams.delete(ev.key)) {
     reportedSizes.delete(ev.key);
     renderGrid();

@@ -635,3 +635,28 @@ test('devices: synthetic sources are offered but never chosen by themselves; med
   await page.waitForSelector('#call-screen:not([hidden])');
   assert.equal((await calls('join'))[1].args.req.camera, 'synthetic:test-pattern');
 });
+
+test('video: a stream announced while joining is kept, and its name replaces a placeholder', async () => {
+  await openApp({ join: { value: joinInfo() } });
+  // Hold the join answer until the stream event has arrived.
+  await page.evaluate(() => {
+    const orig = window.__TAURI_INTERNALS__.invoke;
+    window.__TAURI_INTERNALS__.invoke = (cmd, args) => {
+      if (cmd !== 'join') return orig(cmd, args);
+      return new Promise((resolve) => { window.__releaseJoin = () => resolve(orig(cmd, args)); });
+    };
+  });
+  await page.fill('#room', 'room-1');
+  await page.click('#join-button');
+  await page.waitForFunction(() => typeof window.__releaseJoin === 'function');
+  await emit('stream-added', { key: 'p7/m', peerId: 'p7', kind: 'camera', name: 'Dee' });
+  await page.evaluate(() => window.__releaseJoin());
+  await page.waitForSelector('#call-screen:not([hidden])');
+  assert.equal(await text('.tile[data-id="p7"] .tile-name'), 'Dee');
+  assert.equal(await page.locator('.tile[data-id="p7"] canvas.video[data-key="p7/m"]').count(), 1);
+  // A peer first seen through peer-connect gets its real name from its camera announcement.
+  await emit('peer-connect', { id: 'q1q1q1' });
+  assert.equal(await text('.tile[data-id="q1q1q1"] .tile-name'), 'Guest q1q1');
+  await emit('stream-added', { key: 'q1q1q1/m', peerId: 'q1q1q1', kind: 'camera', name: 'Quinn' });
+  assert.equal(await text('.tile[data-id="q1q1q1"] .tile-name'), 'Quinn');
+});
