@@ -513,6 +513,15 @@ impl SendStream {
             .any(|s| s.kind == kind && s.enabled.load(Ordering::Relaxed))
     }
 
+    /// Samples of one kind written to the stream so far (what the toggles stop).
+    pub fn samples_written(&self, kind: MediaKind) -> u64 {
+        self.sent
+            .iter()
+            .filter(|s| s.kind == kind)
+            .map(|s| s.track.samples_written())
+            .sum()
+    }
+
     /// A new peer needs an IDR to start decoding: ask now rather than waiting for its PLI.
     pub fn request_keyframe(&self) {
         for s in self.sent.iter().filter(|s| s.kind == MediaKind::Video) {

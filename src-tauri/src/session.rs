@@ -561,6 +561,15 @@ impl Session {
         Ok(true)
     }
 
+    /// Samples of one kind our camera stream has sent so far (0 without one): the toggles stop
+    /// it from growing.
+    pub fn samples_sent(&self, kind: MediaKind) -> u64 {
+        lock_any(&self.outgoing)
+            .camera
+            .as_ref()
+            .map_or(0, |c| c.samples_written(kind))
+    }
+
     /// True while we share a screen.
     pub fn sharing_screen(&self) -> bool {
         lock_any(&self.outgoing).screen.is_some()

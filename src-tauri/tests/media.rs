@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rtcio::MediaKind;
 use rtcio_desktop::media::{self, FrameSink, MediaConfig};
 use rtcio_desktop::session::{JoinConfig, ServerChoice, Session, UiSink};
 use rtcio_media::capture::xvfb::VirtualDisplay;
@@ -143,6 +144,31 @@ async fn two_sessions_exchange_video_toggle_camera_and_share_a_screen() {
     .await;
     drain(&mut frames_b);
     expect_frame(&mut frames_b, &key_a, (320, 180)).await;
+
+    // Mic off: no more audio samples while the video goes on (15 frames ≈ 0.5 s, counted at
+    // the receiver); a write already under way may still finish.
+    a.set_media_state(false, true).expect("mic off");
+    expect(&mut ev_b, "Ann muted", |n, v| {
+        n == "media-state" && v["id"] == info_a.self_id && v["mic"] == false
+    })
+    .await;
+    let audio0 = a.samples_sent(MediaKind::Audio);
+    assert!(audio0 > 0, "audio was sent before");
+    for _ in 0..15 {
+        expect_frame(&mut frames_b, &key_a, (320, 180)).await;
+    }
+    assert!(
+        a.samples_sent(MediaKind::Audio) <= audio0 + 1,
+        "audio kept going"
+    );
+    a.set_media_state(true, true).expect("mic on");
+    for _ in 0..15 {
+        expect_frame(&mut frames_b, &key_a, (320, 180)).await;
+    }
+    assert!(
+        a.samples_sent(MediaKind::Audio) > audio0 + 5,
+        "audio resumed"
+    );
 
     // Screen share from B's private X display, seen at A as a second stream, gone after stop.
     let display = VirtualDisplay::start(640, 360).expect("Xvfb");
