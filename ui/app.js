@@ -305,6 +305,8 @@ function enterCall(info, form) {
   for (const ev of early) onStreamAdded(ev);
   $('start-screen').hidden = true;
   $('call-screen').hidden = false;
+  // The grid was laid out while hidden (zero sizes): measure the tiles now that they show.
+  reportTileSizes();
 }
 
 function exitCall(message) {
