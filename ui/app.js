@@ -1,5 +1,5 @@
 // rtcio desktop UI: start screen, call screen, chat. Talks to Rust only through bridge.js.
-import { invoke, listen } from './bridge.js';
+import { channel, invoke, listen } from './bridge.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -44,6 +44,27 @@ export function gridShape(n) {
   const cols = Math.ceil(Math.sqrt(count));
   const rows = Math.ceil(count / cols);
   return { cols, rows };
+}
+
+/**
+ * Reads one binary video frame from Rust (src-tauri/src/media.rs `encode_frame`): version u8
+ * (1), 0, key length u16 LE, width u32 LE, height u32 LE, sent-at µs since the epoch u64 LE,
+ * key UTF-8, RGBA. Returns {key, width, height, sentAtUs, pixels} (pixels a view into the
+ * buffer, no copy) or null.
+ */
+export function parseFrame(buf) {
+  if (!(buf instanceof ArrayBuffer) || buf.byteLength < 20) return null;
+  const v = new DataView(buf);
+  if (v.getUint8(0) !== 1) return null;
+  const keyLen = v.getUint16(2, true);
+  const width = v.getUint32(4, true);
+  const height = v.getUint32(8, true);
+  const sentAtUs = Number(v.getBigUint64(12, true));
+  const offset = 20 + keyLen;
+  const size = width * height * 4;
+  if (width === 0 || height === 0 || buf.byteLength !== offset + size) return null;
+  const key = new TextDecoder().decode(new Uint8Array(buf, 20, keyLen));
+  return { key, width, height, sentAtUs, pixels: new Uint8ClampedArray(buf, offset, size) };
 }
 
 /** Human text for the reasons an rtc.io example server gives in `join-error`. */
@@ -100,7 +121,8 @@ function formatTime(at) {
 
 function fillDevices(select, list, noneText, chosen, error) {
   select.replaceChildren();
-  if (!list || list.length === 0) {
+  const all = list || [];
+  if (all.length === 0) {
     const opt = document.createElement('option');
     opt.value = '';
     opt.textContent = error ? `${noneText} (${error})` : noneText;
@@ -109,14 +131,23 @@ function fillDevices(select, list, noneText, chosen, error) {
     return;
   }
   select.disabled = false;
-  for (const dev of list) {
+  // Synthetic sources (test pattern, tone) are offered after the real devices and only chosen
+  // on purpose: a machine without a camera starts with "none", not with a test pattern.
+  const real = all.filter((d) => !d.synthetic);
+  if (real.length === 0) {
+    const opt = document.createElement('option');
+    opt.value = '';
+    opt.textContent = error ? `${noneText} (${error})` : noneText;
+    select.append(opt);
+  }
+  for (const dev of all) {
     const opt = document.createElement('option');
     opt.value = dev.id;
     opt.textContent = dev.isDefault ? `${dev.name} (default)` : dev.name;
     select.append(opt);
   }
-  const preferred = list.find((d) => d.id === chosen) || list.find((d) => d.isDefault) || list[0];
-  select.value = preferred.id;
+  const preferred = all.find((d) => d.id === chosen) || all.find((d) => d.isDefault) || real[0];
+  select.value = preferred ? preferred.id : '';
 }
 
 async function loadDevices() {
@@ -205,6 +236,7 @@ async function onJoin(ev) {
     enterCall(info, form);
     saveSettings(form);
   } catch (err) {
+    earlyStreams = [];
     showError($('start-error'), errorText(err));
   } finally {
     joining = false;
@@ -246,7 +278,11 @@ function enterCall(info, form) {
     cam: info.cam,
     // id → {name, mic, cam, lost}
     people: new Map(),
+    // stream key → {peerId, kind: 'camera' | 'screen', name}
+    streams: new Map(),
+    sharing: false,
   };
+  if (info.previewKey) call.streams.set(info.previewKey, { peerId: info.selfId, kind: 'camera', name: form.name });
   call.people.set(info.selfId, { name: form.name, mic: info.mic, cam: info.cam, self: true });
   $('room-title').textContent = `Room ${info.roomId}`;
   $('call-status').textContent = info.joinConfirmed ? '' : 'joined (server did not confirm)';
@@ -259,48 +295,131 @@ function enterCall(info, form) {
     share.hidden = !info.hosting;
   }
   $('chat-log').replaceChildren();
-  showError($('call-error'), null);
+  const problems = Array.isArray(info.mediaErrors) ? info.mediaErrors : [];
+  showError($('call-error'), problems.length ? problems.join(' ') : null);
+  hideMonitorPicker();
   updateControls();
   renderGrid();
+  const early = earlyStreams;
+  earlyStreams = [];
+  for (const ev of early) onStreamAdded(ev);
   $('start-screen').hidden = true;
   $('call-screen').hidden = false;
+  // The grid was laid out while hidden (zero sizes): measure the tiles now that they show.
+  reportTileSizes();
 }
 
 function exitCall(message) {
   call = null;
+  reportedSizes.clear();
   $('call-screen').hidden = true;
   $('start-screen').hidden = false;
   showError($('start-error'), message || null);
+}
+
+/** The camera stream key of a person, if we get their video. */
+function cameraKey(id) {
+  for (const [key, st] of call.streams) if (st.peerId === id && st.kind === 'camera') return key;
+  return null;
+}
+
+function videoCanvas(key) {
+  const canvas = document.createElement('canvas');
+  canvas.className = 'video';
+  canvas.dataset.key = key;
+  return canvas;
 }
 
 function renderGrid() {
   const grid = $('grid');
   if (!call) return;
   const entries = [...call.people.entries()];
-  const { cols, rows } = gridShape(entries.length);
+  const shares = [...call.streams.entries()].filter(([, st]) => st.kind === 'screen');
+  const { cols, rows } = gridShape(entries.length + shares.length);
   grid.style.setProperty('--cols', cols);
   grid.style.setProperty('--rows', rows);
-  grid.dataset.count = String(entries.length);
-  grid.replaceChildren(
-    ...entries.map(([id, p]) => {
-      const tile = document.createElement('div');
-      tile.className = 'tile' + (p.self ? ' self' : '') + (p.lost ? ' lost' : '');
-      tile.dataset.id = id;
-      const avatar = document.createElement('div');
-      avatar.className = 'avatar';
-      avatar.textContent = initials(p.name);
-      avatar.style.background = avatarColor(id);
-      const label = document.createElement('div');
-      label.className = 'tile-name';
-      label.textContent = p.self ? `${p.name} (you)` : p.name;
-      const badges = document.createElement('div');
-      badges.className = 'badges';
-      if (p.mic === false) badges.append(badge('muted', 'Muted'));
-      if (p.cam === false) badges.append(badge('cam-off', 'Camera off'));
-      tile.append(avatar, label, badges);
-      return tile;
-    }),
-  );
+  grid.dataset.count = String(entries.length + shares.length);
+  const personTiles = entries.map(([id, p]) => {
+    const tile = document.createElement('div');
+    tile.className = 'tile' + (p.self ? ' self' : '') + (p.lost ? ' lost' : '');
+    tile.dataset.id = id;
+    const avatar = document.createElement('div');
+    avatar.className = 'avatar';
+    avatar.textContent = initials(p.name);
+    avatar.style.background = avatarColor(id);
+    const label = document.createElement('div');
+    label.className = 'tile-name';
+    label.textContent = p.self ? `${p.name} (you)` : p.name;
+    const badges = document.createElement('div');
+    badges.className = 'badges';
+    if (p.mic === false) badges.append(badge('muted', 'Muted'));
+    if (p.cam === false) badges.append(badge('cam-off', 'Camera off'));
+    tile.append(avatar);
+    // The video covers the initials; with the camera off the initials show again.
+    const key = cameraKey(id);
+    if (key && p.cam !== false) tile.append(videoCanvas(key));
+    tile.append(label, badges);
+    return tile;
+  });
+  const shareTiles = shares.map(([key, st]) => {
+    const tile = document.createElement('div');
+    tile.className = 'tile share';
+    tile.dataset.share = key;
+    const label = document.createElement('div');
+    label.className = 'tile-name';
+    const owner = call.people.get(st.peerId);
+    label.textContent = `${(owner && owner.name) || st.name || personName(st.peerId)}'s screen`;
+    tile.append(videoCanvas(key), label);
+    return tile;
+  });
+  grid.replaceChildren(...personTiles, ...shareTiles);
+  reportTileSizes();
+}
+
+/** Last size reported per stream key, so resizes are sent once. */
+const reportedSizes = new Map();
+
+/** Tells Rust the displayed size (device pixels) of every video tile: frames come scaled to it. */
+function reportTileSizes() {
+  if (!call) return;
+  const dpr = window.devicePixelRatio || 1;
+  for (const canvas of document.querySelectorAll('#grid canvas.video')) {
+    const w = Math.round(canvas.clientWidth * dpr);
+    const h = Math.round(canvas.clientHeight * dpr);
+    if (w < 2 || h < 2) continue;
+    const key = canvas.dataset.key;
+    const last = reportedSizes.get(key);
+    if (last && last.w === w && last.h === h) continue;
+    reportedSizes.set(key, { w, h });
+    invoke('set_tile_size', { key, width: w, height: h }).catch(() => {});
+  }
+}
+
+/**
+ * Frames painted / dropped since the page loaded, and summed milliseconds of IPC (Rust handing
+ * the frame over → it arrives here) and of painting. The bench and the tests read it.
+ */
+export const videoStats = { painted: 0, dropped: 0, ipcMs: 0, paintMs: 0 };
+
+function paintFrame(buf) {
+  const arrived = performance.timeOrigin + performance.now();
+  const f = parseFrame(buf);
+  if (!f || !call) {
+    videoStats.dropped += 1;
+    return;
+  }
+  const canvas = document.querySelector(`#grid canvas.video[data-key="${CSS.escape(f.key)}"]`);
+  if (!canvas) {
+    videoStats.dropped += 1;
+    return;
+  }
+  if (canvas.width !== f.width) canvas.width = f.width;
+  if (canvas.height !== f.height) canvas.height = f.height;
+  canvas.getContext('2d').putImageData(new ImageData(f.pixels, f.width, f.height), 0, 0);
+  canvas.dataset.painted = String(Number(canvas.dataset.painted || 0) + 1);
+  videoStats.painted += 1;
+  videoStats.ipcMs += Math.max(0, arrived - f.sentAtUs / 1000);
+  videoStats.paintMs += performance.timeOrigin + performance.now() - arrived;
 }
 
 function badge(kind, text) {
@@ -318,6 +437,77 @@ function updateControls() {
   mic.textContent = call.mic ? 'Mic on' : 'Mic off';
   cam.setAttribute('aria-pressed', String(call.cam));
   cam.textContent = call.cam ? 'Camera on' : 'Camera off';
+  const share = $('toggle-share');
+  share.setAttribute('aria-pressed', String(call.sharing));
+  share.textContent = call.sharing ? 'Stop sharing' : 'Share screen';
+}
+
+// ---------------------------------------------------------------- screen share
+
+function hideMonitorPicker() {
+  const picker = $('monitor');
+  picker.hidden = true;
+  picker.replaceChildren();
+}
+
+async function toggleShare() {
+  if (!call) return;
+  if (call.sharing) {
+    try {
+      await invoke('stop_screen_share');
+    } catch (err) {
+      showError($('call-error'), `Could not stop sharing: ${errorText(err)}`);
+    }
+    if (call) {
+      call.sharing = false;
+      updateControls();
+    }
+    return;
+  }
+  const picker = $('monitor');
+  if (picker.hidden) {
+    let monitors;
+    try {
+      monitors = await invoke('list_monitors');
+    } catch (err) {
+      showError($('call-error'), `Screen sharing is not available: ${errorText(err)}`);
+      return;
+    }
+    if (!Array.isArray(monitors) || monitors.length === 0) {
+      showError($('call-error'), 'No screen to share was found.');
+      return;
+    }
+    if (monitors.length > 1) {
+      // Let the person pick, then press the button again.
+      for (const m of monitors) {
+        const opt = document.createElement('option');
+        opt.value = m.id;
+        opt.textContent = m.isDefault ? `${m.name} (primary)` : m.name;
+        picker.append(opt);
+      }
+      const primary = monitors.find((m) => m.isDefault) || monitors[0];
+      picker.value = primary.id;
+      picker.hidden = false;
+      $('toggle-share').textContent = 'Share this screen';
+      return;
+    }
+    picker.replaceChildren();
+    const only = document.createElement('option');
+    only.value = monitors[0].id;
+    picker.append(only);
+  }
+  const monitor = picker.value || null;
+  hideMonitorPicker();
+  try {
+    await invoke('start_screen_share', { monitor });
+    if (call) {
+      call.sharing = true;
+      showError($('call-error'), null);
+    }
+  } catch (err) {
+    showError($('call-error'), `Could not share the screen: ${errorText(err)}`);
+  }
+  if (call) updateControls();
 }
 
 async function setMedia(mic, cam) {
@@ -432,11 +622,12 @@ function onRoomEvent(ev) {
     renderGrid();
   } else if (ev.type === 'user-disconnected') {
     const p = call.people.get(ev.id);
+    for (const [key, st] of call.streams) if (st.peerId === ev.id) call.streams.delete(key);
     if (p) {
       call.people.delete(ev.id);
       addSystem(`${p.name} left`);
-      renderGrid();
     }
+    renderGrid();
   }
 }
 
@@ -465,6 +656,38 @@ function onPeer(connected, ev) {
     p.lost = true;
   }
   renderGrid();
+}
+
+/** Stream events that arrived while the join command was still running. */
+let earlyStreams = [];
+
+function onStreamAdded(ev) {
+  if (!ev || typeof ev.key !== 'string' || typeof ev.peerId !== 'string') return;
+  if (ev.kind !== 'camera' && ev.kind !== 'screen') return;
+  if (!call) {
+    // A peer's stream can beat the join command's answer to the page: keep it for enterCall.
+    if (joining) earlyStreams.push(ev);
+    return;
+  }
+  const name = typeof ev.name === 'string' && ev.name ? ev.name : null;
+  call.streams.set(ev.key, { peerId: ev.peerId, kind: ev.kind, name });
+  const p = call.people.get(ev.peerId);
+  if (!p) call.people.set(ev.peerId, { name: name || personName(ev.peerId) });
+  // The demo's announcement carries the sender's name: better than a "Guest" placeholder.
+  else if (name && p.name === personName(ev.peerId)) p.name = name;
+  renderGrid();
+}
+
+function onStreamRemoved(ev) {
+  if (!ev || typeof ev.key !== 'string') return;
+  if (!call) {
+    earlyStreams = earlyStreams.filter((e) => e.key !== ev.key);
+    return;
+  }
+  if (call.streams.delete(ev.key)) {
+    reportedSizes.delete(ev.key);
+    renderGrid();
+  }
 }
 
 function onChat(msg) {
@@ -497,7 +720,9 @@ async function main() {
   $('chat-form').addEventListener('submit', onChatSend);
   $('toggle-mic').addEventListener('click', () => call && setMedia(!call.mic, call.cam));
   $('toggle-cam').addEventListener('click', () => call && setMedia(call.mic, !call.cam));
+  $('toggle-share').addEventListener('click', toggleShare);
   $('leave').addEventListener('click', () => leave(null));
+  window.addEventListener('resize', reportTileSizes);
   document.addEventListener('keydown', onKey);
 
   try {
@@ -507,6 +732,10 @@ async function main() {
       listen('chat', onChat),
       listen('peer-connect', (ev) => onPeer(true, ev)),
       listen('peer-disconnect', (ev) => onPeer(false, ev)),
+      listen('stream-added', onStreamAdded),
+      listen('stream-removed', onStreamRemoved),
+      // One channel for every tile's frames: raw bytes, never JSON.
+      invoke('video_channel', { channel: channel(paintFrame) }),
     ]);
   } catch (err) {
     showError($('start-error'), `The app's event bridge failed: ${errorText(err)}`);
@@ -514,6 +743,7 @@ async function main() {
   await loadSettings();
   await loadDevices();
   document.body.dataset.ready = 'true';
+  window.__rtcioVideo = videoStats;
 }
 
 main();

@@ -1,9 +1,12 @@
 //! Tauri commands: the UI's whole interface to Rust (`invoke(name, args)`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::Value;
+use tauri::ipc::{Channel, InvokeResponseBody};
 use tauri::{AppHandle, Emitter, Runtime, State};
 use tauri_plugin_store::StoreExt;
 use tokio::sync::Mutex;
@@ -11,6 +14,7 @@ use tokio::sync::Mutex;
 use crate::devices::{self, DeviceList};
 use crate::error::AppError;
 use crate::inbound::ChatMessage;
+use crate::media::{self, FrameSink, MediaConfig};
 use crate::session::{JoinConfig, JoinInfo, ServerChoice, Session, UiSink};
 use crate::settings::Settings;
 
@@ -24,6 +28,45 @@ pub struct AppState {
     /// The current call. A tokio mutex because join and leave await while holding it, which
     /// also serialises a double-clicked Join.
     pub session: Mutex<Option<Session>>,
+    /// The UI's video channel (see [`video_channel`]); frames are dropped until it exists.
+    pub frames: FrameSlot,
+    /// What handing frames to the channel cost (read by the IPC bench).
+    pub frame_stats: Arc<FrameStats>,
+}
+
+/// Counters of frames handed to the UI's channel.
+#[derive(Debug, Default)]
+pub struct FrameStats {
+    /// Frames handed over.
+    pub frames: AtomicU64,
+    /// Bytes handed over.
+    pub bytes: AtomicU64,
+    /// Time spent in `Channel::send` (nanoseconds): the Rust side of the IPC.
+    pub send_ns: AtomicU64,
+}
+
+/// Where binary video frames go: the channel the UI registered last.
+pub type FrameSlot = Arc<std::sync::Mutex<Option<Channel<InvokeResponseBody>>>>;
+
+/// A [`FrameSink`] writing raw bytes (never JSON) to the registered channel.
+pub fn frame_sink(slot: FrameSlot, stats: Arc<FrameStats>) -> FrameSink {
+    Arc::new(move |bytes: Vec<u8>| {
+        let guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(ch) = guard.as_ref() else {
+            return;
+        };
+        let len = bytes.len() as u64;
+        let t0 = Instant::now();
+        match ch.send(InvokeResponseBody::Raw(bytes)) {
+            Ok(()) => {
+                let ns = t0.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+                stats.frames.fetch_add(1, Ordering::Relaxed);
+                stats.bytes.fetch_add(len, Ordering::Relaxed);
+                stats.send_ns.fetch_add(ns, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!("a video frame did not reach the UI: {e}"),
+        }
+    })
 }
 
 /// Server choice as the UI sends it: `{kind: "host"}` or `{kind: "url", url}`.
@@ -93,11 +136,17 @@ pub async fn join<R: Runtime>(
     };
     let mut cfg = JoinConfig::new(&req.name, &req.room_id, server);
     cfg.password = req.password;
-    // No media is sent yet; the flags say what the person intends, and without a device the
-    // honest answer is "off".
+    // Without a device the honest answer is "off"; a device that fails to open is turned off
+    // by the session (and reported in `mediaErrors`).
     cfg.mic = req.microphone.is_some();
     cfg.cam = req.camera.is_some();
-    let (session, info) = Session::join(cfg, ui_sink(app)).await?;
+    cfg.media = MediaConfig::from_choices(
+        req.camera.as_deref(),
+        req.microphone.as_deref(),
+        media::fake_media_from_env(),
+    );
+    let frames = frame_sink(state.frames.clone(), state.frame_stats.clone());
+    let (session, info) = Session::join_with_frames(cfg, ui_sink(app), frames).await?;
     *current = Some(session);
     Ok(info)
 }
@@ -130,6 +179,60 @@ pub async fn set_media_state(
         .as_ref()
         .ok_or(AppError::NotJoined)?
         .set_media_state(mic, cam)
+}
+
+/// Registers the channel video frames are sent on (binary: see `media::encode_frame`).
+#[tauri::command]
+pub fn video_channel(state: State<'_, AppState>, channel: Channel<InvokeResponseBody>) {
+    *state.frames.lock().unwrap_or_else(|p| p.into_inner()) = Some(channel);
+}
+
+/// The size a tile is shown at (CSS pixels × device pixel ratio): its frames are scaled to it.
+#[tauri::command]
+pub async fn set_tile_size(
+    state: State<'_, AppState>,
+    key: String,
+    width: u32,
+    height: u32,
+) -> Result<(), AppError> {
+    let guard = state.session.lock().await;
+    guard
+        .as_ref()
+        .ok_or(AppError::NotJoined)?
+        .set_tile_size(&key, width, height);
+    Ok(())
+}
+
+/// Lists the monitors that can be shared.
+#[tauri::command]
+pub async fn list_monitors() -> Result<Vec<devices::Device>, AppError> {
+    tokio::task::spawn_blocking(devices::monitors)
+        .await
+        .map_err(|e| AppError::Devices(format!("monitor enumeration stopped: {e}")))?
+}
+
+/// Starts sharing a monitor (`None`: the primary one).
+#[tauri::command]
+pub async fn start_screen_share(
+    state: State<'_, AppState>,
+    monitor: Option<String>,
+) -> Result<(), AppError> {
+    let mut guard = state.session.lock().await;
+    guard
+        .as_mut()
+        .ok_or(AppError::NotJoined)?
+        .start_screen_share(None, monitor)
+        .await
+}
+
+/// Stops sharing; false when nothing was shared.
+#[tauri::command]
+pub async fn stop_screen_share(state: State<'_, AppState>) -> Result<bool, AppError> {
+    let guard = state.session.lock().await;
+    guard
+        .as_ref()
+        .ok_or(AppError::NotJoined)?
+        .stop_screen_share()
 }
 
 /// Reads the saved settings (defaults when there are none or they are unreadable).

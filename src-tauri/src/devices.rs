@@ -3,6 +3,9 @@
 use rtcio_media::DeviceInfo;
 use serde::Serialize;
 
+use crate::error::AppError;
+use crate::media;
+
 /// One device as the UI lists it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -13,6 +16,8 @@ pub struct Device {
     pub name: String,
     /// The system's default device.
     pub is_default: bool,
+    /// A synthetic source (test pattern / tone), not hardware.
+    pub synthetic: bool,
 }
 
 /// Both lists. An enumeration failure of one kind is reported beside an empty list rather
@@ -38,6 +43,7 @@ fn convert(r: rtcio_media::Result<Vec<DeviceInfo>>) -> (Vec<Device>, Option<Stri
                     id: d.id,
                     name: d.name,
                     is_default: d.is_default,
+                    synthetic: false,
                 })
                 .collect(),
             None,
@@ -49,14 +55,41 @@ fn convert(r: rtcio_media::Result<Vec<DeviceInfo>>) -> (Vec<Device>, Option<Stri
     }
 }
 
-/// Lists cameras and microphones. Blocking (V4L2 and ALSA probes): call off the async runtime.
+fn synthetic(id: &str, name: &str, fake: bool) -> Device {
+    Device {
+        id: id.to_string(),
+        name: name.to_string(),
+        is_default: fake,
+        synthetic: true,
+    }
+}
+
+/// Lists cameras and microphones, each list ending with its synthetic source ("Test pattern",
+/// "Tone"), which is the default under `RTCIO_FAKE_MEDIA=1`. Blocking (V4L2 and ALSA probes):
+/// call off the async runtime.
 pub fn list() -> DeviceList {
-    let (cameras, camera_error) = convert(rtcio_media::list_cameras());
-    let (microphones, microphone_error) = convert(rtcio_media::list_microphones());
+    let fake = media::fake_media_from_env();
+    let (mut cameras, camera_error) = convert(rtcio_media::list_cameras());
+    let (mut microphones, microphone_error) = convert(rtcio_media::list_microphones());
+    if fake {
+        for d in cameras.iter_mut().chain(microphones.iter_mut()) {
+            d.is_default = false;
+        }
+    }
+    cameras.push(synthetic(media::TEST_PATTERN_ID, "Test pattern", fake));
+    microphones.push(synthetic(media::TONE_ID, "Tone", fake));
     DeviceList {
         cameras,
         microphones,
         camera_error,
         microphone_error,
+    }
+}
+
+/// Monitors of the X display that can be shared (`$DISPLAY`). Blocking: off the runtime.
+pub fn monitors() -> Result<Vec<Device>, AppError> {
+    match convert(rtcio_media::list_monitors(None)) {
+        (list, None) => Ok(list),
+        (_, Some(e)) => Err(AppError::Media(format!("Cannot list the screens: {e}"))),
     }
 }

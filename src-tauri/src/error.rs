@@ -45,6 +45,9 @@ pub enum AppError {
     /// Device enumeration failed as a whole.
     #[error("{0}")]
     Devices(String),
+    /// A media source (screen capture, devices during a call) failed.
+    #[error("{0}")]
+    Media(String),
 }
 
 impl AppError {
@@ -62,6 +65,7 @@ impl AppError {
             AppError::Connection(_) => "connection",
             AppError::Settings(_) => "settings",
             AppError::Devices(_) => "devices",
+            AppError::Media(_) => "media",
         }
     }
 }

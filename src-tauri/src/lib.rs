@@ -9,6 +9,7 @@ pub mod commands;
 pub mod devices;
 pub mod error;
 pub mod inbound;
+pub mod media;
 pub mod session;
 pub mod settings;
 
@@ -18,7 +19,16 @@ use tauri::Manager;
 
 /// Builds and runs the app until its last window closes.
 pub fn run() -> anyhow::Result<()> {
-    let app = tauri::Builder::default()
+    let app = builder().build(tauri::generate_context!())?;
+    match run_app(app) {
+        0 => Ok(()),
+        code => anyhow::bail!("the app ended with exit code {code}"),
+    }
+}
+
+/// The app's builder: plugins, state and commands (the IPC bench adds its own setup to it).
+pub fn builder() -> tauri::Builder<tauri::Wry> {
+    tauri::Builder::default()
         .plugin(tauri_plugin_store::Builder::default().build())
         .manage(commands::AppState::default())
         .invoke_handler(tauri::generate_handler![
@@ -29,10 +39,18 @@ pub fn run() -> anyhow::Result<()> {
             commands::set_media_state,
             commands::get_settings,
             commands::save_settings,
+            commands::video_channel,
+            commands::set_tile_size,
+            commands::list_monitors,
+            commands::start_screen_share,
+            commands::stop_screen_share,
         ])
-        .build(tauri::generate_context!())?;
+}
 
-    app.run(|handle, event| {
+/// Runs a built app until its last window closes, leaving the call properly on exit; returns
+/// the exit code (the IPC bench cleans up after it).
+pub fn run_app(app: tauri::App<tauri::Wry>) -> i32 {
+    app.run_return(|handle, event| {
         if let tauri::RunEvent::Exit = event {
             // Leave properly so peers notice at once instead of after their watchdog (~12 s);
             // bounded so a stuck connection cannot keep the process alive.
@@ -43,6 +61,5 @@ pub fn run() -> anyhow::Result<()> {
                 }
             });
         }
-    });
-    Ok(())
+    })
 }

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rtcio::{BroadcastChannel, ChannelOptions, Event, ListenerId, Socket};
+use rtcio::{BroadcastChannel, ChannelOptions, Event, ListenerId, MediaKind, Origin, Socket};
 use rtcio_server::{RunningServer, ServerConfig};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::error::AppError;
 use crate::inbound::{self, ChatMessage, RoomEvent};
+use crate::media::{self, FrameSink, MediaConfig, Receivers, SendStream, StreamKind, TileSizes};
 
 /// Where the UI's events go: `(event name, payload)`.
 pub type UiSink = Arc<dyn Fn(&str, Value) + Send + Sync>;
@@ -55,6 +56,8 @@ pub struct JoinConfig {
     /// How long to wait for `join-ok` / `join-error`. Servers that send neither (the docs'
     /// tutorial server) are treated as having accepted us after this.
     pub join_timeout: Duration,
+    /// What to send and where remote audio plays (default: no media).
+    pub media: MediaConfig,
 }
 
 impl JoinConfig {
@@ -73,6 +76,7 @@ impl JoinConfig {
             },
             host_bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             join_timeout: Duration::from_millis(2500),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -99,6 +103,10 @@ pub struct JoinInfo {
     pub cam: bool,
     /// The server sent `join-ok` (false: it sent nothing within the timeout).
     pub join_confirmed: bool,
+    /// Devices that could not be opened, worded for people (joining went on without them).
+    pub media_errors: Vec<String>,
+    /// Tile key of our camera preview frames (none when no video is sent).
+    pub preview_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +126,25 @@ pub struct Session {
     name: String,
     room_id: String,
     flags: Arc<Mutex<Flags>>,
+    /// Our camera (+ mic) stream and our screen share.
+    outgoing: Arc<Mutex<Outgoing>>,
+    /// Remote streams being played.
+    receivers: Arc<Mutex<Receivers>>,
+    sizes: TileSizes,
+    frames: FrameSink,
+    screen_fps: f32,
+}
+
+/// What we send.
+#[derive(Default)]
+struct Outgoing {
+    camera: Option<SendStream>,
+    screen: Option<SendStream>,
+}
+
+fn lock_any<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; media state is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Checks a server address the way a person types it.
@@ -174,6 +201,16 @@ impl Session {
     /// Connects (starting the embedded server when hosting), joins the room and waits for the
     /// server's verdict. On any failure everything started so far is stopped again.
     pub async fn join(cfg: JoinConfig, ui: UiSink) -> Result<(Session, JoinInfo), AppError> {
+        Session::join_with_frames(cfg, ui, Arc::new(|_| {})).await
+    }
+
+    /// [`Session::join`], with video frames (ours and the remote ones, see
+    /// [`media::encode_frame`]) going to `frames`.
+    pub async fn join_with_frames(
+        cfg: JoinConfig,
+        ui: UiSink,
+        frames: FrameSink,
+    ) -> Result<(Session, JoinInfo), AppError> {
         let name = cfg.name.trim().to_string();
         let room_id = cfg.room_id.trim().to_string();
         if name.is_empty() {
@@ -225,6 +262,12 @@ impl Session {
             mic: cfg.mic,
             cam: cfg.cam,
         }));
+        let sizes = TileSizes::default();
+        let receivers = Arc::new(Mutex::new(Receivers::new(
+            sizes.clone(),
+            frames.clone(),
+            cfg.media.speaker.clone(),
+        )));
         let mut session = Session {
             socket: socket.clone(),
             chat: None,
@@ -235,11 +278,25 @@ impl Session {
             name: name.clone(),
             room_id: room_id.clone(),
             flags: flags.clone(),
+            outgoing: Arc::new(Mutex::new(Outgoing::default())),
+            receivers,
+            sizes,
+            frames,
+            screen_fps: 15.0,
         };
         // Listeners first: the server backfills the roster right after `join-room`.
         session.install_forwarders(&ui);
+        session.install_media_listeners(&ui);
+        // Our camera stream exists before join-room, so every peer connection made for the
+        // room carries it from its first offer (the demo emits `camera` on connect, too).
+        let media_errors = session.start_camera(&cfg.media).await;
         match session.finish_join(&cfg, &ui).await {
             Ok(confirmed) => {
+                let preview_key = lock_any(&session.outgoing)
+                    .camera
+                    .as_ref()
+                    .filter(|c| c.has(MediaKind::Video))
+                    .map(|_| media::SELF_PREVIEW_KEY.to_string());
                 let f = lock(&flags);
                 let info = JoinInfo {
                     self_id: socket.id(),
@@ -251,6 +308,8 @@ impl Session {
                     mic: f.mic,
                     cam: f.cam,
                     join_confirmed: confirmed,
+                    media_errors,
+                    preview_key,
                 };
                 info!(room = %info.room_id, id = %info.self_id, "joined");
                 Ok((session, info))
@@ -340,10 +399,21 @@ impl Session {
         let flags = self.flags.clone();
         let r = room.clone();
         let ui2 = ui.clone();
+        let outgoing = self.outgoing.clone();
+        let name = self.name.clone();
+        let mut last_id = socket.id();
         self.tasks.push(tokio::spawn(async move {
             while let Some(ev) = connects.recv().await {
                 if ev.origin != rtcio::Origin::Local {
                     continue;
+                }
+                // A new socket id (no recovery): every peer connection is new, and the streams'
+                // announcements must carry the id receivers key our tiles by (the demo
+                // re-emits `camera` on every connect for the same reason).
+                let id = s.id();
+                if id != last_id {
+                    last_id = id;
+                    announce_streams(&s, &lock_any(&outgoing), &name);
                 }
                 // After a reconnect the library has re-sent join-room; the server's media
                 // cache was keyed by our old id, so announce the state again.
@@ -364,9 +434,16 @@ impl Session {
         let mut peers = socket.subscribe("peer-connect");
         let s = socket.clone();
         let flags = self.flags.clone();
+        let outgoing = self.outgoing.clone();
         self.tasks.push(tokio::spawn(async move {
             while let Some(ev) = peers.recv().await {
                 if let Some(id) = inbound::peer_id(&ev) {
+                    // Its decoders need an IDR: do not wait for their PLI.
+                    let out = lock_any(&outgoing);
+                    for stream in [&out.camera, &out.screen].into_iter().flatten() {
+                        stream.request_keyframe();
+                    }
+                    drop(out);
                     let payload = media_payload(&s.id(), lock(&flags), &room);
                     if let Err(e) = s.peer(&id).emit("media-state", vec![payload]) {
                         warn!(peer = %id, "sending media state failed: {e}");
@@ -374,6 +451,133 @@ impl Session {
                 }
             }
         }));
+    }
+
+    /// Listens for remote streams (every §8 announcement form), their tracks, stop-share
+    /// echoes and departures, and plays / stops them.
+    fn install_media_listeners(&mut self, ui: &UiSink) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+        for name in MEDIA_EVENTS {
+            let tx = tx.clone();
+            self.listeners.push(self.socket.on(name, move |ev| {
+                let _ = tx.send(ev.clone());
+            }));
+        }
+        let receivers = self.receivers.clone();
+        let ui = ui.clone();
+        let socket = self.socket.clone();
+        self.tasks.push(tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                on_media_event(&ev, &receivers, &ui, &socket.id());
+            }
+        }));
+    }
+
+    /// Opens our camera and microphone and announces the stream the demo's way
+    /// (`camera {id, name, camera: <stream>}`). Returns what could not be opened, for the UI.
+    async fn start_camera(&mut self, cfg: &MediaConfig) -> Vec<String> {
+        let (opened, mut problems) = media::open_sources(cfg).await;
+        let has = |k: MediaKind| opened.iter().any(|o| o.kind() == k);
+        let flags = {
+            let mut f = self.flags.lock().unwrap_or_else(|p| p.into_inner());
+            // A device that was asked for but could not be opened is honestly "off".
+            if cfg.video != media::VideoChoice::Off && !has(MediaKind::Video) {
+                f.cam = false;
+            }
+            if cfg.audio != media::AudioChoice::Off && !has(MediaKind::Audio) {
+                f.mic = false;
+            }
+            *f
+        };
+        if opened.is_empty() {
+            return problems;
+        }
+        let stream = media::attach_camera(
+            &self.socket,
+            opened,
+            self.sizes.clone(),
+            self.frames.clone(),
+        );
+        stream.set_enabled(MediaKind::Video, flags.cam);
+        stream.set_enabled(MediaKind::Audio, flags.mic);
+        let payload =
+            json!({"id": self.socket.id(), "name": self.name, "camera": stream.stream().token()});
+        if let Err(e) = self.socket.emit("camera", vec![payload]) {
+            warn!("announcing the camera stream failed: {e}");
+            problems.push(format!("Could not announce your camera: {e}"));
+        }
+        info!(stream = %stream.stream().id(), "camera stream announced");
+        lock_any(&self.outgoing).camera = Some(stream);
+        problems
+    }
+
+    /// Shares a monitor (`display`: X display, `None` = `$DISPLAY`; `monitor`: id from
+    /// `list_monitors`, `None` = primary) as a second stream, announced the demo's way:
+    /// `screenshare {id, name, stream}`. Takes `&mut self` because a session is not `Sync`
+    /// (the embedded server's shutdown hook), so a shared borrow cannot cross the await.
+    pub async fn start_screen_share(
+        &mut self,
+        display: Option<String>,
+        monitor: Option<String>,
+    ) -> Result<(), AppError> {
+        if lock_any(&self.outgoing).screen.is_some() {
+            return Err(AppError::Invalid(
+                "You are already sharing your screen.".into(),
+            ));
+        }
+        let fps = self.screen_fps;
+        let opened = tokio::task::spawn_blocking(move || media::open_screen(display, monitor, fps))
+            .await
+            .map_err(|e| AppError::Media(format!("screen capture stopped: {e}")))?
+            .map_err(|e| AppError::Media(format!("Cannot capture the screen: {e}")))?;
+        let stream = SendStream::attach(&self.socket, vec![opened]);
+        let payload =
+            json!({"id": self.socket.id(), "name": self.name, "stream": stream.stream().token()});
+        if let Err(e) = self.socket.emit("screenshare", vec![payload]) {
+            stream.stop(&self.socket, true);
+            return Err(e.into());
+        }
+        info!(stream = %stream.stream().id(), "screen share announced");
+        lock_any(&self.outgoing).screen = Some(stream);
+        Ok(())
+    }
+
+    /// Stops sharing: the stream is untracked and its tracks removed (peers see
+    /// `track-removed`), then `stopScreenShare` goes out through the server (the demo's echo,
+    /// `{id, roomId}`) and over ctrl (`{id}`, the streams guide's form). False when not sharing.
+    pub fn stop_screen_share(&self) -> Result<bool, AppError> {
+        let Some(stream) = lock_any(&self.outgoing).screen.take() else {
+            return Ok(false);
+        };
+        stream.stop(&self.socket, true);
+        let id = self.socket.id();
+        self.socket.server().emit(
+            "stopScreenShare",
+            vec![json!({"id": id, "roomId": self.room_id})],
+        )?;
+        self.socket
+            .emit("stopScreenShare", vec![json!({"id": id})])?;
+        info!("screen share stopped");
+        Ok(true)
+    }
+
+    /// Samples of one kind our camera stream has sent so far (0 without one): the toggles stop
+    /// it from growing.
+    pub fn samples_sent(&self, kind: MediaKind) -> u64 {
+        lock_any(&self.outgoing)
+            .camera
+            .as_ref()
+            .map_or(0, |c| c.samples_written(kind))
+    }
+
+    /// True while we share a screen.
+    pub fn sharing_screen(&self) -> bool {
+        lock_any(&self.outgoing).screen.is_some()
+    }
+
+    /// The size a tile is displayed at: its frames are scaled to fit it.
+    pub fn set_tile_size(&self, key: &str, width: u32, height: u32) {
+        self.sizes.set(key, width, height);
     }
 
     /// Creates the chat channel, sends `join-room` and waits for the verdict.
@@ -465,6 +669,10 @@ impl Session {
             f.cam = cam;
             *f
         };
+        if let Some(c) = &lock_any(&self.outgoing).camera {
+            c.set_enabled(MediaKind::Audio, mic);
+            c.set_enabled(MediaKind::Video, cam);
+        }
         announce(&self.socket, flags, &self.room_id)?;
         Ok(())
     }
@@ -494,6 +702,12 @@ impl Session {
             }
             chat.close();
         }
+        let out = std::mem::take(&mut *lock_any(&self.outgoing));
+        for stream in [out.camera, out.screen].into_iter().flatten() {
+            // The peer connections close right after: no renegotiation needed.
+            stream.stop(&self.socket, false);
+        }
+        lock_any(&self.receivers).stop();
         self.socket.close().await;
         if let Some(server) = self.server.take()
             && let Err(e) = server.shutdown().await
@@ -501,6 +715,129 @@ impl Session {
             warn!("stopping the embedded server failed: {e}");
         }
         info!(room = %self.room_id, "left");
+    }
+}
+
+/// The demo's announcements of what we send: `camera {id, name, camera}` and
+/// `screenshare {id, name, stream}`.
+fn announce_streams(socket: &Socket, out: &Outgoing, name: &str) {
+    let id = socket.id();
+    if let Some(c) = &out.camera {
+        let payload = json!({"id": id, "name": name, "camera": c.stream().token()});
+        if let Err(e) = socket.emit("camera", vec![payload]) {
+            warn!("announcing the camera stream failed: {e}");
+        }
+    }
+    if let Some(sc) = &out.screen {
+        let payload = json!({"id": id, "name": name, "stream": sc.stream().token()});
+        if let Err(e) = socket.emit("screenshare", vec![payload]) {
+            warn!("announcing the screen share failed: {e}");
+        }
+    }
+}
+
+/// Events that carry remote streams or end them (PROTOCOL.md §8, every form).
+const MEDIA_EVENTS: [&str; 11] = [
+    "camera",
+    "screenshare",
+    "screen",
+    "stream",
+    "track-added",
+    "track-removed",
+    "stopScreenShare",
+    "stop-share",
+    "screen-stopped",
+    "peer-disconnect",
+    "user-disconnected",
+];
+
+/// Which kind of stream an announcing event carries.
+fn stream_kind(event: &str, arg: &Value) -> StreamKind {
+    match event {
+        "screenshare" | "screen" => StreamKind::Screen,
+        "stream" if arg["metadata"]["kind"] == "screen" || arg.get("screen").is_some() => {
+            StreamKind::Screen
+        }
+        _ => StreamKind::Camera,
+    }
+}
+
+fn removed(ui: &UiSink, key: &str, peer: &str, kind: StreamKind) {
+    ui(
+        "stream-removed",
+        json!({"key": key, "peerId": peer, "kind": kind.as_str()}),
+    );
+}
+
+/// One media event: start or stop playing remote streams and tell the UI.
+fn on_media_event(ev: &Event, receivers: &Mutex<Receivers>, ui: &UiSink, self_id: &str) {
+    let arg = ev.arg();
+    let mut rx = lock_any(receivers);
+    match ev.name.as_str() {
+        "camera" | "screenshare" | "screen" | "stream" => {
+            let (Some(rs), Origin::Peer(peer)) = (&ev.stream, &ev.origin) else {
+                return;
+            };
+            let kind = stream_kind(&ev.name, arg);
+            if rx.add_stream(rs, kind) {
+                let name = arg
+                    .get("name")
+                    .or_else(|| arg["metadata"].get("displayName"))
+                    .and_then(Value::as_str)
+                    .map(|n| n.chars().take(inbound::MAX_NAME_CHARS).collect::<String>());
+                ui(
+                    "stream-added",
+                    json!({"key": media::stream_key(peer, rs.msid()), "peerId": peer,
+                           "kind": kind.as_str(), "name": name}),
+                );
+            }
+        }
+        "track-added" => {
+            if let Some(rs) = &ev.stream {
+                rx.add_tracks(rs);
+            }
+        }
+        "track-removed" => {
+            let (Some(rs), Some(mid)) = (&ev.stream, arg["track"]["mid"].as_str()) else {
+                return;
+            };
+            let key = media::stream_key(rs.peer(), rs.msid());
+            let kind = rx.kind_of(&key);
+            if let Some(kind) = kind
+                && rx.track_removed(&key, mid)
+            {
+                rx.remove(&key);
+                removed(ui, &key, rs.peer(), kind);
+            }
+        }
+        "stopScreenShare" | "stop-share" | "screen-stopped" => {
+            // Over ctrl the sender is the peer itself; through the server the payload says.
+            let peer = match &ev.origin {
+                Origin::Peer(p) => Some(p.as_str()),
+                _ => arg.get("id").and_then(Value::as_str),
+            };
+            let Some(peer) = peer.filter(|p| *p != self_id) else {
+                return;
+            };
+            for key in rx.remove_peer(peer, Some(StreamKind::Screen)) {
+                removed(ui, &key, peer, StreamKind::Screen);
+            }
+        }
+        "peer-disconnect" | "user-disconnected" => {
+            let peer = match (ev.name.as_str(), &ev.origin) {
+                ("peer-disconnect", _) => inbound::peer_id(ev),
+                (_, Origin::Server) => arg.get("id").and_then(Value::as_str).map(str::to_string),
+                _ => None,
+            };
+            if let Some(peer) = peer {
+                for kind in [StreamKind::Camera, StreamKind::Screen] {
+                    for key in rx.remove_peer(&peer, Some(kind)) {
+                        removed(ui, &key, &peer, kind);
+                    }
+                }
+            }
+        }
+        _ => {}
     }
 }
 

@@ -60,6 +60,10 @@ function installMock(config) {
     calls,
     listeners,
     responses,
+    // Runs a callback made with transformCallback (a Tauri channel's, for instance).
+    callback(id, payload) {
+      callbacks.get(id)?.(payload);
+    },
     emit(event, payload) {
       for (const l of listeners) {
         if (l.event === event) callbacks.get(l.handler)?.({ event, id: l.id, payload });
@@ -469,4 +473,190 @@ test('leave returns to the start screen', async () => {
   // Events after leaving change nothing and do not throw.
   await emit('room-event', { type: 'user-connected', id: 'p1', name: 'Late' });
   await emit('chat', { name: 'Late', text: 'hi' });
+});
+
+// ------------------------------------------------------------------ video tiles and screen share
+
+/** Delivers one binary frame (src-tauri media.rs layout) on the UI's video channel. */
+const sendFrame = (key, w, h, rgba, index) => page.evaluate(([key, w, h, rgba, index]) => {
+  const reg = window.__mock.calls.find((c) => c.cmd === 'video_channel');
+  const id = Number(String(reg.args.channel).split(':')[1]);
+  const k = new TextEncoder().encode(key);
+  const buf = new ArrayBuffer(20 + k.length + w * h * 4);
+  const v = new DataView(buf);
+  v.setUint8(0, rgba === null ? 9 : 1); // rgba null: a malformed frame (unknown version)
+  v.setUint16(2, k.length, true);
+  v.setUint32(4, w, true);
+  v.setUint32(8, h, true);
+  v.setBigUint64(12, BigInt(Date.now() - 5) * 1000n, true); // handed over 5 ms ago
+  new Uint8Array(buf, 20, k.length).set(k);
+  const px = new Uint8Array(buf, 20 + k.length);
+  for (let i = 0; i < w * h; i++) px.set(rgba || [0, 0, 0, 0], i * 4);
+  window.__mock.callback(id, { message: buf, index });
+}, [key, w, h, rgba, index]);
+
+const pixel = (key) => page.evaluate((key) => {
+  const c = document.querySelector(`canvas.video[data-key="${key}"]`);
+  return c ? [c.width, c.height, ...c.getContext('2d').getImageData(0, 0, 1, 1).data] : null;
+}, key);
+
+test('video: binary frames on a channel paint the tile canvas; sizes reported; camera off shows initials', async () => {
+  await joinCall({ join: { value: joinInfo({ previewKey: 'self/camera' }) } });
+  const reg = await calls('video_channel');
+  assert.equal(reg.length, 1);
+  assert.match(String(reg[0].args.channel), /^__CHANNEL__:\d+$/, 'a Tauri channel, not JSON data');
+  // Our own preview canvas exists at once.
+  assert.equal(await page.locator('.tile[data-id="self-id"] canvas.video[data-key="self/camera"]').count(), 1);
+
+  await emit('room-event', { type: 'user-connected', id: 'p1', name: 'Bob' });
+  await emit('stream-added', { key: 'p1/ms1', peerId: 'p1', kind: 'camera', name: 'Bob' });
+  assert.equal(await page.locator('.tile[data-id="p1"] canvas.video[data-key="p1/ms1"]').count(), 1);
+  // The displayed size of both video tiles went to Rust.
+  const sizes = await calls('set_tile_size');
+  for (const key of ['self/camera', 'p1/ms1']) {
+    const c = sizes.find((x) => x.args.key === key);
+    assert.ok(c && c.args.width > 10 && c.args.height > 10, `size of ${key}`);
+  }
+
+  // Messages are painted in channel order: index 1 waits for index 0.
+  await sendFrame('p1/ms1', 4, 2, [0, 255, 0, 255], 1);
+  assert.equal(await page.getAttribute('canvas[data-key="p1/ms1"]', 'data-painted'), null);
+  await sendFrame('p1/ms1', 4, 2, [255, 0, 0, 255], 0);
+  assert.equal(await page.getAttribute('canvas[data-key="p1/ms1"]', 'data-painted'), '2');
+  assert.deepEqual(await pixel('p1/ms1'), [4, 2, 0, 255, 0, 255]);
+  await sendFrame('self/camera', 6, 4, [0, 0, 255, 255], 2);
+  assert.deepEqual(await pixel('self/camera'), [6, 4, 0, 0, 255, 255]);
+  // Malformed frames and unknown keys are dropped.
+  await sendFrame('p1/ms1', 4, 2, null, 3);
+  await sendFrame('nobody/x', 4, 2, [1, 2, 3, 255], 4);
+  assert.equal(await page.getAttribute('canvas[data-key="p1/ms1"]', 'data-painted'), '2');
+  const stats = await page.evaluate(() => window.__rtcioVideo);
+  assert.equal(stats.painted, 3);
+  assert.equal(stats.dropped, 2);
+  assert.ok(stats.ipcMs >= 15 && stats.ipcMs < 5000, `IPC time from the header: ${stats.ipcMs}`);
+  await shot('video-tiles');
+
+  // Camera off: the initials again; on: the canvas is back.
+  await emit('media-state', { id: 'p1', mic: true, cam: false });
+  assert.equal(await page.locator('.tile[data-id="p1"] canvas.video').count(), 0);
+  assert.equal(await page.locator('.tile[data-id="p1"] .avatar').innerText(), 'B');
+  await emit('media-state', { id: 'p1', mic: true, cam: true });
+  assert.equal(await page.locator('.tile[data-id="p1"] canvas.video').count(), 1);
+  await page.keyboard.press('v');
+  assert.equal(await page.locator('.tile[data-id="self-id"] canvas.video').count(), 0);
+
+  // The stream ends: no canvas, the tile stays.
+  await emit('stream-removed', { key: 'p1/ms1', peerId: 'p1', kind: 'camera' });
+  assert.equal(await page.locator('.tile[data-id="p1"] canvas.video').count(), 0);
+  assert.equal(await page.locator('.tile[data-id="p1"]').count(), 1);
+});
+
+test('screen share: remote share tiles come and go; our share button picks a monitor and stops', async () => {
+  await joinCall({
+    list_monitors: { value: [
+      { id: 'DP-1', name: 'DP-1 (1920x1080)', isDefault: false },
+      { id: 'HDMI-1', name: 'HDMI-1 (1280x720)', isDefault: true },
+    ] },
+  });
+  await emit('room-event', { type: 'user-connected', id: 'p1', name: 'Bob' });
+  await emit('stream-added', { key: 'p1/sc', peerId: 'p1', kind: 'screen', name: 'Bob' });
+  const tile = page.locator('.tile.share[data-share="p1/sc"]');
+  assert.equal(await tile.count(), 1);
+  assert.equal(await tile.locator('.tile-name').innerText(), "Bob's screen");
+  assert.equal(await tile.locator('canvas.video[data-key="p1/sc"]').count(), 1);
+  assert.equal(await page.getAttribute('#grid', 'data-count'), '3');
+  await shot('share-tile');
+  // The stop-share echo (or track removal) becomes stream-removed.
+  await emit('stream-removed', { key: 'p1/sc', peerId: 'p1', kind: 'screen' });
+  assert.equal(await page.locator('.tile.share').count(), 0);
+  assert.equal(await page.getAttribute('#grid', 'data-count'), '2');
+  // A person leaving takes their share with them.
+  await emit('stream-added', { key: 'p1/sc2', peerId: 'p1', kind: 'screen', name: 'Bob' });
+  assert.equal(await page.locator('.tile.share').count(), 1);
+  await emit('room-event', { type: 'user-disconnected', id: 'p1' });
+  assert.equal(await page.locator('.tile.share').count(), 0);
+  assert.equal(await page.locator('.tile').count(), 1);
+
+  // Ours: the first click shows the monitors (primary chosen), the second shares it.
+  assert.equal(await text('#toggle-share'), 'Share screen');
+  await page.click('#toggle-share');
+  assert.equal(await page.isVisible('#monitor'), true);
+  assert.equal(await page.locator('#monitor option').count(), 2);
+  assert.equal(await page.inputValue('#monitor'), 'HDMI-1');
+  await page.selectOption('#monitor', 'DP-1');
+  await page.click('#toggle-share');
+  await page.waitForFunction(() => document.getElementById('toggle-share').textContent === 'Stop sharing');
+  const started = await calls('start_screen_share');
+  assert.deepEqual(started.map((c) => c.args), [{ monitor: 'DP-1' }]);
+  assert.equal(await page.isVisible('#monitor'), false);
+  await page.click('#toggle-share');
+  await page.waitForFunction(() => document.getElementById('toggle-share').textContent === 'Share screen');
+  assert.equal((await calls('stop_screen_share')).length, 1);
+});
+
+test('screen share: errors are shown, not thrown', async () => {
+  await joinCall({ list_monitors: { error: { kind: 'media', message: 'Wayland without X' } } });
+  await page.click('#toggle-share');
+  await page.waitForSelector('#call-error:not([hidden])');
+  assert.match(await text('#call-error'), /Screen sharing is not available: Wayland without X/);
+  assert.equal((await calls('start_screen_share')).length, 0);
+});
+
+test('devices: synthetic sources are offered but never chosen by themselves; media errors shown', async () => {
+  await openApp({
+    list_devices: { value: {
+      cameras: [{ id: 'synthetic:test-pattern', name: 'Test pattern', isDefault: false, synthetic: true }],
+      microphones: [
+        { id: 'mic0', name: 'Built-in Mic', isDefault: true, synthetic: false },
+        { id: 'synthetic:tone', name: 'Tone', isDefault: false, synthetic: true },
+      ],
+      cameraError: null,
+      microphoneError: null,
+    } },
+    join: { value: joinInfo({ cam: false, mediaErrors: ['The camera is in use by another program.'] }) },
+  });
+  assert.equal(await page.isDisabled('#camera'), false);
+  assert.equal(await page.locator('#camera option').count(), 2);
+  assert.equal(await page.inputValue('#camera'), '');
+  assert.equal(await text('#camera option:first-child'), 'No camera found');
+  assert.equal(await page.inputValue('#microphone'), 'mic0');
+  await page.selectOption('#microphone', 'synthetic:tone');
+  await page.fill('#room', 'room-1');
+  await page.click('#join-button');
+  await page.waitForSelector('#call-screen:not([hidden])');
+  const [join] = await calls('join');
+  assert.equal(join.args.req.camera, null);
+  assert.equal(join.args.req.microphone, 'synthetic:tone');
+  assert.match(await text('#call-error'), /in use by another program/);
+  // With a test pattern chosen on purpose, it is what is asked for.
+  await page.click('#leave');
+  await page.selectOption('#camera', 'synthetic:test-pattern');
+  await page.click('#join-button');
+  await page.waitForSelector('#call-screen:not([hidden])');
+  assert.equal((await calls('join'))[1].args.req.camera, 'synthetic:test-pattern');
+});
+
+test('video: a stream announced while joining is kept, and its name replaces a placeholder', async () => {
+  await openApp({ join: { value: joinInfo() } });
+  // Hold the join answer until the stream event has arrived.
+  await page.evaluate(() => {
+    const orig = window.__TAURI_INTERNALS__.invoke;
+    window.__TAURI_INTERNALS__.invoke = (cmd, args) => {
+      if (cmd !== 'join') return orig(cmd, args);
+      return new Promise((resolve) => { window.__releaseJoin = () => resolve(orig(cmd, args)); });
+    };
+  });
+  await page.fill('#room', 'room-1');
+  await page.click('#join-button');
+  await page.waitForFunction(() => typeof window.__releaseJoin === 'function');
+  await emit('stream-added', { key: 'p7/m', peerId: 'p7', kind: 'camera', name: 'Dee' });
+  await page.evaluate(() => window.__releaseJoin());
+  await page.waitForSelector('#call-screen:not([hidden])');
+  assert.equal(await text('.tile[data-id="p7"] .tile-name'), 'Dee');
+  assert.equal(await page.locator('.tile[data-id="p7"] canvas.video[data-key="p7/m"]').count(), 1);
+  // A peer first seen through peer-connect gets its real name from its camera announcement.
+  await emit('peer-connect', { id: 'q1q1q1' });
+  assert.equal(await text('.tile[data-id="q1q1q1"] .tile-name'), 'Guest q1q1');
+  await emit('stream-added', { key: 'q1q1q1/m', peerId: 'q1q1q1', kind: 'camera', name: 'Quinn' });
+  assert.equal(await text('.tile[data-id="q1q1q1"] .tile-name'), 'Quinn');
 });

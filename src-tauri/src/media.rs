@@ -1,0 +1,959 @@
+//! Media for one call, without Tauri: our camera / microphone (or the synthetic sources),
+//! encoded once and written to one rtc.io stream; remote streams decoded, scaled to the size of
+//! their tile and handed out as binary frames; remote audio mixed and played.
+//!
+//! The glue follows `rtcio-cli` (`send.rs` / `receive.rs`): a source feeds a
+//! `VideoSendPipeline` / `AudioSendPipeline` whose `EncodedFanout` has one subscriber that writes
+//! each frame to the stream's `LocalTrack` (which hands the same bytes to every peer).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle as ThreadHandle;
+use std::time::{Duration, Instant};
+
+use rtcio::{LocalStream, LocalTrack, MediaKind, MediaSample, RemoteStream, RemoteTrack, Socket};
+use rtcio_media::{
+    AudioMixer, AudioOutput, AudioPipelineConfig, AudioSendPipeline, AudioSource, EncodedFanout,
+    H264Config, MediaError, OpusConfig, OutputDevice, RemoteVideo, RgbaFrame, Scaler,
+    VideoPipelineConfig, VideoSendPipeline, VideoSource,
+};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// Environment variable that swaps every real device for the synthetic sources (CI has no
+/// camera or microphone).
+pub const FAKE_MEDIA_ENV: &str = "RTCIO_FAKE_MEDIA";
+/// Device id the pickers use for the synthetic video source.
+pub const TEST_PATTERN_ID: &str = "synthetic:test-pattern";
+/// Device id the pickers use for the synthetic audio source.
+pub const TONE_ID: &str = "synthetic:tone";
+/// Tile size used until the UI reports one.
+pub const DEFAULT_TILE: (u32, u32) = (640, 360);
+/// Largest tile size accepted from the UI (a 4K screen).
+pub const MAX_TILE: (u32, u32) = (3840, 2160);
+/// Version byte at the start of every binary frame.
+pub const FRAME_VERSION: u8 = 1;
+/// Bytes before the key in a binary frame.
+pub const FRAME_HEADER_LEN: usize = 20;
+
+/// Frames queued for the track writer before the fan-out drops (and asks for an IDR).
+const FANOUT_DEPTH: usize = 8;
+/// Smoothing delay of the remote video pacer: small, tiles favour latency.
+const VIDEO_DELAY: Duration = Duration::from_millis(20);
+/// How often a receive thread wakes up to check whether it should stop.
+const RECV_POLL: Duration = Duration::from_millis(200);
+
+/// Where binary video frames go (a Tauri channel in the app, a queue in tests).
+pub type FrameSink = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; the data is still usable for media.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What to send as video.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoChoice {
+    /// Nothing.
+    Off,
+    /// The synthetic moving test pattern.
+    TestPattern,
+    /// A camera by id (`None`: the first one).
+    Camera(Option<String>),
+}
+
+/// What to send as audio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioChoice {
+    /// Nothing.
+    Off,
+    /// The synthetic tone.
+    Tone,
+    /// A microphone by id (`None`: the default input).
+    Microphone(Option<String>),
+}
+
+/// Media settings of a call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaConfig {
+    /// Video source.
+    pub video: VideoChoice,
+    /// Audio source.
+    pub audio: AudioChoice,
+    /// Capture size asked of the camera / test pattern.
+    pub capture_size: (u32, u32),
+    /// Capture frame rate.
+    pub fps: f32,
+    /// Where remote audio plays (`Null` for tests and machines without sound).
+    pub speaker: OutputDevice,
+}
+
+impl Default for MediaConfig {
+    /// No media at all (what the signaling-only tests use).
+    fn default() -> Self {
+        MediaConfig {
+            video: VideoChoice::Off,
+            audio: AudioChoice::Off,
+            capture_size: (1280, 720),
+            fps: 30.0,
+            speaker: OutputDevice::Null,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// Test pattern and tone at 640×360, remote audio discarded.
+    pub fn synthetic() -> Self {
+        MediaConfig {
+            video: VideoChoice::TestPattern,
+            audio: AudioChoice::Tone,
+            capture_size: (640, 360),
+            ..MediaConfig::default()
+        }
+    }
+
+    /// From the start screen's pickers (`None` = no device chosen). With
+    /// `RTCIO_FAKE_MEDIA=1`, or the synthetic ids, chosen devices become synthetic sources.
+    pub fn from_choices(camera: Option<&str>, microphone: Option<&str>, fake: bool) -> Self {
+        let video = match camera {
+            None => VideoChoice::Off,
+            Some(_) if fake => VideoChoice::TestPattern,
+            Some(TEST_PATTERN_ID) => VideoChoice::TestPattern,
+            Some(id) => VideoChoice::Camera(Some(id.to_string())),
+        };
+        let audio = match microphone {
+            None => AudioChoice::Off,
+            Some(_) if fake => AudioChoice::Tone,
+            Some(TONE_ID) => AudioChoice::Tone,
+            Some(id) => AudioChoice::Microphone(Some(id.to_string())),
+        };
+        let synthetic_video = video == VideoChoice::TestPattern;
+        MediaConfig {
+            video,
+            audio,
+            capture_size: if synthetic_video {
+                (640, 360)
+            } else {
+                (1280, 720)
+            },
+            speaker: if fake {
+                OutputDevice::Null
+            } else {
+                OutputDevice::Default
+            },
+            ..MediaConfig::default()
+        }
+    }
+}
+
+/// True when `RTCIO_FAKE_MEDIA` asks for synthetic sources (`1`, `true`, `yes`).
+pub fn fake_media_from_env() -> bool {
+    std::env::var(FAKE_MEDIA_ENV)
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+        .unwrap_or(false)
+}
+
+/// Human wording for a device that could not be opened (shown in the UI as is).
+pub fn device_message(what: &str, e: &MediaError) -> String {
+    match e {
+        MediaError::DeviceNotFound { .. } => format!("No {what} found ({e}). Joined without it."),
+        MediaError::DeviceBusy { .. } => format!(
+            "The {what} is in use by another program ({e}). Close it and rejoin to send {what}."
+        ),
+        _ => format!("Could not open the {what}: {e}. Joined without it."),
+    }
+}
+
+// ---------------------------------------------------------------- binary frames
+
+/// One RGBA frame for a tile, as bytes: `[0]` version (1), `[1]` 0, `[2..4]` key length (u16
+/// LE), `[4..8]` width (u32 LE), `[8..12]` height (u32 LE), `[12..20]` when it was handed to the
+/// IPC (µs since the Unix epoch, u64 LE: the UI measures the IPC time per frame with it), the key
+/// (UTF-8), then `width × height × 4` bytes of RGBA. The UI wraps the pixels in an `ImageData`
+/// without copying them out of a JSON array.
+pub fn encode_frame(key: &str, frame: &RgbaFrame) -> Vec<u8> {
+    let key = &key.as_bytes()[..key.len().min(u16::MAX as usize)];
+    let mut out = Vec::with_capacity(FRAME_HEADER_LEN + key.len() + frame.data.len());
+    out.push(FRAME_VERSION);
+    out.push(0);
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(&frame.width.to_le_bytes());
+    out.extend_from_slice(&frame.height.to_le_bytes());
+    out.extend_from_slice(&rtcio_media::synthetic::video::unix_micros().to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&frame.data);
+    out
+}
+
+/// A decoded binary frame header: key, width, height and where the pixels start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Tile key (see [`stream_key`]).
+    pub key: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// When the frame was encoded for the IPC, µs since the Unix epoch.
+    pub sent_at_us: u64,
+    /// Offset of the RGBA bytes.
+    pub offset: usize,
+}
+
+/// Reads the header of [`encode_frame`]'s output; `None` when it is malformed or truncated.
+pub fn decode_frame_header(buf: &[u8]) -> Option<FrameHeader> {
+    if buf.len() < FRAME_HEADER_LEN || buf[0] != FRAME_VERSION {
+        return None;
+    }
+    let key_len = u16::from_le_bytes([buf[2], buf[3]]) as usize;
+    let width = u32::from_le_bytes(buf[4..8].try_into().ok()?);
+    let height = u32::from_le_bytes(buf[8..12].try_into().ok()?);
+    let sent_at_us = u64::from_le_bytes(buf[12..20].try_into().ok()?);
+    let offset = FRAME_HEADER_LEN + key_len;
+    let key = std::str::from_utf8(buf.get(FRAME_HEADER_LEN..offset)?).ok()?;
+    let pixels = (width as usize)
+        .checked_mul(height as usize)?
+        .checked_mul(4)?;
+    (buf.len() == offset.checked_add(pixels)?).then(|| FrameHeader {
+        key: key.to_string(),
+        width,
+        height,
+        sent_at_us,
+        offset,
+    })
+}
+
+/// The tile key of a remote stream: `<peer socket id>/<msid>`.
+pub fn stream_key(peer: &str, msid: &str) -> String {
+    format!("{peer}/{msid}")
+}
+
+/// The tile key of our own camera preview.
+pub const SELF_PREVIEW_KEY: &str = "self/camera";
+
+/// The size each tile is shown at, as the UI reports it.
+#[derive(Clone, Default)]
+pub struct TileSizes(Arc<Mutex<HashMap<String, (u32, u32)>>>);
+
+impl TileSizes {
+    /// Sets a tile's displayed size (clamped to 2×2 … 3840×2160).
+    pub fn set(&self, key: &str, width: u32, height: u32) {
+        let w = width.clamp(2, MAX_TILE.0);
+        let h = height.clamp(2, MAX_TILE.1);
+        lock(&self.0).insert(key.to_string(), (w, h));
+    }
+
+    /// A tile's size ([`DEFAULT_TILE`] until the UI said otherwise).
+    pub fn get(&self, key: &str) -> (u32, u32) {
+        lock(&self.0).get(key).copied().unwrap_or(DEFAULT_TILE)
+    }
+
+    fn forget(&self, key: &str) {
+        lock(&self.0).remove(key);
+    }
+}
+
+// ---------------------------------------------------------------- sending
+
+/// What encodes one kind of media.
+enum Producer {
+    Video(VideoSendPipeline),
+    Audio(AudioSendPipeline),
+}
+
+impl Producer {
+    fn stop(self) {
+        let r = match self {
+            Producer::Video(p) => p.stop(),
+            Producer::Audio(p) => p.stop(),
+        };
+        if let Err(e) = r {
+            warn!("a media source ended with an error: {e}");
+        }
+    }
+}
+
+/// A source that runs and encodes, not yet attached to a stream.
+pub struct Opened {
+    kind: MediaKind,
+    producer: Producer,
+    fanout: EncodedFanout,
+}
+
+impl Opened {
+    /// Audio or video.
+    pub fn kind(&self) -> MediaKind {
+        self.kind
+    }
+
+    /// Our camera preview frames (video only).
+    fn preview(&self) -> Option<tokio::sync::watch::Receiver<Option<Arc<RgbaFrame>>>> {
+        match &self.producer {
+            Producer::Video(p) => Some(p.preview()),
+            Producer::Audio(_) => None,
+        }
+    }
+}
+
+fn h264(fps: f32, screen: bool) -> H264Config {
+    H264Config {
+        max_fps: fps.clamp(1.0, 60.0),
+        content: if screen {
+            rtcio_media::ContentHint::Screen
+        } else {
+            rtcio_media::ContentHint::Camera
+        },
+        ..H264Config::default()
+    }
+}
+
+fn start_video(
+    source: Box<dyn VideoSource>,
+    encoder: H264Config,
+    preview: Option<(u32, u32)>,
+) -> Result<Opened, MediaError> {
+    let fanout = EncodedFanout::new(FANOUT_DEPTH);
+    let pipeline = VideoSendPipeline::start(
+        source,
+        VideoPipelineConfig {
+            encoder,
+            preview,
+            adapt_quality: true,
+        },
+        fanout.clone(),
+    )?;
+    Ok(Opened {
+        kind: MediaKind::Video,
+        producer: Producer::Video(pipeline),
+        fanout,
+    })
+}
+
+fn start_audio(source: Box<dyn AudioSource>) -> Result<Opened, MediaError> {
+    let fanout = EncodedFanout::new(FANOUT_DEPTH);
+    let pipeline = AudioSendPipeline::start(
+        source,
+        AudioPipelineConfig {
+            encoder: OpusConfig::default(),
+        },
+        fanout.clone(),
+    )?;
+    Ok(Opened {
+        kind: MediaKind::Audio,
+        producer: Producer::Audio(pipeline),
+        fanout,
+    })
+}
+
+/// Opens the video source of `cfg` and starts encoding. Blocking (V4L2): call it off the
+/// async runtime.
+pub fn open_video(cfg: &MediaConfig) -> Result<Option<Opened>, MediaError> {
+    let (width, height) = cfg.capture_size;
+    let source: Box<dyn VideoSource> = match &cfg.video {
+        VideoChoice::Off => return Ok(None),
+        VideoChoice::TestPattern => Box::new(rtcio_media::TestPatternSource::new(
+            rtcio_media::TestPatternConfig {
+                width,
+                height,
+                fps: cfg.fps,
+                paced: true,
+            },
+        )?),
+        VideoChoice::Camera(device) => Box::new(rtcio_media::CameraSource::open(
+            rtcio_media::CameraConfig {
+                device: device.clone(),
+                width,
+                height,
+                fps: cfg.fps.round() as u32,
+            },
+        )?),
+    };
+    start_video(source, h264(cfg.fps, false), Some(DEFAULT_TILE)).map(Some)
+}
+
+/// Opens the audio source of `cfg` and starts encoding. Blocking (ALSA): off the runtime.
+pub fn open_audio(cfg: &MediaConfig) -> Result<Option<Opened>, MediaError> {
+    let source: Box<dyn AudioSource> = match &cfg.audio {
+        AudioChoice::Off => return Ok(None),
+        AudioChoice::Tone => Box::new(rtcio_media::ToneSource::new(
+            rtcio_media::ToneConfig::default(),
+        )?),
+        AudioChoice::Microphone(device) => Box::new(rtcio_media::MicrophoneSource::open(
+            rtcio_media::MicrophoneConfig {
+                device: device.clone(),
+                channels: 1,
+            },
+        )?),
+    };
+    start_audio(source).map(Some)
+}
+
+/// Opens a monitor for screen sharing (`display`: X display, `None` = `$DISPLAY`). Blocking.
+pub fn open_screen(
+    display: Option<String>,
+    monitor: Option<String>,
+    fps: f32,
+) -> Result<Opened, MediaError> {
+    let source = rtcio_media::ScreenSource::open(rtcio_media::ScreenConfig {
+        display,
+        monitor,
+        fps,
+        ..rtcio_media::ScreenConfig::default()
+    })?;
+    start_video(Box::new(source), h264(fps, true), None)
+}
+
+/// One sent track.
+struct Sent {
+    kind: MediaKind,
+    producer: Producer,
+    track: LocalTrack,
+    fanout: EncodedFanout,
+    enabled: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A stream we send (camera + mic, or a screen).
+pub struct SendStream {
+    stream: LocalStream,
+    sent: Vec<Sent>,
+    preview: Option<JoinHandle<()>>,
+}
+
+impl SendStream {
+    /// Creates a stream with one track per opened source and starts writing to it. The caller
+    /// announces it (an event carrying [`LocalStream::token`]).
+    pub fn attach(socket: &Socket, opened: Vec<Opened>) -> SendStream {
+        let stream = socket.create_stream();
+        let mut sent = Vec::new();
+        for o in opened {
+            let track = stream.add_track(o.kind);
+            let enabled = Arc::new(AtomicBool::new(true));
+            let mut tasks = Vec::new();
+            let mut sub = o.fanout.subscribe();
+            let (t, on) = (track.clone(), enabled.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(f) = sub.recv().await {
+                    // Toggled off: the encoder keeps running (so turning back on is instant)
+                    // but nothing reaches the peers.
+                    if !on.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    t.write(&MediaSample {
+                        data: f.data.clone(),
+                        duration: f.duration,
+                    })
+                    .await;
+                }
+            }));
+            if o.kind == MediaKind::Video {
+                let mut requests = track.keyframe_requests();
+                let requester = o.fanout.keyframe_requester();
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        match requests.recv().await {
+                            Ok(r) => {
+                                debug!(peer = %r.peer, fir = r.fir, "keyframe request");
+                                requester.request_keyframe();
+                            }
+                            Err(RecvError::Lagged(_)) => requester.request_keyframe(),
+                            Err(RecvError::Closed) => break,
+                        }
+                    }
+                }));
+            }
+            sent.push(Sent {
+                kind: o.kind,
+                producer: o.producer,
+                track,
+                fanout: o.fanout,
+                enabled,
+                tasks,
+            });
+        }
+        SendStream {
+            stream,
+            sent,
+            preview: None,
+        }
+    }
+
+    /// The stream (its token goes into the announcing event).
+    pub fn stream(&self) -> &LocalStream {
+        &self.stream
+    }
+
+    /// True when a track of this kind is sent.
+    pub fn has(&self, kind: MediaKind) -> bool {
+        self.sent.iter().any(|s| s.kind == kind)
+    }
+
+    /// Starts or stops sending one kind. Stopped audio is also muted at the encoder (so a
+    /// turned-on mic starts with fresh audio); turned-on video starts with an IDR so receivers
+    /// can decode at once.
+    pub fn set_enabled(&self, kind: MediaKind, on: bool) {
+        for s in self.sent.iter().filter(|s| s.kind == kind) {
+            let was = s.enabled.swap(on, Ordering::Relaxed);
+            match &s.producer {
+                Producer::Audio(p) => p.set_muted(!on),
+                Producer::Video(_) if on && !was => {
+                    s.fanout.keyframe_requester().request_keyframe()
+                }
+                Producer::Video(_) => {}
+            }
+        }
+    }
+
+    /// Whether a kind is being sent.
+    pub fn enabled(&self, kind: MediaKind) -> bool {
+        self.sent
+            .iter()
+            .any(|s| s.kind == kind && s.enabled.load(Ordering::Relaxed))
+    }
+
+    /// Samples of one kind written to the stream so far (what the toggles stop).
+    pub fn samples_written(&self, kind: MediaKind) -> u64 {
+        self.sent
+            .iter()
+            .filter(|s| s.kind == kind)
+            .map(|s| s.track.samples_written())
+            .sum()
+    }
+
+    /// A new peer needs an IDR to start decoding: ask now rather than waiting for its PLI.
+    pub fn request_keyframe(&self) {
+        for s in self.sent.iter().filter(|s| s.kind == MediaKind::Video) {
+            s.fanout.keyframe_requester().request_keyframe();
+        }
+    }
+
+    /// Sends our video's preview frames to `frames` under `key`, scaled to the tile's size,
+    /// while video is enabled.
+    fn start_preview(
+        &mut self,
+        mut rx: tokio::sync::watch::Receiver<Option<Arc<RgbaFrame>>>,
+        key: &'static str,
+        sizes: TileSizes,
+        frames: FrameSink,
+    ) {
+        let Some(enabled) = self
+            .sent
+            .iter()
+            .find(|s| s.kind == MediaKind::Video)
+            .map(|s| s.enabled.clone())
+        else {
+            return;
+        };
+        self.preview = Some(tokio::spawn(async move {
+            let mut scaler = Scaler::default();
+            while rx.changed().await.is_ok() {
+                let Some(frame) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                if !enabled.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let (tw, th) = sizes.get(key);
+                let (w, h) = rtcio_media::convert::fit_within(frame.width, frame.height, tw, th);
+                let bytes = if (w, h) == (frame.width, frame.height) {
+                    encode_frame(key, &frame)
+                } else {
+                    match scaler.scale_rgba(&frame, w, h) {
+                        Ok(scaled) => encode_frame(key, &scaled),
+                        Err(e) => {
+                            debug!("preview scaling: {e}");
+                            continue;
+                        }
+                    }
+                };
+                frames(bytes);
+            }
+        }));
+    }
+
+    /// Removes the tracks (receivers see `track-removed`), stops announcing the stream to new
+    /// peers, and stops the sources and writers.
+    pub fn stop(self, socket: &Socket, remove_tracks: bool) {
+        socket.untrack_stream(&self.stream);
+        if let Some(p) = self.preview {
+            p.abort();
+        }
+        for s in self.sent {
+            if remove_tracks {
+                self.stream.remove_track(&s.track);
+            }
+            for t in s.tasks {
+                t.abort();
+            }
+            s.producer.stop();
+        }
+    }
+}
+
+/// Opens the sources of `cfg` (off the runtime), each failure reported as a message for the UI
+/// instead of an error: joining works without media.
+pub async fn open_sources(cfg: &MediaConfig) -> (Vec<Opened>, Vec<String>) {
+    let c = cfg.clone();
+    let opened = tokio::task::spawn_blocking(move || (open_video(&c), open_audio(&c))).await;
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    match opened {
+        Ok((video, audio)) => {
+            for (what, r) in [("camera", video), ("microphone", audio)] {
+                match r {
+                    Ok(Some(o)) => out.push(o),
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!("{what}: {e}");
+                        problems.push(device_message(what, &e));
+                    }
+                }
+            }
+        }
+        Err(e) => problems.push(format!("Opening the devices stopped: {e}")),
+    }
+    (out, problems)
+}
+
+/// Attaches our camera stream and starts its self-preview.
+pub fn attach_camera(
+    socket: &Socket,
+    opened: Vec<Opened>,
+    sizes: TileSizes,
+    frames: FrameSink,
+) -> SendStream {
+    let preview = opened.iter().find_map(Opened::preview);
+    let mut s = SendStream::attach(socket, opened);
+    if let Some(rx) = preview {
+        s.start_preview(rx, SELF_PREVIEW_KEY, sizes, frames);
+    }
+    s
+}
+
+// ---------------------------------------------------------------- receiving
+
+/// Whether a remote stream is someone's camera or a screen share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// Camera (+ microphone).
+    Camera,
+    /// Screen share.
+    Screen,
+}
+
+impl StreamKind {
+    /// `camera` / `screen`, as the UI gets it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Camera => "camera",
+            StreamKind::Screen => "screen",
+        }
+    }
+}
+
+struct Consumer {
+    kind: MediaKind,
+    thread: Option<ThreadHandle<()>>,
+}
+
+struct Incoming {
+    peer: String,
+    kind: StreamKind,
+    stop: Arc<AtomicBool>,
+    consumers: HashMap<String, Consumer>,
+}
+
+/// Every remote stream being played.
+pub struct Receivers {
+    sizes: TileSizes,
+    frames: FrameSink,
+    mixer: Arc<Mutex<AudioMixer>>,
+    output: Option<AudioOutput>,
+    streams: HashMap<String, Incoming>,
+}
+
+impl Receivers {
+    /// Starts the audio output (`speaker`; the null sink when it cannot be opened).
+    pub fn new(sizes: TileSizes, frames: FrameSink, speaker: OutputDevice) -> Self {
+        let mixer = Arc::new(Mutex::new(AudioMixer::new(1)));
+        let output = AudioOutput::start_or_null(mixer.clone(), speaker);
+        info!(device = %output.device_name(), null = output.is_null(), "audio output");
+        Receivers {
+            sizes,
+            frames,
+            mixer,
+            output: Some(output),
+            streams: HashMap::new(),
+        }
+    }
+
+    /// True when the stream is already played.
+    pub fn has(&self, key: &str) -> bool {
+        self.streams.contains_key(key)
+    }
+
+    /// Starts playing a remote stream; false if it was already played.
+    pub fn add_stream(&mut self, stream: &RemoteStream, kind: StreamKind) -> bool {
+        let key = stream_key(stream.peer(), stream.msid());
+        if self.streams.contains_key(&key) {
+            self.add_tracks(stream);
+            return false;
+        }
+        info!(peer = %stream.peer(), %key, kind = kind.as_str(), "remote stream");
+        self.streams.insert(
+            key,
+            Incoming {
+                peer: stream.peer().to_string(),
+                kind,
+                stop: Arc::new(AtomicBool::new(false)),
+                consumers: HashMap::new(),
+            },
+        );
+        self.add_tracks(stream);
+        true
+    }
+
+    /// Starts consumers for tracks of a known stream that have none running (a track added or
+    /// re-enabled later).
+    pub fn add_tracks(&mut self, stream: &RemoteStream) {
+        let key = stream_key(stream.peer(), stream.msid());
+        let Some(inc) = self.streams.get_mut(&key) else {
+            return;
+        };
+        for track in stream.tracks() {
+            let running = inc
+                .consumers
+                .get(track.mid())
+                .is_some_and(|c| c.thread.as_ref().is_some_and(|t| !t.is_finished()));
+            if running {
+                continue;
+            }
+            let mid = track.mid().to_string();
+            let kind = track.kind();
+            let handle = tokio::runtime::Handle::current();
+            let stop = inc.stop.clone();
+            let spawned = match kind {
+                MediaKind::Video => {
+                    let (k, sizes, frames) = (key.clone(), self.sizes.clone(), self.frames.clone());
+                    std::thread::Builder::new()
+                        .name("rtcio-recv-video".into())
+                        .spawn(move || play_video(handle, track, k, sizes, frames, stop))
+                }
+                MediaKind::Audio => {
+                    let (peer, mixer) = (format!("{key}/{mid}"), self.mixer.clone());
+                    std::thread::Builder::new()
+                        .name("rtcio-recv-audio".into())
+                        .spawn(move || play_audio(handle, track, peer, mixer, stop))
+                }
+            };
+            let thread = spawned
+                .map_err(|e| warn!("cannot start a receive thread: {e}"))
+                .ok();
+            inc.consumers.insert(mid, Consumer { kind, thread });
+        }
+    }
+
+    /// A track of a stream went away; true when the stream has no video left (its tile's video
+    /// ends).
+    pub fn track_removed(&mut self, key: &str, mid: &str) -> bool {
+        let Some(inc) = self.streams.get_mut(key) else {
+            return false;
+        };
+        // The thread sees the end of its track by itself (recv gives None).
+        inc.consumers.remove(mid);
+        !inc.consumers.values().any(|c| c.kind == MediaKind::Video)
+    }
+
+    /// The kind of a known stream.
+    pub fn kind_of(&self, key: &str) -> Option<StreamKind> {
+        self.streams.get(key).map(|s| s.kind)
+    }
+
+    /// Stops one stream; true if it was played.
+    pub fn remove(&mut self, key: &str) -> bool {
+        match self.streams.remove(key) {
+            Some(inc) => {
+                inc.stop.store(true, Ordering::Relaxed);
+                self.sizes.forget(key);
+                let mut mixer = lock(&self.mixer);
+                for mid in inc.consumers.keys() {
+                    mixer.remove_peer(&format!("{key}/{mid}"));
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops every stream of `peer` (of one kind, or all); returns their keys.
+    pub fn remove_peer(&mut self, peer: &str, kind: Option<StreamKind>) -> Vec<String> {
+        let keys: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.peer == peer && kind.is_none_or(|k| s.kind == k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &keys {
+            self.remove(k);
+        }
+        keys
+    }
+
+    /// Stops everything, including the audio output.
+    pub fn stop(&mut self) {
+        let keys: Vec<String> = self.streams.keys().cloned().collect();
+        for k in keys {
+            self.remove(&k);
+        }
+        if let Some(mut out) = self.output.take() {
+            out.stop();
+        }
+    }
+}
+
+impl Drop for Receivers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits for the next frame of `track`, waking up every [`RECV_POLL`] to honour `stop`.
+fn next_frame(
+    handle: &tokio::runtime::Handle,
+    track: &RemoteTrack,
+    stop: &AtomicBool,
+) -> Option<rtcio::MediaFrame> {
+    while !stop.load(Ordering::Relaxed) {
+        match handle.block_on(async { tokio::time::timeout(RECV_POLL, track.recv()).await }) {
+            Ok(Some(f)) => return Some(f),
+            Ok(None) => return None,
+            Err(_) => continue,
+        }
+    }
+    None
+}
+
+/// One remote video track: decode, scale to the tile, hand out as a binary frame.
+fn play_video(
+    handle: tokio::runtime::Handle,
+    track: RemoteTrack,
+    key: String,
+    sizes: TileSizes,
+    frames: FrameSink,
+    stop: Arc<AtomicBool>,
+) {
+    let mut video = match RemoteVideo::new(VIDEO_DELAY) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!("H.264 decoder: {e}");
+            return;
+        }
+    };
+    let mut scaler = Scaler::default();
+    while let Some(frame) = next_frame(&handle, &track, &stop) {
+        if frame.codec != rtcio::RtpCodec::H264 {
+            // A browser that would not take H.264 (VP8): we cannot show it.
+            continue;
+        }
+        let now = Instant::now();
+        if frame.lost_before && video.packet_lost(now) {
+            track.request_keyframe();
+        }
+        let out = video.push(&frame.data, frame.rtp_timestamp, now);
+        if out.send_pli {
+            track.request_keyframe();
+        }
+        let Some((pic, _render_at)) = out.frame else {
+            continue;
+        };
+        // Shown as soon as decoded: the pacer already dropped late frames, and the webview
+        // paints on its own clock anyway.
+        let (w, h) = sizes.get(&key);
+        match scaler.preview(&pic, w, h) {
+            Ok(rgba) => frames(encode_frame(&key, &rgba)),
+            Err(e) => debug!("scaling a remote frame: {e}"),
+        }
+    }
+    debug!(%key, mid = %track.mid(), "remote video ended");
+}
+
+/// One remote audio track into the mixer.
+fn play_audio(
+    handle: tokio::runtime::Handle,
+    track: RemoteTrack,
+    peer: String,
+    mixer: Arc<Mutex<AudioMixer>>,
+    stop: Arc<AtomicBool>,
+) {
+    while let Some(frame) = next_frame(&handle, &track, &stop) {
+        if frame.codec != rtcio::RtpCodec::Opus {
+            continue;
+        }
+        if let Err(e) = lock(&mixer).push(&peer, frame.rtp_timestamp, frame.data, frame.received) {
+            warn!("remote audio: {e}");
+            break;
+        }
+    }
+    lock(&mixer).remove_peer(&peer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_header_round_trip() {
+        let frame = RgbaFrame {
+            width: 4,
+            height: 2,
+            data: vec![7; 32],
+            timestamp: Duration::ZERO,
+        };
+        let bytes = encode_frame("peer/ms1", &frame);
+        let h = decode_frame_header(&bytes).expect("valid");
+        assert_eq!(h.key, "peer/ms1");
+        assert_eq!((h.width, h.height), (4, 2));
+        assert_eq!(&bytes[h.offset..], &frame.data[..]);
+        assert!(decode_frame_header(&bytes[..bytes.len() - 1]).is_none());
+        assert!(decode_frame_header(&[2; 20]).is_none());
+        assert!(decode_frame_header(&[1, 0, 200, 0]).is_none());
+    }
+
+    #[test]
+    fn choices_and_fake_media() {
+        let c = MediaConfig::from_choices(Some("/dev/video0"), Some("hw:0"), false);
+        assert_eq!(c.video, VideoChoice::Camera(Some("/dev/video0".into())));
+        assert_eq!(c.audio, AudioChoice::Microphone(Some("hw:0".into())));
+        let c = MediaConfig::from_choices(Some("/dev/video0"), Some("hw:0"), true);
+        assert_eq!(c.video, VideoChoice::TestPattern);
+        assert_eq!(c.audio, AudioChoice::Tone);
+        assert_eq!(c.speaker, OutputDevice::Null);
+        let c = MediaConfig::from_choices(Some(TEST_PATTERN_ID), None, false);
+        assert_eq!(c.video, VideoChoice::TestPattern);
+        assert_eq!(c.audio, AudioChoice::Off);
+        let c = MediaConfig::from_choices(None, Some(TONE_ID), false);
+        assert_eq!(c.video, VideoChoice::Off);
+        assert_eq!(c.audio, AudioChoice::Tone);
+    }
+
+    #[test]
+    fn tile_sizes_default_and_clamp() {
+        let s = TileSizes::default();
+        assert_eq!(s.get("x"), DEFAULT_TILE);
+        s.set("x", 0, 100_000);
+        assert_eq!(s.get("x"), (2, MAX_TILE.1));
+    }
+
+    #[test]
+    fn missing_camera_gives_a_message_not_a_panic() {
+        let cfg = MediaConfig {
+            video: VideoChoice::Camera(Some("/dev/no-such-camera".into())),
+            ..MediaConfig::default()
+        };
+        let e = open_video(&cfg).err().expect("no such camera");
+        let msg = device_message("camera", &e);
+        assert!(msg.contains("camera"), "{msg}");
+    }
+}
