@@ -1,4 +1,6 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+// One browser driver for every package's tests.
+#[path = "../../../crates/rtcio/tests/common/browser.rs"]
 pub mod browser;

@@ -16,8 +16,14 @@ pub struct Browser {
     next_id: u64,
 }
 
+/// The workspace root: the nearest ancestor of the package holding `tests/browser/driver.mjs`
+/// (this file is shared by packages at different depths).
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let pkg = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    pkg.ancestors()
+        .find(|d| d.join("tests/browser/driver.mjs").is_file())
+        .map(PathBuf::from)
+        .unwrap_or(pkg)
 }
 
 impl Browser {
