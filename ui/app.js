@@ -399,7 +399,8 @@ function reportTileSizes() {
  * Frames painted / dropped since the page loaded, and summed milliseconds of IPC (Rust handing
  * the frame over → it arrives here) and of painting. The bench and the tests read it.
  */
-export const videoStats = { painted: 0, dropped: 0, ipcMs: 0, paintMs: 0 };
+// Counters read by the IPC bench (src-tauri/examples/ipc_bench.rs); `perKey` = frames painted per tile.
+export const videoStats = { painted: 0, dropped: 0, ipcMs: 0, paintMs: 0, perKey: {} };
 
 function paintFrame(buf) {
   const arrived = performance.timeOrigin + performance.now();
@@ -418,6 +419,7 @@ function paintFrame(buf) {
   canvas.getContext('2d').putImageData(new ImageData(f.pixels, f.width, f.height), 0, 0);
   canvas.dataset.painted = String(Number(canvas.dataset.painted || 0) + 1);
   videoStats.painted += 1;
+  videoStats.perKey[f.key] = (videoStats.perKey[f.key] || 0) + 1;
   videoStats.ipcMs += Math.max(0, arrived - f.sentAtUs / 1000);
   videoStats.paintMs += performance.timeOrigin + performance.now() - arrived;
 }

@@ -1,16 +1,21 @@
 //! Video over Tauri IPC, measured in the real app: the `rtcio-desktop` UI in WebKitGTK on a
-//! private Xvfb joins a room (synthetic sources, as with `RTCIO_FAKE_MEDIA=1`) where a headless
-//! session sends a 1280×720 test pattern. After a warm-up it prints, per second of measurement:
-//! frames handed to the channel and their size, Rust's `Channel::send` time per frame, the
-//! IPC time per frame (handed over in Rust → arrived in the page, from the frame header), the
-//! paint time per frame (`putImageData`) and frames painted per second.
+//! private Xvfb joins a room (synthetic sources, as with `RTCIO_FAKE_MEDIA=1`) where 1 and then 4
+//! headless remotes each send a 1280×720 30 fps test pattern. The remotes and the signaling server
+//! run in a second process (this example in its `remotes` role), so the CPU figure is the app
+//! process's alone. After a warm-up it prints, per run: frames handed to the channel and their
+//! size, Rust's `Channel::send` time per frame, the IPC time per frame (handed over in Rust →
+//! arrived in the page, from the frame header), the paint time per frame (`putImageData`), frames
+//! painted per second per remote tile, and the app process's CPU.
 //!
 //! ```text
 //! unshare -n sh -c 'ip link set lo up && cargo run --release -p rtcio-desktop --example ipc_bench'
 //! ```
-//! `BENCH_SECONDS` (default 10) sets the measurement length.
+//! `BENCH_SECONDS` (default 10) sets the measurement length, `BENCH_REMOTES` (default `1,4`) the
+//! runs.
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -44,7 +49,7 @@ fn autojoin_script(url: &str) -> String {
       const v = window.__rtcioVideo || {{}};
       window.__TAURI_INTERNALS__.invoke('plugin:event|emit', {{
         event: 'bench-stats',
-        payload: {{ painted: v.painted, dropped: v.dropped, ipcMs: v.ipcMs, paintMs: v.paintMs, at: performance.now() }},
+        payload: {{ painted: v.painted, dropped: v.dropped, ipcMs: v.ipcMs, paintMs: v.paintMs, perKey: v.perKey, at: performance.now() }},
       }});
     }}, 500);
   }};
@@ -53,10 +58,13 @@ fn autojoin_script(url: &str) -> String {
     )
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Sample {
     at: Instant,
     painted: f64,
+    per_key: serde_json::Map<String, Value>,
+    cpu_ticks: u64,
+    remote_ticks: u64,
     ipc_ms: f64,
     paint_ms: f64,
     frames: u64,
@@ -64,13 +72,125 @@ struct Sample {
     send_ns: u64,
 }
 
+/// User + system CPU ticks of a process (`/proc/<pid>/stat` fields 14 and 15).
+fn cpu_ticks(pid: &str) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The command name may hold spaces; fields are counted after its closing parenthesis.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+/// `/proc` reports CPU time in USER_HZ ticks, which the Linux ABI fixes at 100 per second.
+fn clock_ticks_per_second() -> f64 {
+    100.0
+}
+
 fn main() -> anyhow::Result<()> {
-    let xvfb = VirtualDisplay::start(1280, 800)?;
+    match std::env::var("BENCH_ROLE").as_deref() {
+        Ok("remotes") => remotes(),
+        Ok("app") => app(),
+        _ => driver(),
+    }
+}
+
+/// Runs the app role once per remote count, each in a fresh process (GTK allows one event loop
+/// per process).
+fn driver() -> anyhow::Result<()> {
+    let runs = std::env::var("BENCH_REMOTES").unwrap_or_else(|_| "1,4".into());
+    let exe = std::env::current_exe()?;
+    for n in runs
+        .split(',')
+        .filter_map(|n| n.trim().parse::<usize>().ok())
+    {
+        let status = Command::new(&exe)
+            .env("BENCH_ROLE", "app")
+            .env("BENCH_REMOTES", n.to_string())
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "the run with {n} remotes failed: {status}"
+        );
+    }
+    Ok(())
+}
+
+/// The server and `BENCH_REMOTES` sending sessions; prints the server URL, then runs until its
+/// stdin closes (the app role holds it).
+fn remotes() -> anyhow::Result<()> {
+    let n: usize = std::env::var("BENCH_REMOTES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let server = rtcio_server::start(rtcio_server::ServerConfig {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ..rtcio_server::ServerConfig::default()
+        })
+        .await?;
+        let mut sessions = Vec::new();
+        for i in 0..n {
+            let mut cfg =
+                JoinConfig::new(&format!("remote{i}"), ROOM, ServerChoice::Url(server.url()));
+            cfg.socket = rtcio::Options::loopback();
+            cfg.media = MediaConfig {
+                capture_size: (1280, 720),
+                ..MediaConfig::synthetic()
+            };
+            let (s, _) = Session::join(cfg, Arc::new(|_, _| {})).await?;
+            sessions.push(s);
+        }
+        println!("{}", server.url());
+        // Block until the app role is done (EOF on stdin).
+        tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+        })
+        .await?;
+        for s in sessions {
+            s.leave().await;
+        }
+        let _ = server.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+fn app() -> anyhow::Result<()> {
+    let remotes_n: usize = std::env::var("BENCH_REMOTES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    // The remotes process first, before this process has threads or a display.
+    let mut remotes = Command::new(std::env::current_exe()?)
+        .env("BENCH_ROLE", "remotes")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let remotes_pid = remotes.id().to_string();
+    let mut url = String::new();
+    if let Some(out) = remotes.stdout.take() {
+        BufReader::new(out).read_line(&mut url)?;
+    }
+    let url = url.trim().to_string();
+    anyhow::ensure!(url.starts_with("http"), "the remotes process did not start");
+    // Run alone (`BENCH_ROLE=app`), it needs its own display.
+    let (_own_display, display) = match std::env::var("BENCH_DISPLAY") {
+        Ok(d) => (None, d),
+        Err(_) => {
+            let x = VirtualDisplay::start(1280, 800)?;
+            let d = x.display().to_string();
+            (Some(x), d)
+        }
+    };
     let scratch = std::env::temp_dir().join(format!("rtcio-ipc-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     // SAFETY: no other thread exists yet (Xvfb is a child process, not a thread).
     unsafe {
-        std::env::set_var("DISPLAY", xvfb.display());
+        std::env::set_var("DISPLAY", &display);
         std::env::remove_var("WAYLAND_DISPLAY");
         std::env::set_var("GDK_BACKEND", "x11");
         std::env::set_var("HOME", &scratch);
@@ -92,24 +212,6 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-
-    // The room and the remote sender live on Tauri's runtime, like the app's own session.
-    let (server, remote) = tauri::async_runtime::block_on(async {
-        let server = rtcio_server::start(rtcio_server::ServerConfig {
-            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            ..rtcio_server::ServerConfig::default()
-        })
-        .await?;
-        let mut cfg = JoinConfig::new("remote", ROOM, ServerChoice::Url(server.url()));
-        cfg.socket = rtcio::Options::loopback();
-        cfg.media = MediaConfig {
-            capture_size: (1280, 720),
-            ..MediaConfig::synthetic()
-        };
-        let (remote, _) = Session::join(cfg, Arc::new(|_, _| {})).await?;
-        anyhow::Ok((server, remote))
-    })?;
-    let url = server.url();
 
     let (tx, rx) = mpsc::channel::<Value>();
     let script = autojoin_script(&url);
@@ -144,6 +246,9 @@ fn main() -> anyhow::Result<()> {
             painted: v["painted"].as_f64().unwrap_or(0.0),
             ipc_ms: v["ipcMs"].as_f64().unwrap_or(0.0),
             paint_ms: v["paintMs"].as_f64().unwrap_or(0.0),
+            per_key: v["perKey"].as_object().cloned().unwrap_or_default(),
+            cpu_ticks: cpu_ticks("self"),
+            remote_ticks: cpu_ticks(&remotes_pid),
             frames: stats.frames.load(Ordering::Relaxed),
             bytes: stats.bytes.load(Ordering::Relaxed),
             send_ns: stats.send_ns.load(Ordering::Relaxed),
@@ -164,8 +269,8 @@ fn main() -> anyhow::Result<()> {
             let f = *first.get_or_insert(s.at);
             match start {
                 None if s.at.duration_since(f) >= WARMUP => start = Some(s),
-                Some(st) if s.at.duration_since(st.at) >= Duration::from_secs(seconds) => {
-                    end = Some((st, s));
+                Some(ref st) if s.at.duration_since(st.at) >= Duration::from_secs(seconds) => {
+                    end = Some((st.clone(), s));
                     break;
                 }
                 _ => {}
@@ -177,7 +282,8 @@ fn main() -> anyhow::Result<()> {
                 let painted = b.painted - a.painted;
                 let frames = (b.frames - a.frames) as f64;
                 println!(
-                    "ipc_bench: {secs:.1} s measured, 2 video tiles (own preview + remote 1280x720 test pattern)"
+                    "ipc_bench: {remotes_n} remote(s) sending 1280x720 30 fps, {secs:.1} s measured ({} tiles incl. own preview)",
+                    b.per_key.len()
                 );
                 println!(
                     "  frames handed to the channel: {:.1}/s, {:.0} KiB each",
@@ -201,6 +307,29 @@ fn main() -> anyhow::Result<()> {
                     painted / secs,
                     100.0 * painted / frames.max(1.0)
                 );
+                let count = |m: &serde_json::Map<String, Value>, k: &str| {
+                    m.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+                };
+                let mut tiles: Vec<String> = b
+                    .per_key
+                    .keys()
+                    .filter(|k| !k.starts_with("self/"))
+                    .map(|k| {
+                        format!(
+                            "{:.1}",
+                            (count(&b.per_key, k) - count(&a.per_key, k)) / secs
+                        )
+                    })
+                    .collect();
+                tiles.sort();
+                println!("  painted per remote tile: [{}] fps", tiles.join(", "));
+                println!(
+                    "  app process CPU: {:.0} % of one core (remotes + server process: {:.0} %)",
+                    100.0 * (b.cpu_ticks - a.cpu_ticks) as f64 / clock_ticks_per_second() / secs,
+                    100.0 * (b.remote_ticks - a.remote_ticks) as f64
+                        / clock_ticks_per_second()
+                        / secs
+                );
             }
             None => println!("ipc_bench: the page painted no video within 90 s"),
         }
@@ -208,12 +337,17 @@ fn main() -> anyhow::Result<()> {
     });
 
     let code = rtcio_desktop::run_app(app);
-    tauri::async_runtime::block_on(async {
-        remote.leave().await;
-        let _ = server.shutdown().await;
-    });
-    drop(xvfb);
+    // Closing its stdin ends the remotes process.
+    drop(remotes.stdin.take());
+    let _ = remotes.wait();
     let _ = std::fs::remove_dir_all(&scratch);
     anyhow::ensure!(code == 0, "the app ended with exit code {code}");
-    Ok(())
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // Leave without the C atexit handlers: one of them closes the X connection while a
+    // windowing thread still waits in XNextEvent, and Xlib's I/O error handler then turns our
+    // exit status into 1.
+    // SAFETY: _exit only ends the process; everything worth keeping is flushed above.
+    unsafe { libc::_exit(0) }
 }

@@ -533,6 +533,7 @@ test('video: binary frames on a channel paint the tile canvas; sizes reported; c
   const stats = await page.evaluate(() => window.__rtcioVideo);
   assert.equal(stats.painted, 3);
   assert.equal(stats.dropped, 2);
+  assert.deepEqual(stats.perKey, { 'p1/ms1': 2, 'self/camera': 1 });
   assert.ok(stats.ipcMs >= 15 && stats.ipcMs < 5000, `IPC time from the header: ${stats.ipcMs}`);
   await shot('video-tiles');
 
