@@ -11,7 +11,7 @@
 //! unshare -n sh -c 'ip link set lo up && cargo run --release -p rtcio-desktop --example ipc_bench'
 //! ```
 //! `BENCH_SECONDS` (default 10) sets the measurement length, `BENCH_REMOTES` (default `1,4`) the
-//! runs.
+//! runs, `BENCH_SCREENSHOT=DIR` saves the screen at the end of each run (imagemagick `import`).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -332,6 +332,18 @@ fn app() -> anyhow::Result<()> {
                 );
             }
             None => println!("ipc_bench: the page painted no video within 90 s"),
+        }
+        // `BENCH_SCREENSHOT=DIR`: the screen as it is now, one PNG per run.
+        if let Ok(dir) = std::env::var("BENCH_SCREENSHOT") {
+            let path = std::path::Path::new(&dir).join(format!("call-{remotes_n}-remotes.png"));
+            match Command::new("import")
+                .args(["-window", "root"])
+                .arg(&path)
+                .status()
+            {
+                Ok(s) if s.success() => println!("  screenshot: {}", path.display()),
+                other => eprintln!("screenshot failed: {other:?}"),
+            }
         }
         handle.exit(0);
     });
