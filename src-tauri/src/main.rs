@@ -9,7 +9,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn")),
+                .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn,rtcio=info")),
         )
         .init();
     rtcio_desktop::run()

@@ -708,7 +708,18 @@ impl Session {
             stream.stop(&self.socket, false);
         }
         lock_any(&self.receivers).stop();
+        // When we host, the room hears `user-disconnected` from our own server: let it handle
+        // our disconnect before it stops (bounded, a stuck server must not block leaving).
+        let mut handled = self.server.as_ref().map(|s| s.handled_disconnects());
+        let before = handled.as_mut().map(|rx| *rx.borrow_and_update());
         self.socket.close().await;
+        if let (Some(rx), Some(before)) = (handled.as_mut(), before) {
+            let waited =
+                tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|n| *n > before)).await;
+            if !matches!(waited, Ok(Ok(_))) {
+                warn!("the embedded server did not see us leave within 1 s; stopping it anyway");
+            }
+        }
         if let Some(server) = self.server.take()
             && let Err(e) = server.shutdown().await
         {

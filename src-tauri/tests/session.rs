@@ -129,6 +129,31 @@ async fn host_and_guest_share_presence_media_state_and_chat() {
     a.leave().await;
 }
 
+/// The host's own server tells the room that the host left before it stops: a guest gets
+/// `user-disconnected` for the host, not only a lost server connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_hear_the_host_leave() {
+    let (ui_a, _rx_a) = sink();
+    let (a, info_a) = Session::join(config("Ann", "room-h", ServerChoice::Host), ui_a)
+        .await
+        .expect("host joins");
+    let url = info_a.share_urls[0].clone();
+    let (ui_b, mut rx_b) = sink();
+    let (b, _) = Session::join(config("Bob", "room-h", ServerChoice::Url(url)), ui_b)
+        .await
+        .expect("guest joins");
+    expect(&mut rx_b, "Ann in B's roster", |n, v| {
+        n == "room-event" && v["type"] == "user-connected" && v["id"] == info_a.self_id
+    })
+    .await;
+    a.leave().await;
+    expect(&mut rx_b, "Ann left", |n, v| {
+        n == "room-event" && v["type"] == "user-disconnected" && v["id"] == info_a.self_id
+    })
+    .await;
+    b.leave().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_errors_are_typed() {
     let (ui, _rx) = sink();

@@ -20,7 +20,7 @@ use socketioxide::layer::SocketIoLayer;
 use socketioxide_core::adapter::DefinedAdapter;
 use socketioxide_redis::{RedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tracing::{info, warn};
@@ -70,6 +70,7 @@ pub struct RunningServer {
     stop_tx: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), std::io::Error>>,
     close_io: Option<CloseFn>,
+    disconnects: watch::Receiver<u64>,
 }
 
 impl RunningServer {
@@ -95,6 +96,14 @@ impl RunningServer {
             Ok(r) => r.map_err(ServerError::Serve),
             Err(e) => Err(ServerError::Serve(std::io::Error::other(e))),
         }
+    }
+
+    /// How many sockets' disconnects have been fully handled (the room told with
+    /// `user-disconnected`). An app that hosts the server and is itself a client reads it before
+    /// closing its socket and waits for it to grow before [`RunningServer::shutdown`], so the
+    /// others hear that it left instead of only losing the server.
+    pub fn handled_disconnects(&self) -> watch::Receiver<u64> {
+        self.disconnects.clone()
     }
 
     /// Serves until the process gets Ctrl-C or SIGTERM, then shuts down gracefully.
@@ -140,6 +149,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let addr = listener.local_addr()?;
     let builder = SocketIo::builder().max_payload(config.max_payload);
 
+    let (disconnects_tx, disconnects) = watch::channel(0u64);
     let (router, close_io): (Router, CloseFn) = match &config.redis_url {
         None => {
             let (layer, io) = builder.build_layer();
@@ -147,6 +157,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 io: io.clone(),
                 store: Store::memory(),
                 policy: config.policy.clone(),
+                disconnects: disconnects_tx.clone(),
             });
             install(&io, shared, config.auth_token.clone());
             (http_router(layer, &config)?, closer(io))
@@ -164,6 +175,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 io: io.clone(),
                 store,
                 policy: config.policy.clone(),
+                disconnects: disconnects_tx.clone(),
             });
             install(&io, shared, config.auth_token.clone())
                 .await
@@ -186,6 +198,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         stop_tx: Some(stop_tx),
         task,
         close_io: Some(close_io),
+        disconnects,
     })
 }
 

@@ -34,6 +34,9 @@ pub(crate) struct Shared<A: Adapter> {
     pub io: SocketIo<A>,
     pub store: Store,
     pub policy: Policy,
+    /// Counts sockets whose disconnect was fully handled (leave announcements sent), so an
+    /// embedding app can wait for its own socket's before stopping the server.
+    pub disconnects: tokio::sync::watch::Sender<u64>,
 }
 
 enum Inbound {
@@ -166,6 +169,7 @@ async fn worker<A: Adapter>(
                     warn!(%sid, "disconnect cleanup incomplete: {e}");
                 }
                 let _ = done.send(());
+                sh.disconnects.send_modify(|n| *n += 1);
                 break;
             }
         }
