@@ -243,11 +243,12 @@ pub async fn send_file(
     peer_id: String,
     path: String,
 ) -> Result<String, AppError> {
-    let guard = state.session.lock().await;
+    let mut guard = state.session.lock().await;
     guard
-        .as_ref()
+        .as_mut()
         .ok_or(AppError::NotJoined)?
         .send_file(&peer_id, std::path::Path::new(&path))
+        .await
 }
 
 /// Cancels a running transfer (either direction).

@@ -692,10 +692,11 @@ impl Session {
         Ok(())
     }
 
-    /// Sends the file at `path` to `peer`; returns the transfer id.
-    pub fn send_file(&self, peer: &str, path: &Path) -> Result<String, AppError> {
+    /// Sends the file at `path` to `peer`; returns the transfer id. `&mut self` for the same
+    /// reason as [`Session::start_screen_share`].
+    pub async fn send_file(&mut self, peer: &str, path: &Path) -> Result<String, AppError> {
         let t = self.transfers.as_ref().ok_or(AppError::NotJoined)?;
-        Ok(t.send_file(peer, path)?)
+        Ok(t.send_file(peer, path).await?)
     }
 
     /// Cancels a running file transfer (either direction).

@@ -55,6 +55,18 @@ const MAX_NAME_BYTES: usize = 180;
 /// Longest `name` / `mime` / `tid` string we take from a peer, in characters.
 const MAX_FIELD_CHARS: usize = 1024;
 
+/// The `file` channel's options: reliable and ordered (the wire part), and local watermarks
+/// lower than rtc.io's 16 MiB / 1 MiB so the sender's progress stays within 1 MiB of what
+/// the transport really delivered (watermarks never reach the wire).
+pub fn channel_options() -> ChannelOptions {
+    ChannelOptions {
+        ordered: Some(true),
+        high_watermark: Some(1024 * 1024),
+        low_watermark: Some(256 * 1024),
+        ..ChannelOptions::reliable()
+    }
+}
+
 /// What can go wrong with a transfer. The message is what the UI shows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
@@ -746,11 +758,18 @@ impl Transfers {
 
     /// Starts sending the file at `path` to `peer`; returns the transfer id. Progress, the end
     /// and errors arrive as UI events.
-    pub fn send_file(&self, peer: &str, path: &Path) -> Result<String, TransferError> {
-        let channel = lock(&self.inner.peers)
-            .get(peer)
-            .map(|l| l.channel.clone())
-            .ok_or_else(|| TransferError::NoPeer(peer.to_string()))?;
+    pub async fn send_file(&self, peer: &str, path: &Path) -> Result<String, TransferError> {
+        let existing = lock(&self.inner.peers).get(peer).map(|l| l.channel.clone());
+        let channel = match existing {
+            Some(c) => c,
+            // Connected, but its peer-connect is still being handled here: link it now.
+            None if self.inner.socket.peers().await.iter().any(|p| p == peer) => self
+                .inner
+                .link(peer)
+                .await
+                .ok_or_else(|| TransferError::NoPeer(peer.to_string()))?,
+            None => return Err(TransferError::NoPeer(peer.to_string())),
+        };
         let source = |why: String| TransferError::Source {
             path: path.display().to_string(),
             why,
@@ -764,8 +783,7 @@ impl Transfers {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "file".into());
-        let n = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let tid = format!("{}-{n}", crate::inbound::now_ms());
+        let tid = new_tid(self.inner.next.fetch_add(1, Ordering::Relaxed));
         let (stop, stopped) = watch::channel(None);
         lock(&self.inner.outgoing).insert(
             tid.clone(),
@@ -847,22 +865,29 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
 }
 
 impl Inner {
-    /// Creates (or re-creates) the `file` channel to a peer that connected.
-    async fn link(self: &Arc<Self>, peer: &str) {
+    /// Creates the `file` channel to a peer and starts its receive task; returns the channel.
+    /// Idempotent: a peer already linked keeps its link (a reconnected peer was unlinked by its
+    /// `peer-disconnect`).
+    async fn link(self: &Arc<Self>, peer: &str) -> Option<Channel> {
+        if let Some(l) = lock(&self.peers).get(peer) {
+            return Some(l.channel.clone());
+        }
         let channel = match self
             .socket
             .peer(peer)
-            .create_channel(CHANNEL, ChannelOptions::reliable())
+            .create_channel(CHANNEL, channel_options())
             .await
         {
             Ok(c) => c,
             Err(e) => {
                 warn!(peer, "cannot create the file channel: {e}");
-                return;
+                return None;
             }
         };
-        // A reconnect: the old link's transfers are over.
-        self.unlink(peer, TransferError::PeerGone);
+        let mut peers = lock(&self.peers);
+        if let Some(l) = peers.get(peer) {
+            return Some(l.channel.clone());
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let mut listeners = Vec::new();
         type Wrap = fn(&Event) -> Option<Input>;
@@ -876,7 +901,6 @@ impl Inner {
         for (event, wrap) in forwards {
             let tx = tx.clone();
             listeners.push(channel.on(event, move |ev| {
-                // Local `error`/`drain` never come here; peers' events only (close is local).
                 if let Some(input) = wrap(ev) {
                     let _ = tx.send(input);
                 }
@@ -889,15 +913,16 @@ impl Inner {
             rx,
         ));
         debug!(peer, "file channel created");
-        lock(&self.peers).insert(
+        peers.insert(
             peer.to_string(),
             PeerLink {
-                channel,
+                channel: channel.clone(),
                 listeners,
                 tx,
                 task,
             },
         );
+        Some(channel)
     }
 
     /// Forgets a peer: its receive task ends the current file with `why`; sends to it stop.
@@ -1217,6 +1242,16 @@ async fn place(dir: &Path, temp: &Path, name: &str) -> Result<PathBuf, String> {
     .map_err(|e| format!("saving stopped: {e}"))?
 }
 
+/// A transfer id unique across peers: time, a random part (std's per-process random hash keys)
+/// and a counter.
+fn new_tid(n: u64) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{:x}-{:08x}-{n}", crate::inbound::now_ms(), random as u32)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -1255,10 +1290,12 @@ impl SendJob {
                     e,
                     TransferError::CancelledByPeer(_) | TransferError::PeerGone
                 ) {
-                    self.channel.emit(
-                        "cancel",
-                        vec![json!({"tid": self.tid, "reason": e.to_string()})],
-                    );
+                    let reason = match &e {
+                        TransferError::Left => "the sender left the room".to_string(),
+                        other => other.to_string(),
+                    };
+                    self.channel
+                        .emit("cancel", vec![json!({"tid": self.tid, "reason": reason})]);
                 }
                 rep.error(&self.tid, &e);
             }
