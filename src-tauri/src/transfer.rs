@@ -1192,7 +1192,7 @@ async fn create_temp(dir: &Path, tid: &str) -> std::io::Result<(PathBuf, tokio::
         .filter(char::is_ascii_alphanumeric)
         .take(40)
         .collect();
-    for n in 0u32.. {
+    for n in 0u32..1000 {
         let temp = dir.join(format!(".rtcio-{tag}-{n}.part"));
         match tokio::fs::OpenOptions::new()
             .write(true)
@@ -1201,11 +1201,14 @@ async fn create_temp(dir: &Path, tid: &str) -> std::io::Result<(PathBuf, tokio::
             .await
         {
             Ok(f) => return Ok((temp, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
     }
-    unreachable!("the loop returns")
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "no free temporary file name",
+    ))
 }
 
 /// Moves a complete temporary file to `dir/<name>` or the first free `name (n)`; never replaces

@@ -280,10 +280,17 @@ async fn files_both_ways_intact_with_progress_and_collision_names() {
 
     // The same name again: "from-ann (1).bin", then "(2)"; an empty file works too.
     for want in ["from-ann (1).bin", "from-ann (2).bin"] {
+        let t0 = Instant::now();
         let tid = p.a.send_file(&p.ib.self_id, &src_ab).await.expect("again");
         let done =
             p.ub.expect("B received again", is("file-done", tid, "receive"))
                 .await;
+        eprintln!(
+            "file transfer throughput (one way, loopback, debug build): A→B {size_ab} B in \
+             {:.2?} = {:.1} MB/s",
+            t0.elapsed(),
+            mbps(size_ab, t0.elapsed())
+        );
         assert_eq!(done["name"], want);
         let path = PathBuf::from(done["path"].as_str().expect("path"));
         assert_eq!(path, p.dl_b.path().join(want));
@@ -460,4 +467,114 @@ async fn peer_leaving_mid_transfer_is_an_error_on_both_sides() {
     });
     assert_eq!(seen.get("file-done"), None);
     a.leave().await;
+}
+
+/// A hostile or confused sender speaking the wire protocol directly (B's own `file` channel,
+/// the very object B's transfers use): path names, more bytes than announced, an `eof` for an
+/// unknown transfer, chunks before any `meta`, an absurd size. A reports each clearly, writes
+/// nothing outside its Downloads directory and leaves no partial file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_reported_and_never_escapes_downloads() {
+    let mut p = pair().await;
+    let ch =
+        p.b.socket()
+            .peer(&p.ia.self_id)
+            .create_channel("file", rtcio::ChannelOptions::reliable())
+            .await
+            .expect("B's file channel");
+    let send = |meta: Value| {
+        let ch = ch.clone();
+        async move { ch.emit_wait("meta", vec![meta]).await.expect("meta") }
+    };
+
+    // Chunks before meta are dropped; then a file whose name climbs out of the directory and
+    // which carries more than it announced.
+    assert!(ch.send(vec![1u8; 100]).await, "chunk before meta");
+    send(serde_json::json!({"tid": "h1", "name": "../../escape.txt", "size": 10})).await;
+    assert!(ch.send(vec![7u8; 8]).await);
+    assert!(ch.send(vec![7u8; 8]).await);
+    let e =
+        p.ua.expect("overflow error", is("file-error", "h1".into(), "receive"))
+            .await;
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("more than the announced 10 bytes"),
+        "{e}"
+    );
+    // A tells B to stop (the `cancel` extension).
+    let mut cancels = ch.subscribe("cancel");
+    // Its eof afterwards is dropped quietly; an eof for a tid nobody announced is an error.
+    ch.emit_wait("eof", vec![serde_json::json!({"tid": "h1"})])
+        .await
+        .expect("eof");
+    ch.emit_wait("eof", vec![serde_json::json!({"tid": "ghost"})])
+        .await
+        .expect("eof");
+    let e =
+        p.ua.expect("unknown tid", is("file-error", "ghost".into(), "receive"))
+            .await;
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown transfer"),
+        "{e}"
+    );
+
+    // An absurd size is refused at once.
+    send(serde_json::json!({"tid": "h2", "name": "huge", "size": 1u64 << 60})).await;
+    let e =
+        p.ua.expect("too large", is("file-error", "h2".into(), "receive"))
+            .await;
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("too large"),
+        "{e}"
+    );
+    tokio::time::timeout(WAIT, async {
+        while let Some(c) = cancels.recv().await {
+            if c.arg()["tid"] == "h2" {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("a cancel for h2");
+
+    // A well-formed file with the same hostile name lands inside Downloads as "escape.txt",
+    // checked against the sha256 in eof (a wrong one is refused).
+    send(serde_json::json!({"tid": "h3", "name": "../../escape.txt", "size": 4})).await;
+    assert!(ch.send(b"abcd".to_vec()).await);
+    ch.emit_wait(
+        "eof",
+        vec![serde_json::json!({"tid": "h3", "sha256": "00".repeat(32)})],
+    )
+    .await
+    .expect("eof");
+    let e =
+        p.ua.expect("checksum", is("file-error", "h3".into(), "receive"))
+            .await;
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("SHA-256"),
+        "{e}"
+    );
+    send(serde_json::json!({"tid": "h4", "name": "..\\..\\escape.txt", "size": 4})).await;
+    assert!(ch.send(b"abcd".to_vec()).await);
+    ch.emit_wait("eof", vec![serde_json::json!({"tid": "h4"})])
+        .await
+        .expect("eof");
+    let done =
+        p.ua.expect("h4 done", is("file-done", "h4".into(), "receive"))
+            .await;
+    assert_eq!(
+        PathBuf::from(done["path"].as_str().expect("path")),
+        p.dl_a.path().join("escape.txt")
+    );
+    assert_eq!(listing(p.dl_a.path()), vec!["escape.txt".to_string()]);
+    let parent = p.dl_a.path().parent().expect("parent");
+    assert!(!parent.join("escape.txt").exists());
+
+    p.b.leave().await;
+    p.a.leave().await;
 }
