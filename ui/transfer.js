@@ -86,7 +86,7 @@ function rowFor(tid, fields) {
     cancel.className = 'secondary transfer-cancel';
     cancel.textContent = 'Cancel';
     cancel.addEventListener('click', () => cancelTransfer(tid));
-    row.append(title, bar, status, cancel);
+    row.append(title, bar, cancel, status);
     list().prepend(row);
     t = { row, title, bar, status, cancel, direction: 'send', peerId: '', name: '', size: 0, bytes: 0, state: 'running' };
     transfers.set(tid, t);

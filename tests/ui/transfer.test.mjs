@@ -139,6 +139,13 @@ async function joinCall(responses) {
 }
 
 
+async function shot(name) {
+  if (process.env.UI_SCREENSHOTS) {
+    await fs.mkdir(process.env.UI_SCREENSHOTS, { recursive: true });
+    await page.screenshot({ path: path.join(process.env.UI_SCREENSHOTS, `${name}.png`) });
+  }
+}
+
 // Tauri reports drag positions in physical pixels: run at a device pixel ratio of 2 so the
 // conversion is exercised.
 const scale = 2;
@@ -253,6 +260,9 @@ test('progress bars move both ways, then done shows where the file went', async 
   assert.match(await row('s1').locator('.transfer-status').innerText(), /Sent 10\.0 MB/);
   assert.match(await row('r1').locator('.transfer-status').innerText(), /Saved to \/home\/ann\/Downloads\/photo \(1\)\.jpg/);
   assert.match(await row('r1').locator('.transfer-title').innerText(), /photo \(1\)\.jpg from Person 2/);
+  await emit('file-progress', { tid: 's2', peerId: 'peer-2', direction: 'send', name: 'slides.pdf', size: 3 * MB, bytes: 2 * MB });
+  await emit('tauri://drag-over', { position: await centre('.tile[data-id="peer-1"]') });
+  await shot('transfers');
   // Progress after done is ignored.
   await emit('file-progress', { tid: 'r1', peerId: 'peer-2', direction: 'receive', name: 'photo.jpg', size: 4 * MB, bytes: MB });
   assert.equal(await row('r1').getAttribute('data-state'), 'done');
