@@ -578,3 +578,42 @@ async fn hostile_input_is_reported_and_never_escapes_downloads() {
     p.b.leave().await;
     p.a.leave().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_leaving_mid_transfer_is_an_error_on_both_sides() {
+    let mut p = pair().await;
+    let src = write_file(p.src.path(), "big.bin", &random_bytes(BIG, 6));
+    let tid = p.a.send_file(&p.ib.self_id, &src).await.expect("send");
+    under_way(&mut p.ub, &tid).await;
+    let Pair {
+        a,
+        b,
+        mut ua,
+        mut ub,
+        dl_b,
+        ..
+    } = p;
+    b.leave().await;
+    // The receiver's own partial file is gone once it has left.
+    let eb = ub
+        .expect("B error", is("file-error", tid.clone(), "receive"))
+        .await;
+    assert!(
+        eb["message"].as_str().unwrap_or("").contains("left"),
+        "{eb}"
+    );
+    assert_eq!(
+        listing(dl_b.path()),
+        Vec::<String>::new(),
+        "no partial file"
+    );
+    let ea = ua
+        .expect("A error", is("file-error", tid.clone(), "send"))
+        .await;
+    assert!(
+        ea["message"].as_str().unwrap_or("").contains("closed"),
+        "{ea}"
+    );
+    assert!(!ua.seen.iter().any(|(n, _)| n == "file-done"));
+    a.leave().await;
+}
