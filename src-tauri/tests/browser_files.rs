@@ -164,3 +164,137 @@ async fn files_between_the_app_and_a_tutorial_browser_peer_arrive_intact() {
     br.quit().await;
     ann.leave().await;
 }
+
+/// Our `cancel` extension against a tutorial peer that ignores it: cancelling a file from the
+/// browser drops the rest of it here (no partial file) and its next file arrives intact;
+/// cancelling our own send leaves the browser with a partial buffer it discards at our next
+/// `meta`, so our next file arrives intact too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_work_against_a_peer_that_ignores_them() {
+    let downloads = tempfile::tempdir().expect("tempdir");
+    let src = tempfile::tempdir().expect("tempdir");
+    let (ui, mut ev) = sink();
+    let mut cfg = JoinConfig::new("Ann", "cancel-room", ServerChoice::Host);
+    cfg.socket = rtcio::Options::loopback();
+    cfg.host_bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    cfg.downloads = Some(downloads.path().to_path_buf());
+    let (mut ann, info) = Session::join(cfg, ui).await.expect("join");
+    let aid = info.self_id.clone();
+    let mut br = Browser::start().await;
+    let page = br.open("web").await;
+    let web = br
+        .eval(
+            page,
+            "(o) => { rtcio.config.hashEachMessage = false; rtcio.config.recvMode = 'retain'; \
+             return rtcio.join(o.url, o); }",
+            json!({"url": info.share_urls[0], "roomId": "cancel-room", "name": "web",
+                   "perPeer": [{"name": "file", "options": {"ordered": true}}]}),
+        )
+        .await;
+    let web_id = web["id"].as_str().expect("browser id").to_string();
+    br.eval(page, "() => rtcio.receiveFiles()", json!(null))
+        .await;
+    br.wait_log(
+        page,
+        json!({"kind": "peer-connect", "peer": aid}),
+        0,
+        30_000,
+    )
+    .await;
+
+    // The browser sends 32 MiB; we cancel once bytes arrive. It keeps sending (it ignores our
+    // cancel); we drop the rest and its eof quietly.
+    br.eval(
+        page,
+        "(o) => { window.__big = rtcio.sendFile(o); return true; }",
+        json!({"peer": aid, "bytes": 32 * 1024 * 1024, "name": "big.bin", "tid": "big",
+               "seed": 21}),
+    )
+    .await;
+    expect(&mut ev, "bytes of the big file", |n, v| {
+        n == "file-progress" && v["tid"] == "big" && v["bytes"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    ann.cancel_transfer("big").expect("cancel");
+    let e = expect(&mut ev, "our cancel", |n, v| {
+        n == "file-error" && v["tid"] == "big" && v["direction"] == "receive"
+    })
+    .await;
+    assert_eq!(e["message"], "cancelled");
+    br.eval(page, "() => window.__big.then((r) => r.bytes)", json!(null))
+        .await;
+    let n = 100_000;
+    let sent = br
+        .eval(
+            page,
+            "(o) => rtcio.sendFile(o)",
+            json!({"peer": aid, "bytes": n, "name": "small.bin", "tid": "small", "seed": 22}),
+        )
+        .await;
+    let done = expect(&mut ev, "the next file", |n, v| {
+        n == "file-done" && v["tid"] == "small"
+    })
+    .await;
+    let path = PathBuf::from(done["path"].as_str().expect("path"));
+    let got = std::fs::read(&path).expect("read");
+    assert_eq!(sha256_hex(&got), sent["sha256"].as_str().expect("sha"));
+    let names: Vec<String> = std::fs::read_dir(downloads.path())
+        .expect("list")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["small.bin".to_string()], "no partial big.bin");
+
+    // We send 48 MiB and cancel; the browser logs our cancel, then gets our next file intact.
+    let big = src.path().join("big-out.bin");
+    std::fs::write(&big, ByteGen::new(23).take(48 * 1024 * 1024)).expect("write");
+    let since = br.log_len(page).await;
+    let tid = ann.send_file(&web_id, &big).await.expect("send");
+    let t = tid.clone();
+    expect(&mut ev, "our send under way", move |n, v| {
+        n == "file-progress" && v["tid"] == t.as_str() && v["bytes"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    ann.cancel_transfer(&tid).expect("cancel");
+    let t = tid.clone();
+    expect(&mut ev, "our send cancelled", move |n, v| {
+        n == "file-error" && v["tid"] == t.as_str() && v["direction"] == "send"
+    })
+    .await;
+    br.wait_log(
+        page,
+        json!({"kind": "file-cancel", "tid": tid}),
+        since,
+        30_000,
+    )
+    .await;
+    let small = src.path().join("small-out.bin");
+    let data = ByteGen::new(24).take(200_000);
+    std::fs::write(&small, &data).expect("write");
+    let tid2 = ann.send_file(&web_id, &small).await.expect("send");
+    let got = br
+        .wait_log(
+            page,
+            json!({"kind": "file-received", "tid": tid2}),
+            since,
+            60_000,
+        )
+        .await;
+    let f = &got["entry"];
+    assert_eq!(f["bytes"], json!(data.len()), "{f}");
+    assert_eq!(f["sha256"], json!(sha256_hex(&data)), "{f}");
+    assert!(
+        br.eval(
+            page,
+            "(o) => rtcio.files.every((f) => f.tid !== o.tid)",
+            json!({"tid": tid})
+        )
+        .await
+        .as_bool()
+        .unwrap_or(false),
+        "the cancelled file never completed in the browser"
+    );
+
+    br.quit().await;
+    ann.leave().await;
+}
