@@ -1,5 +1,6 @@
 // rtcio desktop UI: start screen, call screen, chat. Talks to Rust only through bridge.js.
 import { channel, invoke, listen } from './bridge.js';
+import { initTransfers } from './transfer.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -736,6 +737,8 @@ async function main() {
       listen('peer-disconnect', (ev) => onPeer(false, ev)),
       listen('stream-added', onStreamAdded),
       listen('stream-removed', onStreamRemoved),
+      // File drops on tiles and the transfers panel.
+      initTransfers({ names: (id) => call && call.people.get(id)?.name }),
       // One channel for every tile's frames: raw bytes, never JSON.
       invoke('video_channel', { channel: channel(paintFrame) }),
     ]);

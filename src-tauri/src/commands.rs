@@ -235,6 +235,32 @@ pub async fn stop_screen_share(state: State<'_, AppState>) -> Result<bool, AppEr
         .stop_screen_share()
 }
 
+/// Sends a file to one peer over its `file` channel; returns the transfer id (`file-progress`,
+/// `file-done` and `file-error` follow as events).
+#[tauri::command]
+pub async fn send_file(
+    state: State<'_, AppState>,
+    peer_id: String,
+    path: String,
+) -> Result<String, AppError> {
+    let mut guard = state.session.lock().await;
+    guard
+        .as_mut()
+        .ok_or(AppError::NotJoined)?
+        .send_file(&peer_id, std::path::Path::new(&path))
+        .await
+}
+
+/// Cancels a running transfer (either direction).
+#[tauri::command]
+pub async fn cancel_transfer(state: State<'_, AppState>, tid: String) -> Result<(), AppError> {
+    let guard = state.session.lock().await;
+    guard
+        .as_ref()
+        .ok_or(AppError::NotJoined)?
+        .cancel_transfer(&tid)
+}
+
 /// Reads the saved settings (defaults when there are none or they are unreadable).
 #[tauri::command]
 pub fn get_settings<R: Runtime>(app: AppHandle<R>) -> Result<Settings, AppError> {

@@ -48,6 +48,9 @@ pub enum AppError {
     /// A media source (screen capture, devices during a call) failed.
     #[error("{0}")]
     Media(String),
+    /// A file transfer could not start or be cancelled.
+    #[error("{0}")]
+    File(#[from] crate::transfer::TransferError),
 }
 
 impl AppError {
@@ -66,6 +69,7 @@ impl AppError {
             AppError::Settings(_) => "settings",
             AppError::Devices(_) => "devices",
             AppError::Media(_) => "media",
+            AppError::File(_) => "file",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod inbound;
 pub mod media;
 pub mod session;
 pub mod settings;
+pub mod transfer;
 
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ pub fn builder() -> tauri::Builder<tauri::Wry> {
             commands::list_monitors,
             commands::start_screen_share,
             commands::stop_screen_share,
+            commands::send_file,
+            commands::cancel_transfer,
         ])
 }
 

@@ -5,6 +5,7 @@
 //! the integration tests without a window.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tracing::{info, warn};
 use crate::error::AppError;
 use crate::inbound::{self, ChatMessage, RoomEvent};
 use crate::media::{self, FrameSink, MediaConfig, Receivers, SendStream, StreamKind, TileSizes};
+use crate::transfer::{self, Transfers};
 
 /// Where the UI's events go: `(event name, payload)`.
 pub type UiSink = Arc<dyn Fn(&str, Value) + Send + Sync>;
@@ -58,6 +60,8 @@ pub struct JoinConfig {
     pub join_timeout: Duration,
     /// What to send and where remote audio plays (default: no media).
     pub media: MediaConfig,
+    /// Where received files go (`None`: the user's Downloads folder).
+    pub downloads: Option<PathBuf>,
 }
 
 impl JoinConfig {
@@ -77,6 +81,7 @@ impl JoinConfig {
             host_bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             join_timeout: Duration::from_millis(2500),
             media: MediaConfig::default(),
+            downloads: None,
         }
     }
 }
@@ -133,6 +138,8 @@ pub struct Session {
     sizes: TileSizes,
     frames: FrameSink,
     screen_fps: f32,
+    /// File transfers over the per-peer `file` channel.
+    transfers: Option<Transfers>,
 }
 
 /// What we send.
@@ -283,6 +290,14 @@ impl Session {
             sizes,
             frames,
             screen_fps: 15.0,
+            // Before join-room: every peer-connect must create the `file` channel.
+            transfers: Some(Transfers::start(
+                socket.clone(),
+                cfg.downloads
+                    .clone()
+                    .unwrap_or_else(transfer::default_downloads_dir),
+                ui.clone(),
+            )),
         };
         // Listeners first: the server backfills the roster right after `join-room`.
         session.install_forwarders(&ui);
@@ -677,6 +692,19 @@ impl Session {
         Ok(())
     }
 
+    /// Sends the file at `path` to `peer`; returns the transfer id. `&mut self` for the same
+    /// reason as [`Session::start_screen_share`].
+    pub async fn send_file(&mut self, peer: &str, path: &Path) -> Result<String, AppError> {
+        let t = self.transfers.as_ref().ok_or(AppError::NotJoined)?;
+        Ok(t.send_file(peer, path).await?)
+    }
+
+    /// Cancels a running file transfer (either direction).
+    pub fn cancel_transfer(&self, tid: &str) -> Result<(), AppError> {
+        let t = self.transfers.as_ref().ok_or(AppError::NotJoined)?;
+        Ok(t.cancel(tid)?)
+    }
+
     /// Our current socket id.
     pub fn id(&self) -> String {
         self.socket.id()
@@ -701,6 +729,10 @@ impl Session {
                 chat.off(id);
             }
             chat.close();
+        }
+        if let Some(t) = self.transfers.take() {
+            // Running transfers end with file-error; partial files are removed.
+            t.stop().await;
         }
         let out = std::mem::take(&mut *lock_any(&self.outgoing));
         for stream in [out.camera, out.screen].into_iter().flatten() {

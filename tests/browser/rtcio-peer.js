@@ -1462,6 +1462,67 @@ const rtcio = {
     return { bytes: accepted, sha256: hasher ? hasher.hex() : null, chunks, falseReturns: falses, refused, drains, startedAt: started, endedAt: now() };
   },
 
+  /**
+   * The tutorial's file sender (PROTOCOL.md §8 "File transfer") over the per-peer channel `file`
+   * (created here if needed, `ordered: true`): emit `meta {tid, name, size, mime}`, send `bytes`
+   * deterministic bytes (ByteGen(seed)) in 16 384-byte chunks with send(), awaiting `drain`
+   * whenever it returns false (sendBytes), then emit `eof {tid}`. Returns sendBytes' result plus
+   * `{tid, name}`.
+   */
+  async sendFile({ socket, peer, bytes, name = "file.bin", mime = "application/octet-stream", tid, seed = 1, timeoutMs = 120000 }) {
+    const s = sock(socket);
+    const ch = s.peer(peer).createChannel("file", { ordered: true });
+    tid = tid ?? `${Date.now()}-${Math.random().toString(36).slice(2)}`;
+    ch.emit("meta", { tid, name, size: bytes, mime });
+    const r = await rtcio.sendBytes({ socket, peer, channel: "file", bytes, seed, timeoutMs, chunkSize: 16384 });
+    ch.emit("eof", { tid });
+    return { tid, name, ...r };
+  },
+
+  /**
+   * The tutorial's file receiver on the per-peer channel `file` of every current and future peer
+   * of the socket: `meta` starts a file, binary messages before any `meta` are dropped, `eof` is
+   * accepted only for the current tid. Each complete file is pushed to `rtcio.files` and logged
+   * as `file-received {peer, tid, name, size, mime, bytes, sha256}` (`sha256` of the bytes
+   * received; `sha256Sent`: the sender's, when its eof has one). `cancel {tid, reason}` (an
+   * extension the tutorial ignores) is only logged, as `file-cancel`.
+   */
+  receiveFiles({ socket } = {}) {
+    const s = sock(socket);
+    rtcio.files = rtcio.files ?? [];
+    const attach = (id) => {
+      const ch = s.peer(id).createChannel("file", { ordered: true });
+      if (ch.__fileReceiver) return;
+      ch.__fileReceiver = true;
+      let cur = null;
+      ch.on("meta", (m) => {
+        cur = { tid: m?.tid, name: m?.name, size: m?.size, mime: m?.mime ?? "application/octet-stream", bytes: 0, chunks: [] };
+      });
+      ch.on("data", (buf) => {
+        if (!cur) return;
+        cur.bytes += buf.byteLength;
+        cur.chunks.push(new Uint8Array(buf)); // hashed natively at eof (the JS SHA-256 is slow)
+      });
+      ch.on("eof", async (e) => {
+        if (!cur || e?.tid !== cur.tid) return;
+        const c = cur;
+        cur = null;
+        const all = new Uint8Array(c.bytes);
+        let o = 0;
+        for (const x of c.chunks) { all.set(x, o); o += x.length; }
+        const d = await crypto.subtle.digest("SHA-256", all);
+        const sha256 = Array.from(new Uint8Array(d), (x) => x.toString(16).padStart(2, "0")).join("");
+        const f = { peer: id, tid: c.tid, name: c.name, size: c.size, mime: c.mime, bytes: c.bytes, sha256, sha256Sent: e?.sha256 ?? null };
+        rtcio.files.push(f);
+        T.push("file-received", f);
+      });
+      ch.on("cancel", (c) => T.push("file-cancel", { peer: id, tid: c?.tid, reason: c?.reason }));
+    };
+    Object.keys(s.rtcpeers).forEach(attach);
+    s.on("peer-connect", ({ id }) => attach(id));
+    return true;
+  },
+
   /** Bytes received as binary messages from `peer` on `channel` (running SHA-256 of them all). */
   async recvStats({ peer, channel, hash = true }) {
     const r = T.recv.get(`${peer}\u0000${channel}`);
