@@ -34,6 +34,9 @@ use serde_json::{Value, json};
 /// Every wait on the app or the browser (a loaded 2-core CI box: WebKit, Chromium, two
 /// encoders and two decoders share it).
 const WAIT: Duration = Duration::from_secs(45);
+/// Leave → the browser notices. Without `user-disconnected` (the embedded server stops with the
+/// host) only ICE consent loss tells Chromium, after about 30 s.
+const LEAVE_WAIT: Duration = Duration::from_secs(75);
 /// Starting the app through the WebDriver chain and WebKit's first load.
 const START_WAIT: Duration = Duration::from_secs(120);
 const APP_NAME: &str = "E2E App";
@@ -98,9 +101,32 @@ fn tail(path: &Path, lines: usize) -> String {
 
 // ------------------------------------------------------------------------------ WebDriver
 
-/// One HTTP/1.1 exchange with `Connection: close` (WebDriver is plain JSON over HTTP).
+/// Transport failures (no answer at all) retried by [`http`].
+const HTTP_ATTEMPTS: usize = 5;
+
+/// One WebDriver command over HTTP/1.1 (plain JSON). tauri-driver now and then drops a
+/// connection without an answer when its pooled connection to WebKitWebDriver has just been
+/// closed ("Error serving connection … SendRequest" in its log; it does not retry itself): the
+/// command never reached WebKit, so it is sent again.
 fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    let mut attempt = 1;
+    loop {
+        match http_once(port, method, path, body) {
+            Err(e) if e.starts_with(NO_ANSWER) && attempt < HTTP_ATTEMPTS => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+const NO_ANSWER: &str = "no answer";
+
+/// One HTTP/1.1 exchange with `Connection: close`.
+fn http_once(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| format!("{NO_ANSWER}: connect: {e}"))?;
     s.set_read_timeout(Some(START_WAIT))
         .map_err(|e| e.to_string())?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
@@ -113,6 +139,9 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Val
         .map_err(|e| format!("send: {e}"))?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
+    if raw.is_empty() {
+        return Err(format!("{NO_ANSWER}: connection closed without a response"));
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -164,6 +193,8 @@ struct WebDriver {
     session: String,
     /// The app's log, for failure messages.
     log: PathBuf,
+    /// tauri-driver's and WebKitWebDriver's log.
+    driver_log: PathBuf,
 }
 
 impl WebDriver {
@@ -171,7 +202,8 @@ impl WebDriver {
         let full = format!("/session/{}{path}", self.session);
         http(self.port, method, &full, body.as_ref()).unwrap_or_else(|e| {
             panic!(
-                "WebDriver {method} {path} failed: {e}\napp log tail:\n{}",
+                "WebDriver {method} {path} failed: {e}\ndriver log tail:\n{}\napp log tail:\n{}",
+                tail(&self.driver_log, 20),
                 tail(&self.log, 60)
             )
         })
@@ -389,6 +421,7 @@ fn app_window_in_a_call_with_a_browser_peer() {
             .expect("sessionId")
             .to_string(),
         log: log.clone(),
+        driver_log: driver_log.clone(),
     };
     wd.wait_js(
         "the start screen (body[data-ready])",
@@ -530,8 +563,8 @@ fn app_window_in_a_call_with_a_browser_peer() {
     let t_chat = Instant::now();
     rt.block_on(br.eval(
         page,
-        "(o) => rtcio.channels.chat.emit('msg', o)",
-        json!({"name": WEB_NAME, "text": "hello from the browser", "at": 1}),
+        "(o) => rtcio.channels.chat.emit('msg', {...o, at: Date.now()})",
+        json!({"name": WEB_NAME, "text": "hello from the browser"}),
     ));
     wd.wait_js(
         "the browser's chat message in the app's chat log",
@@ -667,7 +700,7 @@ fn app_window_in_a_call_with_a_browser_peer() {
             "expr": "(o) => window.__log.slice(o.since).find((e) =>
                 (e.kind === 'event' && e.name === 'user-disconnected') ||
                 (e.kind === 'peer-disconnect' && e.peer === o.id))",
-            "timeoutMs": WAIT.as_millis() as u64})))
+            "timeoutMs": LEAVE_WAIT.as_millis() as u64})))
         .unwrap_or_else(|e| panic!("the browser did not see the app leave: {e}"));
     println!(
         "Leave → browser sees {} after {}",
@@ -678,6 +711,16 @@ fn app_window_in_a_call_with_a_browser_peer() {
         },
         secs(t_leave.elapsed())
     );
+    // How the browser learnt it, for the record: the peer's state changes since Leave.
+    let after = rt.block_on(br.eval(
+        page,
+        "(o) => { const l = window.__log.slice(o.since); const t0 = l.length ? l[0].t : 0;
+           return l.filter((e) => ['pc-state', 'ice-state', 'ctrl-close', 'disconnect', 'watchdog-armed',
+             'peer-disconnect'].includes(e.kind) || (e.kind === 'event' && e.via === 'server'))
+             .map((e) => `+${Math.round(e.t - t0)} ms ${e.kind} ${e.state || e.reason || e.name || ''}`); }",
+        json!({"since": since}),
+    ));
+    println!("browser after Leave: {after}");
     wd.wait_js(
         "the start screen after Leave",
         "return !document.getElementById('start-screen').hidden;",
