@@ -25,6 +25,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::browser::Browser;
@@ -114,6 +115,7 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Val
         match http_once(port, method, path, body) {
             Err(e) if e.starts_with(NO_ANSWER) && attempt < HTTP_ATTEMPTS => {
                 attempt += 1;
+                RETRIES.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(100));
             }
             other => return other,
@@ -122,6 +124,9 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Val
 }
 
 const NO_ANSWER: &str = "no answer";
+
+/// Requests sent again by [`http`] (printed at the end).
+static RETRIES: AtomicUsize = AtomicUsize::new(0);
 
 /// One HTTP/1.1 exchange with `Connection: close`.
 fn http_once(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
@@ -615,6 +620,11 @@ fn app_window_in_a_call_with_a_browser_peer() {
         ),
         json!("Mic off")
     );
+    wd.wait_js(
+        "the muted badge on our own tile",
+        "return !!document.querySelector('#grid .tile.self [data-badge=\"muted\"]');",
+        json!([]),
+    );
     println!(
         "M → browser hears media-state mic:false after {}",
         secs(t_mute)
@@ -731,5 +741,9 @@ fn app_window_in_a_call_with_a_browser_peer() {
 
     rt.block_on(br.quit());
     let _ = http(port, "DELETE", &format!("/session/{}", wd.session), None);
-    println!("e2e total {}", secs(t0.elapsed()));
+    println!(
+        "e2e total {} ({} WebDriver requests sent again)",
+        secs(t0.elapsed()),
+        RETRIES.load(Ordering::Relaxed)
+    );
 }
