@@ -9,6 +9,7 @@ APT_PACKAGES=(
   libwebkit2gtk-4.1-dev libdbus-1-dev libasound2-dev libclang-dev clang nasm libopus-dev
   libpipewire-0.3-dev libxcb1-dev libxcb-randr0-dev libxcb-shm0-dev libegl-dev libgbm-dev libwayland-dev
   xvfb imagemagick chromium redis-server iproute2 procps
+  webkit2gtk-driver
 )
 
 missing=()
@@ -35,3 +36,11 @@ for dir in tests/node tests/browser tests/ui; do
     npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >&2
   fi
 done
+
+# WebDriver for the desktop app's end-to-end test (src-tauri/tests/e2e.rs): tauri-driver in front
+# of WebKitGTK's WebKitWebDriver (Debian package webkit2gtk-driver, above).
+export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
+if ! command -v tauri-driver >/dev/null; then
+  echo "setup: cargo install tauri-driver" >&2
+  cargo install tauri-driver --version "^2" --locked >&2
+fi

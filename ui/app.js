@@ -292,7 +292,8 @@ function enterCall(info, form) {
     share.textContent = `Hosting — others on your network can use: ${info.shareUrls.join('  ·  ')}`;
     share.hidden = false;
   } else {
-    share.textContent = info.hosting ? 'Hosting on this computer (no network address found)' : '';
+    // Still show the port: people on this computer (or a tunnel) can use it.
+    share.textContent = info.hosting ? `Hosting on this computer at ${info.serverUrl} (no network address found)` : '';
     share.hidden = !info.hosting;
   }
   $('chat-log').replaceChildren();

@@ -5,11 +5,16 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// Our crates at info, the WebRTC stack (`webrtc`, `rtc`) at warn.
+const DEFAULT_LOG: &str =
+    "info,webrtc=warn,rtc=warn,rtcio=info,rtcio_desktop=info,rtcio_server=info,rtcio_media=info";
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn,rtcio=info")),
+                // Targets match by prefix: `rtc=warn` alone would also silence `rtcio*`.
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
         )
         .init();
     rtcio_desktop::run()

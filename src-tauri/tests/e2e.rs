@@ -1,0 +1,744 @@
+//! End to end: the real `rtcio-desktop` window, driven through WebDriver (`tauri-driver` in
+//! front of WebKitGTK's `WebKitWebDriver`), on a private Xvfb with the synthetic camera and
+//! tone (`RTCIO_FAKE_MEDIA=1`), hosts a room that a headless Chromium rtc.io peer
+//! (`tests/browser/`) joins with its fake camera. Checked, each with a bounded wait on what the
+//! app's page or the browser's log shows:
+//!
+//! 1. the app's tile for the browser paints frames (`videoStats.perKey` grows);
+//! 2. the browser's `camera` handler gets our stream with our name and decodes it;
+//! 3. chat app → browser and browser → app;
+//! 4. M in the app → the browser hears `media-state` with `mic: false`;
+//! 5. the app's screen share (the Xvfb screen) reaches the browser as `screenshare` and plays;
+//!    stop → `stopScreenShare` and the share's video track ends;
+//! 6. a screenshot of the app in the call (`$CARGO_TARGET_TMPDIR/e2e-call.png`; also
+//!    `docs/screenshot-e2e.png` with `RTCIO_SAVE_SCREENSHOT=1`);
+//! 7. Leave → the browser gets the server's `user-disconnected` for the app.
+//!
+//! Needs `tauri-driver` and `WebKitWebDriver` (`scripts/setup.sh`); `RTCIO_TAURI_DRIVER` and
+//! `RTCIO_WEBKIT_DRIVER` override where they are looked for, `RTCIO_DESKTOP_BIN` the app binary.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::browser::Browser;
+use rtcio_media::capture::xvfb::VirtualDisplay;
+use serde_json::{Value, json};
+
+/// Every wait on the app or the browser (a loaded 2-core CI box: WebKit, Chromium, two
+/// encoders and two decoders share it).
+const WAIT: Duration = Duration::from_secs(45);
+/// Starting the app through the WebDriver chain and WebKit's first load.
+const START_WAIT: Duration = Duration::from_secs(120);
+const APP_NAME: &str = "E2E App";
+const WEB_NAME: &str = "E2E Browser";
+/// W3C WebDriver's key of an element reference.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+// ------------------------------------------------------------------------------ processes
+
+/// A process group (tauri-driver → WebKitWebDriver → the app → WebKit's helpers), killed when
+/// dropped.
+struct Group(Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A scratch directory (settings, WebKit caches, logs), removed afterwards.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// `name` from an override variable, `$PATH`, or `~/.cargo/bin`.
+fn find_tool(var: &str, name: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(var) {
+        return PathBuf::from(p);
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} not found (run ./scripts/setup.sh, or set {var})"))
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+// ------------------------------------------------------------------------------ WebDriver
+
+/// Transport failures (no answer at all) retried by [`http`].
+const HTTP_ATTEMPTS: usize = 5;
+
+/// One WebDriver command over HTTP/1.1 (plain JSON). tauri-driver now and then drops a
+/// connection without an answer when its pooled connection to WebKitWebDriver has just been
+/// closed ("Error serving connection … SendRequest" in its log; it does not retry itself): the
+/// command never reached WebKit, so it is sent again.
+fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    let mut attempt = 1;
+    loop {
+        match http_once(port, method, path, body) {
+            Err(e) if e.starts_with(NO_ANSWER) && attempt < HTTP_ATTEMPTS => {
+                attempt += 1;
+                RETRIES.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+const NO_ANSWER: &str = "no answer";
+
+/// Requests sent again by [`http`] (printed at the end).
+static RETRIES: AtomicUsize = AtomicUsize::new(0);
+
+/// One HTTP/1.1 exchange with `Connection: close`.
+fn http_once(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| format!("{NO_ANSWER}: connect: {e}"))?;
+    s.set_read_timeout(Some(START_WAIT))
+        .map_err(|e| e.to_string())?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json; \
+         charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
+    if raw.is_empty() {
+        return Err(format!("{NO_ANSWER}: connection closed without a response"));
+    }
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP header in {:?}", String::from_utf8_lossy(&raw)))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let mut payload = raw[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        payload = dechunk(&payload)?;
+    }
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let v: Value = serde_json::from_slice(&payload).map_err(|e| {
+        format!(
+            "HTTP {status}: bad JSON ({e}): {}",
+            String::from_utf8_lossy(&payload)
+        )
+    })?;
+    if status >= 400 {
+        return Err(format!("HTTP {status}: {}", v["value"]));
+    }
+    Ok(v["value"].clone())
+}
+
+fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("bad chunk header")?;
+        let size_text = String::from_utf8_lossy(&b[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|e| format!("bad chunk size {size_text:?}: {e}"))?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(b.get(..size).ok_or("short chunk")?);
+        b = b.get(size + 2..).unwrap_or_default();
+    }
+}
+
+/// A WebDriver session on the app's window.
+struct WebDriver {
+    port: u16,
+    session: String,
+    /// The app's log, for failure messages.
+    log: PathBuf,
+    /// tauri-driver's and WebKitWebDriver's log.
+    driver_log: PathBuf,
+}
+
+impl WebDriver {
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let full = format!("/session/{}{path}", self.session);
+        http(self.port, method, &full, body.as_ref()).unwrap_or_else(|e| {
+            panic!(
+                "WebDriver {method} {path} failed: {e}\ndriver log tail:\n{}\napp log tail:\n{}",
+                tail(&self.driver_log, 20),
+                tail(&self.log, 60)
+            )
+        })
+    }
+
+    /// Runs `script` (a function body; `arguments[i]` are `args`) in the page.
+    fn js(&self, script: &str, args: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.cmd(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v[ELEMENT_KEY]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element id for {css}: {v}"))
+            .to_string()
+    }
+
+    fn click(&self, css: &str) {
+        let el = self.find(css);
+        self.cmd("POST", &format!("/element/{el}/click"), Some(json!({})));
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let el = self.find(css);
+        self.cmd("POST", &format!("/element/{el}/clear"), Some(json!({})));
+        self.cmd(
+            "POST",
+            &format!("/element/{el}/value"),
+            Some(json!({"text": text})),
+        );
+    }
+
+    /// One key pressed and released, as a person would (goes to the focused element).
+    fn press_key(&self, key: &str) {
+        self.cmd(
+            "POST",
+            "/actions",
+            Some(
+                json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+                {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]}),
+            ),
+        );
+        let _ = http(
+            self.port,
+            "DELETE",
+            &format!("/session/{}/actions", self.session),
+            None,
+        );
+    }
+
+    /// Polls `script` until it returns something truthy; returns that value.
+    fn wait_js(&self, what: &str, script: &str, args: Value) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let v = self.js(script, args.clone());
+            if !(v.is_null() || v == json!(false) || v == json!(0) || v == json!("")) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {} s waiting in the app for {what}; last value {v}\napp log tail:\n{}",
+                WAIT.as_secs(),
+                tail(&self.log, 60)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Frames painted so far per tile key in the app (`videoStats.perKey` of `ui/app.js`).
+const PAINTED: &str = "const s = window.__rtcioVideo; return s ? s.perKey : null;";
+
+/// Painted frames of the first tile whose key starts with `arguments[0]`, when ≥ `arguments[1]`.
+const PAINTED_AT_LEAST: &str = "const s = window.__rtcioVideo; if (!s) return null;
+  for (const [k, n] of Object.entries(s.perKey)) if (k.startsWith(arguments[0]) && n >= arguments[1]) return {key: k, n};
+  return null;";
+
+// ------------------------------------------------------------------------------ browser page
+
+/// Waits in the page until the `<video>` of stream `o.msid` has shown `o.frames` frames; returns
+/// its size and frame count.
+const WAIT_PLAYED: &str = "async (o) => {
+  for (;;) {
+    const v = document.querySelector(`video[data-msid=\"${o.msid}\"]`);
+    const q = v && v.getVideoPlaybackQuality();
+    if (q && q.totalVideoFrames >= o.frames) return {frames: q.totalVideoFrames, width: v.videoWidth, height: v.videoHeight};
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}";
+
+/// Waits until `o.peer`'s inbound video has decoded `o.frames` frames; returns its stats.
+const WAIT_DECODED: &str = "async (o) => {
+  for (;;) {
+    const s = (await rtcio.mediaStats({peer: o.peer}))[o.peer];
+    if (s && s.video.framesDecoded >= o.frames) return s.video;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+#[test]
+fn app_window_in_a_call_with_a_browser_peer() {
+    let t0 = Instant::now();
+    let rt = rt();
+    let xvfb = VirtualDisplay::start(1280, 800).expect("Xvfb (installed by scripts/setup.sh)");
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("rtcio-desktop-e2e-{}", std::process::id())));
+    std::fs::create_dir_all(&scratch.0).expect("scratch dir");
+    let log = scratch.0.join("app.log");
+
+    // WebKitWebDriver starts the "browser" with its own arguments; a wrapper sends the app's
+    // output to our log (WebKitWebDriver drops its own stdout) and keeps everything else.
+    let bin = std::env::var("RTCIO_DESKTOP_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_rtcio-desktop").to_string());
+    let wrapper = scratch.0.join("app.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec '{bin}' \"$@\" >>'{}' 2>&1\n",
+            log.display()
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let port = free_port();
+    let native_port = free_port();
+    let driver_log = std::fs::File::create(scratch.0.join("driver.log")).expect("driver log");
+    let _driver = Group(
+        Command::new(find_tool("RTCIO_TAURI_DRIVER", "tauri-driver"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--native-port",
+                &native_port.to_string(),
+                "--native-driver",
+            ])
+            .arg(find_tool("RTCIO_WEBKIT_DRIVER", "WebKitWebDriver"))
+            .env("DISPLAY", xvfb.display())
+            .env_remove("WAYLAND_DISPLAY")
+            .env("GDK_BACKEND", "x11")
+            // Settings, caches and WebKit's data stay out of the real home directory.
+            .env("HOME", &scratch.0)
+            .env("XDG_DATA_HOME", scratch.0.join("data"))
+            .env("XDG_CONFIG_HOME", scratch.0.join("config"))
+            .env("XDG_CACHE_HOME", scratch.0.join("cache"))
+            // Xvfb has no GPU: software rendering, no DMA-BUF renderer, no accessibility bus.
+            .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
+            .env("LIBGL_ALWAYS_SOFTWARE", "1")
+            .env("NO_AT_BRIDGE", "1")
+            .env("RTCIO_FAKE_MEDIA", "1")
+            .env(
+                "RUST_LOG",
+                "info,webrtc=warn,rtc=warn,rtcio=info,rtcio_desktop=info,rtcio_server=info,rtcio_media=info",
+            )
+            .stdin(Stdio::null())
+            .stdout(driver_log.try_clone().expect("driver log"))
+            .stderr(driver_log)
+            .process_group(0)
+            .spawn()
+            .expect("start tauri-driver"),
+    );
+    let driver_log = scratch.0.join("driver.log");
+
+    // The driver is up when /status answers.
+    let deadline = Instant::now() + START_WAIT;
+    while http(port, "GET", "/status", None).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "tauri-driver did not answer on port {port}:\n{}",
+            tail(&driver_log, 40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let caps = json!({"capabilities": {"alwaysMatch": {
+        "tauri:options": {"application": wrapper, "args": []}}}});
+    // Right after start the native driver may not listen yet (tauri-driver then drops the
+    // connection without an answer): retry those, not HTTP errors.
+    let session = loop {
+        match http(port, "POST", "/session", Some(&caps)) {
+            Ok(v) => break v,
+            Err(e) if !e.starts_with("HTTP") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!(
+                "no WebDriver session: {e}\ndriver log:\n{}\napp log:\n{}",
+                tail(&driver_log, 40),
+                tail(&log, 40)
+            ),
+        }
+    };
+    let wd = WebDriver {
+        port,
+        session: session["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_string(),
+        log: log.clone(),
+        driver_log: driver_log.clone(),
+    };
+    wd.wait_js(
+        "the start screen (body[data-ready])",
+        "return document.body.dataset.ready === 'true';",
+        json!([]),
+    );
+    let t_ready = t0.elapsed();
+
+    // ---- the start screen, as a person fills it in
+    wd.type_into("#name", APP_NAME);
+    let room = format!("e2e-{}", std::process::id());
+    wd.type_into("#room", &room);
+    wd.click("#server-host");
+    let devices = wd.js(
+        "return {camera: document.getElementById('camera').value, mic: document.getElementById('microphone').value};",
+        json!([]),
+    );
+    assert_eq!(
+        devices,
+        json!({"camera": "synthetic:test-pattern", "mic": "synthetic:tone"}),
+        "RTCIO_FAKE_MEDIA=1 preselects the synthetic sources"
+    );
+    let t_click = Instant::now();
+    wd.click("#join-button");
+    let share_text = wd.wait_js(
+        "the call screen with the hosted address",
+        "const s = document.getElementById('share-info');
+         return !document.getElementById('call-screen').hidden && !s.hidden && s.textContent;",
+        json!([]),
+    );
+    let t_joined = t_click.elapsed();
+    let share_text = share_text.as_str().unwrap_or_default().to_string();
+    // "http://<lan ip>:<port>" or, with only `lo` (CI's namespace), "http://127.0.0.1:<port>".
+    let server_port: u16 = share_text
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split(':').nth(1))
+        .map(|p| {
+            p.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no http://…:port in the hosting line {share_text:?}"));
+    let url = format!("http://127.0.0.1:{server_port}");
+    println!(
+        "app ready after {}, joined (hosting, {share_text:?}) {} after Join",
+        secs(t_ready),
+        secs(t_joined)
+    );
+
+    // ---- the browser joins with its fake camera
+    let mut br = rt.block_on(Browser::start());
+    let page = rt.block_on(br.open("web"));
+    let t_web_join = Instant::now();
+    let joined = rt.block_on(br.eval(
+        page,
+        "(o) => rtcio.join(o.url, o)",
+        json!({"url": url, "roomId": room, "name": WEB_NAME, "camera": true, "chat": true}),
+    ));
+    let web_id = joined["id"]
+        .as_str()
+        .expect("browser socket id")
+        .to_string();
+
+    // (2) our camera with our name reaches the browser's camera handler, and Chromium decodes it
+    let cam = rt.block_on(br.wait_log(
+        page,
+        json!({"kind": "event", "name": "camera", "args": [{"name": APP_NAME}]}),
+        0,
+        WAIT.as_millis() as u64,
+    ));
+    let app_id = cam["entry"]["args"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("camera payload without id: {cam}"))
+        .to_string();
+    assert!(
+        cam["entry"]["args"][0]["camera"].is_object(),
+        "camera payload carries a stream: {cam}"
+    );
+    let decoded = rt.block_on(
+        br.cmd(json!({"cmd": "eval", "page": page, "expr": WAIT_DECODED,
+        "arg": {"peer": app_id, "frames": 10}, "timeoutMs": WAIT.as_millis() as u64})),
+    );
+    let decoded = decoded.unwrap_or_else(|e| {
+        panic!(
+            "the browser decodes no video from the app: {e}\napp log tail:\n{}",
+            tail(&log, 60)
+        )
+    });
+    let t_web_decoded = t_web_join.elapsed();
+
+    // (1) the app's tile for the browser paints frames, and keeps painting
+    let first = wd.wait_js(
+        "the browser's camera tile painting",
+        PAINTED_AT_LEAST,
+        json!([format!("{web_id}/"), 1]),
+    );
+    let t_first_paint = t_web_join.elapsed();
+    let key = first["key"].as_str().expect("tile key").to_string();
+    let n0 = first["n"].as_u64().unwrap_or(0);
+    let t_more = Instant::now();
+    let more = wd.wait_js(
+        "30 more painted frames on the browser's tile",
+        PAINTED_AT_LEAST,
+        json!([key, n0 + 30]),
+    );
+    let paint_fps = (more["n"].as_u64().unwrap_or(0) - n0) as f64 / t_more.elapsed().as_secs_f64();
+    println!(
+        "browser joined → app paints its first frame of {key}: {}; ~{paint_fps:.1} painted fps; \
+         browser decoded {} frames ({}×{}) of the app's camera after {}",
+        secs(t_first_paint),
+        decoded["framesDecoded"],
+        decoded["frameWidth"],
+        decoded["frameHeight"],
+        secs(t_web_decoded)
+    );
+    let tile_name = wd.wait_js(
+        "the browser's tile labelled with its name",
+        "const t = document.querySelector(`#grid .tile[data-id=\"${arguments[0]}\"] .tile-name`);
+         return t && t.textContent;",
+        json!([web_id]),
+    );
+    assert_eq!(tile_name, json!(WEB_NAME));
+
+    // (3) chat both ways
+    let since = rt.block_on(br.log_len(page));
+    let t_chat = Instant::now();
+    wd.type_into("#chat-input", "hello from the app");
+    wd.click("#chat-send");
+    rt.block_on(br.wait_log(
+        page,
+        json!({"kind": "channel", "channel": "chat", "name": "msg",
+               "args": [{"text": "hello from the app", "name": APP_NAME}]}),
+        since,
+        WAIT.as_millis() as u64,
+    ));
+    let t_chat_out = t_chat.elapsed();
+    let t_chat = Instant::now();
+    rt.block_on(br.eval(
+        page,
+        "(o) => rtcio.channels.chat.emit('msg', {...o, at: Date.now()})",
+        json!({"name": WEB_NAME, "text": "hello from the browser"}),
+    ));
+    wd.wait_js(
+        "the browser's chat message in the app's chat log",
+        "return [...document.querySelectorAll('#chat-log li')].some((li) =>
+           li.querySelector('.text')?.textContent === arguments[0] && li.querySelector('.who')?.textContent === arguments[1]);",
+        json!(["hello from the browser", WEB_NAME]),
+    );
+    println!(
+        "chat app → browser {}, browser → app {}",
+        secs(t_chat_out),
+        secs(t_chat.elapsed())
+    );
+
+    // (6) the screenshot: the app in the call, the browser's camera painting, chat on screen
+    let png = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-call.png");
+    let shot = Command::new("import")
+        .args(["-display", xvfb.display(), "-window", "root"])
+        .arg(&png)
+        .status()
+        .expect("imagemagick's import (scripts/setup.sh)");
+    assert!(shot.success(), "import -window root failed: {shot}");
+    println!("screenshot: {}", png.display());
+    if std::env::var("RTCIO_SAVE_SCREENSHOT").as_deref() == Ok("1") {
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshot-e2e.png");
+        std::fs::copy(&png, &docs).expect("copy the screenshot to docs/");
+        println!("screenshot saved to {}", docs.display());
+    }
+
+    // (4) M mutes: the browser hears media-state with mic:false
+    let since = rt.block_on(br.log_len(page));
+    wd.js(
+        "document.activeElement && document.activeElement.blur();",
+        json!([]),
+    );
+    let t_mute = Instant::now();
+    wd.press_key("m");
+    rt.block_on(br.wait_log(
+        page,
+        json!({"kind": "event", "name": "media-state", "args": [{"id": app_id, "mic": false}]}),
+        since,
+        WAIT.as_millis() as u64,
+    ));
+    let t_mute = t_mute.elapsed();
+    assert_eq!(
+        wd.js(
+            "return document.getElementById('toggle-mic').textContent;",
+            json!([])
+        ),
+        json!("Mic off")
+    );
+    wd.wait_js(
+        "the muted badge on our own tile",
+        "return !!document.querySelector('#grid .tile.self [data-badge=\"muted\"]');",
+        json!([]),
+    );
+    println!(
+        "M → browser hears media-state mic:false after {}",
+        secs(t_mute)
+    );
+
+    // (5) screen share of the Xvfb screen reaches the browser and plays; stop ends it
+    let since = rt.block_on(br.log_len(page));
+    let t_share = Instant::now();
+    wd.click("#toggle-share");
+    let share = rt.block_on(br.wait_log(
+        page,
+        json!({"kind": "event", "name": "screenshare", "peer": app_id}),
+        since,
+        WAIT.as_millis() as u64,
+    ));
+    let args = &share["entry"]["args"][0];
+    assert_eq!(args["name"], json!(APP_NAME), "{args}");
+    assert_eq!(args["id"], json!(app_id), "{args}");
+    let msid = args["stream"]["$stream"]["msid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("screenshare without a stream: {args}"))
+        .to_string();
+    let played = rt
+        .block_on(
+            br.cmd(json!({"cmd": "eval", "page": page, "expr": WAIT_PLAYED,
+            "arg": {"msid": msid, "frames": 5}, "timeoutMs": WAIT.as_millis() as u64})),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "the browser plays no frame of the app's share: {e}\napp log tail:\n{}",
+                tail(&log, 60)
+            )
+        });
+    let t_share = t_share.elapsed();
+    println!(
+        "share → browser plays {} frames ({}×{}) after {}",
+        played["frames"],
+        played["width"],
+        played["height"],
+        secs(t_share)
+    );
+    assert_eq!(
+        wd.js(
+            "return document.getElementById('toggle-share').textContent;",
+            json!([])
+        ),
+        json!("Stop sharing")
+    );
+    let since = rt.block_on(br.log_len(page));
+    let t_stop = Instant::now();
+    wd.click("#toggle-share");
+    rt.block_on(br.wait_log(
+        page,
+        json!({"kind": "event", "name": "stopScreenShare", "args": [{"id": app_id}]}),
+        since,
+        WAIT.as_millis() as u64,
+    ));
+    // The share's video is gone from the browser's stream (track removed or ended).
+    rt.block_on(br.cmd(json!({"cmd": "waitFn", "page": page, "arg": {"msid": msid},
+        "expr": "(o) => { const v = document.querySelector(`video[data-msid=\"${o.msid}\"]`);
+                 return !v || !v.srcObject || v.srcObject.getVideoTracks().every((t) => t.readyState === 'ended'); }",
+        "timeoutMs": WAIT.as_millis() as u64})))
+    .unwrap_or_else(|e| panic!("the share's video track stays live in the browser: {e}"));
+    println!(
+        "stop share → stopScreenShare and the track gone after {}",
+        secs(t_stop.elapsed())
+    );
+    assert_eq!(
+        wd.js(
+            "return document.getElementById('toggle-share').textContent;",
+            json!([])
+        ),
+        json!("Share screen")
+    );
+
+    // (7) Leave: the browser sees the app go
+    let since = rt.block_on(br.log_len(page));
+    let t_leave = Instant::now();
+    wd.click("#leave");
+    let gone = rt
+        .block_on(br.cmd(json!({"cmd": "waitFn", "page": page,
+            "arg": {"since": since, "id": app_id},
+            // The host's own server must announce it before stopping (not ICE consent loss
+            // ~30 s later).
+            "expr": "(o) => window.__log.slice(o.since).find((e) =>
+                e.kind === 'event' && e.via === 'server' && e.name === 'user-disconnected' &&
+                JSON.stringify(e.args).includes(o.id))",
+            "timeoutMs": WAIT.as_millis() as u64})))
+        .unwrap_or_else(|e| panic!("the browser did not hear user-disconnected for the app: {e}"));
+    println!(
+        "Leave → browser gets user-disconnected {} after {}",
+        gone["args"],
+        secs(t_leave.elapsed())
+    );
+    // How the browser learnt it, for the record: the peer's state changes since Leave.
+    let after = rt.block_on(br.eval(
+        page,
+        "(o) => { const l = window.__log.slice(o.since); const t0 = l.length ? l[0].t : 0;
+           return l.filter((e) => ['pc-state', 'ice-state', 'ctrl-close', 'disconnect', 'watchdog-armed',
+             'peer-disconnect'].includes(e.kind) || (e.kind === 'event' && e.via === 'server'))
+             .map((e) => `+${Math.round(e.t - t0)} ms ${e.kind} ${e.state || e.reason || e.name || ''}`); }",
+        json!({"since": since}),
+    ));
+    println!("browser after Leave: {after}");
+    wd.wait_js(
+        "the start screen after Leave",
+        "return !document.getElementById('start-screen').hidden;",
+        json!([]),
+    );
+    let painted = wd.js(PAINTED, json!([]));
+    println!("painted per tile: {painted}");
+
+    rt.block_on(br.quit());
+    let _ = http(port, "DELETE", &format!("/session/{}", wd.session), None);
+    println!(
+        "e2e total {} ({} WebDriver requests sent again)",
+        secs(t0.elapsed()),
+        RETRIES.load(Ordering::Relaxed)
+    );
+}
