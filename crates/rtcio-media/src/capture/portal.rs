@@ -44,6 +44,9 @@ pub struct PortalConfig {
     pub dialog_timeout: Duration,
     /// Limit for the first PipeWire frame after the stream connected.
     pub frame_timeout: Duration,
+    /// D-Bus address of the session bus; `None` uses `$DBUS_SESSION_BUS_ADDRESS` (tests point
+    /// this at a private bus instead of changing the process environment).
+    pub bus_address: Option<String>,
 }
 
 impl Default for PortalConfig {
@@ -55,6 +58,7 @@ impl Default for PortalConfig {
             connect_timeout: Duration::from_secs(5),
             dialog_timeout: Duration::from_secs(120),
             frame_timeout: Duration::from_secs(5),
+            bus_address: None,
         }
     }
 }
@@ -188,6 +192,10 @@ pub fn classify_failure(step: PortalStep, failure: PortalFailure) -> MediaError 
                 }
             }
         }
+        // Before the bus answered anything, every failure means "no usable bus".
+        PortalFailure::Other(m) if step == PortalStep::Connect => {
+            MediaError::PortalUnavailable(format!("cannot reach the D-Bus session bus: {m}"))
+        }
         PortalFailure::Other(m) => MediaError::Device {
             kind: "screen portal",
             message: format!("{at}: {m}"),
@@ -212,32 +220,38 @@ pub fn step_timeout(step: PortalStep, limit: Duration) -> MediaError {
 
 fn failure_of(err: &ashpd::Error) -> PortalFailure {
     use ashpd::desktop::ResponseError;
-    use ashpd::zbus;
     match err {
         ashpd::Error::Response(ResponseError::Cancelled) => PortalFailure::Cancelled,
         ashpd::Error::Response(ResponseError::Other) => PortalFailure::Refused,
         ashpd::Error::Portal(ashpd::PortalError::Cancelled(_)) => PortalFailure::Cancelled,
+        // Errors outside the portal's own namespace (ServiceUnknown...) arrive wrapped here.
+        ashpd::Error::Portal(ashpd::PortalError::ZBus(e)) | ashpd::Error::Zbus(e) => {
+            zbus_failure(e)
+        }
         ashpd::Error::PortalNotFound(name) => PortalFailure::NotFound(name.to_string()),
         ashpd::Error::RequiresVersion(need, have) => {
             PortalFailure::NotFound(format!("version {have}, need {need}"))
         }
-        ashpd::Error::Zbus(e) => match e {
-            zbus::Error::MethodError(name, message, _) => PortalFailure::DBus {
-                name: name.to_string(),
-                message: message.clone().unwrap_or_default(),
-            },
-            zbus::Error::FDO(fdo) => {
-                use zbus::DBusError as _;
-                PortalFailure::DBus {
-                    name: fdo.name().to_string(),
-                    message: fdo.description().unwrap_or_default().to_owned(),
-                }
-            }
-            zbus::Error::Address(m) => PortalFailure::NoBus(m.clone()),
-            zbus::Error::InputOutput(io) => PortalFailure::NoBus(io.to_string()),
-            zbus::Error::Handshake(m) => PortalFailure::NoBus(m.clone()),
-            other => PortalFailure::Other(other.to_string()),
+        other => PortalFailure::Other(other.to_string()),
+    }
+}
+
+fn zbus_failure(e: &ashpd::zbus::Error) -> PortalFailure {
+    use ashpd::zbus;
+    match e {
+        zbus::Error::MethodError(name, message, _) => PortalFailure::DBus {
+            name: name.to_string(),
+            message: message.clone().unwrap_or_default(),
         },
+        zbus::Error::FDO(fdo) => {
+            use zbus::DBusError as _;
+            PortalFailure::DBus {
+                name: fdo.name().to_string(),
+                message: fdo.description().unwrap_or_default().to_owned(),
+            }
+        }
+        zbus::Error::Address(m) | zbus::Error::Handshake(m) => PortalFailure::NoBus(m.clone()),
+        zbus::Error::InputOutput(io) => PortalFailure::NoBus(io.to_string()),
         other => PortalFailure::Other(other.to_string()),
     }
 }
@@ -445,10 +459,20 @@ pub fn open_screen_source(
     screen: ScreenConfig,
     portal: PortalConfig,
 ) -> Result<Box<dyn VideoSource>> {
+    open_screen_source_in(&SessionEnv::from_env(), screen, portal)
+}
+
+/// [`open_screen_source`] for the given session variables instead of the process environment.
+pub fn open_screen_source_in(
+    env: &SessionEnv,
+    mut screen: ScreenConfig,
+    portal: PortalConfig,
+) -> Result<Box<dyn VideoSource>> {
     let order = if screen.display.is_some() {
         vec![ScreenBackend::X11]
     } else {
-        backend_order(&SessionEnv::from_env())
+        screen.display.clone_from(&env.display);
+        backend_order(env)
     };
     if order.is_empty() {
         return Err(MediaError::Display(
@@ -509,7 +533,18 @@ async fn run_step<T>(
 
 async fn negotiate(config: &PortalConfig) -> Result<PortalGrant> {
     let mut step = PortalStep::Connect;
-    let proxy = run_step(step, config, Screencast::new()).await?;
+    let proxy = match &config.bus_address {
+        None => run_step(step, config, Screencast::new()).await?,
+        Some(address) => {
+            run_step(step, config, async {
+                let conn = ashpd::zbus::connection::Builder::address(address.as_str())?
+                    .build()
+                    .await?;
+                Screencast::with_connection(conn).await
+            })
+            .await?
+        }
+    };
     step = step.next();
     let session = run_step(step, config, proxy.create_session(Default::default())).await?;
     step = step.next();
