@@ -517,6 +517,25 @@ struct PortalGrant {
     fd: OwnedFd,
 }
 
+/// The open portal session: closing it (or dropping the bus connection) ends the cast, so it
+/// lives as long as the source, on a runtime whose worker keeps the bus connection serviced.
+struct PortalSession {
+    rt: tokio::runtime::Runtime,
+    session: Option<ashpd::desktop::Session<Screencast>>,
+    _proxy: Screencast,
+}
+
+impl PortalSession {
+    fn close(&mut self) {
+        if let Some(session) = self.session.take() {
+            // Bounded: a vanished portal must not block stop().
+            let _ = self.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(1), session.close()).await
+            });
+        }
+    }
+}
+
 async fn run_step<T>(
     step: PortalStep,
     config: &PortalConfig,
@@ -531,7 +550,9 @@ async fn run_step<T>(
     }
 }
 
-async fn negotiate(config: &PortalConfig) -> Result<PortalGrant> {
+async fn negotiate(
+    config: &PortalConfig,
+) -> Result<(PortalGrant, Screencast, ashpd::desktop::Session<Screencast>)> {
     let mut step = PortalStep::Connect;
     let proxy = match &config.bus_address {
         None => run_step(step, config, Screencast::new()).await?,
@@ -591,29 +612,35 @@ async fn negotiate(config: &PortalConfig) -> Result<PortalGrant> {
         proxy.open_pipe_wire_remote(&session, Default::default()),
     )
     .await?;
-    // The session must outlive this function: closing it ends the cast. Leak the proxy side:
-    // the compositor ends the session when our bus connection closes (process exit or stop).
-    std::mem::forget(session);
-    std::mem::forget(proxy);
-    Ok(PortalGrant { node_id, size, fd })
+    Ok((PortalGrant { node_id, size, fd }, proxy, session))
 }
 
-/// Runs the portal conversation on a private current-thread runtime (the crate is otherwise
+/// Runs the portal conversation on a private one-worker runtime (the crate is otherwise
 /// synchronous) with an overall bound so a wedged bus can never hang the caller.
-fn negotiate_blocking(config: &PortalConfig) -> Result<PortalGrant> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+fn negotiate_blocking(config: &PortalConfig) -> Result<(PortalGrant, PortalSession)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("rtcio-portal")
         .enable_all()
         .build()
         .map_err(MediaError::Io)?;
     let overall = config.connect_timeout * 4 + config.dialog_timeout;
-    rt.block_on(async {
+    let (grant, proxy, session) = rt.block_on(async {
         match tokio::time::timeout(overall, negotiate(config)).await {
             Ok(r) => r,
             Err(_) => Err(MediaError::Timeout(format!(
                 "screen-cast portal negotiation took over {overall:?}"
             ))),
         }
-    })
+    })?;
+    Ok((
+        grant,
+        PortalSession {
+            rt,
+            session: Some(session),
+            _proxy: proxy,
+        },
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -863,6 +890,7 @@ fn pipewire_thread(
 
 /// Captures the monitor the user picks in the desktop portal's dialog, as I420 frames.
 pub struct PortalScreenSource {
+    portal: PortalSession,
     slot: SharedSlot,
     stop: Option<pw::channel::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -893,7 +921,7 @@ impl PortalScreenSource {
         if !valid_fps(config.fps, 120.0) {
             return Err(MediaError::InvalidInput(format!("fps {}", config.fps)));
         }
-        let grant = negotiate_blocking(&config)?;
+        let (grant, mut portal) = negotiate_blocking(&config)?;
         let size = grant
             .size
             .and_then(|(w, h)| Some((u32::try_from(w).ok()? & !1, u32::try_from(h).ok()? & !1)))
@@ -915,15 +943,18 @@ impl PortalScreenSource {
             Ok(Ok(stop)) => stop,
             Ok(Err(e)) => {
                 let _ = thread.join();
+                portal.close();
                 return Err(e);
             }
             Err(_) => {
+                portal.close();
                 return Err(MediaError::Timeout(
                     "PipeWire did not accept the screen-cast connection".into(),
                 ));
             }
         };
         Ok(Self {
+            portal,
             slot,
             stop: Some(stop),
             thread: Some(thread),
@@ -1012,6 +1043,7 @@ impl VideoSource for PortalScreenSource {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.portal.close();
     }
 }
 
