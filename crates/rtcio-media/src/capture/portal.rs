@@ -24,7 +24,7 @@ use pw::spa::param::video::VideoFormat;
 use tracing::{debug, info, warn};
 
 use crate::capture::screen::{ScreenConfig, ScreenSource};
-use crate::convert::{bgra_to_i420, rgba_to_i420};
+use crate::convert::{bgra_to_i420, rgb_to_i420, rgba_to_i420};
 use crate::error::{MediaError, Result};
 use crate::frame::{I420Frame, valid_fps};
 use crate::source::{VideoSource, sleep_until};
@@ -266,15 +266,29 @@ pub enum PixelLayout {
     Bgrx,
     /// R, G, B, X/A in memory (`RGBx`, `RGBA`).
     Rgbx,
+    /// Packed 24-bit R, G, B (test sources and some virtual cameras; never a compositor's first
+    /// choice).
+    Rgb,
 }
 
-/// The formats offered to the compositor, best first: the ones every compositor produces in
-/// shared memory and that convert to I420 without a swizzle pass.
-pub const PREFERRED_FORMATS: [VideoFormat; 4] = [
+impl PixelLayout {
+    /// Bytes per pixel.
+    pub fn bytes_per_pixel(self) -> usize {
+        match self {
+            Self::Bgrx | Self::Rgbx => 4,
+            Self::Rgb => 3,
+        }
+    }
+}
+
+/// The formats offered to the compositor, best first: the 32-bit ones every compositor
+/// produces in shared memory, then packed RGB (PipeWire's own test source).
+pub const PREFERRED_FORMATS: [VideoFormat; 5] = [
     VideoFormat::BGRx,
     VideoFormat::BGRA,
     VideoFormat::RGBx,
     VideoFormat::RGBA,
+    VideoFormat::RGB,
 ];
 
 /// How a negotiated PipeWire format is converted (`None`: not one this source can convert).
@@ -283,6 +297,8 @@ pub fn pixel_layout(format: VideoFormat) -> Option<PixelLayout> {
         Some(PixelLayout::Bgrx)
     } else if format == VideoFormat::RGBx || format == VideoFormat::RGBA {
         Some(PixelLayout::Rgbx)
+    } else if format == VideoFormat::RGB {
+        Some(PixelLayout::Rgb)
     } else {
         None
     }
@@ -293,7 +309,7 @@ pub fn pixel_layout(format: VideoFormat) -> Option<PixelLayout> {
 pub struct FrameGeometry {
     /// First byte of the picture in the mapped data.
     pub offset: usize,
-    /// Bytes per row (≥ `width * 4`).
+    /// Bytes per row (≥ `width` × bytes per pixel).
     pub stride: usize,
     /// Output width (even: the I420 frame's width).
     pub width: u32,
@@ -306,6 +322,7 @@ pub struct FrameGeometry {
 /// `stride` 0 means "packed" (some producers leave it unset); `chunk_size` 0 likewise means
 /// "the whole mapping". Odd sizes are cropped to even ones, as on X11.
 pub fn frame_geometry(
+    layout: PixelLayout,
     width: u32,
     height: u32,
     chunk_offset: u32,
@@ -320,10 +337,11 @@ pub fn frame_geometry(
             "screen-cast frame of {width}x{height}"
         )));
     }
-    let packed = width as usize * 4;
+    let bpp = layout.bytes_per_pixel();
+    let packed = width as usize * bpp;
     let stride = match usize::try_from(chunk_stride) {
         Ok(0) => packed,
-        Ok(s) if s >= out_w as usize * 4 => s,
+        Ok(s) if s >= out_w as usize * bpp => s,
         _ => {
             return Err(MediaError::Format(format!(
                 "screen-cast stride {chunk_stride} for width {width}"
@@ -332,7 +350,7 @@ pub fn frame_geometry(
     };
     let offset = chunk_offset as usize;
     // The last row only needs its pixels, not a full stride.
-    let needed = stride * (out_h as usize - 1) + out_w as usize * 4;
+    let needed = stride * (out_h as usize - 1) + out_w as usize * bpp;
     let available = if chunk_size == 0 {
         mapped_len.saturating_sub(offset)
     } else {
@@ -368,21 +386,24 @@ pub fn convert_buffer(
     let picture = data
         .get(offset..)
         .ok_or_else(|| MediaError::Format("screen-cast offset past the buffer".into()))?;
-    match layout {
-        PixelLayout::Bgrx => bgra_to_i420(picture, stride as u32, width, height, timestamp),
-        PixelLayout::Rgbx => {
-            let row = width as usize * 4;
-            if stride == row {
-                rgba_to_i420(&picture[..row * height as usize], width, height, timestamp)
-            } else {
-                // The RGBA converter takes packed rows only: repack (one memcpy per row).
-                let mut packed = Vec::with_capacity(row * height as usize);
-                for y in 0..height as usize {
-                    packed.extend_from_slice(&picture[y * stride..y * stride + row]);
-                }
-                rgba_to_i420(&packed, width, height, timestamp)
-            }
+    if layout == PixelLayout::Bgrx {
+        return bgra_to_i420(picture, stride as u32, width, height, timestamp);
+    }
+    // The RGBA / RGB converters take packed rows only: repack (one memcpy per row) when padded.
+    let row = width as usize * layout.bytes_per_pixel();
+    let packed: std::borrow::Cow<'_, [u8]> = if stride == row {
+        std::borrow::Cow::Borrowed(&picture[..row * height as usize])
+    } else {
+        let mut packed = Vec::with_capacity(row * height as usize);
+        for y in 0..height as usize {
+            packed.extend_from_slice(&picture[y * stride..y * stride + row]);
         }
+        std::borrow::Cow::Owned(packed)
+    };
+    if layout == PixelLayout::Rgb {
+        rgb_to_i420(&packed, width, height, timestamp)
+    } else {
+        rgba_to_i420(&packed, width, height, timestamp)
     }
 }
 
@@ -692,7 +713,8 @@ fn format_pod(fps: f32) -> Result<Vec<u8>> {
             f[0],
             f[1],
             f[2],
-            f[3]
+            f[3],
+            f[4]
         ),
         property!(
             FormatProperties::VideoSize,
@@ -771,6 +793,7 @@ fn pipewire_thread(
             *pw::keys::MEDIA_TYPE => "Video",
             *pw::keys::MEDIA_CATEGORY => "Capture",
             *pw::keys::MEDIA_ROLE => "Screen",
+            *pw::keys::NODE_NAME => "rtcio-screen",
         },
     ) {
         Ok(s) => s,
@@ -831,6 +854,7 @@ fn pipewire_thread(
             // DMA-BUF buffers are not mapped (we never offer modifiers, so this is rare).
             let Some(bytes) = data.data() else { return };
             let converted = frame_geometry(
+                layout,
                 state.width,
                 state.height,
                 offset,
@@ -890,7 +914,7 @@ fn pipewire_thread(
 
 /// Captures the monitor the user picks in the desktop portal's dialog, as I420 frames.
 pub struct PortalScreenSource {
-    portal: PortalSession,
+    portal: Option<PortalSession>,
     slot: SharedSlot,
     stop: Option<pw::channel::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -921,7 +945,30 @@ impl PortalScreenSource {
         if !valid_fps(config.fps, 120.0) {
             return Err(MediaError::InvalidInput(format!("fps {}", config.fps)));
         }
-        let (grant, mut portal) = negotiate_blocking(&config)?;
+        let (grant, portal) = negotiate_blocking(&config)?;
+        Self::start_stream(grant, Some(portal), &config)
+    }
+
+    /// Receives a PipeWire node directly, without the portal: `fd` is a connection to a
+    /// PipeWire daemon (what `OpenPipeWireRemote` returns, or a connected socket) and `node_id`
+    /// the video node. For apps that run the portal conversation themselves, and for tests.
+    pub fn from_pipewire(fd: OwnedFd, node_id: u32, config: PortalConfig) -> Result<Self> {
+        if !valid_fps(config.fps, 120.0) {
+            return Err(MediaError::InvalidInput(format!("fps {}", config.fps)));
+        }
+        let grant = PortalGrant {
+            node_id,
+            size: None,
+            fd,
+        };
+        Self::start_stream(grant, None, &config)
+    }
+
+    fn start_stream(
+        grant: PortalGrant,
+        mut portal: Option<PortalSession>,
+        config: &PortalConfig,
+    ) -> Result<Self> {
         let size = grant
             .size
             .and_then(|(w, h)| Some((u32::try_from(w).ok()? & !1, u32::try_from(h).ok()? & !1)))
@@ -943,11 +990,11 @@ impl PortalScreenSource {
             Ok(Ok(stop)) => stop,
             Ok(Err(e)) => {
                 let _ = thread.join();
-                portal.close();
+                portal.as_mut().map(PortalSession::close);
                 return Err(e);
             }
             Err(_) => {
-                portal.close();
+                portal.as_mut().map(PortalSession::close);
                 return Err(MediaError::Timeout(
                     "PipeWire did not accept the screen-cast connection".into(),
                 ));
@@ -1043,7 +1090,9 @@ impl VideoSource for PortalScreenSource {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.portal.close();
+        if let Some(p) = self.portal.as_mut() {
+            p.close();
+        }
     }
 }
 
@@ -1162,6 +1211,7 @@ mod tests {
         assert_eq!(pixel_layout(VideoFormat::BGRA), Some(PixelLayout::Bgrx));
         assert_eq!(pixel_layout(VideoFormat::RGBx), Some(PixelLayout::Rgbx));
         assert_eq!(pixel_layout(VideoFormat::RGBA), Some(PixelLayout::Rgbx));
+        assert_eq!(pixel_layout(VideoFormat::RGB), Some(PixelLayout::Rgb));
         assert_eq!(pixel_layout(VideoFormat::NV12), None);
         assert!(PREFERRED_FORMATS.iter().all(|&f| pixel_layout(f).is_some()));
         assert_eq!(PREFERRED_FORMATS[0], VideoFormat::BGRx);
@@ -1171,22 +1221,22 @@ mod tests {
     #[test]
     fn geometry_checks_stride_size_and_crops_to_even() {
         // Packed 1920×1080, stride unset.
-        let g = frame_geometry(1920, 1080, 0, 0, 0, 1920 * 1080 * 4).unwrap();
+        let g = frame_geometry(PixelLayout::Bgrx, 1920, 1080, 0, 0, 0, 1920 * 1080 * 4).unwrap();
         assert_eq!(
             (g.stride, g.width, g.height, g.offset),
             (7680, 1920, 1080, 0)
         );
         // Padded rows, odd size cropped.
-        let g = frame_geometry(1279, 721, 64, 0, 5120, 64 + 5120 * 721).unwrap();
+        let g = frame_geometry(PixelLayout::Bgrx, 1279, 721, 64, 0, 5120, 64 + 5120 * 721).unwrap();
         assert_eq!(
             (g.stride, g.width, g.height, g.offset),
             (5120, 1278, 720, 64)
         );
         // Too small a buffer, too small a stride, empty picture, negative stride.
-        assert!(frame_geometry(640, 480, 0, 1000, 2560, 640 * 480 * 4).is_err());
-        assert!(frame_geometry(640, 480, 0, 0, 100, 640 * 480 * 4).is_err());
-        assert!(frame_geometry(1, 1, 0, 0, 0, 4).is_err());
-        assert!(frame_geometry(640, 480, 0, 0, -2560, 640 * 480 * 4).is_err());
+        assert!(frame_geometry(PixelLayout::Bgrx, 640, 480, 0, 1000, 2560, 640 * 480 * 4).is_err());
+        assert!(frame_geometry(PixelLayout::Bgrx, 640, 480, 0, 0, 100, 640 * 480 * 4).is_err());
+        assert!(frame_geometry(PixelLayout::Bgrx, 1, 1, 0, 0, 0, 4).is_err());
+        assert!(frame_geometry(PixelLayout::Bgrx, 640, 480, 0, 0, -2560, 640 * 480 * 4).is_err());
     }
 
     #[test]
@@ -1202,12 +1252,25 @@ mod tests {
                 rgbx[i..i + 4].copy_from_slice(&[255, 0, 0, 255]);
             }
         }
-        let g = frame_geometry(w, h, 0, 0, stride as i32, bgrx.len()).unwrap();
+        let g = frame_geometry(PixelLayout::Bgrx, w, h, 0, 0, stride as i32, bgrx.len()).unwrap();
         let a = convert_buffer(PixelLayout::Bgrx, &bgrx, g, Duration::ZERO).unwrap();
         let b = convert_buffer(PixelLayout::Rgbx, &rgbx, g, Duration::ZERO).unwrap();
         assert_eq!((a.width, a.height), (4, 2));
         assert_eq!(a.y, b.y);
         assert_eq!(a.v, b.v);
+        // Packed 24-bit RGB with padding gives the same picture.
+        let rgb_stride = 16usize;
+        let mut rgb = vec![0u8; rgb_stride * h as usize];
+        for y in 0..h as usize {
+            for x in 0..w as usize {
+                rgb[y * rgb_stride + x * 3] = 255;
+            }
+        }
+        let g3 =
+            frame_geometry(PixelLayout::Rgb, w, h, 0, 0, rgb_stride as i32, rgb.len()).unwrap();
+        let c = convert_buffer(PixelLayout::Rgb, &rgb, g3, Duration::ZERO).unwrap();
+        assert_eq!(a.y, c.y);
+        assert_eq!(a.v, c.v);
         // BT.601 limited red: Y ≈ 81, V ≈ 240.
         assert!((75..=90).contains(&a.y[0]), "{}", a.y[0]);
         assert!(a.v[0] > 220, "{}", a.v[0]);
