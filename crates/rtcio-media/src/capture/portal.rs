@@ -575,18 +575,21 @@ async fn negotiate(
     config: &PortalConfig,
 ) -> Result<(PortalGrant, Screencast, ashpd::desktop::Session<Screencast>)> {
     let mut step = PortalStep::Connect;
-    let proxy = match &config.bus_address {
-        None => run_step(step, config, Screencast::new()).await?,
-        Some(address) => {
-            run_step(step, config, async {
-                let conn = ashpd::zbus::connection::Builder::address(address.as_str())?
+    // A connection of our own per source rather than `Screencast::new()`: ashpd caches that one
+    // process-wide, and its reader task would die with this source's runtime, leaving the next
+    // open() talking to a dead connection.
+    let proxy = run_step(step, config, async {
+        let conn = match &config.bus_address {
+            None => ashpd::zbus::Connection::session().await?,
+            Some(address) => {
+                ashpd::zbus::connection::Builder::address(address.as_str())?
                     .build()
-                    .await?;
-                Screencast::with_connection(conn).await
-            })
-            .await?
-        }
-    };
+                    .await?
+            }
+        };
+        Screencast::with_connection(conn).await
+    })
+    .await?;
     step = step.next();
     let session = run_step(step, config, proxy.create_session(Default::default())).await?;
     step = step.next();
