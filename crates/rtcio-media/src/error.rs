@@ -65,6 +65,15 @@ pub enum MediaError {
     /// The source was stopped or its capture thread ended.
     #[error("source stopped")]
     Stopped,
+    /// The user dismissed a permission dialog (the desktop portal's screen-sharing picker).
+    #[error("cancelled by the user: {0}")]
+    Cancelled(String),
+    /// A device or service did not answer in time (portal request, first frame).
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// No D-Bus session bus, or no xdg-desktop-portal ScreenCast service on it.
+    #[error("desktop portal unavailable: {0}")]
+    PortalUnavailable(String),
 }
 
 /// Shorthand for `Result<T, MediaError>`.

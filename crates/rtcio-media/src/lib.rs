@@ -27,6 +27,11 @@ pub mod synthetic;
 pub use audio_device::{list_microphones, list_speakers};
 pub use capture::camera::{CameraConfig, CameraSource, list_cameras};
 pub use capture::microphone::{MicrophoneConfig, MicrophoneSource};
+#[cfg(feature = "wayland")]
+pub use capture::portal::{
+    PortalConfig, PortalScreenSource, ScreenBackend, SessionEnv, open_screen_source,
+    open_screen_source_in,
+};
 pub use capture::screen::{ScreenConfig, ScreenSource, list_monitors};
 pub use codec::h264::{ContentHint, H264Config, H264Decoder, H264Encoder};
 pub use codec::opus::{OpusConfig, OpusDecoder, OpusEncoder};

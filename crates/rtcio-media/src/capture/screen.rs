@@ -5,8 +5,9 @@
 //! `GetImage`. Monitors come from RandR 1.5 (`GetMonitors`); without RandR the whole root window
 //! is one monitor. Works under Xvfb.
 //!
-//! Wayland: a session without an X server needs the desktop portal + PipeWire path, which is not
-//! implemented yet: [`ScreenSource::open`] returns [`MediaError::Unsupported`] there.
+//! Wayland: a session without an X server needs the desktop portal + PipeWire path
+//! (`capture::portal`, feature `wayland`; `open_screen_source` picks the backend):
+//! [`ScreenSource::open`] returns [`MediaError::Unsupported`] there.
 
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -60,7 +61,9 @@ fn connect(display: Option<&str>) -> Result<(RustConnection, usize)> {
         && std::env::var_os("WAYLAND_DISPLAY").is_some()
     {
         return Err(MediaError::Unsupported(
-            "screen capture on Wayland (desktop portal + PipeWire) is not implemented yet".into(),
+            "X11 screen capture on a Wayland session without $DISPLAY; use the desktop portal \
+             source (feature `wayland`, `open_screen_source`)"
+                .into(),
         ));
     }
     x11rb::connect(display).map_err(display_err)
