@@ -1,4 +1,4 @@
-//! The UI's own tests (`tests/ui/ui.test.mjs`): `ui/` in headless Chromium, driven by
+//! The UI's own tests (every `tests/ui/*.test.mjs`): `ui/` in headless Chromium, driven by
 //! playwright-core, against a stand-in for Tauri's IPC bridge. Run from here so that
 //! `cargo test --workspace` (the README's test command) covers the UI too.
 //!
@@ -12,11 +12,22 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The suite takes ~40 s; a hung browser must fail the test rather than stall CI.
+/// The suites take ~50 s; a hung browser must fail the test rather than stall CI.
 const SUITE_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn ui_tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/ui")
+}
+
+/// Every `*.test.mjs` file in `dir`, sorted (so a new suite runs without editing this file).
+fn test_files(dir: &std::path::Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .expect("tests/ui is readable")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".test.mjs"))
+        .collect();
+    files.sort();
+    files
 }
 
 /// Reads a child's pipe to the end on its own thread (so a full pipe cannot block the child).
@@ -37,9 +48,15 @@ fn ui_suite_in_headless_chromium() {
         dir.join("node_modules/playwright-core").is_dir(),
         "tests/ui/node_modules is missing: run ./scripts/setup.sh (npm ci in tests/ui)"
     );
+    let files = test_files(&dir);
+    assert!(
+        files.iter().any(|f| f == "ui.test.mjs"),
+        "tests/ui/ui.test.mjs is missing: {files:?}"
+    );
     let mut child = Command::new("node")
         .current_dir(&dir)
-        .args(["--test", "--test-concurrency=1", "ui.test.mjs"])
+        .args(["--test", "--test-concurrency=1"])
+        .args(&files)
         // The page's pictures are for people, not for the test run.
         .env_remove("UI_SCREENSHOTS")
         // Its own process group, so a timeout can end Chromium along with node.
