@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rtcio_media::{
     AudioLevel, AudioSource, MediaError, RgbaFrame, Scaler, TestPatternConfig, TestPatternSource,
@@ -33,6 +35,10 @@ const CAPTURE_SIZE: (u32, u32) = (640, 360);
 const FPS: f32 = 15.0;
 /// 20 ms audio frames per level event: 5 → 10 events a second.
 const FRAMES_PER_LEVEL: usize = 5;
+/// How long [`Preview::stop`] waits for the devices to be released. A paced source returns
+/// within a frame time; a camera that stalls inside its driver may never return, and then the
+/// start screen or the join must not hang with it.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the preview could start, for the UI.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -50,6 +56,8 @@ pub struct PreviewInfo {
 pub struct Preview {
     running: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// Disconnected once every preview thread has ended (each holds a sender).
+    done: mpsc::Receiver<()>,
 }
 
 /// Start-screen wording for a device that could not be opened.
@@ -114,14 +122,18 @@ impl Preview {
         let cfg = MediaConfig::from_choices(camera, microphone, fake);
         let running = Arc::new(AtomicBool::new(true));
         let mut threads = Vec::new();
+        let (done_tx, done) = mpsc::channel::<()>();
         let mut info = PreviewInfo::default();
         match open_video(&cfg.video) {
             Ok(Some(source)) => {
                 let r = running.clone();
+                let d = done_tx.clone();
                 match std::thread::Builder::new()
                     .name("preview-video".into())
-                    .spawn(move || video_loop(source, frames, r))
-                {
+                    .spawn(move || {
+                        video_loop(source, frames, r);
+                        drop(d);
+                    }) {
                     Ok(t) => {
                         threads.push(t);
                         info.video = true;
@@ -140,10 +152,13 @@ impl Preview {
         match open_audio(&cfg.audio) {
             Ok(Some(source)) => {
                 let r = running.clone();
+                let d = done_tx.clone();
                 match std::thread::Builder::new()
                     .name("preview-audio".into())
-                    .spawn(move || audio_loop(source, ui, r))
-                {
+                    .spawn(move || {
+                        audio_loop(source, ui, r);
+                        drop(d);
+                    }) {
                     Ok(t) => {
                         threads.push(t);
                         info.audio = true;
@@ -160,17 +175,36 @@ impl Preview {
             }
         }
         info!(video = info.video, audio = info.audio, "preview started");
-        (Preview { running, threads }, info)
+        drop(done_tx);
+        (
+            Preview {
+                running,
+                threads,
+                done,
+            },
+            info,
+        )
     }
 
     /// Stops sending and releases the devices; returns once they are closed (so the call can
-    /// open them right after). Blocking for at most one frame time.
+    /// open them right after). Blocking: about one frame time, at most [`STOP_TIMEOUT`] (a
+    /// thread still stuck in its driver then is left to end on its own).
     pub fn stop(mut self) {
         self.halt();
     }
 
     fn halt(&mut self) {
         self.running.store(false, Ordering::SeqCst);
+        if self.threads.is_empty() {
+            return;
+        }
+        // Disconnected = every thread dropped its sender, i.e. has ended.
+        if let Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) = self.done.recv_timeout(STOP_TIMEOUT)
+        {
+            warn!("a preview device did not stop within {STOP_TIMEOUT:?}; leaving it behind");
+            self.threads.clear();
+            return;
+        }
         for t in self.threads.drain(..) {
             if t.join().is_err() {
                 warn!("a preview thread panicked");
