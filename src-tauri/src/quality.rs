@@ -29,7 +29,7 @@ pub const GOOD_LOSS_PCT: f64 = 2.0;
 pub const FAIR_LOSS_PCT: f64 = 10.0;
 /// Incoming rate below which video is not flowing usefully, kbit/s (about one Opus stream).
 /// Only applied when the peer sends at all: an audio-only or muted peer is not "poor".
-pub const POOR_KBPS: f64 = 30.0;
+pub const THIN_KBPS: f64 = 30.0;
 
 /// Quality class of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -45,7 +45,7 @@ pub enum Level {
 
 /// Classifies a link. Thresholds are inclusive (`rtt_ms == 150` is still good). `rtt_ms: None`
 /// (not measured yet) does not count against the link. `kbps_in` only demotes a good link to
-/// fair when it is above zero but below [`POOR_KBPS`] (something arrives, but too little); zero
+/// fair when it is above zero but below [`THIN_KBPS`] (something arrives, but too little); zero
 /// means the peer sends nothing (camera and mic off), which is no fault of the link.
 pub fn classify(rtt_ms: Option<f64>, loss_pct: f64, kbps_in: f64) -> Level {
     let rtt = rtt_ms.unwrap_or(0.0);
@@ -53,7 +53,7 @@ pub fn classify(rtt_ms: Option<f64>, loss_pct: f64, kbps_in: f64) -> Level {
     let loss = if loss_pct.is_finite() { loss_pct } else { 0.0 };
     if rtt > FAIR_RTT_MS || loss > FAIR_LOSS_PCT {
         Level::Poor
-    } else if rtt > GOOD_RTT_MS || loss > GOOD_LOSS_PCT || (kbps_in > 0.0 && kbps_in < POOR_KBPS) {
+    } else if rtt > GOOD_RTT_MS || loss > GOOD_LOSS_PCT || (kbps_in > 0.0 && kbps_in < THIN_KBPS) {
         Level::Fair
     } else {
         Level::Good
@@ -214,8 +214,8 @@ mod tests {
             Level::Good,
             "peer sends nothing"
         );
-        assert_eq!(classify(Some(10.0), 0.0, POOR_KBPS - 1.0), Level::Fair);
-        assert_eq!(classify(Some(10.0), 0.0, POOR_KBPS), Level::Good);
+        assert_eq!(classify(Some(10.0), 0.0, THIN_KBPS - 1.0), Level::Fair);
+        assert_eq!(classify(Some(10.0), 0.0, THIN_KBPS), Level::Good);
         // The worst factor wins.
         assert_eq!(classify(Some(500.0), 0.0, 5.0), Level::Poor);
     }
