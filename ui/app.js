@@ -1,6 +1,8 @@
 // rtcio desktop UI: start screen, call screen, chat. Talks to Rust only through bridge.js.
 import { channel, invoke, listen } from './bridge.js';
 import { initTransfers } from './transfer.js';
+import { initPreview, paintPreview, previewStopped, startPreview } from './preview.js';
+import { applyQuality, clearQuality, initQuality } from './quality.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -233,12 +235,15 @@ async function onJoin(ev) {
     microphone: form.microphone,
   };
   try {
+    // Rust stops the preview before joining: the call opens the devices itself.
+    previewStopped();
     const info = await invoke('join', { req });
     enterCall(info, form);
     saveSettings(form);
   } catch (err) {
     earlyStreams = [];
     showError($('start-error'), errorText(err));
+    startPreview();
   } finally {
     joining = false;
     $('join-button').disabled = false;
@@ -314,6 +319,7 @@ function enterCall(info, form) {
 function exitCall(message) {
   call = null;
   reportedSizes.clear();
+  clearQuality();
   $('call-screen').hidden = true;
   $('start-screen').hidden = false;
   showError($('start-error'), message || null);
@@ -375,6 +381,7 @@ function renderGrid() {
     return tile;
   });
   grid.replaceChildren(...personTiles, ...shareTiles);
+  applyQuality();
   reportTileSizes();
 }
 
@@ -407,6 +414,7 @@ export const videoStats = { painted: 0, dropped: 0, ipcMs: 0, paintMs: 0, perKey
 function paintFrame(buf) {
   const arrived = performance.timeOrigin + performance.now();
   const f = parseFrame(buf);
+  if (paintPreview(f)) return;
   if (!f || !call) {
     videoStats.dropped += 1;
     return;
@@ -547,6 +555,8 @@ async function leave(message) {
   } catch (err) {
     showError($('start-error'), message || `Leaving did not finish cleanly: ${errorText(err)}`);
   }
+  // The call has released the devices: the start screen shows them again.
+  startPreview();
 }
 
 // ---------------------------------------------------------------- chat
@@ -740,6 +750,7 @@ async function main() {
       listen('stream-removed', onStreamRemoved),
       // File drops on tiles and the transfers panel.
       initTransfers({ names: (id) => call && call.people.get(id)?.name }),
+      initQuality(),
       // One channel for every tile's frames: raw bytes, never JSON.
       invoke('video_channel', { channel: channel(paintFrame) }),
     ]);
@@ -748,6 +759,11 @@ async function main() {
   }
   await loadSettings();
   await loadDevices();
+  try {
+    await initPreview();
+  } catch (err) {
+    showError($('start-error'), `The preview failed: ${errorText(err)}`);
+  }
   document.body.dataset.ready = 'true';
   window.__rtcioVideo = videoStats;
 }

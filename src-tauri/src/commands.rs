@@ -32,6 +32,8 @@ pub struct AppState {
     pub frames: FrameSlot,
     /// What handing frames to the channel cost (read by the IPC bench).
     pub frame_stats: Arc<FrameStats>,
+    /// The start screen's preview (stopped on join: the call opens the devices itself).
+    pub preview: std::sync::Mutex<Option<crate::preview::Preview>>,
 }
 
 /// Counters of frames handed to the UI's channel.
@@ -130,6 +132,7 @@ pub async fn join<R: Runtime>(
     if let Some(old) = current.take() {
         old.leave().await;
     }
+    stop_preview_now(&state).await;
     let server = match req.server {
         ServerRequest::Host => ServerChoice::Host,
         ServerRequest::Url { url } => ServerChoice::Url(url),
@@ -282,4 +285,57 @@ pub fn save_settings<R: Runtime>(app: AppHandle<R>, settings: Settings) -> Resul
     store
         .save()
         .map_err(|e| AppError::Settings(format!("cannot write the settings file: {e}")))
+}
+
+/// Takes the running preview, if any, and waits until its devices are released.
+async fn stop_preview_now(state: &AppState) {
+    let old = state
+        .preview
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(old) = old
+        && let Err(e) = tokio::task::spawn_blocking(move || old.stop()).await
+    {
+        tracing::warn!("stopping the preview failed: {e}");
+    }
+}
+
+/// Starts (or restarts, with other devices) the start screen's preview: frames keyed
+/// `preview/camera` on the video channel, `mic-level {rms, peak}` events. A device that cannot
+/// be opened is reported in `errors`, never as a failure.
+#[tauri::command]
+pub async fn start_preview<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, AppState>,
+    camera: Option<String>,
+    microphone: Option<String>,
+) -> Result<crate::preview::PreviewInfo, AppError> {
+    // The previous preview releases its devices before the new one opens them.
+    stop_preview_now(&state).await;
+    let frames = frame_sink(state.frames.clone(), state.frame_stats.clone());
+    let ui = ui_sink(app);
+    let fake = media::fake_media_from_env();
+    let (preview, info) = tokio::task::spawn_blocking(move || {
+        crate::preview::Preview::start(camera.as_deref(), microphone.as_deref(), fake, frames, ui)
+    })
+    .await
+    .map_err(|e| AppError::Media(format!("the preview did not start: {e}")))?;
+    // A second start racing this one: the later preview wins, the other is stopped.
+    let old = state
+        .preview
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .replace(preview);
+    if let Some(old) = old {
+        let _ = tokio::task::spawn_blocking(move || old.stop()).await;
+    }
+    Ok(info)
+}
+
+/// Stops the preview (nothing to do when none runs).
+#[tauri::command]
+pub async fn stop_preview(state: State<'_, AppState>) -> Result<(), AppError> {
+    stop_preview_now(&state).await;
+    Ok(())
 }

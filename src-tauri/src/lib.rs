@@ -2,7 +2,7 @@
 //!
 //! The UI (`../ui`, plain HTML/JS) talks to this process through the commands in
 //! [`commands`]; room activity reaches it as Tauri events (`room-event`, `media-state`, `chat`,
-//! `peer-connect`, `peer-disconnect`). [`session`] holds the call logic without Tauri, so it is
+//! `peer-connect`, `peer-disconnect`, `peer-quality`, `mic-level`). [`session`] holds the call logic without Tauri, so it is
 //! tested on its own.
 
 pub mod commands;
@@ -10,6 +10,8 @@ pub mod devices;
 pub mod error;
 pub mod inbound;
 pub mod media;
+pub mod preview;
+pub mod quality;
 pub mod session;
 pub mod settings;
 pub mod transfer;
@@ -47,6 +49,8 @@ pub fn builder() -> tauri::Builder<tauri::Wry> {
             commands::stop_screen_share,
             commands::send_file,
             commands::cancel_transfer,
+            commands::start_preview,
+            commands::stop_preview,
         ])
 }
 

@@ -302,6 +302,9 @@ impl Session {
         // Listeners first: the server backfills the roster right after `join-room`.
         session.install_forwarders(&ui);
         session.install_media_listeners(&ui);
+        session
+            .tasks
+            .push(crate::quality::spawn(socket.clone(), ui.clone()));
         // Our camera stream exists before join-room, so every peer connection made for the
         // room carries it from its first offer (the demo emits `camera` on connect, too).
         let media_errors = session.start_camera(&cfg.media).await;

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The suite takes ~40 s; a hung browser must fail the test rather than stall CI.
+/// The suites take ~50 s; a hung browser must fail the test rather than stall CI.
 const SUITE_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn ui_tests_dir() -> PathBuf {

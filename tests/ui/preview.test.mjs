@@ -1,0 +1,256 @@
+// The start-screen preview (ui/preview.js) and the per-peer quality indicator (ui/quality.js)
+// in headless Chromium against the same kind of stand-in IPC bridge as ui.test.mjs: it
+// records invokes, answers from canned responses, and fires Tauri events and channel messages.
+//
+// Run: npm ci && node --test preview.test.mjs   (CHROMIUM=/path overrides /usr/bin/chromium).
+
+import { test, before, after, beforeEach, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const UI_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../ui');
+const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
+
+let server;
+let baseUrl;
+let browser;
+let page;
+
+function startStaticServer() {
+  return new Promise((resolve) => {
+    const srv = http.createServer(async (req, res) => {
+      try {
+        const url = new URL(req.url, 'http://x');
+        const rel = decodeURIComponent(url.pathname === '/' ? '/index.html' : url.pathname);
+        const file = path.resolve(UI_DIR, '.' + rel);
+        if (!file.startsWith(UI_DIR + path.sep)) throw new Error('outside ui/');
+        const body = await fs.readFile(file);
+        res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream' });
+        res.end(body);
+      } catch {
+        res.writeHead(404);
+        res.end();
+      }
+    });
+    srv.listen(0, '127.0.0.1', () => resolve(srv));
+  });
+}
+
+/** Runs in the page before its scripts: the fake `__TAURI_INTERNALS__` (see ui.test.mjs). */
+function installMock(config) {
+  const callbacks = new Map();
+  const listeners = [];
+  let nextId = 1;
+  const calls = [];
+  const responses = config.responses || {};
+  window.__mock = {
+    calls,
+    callback(id, payload) { callbacks.get(id)?.(payload); },
+    emit(event, payload) {
+      for (const l of listeners) if (l.event === event) callbacks.get(l.handler)?.({ event, id: l.id, payload });
+    },
+  };
+  window.__TAURI_INTERNALS__ = {
+    transformCallback(cb) { const id = nextId++; callbacks.set(id, cb); return id; },
+    invoke(cmd, args) {
+      calls.push({ cmd, args: JSON.parse(JSON.stringify(args ?? {})) });
+      if (cmd === 'plugin:event|listen') {
+        const id = nextId++;
+        listeners.push({ event: args.event, handler: args.handler, id });
+        return Promise.resolve(id);
+      }
+      const r = responses[cmd];
+      if (r && r.error) return Promise.reject(r.error);
+      if (r && 'value' in r) return Promise.resolve(r.value);
+      return Promise.resolve(null);
+    },
+  };
+}
+
+const DEVICES = {
+  cameras: [
+    { id: 'cam0', name: 'Integrated Camera', isDefault: true },
+    { id: 'synthetic:test-pattern', name: 'Test pattern', isDefault: false, synthetic: true },
+  ],
+  microphones: [
+    { id: 'mic0', name: 'Built-in Mic', isDefault: true },
+    { id: 'synthetic:tone', name: 'Tone', isDefault: false, synthetic: true },
+  ],
+  cameraError: null,
+  microphoneError: null,
+};
+
+async function openApp(responses = {}) {
+  const all = {
+    list_devices: { value: DEVICES },
+    get_settings: { value: { name: 'Ann', lastServers: [], serverMode: 'host' } },
+    start_preview: { value: { video: true, audio: true, errors: [] } },
+    join: {
+      value: {
+        selfId: 'self-id', roomId: 'room-1', name: 'Ann', serverUrl: 'http://127.0.0.1:4000',
+        hosting: true, shareUrls: [], mic: true, cam: true, joinConfirmed: true,
+      },
+    },
+    ...responses,
+  };
+  await page.addInitScript(installMock, { responses: all });
+  await page.goto(`${baseUrl}/index.html`);
+  await page.waitForSelector('body[data-ready="true"]');
+}
+
+const calls = (cmd) => page.evaluate((c) => window.__mock.calls.filter((x) => x.cmd === c), cmd);
+const emit = (event, payload) => page.evaluate(([e, p]) => window.__mock.emit(e, p), [event, payload]);
+
+/** Delivers one binary frame (src-tauri media.rs layout) on the UI's video channel. */
+const sendFrame = (key, w, h, rgba, index) => page.evaluate(([key, w, h, rgba, index]) => {
+  const reg = window.__mock.calls.find((c) => c.cmd === 'video_channel');
+  const id = Number(String(reg.args.channel).split(':')[1]);
+  const k = new TextEncoder().encode(key);
+  const buf = new ArrayBuffer(20 + k.length + w * h * 4);
+  const v = new DataView(buf);
+  v.setUint8(0, 1);
+  v.setUint16(2, k.length, true);
+  v.setUint32(4, w, true);
+  v.setUint32(8, h, true);
+  v.setBigUint64(12, BigInt(Date.now()) * 1000n, true);
+  new Uint8Array(buf, 20, k.length).set(k);
+  const px = new Uint8Array(buf, 20 + k.length);
+  for (let i = 0; i < w * h; i++) px.set(rgba, i * 4);
+  window.__mock.callback(id, { message: buf, index });
+}, [key, w, h, rgba, index]);
+
+const meterWidth = () => page.evaluate(() => {
+  const fill = document.getElementById('mic-meter-fill');
+  return fill.getBoundingClientRect().width / fill.parentElement.getBoundingClientRect().width;
+});
+
+before(async () => {
+  server = await startStaticServer();
+  baseUrl = `http://127.0.0.1:${server.address().port}`;
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await new Promise((r) => server?.close(r));
+});
+
+beforeEach(async () => {
+  const ctx = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  page = await ctx.newPage();
+  page.on('pageerror', (e) => { throw e; });
+});
+
+afterEach(async () => {
+  await page.context().close();
+});
+
+test('preview starts with the pickers\' devices and restarts when one changes', async () => {
+  await openApp();
+  let starts = await calls('start_preview');
+  assert.equal(starts.length, 1);
+  assert.deepEqual(starts[0].args, { camera: 'cam0', microphone: 'mic0' });
+  await page.selectOption('#camera', 'synthetic:test-pattern');
+  await page.waitForFunction(() => window.__mock.calls.filter((c) => c.cmd === 'start_preview').length === 2);
+  starts = await calls('start_preview');
+  assert.deepEqual(starts[1].args, { camera: 'synthetic:test-pattern', microphone: 'mic0' });
+  await page.selectOption('#microphone', 'synthetic:tone');
+  await page.waitForFunction(() => window.__mock.calls.filter((c) => c.cmd === 'start_preview').length === 3);
+  starts = await calls('start_preview');
+  assert.deepEqual(starts[2].args, { camera: 'synthetic:test-pattern', microphone: 'synthetic:tone' });
+});
+
+test('mic meter follows mic-level events', async () => {
+  await openApp();
+  assert.equal(await meterWidth(), 0);
+  await emit('mic-level', { rms: 0.18, peak: 0.25 }); // the tone: about -15 dBFS
+  await page.waitForFunction(() => Number(document.getElementById('mic-meter').dataset.level) > 0.7);
+  const loud = Number(await page.getAttribute('#mic-meter', 'data-level'));
+  assert.ok(loud > 0.7 && loud < 0.8, `level ${loud}`);
+  await emit('mic-level', { rms: 0.001, peak: 0.002 }); // -60 dBFS: the bottom of the scale
+  assert.equal(Number(await page.getAttribute('#mic-meter', 'data-level')), 0);
+  await emit('mic-level', { rms: 1, peak: 1 });
+  assert.equal(Number(await page.getAttribute('#mic-meter', 'data-level')), 1);
+  assert.ok(await page.locator('#mic-meter.clipping').count() === 1, 'full scale shows as clipping');
+  // Garbage does not break it.
+  await emit('mic-level', { rms: 'x' });
+  assert.equal(Number(await page.getAttribute('#mic-meter', 'data-level')), 0);
+});
+
+test('preview canvas paints preview frames; other keys leave it alone', async () => {
+  await openApp();
+  assert.ok(await page.locator('#preview-canvas').isHidden());
+  await sendFrame('preview/camera', 8, 4, [0, 0, 255, 255], 0);
+  await page.waitForSelector('#preview-canvas:not([hidden])');
+  const px = await page.evaluate(() => {
+    const c = document.getElementById('preview-canvas');
+    return [c.width, c.height, ...c.getContext('2d').getImageData(0, 0, 1, 1).data];
+  });
+  assert.deepEqual(px, [8, 4, 0, 0, 255, 255]);
+  await sendFrame('p1/ms1', 8, 4, [255, 0, 0, 255], 1);
+  assert.equal(await page.getAttribute('#preview-canvas', 'data-painted'), '1');
+});
+
+test('a device error from start_preview shows on the start screen', async () => {
+  await openApp({
+    start_preview: { value: { video: false, audio: true, errors: ['No camera found (cam0). Pick another one or join without it.'] } },
+  });
+  await page.waitForSelector('#preview-note:not([hidden])');
+  assert.match(await page.innerText('#preview-note'), /No camera found/);
+});
+
+test('joining stops the preview view; leaving restarts the preview', async () => {
+  await openApp();
+  await sendFrame('preview/camera', 4, 2, [0, 255, 0, 255], 0);
+  await page.waitForSelector('#preview-canvas:not([hidden])');
+  await page.fill('#room', 'room-1');
+  await page.click('#join-button');
+  await page.waitForSelector('#call-screen:not([hidden])');
+  assert.ok(await page.locator('#preview-canvas').isHidden());
+  assert.equal((await calls('start_preview')).length, 1);
+  await page.click('#leave');
+  await page.waitForSelector('#start-screen:not([hidden])');
+  await page.waitForFunction(() => window.__mock.calls.filter((c) => c.cmd === 'start_preview').length === 2);
+  const order = (await page.evaluate(() => window.__mock.calls.map((c) => c.cmd)))
+    .filter((c) => c === 'leave' || c === 'start_preview');
+  assert.deepEqual(order, ['start_preview', 'leave', 'start_preview'], 'restarted only after leave');
+});
+
+test('quality indicator on a peer tile follows peer-quality', async () => {
+  await openApp();
+  await page.fill('#room', 'room-1');
+  await page.click('#join-button');
+  await page.waitForSelector('#call-screen:not([hidden])');
+  await emit('room-event', { type: 'user-connected', id: 'p1', name: 'Bob' });
+  const ind = '#grid .tile[data-id="p1"] .quality';
+  assert.equal(await page.locator(ind).count(), 0, 'no indicator before a reading');
+  await emit('peer-quality', { id: 'p1', rttMs: 12.4, kbpsIn: 812.3, kbpsOut: 790, lossPct: 0, level: 'good' });
+  await page.waitForSelector(`${ind}.good`);
+  const title = await page.getAttribute(ind, 'title');
+  assert.match(title, /RTT 12 ms/);
+  assert.match(title, /in 812 kbit\/s/);
+  assert.match(title, /out 790 kbit\/s/);
+  assert.match(title, /loss 0\.0 %/);
+  await emit('peer-quality', { id: 'p1', rttMs: 520, kbpsIn: 40, kbpsOut: 30, lossPct: 12.5, level: 'poor' });
+  await page.waitForSelector(`${ind}.poor`);
+  assert.equal(await page.locator(`${ind}.good`).count(), 0);
+  // A re-rendered grid (someone joins) keeps the reading.
+  await emit('room-event', { type: 'user-connected', id: 'p2', name: 'Cy' });
+  await page.waitForSelector('#grid .tile[data-id="p2"]');
+  assert.equal(await page.getAttribute(ind, 'data-level'), 'poor');
+  // Unknown peers and malformed payloads are ignored.
+  await emit('peer-quality', { id: 'nobody', level: 'good' });
+  await emit('peer-quality', null);
+  assert.equal(await page.locator('#grid .quality').count(), 1);
+  await emit('peer-quality', { id: 'p2', rttMs: null, kbpsIn: 0, kbpsOut: 0, lossPct: 0, level: 'fair' });
+  await page.waitForSelector('#grid .tile[data-id="p2"] .quality.fair');
+  assert.match(await page.getAttribute('#grid .tile[data-id="p2"] .quality', 'title'), /RTT – ms/);
+});
