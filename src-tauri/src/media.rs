@@ -390,19 +390,28 @@ pub fn open_audio(cfg: &MediaConfig) -> Result<Option<Opened>, MediaError> {
     start_audio(source).map(Some)
 }
 
-/// Opens a monitor for screen sharing (`display`: X display, `None` = `$DISPLAY`). Blocking.
+/// Opens a monitor for screen sharing. Blocking (on Wayland it waits for the user's choice in
+/// the desktop portal's dialog). `display`: an X display (always X11); `None` picks by session:
+/// X11 through `$DISPLAY`, on Wayland the desktop portal / PipeWire, where the portal's dialog
+/// chooses the monitor.
 pub fn open_screen(
     display: Option<String>,
     monitor: Option<String>,
     fps: f32,
 ) -> Result<Opened, MediaError> {
-    let source = rtcio_media::ScreenSource::open(rtcio_media::ScreenConfig {
-        display,
-        monitor,
-        fps,
-        ..rtcio_media::ScreenConfig::default()
-    })?;
-    start_video(Box::new(source), h264(fps, true), None)
+    let source = rtcio_media::open_screen_source(
+        rtcio_media::ScreenConfig {
+            display,
+            monitor,
+            fps,
+            ..rtcio_media::ScreenConfig::default()
+        },
+        rtcio_media::PortalConfig {
+            fps,
+            ..rtcio_media::PortalConfig::default()
+        },
+    )?;
+    start_video(source, h264(fps, true), None)
 }
 
 /// One sent track.

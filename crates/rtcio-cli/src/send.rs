@@ -173,13 +173,20 @@ fn open_video(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
             start_video(Box::new(src), h264(args, false), "camera".into())?
         }
         VideoChoice::Screen(monitor) => {
-            let src = rtcio_media::ScreenSource::open(rtcio_media::ScreenConfig {
-                monitor: monitor.clone(),
-                fps,
-                ..rtcio_media::ScreenConfig::default()
-            })
+            // X11 through $DISPLAY; on Wayland the desktop portal (its dialog picks the monitor).
+            let src = rtcio_media::open_screen_source(
+                rtcio_media::ScreenConfig {
+                    monitor: monitor.clone(),
+                    fps,
+                    ..rtcio_media::ScreenConfig::default()
+                },
+                rtcio_media::PortalConfig {
+                    fps,
+                    ..rtcio_media::PortalConfig::default()
+                },
+            )
             .map_err(|e| media_err("cannot capture the screen", e))?;
-            start_video(Box::new(src), h264(args, true), "screen".into())?
+            start_video(src, h264(args, true), "screen".into())?
         }
         VideoChoice::File(path) => match extension(path).as_str() {
             "y4m" => {
