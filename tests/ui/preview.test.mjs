@@ -1,75 +1,18 @@
 // The start-screen preview (ui/preview.js) and the per-peer quality indicator (ui/quality.js)
-// in headless Chromium against the same kind of stand-in IPC bridge as ui.test.mjs: it
-// records invokes, answers from canned responses, and fires Tauri events and channel messages.
+// in headless Chromium against the stand-in IPC bridge of harness.mjs
+// (shared with ui.test.mjs).
 //
 // Run: npm ci && node --test preview.test.mjs   (CHROMIUM=/path overrides /usr/bin/chromium).
 
 import { test, before, after, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import fs from 'node:fs/promises';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-
-const UI_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../ui');
-const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
+import { installMock, startStaticServer } from './harness.mjs';
 
 let server;
 let baseUrl;
 let browser;
 let page;
-
-function startStaticServer() {
-  return new Promise((resolve) => {
-    const srv = http.createServer(async (req, res) => {
-      try {
-        const url = new URL(req.url, 'http://x');
-        const rel = decodeURIComponent(url.pathname === '/' ? '/index.html' : url.pathname);
-        const file = path.resolve(UI_DIR, '.' + rel);
-        if (!file.startsWith(UI_DIR + path.sep)) throw new Error('outside ui/');
-        const body = await fs.readFile(file);
-        res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream' });
-        res.end(body);
-      } catch {
-        res.writeHead(404);
-        res.end();
-      }
-    });
-    srv.listen(0, '127.0.0.1', () => resolve(srv));
-  });
-}
-
-/** Runs in the page before its scripts: the fake `__TAURI_INTERNALS__` (see ui.test.mjs). */
-function installMock(config) {
-  const callbacks = new Map();
-  const listeners = [];
-  let nextId = 1;
-  const calls = [];
-  const responses = config.responses || {};
-  window.__mock = {
-    calls,
-    callback(id, payload) { callbacks.get(id)?.(payload); },
-    emit(event, payload) {
-      for (const l of listeners) if (l.event === event) callbacks.get(l.handler)?.({ event, id: l.id, payload });
-    },
-  };
-  window.__TAURI_INTERNALS__ = {
-    transformCallback(cb) { const id = nextId++; callbacks.set(id, cb); return id; },
-    invoke(cmd, args) {
-      calls.push({ cmd, args: JSON.parse(JSON.stringify(args ?? {})) });
-      if (cmd === 'plugin:event|listen') {
-        const id = nextId++;
-        listeners.push({ event: args.event, handler: args.handler, id });
-        return Promise.resolve(id);
-      }
-      const r = responses[cmd];
-      if (r && r.error) return Promise.reject(r.error);
-      if (r && 'value' in r) return Promise.resolve(r.value);
-      return Promise.resolve(null);
-    },
-  };
-}
 
 const DEVICES = {
   cameras: [

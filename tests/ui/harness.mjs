@@ -1,0 +1,110 @@
+// Shared by the UI suites: a static server for ui/ and the stand-in for Tauri's IPC bridge.
+//
+// ui/bridge.js only uses `__TAURI_INTERNALS__.invoke` and `.transformCallback`, so the mock
+// provides those two: it records every invoke, answers from per-test canned responses, and lets
+// the test fire Tauri events (`window.__mock.emit(name, payload)`) and channel messages
+// (`window.__mock.callback(id, payload)`).
+
+import http from 'node:http';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The UI's folder. */
+export const UI_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../ui');
+const TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.png': 'image/png',
+};
+
+/** Serves ui/ read-only on 127.0.0.1 (modules need http, not file://). */
+export function startStaticServer() {
+  return new Promise((resolve) => {
+    const srv = http.createServer(async (req, res) => {
+      try {
+        const url = new URL(req.url, 'http://x');
+        const rel = decodeURIComponent(url.pathname === '/' ? '/index.html' : url.pathname);
+        const file = path.resolve(UI_DIR, '.' + rel);
+        if (!file.startsWith(UI_DIR + path.sep)) throw new Error('outside ui/');
+        const body = await fs.readFile(file);
+        res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream' });
+        res.end(body);
+      } catch {
+        res.writeHead(404);
+        res.end();
+      }
+    });
+    srv.listen(0, '127.0.0.1', () => resolve(srv));
+  });
+}
+
+/** Runs in the page before any of its scripts: the fake `__TAURI_INTERNALS__`. */
+export function installMock(config) {
+  const callbacks = new Map();
+  const listeners = [];
+  let nextId = 1;
+  const calls = [];
+  const responses = config.responses || {};
+  window.__mock = {
+    calls,
+    listeners,
+    responses,
+    // Runs a callback made with transformCallback (a Tauri channel's, for instance).
+    callback(id, payload) {
+      callbacks.get(id)?.(payload);
+    },
+    emit(event, payload) {
+      for (const l of listeners) {
+        if (l.event === event) callbacks.get(l.handler)?.({ event, id: l.id, payload });
+      }
+    },
+  };
+  window.__TAURI_INTERNALS__ = {
+    transformCallback(cb) {
+      const id = nextId++;
+      callbacks.set(id, cb);
+      return id;
+    },
+    invoke(cmd, args) {
+      calls.push({ cmd, args: JSON.parse(JSON.stringify(args ?? {})) });
+      if (cmd === 'plugin:event|listen') {
+        const id = nextId++;
+        listeners.push({ event: args.event, handler: args.handler, id });
+        return Promise.resolve(id);
+      }
+      const r = responses[cmd];
+      if (r && r.error) return Promise.reject(r.error);
+      if (r && 'value' in r) return Promise.resolve(r.value);
+      return Promise.resolve(null);
+    },
+  };
+}
+
+/** Devices `list_devices` answers with by default. */
+export const DEVICES = {
+  cameras: [
+    { id: 'cam0', name: 'Integrated Camera', isDefault: false },
+    { id: 'cam1', name: 'USB Camera', isDefault: true },
+  ],
+  microphones: [{ id: 'mic0', name: 'Built-in Mic', isDefault: true }],
+  cameraError: null,
+  microphoneError: null,
+};
+
+/** What `join` answers with by default (`extra` overrides fields). */
+export function joinInfo(extra = {}) {
+  return {
+    selfId: 'self-id',
+    roomId: 'room-1',
+    name: 'Ann',
+    serverUrl: 'http://127.0.0.1:4000',
+    hosting: true,
+    shareUrls: ['http://192.168.1.5:4000'],
+    mic: true,
+    cam: true,
+    joinConfirmed: true,
+    ...extra,
+  };
+}
