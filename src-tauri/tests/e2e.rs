@@ -24,11 +24,12 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::browser::Browser;
+use common::process::{Group, Scratch};
 use rtcio_media::capture::xvfb::VirtualDisplay;
 use serde_json::{Value, json};
 
@@ -43,29 +44,6 @@ const WEB_NAME: &str = "E2E Browser";
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 // ------------------------------------------------------------------------------ processes
-
-/// A process group (tauri-driver → WebKitWebDriver → the app → WebKit's helpers), killed when
-/// dropped.
-struct Group(Child);
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.0.id())])
-            .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A scratch directory (settings, WebKit caches, logs), removed afterwards.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -3,14 +3,18 @@
 //! colour from `ui/style.css` covering a good part of the screen — instead of crashing or
 //! showing a blank webview. Everything else about the UI is tested in `ui_logic.rs`.
 
+mod common;
+
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rtcio_media::capture::screen::{ScreenConfig, ScreenSource};
 use rtcio_media::capture::xvfb::VirtualDisplay;
 use rtcio_media::convert::i420_to_rgba;
+
+use common::process::{Group, Scratch};
 
 /// WebKit's first paint can take a while on a loaded CI box.
 const PAINT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -35,28 +39,6 @@ fn page_background() -> [u8; 3] {
     [byte(0), byte(2), byte(4)]
 }
 
-/// The app and whatever it started (WebKit's web and network processes): one process group.
-struct App(Child);
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.0.id())])
-            .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A scratch directory for the app's settings and WebKit's caches, removed afterwards.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn app_starts_and_paints_the_ui_under_xvfb() {
     let xvfb = VirtualDisplay::start(1280, 800).expect("Xvfb (installed by scripts/setup.sh)");
@@ -67,26 +49,28 @@ fn app_starts_and_paints_the_ui_under_xvfb() {
     let log = scratch.0.join("app.log");
     let log_file = std::fs::File::create(&log).expect("log file");
 
-    let mut app = App(Command::new(env!("CARGO_BIN_EXE_rtcio-desktop"))
-        .env("DISPLAY", xvfb.display())
-        .env_remove("WAYLAND_DISPLAY")
-        .env("GDK_BACKEND", "x11")
-        // Settings, caches and WebKit's data stay out of the real home directory.
-        .env("HOME", &scratch.0)
-        .env("XDG_DATA_HOME", scratch.0.join("data"))
-        .env("XDG_CONFIG_HOME", scratch.0.join("config"))
-        .env("XDG_CACHE_HOME", scratch.0.join("cache"))
-        // Xvfb has no GPU: software rendering, no DMA-BUF renderer, no accessibility bus.
-        .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
-        .env("LIBGL_ALWAYS_SOFTWARE", "1")
-        .env("NO_AT_BRIDGE", "1")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("log file"))
-        .stderr(log_file)
-        .process_group(0)
-        .spawn()
-        .expect("start rtcio-desktop"));
+    let mut app = Group(
+        Command::new(env!("CARGO_BIN_EXE_rtcio-desktop"))
+            .env("DISPLAY", xvfb.display())
+            .env_remove("WAYLAND_DISPLAY")
+            .env("GDK_BACKEND", "x11")
+            // Settings, caches and WebKit's data stay out of the real home directory.
+            .env("HOME", &scratch.0)
+            .env("XDG_DATA_HOME", scratch.0.join("data"))
+            .env("XDG_CONFIG_HOME", scratch.0.join("config"))
+            .env("XDG_CACHE_HOME", scratch.0.join("cache"))
+            // Xvfb has no GPU: software rendering, no DMA-BUF renderer, no accessibility bus.
+            .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
+            .env("LIBGL_ALWAYS_SOFTWARE", "1")
+            .env("NO_AT_BRIDGE", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
+            .process_group(0)
+            .spawn()
+            .expect("start rtcio-desktop"),
+    );
 
     let want = page_background();
     let mut screen = ScreenSource::open(ScreenConfig {

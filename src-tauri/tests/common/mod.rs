@@ -4,3 +4,5 @@
 // One browser driver for every package's tests.
 #[path = "../../../crates/rtcio/tests/common/browser.rs"]
 pub mod browser;
+
+pub mod process;
