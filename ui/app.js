@@ -10,7 +10,7 @@ const $ = (id) => document.getElementById(id);
 let call = null;
 /** True while a join is in flight, so a second click or Enter does nothing. */
 let joining = false;
-let settings = { name: '', lastServers: [], camera: null, microphone: null, serverMode: 'host', lastUrl: '' };
+let settings = { name: '', lastServers: [], camera: null, microphone: null, serverMode: 'host', lastUrl: '', resolution: '720p' };
 
 // ---------------------------------------------------------------- helpers
 
@@ -191,6 +191,10 @@ async function loadSettings() {
     showError($('start-error'), `Could not load saved settings: ${errorText(err)}`);
   }
   $('name').value = settings.name || '';
+  // An unknown saved value leaves the default selected.
+  if ([...$('resolution').options].some((o) => o.value === settings.resolution)) {
+    $('resolution').value = settings.resolution;
+  }
   if (settings.serverMode === 'url') $('server-url-choice').checked = true;
   $('server-url').value = settings.lastUrl || (settings.lastServers || [])[0] || '';
   fillRecentServers();
@@ -205,7 +209,8 @@ function readForm() {
   const password = $('password').value;
   const camera = $('camera').disabled ? null : $('camera').value || null;
   const microphone = $('microphone').disabled ? null : $('microphone').value || null;
-  return { name, roomId, hosting, url, password, camera, microphone };
+  const resolution = $('resolution').value;
+  return { name, roomId, hosting, url, password, camera, microphone, resolution };
 }
 
 function validate(form) {
@@ -233,6 +238,7 @@ async function onJoin(ev) {
     password: form.password ? form.password : null,
     camera: form.camera,
     microphone: form.microphone,
+    resolution: form.resolution,
   };
   try {
     // Rust stops the preview before joining: the call opens the devices itself.
@@ -260,6 +266,7 @@ async function saveSettings(form) {
     name: form.name,
     camera: form.camera,
     microphone: form.microphone,
+    resolution: form.resolution,
     serverMode: form.hosting ? 'host' : 'url',
     lastUrl: form.hosting ? settings.lastUrl : form.url,
     lastServers,

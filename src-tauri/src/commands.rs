@@ -103,6 +103,9 @@ pub struct JoinRequest {
     /// Chosen microphone (none: microphone starts muted).
     #[serde(default)]
     pub microphone: Option<String>,
+    /// Camera resolution (`360p`, `720p`, `1080p`; none: 720p).
+    #[serde(default)]
+    pub resolution: Option<String>,
 }
 
 fn ui_sink<R: Runtime>(app: AppHandle<R>) -> UiSink {
@@ -143,11 +146,21 @@ pub async fn join<R: Runtime>(
     // by the session (and reported in `mediaErrors`).
     cfg.mic = req.microphone.is_some();
     cfg.cam = req.camera.is_some();
+    let size = match req.resolution.as_deref() {
+        None | Some("") => crate::settings::resolution_size(crate::settings::DEFAULT_RESOLUTION),
+        Some(r) => Some(
+            crate::settings::resolution_size(r)
+                .ok_or_else(|| AppError::Invalid(format!("unknown camera resolution {r:?}")))?,
+        ),
+    };
     cfg.media = MediaConfig::from_choices(
         req.camera.as_deref(),
         req.microphone.as_deref(),
         media::fake_media_from_env(),
     );
+    if let Some(size) = size {
+        cfg.media = cfg.media.with_camera_size(size);
+    }
     let frames = frame_sink(state.frames.clone(), state.frame_stats.clone());
     let (session, info) = Session::join_with_frames(cfg, ui_sink(app), frames).await?;
     *current = Some(session);

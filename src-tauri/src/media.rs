@@ -148,6 +148,18 @@ impl MediaConfig {
     }
 }
 
+impl MediaConfig {
+    /// Asks a real camera for `size` (the user's resolution setting). The test pattern keeps
+    /// its 640×360: it stands in for a camera in tests and headless runs, where a bigger
+    /// picture only costs CPU.
+    pub fn with_camera_size(mut self, size: (u32, u32)) -> Self {
+        if matches!(self.video, VideoChoice::Camera(_)) {
+            self.capture_size = size;
+        }
+        self
+    }
+}
+
 /// True when `RTCIO_FAKE_MEDIA` asks for synthetic sources (`1`, `true`, `yes`).
 pub fn fake_media_from_env() -> bool {
     std::env::var(FAKE_MEDIA_ENV)
@@ -911,6 +923,23 @@ fn play_audio(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn camera_size_applies_to_cameras_only() {
+        let cam = MediaConfig::from_choices(Some("/dev/video0"), None, false)
+            .with_camera_size((1920, 1080));
+        assert_eq!(cam.capture_size, (1920, 1080));
+        let pattern = MediaConfig::from_choices(Some(TEST_PATTERN_ID), None, false)
+            .with_camera_size((1920, 1080));
+        assert_eq!(pattern.capture_size, (640, 360));
+        let faked = MediaConfig::from_choices(Some("/dev/video0"), None, true)
+            .with_camera_size((1920, 1080));
+        assert_eq!(
+            faked.capture_size,
+            (640, 360),
+            "RTCIO_FAKE_MEDIA swaps in the pattern"
+        );
+    }
 
     #[test]
     fn frame_header_round_trip() {

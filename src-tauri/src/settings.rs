@@ -1,4 +1,5 @@
-//! Saved preferences (name, recent servers, chosen devices), kept with tauri-plugin-store.
+//! Saved preferences (name, recent servers, chosen devices, camera resolution), kept with
+//! tauri-plugin-store.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,27 @@ pub struct Settings {
     pub server_mode: ServerMode,
     /// The URL last typed.
     pub last_url: String,
+    /// Camera capture resolution: one of [`RESOLUTIONS`]' names (empty: [`DEFAULT_RESOLUTION`]).
+    /// A string, not an enum, so an unknown value from a newer version only resets this field.
+    pub resolution: String,
+}
+
+/// The camera resolutions the start screen offers: name → capture size.
+pub const RESOLUTIONS: [(&str, (u32, u32)); 3] = [
+    ("360p", (640, 360)),
+    ("720p", (1280, 720)),
+    ("1080p", (1920, 1080)),
+];
+
+/// What a camera captures at unless the user chose otherwise.
+pub const DEFAULT_RESOLUTION: &str = "720p";
+
+/// The capture size of a resolution name (`None` for an unknown one).
+pub fn resolution_size(name: &str) -> Option<(u32, u32)> {
+    RESOLUTIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, size)| *size)
 }
 
 impl Settings {
@@ -53,6 +75,9 @@ impl Settings {
         self.last_url = self.last_url.trim().chars().take(2048).collect();
         self.camera = self.camera.filter(|c| !c.is_empty() && c.len() <= 512);
         self.microphone = self.microphone.filter(|c| !c.is_empty() && c.len() <= 512);
+        if resolution_size(&self.resolution).is_none() {
+            self.resolution = DEFAULT_RESOLUTION.to_string();
+        }
         self
     }
 
@@ -73,6 +98,23 @@ impl Settings {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn resolution_is_kept_when_known_and_reset_when_not() {
+        let s = Settings::from_stored(Some(json!({"name": "Ann", "resolution": "1080p"})));
+        assert_eq!(s.resolution, "1080p");
+        assert_eq!(resolution_size(&s.resolution), Some((1920, 1080)));
+        // An unknown value (a newer version's, a hand edit) resets only this field.
+        let s = Settings::from_stored(Some(json!({"name": "Ann", "resolution": "8k"})));
+        assert_eq!((s.name.as_str(), s.resolution.as_str()), ("Ann", "720p"));
+        let s = Settings::from_stored(Some(json!({"name": "Ann", "resolution": 7})));
+        assert_eq!(
+            s,
+            Settings::default(),
+            "a wrong type makes the file unreadable as a whole"
+        );
+        assert_eq!(resolution_size(""), None);
+    }
 
     #[test]
     fn defaults_for_missing_or_bad_values() {

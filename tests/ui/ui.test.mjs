@@ -147,6 +147,7 @@ test('join sends the form and opens the call; settings are saved', async () => {
   await page.fill('#server-url', 'http://192.168.1.9:3001');
   await page.fill('#password', 'pw');
   await page.selectOption('#camera', 'cam0');
+  await page.selectOption('#resolution', '1080p');
   await page.click('#join-button');
   await page.waitForSelector('#call-screen:not([hidden])');
   const [join] = await calls('join');
@@ -158,6 +159,7 @@ test('join sends the form and opens the call; settings are saved', async () => {
       password: 'pw',
       camera: 'cam0',
       microphone: 'mic0',
+      resolution: '1080p',
     },
   });
   assert.equal(await text('#room-title'), 'Room room-1');
@@ -168,6 +170,18 @@ test('join sends the form and opens the call; settings are saved', async () => {
   assert.equal(save.args.settings.name, 'Ann Lee');
   assert.equal(save.args.settings.serverMode, 'url');
   assert.deepEqual(save.args.settings.lastServers, ['http://192.168.1.9:3001', 'http://10.0.0.2:3001']);
+  assert.equal(save.args.settings.resolution, '1080p');
+  assert.equal(save.args.settings.camera, 'cam0');
+});
+
+test('the saved resolution is preselected; an unknown one leaves 720p', async () => {
+  await openApp({ get_settings: { value: { name: 'Ann', lastServers: [], resolution: '360p' } } });
+  assert.equal(await page.inputValue('#resolution'), '360p');
+  const ctx = page.context();
+  await page.close();
+  page = await ctx.newPage();
+  await openApp({ get_settings: { value: { name: 'Ann', lastServers: [], resolution: '8k' } } });
+  assert.equal(await page.inputValue('#resolution'), '720p');
 });
 
 test('hosting shows the addresses others can use', async () => {
