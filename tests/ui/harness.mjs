@@ -108,3 +108,28 @@ export function joinInfo(extra = {}) {
     ...extra,
   };
 }
+
+/** Canned answers most tests start from (`openApp`'s `responses` override them). */
+export function defaultResponses() {
+  return {
+    list_devices: { value: DEVICES },
+    get_settings: { value: { name: 'Ann', lastServers: ['http://10.0.0.2:3001'], serverMode: 'host' } },
+    join: { value: joinInfo() },
+    send_chat: { value: { name: 'Ann', text: 'echo', at: 1700000000000 } },
+  };
+}
+
+/** Loads the UI in `page` with the stand-in bridge answering `responses`; waits until it is ready. */
+export async function openAppIn(page, baseUrl, responses) {
+  await page.addInitScript(installMock, { responses });
+  await page.goto(`${baseUrl}/index.html`);
+  await page.waitForSelector('body[data-ready="true"]');
+}
+
+/** Opens the UI with the default answers (plus `responses`) and joins `room-1`. */
+export async function joinCallIn(page, baseUrl, responses = {}) {
+  await openAppIn(page, baseUrl, { ...defaultResponses(), ...responses });
+  await page.fill('#room', 'room-1');
+  await page.click('#join-button');
+  await page.waitForSelector('#call-screen:not([hidden])');
+}

@@ -7,7 +7,7 @@
 import { test, before, after, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
-import { installMock, startStaticServer } from './harness.mjs';
+import { openAppIn, startStaticServer } from './harness.mjs';
 
 let server;
 let baseUrl;
@@ -40,9 +40,7 @@ async function openApp(responses = {}) {
     },
     ...responses,
   };
-  await page.addInitScript(installMock, { responses: all });
-  await page.goto(`${baseUrl}/index.html`);
-  await page.waitForSelector('body[data-ready="true"]');
+  await openAppIn(page, baseUrl, all);
 }
 
 const calls = (cmd) => page.evaluate((c) => window.__mock.calls.filter((x) => x.cmd === c), cmd);

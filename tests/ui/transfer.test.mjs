@@ -10,36 +10,19 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { DEVICES, installMock, joinInfo, startStaticServer } from './harness.mjs';
+import { joinCallIn, startStaticServer } from './harness.mjs';
 
 let server;
 let baseUrl;
 let browser;
 let page;
 
-async function openApp(responses = {}) {
-  const all = {
-    list_devices: { value: DEVICES },
-    get_settings: { value: { name: 'Ann', lastServers: ['http://10.0.0.2:3001'], serverMode: 'host' } },
-    join: { value: joinInfo() },
-    send_chat: { value: { name: 'Ann', text: 'echo', at: 1700000000000 } },
-    ...responses,
-  };
-  await page.addInitScript(installMock, { responses: all });
-  await page.goto(`${baseUrl}/index.html`);
-  await page.waitForSelector('body[data-ready="true"]');
-}
 
 const calls = (cmd) => page.evaluate((c) => window.__mock.calls.filter((x) => x.cmd === c), cmd);
 const emit = (event, payload) => page.evaluate(([e, p]) => window.__mock.emit(e, p), [event, payload]);
 const text = (sel) => page.locator(sel).innerText();
 
-async function joinCall(responses) {
-  await openApp(responses);
-  await page.fill('#room', 'room-1');
-  await page.click('#join-button');
-  await page.waitForSelector('#call-screen:not([hidden])');
-}
+const joinCall = (responses) => joinCallIn(page, baseUrl, responses);
 
 async function shot(name) {
   if (process.env.UI_SCREENSHOTS) {
