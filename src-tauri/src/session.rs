@@ -702,6 +702,11 @@ impl Session {
         Ok(t.send_file(peer, path).await?)
     }
 
+    /// True once our `file` channel to `peer` is open (files it sends reach us).
+    pub fn file_channel_ready(&self, peer: &str) -> bool {
+        self.transfers.as_ref().is_some_and(|t| t.ready(peer))
+    }
+
     /// Cancels a running file transfer (either direction).
     pub fn cancel_transfer(&self, tid: &str) -> Result<(), AppError> {
         let t = self.transfers.as_ref().ok_or(AppError::NotJoined)?;

@@ -817,6 +817,15 @@ impl Transfers {
         Ok(tid)
     }
 
+    /// True once our `file` channel to `peer` exists and is open, i.e. data the peer sends
+    /// from now on reaches us. (Data for a negotiated channel that is not created yet is lost:
+    /// see the crate README.)
+    pub fn ready(&self, peer: &str) -> bool {
+        lock(&self.inner.peers)
+            .get(peer)
+            .is_some_and(|l| l.channel.ready_state() == ReadyState::Open)
+    }
+
     /// Cancels a running transfer (either direction); both sides get `file-error`.
     pub fn cancel(&self, tid: &str) -> Result<(), TransferError> {
         if let Some(o) = lock(&self.inner.outgoing).get(tid) {

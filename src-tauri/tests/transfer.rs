@@ -178,6 +178,17 @@ async fn pair() -> Pair {
         n == "peer-connect" && v["id"] == ida.as_str()
     })
     .await;
+    // Each side creates its `file` channel in its own peer-connect handler; data sent before
+    // the other side's channel exists is lost (webrtc-rs drops a negotiated stream nobody
+    // opened), so wait until both are open, as a user dragging a file a moment later would.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !(a.file_channel_ready(&ib.self_id) && b.file_channel_ready(&ia.self_id)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the file channels did not open"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     Pair {
         a,
         b,
@@ -476,15 +487,6 @@ async fn peer_leaving_mid_transfer_is_an_error_on_both_sides() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_is_reported_and_never_escapes_downloads() {
     let mut p = pair().await;
-    // A links its side of the `file` channel in its own peer-connect handler, which may still be
-    // running when the UI hears peer-connect; a normal file through it proves A is listening
-    // before B starts misbehaving.
-    let warm = p.src.path().join("warm-up.txt");
-    std::fs::write(&warm, b"hello").expect("write");
-    let tid = p.b.send_file(&p.ia.self_id, &warm).await.expect("warm-up");
-    p.ua.expect("warm-up received", is("file-done", tid, "receive"))
-        .await;
-    std::fs::remove_file(p.dl_a.path().join("warm-up.txt")).expect("the warm-up file arrived");
     let ch =
         p.b.socket()
             .peer(&p.ia.self_id)
