@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# One test at a time within each test binary: many tests run Chromium, WebKit, encoders and
+# whole meshes, and on a 2-core machine running them side by side starves WebRTC timers (ICE,
+# SCTP) into failures that say nothing about the code. RUST_TEST_THREADS=2 (or more) overrides.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
 # Build outside the namespace: fetching crates may need the network.
 cargo test --workspace --no-run "$@"
 if [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then
