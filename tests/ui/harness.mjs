@@ -9,6 +9,7 @@ import http from 'node:http';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
 
 /** The UI's folder. */
 export const UI_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../ui');
@@ -132,4 +133,20 @@ export async function joinCallIn(page, baseUrl, responses = {}) {
   await page.fill('#room', 'room-1');
   await page.click('#join-button');
   await page.waitForSelector('#call-screen:not([hidden])');
+}
+
+/** Headless Chromium as every suite runs it (`CHROMIUM` overrides `/usr/bin/chromium`). */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: [
+      '--headless=new',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
 }

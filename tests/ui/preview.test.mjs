@@ -6,8 +6,7 @@
 
 import { test, before, after, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
-import { openAppIn, startStaticServer } from './harness.mjs';
+import { launchChromium, openAppIn, startStaticServer } from './harness.mjs';
 
 let server;
 let baseUrl;
@@ -72,11 +71,7 @@ const meterWidth = () => page.evaluate(() => {
 before(async () => {
   server = await startStaticServer();
   baseUrl = `http://127.0.0.1:${server.address().port}`;
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -10,8 +10,7 @@ import { test, before, after, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
-import { defaultResponses, joinCallIn, joinInfo, openAppIn, startStaticServer } from './harness.mjs';
+import { defaultResponses, joinCallIn, joinInfo, launchChromium, openAppIn, startStaticServer } from './harness.mjs';
 
 let server;
 let baseUrl;
@@ -36,18 +35,7 @@ async function shot(name) {
 before(async () => {
   server = await startStaticServer();
   baseUrl = `http://127.0.0.1:${server.address().port}`;
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: [
-      '--headless=new',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
