@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::browser::Browser;
-use common::process::{Group, Scratch};
+use common::process::{Group, Scratch, app_on_xvfb};
 use rtcio_media::capture::xvfb::VirtualDisplay;
 use serde_json::{Value, json};
 
@@ -332,27 +332,19 @@ fn app_window_in_a_call_with_a_browser_peer() {
     let native_port = free_port();
     let driver_log = std::fs::File::create(scratch.0.join("driver.log")).expect("driver log");
     let _driver = Group(
-        Command::new(find_tool("RTCIO_TAURI_DRIVER", "tauri-driver"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--native-port",
-                &native_port.to_string(),
-                "--native-driver",
-            ])
-            .arg(find_tool("RTCIO_WEBKIT_DRIVER", "WebKitWebDriver"))
-            .env("DISPLAY", xvfb.display())
-            .env_remove("WAYLAND_DISPLAY")
-            .env("GDK_BACKEND", "x11")
-            // Settings, caches and WebKit's data stay out of the real home directory.
-            .env("HOME", &scratch.0)
-            .env("XDG_DATA_HOME", scratch.0.join("data"))
-            .env("XDG_CONFIG_HOME", scratch.0.join("config"))
-            .env("XDG_CACHE_HOME", scratch.0.join("cache"))
-            // Xvfb has no GPU: software rendering, no DMA-BUF renderer, no accessibility bus.
-            .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
-            .env("LIBGL_ALWAYS_SOFTWARE", "1")
-            .env("NO_AT_BRIDGE", "1")
+        app_on_xvfb(
+            Command::new(find_tool("RTCIO_TAURI_DRIVER", "tauri-driver"))
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--native-port",
+                    &native_port.to_string(),
+                    "--native-driver",
+                ])
+                .arg(find_tool("RTCIO_WEBKIT_DRIVER", "WebKitWebDriver")),
+            xvfb.display(),
+            &scratch.0,
+        )
             .env("RTCIO_FAKE_MEDIA", "1")
             .env(
                 "RUST_LOG",

@@ -14,7 +14,7 @@ use rtcio_media::capture::screen::{ScreenConfig, ScreenSource};
 use rtcio_media::capture::xvfb::VirtualDisplay;
 use rtcio_media::convert::i420_to_rgba;
 
-use common::process::{Group, Scratch};
+use common::process::{Group, Scratch, app_on_xvfb};
 
 /// WebKit's first paint can take a while on a loaded CI box.
 const PAINT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -50,26 +50,18 @@ fn app_starts_and_paints_the_ui_under_xvfb() {
     let log_file = std::fs::File::create(&log).expect("log file");
 
     let mut app = Group(
-        Command::new(env!("CARGO_BIN_EXE_rtcio-desktop"))
-            .env("DISPLAY", xvfb.display())
-            .env_remove("WAYLAND_DISPLAY")
-            .env("GDK_BACKEND", "x11")
-            // Settings, caches and WebKit's data stay out of the real home directory.
-            .env("HOME", &scratch.0)
-            .env("XDG_DATA_HOME", scratch.0.join("data"))
-            .env("XDG_CONFIG_HOME", scratch.0.join("config"))
-            .env("XDG_CACHE_HOME", scratch.0.join("cache"))
-            // Xvfb has no GPU: software rendering, no DMA-BUF renderer, no accessibility bus.
-            .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
-            .env("LIBGL_ALWAYS_SOFTWARE", "1")
-            .env("NO_AT_BRIDGE", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log file"))
-            .stderr(log_file)
-            .process_group(0)
-            .spawn()
-            .expect("start rtcio-desktop"),
+        app_on_xvfb(
+            &mut Command::new(env!("CARGO_BIN_EXE_rtcio-desktop")),
+            xvfb.display(),
+            &scratch.0,
+        )
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("log file"))
+        .stderr(log_file)
+        .process_group(0)
+        .spawn()
+        .expect("start rtcio-desktop"),
     );
 
     let want = page_background();
