@@ -2,23 +2,22 @@
 //! encoded once and written to one rtc.io stream; remote streams decoded, scaled to the size of
 //! their tile and handed out as binary frames; remote audio mixed and played.
 //!
-//! The glue follows `rtcio-cli` (`send.rs` / `receive.rs`): a source feeds a
-//! `VideoSendPipeline` / `AudioSendPipeline` whose `EncodedFanout` has one subscriber that writes
-//! each frame to the stream's `LocalTrack` (which hands the same bytes to every peer).
+//! Encoding, track writing, keyframe requests, congestion control and decoding are
+//! `rtcio-glue`'s, shared with the `rtcio` command line; what is here is the app's own part:
+//! device choices, the self preview, binary frames for the tiles, the audio output.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle as ThreadHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rtcio::{LocalStream, LocalTrack, MediaKind, MediaSample, RemoteStream, RemoteTrack, Socket};
+use rtcio::{LocalStream, MediaKind, RemoteStream, RemoteTrack, Socket};
+use rtcio_glue::{RatePolicy, SendOptions, VideoTrackDecoder, next_frame};
 use rtcio_media::{
-    AudioMixer, AudioOutput, AudioPipelineConfig, AudioSendPipeline, AudioSource, EncodedFanout,
-    H264Config, MediaError, OpusConfig, OutputDevice, RemoteVideo, RgbaFrame, Scaler,
-    VideoPipelineConfig, VideoSendPipeline, VideoSource,
+    AudioMixer, AudioOutput, AudioSource, H264Config, MediaError, OpusConfig, OutputDevice,
+    RgbaFrame, Scaler, VideoSource,
 };
-use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -37,13 +36,6 @@ pub const MAX_TILE: (u32, u32) = (3840, 2160);
 pub const FRAME_VERSION: u8 = 1;
 /// Bytes before the key in a binary frame.
 pub const FRAME_HEADER_LEN: usize = 20;
-
-/// Frames queued for the track writer before the fan-out drops (and asks for an IDR).
-const FANOUT_DEPTH: usize = 8;
-/// Smoothing delay of the remote video pacer: small, tiles favour latency.
-const VIDEO_DELAY: Duration = Duration::from_millis(20);
-/// How often a receive thread wakes up to check whether it should stop.
-const RECV_POLL: Duration = Duration::from_millis(200);
 
 /// Where binary video frames go (a Tauri channel in the app, a queue in tests).
 pub type FrameSink = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
@@ -269,45 +261,7 @@ impl TileSizes {
 
 // ---------------------------------------------------------------- sending
 
-/// What encodes one kind of media.
-enum Producer {
-    Video(VideoSendPipeline),
-    Audio(AudioSendPipeline),
-}
-
-impl Producer {
-    fn stop(self) {
-        let r = match self {
-            Producer::Video(p) => p.stop(),
-            Producer::Audio(p) => p.stop(),
-        };
-        if let Err(e) = r {
-            warn!("a media source ended with an error: {e}");
-        }
-    }
-}
-
-/// A source that runs and encodes, not yet attached to a stream.
-pub struct Opened {
-    kind: MediaKind,
-    producer: Producer,
-    fanout: EncodedFanout,
-}
-
-impl Opened {
-    /// Audio or video.
-    pub fn kind(&self) -> MediaKind {
-        self.kind
-    }
-
-    /// Our camera preview frames (video only).
-    fn preview(&self) -> Option<tokio::sync::watch::Receiver<Option<Arc<RgbaFrame>>>> {
-        match &self.producer {
-            Producer::Video(p) => Some(p.preview()),
-            Producer::Audio(_) => None,
-        }
-    }
-}
+pub use rtcio_glue::Opened;
 
 fn h264(fps: f32, screen: bool) -> H264Config {
     H264Config {
@@ -321,85 +275,59 @@ fn h264(fps: f32, screen: bool) -> H264Config {
     }
 }
 
-fn start_video(
-    source: Box<dyn VideoSource>,
-    encoder: H264Config,
-    preview: Option<(u32, u32)>,
-) -> Result<Opened, MediaError> {
-    let fanout = EncodedFanout::new(FANOUT_DEPTH);
-    let pipeline = VideoSendPipeline::start(
-        source,
-        VideoPipelineConfig {
-            encoder,
-            preview,
-            adapt_quality: true,
-        },
-        fanout.clone(),
-    )?;
-    Ok(Opened {
-        kind: MediaKind::Video,
-        producer: Producer::Video(pipeline),
-        fanout,
-    })
-}
-
-fn start_audio(source: Box<dyn AudioSource>) -> Result<Opened, MediaError> {
-    let fanout = EncodedFanout::new(FANOUT_DEPTH);
-    let pipeline = AudioSendPipeline::start(
-        source,
-        AudioPipelineConfig {
-            encoder: OpusConfig::default(),
-        },
-        fanout.clone(),
-    )?;
-    Ok(Opened {
-        kind: MediaKind::Audio,
-        producer: Producer::Audio(pipeline),
-        fanout,
-    })
-}
-
 /// Opens the video source of `cfg` and starts encoding. Blocking (V4L2): call it off the
 /// async runtime.
 pub fn open_video(cfg: &MediaConfig) -> Result<Option<Opened>, MediaError> {
     let (width, height) = cfg.capture_size;
-    let source: Box<dyn VideoSource> = match &cfg.video {
+    let (source, label): (Box<dyn VideoSource>, _) = match &cfg.video {
         VideoChoice::Off => return Ok(None),
-        VideoChoice::TestPattern => Box::new(rtcio_media::TestPatternSource::new(
-            rtcio_media::TestPatternConfig {
-                width,
-                height,
-                fps: cfg.fps,
-                paced: true,
-            },
-        )?),
-        VideoChoice::Camera(device) => Box::new(rtcio_media::CameraSource::open(
-            rtcio_media::CameraConfig {
-                device: device.clone(),
-                width,
-                height,
-                fps: cfg.fps.round() as u32,
-            },
-        )?),
+        VideoChoice::TestPattern => (
+            Box::new(rtcio_media::TestPatternSource::new(
+                rtcio_media::TestPatternConfig {
+                    width,
+                    height,
+                    fps: cfg.fps,
+                    paced: true,
+                },
+            )?),
+            "test pattern",
+        ),
+        VideoChoice::Camera(device) => (
+            Box::new(rtcio_media::CameraSource::open(
+                rtcio_media::CameraConfig {
+                    device: device.clone(),
+                    width,
+                    height,
+                    fps: cfg.fps.round() as u32,
+                },
+            )?),
+            "camera",
+        ),
     };
-    start_video(source, h264(cfg.fps, false), Some(DEFAULT_TILE)).map(Some)
+    Opened::video(source, h264(cfg.fps, false), Some(DEFAULT_TILE), label).map(Some)
 }
 
 /// Opens the audio source of `cfg` and starts encoding. Blocking (ALSA): off the runtime.
 pub fn open_audio(cfg: &MediaConfig) -> Result<Option<Opened>, MediaError> {
-    let source: Box<dyn AudioSource> = match &cfg.audio {
+    let (source, label): (Box<dyn AudioSource>, _) = match &cfg.audio {
         AudioChoice::Off => return Ok(None),
-        AudioChoice::Tone => Box::new(rtcio_media::ToneSource::new(
-            rtcio_media::ToneConfig::default(),
-        )?),
-        AudioChoice::Microphone(device) => Box::new(rtcio_media::MicrophoneSource::open(
-            rtcio_media::MicrophoneConfig {
-                device: device.clone(),
-                channels: 1,
-            },
-        )?),
+        AudioChoice::Tone => (
+            Box::new(rtcio_media::ToneSource::new(
+                rtcio_media::ToneConfig::default(),
+            )?),
+            "tone",
+        ),
+        AudioChoice::Microphone(device) => (
+            Box::new(rtcio_media::MicrophoneSource::open(
+                rtcio_media::MicrophoneConfig {
+                    device: device.clone(),
+                    channels: 1,
+                },
+            )?),
+            "microphone",
+        ),
     };
-    start_audio(source).map(Some)
+    Opened::audio(source, OpusConfig::default(), label).map(Some)
 }
 
 /// Opens a monitor for screen sharing. Blocking (on Wayland it waits for the user's choice in
@@ -423,23 +351,24 @@ pub fn open_screen(
             ..rtcio_media::PortalConfig::default()
         },
     )?;
-    start_video(source, h264(fps, true), None)
+    Opened::video(source, h264(fps, true), None, "screen")
 }
 
-/// One sent track.
-struct Sent {
-    kind: MediaKind,
-    producer: Producer,
-    track: LocalTrack,
-    fanout: EncodedFanout,
-    enabled: Arc<AtomicBool>,
-    tasks: Vec<JoinHandle<()>>,
+/// How the app sends: the encoder follows the weakest peer's bandwidth estimate up to the
+/// encoder's default (1.5 Mbit/s).
+fn send_options() -> SendOptions {
+    SendOptions {
+        rate: RatePolicy {
+            max_bps: H264Config::default().bitrate_bps,
+            ..RatePolicy::default()
+        },
+        follow_estimate: true,
+    }
 }
 
-/// A stream we send (camera + mic, or a screen).
+/// A stream we send (camera + mic, or a screen), with our camera's self preview.
 pub struct SendStream {
-    stream: LocalStream,
-    sent: Vec<Sent>,
+    inner: rtcio_glue::SendStream,
     preview: Option<JoinHandle<()>>,
 }
 
@@ -447,107 +376,45 @@ impl SendStream {
     /// Creates a stream with one track per opened source and starts writing to it. The caller
     /// announces it (an event carrying [`LocalStream::token`]).
     pub fn attach(socket: &Socket, opened: Vec<Opened>) -> SendStream {
-        let stream = socket.create_stream();
-        let mut sent = Vec::new();
-        for o in opened {
-            let track = stream.add_track(o.kind);
-            let enabled = Arc::new(AtomicBool::new(true));
-            let mut tasks = Vec::new();
-            let mut sub = o.fanout.subscribe();
-            let (t, on) = (track.clone(), enabled.clone());
-            tasks.push(tokio::spawn(async move {
-                while let Some(f) = sub.recv().await {
-                    // Toggled off: the encoder keeps running (so turning back on is instant)
-                    // but nothing reaches the peers.
-                    if !on.load(Ordering::Relaxed) {
-                        continue;
-                    }
-                    t.write(&MediaSample {
-                        data: f.data.clone(),
-                        duration: f.duration,
-                    })
-                    .await;
-                }
-            }));
-            if o.kind == MediaKind::Video {
-                let mut requests = track.keyframe_requests();
-                let requester = o.fanout.keyframe_requester();
-                tasks.push(tokio::spawn(async move {
-                    loop {
-                        match requests.recv().await {
-                            Ok(r) => {
-                                debug!(peer = %r.peer, fir = r.fir, "keyframe request");
-                                requester.request_keyframe();
-                            }
-                            Err(RecvError::Lagged(_)) => requester.request_keyframe(),
-                            Err(RecvError::Closed) => break,
-                        }
-                    }
-                }));
-            }
-            sent.push(Sent {
-                kind: o.kind,
-                producer: o.producer,
-                track,
-                fanout: o.fanout,
-                enabled,
-                tasks,
-            });
-        }
         SendStream {
-            stream,
-            sent,
+            inner: rtcio_glue::SendStream::attach(socket, opened, send_options()),
             preview: None,
         }
     }
 
     /// The stream (its token goes into the announcing event).
     pub fn stream(&self) -> &LocalStream {
-        &self.stream
+        self.inner.stream()
     }
 
     /// True when a track of this kind is sent.
     pub fn has(&self, kind: MediaKind) -> bool {
-        self.sent.iter().any(|s| s.kind == kind)
+        self.inner.has(kind)
     }
 
-    /// Starts or stops sending one kind. Stopped audio is also muted at the encoder (so a
-    /// turned-on mic starts with fresh audio); turned-on video starts with an IDR so receivers
-    /// can decode at once.
+    /// Starts or stops sending one kind (see [`rtcio_glue::SendStream::set_enabled`]).
     pub fn set_enabled(&self, kind: MediaKind, on: bool) {
-        for s in self.sent.iter().filter(|s| s.kind == kind) {
-            let was = s.enabled.swap(on, Ordering::Relaxed);
-            match &s.producer {
-                Producer::Audio(p) => p.set_muted(!on),
-                Producer::Video(_) if on && !was => {
-                    s.fanout.keyframe_requester().request_keyframe()
-                }
-                Producer::Video(_) => {}
-            }
-        }
+        self.inner.set_enabled(kind, on)
     }
 
     /// Whether a kind is being sent.
     pub fn enabled(&self, kind: MediaKind) -> bool {
-        self.sent
-            .iter()
-            .any(|s| s.kind == kind && s.enabled.load(Ordering::Relaxed))
+        self.inner.enabled(kind)
     }
 
     /// Samples of one kind written to the stream so far (what the toggles stop).
     pub fn samples_written(&self, kind: MediaKind) -> u64 {
-        self.sent
-            .iter()
-            .filter(|s| s.kind == kind)
-            .map(|s| s.track.samples_written())
-            .sum()
+        self.inner.samples_written(kind)
     }
 
     /// A new peer needs an IDR to start decoding: ask now rather than waiting for its PLI.
     pub fn request_keyframe(&self) {
-        for s in self.sent.iter().filter(|s| s.kind == MediaKind::Video) {
-            s.fanout.keyframe_requester().request_keyframe();
-        }
+        self.inner.request_keyframe()
+    }
+
+    /// Per-track send counters and the encoder's target vs the link's estimate.
+    pub fn stats(&mut self) -> Vec<rtcio_glue::TrackSendStats> {
+        self.inner.stats()
     }
 
     /// Sends our video's preview frames to `frames` under `key`, scaled to the tile's size,
@@ -559,12 +426,7 @@ impl SendStream {
         sizes: TileSizes,
         frames: FrameSink,
     ) {
-        let Some(enabled) = self
-            .sent
-            .iter()
-            .find(|s| s.kind == MediaKind::Video)
-            .map(|s| s.enabled.clone())
-        else {
+        let Some(enabled) = self.inner.enabled_flag(MediaKind::Video) else {
             return;
         };
         self.preview = Some(tokio::spawn(async move {
@@ -597,19 +459,10 @@ impl SendStream {
     /// Removes the tracks (receivers see `track-removed`), stops announcing the stream to new
     /// peers, and stops the sources and writers.
     pub fn stop(self, socket: &Socket, remove_tracks: bool) {
-        socket.untrack_stream(&self.stream);
         if let Some(p) = self.preview {
             p.abort();
         }
-        for s in self.sent {
-            if remove_tracks {
-                self.stream.remove_track(&s.track);
-            }
-            for t in s.tasks {
-                t.abort();
-            }
-            s.producer.stop();
-        }
+        self.inner.stop(socket, remove_tracks);
     }
 }
 
@@ -840,22 +693,6 @@ impl Drop for Receivers {
     }
 }
 
-/// Waits for the next frame of `track`, waking up every [`RECV_POLL`] to honour `stop`.
-fn next_frame(
-    handle: &tokio::runtime::Handle,
-    track: &RemoteTrack,
-    stop: &AtomicBool,
-) -> Option<rtcio::MediaFrame> {
-    while !stop.load(Ordering::Relaxed) {
-        match handle.block_on(async { tokio::time::timeout(RECV_POLL, track.recv()).await }) {
-            Ok(Some(f)) => return Some(f),
-            Ok(None) => return None,
-            Err(_) => continue,
-        }
-    }
-    None
-}
-
 /// One remote video track: decode, scale to the tile, hand out as a binary frame.
 fn play_video(
     handle: tokio::runtime::Handle,
@@ -865,7 +702,7 @@ fn play_video(
     frames: FrameSink,
     stop: Arc<AtomicBool>,
 ) {
-    let mut video = match RemoteVideo::new(VIDEO_DELAY) {
+    let mut video = match VideoTrackDecoder::new() {
         Ok(v) => v,
         Err(e) => {
             warn!("H.264 decoder: {e}");
@@ -874,30 +711,19 @@ fn play_video(
     };
     let mut scaler = Scaler::default();
     while let Some(frame) = next_frame(&handle, &track, &stop) {
-        if frame.codec != rtcio::RtpCodec::H264 {
-            // A browser that would not take H.264 (VP8): we cannot show it.
-            continue;
-        }
-        let now = Instant::now();
-        if frame.lost_before && video.packet_lost(now) {
-            track.request_keyframe();
-        }
-        let out = video.push(&frame.data, frame.rtp_timestamp, now);
-        if out.send_pli {
-            track.request_keyframe();
-        }
-        let Some((pic, _render_at)) = out.frame else {
+        // Shown as soon as decoded: the webview paints on its own clock anyway.
+        let Some(pic) = video.push(&frame, &track, Instant::now()) else {
             continue;
         };
-        // Shown as soon as decoded: the pacer already dropped late frames, and the webview
-        // paints on its own clock anyway.
         let (w, h) = sizes.get(&key);
         match scaler.preview(&pic, w, h) {
             Ok(rgba) => frames(encode_frame(&key, &rgba)),
             Err(e) => debug!("scaling a remote frame: {e}"),
         }
     }
-    debug!(%key, mid = %track.mid(), "remote video ended");
+    let st = video.stats();
+    debug!(%key, mid = %track.mid(), decoded = st.decoded, freezes = st.freezes.count,
+        "remote video ended");
 }
 
 /// One remote audio track into the mixer.
@@ -923,6 +749,7 @@ fn play_audio(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn camera_size_applies_to_cameras_only() {

@@ -2,7 +2,8 @@
 //! loss from the peer connection's stats, classified as good / fair / poor.
 //!
 //! [`classify`] and [`Tracker`] are pure (unit-tested); [`spawn`] polls a socket about once a
-//! second and emits `peer-quality {id, rttMs, kbpsIn, kbpsOut, lossPct, level}` per remote peer.
+//! second and emits `peer-quality {id, rttMs, kbpsIn, kbpsOut, lossPct, estimateKbps, level}` per remote
+//! peer.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -74,6 +75,9 @@ pub struct PeerQuality {
     pub kbps_out: f64,
     /// Packets lost since the previous reading, percent of the packets expected.
     pub loss_pct: f64,
+    /// Our send-side bandwidth estimate toward this peer (congestion control), kbit/s: what our
+    /// video to them is held to.
+    pub estimate_kbps: Option<f64>,
     /// Classification.
     pub level: Level,
 }
@@ -139,6 +143,10 @@ impl Tracker {
             kbps_in,
             kbps_out,
             loss_pct,
+            estimate_kbps: stats
+                .send_estimate_bps
+                .filter(|v| v.is_finite())
+                .map(|v| v / 1000.0),
             level: classify(stats.rtt_ms, loss_pct, kbps_in),
         }
     }
@@ -240,6 +248,8 @@ mod tests {
             rtt_ms: Some(20.0),
             packets_lost: lost,
             jitter_ms: None,
+            send_estimate_bps: Some(750_000.0),
+            send_loss: None,
             local: None,
             remote: None,
             offers_sent: 0,
@@ -279,6 +289,7 @@ mod tests {
         assert_eq!(v["kbpsIn"], 100.0);
         assert_eq!(v["kbpsOut"], 64.0);
         assert_eq!(v["lossPct"], 0.0);
+        assert_eq!(v["estimateKbps"], 750.0);
         assert_eq!(v["level"], "good");
     }
 }

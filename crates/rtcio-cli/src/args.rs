@@ -132,7 +132,7 @@ pub struct SessionArgs {
     /// Frame rate of testsrc, camera, screen and .h264 files.
     #[arg(long, default_value_t = 30.0)]
     pub fps: f32,
-    /// H.264 target bitrate in kbit/s.
+    /// H.264 bitrate cap in kbit/s (below it the encoder follows the link's estimate).
     #[arg(long, default_value_t = 1000, value_name = "KBPS")]
     pub video_bitrate: u32,
     /// Write each remote stream into this directory (raw .h264 and Ogg Opus).
@@ -175,6 +175,9 @@ pub struct NetArgs {
     /// Seconds to wait for the signaling connection.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub connect_timeout: f64,
+    /// Send video at --video-bitrate whatever the link does (no GCC estimate, no pacer).
+    #[arg(long)]
+    pub no_congestion_control: bool,
 }
 
 impl NetArgs {
@@ -188,6 +191,7 @@ impl NetArgs {
         if !self.bind.is_empty() {
             o.bind_addrs = Some(self.bind.clone());
         }
+        o.congestion.enabled = !self.no_congestion_control;
         if self.no_ice_servers {
             o.ice_servers = rtcio::IceServers::None;
         } else if !self.ice_servers.is_empty() {

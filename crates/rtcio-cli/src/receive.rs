@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rtcio::{MediaFrame, MediaKind, RemoteStream, RemoteTrack, RtpCodec};
+use rtcio::{MediaKind, RemoteStream, RemoteTrack, RtpCodec};
+use rtcio_glue::{FreezeStats, VideoTrackDecoder};
 use rtcio_media::synthetic::video::{read_marker, unix_micros};
-use rtcio_media::{AudioLevel, H264Decoder, OpusDecoder};
+use rtcio_media::{AudioLevel, OpusDecoder};
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
@@ -19,8 +20,6 @@ use crate::output::Output;
 use crate::record::{self, Recorder};
 use crate::send::{kind_str, round2};
 
-/// How often a decoder that lost its reference asks for a keyframe.
-const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// Latency samples kept per track for the final percentiles.
 const MAX_SAMPLES: usize = 200_000;
 
@@ -50,6 +49,8 @@ struct Counters {
     /// Sum of squared samples and count, for the audio level since the last line.
     level_sq: f64,
     level_n: u64,
+    /// Freezes between decoded video frames (Chromium's rule).
+    freezes: FreezeStats,
     ended: bool,
 }
 
@@ -239,6 +240,8 @@ impl Receiver {
                     line["lost"] = json!(cur.lost);
                     line["decode_errors"] = json!(cur.decode_errors);
                     line["keyframe_requests"] = json!(cur.keyframe_requests);
+                    line["freeze_count"] = json!(cur.freezes.count);
+                    line["total_freezes_ms"] = json!(cur.freezes.total.as_millis() as u64);
                     line["kbps"] = json!(round2(
                         (cur.bytes - prev.bytes) as f64 * 8.0 / secs / 1000.0
                     ));
@@ -359,18 +362,9 @@ fn consume(
     mut recorder: Option<Recorder>,
     out: Output,
 ) {
-    let mut video = None;
+    let mut video: Option<VideoTrackDecoder> = None;
     let mut audio: Option<OpusDecoder> = None;
-    let mut last_pli: Option<Instant> = None;
-    while !stop.load(Ordering::Relaxed) {
-        let next = handle.block_on(async {
-            tokio::time::timeout(Duration::from_millis(200), track.recv()).await
-        });
-        let frame: MediaFrame = match next {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(_) => continue,
-        };
+    while let Some(frame) = rtcio_glue::next_frame(&handle, &track, &stop) {
         {
             let mut g = lock(&counters);
             g.received += 1;
@@ -399,10 +393,10 @@ fn consume(
             }
         }
         match (info.kind, &frame.codec) {
-            (MediaKind::Video, RtpCodec::H264) => {
+            (MediaKind::Video, _) => {
                 let dec = match &mut video {
                     Some(d) => d,
-                    None => match H264Decoder::new() {
+                    None => match VideoTrackDecoder::new() {
                         Ok(d) => video.insert(d),
                         Err(e) => {
                             warn!("H.264 decoder: {e}");
@@ -410,37 +404,26 @@ fn consume(
                         }
                     },
                 };
-                if frame.lost_before {
-                    dec.packet_lost();
-                }
-                match dec.decode(&frame.data, frame.rtp_timestamp) {
-                    Ok(Some(pic)) => {
-                        let now = Instant::now();
-                        let mark = read_marker(&pic);
-                        let mut g = lock(&counters);
-                        g.decoded += 1;
-                        g.width = pic.width;
-                        g.height = pic.height;
-                        g.first_decoded.get_or_insert(now);
-                        g.last_decoded = Some(now);
-                        if let Some(m) = mark {
-                            let age = unix_micros().saturating_sub(m.capture_time_us);
-                            g.window_latency_us.push(age);
-                            if g.latency_us.len() < MAX_SAMPLES {
-                                g.latency_us.push(age);
-                            }
+                let now = Instant::now();
+                let pic = dec.push(&frame, &track, now);
+                let st = dec.stats();
+                let mut g = lock(&counters);
+                g.decoded = st.decoded;
+                g.decode_errors = st.decode_errors;
+                g.keyframe_requests = st.keyframe_requests;
+                g.freezes = st.freezes;
+                if let Some(pic) = pic {
+                    g.width = pic.width;
+                    g.height = pic.height;
+                    g.first_decoded.get_or_insert(now);
+                    g.last_decoded = Some(now);
+                    if let Some(m) = read_marker(&pic) {
+                        let age = unix_micros().saturating_sub(m.capture_time_us);
+                        g.window_latency_us.push(age);
+                        if g.latency_us.len() < MAX_SAMPLES {
+                            g.latency_us.push(age);
                         }
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        debug!("decode: {e}");
-                        lock(&counters).decode_errors += 1;
-                    }
-                }
-                if dec.needs_keyframe() && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
-                    track.request_keyframe();
-                    last_pli = Some(Instant::now());
-                    lock(&counters).keyframe_requests += 1;
                 }
             }
             (MediaKind::Audio, RtpCodec::Opus) => {

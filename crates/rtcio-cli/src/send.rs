@@ -1,89 +1,26 @@
-//! Sending media: one source per kind, encoded once (rtcio-media pipelines), published to an
-//! [`EncodedFanout`] whose single subscriber writes each frame to the stream's [`LocalTrack`] —
-//! which hands the same bytes to every peer's sender. Keyframe requests (PLI/FIR) from any peer
-//! become one forced IDR.
-//!
-//! Sources are opened before connecting ([`open`]), so a missing camera fails fast with exit
-//! code 7; [`Producers::attach`] wires them to a stream once the socket exists.
+//! Sending media: the sources the arguments ask for, opened before connecting ([`open`]) so a
+//! missing camera fails fast with exit code 7, then attached to a stream once the socket exists
+//! ([`Producers::attach`]). The encoding, track writing, keyframe requests and congestion
+//! control are `rtcio-glue`'s, shared with the desktop app.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rtcio::{LocalStream, LocalTrack, MediaKind, MediaSample, Socket};
-use rtcio_media::{
-    AudioPipelineConfig, AudioSendPipeline, AudioSource, EncodedFanout, EncodedSource, H264Config,
-    MediaError, OpusConfig, VideoPipelineConfig, VideoSendPipeline, VideoSource,
-};
+use rtcio::{LocalStream, MediaKind, Socket};
+use rtcio_glue::{Opened, RatePolicy, SendOptions, SendStream};
+use rtcio_media::{H264Config, MediaError, OpusConfig};
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::task::JoinHandle as TaskHandle;
-use tracing::{debug, info, warn};
 
 use crate::args::{AudioChoice, SessionArgs, VideoChoice};
 use crate::exit::{CliError, code};
 
-/// Frames queued for the track writer before the fan-out drops (and asks for an IDR).
-const FANOUT_DEPTH: usize = 8;
-
-/// What encodes one kind of media.
-enum Producer {
-    Video(VideoSendPipeline),
-    Audio(AudioSendPipeline),
-    /// An already encoded file played on a thread.
-    Encoded {
-        stop: Arc<AtomicBool>,
-        published: Arc<AtomicU64>,
-        thread: Option<JoinHandle<()>>,
-    },
-}
-
-impl Producer {
-    fn stop(self) {
-        match self {
-            Producer::Video(p) => {
-                if let Err(e) = p.stop() {
-                    warn!("video source ended with an error: {e}");
-                }
-            }
-            Producer::Audio(p) => {
-                if let Err(e) = p.stop() {
-                    warn!("audio source ended with an error: {e}");
-                }
-            }
-            Producer::Encoded {
-                stop, mut thread, ..
-            } => {
-                stop.store(true, Ordering::Relaxed);
-                if let Some(t) = thread.take() {
-                    let _ = t.join();
-                }
-            }
-        }
-    }
-
-    fn finished(&self) -> bool {
-        match self {
-            Producer::Video(p) => p.is_finished(),
-            Producer::Audio(p) => p.is_finished(),
-            Producer::Encoded { thread, .. } => thread.as_ref().is_none_or(|t| t.is_finished()),
-        }
-    }
-}
-
-/// An opened, running source and its fan-out.
-struct Opened {
-    kind: MediaKind,
-    label: String,
-    producer: Producer,
-    fanout: EncodedFanout,
-}
-
 /// Sources opened before connecting.
 pub struct Producers {
     opened: Vec<Opened>,
+    /// The user's video bitrate cap, bits/s.
+    max_video_bps: u32,
+    /// Follow the peers' bandwidth estimates.
+    follow_estimate: bool,
 }
 
 fn media_err(what: &str, e: MediaError) -> CliError {
@@ -100,12 +37,20 @@ pub fn open(args: &SessionArgs) -> Result<Producers, CliError> {
     if let Some(a) = open_audio(args)? {
         opened.push(a);
     }
-    Ok(Producers { opened })
+    Ok(Producers {
+        opened,
+        max_video_bps: video_bps(args),
+        follow_estimate: !args.net.no_congestion_control,
+    })
+}
+
+fn video_bps(args: &SessionArgs) -> u32 {
+    args.video_bitrate.saturating_mul(1000).max(50_000)
 }
 
 fn h264(args: &SessionArgs, screen: bool) -> H264Config {
     H264Config {
-        bitrate_bps: args.video_bitrate.saturating_mul(1000).max(50_000),
+        bitrate_bps: video_bps(args),
         max_fps: args.fps.clamp(1.0, 120.0),
         content: if screen {
             rtcio_media::ContentHint::Screen
@@ -117,27 +62,12 @@ fn h264(args: &SessionArgs, screen: bool) -> H264Config {
 }
 
 fn start_video(
-    source: Box<dyn VideoSource>,
+    source: Box<dyn rtcio_media::VideoSource>,
     config: H264Config,
     label: String,
 ) -> Result<Opened, CliError> {
-    let fanout = EncodedFanout::new(FANOUT_DEPTH);
-    let pipeline = VideoSendPipeline::start(
-        source,
-        VideoPipelineConfig {
-            encoder: config,
-            preview: None,
-            adapt_quality: true,
-        },
-        fanout.clone(),
-    )
-    .map_err(|e| media_err("starting the H.264 encoder", e))?;
-    Ok(Opened {
-        kind: MediaKind::Video,
-        label,
-        producer: Producer::Video(pipeline),
-        fanout,
-    })
+    Opened::video(source, config, None, label)
+        .map_err(|e| media_err("starting the H.264 encoder", e))
 }
 
 fn extension(path: &Path) -> String {
@@ -214,22 +144,12 @@ fn open_video(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
     Ok(Some(opened))
 }
 
-fn start_audio(source: Box<dyn AudioSource>, label: String) -> Result<Opened, CliError> {
-    let fanout = EncodedFanout::new(FANOUT_DEPTH);
-    let pipeline = AudioSendPipeline::start(
-        source,
-        AudioPipelineConfig {
-            encoder: OpusConfig::default(),
-        },
-        fanout.clone(),
-    )
-    .map_err(|e| media_err("starting the Opus encoder", e))?;
-    Ok(Opened {
-        kind: MediaKind::Audio,
-        label,
-        producer: Producer::Audio(pipeline),
-        fanout,
-    })
+fn start_audio(
+    source: Box<dyn rtcio_media::AudioSource>,
+    label: String,
+) -> Result<Opened, CliError> {
+    Opened::audio(source, OpusConfig::default(), label)
+        .map_err(|e| media_err("starting the Opus encoder", e))
 }
 
 fn open_audio(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
@@ -277,68 +197,17 @@ fn open_audio(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
 /// Plays an encoded file on a thread into a fan-out (no re-encoding; keyframe requests cannot
 /// be honoured — give bots clips with periodic IDRs).
 fn start_encoded(
-    mut source: Box<dyn EncodedSource>,
+    source: Box<dyn rtcio_media::EncodedSource>,
     kind: MediaKind,
     label: String,
 ) -> Result<Opened, CliError> {
-    let fanout = EncodedFanout::new(FANOUT_DEPTH);
-    let stop = Arc::new(AtomicBool::new(false));
-    let published = Arc::new(AtomicU64::new(0));
-    let (f, s, p) = (fanout.clone(), stop.clone(), published.clone());
-    let thread = std::thread::Builder::new()
-        .name("rtcio-file-send".into())
-        .spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match source.next_frame() {
-                    Ok(frame) => {
-                        f.publish(&frame);
-                        p.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(MediaError::EndOfStream | MediaError::Stopped) => break,
-                    Err(e) => {
-                        warn!("file source: {e}");
-                        break;
-                    }
-                }
-            }
-        })
-        .map_err(|e| CliError::other(format!("cannot start a thread: {e}")))?;
-    Ok(Opened {
-        kind,
-        label,
-        producer: Producer::Encoded {
-            stop,
-            published,
-            thread: Some(thread),
-        },
-        fanout,
-    })
-}
-
-/// Counters of one sent track, updated by its writer task.
-#[derive(Default)]
-struct WriteCounters {
-    frames: AtomicU64,
-    bytes: AtomicU64,
-    keyframes: AtomicU64,
-    keyframe_requests: AtomicU64,
-}
-
-struct Sent {
-    kind: MediaKind,
-    label: String,
-    producer: Producer,
-    track: LocalTrack,
-    counters: Arc<WriteCounters>,
-    tasks: Vec<TaskHandle<()>>,
-    fanout: EncodedFanout,
-    last: (Instant, u64, u64),
+    Opened::encoded(source, kind, label)
+        .map_err(|e| CliError::other(format!("cannot start a thread: {e}")))
 }
 
 /// The stream being sent.
 pub struct Sender {
-    stream: LocalStream,
-    sent: Vec<Sent>,
+    stream: SendStream,
 }
 
 impl Producers {
@@ -348,68 +217,25 @@ impl Producers {
     }
 
     pub fn has(&self, kind: MediaKind) -> bool {
-        self.opened.iter().any(|o| o.kind == kind)
+        self.opened.iter().any(|o| o.kind() == kind)
     }
 
     /// Creates the stream with one track per source and starts writing to it. The caller
-    /// announces it (see [`announce`]).
+    /// announces it (see [`announcement`]).
     pub fn attach(self, socket: &Socket) -> Option<Sender> {
         if self.opened.is_empty() {
             return None;
         }
-        let stream = socket.create_stream();
-        let mut sent = Vec::new();
-        for o in self.opened {
-            let track = stream.add_track(o.kind);
-            let counters = Arc::new(WriteCounters::default());
-            let mut tasks = Vec::new();
-            let mut sub = o.fanout.subscribe();
-            let (t, c) = (track.clone(), counters.clone());
-            tasks.push(tokio::spawn(async move {
-                while let Some(f) = sub.recv().await {
-                    t.write(&MediaSample {
-                        data: f.data.clone(),
-                        duration: f.duration,
-                    })
-                    .await;
-                    c.frames.fetch_add(1, Ordering::Relaxed);
-                    c.bytes.fetch_add(f.data.len() as u64, Ordering::Relaxed);
-                    if f.keyframe && f.kind == rtcio_media::MediaKind::Video {
-                        c.keyframes.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }));
-            if o.kind == MediaKind::Video {
-                let mut requests = track.keyframe_requests();
-                let requester = o.fanout.keyframe_requester();
-                let c = counters.clone();
-                tasks.push(tokio::spawn(async move {
-                    loop {
-                        match requests.recv().await {
-                            Ok(r) => {
-                                debug!(peer = %r.peer, fir = r.fir, "keyframe request");
-                                c.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                                requester.request_keyframe();
-                            }
-                            Err(RecvError::Lagged(_)) => requester.request_keyframe(),
-                            Err(RecvError::Closed) => break,
-                        }
-                    }
-                }));
-            }
-            info!(kind = ?o.kind, source = %o.label, "sending");
-            sent.push(Sent {
-                kind: o.kind,
-                label: o.label,
-                producer: o.producer,
-                track,
-                counters,
-                tasks,
-                fanout: o.fanout,
-                last: (Instant::now(), 0, 0),
-            });
-        }
-        Some(Sender { stream, sent })
+        let opts = SendOptions {
+            rate: RatePolicy {
+                max_bps: self.max_video_bps,
+                ..RatePolicy::default()
+            },
+            follow_estimate: self.follow_estimate,
+        };
+        Some(Sender {
+            stream: SendStream::attach(socket, self.opened, opts),
+        })
     }
 }
 
@@ -428,74 +254,62 @@ pub fn announcement(event: &str, id: &str, name: &str, stream: &LocalStream) -> 
 
 impl Sender {
     pub fn stream(&self) -> &LocalStream {
-        &self.stream
+        self.stream.stream()
     }
 
     /// A new peer will need an IDR to start decoding: ask now rather than waiting for its PLI.
     pub fn request_keyframe(&self) {
-        for s in &self.sent {
-            if s.kind == MediaKind::Video {
-                s.fanout.keyframe_requester().request_keyframe();
-            }
-        }
+        self.stream.request_keyframe();
     }
 
     /// One `send-stats` line per track since the previous call.
     pub fn stats(&mut self) -> Vec<Value> {
-        let now = Instant::now();
-        let mut out = Vec::new();
-        for s in &mut self.sent {
-            let frames = s.counters.frames.load(Ordering::Relaxed);
-            let bytes = s.counters.bytes.load(Ordering::Relaxed);
-            let (t0, f0, b0) = s.last;
-            let secs = now.duration_since(t0).as_secs_f64().max(1e-3);
-            s.last = (now, frames, bytes);
-            let mut line = json!({
-                "kind": kind_str(s.kind),
-                "source": s.label,
-                "track": s.track.id(),
-                "frames": frames,
-                "fps": round2((frames - f0) as f64 / secs),
-                "kbps": round2((bytes - b0) as f64 * 8.0 / secs / 1000.0),
-                "peers": s.track.peer_count(),
-                "samples_written": s.track.samples_written(),
-            });
-            match &s.producer {
-                Producer::Video(p) => {
-                    let st = p.stats();
-                    line["encoded"] = json!(st.encoded);
+        self.stream
+            .stats()
+            .into_iter()
+            .map(|st| {
+                let mut line = json!({
+                    "kind": kind_str(st.kind),
+                    "source": st.label,
+                    "track": st.track,
+                    "frames": st.frames,
+                    "fps": round2(st.fps),
+                    "kbps": round2(st.kbps),
+                    "peers": st.peers,
+                    "samples_written": st.samples_written,
+                    "encoded": st.encoded,
+                });
+                if st.kind == MediaKind::Video {
                     line["keyframes"] = json!(st.keyframes);
-                    line["keyframe_requests"] =
-                        json!(s.counters.keyframe_requests.load(Ordering::Relaxed));
-                    line["width"] = json!(st.size.0);
-                    line["height"] = json!(st.size.1);
-                    line["encode_ms"] = json!(round2(st.encode_ms));
-                    line["quality_level"] = json!(st.quality_level);
+                    line["keyframe_requests"] = json!(st.keyframe_requests);
                 }
-                Producer::Audio(p) => {
-                    line["encoded"] = json!(p.packets());
+                if let Some((w, h)) = st.size {
+                    line["width"] = json!(w);
+                    line["height"] = json!(h);
                 }
-                Producer::Encoded { published, .. } => {
-                    line["encoded"] = json!(published.load(Ordering::Relaxed));
+                if let Some(ms) = st.encode_ms {
+                    line["encode_ms"] = json!(round2(ms));
                 }
-            }
-            if s.producer.finished() {
-                line["ended"] = json!(true);
-            }
-            out.push(line);
-        }
-        out
+                if let Some(q) = st.quality_level {
+                    line["quality_level"] = json!(q);
+                }
+                if let Some(t) = st.target_bps {
+                    line["target_kbps"] = json!(round2(f64::from(t) / 1000.0));
+                }
+                if let Some(e) = st.estimate_bps {
+                    line["estimate_kbps"] = json!(round2(e as f64 / 1000.0));
+                }
+                if st.ended {
+                    line["ended"] = json!(true);
+                }
+                line
+            })
+            .collect()
     }
 
     /// Stops announcing the stream to new peers, stops the sources and the writers.
     pub fn stop(self, socket: &Socket) {
-        socket.untrack_stream(&self.stream);
-        for s in self.sent {
-            s.producer.stop();
-            for t in s.tasks {
-                t.abort();
-            }
-        }
+        self.stream.stop(socket, false);
     }
 }
 

@@ -6,8 +6,9 @@
 //!   Control: grow 8 %/s under 2 % loss, hold between 2 and 10 %, cut by half the loss above.
 //! * [`SharedBitrate`]: one encoder feeds every peer, so its target is the lowest of the peers'.
 //! * [`QualityScaler`]: steps resolution and frame rate down when encoding eats too much of the
-//!   frame budget (CPU pressure) or the encoder cannot get down to its target bitrate, and back
-//!   up when there is headroom again.
+//!   frame budget (CPU pressure), the encoder cannot get down to its target bitrate, or the
+//!   target (the link's estimate) is too low for the size, and back up when there is headroom
+//!   again.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -179,6 +180,8 @@ pub enum QualityReason {
     Cpu,
     /// The encoder overshot its target bitrate (cannot compress this size enough).
     Bitrate,
+    /// The target bitrate (the link's estimate) is too low for this size and frame rate.
+    TargetBitrate,
     /// Headroom came back.
     Recovered,
 }
@@ -191,6 +194,8 @@ pub struct QualityScaler {
     load: f64,
     overshoot: f64,
     frames_since_change: u32,
+    /// Target bitrate, full (source) size and source frame rate, for the bits-per-pixel rule.
+    budget: Option<(u32, (u32, u32), f32)>,
 }
 
 impl Default for QualityScaler {
@@ -229,6 +234,37 @@ impl QualityScaler {
     const DOWN_HOLD: u32 = 30;
     /// Frames of headroom before stepping up.
     const UP_HOLD: u32 = 300;
+    /// Below this many bits per pixel per frame, H.264 at this size turns to mush: a smaller
+    /// picture or fewer frames look better at the same bitrate (720p30 ≈ 830 kbit/s,
+    /// 540p20 ≈ 310 kbit/s, 360p15 ≈ 100 kbit/s).
+    const MIN_BITS_PER_PIXEL: f64 = 0.03;
+    /// Step back up only with this much room above the better rung's minimum.
+    const UP_MARGIN: f64 = 1.3;
+
+    /// The bitrate a rung needs for a source of `full` size delivering `fps`.
+    fn min_bps(step: QualityStep, full: (u32, u32), fps: f32) -> f64 {
+        let pixels = f64::from(full.0) * f64::from(full.1) * f64::from(step.scale).powi(2);
+        pixels * f64::from(step.max_fps.min(fps)) * Self::MIN_BITS_PER_PIXEL
+    }
+
+    /// Tells the scaler the encoder's current target bitrate and the source's full size and
+    /// frame rate: when the target is below what the current rung needs it steps down, and it
+    /// steps up only when the better rung would get enough (see [`QualityReason::TargetBitrate`]).
+    pub fn set_budget(&mut self, target_bps: u32, full_size: (u32, u32), source_fps: f32) {
+        self.budget = Some((target_bps, full_size, source_fps));
+    }
+
+    fn starved(&self, level: usize) -> bool {
+        self.budget.is_some_and(|(bps, full, fps)| {
+            f64::from(bps) < Self::min_bps(self.ladder[level], full, fps)
+        })
+    }
+
+    fn fed_for(&self, level: usize) -> bool {
+        self.budget.is_none_or(|(bps, full, fps)| {
+            f64::from(bps) >= Self::min_bps(self.ladder[level], full, fps) * Self::UP_MARGIN
+        })
+    }
 
     /// A scaler over `ladder` (best first; must not be empty).
     pub fn new(ladder: Vec<QualityStep>) -> Self {
@@ -246,6 +282,7 @@ impl QualityScaler {
             load: 0.0,
             overshoot: 1.0,
             frames_since_change: 0,
+            budget: None,
         }
     }
 
@@ -279,6 +316,8 @@ impl QualityScaler {
                 Some(QualityReason::Cpu)
             } else if self.overshoot > 1.5 {
                 Some(QualityReason::Bitrate)
+            } else if self.starved(self.level) {
+                Some(QualityReason::TargetBitrate)
             } else {
                 None
             };
@@ -292,6 +331,7 @@ impl QualityScaler {
             && self.frames_since_change >= Self::UP_HOLD
             && self.load < 0.4
             && self.overshoot < 1.1
+            && self.fed_for(self.level - 1)
         {
             self.level -= 1;
             self.changed();
@@ -385,6 +425,30 @@ mod tests {
         }
         assert_eq!(up.map(|c| c.1), Some(QualityReason::Recovered));
         assert_eq!(q.level(), level - 1);
+    }
+
+    #[test]
+    fn a_low_target_steps_down_and_a_high_one_back_up() {
+        let mut q = QualityScaler::default();
+        let (fast, interval) = (Duration::from_millis(5), Duration::from_millis(33));
+        // 400 kbit/s for a 720p30 source: 720p30 needs ~830k, 720p20 ~550k, 540p20 ~310k.
+        q.set_budget(400_000, (1280, 720), 30.0);
+        let mut reasons = Vec::new();
+        for _ in 0..300 {
+            if let Some((_, r)) = q.on_frame(fast, interval, 1.0) {
+                reasons.push(r);
+            }
+        }
+        assert_eq!(reasons, vec![QualityReason::TargetBitrate; 2]);
+        assert_eq!(q.step().scale, 0.75);
+        // Not enough for the better rung with margin: stays.
+        q.set_budget(600_000, (1280, 720), 30.0);
+        assert!((0..400).all(|_| q.on_frame(fast, interval, 1.0).is_none()));
+        // Plenty: back up one rung after the hold.
+        q.set_budget(2_000_000, (1280, 720), 30.0);
+        let up = (0..400).find_map(|_| q.on_frame(fast, interval, 1.0));
+        assert_eq!(up.map(|c| c.1), Some(QualityReason::Recovered));
+        assert_eq!(q.level(), 1);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! AudioSource ──► resample to 48 kHz ──► level meter (watch) ──► OpusEncoder ──► EncodedFanout
 //! ```
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -69,6 +69,23 @@ pub struct VideoSendStats {
     pub encode_ms: f64,
 }
 
+/// Sets a running [`VideoSendPipeline`]'s target bitrate; the encoder picks it up at its next
+/// frame. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct BitrateControl(Arc<AtomicU32>);
+
+impl BitrateControl {
+    /// Sets the target, bits/s.
+    pub fn set(&self, bps: u32) {
+        self.0.store(bps, Ordering::Relaxed);
+    }
+
+    /// The current target, bits/s.
+    pub fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// A running video send pipeline. Stop it with [`VideoSendPipeline::stop`] (or drop it).
 #[derive(Debug)]
 pub struct VideoSendPipeline {
@@ -127,9 +144,14 @@ impl VideoSendPipeline {
         self.preview.clone()
     }
 
-    /// Sets the encoder's target bitrate (from [`crate::adapt::SharedBitrate`]).
+    /// Sets the encoder's target bitrate (e.g. from the link's bandwidth estimate).
     pub fn set_target_bitrate(&self, bps: u32) {
         self.bitrate.store(bps, Ordering::Relaxed);
+    }
+
+    /// A handle that sets the target bitrate from elsewhere (a congestion-control task).
+    pub fn bitrate_control(&self) -> BitrateControl {
+        BitrateControl(Arc::clone(&self.bitrate))
     }
 
     /// Counters so far.
@@ -207,6 +229,7 @@ fn run_video(
         let interval = Duration::from_secs_f64(1.0 / f64::from(max_fps));
         next_due = next_due.max(frame.timestamp.saturating_sub(interval)) + interval;
         let target = bitrate.load(Ordering::Relaxed);
+        quality.set_budget(target, (frame.width, frame.height), source_fps);
         if target != encoder.config().bitrate_bps {
             encoder.set_bitrate(target)?;
         }
@@ -271,12 +294,30 @@ pub struct AudioPipelineConfig {
     pub encoder: OpusConfig,
 }
 
+/// Sets a running [`AudioSendPipeline`]'s expected loss (percent) for Opus in-band FEC. Cheap
+/// to clone.
+#[derive(Clone, Debug)]
+pub struct LossControl(Arc<AtomicU8>);
+
+impl LossControl {
+    /// Sets the expected loss, percent (capped at 100).
+    pub fn set(&self, percent: u8) {
+        self.0.store(percent.min(100), Ordering::Relaxed);
+    }
+
+    /// The current value, percent.
+    pub fn get(&self) -> u8 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// A running audio send pipeline with a level meter.
 #[derive(Debug)]
 pub struct AudioSendPipeline {
     stop: Arc<AtomicBool>,
     muted: Arc<AtomicBool>,
     packets: Arc<AtomicU64>,
+    expected_loss: Arc<AtomicU8>,
     thread: Option<JoinHandle<Result<()>>>,
     level: watch::Receiver<AudioLevel>,
 }
@@ -294,9 +335,14 @@ impl AudioSendPipeline {
         let stop = Arc::new(AtomicBool::new(false));
         let muted = Arc::new(AtomicBool::new(false));
         let packets = Arc::new(AtomicU64::new(0));
+        let expected_loss = Arc::new(AtomicU8::new(config.encoder.expected_loss_percent));
         let (level_tx, level_rx) = watch::channel(AudioLevel::default());
-        let (stop2, muted2, packets2) =
-            (Arc::clone(&stop), Arc::clone(&muted), Arc::clone(&packets));
+        let (stop2, muted2, packets2, loss2) = (
+            Arc::clone(&stop),
+            Arc::clone(&muted),
+            Arc::clone(&packets),
+            Arc::clone(&expected_loss),
+        );
         let thread = std::thread::Builder::new()
             .name("rtcio-audio-send".into())
             .spawn(move || {
@@ -310,6 +356,10 @@ impl AudioSendPipeline {
                             level_tx.send_replace(AudioLevel::measure(&f));
                             if muted2.load(Ordering::Relaxed) {
                                 f.samples.fill(0.0);
+                            }
+                            let loss = loss2.load(Ordering::Relaxed);
+                            if loss != encoder.config().expected_loss_percent {
+                                encoder.set_expected_loss(loss)?;
                             }
                             for packet in encoder.push(&f)? {
                                 fanout.publish(&packet);
@@ -327,6 +377,7 @@ impl AudioSendPipeline {
             stop,
             muted,
             packets,
+            expected_loss,
             thread: Some(thread),
             level: level_rx,
         })
@@ -345,6 +396,12 @@ impl AudioSendPipeline {
     /// Packets published so far.
     pub fn packets(&self) -> u64 {
         self.packets.load(Ordering::Relaxed)
+    }
+
+    /// A handle that sets the loss the encoder's in-band FEC is sized for (from the receivers'
+    /// reports); the encoder picks it up at its next frame.
+    pub fn loss_control(&self) -> LossControl {
+        LossControl(Arc::clone(&self.expected_loss))
     }
 
     /// True once the thread has ended.

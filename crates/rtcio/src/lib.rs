@@ -21,6 +21,7 @@
 //! negotiation decisions, watchdog, send queues); `sio` is the socket.io client; `peer` drives one
 //! RTCPeerConnection per remote peer; `socket` ties them together behind the public API.
 
+pub mod bwe;
 pub mod channel;
 pub mod listeners;
 mod peer;
@@ -31,6 +32,7 @@ mod socket;
 pub mod stats;
 pub mod stream;
 
+pub use bwe::{BandwidthEstimate, CongestionConfig};
 pub use channel::{BroadcastChannel, Channel, ChannelError, ChannelOptions, ReadyState};
 pub use listeners::{Event, ListenerId, Origin};
 pub use proto::backpressure::Payload;

@@ -14,9 +14,11 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription, Registry as InterceptorRegistry,
-    SettingEngineBuilder, register_default_interceptors,
+    SettingEngineBuilder, configure_congestion_control, configure_nack, configure_rtcp_reports,
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 
+use crate::bwe::{BandwidthEstimate, PublishedGcc};
 use crate::channel::{BroadcastChannel, Channel, ChannelError, ChannelOptions};
 use crate::listeners::{Event, Origin};
 use crate::peer_media::{Attach, PeerMedia};
@@ -176,12 +178,14 @@ struct Peer {
     offers_sent: u64,
     glares: u64,
     media: PeerMedia,
+    /// Send-side bandwidth estimate (congestion control on).
+    estimate: Option<Arc<BandwidthEstimate>>,
 }
 
 async fn build_pc(
     shared: &Shared,
     tx: mpsc::UnboundedSender<PeerCmd>,
-) -> Result<Arc<dyn PeerConnection>, String> {
+) -> Result<(Arc<dyn PeerConnection>, Option<Arc<BandwidthEstimate>>), String> {
     let se = SettingEngineBuilder::new()
         // Answering as DTLS server: Chromium's first ctrl message was lost 2–3 times in 10 otherwise.
         .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server)
@@ -194,8 +198,8 @@ async fn build_pc(
         .build();
     let mut media = MediaEngine::default();
     crate::peer_media::register_codecs(&mut media)?;
-    let registry = register_default_interceptors(InterceptorRegistry::new(), &mut media)
-        .map_err(|e| e.to_string())?
+    let (registry, estimate) = interceptors(&shared.opts.congestion, &mut media)?;
+    let registry = registry
         // Last in the chain: keyframe requests reach the application.
         .with(
             rtc::interceptor::Slot::from(14_000),
@@ -219,7 +223,33 @@ async fn build_pc(
         .build()
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Arc::new(pc))
+    Ok((Arc::new(pc), estimate))
+}
+
+/// webrtc-rs's default interceptors (NACK + RTX, RTCP reports, simulcast header extensions,
+/// transport-wide CC feedback to the remote) plus, when enabled, the send side of congestion
+/// control (TWCC sequence numbers, GCC, pacer) with its estimate published.
+fn interceptors(
+    cc: &crate::bwe::CongestionConfig,
+    media: &mut MediaEngine,
+) -> Result<(InterceptorRegistry, Option<Arc<BandwidthEstimate>>), String> {
+    let registry = configure_nack(InterceptorRegistry::new(), media);
+    configure_simulcast_extension_headers(media).map_err(|e| e.to_string())?;
+    let registry = configure_rtcp_reports(registry);
+    if !cc.enabled {
+        let registry = configure_twcc_receiver_only(registry, media).map_err(|e| e.to_string())?;
+        return Ok((registry, None));
+    }
+    let estimate = Arc::new(BandwidthEstimate::new(cc.start_bps));
+    // Includes the TWCC receiver (feedback for the remote's estimator), so not added above.
+    let registry = configure_congestion_control(
+        registry,
+        PublishedGcc::new(cc, estimate.clone()),
+        webrtc::peer_connection::CongestionFeedback::Twcc,
+        media,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((registry, Some(estimate)))
 }
 
 fn ctrl_init() -> RTCDataChannelInit {
@@ -250,8 +280,8 @@ async fn run(
             generation,
         });
     };
-    let pc = match build_pc(&shared, self_tx.clone()).await {
-        Ok(pc) => pc,
+    let (pc, estimate) = match build_pc(&shared, self_tx.clone()).await {
+        Ok(built) => built,
         Err(e) => {
             warn!(peer = %remote, "cannot create a peer connection: {e}");
             gone(&socket_tx);
@@ -311,7 +341,8 @@ async fn run(
         last_sample: None,
         offers_sent: 0,
         glares: 0,
-        media: PeerMedia::new(&remote, self_tx.clone()),
+        media: PeerMedia::new(&remote, self_tx.clone(), estimate.clone()),
+        estimate,
     };
     info!(peer = %remote, polite, "peer created");
     if polite {
@@ -434,6 +465,7 @@ impl Peer {
                     &report,
                     self.last_sample,
                     now,
+                    self.estimate.as_deref(),
                 );
                 self.last_sample = Some(sample);
                 let _ = reply.send(st);

@@ -216,6 +216,7 @@ pub(crate) struct PeerMedia {
     remotes: HashMap<String, Remote>,
     routes: HashMap<String, Arc<Route>>,
     remote_tracks: HashMap<String, Arc<dyn TrackRemote>>,
+    estimate: Option<Arc<crate::bwe::BandwidthEstimate>>,
 }
 
 fn codec_kind(kind: MediaKind) -> RtpCodecKind {
@@ -245,7 +246,11 @@ fn ptr_of<T: ?Sized>(a: &Arc<T>) -> *const () {
 }
 
 impl PeerMedia {
-    pub(crate) fn new(remote: &str, self_tx: mpsc::UnboundedSender<PeerCmd>) -> Self {
+    pub(crate) fn new(
+        remote: &str,
+        self_tx: mpsc::UnboundedSender<PeerCmd>,
+        estimate: Option<Arc<crate::bwe::BandwidthEstimate>>,
+    ) -> Self {
         PeerMedia {
             remote: remote.to_string(),
             self_tx,
@@ -256,6 +261,7 @@ impl PeerMedia {
             remotes: HashMap::new(),
             routes: HashMap::new(),
             remote_tracks: HashMap::new(),
+            estimate,
         }
     }
 
@@ -383,6 +389,7 @@ impl PeerMedia {
             track: local.clone(),
             ssrc,
             pt: std::sync::atomic::AtomicU16::new(NO_PT),
+            estimate: self.estimate.clone(),
         });
         feed.add_sink(sink.clone());
         // Keyframe requests from this peer go to whichever track feeds the sender now.

@@ -107,6 +107,10 @@ pub struct Options {
     /// (PROTOCOL.md §3.1). For tests of the glare deadlock breaker.
     #[doc(hidden)]
     pub force_impolite: bool,
+    /// Send-side congestion control (GCC over transport-wide CC feedback, with a pacer); its
+    /// estimate is readable per track ([`crate::LocalTrack::min_estimated_bitrate`]) and per
+    /// peer ([`crate::PeerStats::send_estimate_bps`]).
+    pub congestion: crate::bwe::CongestionConfig,
 }
 
 impl Default for Options {
@@ -120,6 +124,7 @@ impl Default for Options {
             glare_break: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(20),
             force_impolite: false,
+            congestion: crate::bwe::CongestionConfig::default(),
         }
     }
 }

@@ -45,6 +45,11 @@ pub struct PeerStats {
     pub packets_lost: i64,
     /// Largest inbound RTP jitter, ms.
     pub jitter_ms: Option<f64>,
+    /// Send-side bandwidth estimate toward this peer (GCC over transport-wide CC feedback),
+    /// bits/s; `None` with congestion control off.
+    pub send_estimate_bps: Option<f64>,
+    /// Fraction of our packets this peer reported lost (the estimator's loss window), 0..=1.
+    pub send_loss: Option<f64>,
     /// Local end of the selected pair.
     pub local: Option<CandidateInfo>,
     /// Remote end of the selected pair (`None` when it is peer-reflexive: webrtc-rs reports no
@@ -120,6 +125,7 @@ pub(crate) fn summarize(
     report: &RTCStatsReport,
     prev: Option<Sample>,
     now: Instant,
+    estimate: Option<&crate::bwe::BandwidthEstimate>,
 ) -> (PeerStats, Sample) {
     let transport = report.transport();
     let bytes_sent = transport.map_or(0, |t| t.bytes_sent);
@@ -172,6 +178,8 @@ pub(crate) fn summarize(
         rtt_ms,
         packets_lost,
         jitter_ms: jitter,
+        send_estimate_bps: estimate.map(|e| e.target_bps() as f64),
+        send_loss: estimate.and_then(|e| e.loss()),
         offers_sent: counters.0,
         glares: counters.1,
         local,

@@ -71,6 +71,8 @@ pub(crate) struct Sink {
     pub ssrc: u32,
     /// Negotiated payload type, [`NO_PT`] until the first negotiation with this peer completes.
     pub pt: AtomicU16,
+    /// The peer connection's send-side bandwidth estimate (congestion control on).
+    pub estimate: Option<Arc<crate::bwe::BandwidthEstimate>>,
 }
 
 /// What feeds the per-peer senders of one m-line: swapping a [`LocalTrack`] moves the feed, so
@@ -197,6 +199,31 @@ impl LocalTrack {
     /// Peers currently fed by this track.
     pub fn peer_count(&self) -> usize {
         lock(&self.feed().sinks).len()
+    }
+
+    /// The send-side bandwidth estimate toward each peer this track feeds, bits/s (peers
+    /// without congestion control are left out). One encoder feeds every peer, so the
+    /// application usually follows the lowest (see [`LocalTrack::min_estimated_bitrate`]).
+    pub fn estimated_bitrates(&self) -> Vec<(String, u64)> {
+        lock(&self.feed().sinks)
+            .iter()
+            .filter_map(|s| Some((s.peer.clone(), s.estimate.as_ref()?.target_bps())))
+            .collect()
+    }
+
+    /// The lowest send-side bandwidth estimate over the peers this track feeds, bits/s; `None`
+    /// when it feeds no peer with congestion control.
+    pub fn min_estimated_bitrate(&self) -> Option<u64> {
+        self.estimated_bitrates().into_iter().map(|(_, b)| b).min()
+    }
+
+    /// The highest loss fraction (0..=1) the peers this track feeds report for our packets;
+    /// `None` before any report (or without congestion control).
+    pub fn max_reported_loss(&self) -> Option<f64> {
+        lock(&self.feed().sinks)
+            .iter()
+            .filter_map(|s| s.estimate.as_ref()?.loss())
+            .reduce(f64::max)
     }
 }
 

@@ -2,6 +2,10 @@
 
 #![allow(dead_code)]
 
+// One browser driver for every package's tests.
+#[path = "../../../rtcio/tests/common/browser.rs"]
+pub mod browser;
+
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
