@@ -158,6 +158,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 store: Store::memory(),
                 policy: config.policy.clone(),
                 disconnects: disconnects_tx.clone(),
+                rooms: Default::default(),
             });
             install(&io, shared, config.auth_token.clone());
             (http_router(layer, &config)?, closer(io))
@@ -176,6 +177,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 store,
                 policy: config.policy.clone(),
                 disconnects: disconnects_tx.clone(),
+                rooms: Default::default(),
             });
             install(&io, shared, config.auth_token.clone())
                 .await

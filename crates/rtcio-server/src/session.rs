@@ -2,8 +2,14 @@
 //! would let a `join-room` overtake the `media-state` sent right after it; instead each inbound
 //! event is queued synchronously (in arrival order) and this worker handles them one at a time,
 //! the disconnecting hook included — the per-socket ordering rtc.io-server gets from Node.
+//!
+//! Across sockets, everything that reads a room's membership and then changes it or tells its
+//! members (a join with its backfill and fan-out, a leave with its announcements) runs under that
+//! room's lock: Node runs such a handler without interleaving, and two joins that each read the
+//! members before the other was added would both (or neither) send the other an init-offer.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -13,7 +19,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::{FromMessage, Value};
 use socketioxide::socket::Socket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::Policy;
@@ -37,6 +43,70 @@ pub(crate) struct Shared<A: Adapter> {
     /// Counts sockets whose disconnect was fully handled (leave announcements sent), so an
     /// embedding app can wait for its own socket's before stopping the server.
     pub disconnects: tokio::sync::watch::Sender<u64>,
+    /// Serialises membership reads and changes per room (see the module docs).
+    pub rooms: RoomLocks,
+}
+
+/// One async lock per room in use; entries go away with their last holder or waiter. (A waiter
+/// cancelled after the holder left would leave an idle entry behind; workers never cancel.)
+#[derive(Default)]
+pub(crate) struct RoomLocks {
+    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Holds one room's lock; dropping it releases the lock and forgets an idle entry.
+pub(crate) struct RoomGuard<'a> {
+    locks: &'a RoomLocks,
+    room: String,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl RoomLocks {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        // The map is only read or updated in one step; a panic elsewhere cannot corrupt it.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) async fn lock(&self, room: &str) -> RoomGuard<'_> {
+        let m = self.map().entry(room.to_string()).or_default().clone();
+        RoomGuard {
+            locks: self,
+            room: room.to_string(),
+            guard: Some(m.lock_owned().await),
+        }
+    }
+
+    /// Locks several rooms, in sorted order so two sockets leaving the same rooms cannot
+    /// deadlock.
+    async fn lock_all(&self, rooms: &[String]) -> Vec<RoomGuard<'_>> {
+        let mut sorted: Vec<&String> = rooms.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        let mut guards = Vec::with_capacity(sorted.len());
+        for r in sorted {
+            guards.push(self.lock(r).await);
+        }
+        guards
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map().len()
+    }
+}
+
+impl Drop for RoomGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.locks.map();
+        // Only the map's own reference left: nobody holds or waits for this room.
+        if map
+            .get(&self.room)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            map.remove(&self.room);
+        }
+    }
 }
 
 enum Inbound {
@@ -346,6 +416,8 @@ async fn check_room<A: Adapter>(
     let Some(req) = room_request(sh, socket, sid, arg, limits).await? else {
         return Ok(());
     };
+    // Occupancy and password are read together, as a join would see them.
+    let _room = sh.rooms.lock(&req.room_id).await;
     let occupied = !live_members(&sh.io, &req.room_id).await?.is_empty();
     let stored = sh.store.password(&req.room_id).await?;
     match protocol::check_password(occupied, &stored, &req.password) {
@@ -377,6 +449,9 @@ async fn join_room<A: Adapter>(
         return Ok(());
     };
     let room = req.room_id.as_str();
+    // From the membership read to the last fan-out emit, no other join or leave of this room
+    // may interleave: each pair of members must agree on who was there first.
+    let _room = sh.rooms.lock(room).await;
     let mut members = live_members(&sh.io, room).await?;
     let occupied = !members.is_empty();
     let stored = sh.store.password(room).await?;
@@ -429,8 +504,16 @@ async fn join_room<A: Adapter>(
         name: req.name.as_deref(),
         id: sid,
     };
-    emit_room(socket, room, "user-connected", &me).await?;
-    emit_room(socket, room, EV_INIT_OFFER, &InitOffer { source: sid }).await?;
+    // A member closing at this moment makes the broadcast report an error, yet the others got it;
+    // it must not stop the init-offer after the user-connected.
+    for r in [
+        emit_room(socket, room, "user-connected", &me).await,
+        emit_room(socket, room, EV_INIT_OFFER, &InitOffer { source: sid }).await,
+    ] {
+        if let Err(e) = r {
+            debug!(%sid, room, "join fan-out not delivered to everyone: {e}");
+        }
+    }
     info!(%sid, room, members = members.len(), "joined");
     Ok(())
 }
@@ -475,6 +558,9 @@ async fn on_disconnecting<A: Adapter>(
             first_err.get_or_insert(e);
         }
     };
+    // A join of one of these rooms either completes before (and is told we left) or starts after
+    // we are out of the room (and never hears of us).
+    let _locks = sh.rooms.lock_all(&rooms).await;
     // rtc.io-server core hook first: the P2P layer's hint.
     for room in &rooms {
         note(emit_room(socket, room, EV_PEER_LEFT, &IdOnly { id: sid }).await);
@@ -483,8 +569,11 @@ async fn on_disconnecting<A: Adapter>(
     note(sh.store.forget_media(sid).await.map_err(Into::into));
     for room in &rooms {
         note(emit_room(socket, room, "user-disconnected", &IdOnly { id: sid }).await);
+        // socketioxide drops the rooms only after this hook; leave now, under the lock, so the
+        // next joiner's backfill does not list us.
+        socket.leave(room.clone());
         match live_members(&sh.io, room).await {
-            Ok(m) if m.len() <= 1 => {
+            Ok(m) if m.is_empty() => {
                 note(sh.store.set_password(room, None).await.map_err(Into::into))
             }
             Ok(_) => {}
@@ -499,4 +588,30 @@ async fn on_disconnecting<A: Adapter>(
     );
     debug!(%sid, rooms = rooms.len(), "socket left");
     first_err.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    #[tokio::test]
+    async fn room_locks_serialise_one_room_and_forget_idle_ones() {
+        let locks = RoomLocks::default();
+        let held = locks.lock("r").await;
+        assert!(locks.lock("r").now_or_never().is_none(), "second holder");
+        // Other rooms are independent.
+        let other = locks.lock("s").now_or_never().expect("room s is free");
+        drop(other);
+        assert_eq!(locks.len(), 1, "only the held room stays");
+        drop(held);
+        assert_eq!(locks.len(), 0);
+        // A repeated room in one leave is locked once, not twice (which would deadlock).
+        let rooms = ["b".to_string(), "a".to_string(), "b".to_string()];
+        let all = locks.lock_all(&rooms).now_or_never().expect("free rooms");
+        assert_eq!(all.len(), 2);
+        assert!(locks.lock("a").now_or_never().is_none());
+        drop(all);
+        assert_eq!(locks.len(), 0);
+    }
 }
