@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -19,7 +19,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::{FromMessage, Value};
 use socketioxide::socket::Socket;
-use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedMutexGuard, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::Policy;
@@ -34,6 +34,9 @@ use crate::store::{Store, StoreError};
 const QUEUE_DEPTH: usize = 1024;
 /// join-room + check-room requests a socket may send at once before the rate applies.
 const JOIN_BURST: f64 = 20.0;
+/// How long a worker waits for socketioxide to finish the connect it started in. That is a few
+/// synchronous steps after our middleware; a socket not connected by then never will be.
+const CONNECT_GUARD: Duration = Duration::from_secs(10);
 
 /// What every socket worker shares.
 pub(crate) struct Shared<A: Adapter> {
@@ -109,6 +112,17 @@ impl Drop for RoomGuard<'_> {
     }
 }
 
+/// Fired by the connect handler, which socketioxide calls once the socket is marked connected.
+#[derive(Clone)]
+struct ConnectSignal(Arc<Notify>);
+
+/// Tells the socket's worker that socketioxide has sent the CONNECT ack and marked it connected.
+pub(crate) fn connected<A: Adapter>(socket: &SocketRef<A>) {
+    if let Some(ConnectSignal(n)) = socket.extensions.get::<ConnectSignal>() {
+        n.notify_one();
+    }
+}
+
 enum Inbound {
     Event(Value),
     /// The rooms are read when the disconnect starts: a namespace DISCONNECT followed by the
@@ -145,6 +159,8 @@ pub(crate) fn attach<A: Adapter>(shared: Arc<Shared<A>>, socket: SocketRef<A>) {
     // socket.io puts every socket in a room named after its id; relays address that room.
     socket.join(sid.clone());
     let (tx, rx) = mpsc::channel::<Inbound>(QUEUE_DEPTH);
+    let signal = Arc::new(Notify::new());
+    socket.extensions.insert(ConnectSignal(signal.clone()));
     let max_bytes = shared.policy.max_event_bytes;
 
     let event_tx = tx.clone();
@@ -171,7 +187,7 @@ pub(crate) fn attach<A: Adapter>(shared: Arc<Shared<A>>, socket: SocketRef<A>) {
             }
         }
     });
-    tokio::spawn(worker(shared, socket, rx));
+    tokio::spawn(worker(shared, socket, rx, signal));
 }
 
 fn enqueue(tx: &mpsc::Sender<Inbound>, sid: &str, v: Value, max_bytes: usize) {
@@ -202,6 +218,7 @@ async fn worker<A: Adapter>(
     sh: Arc<Shared<A>>,
     socket: SocketRef<A>,
     mut rx: mpsc::Receiver<Inbound>,
+    connect_signal: Arc<Notify>,
 ) {
     let sid = socket.id.to_string();
     let now = Instant::now();
@@ -213,18 +230,23 @@ async fn worker<A: Adapter>(
         ),
         joins: TokenBucket::new(sh.policy.joins_per_second, JOIN_BURST, now),
     };
+    // The worker starts in the connect middleware; socketioxide marks the socket connected only
+    // after it has sent the CONNECT ack, then calls the connect handler, which fires the signal. A
+    // client that answers the ack at once can get its first event queued before that, and replies
+    // would then be refused as "socket closed": handle nothing before the signal.
+    if !socket.connected()
+        && tokio::time::timeout(CONNECT_GUARD, connect_signal.notified())
+            .await
+            .is_err()
+        && !socket.connected()
+    {
+        // socketioxide gave up on the connect (its CONNECT ack could not be sent).
+        debug!(%sid, "socket never connected; worker ends");
+        return;
+    }
+    socket.extensions.remove::<ConnectSignal>();
     if let Err(e) = sh.store.register_socket(&sid).await {
         warn!(%sid, "store: {e}");
-    }
-    // The worker starts in the connect middleware; socketioxide marks the socket connected only
-    // after it has sent the CONNECT ack. A client that answers the ack at once can get its first
-    // event here before that, and replies would then be refused as "socket closed". Wait for it.
-    let started = Instant::now();
-    while !socket.connected() && started.elapsed() < std::time::Duration::from_secs(10) {
-        if rx.is_closed() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     debug!(%sid, "socket connected");
     while let Some(item) = rx.recv().await {
