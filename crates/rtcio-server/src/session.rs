@@ -471,6 +471,18 @@ async fn join_room<A: Adapter>(
         return Ok(());
     };
     let room = req.room_id.as_str();
+    let name = match protocol::validate_name(req.name.as_deref(), sh.policy.max_name_chars) {
+        Ok(n) => n,
+        Err(e) => {
+            info!(%sid, room, "join refused: {e}");
+            emit_self(
+                socket,
+                "join-error",
+                &JoinError::for_room(JoinErrorReason::InvalidName, room),
+            );
+            return Ok(());
+        }
+    };
     // From the membership read to the last fan-out emit, no other join or leave of this room
     // may interleave: each pair of members must agree on who was there first.
     let _room = sh.rooms.lock(room).await;
@@ -487,7 +499,7 @@ async fn join_room<A: Adapter>(
         PasswordChange::Set(pw) => sh.store.set_password(room, Some(&pw)).await?,
         PasswordChange::Clear => sh.store.set_password(room, None).await?,
     }
-    sh.store.add_member(sid, room, req.name.as_deref()).await?;
+    sh.store.add_member(sid, room, name.as_deref()).await?;
     let rejoin = members.iter().any(|m| m == sid);
     if rejoin && sh.policy.dedupe_rejoin {
         emit_self(socket, "join-ok", &JoinOk { room_id: room });
@@ -523,7 +535,7 @@ async fn join_room<A: Adapter>(
     }
     emit_self(socket, "join-ok", &JoinOk { room_id: room });
     let me = UserConnected {
-        name: req.name.as_deref(),
+        name: name.as_deref(),
         id: sid,
     };
     // A member closing at this moment makes the broadcast report an error, yet the others got it;
