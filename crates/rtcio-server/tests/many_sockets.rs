@@ -390,19 +390,63 @@ fn verify(seen: &[Seen]) -> (Vec<String>, usize, usize) {
     (problems, got_total, due_total)
 }
 
-/// Runs `n` sockets in rooms of [`ROOM_SIZE`] against a fresh server process; panics with a
-/// summary of every failure.
-async fn many_join_exactly(n: usize, server_args: &[&str]) {
-    let limit = raise_nofile((2 * n + 512) as u64);
-    assert!(
-        limit >= (n + 256) as u64,
-        "open-file limit {limit} too small for {n} sockets"
-    );
-    let (_server, url) = start_server_process(server_args);
-    let addr: SocketAddr = url
-        .trim_start_matches("http://")
-        .parse()
-        .expect("server address");
+/// What a run of clients found.
+struct Outcome {
+    n: usize,
+    joined: usize,
+    joined_in: Duration,
+    verified_in: Duration,
+    verified: usize,
+    init_offers: usize,
+    due: usize,
+    failures: Vec<String>,
+    problems: Vec<String>,
+}
+
+impl Outcome {
+    fn summary(&self) -> String {
+        format!(
+            "{} sockets: {} joined in {:.1?}, {} verified in {:.1?}; init-offers {} of {} due; \
+             {} failure(s), {} fan-out problem(s)",
+            self.n,
+            self.joined,
+            self.joined_in,
+            self.verified,
+            self.verified_in,
+            self.init_offers,
+            self.due,
+            self.failures.len(),
+            self.problems.len()
+        )
+    }
+
+    /// Panics with the summary and the first failures and problems unless the run was exact.
+    fn assert_exact(&self) {
+        let mut report = String::new();
+        for line in self
+            .failures
+            .iter()
+            .take(10)
+            .chain(self.problems.iter().take(20))
+        {
+            report.push_str(line);
+            report.push('\n');
+        }
+        let all_due = self.n / ROOM_SIZE * (ROOM_SIZE * (ROOM_SIZE - 1) / 2);
+        assert!(
+            self.failures.is_empty()
+                && self.problems.is_empty()
+                && self.verified == self.n
+                && self.init_offers == all_due,
+            "{}\n{report}",
+            self.summary()
+        );
+    }
+}
+
+/// Runs `n` clients in rooms of [`ROOM_SIZE`] (room ids `<tag>-<k>`) against `addr`, keeps them
+/// connected until all are verified, then closes them.
+async fn run_clients(addr: SocketAddr, n: usize, tag: &str) -> Outcome {
     let started = Instant::now();
     let sem = Arc::new(Semaphore::new(IN_FLIGHT));
     let (go_tx, go_rx) = watch::channel(false);
@@ -414,7 +458,7 @@ async fn many_join_exactly(n: usize, server_args: &[&str]) {
             tokio::spawn(client(
                 addr,
                 i,
-                format!("load-{}", i / ROOM_SIZE),
+                format!("{tag}-{}", i / ROOM_SIZE),
                 sem.clone(),
                 go_rx.clone(),
                 tx.clone(),
@@ -432,31 +476,39 @@ async fn many_join_exactly(n: usize, server_args: &[&str]) {
     for t in &tasks {
         t.abort();
     }
-    let (problems, got, due) = verify(&done);
-    eprintln!(
-        "{n} sockets: {} joined in {joined_in:.1?}, verified in {:.1?}; init-offers {got} of {due} due; \
-         {} failure(s), {} fan-out problem(s)",
-        counts.get("joined").copied().unwrap_or(0),
-        started.elapsed(),
-        failures.len(),
-        problems.len()
-    );
-    let mut report = String::new();
-    for line in failures.iter().take(10).chain(problems.iter().take(20)) {
-        report.push_str(line);
-        report.push('\n');
-    }
-    // Close every socket before the server goes (drop order), then fail with the summary.
+    let (problems, init_offers, due) = verify(&done);
+    let outcome = Outcome {
+        n,
+        joined: counts.get("joined").copied().unwrap_or(0),
+        joined_in,
+        verified_in: started.elapsed(),
+        verified: done.len(),
+        init_offers,
+        due,
+        failures,
+        problems,
+    };
+    eprintln!("{}", outcome.summary());
     keep_rx.close();
     while keep_rx.recv().await.is_some() {}
+    outcome
+}
+
+/// Runs `n` sockets in rooms of [`ROOM_SIZE`] against a fresh server process; panics with a
+/// summary of every failure.
+async fn many_join_exactly(n: usize, server_args: &[&str]) {
+    // Client and server are separate processes: each needs about one descriptor per socket.
+    let limit = raise_nofile((n + 512) as u64);
     assert!(
-        failures.is_empty() && problems.is_empty() && done.len() == n,
-        "{n} sockets: {} failure(s), {} problem(s), {} of {n} verified; init-offers {got} of {due}:\n{report}",
-        failures.len(),
-        problems.len(),
-        done.len()
+        limit >= (n + 256) as u64,
+        "open-file limit {limit} too small for {n} sockets"
     );
-    assert_eq!(got, n / ROOM_SIZE * ROOM_SIZE * (ROOM_SIZE - 1) / 2);
+    let (_server, url) = start_server_process(server_args);
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("server address");
+    run_clients(addr, n, "load").await.assert_exact();
 }
 
 /// Issue 15: 2 000 sockets, rooms of 4, 64 joins in flight, default server flags.
@@ -465,7 +517,8 @@ async fn two_thousand_sockets_join_rooms_of_four_exactly() {
     many_join_exactly(2_000, &[]).await;
 }
 
-/// Diagnosis at other sizes: `MANY_SOCKETS=10000 cargo test -p rtcio-server --test many_sockets -- --ignored`.
+/// Diagnosis at other sizes: `MANY_SOCKETS=10000 cargo test -p rtcio-server --test many_sockets
+/// -- --ignored sized_by_env`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "sized by MANY_SOCKETS, for diagnosis"]
 async fn sized_by_env() {
@@ -474,4 +527,82 @@ async fn sized_by_env() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(4_000);
     many_join_exactly(n, &[]).await;
+}
+
+/// Sockets of the scale test, and the client processes they are spread over (one process cannot
+/// hold them all under a 20 000 descriptor limit, which is what this box allows).
+const SCALE_SOCKETS: usize = 20_000;
+const SCALE_SHARDS: usize = 2;
+/// The whole scale test, server start to the last verification.
+const SCALE_GUARD: Duration = Duration::from_secs(90);
+
+/// One client process of the scale test (started by it; does nothing when run on its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+#[ignore = "started by twenty_thousand_sockets_connect_and_join"]
+async fn scale_shard() {
+    let (Ok(addr), Ok(n), Ok(tag)) = (
+        std::env::var("SHARD_ADDR"),
+        std::env::var("SHARD_SOCKETS"),
+        std::env::var("SHARD_TAG"),
+    ) else {
+        return;
+    };
+    let addr: SocketAddr = addr.parse().expect("SHARD_ADDR");
+    let n: usize = n.parse().expect("SHARD_SOCKETS");
+    run_clients(addr, n, &tag).await.assert_exact();
+}
+
+/// Issue 15's scale test: 20 000 sockets connected to one server and joined in rooms of 4, every
+/// count exact, in bounded time. The server process needs a descriptor per socket: where the
+/// hard limit is lower than that, the largest count it allows is used (and said).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn twenty_thousand_sockets_connect_and_join() {
+    let limit = raise_nofile((SCALE_SOCKETS + 512) as u64) as usize;
+    // Whole rooms per shard, and room for the server's own descriptors under the limit.
+    let n = SCALE_SOCKETS.min(limit.saturating_sub(256)) / (ROOM_SIZE * SCALE_SHARDS)
+        * (ROOM_SIZE * SCALE_SHARDS);
+    assert!(
+        n >= SCALE_SOCKETS / 2,
+        "open-file limit {limit} too small for the scale test"
+    );
+    if n < SCALE_SOCKETS {
+        eprintln!("open-file limit {limit}: running {n} sockets instead of {SCALE_SOCKETS}");
+    }
+    let started = Instant::now();
+    let (_server, url) = start_server_process(&[]);
+    let addr = url.trim_start_matches("http://").to_string();
+    let exe = std::env::current_exe().expect("test binary path");
+    let shards: Vec<_> = (0..SCALE_SHARDS)
+        .map(|k| {
+            let child = tokio::process::Command::new(&exe)
+                .args(["--exact", "scale_shard", "--ignored", "--nocapture"])
+                .env("SHARD_ADDR", &addr)
+                .env("SHARD_SOCKETS", (n / SCALE_SHARDS).to_string())
+                .env("SHARD_TAG", format!("scale{k}"))
+                .kill_on_drop(true)
+                .output();
+            tokio::spawn(child)
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for (k, s) in shards.into_iter().enumerate() {
+        let out = timeout(SCALE_GUARD, s)
+            .await
+            .unwrap_or_else(|_| panic!("shard {k} still running after {SCALE_GUARD:?}"))
+            .expect("shard task")
+            .expect("shard process");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        for line in stderr.lines().filter(|l| l.contains(" sockets: ")) {
+            eprintln!("shard {k}: {line}");
+        }
+        if !out.status.success() || !stdout.contains("1 passed") {
+            failed.push(format!("shard {k}: {}\n{stdout}\n{stderr}", out.status));
+        }
+    }
+    eprintln!(
+        "{n} sockets over {SCALE_SHARDS} client processes: {:.1?} in all",
+        started.elapsed()
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
