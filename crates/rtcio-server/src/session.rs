@@ -28,7 +28,7 @@ use crate::protocol::{
     JoinOk, MediaStateBackfill, PasswordChange, RoomCheckOk, RoomParse, UserConnected,
 };
 use crate::ratelimit::TokenBucket;
-use crate::store::{Store, StoreError};
+use crate::store::{RoomLease, Store, StoreError};
 
 /// Events a socket may have waiting before the worker drops new ones (a flood, not a client).
 const QUEUE_DEPTH: usize = 1024;
@@ -95,6 +95,52 @@ impl RoomLocks {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.map().len()
+    }
+}
+
+/// Rooms held by one socket: this process's locks and, with Redis, the rooms' leases.
+struct Held<'a> {
+    _local: Vec<RoomGuard<'a>>,
+    leases: Vec<RoomLease>,
+}
+
+/// Locks `rooms` in this process, then leases them in the shared store (sorted, like the local
+/// locks, so two holders of overlapping rooms cannot deadlock).
+async fn hold_rooms<'a, A: Adapter>(
+    sh: &'a Shared<A>,
+    sid: &str,
+    rooms: &[String],
+) -> Result<Held<'a>, HandleError> {
+    let local = sh.rooms.lock_all(rooms).await;
+    let mut sorted: Vec<&String> = rooms.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    let mut held = Held {
+        _local: local,
+        leases: Vec::new(),
+    };
+    for room in sorted {
+        match sh.store.lease_room(room, sid).await {
+            Ok(Some(l)) => held.leases.push(l),
+            Ok(None) => {}
+            Err(e) => {
+                held.release(&sh.store, sid).await;
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(held)
+}
+
+impl Held<'_> {
+    /// Gives the leases back, then the local locks.
+    async fn release(self, store: &Store, sid: &str) {
+        for lease in self.leases {
+            // Not fatal: an unreleased lease expires by itself.
+            if let Err(e) = store.release_room(lease).await {
+                warn!(%sid, "room lease not released: {e}");
+            }
+        }
     }
 }
 
@@ -484,8 +530,22 @@ async fn join_room<A: Adapter>(
         }
     };
     // From the membership read to the last fan-out emit, no other join or leave of this room
-    // may interleave: each pair of members must agree on who was there first.
-    let _room = sh.rooms.lock(room).await;
+    // may interleave, on this process or another: each pair of members must agree on who was
+    // there first.
+    let held = hold_rooms(sh, sid, std::slice::from_ref(&req.room_id)).await?;
+    let r = join_locked(sh, socket, sid, &req, name).await;
+    held.release(&sh.store, sid).await;
+    r
+}
+
+async fn join_locked<A: Adapter>(
+    sh: &Shared<A>,
+    socket: &SocketRef<A>,
+    sid: &str,
+    req: &protocol::RoomRequest,
+    name: Option<String>,
+) -> Result<(), HandleError> {
+    let room = req.room_id.as_str();
     let mut members = live_members(&sh.io, room).await?;
     let occupied = !members.is_empty();
     let stored = sh.store.password(room).await?;
@@ -594,7 +654,14 @@ async fn on_disconnecting<A: Adapter>(
     };
     // A join of one of these rooms either completes before (and is told we left) or starts after
     // we are out of the room (and never hears of us).
-    let _locks = sh.rooms.lock_all(&rooms).await;
+    let held = match hold_rooms(sh, sid, &rooms).await {
+        Ok(h) => Some(h),
+        Err(e) => {
+            // The announcements matter more than the ordering: go on without the leases.
+            warn!(%sid, "leaving without the room leases: {e}");
+            None
+        }
+    };
     // rtc.io-server core hook first: the P2P layer's hint.
     for room in &rooms {
         note(emit_room(socket, room, EV_PEER_LEFT, &IdOnly { id: sid }).await);
@@ -613,6 +680,9 @@ async fn on_disconnecting<A: Adapter>(
             Ok(_) => {}
             Err(e) => note(Err(e)),
         }
+    }
+    if let Some(h) = held {
+        h.release(&sh.store, sid).await;
     }
     note(
         sh.store

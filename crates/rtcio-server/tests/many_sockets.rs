@@ -446,7 +446,7 @@ impl Outcome {
 
 /// Runs `n` clients in rooms of [`ROOM_SIZE`] (room ids `<tag>-<k>`) against `addr`, keeps them
 /// connected until all are verified, then closes them.
-async fn run_clients(addr: SocketAddr, n: usize, tag: &str) -> Outcome {
+async fn run_clients(addrs: &[SocketAddr], n: usize, tag: &str) -> Outcome {
     let started = Instant::now();
     let sem = Arc::new(Semaphore::new(IN_FLIGHT));
     let (go_tx, go_rx) = watch::channel(false);
@@ -456,7 +456,7 @@ async fn run_clients(addr: SocketAddr, n: usize, tag: &str) -> Outcome {
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             tokio::spawn(client(
-                addr,
+                addrs[i % addrs.len()],
                 i,
                 format!("{tag}-{}", i / ROOM_SIZE),
                 sem.clone(),
@@ -508,13 +508,34 @@ async fn many_join_exactly(n: usize, server_args: &[&str]) {
         .trim_start_matches("http://")
         .parse()
         .expect("server address");
-    run_clients(addr, n, "load").await.assert_exact();
+    run_clients(&[addr], n, "load").await.assert_exact();
 }
 
 /// Issue 15: 2 000 sockets, rooms of 4, 64 joins in flight, default server flags.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_sockets_join_rooms_of_four_exactly() {
     many_join_exactly(2_000, &[]).await;
+}
+
+/// Two server processes sharing rooms through Redis; room mates alternate between them, so every
+/// join races joins on the other process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_through_redis_join_rooms_exactly() {
+    let n = 1_000;
+    raise_nofile((n + 512) as u64);
+    let (_redis, redis_url) = common::start_redis();
+    let servers: Vec<_> = (0..2)
+        .map(|_| start_server_process(&["--redis", &redis_url]))
+        .collect();
+    let addrs: Vec<SocketAddr> = servers
+        .iter()
+        .map(|(_, url)| {
+            url.trim_start_matches("http://")
+                .parse()
+                .expect("server address")
+        })
+        .collect();
+    run_clients(&addrs, n, "redis").await.assert_exact();
 }
 
 /// Diagnosis at other sizes: `MANY_SOCKETS=10000 cargo test -p rtcio-server --test many_sockets
@@ -549,7 +570,7 @@ async fn scale_shard() {
     };
     let addr: SocketAddr = addr.parse().expect("SHARD_ADDR");
     let n: usize = n.parse().expect("SHARD_SOCKETS");
-    run_clients(addr, n, &tag).await.assert_exact();
+    run_clients(&[addr], n, &tag).await.assert_exact();
 }
 
 /// Issue 15's scale test: 20 000 sockets connected to one server and joined in rooms of 4, every
