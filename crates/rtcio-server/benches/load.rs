@@ -103,6 +103,15 @@ fn now_ns() -> u64 {
 
 static NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+/// Set when a count was not exact (an event missing or duplicated): the bench then exits 1.
+static INEXACT: AtomicBool = AtomicBool::new(false);
+
+/// A count that was not exact: noted under the table, and the run fails.
+fn inexact(s: String) {
+    INEXACT.store(true, Ordering::Relaxed);
+    note(format!("NOT EXACT: {s}"));
+}
+
 /// Something worth reporting under the table (errors, drops, crashes).
 fn note(s: String) {
     eprintln!("NOTE: {s}");
@@ -397,6 +406,19 @@ struct IdArg {
     id: String,
 }
 
+/// `id` (user-connected, …) or `source` (#rtcio:init-offer) of an event's first argument.
+fn event_id(args: &[&RawValue]) -> String {
+    #[derive(Deserialize)]
+    struct Ids {
+        id: Option<String>,
+        source: Option<String>,
+    }
+    args.first()
+        .and_then(|a| serde_json::from_str::<Ids>(a.get()).ok())
+        .and_then(|i| i.id.or(i.source))
+        .unwrap_or_default()
+}
+
 #[derive(Deserialize)]
 struct RelayEnv {
     data: RelayData,
@@ -472,9 +494,10 @@ impl Client {
         }
     }
 
-    /// `join-room`, then waits for `join-ok`; returns the ids announced by `user-connected` before
-    /// it (the members already in the room).
-    async fn join(&mut self, room: &str, name: &str) -> R<Vec<String>> {
+    /// `join-room`, then waits for `join-ok`; returns every event before it as (name, `id` or
+    /// `source`): the `user-connected` backfill of the members already in the room, and anything
+    /// else the fan-out check then reports.
+    async fn join(&mut self, room: &str, name: &str) -> R<Vec<(String, String)>> {
         let ev = serde_json::json!(["join-room", {"roomId": room, "name": name}]);
         self.ws
             .send(Message::text(format!("42{ev}")))
@@ -489,16 +512,33 @@ impl Client {
             match name.as_str() {
                 "join-ok" => return Ok(seen),
                 "join-error" => return Err(format!("join-error {}", t.as_str())),
-                "user-connected" => {
-                    if let Some(a) = args
-                        .first()
-                        .and_then(|a| serde_json::from_str::<IdArg>(a.get()).ok())
-                    {
-                        seen.push(a.id);
-                    }
+                _ => {
+                    let id = event_id(&args);
+                    seen.push((name, id));
                 }
-                _ => {}
             }
+        }
+    }
+
+    /// Sends `check-room` and logs every event until its `room-check-ok`. Our server handles a
+    /// socket's events in order and so does Node: the reply proves this socket's earlier events
+    /// (its own join fan-out) were handled.
+    async fn marker(&mut self, room: &str, log: &mut Vec<(String, String)>) -> R<()> {
+        let ev = serde_json::json!(["check-room", {"roomId": room}]);
+        self.ws
+            .send(Message::text(format!("42{ev}")))
+            .await
+            .ctx("send check-room")?;
+        loop {
+            let t = self.next_event().await?;
+            let Some((name, args)) = parse_event(&t) else {
+                continue;
+            };
+            if name == "room-check-ok" {
+                return Ok(());
+            }
+            let id = event_id(&args);
+            log.push((name, id));
         }
     }
 
@@ -532,11 +572,16 @@ async fn close_all(clients: Vec<Client>) {
     }
 }
 
-async fn connect_and_join(addr: SocketAddr, i: usize, room: String) -> R<Client> {
+/// Connect + join; returns the client and what it was told before its `join-ok`.
+async fn connect_and_join(
+    addr: SocketAddr,
+    i: usize,
+    room: String,
+) -> R<(Client, Vec<(String, String)>)> {
     timeout(SOCKET_TIMEOUT, async {
         let mut c = Client::connect(addr, src_ip(i)).await?;
-        c.join(&room, &format!("u{i}")).await?;
-        Ok(c)
+        let before = c.join(&room, &format!("u{i}")).await?;
+        Ok((c, before))
     })
     .await
     .unwrap_or_else(|_| Err("connect+join timed out".into()))
@@ -551,6 +596,31 @@ struct JoinRound {
     failed: usize,
     secs: f64,
     first_err: Option<String>,
+    fanout: FanOut,
+}
+
+/// The exact fan-out check of a joins round: each member one `user-connected` and one
+/// `#rtcio:init-offer` per later joiner (the server's join order read from each joiner's
+/// backfill), every pair of room mates agreeing on who came first, nothing else.
+#[derive(Default)]
+struct FanOut {
+    init_offers: usize,
+    due: usize,
+    problems: Vec<String>,
+}
+
+impl FanOut {
+    fn exact(&self) -> bool {
+        self.problems.is_empty() && self.init_offers == self.due
+    }
+}
+
+/// A joined socket of a joins round and what it was told, before and after its `join-ok`.
+struct Member {
+    c: Client,
+    room: String,
+    before: Vec<(String, String)>,
+    after: Vec<(String, String)>,
 }
 
 async fn joins_round(server: &Server, k: usize, tag: &str) -> JoinRound {
@@ -564,17 +634,22 @@ async fn joins_round(server: &Server, k: usize, tag: &str) -> JoinRound {
             let room = format!("{tag}-{}", i / ROOM_SIZE);
             tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await;
-                let r = connect_and_join(addr, i, room).await;
-                (r, Instant::now())
+                let r = connect_and_join(addr, i, room.clone()).await;
+                (r.map(|(c, before)| (c, room, before)), Instant::now())
             })
         })
         .collect();
-    let mut clients = Vec::with_capacity(k);
+    let mut members = Vec::with_capacity(k);
     let (mut failed, mut first_err, mut last) = (0, None, start);
     for h in handles {
         match h.await {
-            Ok((Ok(c), t)) => {
-                clients.push(c);
+            Ok((Ok((c, room, before)), t)) => {
+                members.push(Member {
+                    c,
+                    room,
+                    before,
+                    after: Vec::new(),
+                });
                 last = last.max(t);
             }
             Ok((Err(e), _)) => {
@@ -588,19 +663,169 @@ async fn joins_round(server: &Server, k: usize, tag: &str) -> JoinRound {
         }
     }
     let cpu1 = server.cpu_ticks();
+    let ok = members.len();
+    let (members, mut fanout) = collect_fanout(members).await;
+    if failed > 0 {
+        fanout
+            .problems
+            .push(format!("{failed} of {k} sockets not joined"));
+    }
+    verify_fanout(&members, &mut fanout);
     let round = JoinRound {
         cpu_s: cpu0
             .zip(cpu1)
             .map(|(a, b)| (b - a) as f64 / clock_ticks() as f64),
-        ok: clients.len(),
+        ok,
         failed,
         secs: (last - start).as_secs_f64(),
         first_err,
+        fanout,
     };
-    close_all(clients).await;
+    close_all(members.into_iter().map(|m| m.c).collect()).await;
     // Let the server process the disconnects before the next round.
     sleep(Duration::from_millis(300)).await;
     round
+}
+
+/// Two markers per socket (outside the measured interval): once every socket has its first
+/// reply, every join's fan-out has been handled; whatever it sent a socket is in that socket's
+/// stream before the reply to its second marker.
+async fn collect_fanout(members: Vec<Member>) -> (Vec<Member>, FanOut) {
+    let n = members.len();
+    let (go_tx, go_rx) = watch::channel(false);
+    let (marked_tx, mut marked_rx) = tokio::sync::mpsc::channel::<()>(n.max(1));
+    let handles: Vec<_> = members
+        .into_iter()
+        .map(|mut m| {
+            let mut go = go_rx.clone();
+            let marked_tx = marked_tx.clone();
+            tokio::spawn(async move {
+                let r = timeout(SOCKET_TIMEOUT, async {
+                    m.c.marker(&m.room, &mut m.after).await?;
+                    let _ = marked_tx.send(()).await;
+                    loop {
+                        tokio::select! {
+                            r = go.wait_for(|g| *g) => { r.ctx("go")?; break; }
+                            t = m.c.next_event() => {
+                                let t = t?;
+                                if let Some((name, args)) = parse_event(&t) {
+                                    let id = event_id(&args);
+                                    m.after.push((name, id));
+                                }
+                            }
+                        }
+                    }
+                    m.c.marker(&m.room, &mut m.after).await
+                })
+                .await
+                .unwrap_or_else(|_| Err("fan-out markers timed out".into()));
+                (m, r)
+            })
+        })
+        .collect();
+    drop(marked_tx);
+    // Bounded by the per-socket timeouts above: every task ends (and drops its sender).
+    let mut reached = 0;
+    while reached < n && marked_rx.recv().await.is_some() {
+        reached += 1;
+    }
+    let _ = go_tx.send(true);
+    let mut fanout = FanOut::default();
+    let mut out = Vec::with_capacity(n);
+    for h in handles {
+        match h.await {
+            Ok((m, Ok(()))) => out.push(m),
+            Ok((m, Err(e))) => {
+                fanout
+                    .problems
+                    .push(format!("{}: fan-out check failed: {e}", m.c.sid));
+                out.push(m);
+            }
+            Err(e) => fanout.problems.push(format!("fan-out task: {e}")),
+        }
+    }
+    (out, fanout)
+}
+
+fn verify_fanout(members: &[Member], f: &mut FanOut) {
+    let mut rooms: std::collections::HashMap<&str, Vec<&Member>> = Default::default();
+    for m in members {
+        rooms.entry(&m.room).or_default().push(m);
+    }
+    let ids = |evs: &[(String, String)], name: &str| -> Vec<String> {
+        let mut v: Vec<String> = evs
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, id)| id.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    for (room, ms) in rooms {
+        let backfill: std::collections::HashMap<&str, Vec<String>> = ms
+            .iter()
+            .map(|m| (m.c.sid.as_str(), ids(&m.before, "user-connected")))
+            .collect();
+        for (i, x) in ms.iter().enumerate() {
+            if x.before.iter().any(|(n, _)| n != "user-connected") {
+                f.problems.push(format!(
+                    "{room}: {} got {:?} before join-ok",
+                    x.c.sid, x.before
+                ));
+            }
+            for y in &ms[i + 1..] {
+                let a = backfill[y.c.sid.as_str()]
+                    .iter()
+                    .filter(|id| **id == x.c.sid)
+                    .count();
+                let b = backfill[x.c.sid.as_str()]
+                    .iter()
+                    .filter(|id| **id == y.c.sid)
+                    .count();
+                if a + b != 1 {
+                    f.problems.push(format!(
+                        "{room}: {} and {} listed each other {a}/{b} times in their backfills",
+                        x.c.sid, y.c.sid
+                    ));
+                }
+            }
+            let mut due: Vec<String> = ms
+                .iter()
+                .filter(|y| backfill[y.c.sid.as_str()].contains(&x.c.sid))
+                .map(|y| y.c.sid.clone())
+                .collect();
+            due.sort();
+            f.due += due.len();
+            for name in ["user-connected", "#rtcio:init-offer"] {
+                let got = ids(&x.after, name);
+                if name == "#rtcio:init-offer" {
+                    f.init_offers += got.len();
+                }
+                if got != due {
+                    f.problems.push(format!(
+                        "{room}: {} got {name} from {got:?}, due {due:?}",
+                        x.c.sid
+                    ));
+                }
+            }
+            if let Some(other) = x
+                .after
+                .iter()
+                .find(|(n, _)| n != "user-connected" && n != "#rtcio:init-offer")
+            {
+                f.problems
+                    .push(format!("{room}: {} also got {other:?}", x.c.sid));
+            }
+        }
+    }
+    // Whole rooms of ROOM_SIZE: the count every correct run has.
+    let full = members.len() / ROOM_SIZE * (ROOM_SIZE * (ROOM_SIZE - 1) / 2);
+    if f.due != full {
+        f.problems.push(format!(
+            "{} init-offers due by the backfills, {full} for full rooms",
+            f.due
+        ));
+    }
 }
 
 // ---- phase 2: relay throughput and latency ----------------------------------------------------
@@ -647,7 +872,12 @@ async fn setup_pair(addr: SocketAddr, i: usize, tag: &str) -> R<Pair> {
     .await?;
     let ids = format!("a = {}, b = {}, room {room}", a.sid, b.sid);
     step(format!("pair {i}: a joins ({ids})"), a.join(&room, "a")).await?;
-    let b_seen = step(format!("pair {i}: b joins ({ids})"), b.join(&room, "b")).await?;
+    let b_seen: Vec<String> = step(format!("pair {i}: b joins ({ids})"), b.join(&room, "b"))
+        .await?
+        .into_iter()
+        .filter(|(name, _)| name == "user-connected")
+        .map(|(_, id)| id)
+        .collect();
     if b_seen != [a.sid.clone()] {
         return Err(format!(
             "pair {i}: b's backfill {b_seen:?} is not [a] ({ids})"
@@ -933,7 +1163,7 @@ async fn rss_step(kind: Kind, root: &Path, n: usize) -> R<RssStep> {
                 };
                 drop(permit);
                 let mut c = match r {
-                    Ok(c) => c,
+                    Ok((c, _)) => c,
                     Err(e) => {
                         failed.fetch_add(1, Ordering::Relaxed);
                         first_err.lock().unwrap().get_or_insert(e);
@@ -1009,6 +1239,8 @@ struct Results {
     relay_p99_ms: Option<f64>,
     relay_max_ms: Option<f64>,
     relay_delivered: Option<(u64, u64)>,
+    /// Over every joins round (warm-up included): exact rounds, rounds, init-offers got, due.
+    join_fanout: Option<(usize, usize, usize, usize)>,
     relay_cpu_us_per_msg: Option<f64>,
     low_p50_ms: Option<f64>,
     low_p99_ms: Option<f64>,
@@ -1040,14 +1272,51 @@ fn check_relay(who: &str, what: &str, pairs: usize, s: &RelayStats) {
             s.pairs
         ));
     }
+    if s.received > s.sent {
+        inexact(format!(
+            "{who} {what}: {} messages received for {} sent (duplicates)",
+            s.received, s.sent
+        ));
+    }
     if s.received < s.sent {
-        note(format!(
+        inexact(format!(
             "{who} {what}: {} of {} messages never arrived (dropped, or later than {} s after the senders stopped) in {} pair(s), e.g. {}",
             s.sent - s.received,
             s.sent,
             RELAY_GRACE.as_secs(),
             s.short_pairs.len(),
             s.short_pairs
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+}
+
+/// Records a joins round's fan-out verdict; anything but exact is a failure of the run.
+fn check_fanout(who: &str, what: &str, round: &JoinRound, res: &mut Results) {
+    let f = &round.fanout;
+    let (mut exact, mut rounds, mut got, mut due) = res.join_fanout.unwrap_or_default();
+    rounds += 1;
+    exact += usize::from(f.exact());
+    got += f.init_offers;
+    due += f.due;
+    res.join_fanout = Some((exact, rounds, got, due));
+    eprintln!(
+        "   fan-out: {} init-offers of {} due, {} problem(s)",
+        f.init_offers,
+        f.due,
+        f.problems.len()
+    );
+    if !f.exact() {
+        inexact(format!(
+            "{who} {what}: {} init-offers for {} due, {} problem(s), e.g. {}",
+            f.init_offers,
+            f.due,
+            f.problems.len(),
+            f.problems
                 .iter()
                 .take(3)
                 .cloned()
@@ -1065,6 +1334,7 @@ async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
 
     eprintln!("== {who}: joins warm-up ({JOIN_WARMUP_SOCKETS} sockets)");
     let w = joins_round(&server, JOIN_WARMUP_SOCKETS, &format!("jw-{who}")).await;
+    check_fanout(who, "joins warm-up", &w, res);
     if w.failed > 0 {
         note(format!(
             "{who} joins warm-up: {} failed; first error: {}",
@@ -1076,6 +1346,7 @@ async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
     let (mut cpu_s, mut joined) = (Some(0.0), 0usize);
     for r in 0..JOIN_ROUNDS {
         let round = joins_round(&server, JOIN_SOCKETS, &format!("j{r}-{who}")).await;
+        check_fanout(who, &format!("joins round {}", r + 1), &round, res);
         cpu_s = cpu_s.zip(round.cpu_s).map(|(a, b)| a + b);
         joined += round.ok;
         let rate = round.ok as f64 / round.secs.max(1e-9);
@@ -1420,6 +1691,24 @@ fn print_table(facts: &str, kinds: &[Kind], ours: &Results, node: &Results, rss_
         r.relay_delivered
             .map_or_else(|| "n/a".into(), |(got, sent)| format!("{got} / {sent}"))
     };
+    let fanout = |r: &Results| {
+        r.join_fanout.map_or_else(
+            || "n/a".into(),
+            |(exact, rounds, got, due)| {
+                let verdict = if exact == rounds {
+                    "exact"
+                } else {
+                    "NOT EXACT"
+                };
+                format!("{verdict}: {exact}/{rounds} rounds, {got} / {due} init-offers")
+            },
+        )
+    };
+    println!(
+        "| join fan-out (every round: join-ok, one user-connected + one init-offer per later joiner) | {} | {} | |",
+        fanout(ours),
+        if has_node { fanout(node) } else { "n/a".into() }
+    );
     println!(
         "| relay delivered / sent | {} | {} | |",
         delivered(ours),
@@ -1520,7 +1809,12 @@ async fn run() -> i32 {
     }
     print_table(&facts, &kinds, &ours, &node, &rss_sizes);
     eprintln!("total bench time {:.1} s", t0.elapsed().as_secs_f64());
-    0
+    if INEXACT.load(Ordering::Relaxed) {
+        eprintln!("load bench: FAILED, a count was not exact (see the notes)");
+        1
+    } else {
+        0
+    }
 }
 
 fn main() {

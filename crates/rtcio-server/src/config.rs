@@ -23,6 +23,10 @@ pub struct Policy {
     pub max_event_bytes: usize,
     /// Longest accepted room id in bytes. 0 = unlimited.
     pub max_room_id_len: usize,
+    /// `join-room` display names are trimmed and may have at most this many Unicode scalar values
+    /// and no control characters, else `join-error {reason: "invalid-name"}`
+    /// ([`crate::protocol::validate_name`]). 0 = any string, passed on as given (the anchor).
+    pub max_name_chars: usize,
     /// Relayed messages per second per socket (burst = 2×). 0 = unlimited.
     pub relay_per_second: f64,
     /// `join-room` + `check-room` per second per socket (burst 20). 0 = unlimited.
@@ -38,6 +42,7 @@ impl Default for Policy {
             reject_socket_id_rooms: true,
             max_event_bytes: 128 * 1024,
             max_room_id_len: 256,
+            max_name_chars: 64,
             relay_per_second: 200.0,
             joins_per_second: 2.0,
         }
@@ -54,6 +59,7 @@ impl Policy {
             reject_socket_id_rooms: false,
             max_event_bytes: 0,
             max_room_id_len: 0,
+            max_name_chars: 0,
             relay_per_second: 0.0,
             joins_per_second: 0.0,
         }

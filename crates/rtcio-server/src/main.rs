@@ -50,6 +50,10 @@ struct Cli {
     /// Largest accepted event in bytes (0 = only the 1 MB Engine.IO limit).
     #[arg(long)]
     max_event_bytes: Option<usize>,
+    /// Longest display name in join-room, in Unicode scalar values after trimming (0 = any string,
+    /// passed on as given).
+    #[arg(long)]
+    max_name_chars: Option<usize>,
     /// Relayed messages per second per socket (0 = unlimited).
     #[arg(long)]
     relay_rate: Option<f64>,
@@ -79,6 +83,9 @@ impl Cli {
         }
         if let Some(n) = self.max_event_bytes {
             p.max_event_bytes = n;
+        }
+        if let Some(n) = self.max_name_chars {
+            p.max_name_chars = n;
         }
         if let Some(r) = self.relay_rate {
             p.relay_per_second = r.max(0.0);

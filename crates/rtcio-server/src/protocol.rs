@@ -130,6 +130,55 @@ pub fn parse_room_request(arg: Option<&RawValue>, max_room_len: usize) -> RoomPa
     })
 }
 
+/// Why a `join-room` display name was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidName {
+    /// More Unicode scalar values than allowed (after trimming).
+    #[error("name has {chars} characters, at most {max} are allowed")]
+    TooLong {
+        /// Length of the trimmed name.
+        chars: usize,
+        /// The limit in force.
+        max: usize,
+    },
+    /// A control, line-separator or bidirectional-formatting character.
+    #[error("name contains the control character U+{0:04X}")]
+    ControlCharacter(u32),
+}
+
+/// Characters a display name may not contain: they break the one-line labels every client draws
+/// (C0/C1 controls, line and paragraph separators) or reorder the text around them to spoof other
+/// names (bidirectional embeddings, overrides and isolates).
+fn forbidden_in_name(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Validates the display name of a `join-room` (already `None` when absent or not a string, which
+/// the anchor would echo as given and we treat as absent).
+///
+/// With `max_chars == 0` any string passes unchanged (the anchor). Otherwise the name is trimmed;
+/// empty after trimming counts as absent; longer than `max_chars` Unicode scalar values or holding a
+/// [forbidden character](forbidden_in_name) is refused.
+pub fn validate_name(name: Option<&str>, max_chars: usize) -> Result<Option<String>, InvalidName> {
+    let Some(name) = name else { return Ok(None) };
+    if max_chars == 0 {
+        return Ok(Some(name.to_string()));
+    }
+    let name = name.trim();
+    if let Some(c) = name.chars().find(|c| forbidden_in_name(*c)) {
+        return Err(InvalidName::ControlCharacter(c as u32));
+    }
+    let chars = name.chars().count();
+    if chars > max_chars {
+        return Err(InvalidName::TooLong {
+            chars,
+            max: max_chars,
+        });
+    }
+    Ok((!name.is_empty()).then(|| name.to_string()))
+}
+
 /// Reasons carried by `join-error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -142,6 +191,8 @@ pub enum JoinErrorReason {
     PasswordRequired,
     /// Too many join / check requests from this socket (our addition).
     RateLimited,
+    /// The `join-room` name is too long or has control characters (our addition).
+    InvalidName,
 }
 
 /// `join-error {"reason", "roomId"}` (roomId omitted when the request had none).
@@ -421,6 +472,48 @@ mod tests {
             RoomParse::Ok(r) => assert_eq!(r.password, ""),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn names_are_trimmed_capped_and_free_of_controls() {
+        assert_eq!(validate_name(None, 64), Ok(None));
+        assert_eq!(validate_name(Some("  bob\t"), 64), Ok(Some("bob".into())));
+        assert_eq!(validate_name(Some(" \n "), 64), Ok(None), "blank is absent");
+        // Unicode scalar values, not bytes: 64 × "é" (128 bytes) and 64 emoji (256 bytes) pass.
+        for unit in ["x", "é", "😀"] {
+            let ok = unit.repeat(64);
+            assert_eq!(validate_name(Some(&ok), 64), Ok(Some(ok.clone())));
+            assert_eq!(
+                validate_name(Some(&unit.repeat(65)), 64),
+                Err(InvalidName::TooLong { chars: 65, max: 64 })
+            );
+        }
+        assert_eq!(
+            validate_name(Some(&format!("  {}  ", "x".repeat(64))), 64),
+            Ok(Some("x".repeat(64))),
+            "the limit applies after trimming"
+        );
+        for (bad, code) in [
+            ("a\nb", 0x0a),
+            ("a\u{0}b", 0),
+            ("a\u{7f}", 0x7f),
+            ("a\u{9b}b", 0x9b),
+            ("a\u{2028}b", 0x2028),
+            ("evil\u{202E}gpj.exe", 0x202e),
+            ("a\u{2067}b", 0x2067),
+        ] {
+            assert_eq!(
+                validate_name(Some(bad), 64),
+                Err(InvalidName::ControlCharacter(code)),
+                "{bad:?}"
+            );
+        }
+        // The anchor: anything goes, untouched.
+        assert_eq!(validate_name(Some(" a\nb "), 0), Ok(Some(" a\nb ".into())));
+        assert_eq!(
+            to_raw(&JoinError::for_room(JoinErrorReason::InvalidName, "r")).get(),
+            r#"{"reason":"invalid-name","roomId":"r"}"#
+        );
     }
 
     #[test]

@@ -158,6 +158,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 store: Store::memory(),
                 policy: config.policy.clone(),
                 disconnects: disconnects_tx.clone(),
+                rooms: Default::default(),
             });
             install(&io, shared, config.auth_token.clone());
             (http_router(layer, &config)?, closer(io))
@@ -176,6 +177,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 store,
                 policy: config.policy.clone(),
                 disconnects: disconnects_tx.clone(),
+                rooms: Default::default(),
             });
             install(&io, shared, config.auth_token.clone())
                 .await
@@ -226,9 +228,13 @@ fn install<A: Adapter + DefinedAdapter>(
     // Everything happens in the connect middleware, which runs before socketioxide sends the
     // CONNECT ack: a client that emits `join-room` the moment it is connected (every rtc.io
     // client does) must find its handlers in place. The connect handler itself runs only after
-    // the ack and would race that first event.
+    // the ack and would race that first event; it only tells the socket's worker that replies can
+    // now be sent.
     let token: Arc<Option<String>> = Arc::new(token);
-    let on_connect = |_: SocketRef<A>| std::future::ready(());
+    let on_connect = |s: SocketRef<A>| {
+        session::connected(&s);
+        std::future::ready(())
+    };
     let handler = on_connect.with(
         move |socket: SocketRef<A>, TryData(auth): TryData<serde_json::Value>| {
             let token = token.clone();

@@ -2,9 +2,15 @@
 //! would let a `join-room` overtake the `media-state` sent right after it; instead each inbound
 //! event is queued synchronously (in arrival order) and this worker handles them one at a time,
 //! the disconnecting hook included — the per-socket ordering rtc.io-server gets from Node.
+//!
+//! Across sockets, everything that reads a room's membership and then changes it or tells its
+//! members (a join with its backfill and fan-out, a leave with its announcements) runs under that
+//! room's lock: Node runs such a handler without interleaving, and two joins that each read the
+//! members before the other was added would both (or neither) send the other an init-offer.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -13,7 +19,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::{FromMessage, Value};
 use socketioxide::socket::Socket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, OwnedMutexGuard, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::Policy;
@@ -22,12 +28,15 @@ use crate::protocol::{
     JoinOk, MediaStateBackfill, PasswordChange, RoomCheckOk, RoomParse, UserConnected,
 };
 use crate::ratelimit::TokenBucket;
-use crate::store::{Store, StoreError};
+use crate::store::{RoomLease, Store, StoreError};
 
 /// Events a socket may have waiting before the worker drops new ones (a flood, not a client).
 const QUEUE_DEPTH: usize = 1024;
 /// join-room + check-room requests a socket may send at once before the rate applies.
 const JOIN_BURST: f64 = 20.0;
+/// How long a worker waits for socketioxide to finish the connect it started in. That is a few
+/// synchronous steps after our middleware; a socket not connected by then never will be.
+const CONNECT_GUARD: Duration = Duration::from_secs(10);
 
 /// What every socket worker shares.
 pub(crate) struct Shared<A: Adapter> {
@@ -37,6 +46,127 @@ pub(crate) struct Shared<A: Adapter> {
     /// Counts sockets whose disconnect was fully handled (leave announcements sent), so an
     /// embedding app can wait for its own socket's before stopping the server.
     pub disconnects: tokio::sync::watch::Sender<u64>,
+    /// Serialises membership reads and changes per room (see the module docs).
+    pub rooms: RoomLocks,
+}
+
+/// One async lock per room in use; entries go away with their last holder or waiter. (A waiter
+/// cancelled after the holder left would leave an idle entry behind; workers never cancel.)
+#[derive(Default)]
+pub(crate) struct RoomLocks {
+    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Holds one room's lock; dropping it releases the lock and forgets an idle entry.
+pub(crate) struct RoomGuard<'a> {
+    locks: &'a RoomLocks,
+    room: String,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl RoomLocks {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        // The map is only read or updated in one step; a panic elsewhere cannot corrupt it.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) async fn lock(&self, room: &str) -> RoomGuard<'_> {
+        let m = self.map().entry(room.to_string()).or_default().clone();
+        RoomGuard {
+            locks: self,
+            room: room.to_string(),
+            guard: Some(m.lock_owned().await),
+        }
+    }
+
+    /// Locks several rooms, in sorted order so two sockets leaving the same rooms cannot
+    /// deadlock.
+    async fn lock_all(&self, rooms: &[String]) -> Vec<RoomGuard<'_>> {
+        let mut sorted: Vec<&String> = rooms.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        let mut guards = Vec::with_capacity(sorted.len());
+        for r in sorted {
+            guards.push(self.lock(r).await);
+        }
+        guards
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map().len()
+    }
+}
+
+/// Rooms held by one socket: this process's locks and, with Redis, the rooms' leases.
+struct Held<'a> {
+    _local: Vec<RoomGuard<'a>>,
+    leases: Vec<RoomLease>,
+}
+
+/// Locks `rooms` in this process, then leases them in the shared store (sorted, like the local
+/// locks, so two holders of overlapping rooms cannot deadlock).
+async fn hold_rooms<'a, A: Adapter>(
+    sh: &'a Shared<A>,
+    sid: &str,
+    rooms: &[String],
+) -> Result<Held<'a>, HandleError> {
+    let local = sh.rooms.lock_all(rooms).await;
+    let mut sorted: Vec<&String> = rooms.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    let mut held = Held {
+        _local: local,
+        leases: Vec::new(),
+    };
+    for room in sorted {
+        match sh.store.lease_room(room, sid).await {
+            Ok(Some(l)) => held.leases.push(l),
+            Ok(None) => {}
+            Err(e) => {
+                held.release(&sh.store, sid).await;
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(held)
+}
+
+impl Held<'_> {
+    /// Gives the leases back, then the local locks.
+    async fn release(self, store: &Store, sid: &str) {
+        for lease in self.leases {
+            // Not fatal: an unreleased lease expires by itself.
+            if let Err(e) = store.release_room(lease).await {
+                warn!(%sid, "room lease not released: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for RoomGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.locks.map();
+        // Only the map's own reference left: nobody holds or waits for this room.
+        if map
+            .get(&self.room)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            map.remove(&self.room);
+        }
+    }
+}
+
+/// Fired by the connect handler, which socketioxide calls once the socket is marked connected.
+#[derive(Clone)]
+struct ConnectSignal(Arc<Notify>);
+
+/// Tells the socket's worker that socketioxide has sent the CONNECT ack and marked it connected.
+pub(crate) fn connected<A: Adapter>(socket: &SocketRef<A>) {
+    if let Some(ConnectSignal(n)) = socket.extensions.get::<ConnectSignal>() {
+        n.notify_one();
+    }
 }
 
 enum Inbound {
@@ -75,6 +205,8 @@ pub(crate) fn attach<A: Adapter>(shared: Arc<Shared<A>>, socket: SocketRef<A>) {
     // socket.io puts every socket in a room named after its id; relays address that room.
     socket.join(sid.clone());
     let (tx, rx) = mpsc::channel::<Inbound>(QUEUE_DEPTH);
+    let signal = Arc::new(Notify::new());
+    socket.extensions.insert(ConnectSignal(signal.clone()));
     let max_bytes = shared.policy.max_event_bytes;
 
     let event_tx = tx.clone();
@@ -101,7 +233,7 @@ pub(crate) fn attach<A: Adapter>(shared: Arc<Shared<A>>, socket: SocketRef<A>) {
             }
         }
     });
-    tokio::spawn(worker(shared, socket, rx));
+    tokio::spawn(worker(shared, socket, rx, signal));
 }
 
 fn enqueue(tx: &mpsc::Sender<Inbound>, sid: &str, v: Value, max_bytes: usize) {
@@ -132,6 +264,7 @@ async fn worker<A: Adapter>(
     sh: Arc<Shared<A>>,
     socket: SocketRef<A>,
     mut rx: mpsc::Receiver<Inbound>,
+    connect_signal: Arc<Notify>,
 ) {
     let sid = socket.id.to_string();
     let now = Instant::now();
@@ -143,18 +276,23 @@ async fn worker<A: Adapter>(
         ),
         joins: TokenBucket::new(sh.policy.joins_per_second, JOIN_BURST, now),
     };
+    // The worker starts in the connect middleware; socketioxide marks the socket connected only
+    // after it has sent the CONNECT ack, then calls the connect handler, which fires the signal. A
+    // client that answers the ack at once can get its first event queued before that, and replies
+    // would then be refused as "socket closed": handle nothing before the signal.
+    if !socket.connected()
+        && tokio::time::timeout(CONNECT_GUARD, connect_signal.notified())
+            .await
+            .is_err()
+        && !socket.connected()
+    {
+        // socketioxide gave up on the connect (its CONNECT ack could not be sent).
+        debug!(%sid, "socket never connected; worker ends");
+        return;
+    }
+    socket.extensions.remove::<ConnectSignal>();
     if let Err(e) = sh.store.register_socket(&sid).await {
         warn!(%sid, "store: {e}");
-    }
-    // The worker starts in the connect middleware; socketioxide marks the socket connected only
-    // after it has sent the CONNECT ack. A client that answers the ack at once can get its first
-    // event here before that, and replies would then be refused as "socket closed". Wait for it.
-    let started = Instant::now();
-    while !socket.connected() && started.elapsed() < std::time::Duration::from_secs(10) {
-        if rx.is_closed() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     debug!(%sid, "socket connected");
     while let Some(item) = rx.recv().await {
@@ -346,6 +484,8 @@ async fn check_room<A: Adapter>(
     let Some(req) = room_request(sh, socket, sid, arg, limits).await? else {
         return Ok(());
     };
+    // Occupancy and password are read together, as a join would see them.
+    let _room = sh.rooms.lock(&req.room_id).await;
     let occupied = !live_members(&sh.io, &req.room_id).await?.is_empty();
     let stored = sh.store.password(&req.room_id).await?;
     match protocol::check_password(occupied, &stored, &req.password) {
@@ -377,6 +517,35 @@ async fn join_room<A: Adapter>(
         return Ok(());
     };
     let room = req.room_id.as_str();
+    let name = match protocol::validate_name(req.name.as_deref(), sh.policy.max_name_chars) {
+        Ok(n) => n,
+        Err(e) => {
+            info!(%sid, room, "join refused: {e}");
+            emit_self(
+                socket,
+                "join-error",
+                &JoinError::for_room(JoinErrorReason::InvalidName, room),
+            );
+            return Ok(());
+        }
+    };
+    // From the membership read to the last fan-out emit, no other join or leave of this room
+    // may interleave, on this process or another: each pair of members must agree on who was
+    // there first.
+    let held = hold_rooms(sh, sid, std::slice::from_ref(&req.room_id)).await?;
+    let r = join_locked(sh, socket, sid, &req, name).await;
+    held.release(&sh.store, sid).await;
+    r
+}
+
+async fn join_locked<A: Adapter>(
+    sh: &Shared<A>,
+    socket: &SocketRef<A>,
+    sid: &str,
+    req: &protocol::RoomRequest,
+    name: Option<String>,
+) -> Result<(), HandleError> {
+    let room = req.room_id.as_str();
     let mut members = live_members(&sh.io, room).await?;
     let occupied = !members.is_empty();
     let stored = sh.store.password(room).await?;
@@ -390,7 +559,7 @@ async fn join_room<A: Adapter>(
         PasswordChange::Set(pw) => sh.store.set_password(room, Some(&pw)).await?,
         PasswordChange::Clear => sh.store.set_password(room, None).await?,
     }
-    sh.store.add_member(sid, room, req.name.as_deref()).await?;
+    sh.store.add_member(sid, room, name.as_deref()).await?;
     let rejoin = members.iter().any(|m| m == sid);
     if rejoin && sh.policy.dedupe_rejoin {
         emit_self(socket, "join-ok", &JoinOk { room_id: room });
@@ -426,11 +595,19 @@ async fn join_room<A: Adapter>(
     }
     emit_self(socket, "join-ok", &JoinOk { room_id: room });
     let me = UserConnected {
-        name: req.name.as_deref(),
+        name: name.as_deref(),
         id: sid,
     };
-    emit_room(socket, room, "user-connected", &me).await?;
-    emit_room(socket, room, EV_INIT_OFFER, &InitOffer { source: sid }).await?;
+    // A member closing at this moment makes the broadcast report an error, yet the others got it;
+    // it must not stop the init-offer after the user-connected.
+    for r in [
+        emit_room(socket, room, "user-connected", &me).await,
+        emit_room(socket, room, EV_INIT_OFFER, &InitOffer { source: sid }).await,
+    ] {
+        if let Err(e) = r {
+            debug!(%sid, room, "join fan-out not delivered to everyone: {e}");
+        }
+    }
     info!(%sid, room, members = members.len(), "joined");
     Ok(())
 }
@@ -475,6 +652,16 @@ async fn on_disconnecting<A: Adapter>(
             first_err.get_or_insert(e);
         }
     };
+    // A join of one of these rooms either completes before (and is told we left) or starts after
+    // we are out of the room (and never hears of us).
+    let held = match hold_rooms(sh, sid, &rooms).await {
+        Ok(h) => Some(h),
+        Err(e) => {
+            // The announcements matter more than the ordering: go on without the leases.
+            warn!(%sid, "leaving without the room leases: {e}");
+            None
+        }
+    };
     // rtc.io-server core hook first: the P2P layer's hint.
     for room in &rooms {
         note(emit_room(socket, room, EV_PEER_LEFT, &IdOnly { id: sid }).await);
@@ -483,13 +670,19 @@ async fn on_disconnecting<A: Adapter>(
     note(sh.store.forget_media(sid).await.map_err(Into::into));
     for room in &rooms {
         note(emit_room(socket, room, "user-disconnected", &IdOnly { id: sid }).await);
+        // socketioxide drops the rooms only after this hook; leave now, under the lock, so the
+        // next joiner's backfill does not list us.
+        socket.leave(room.clone());
         match live_members(&sh.io, room).await {
-            Ok(m) if m.len() <= 1 => {
+            Ok(m) if m.is_empty() => {
                 note(sh.store.set_password(room, None).await.map_err(Into::into))
             }
             Ok(_) => {}
             Err(e) => note(Err(e)),
         }
+    }
+    if let Some(h) = held {
+        h.release(&sh.store, sid).await;
     }
     note(
         sh.store
@@ -499,4 +692,30 @@ async fn on_disconnecting<A: Adapter>(
     );
     debug!(%sid, rooms = rooms.len(), "socket left");
     first_err.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    #[tokio::test]
+    async fn room_locks_serialise_one_room_and_forget_idle_ones() {
+        let locks = RoomLocks::default();
+        let held = locks.lock("r").await;
+        assert!(locks.lock("r").now_or_never().is_none(), "second holder");
+        // Other rooms are independent.
+        let other = locks.lock("s").now_or_never().expect("room s is free");
+        drop(other);
+        assert_eq!(locks.len(), 1, "only the held room stays");
+        drop(held);
+        assert_eq!(locks.len(), 0);
+        // A repeated room in one leave is locked once, not twice (which would deadlock).
+        let rooms = ["b".to_string(), "a".to_string(), "b".to_string()];
+        let all = locks.lock_all(&rooms).now_or_never().expect("free rooms");
+        assert_eq!(all.len(), 2);
+        assert!(locks.lock("a").now_or_never().is_none());
+        drop(all);
+        assert_eq!(locks.len(), 0);
+    }
 }

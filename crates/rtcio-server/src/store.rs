@@ -3,7 +3,9 @@
 //! in Redis when several processes share rooms.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
@@ -16,6 +18,25 @@ pub enum StoreError {
     /// Redis answered with an error or could not be reached.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// Another process held the room's lease for longer than a lease lives.
+    #[error("room {0:?} stayed leased by another process")]
+    LeaseTimeout(String),
+}
+
+/// How long a room lease lives in Redis when its holder dies without releasing it. A join holds it
+/// for a few Redis round trips.
+const ROOM_LEASE: Duration = Duration::from_secs(10);
+/// Longest pause between two attempts to take a busy lease.
+const LEASE_RETRY_MAX: Duration = Duration::from_millis(20);
+/// Makes every lease token of this process unique.
+static LEASE_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A room lease held in Redis, so that joins and leaves of one room on different processes do not
+/// interleave. Give it back with [`Store::release_room`].
+#[derive(Debug)]
+pub struct RoomLease {
+    key: String,
+    token: String,
 }
 
 /// Shared room state, in memory or in Redis.
@@ -341,6 +362,61 @@ impl Store {
                 Ok(())
             }
         }
+    }
+
+    /// Takes the cross-process lease of `room` for `holder`, waiting while another process holds
+    /// it. `None` for the in-memory store (one process; its own room locks suffice).
+    pub async fn lease_room(
+        &self,
+        room: &str,
+        holder: &str,
+    ) -> Result<Option<RoomLease>, StoreError> {
+        let Store::Redis(r) = self else {
+            return Ok(None);
+        };
+        let mut c = r.conn.clone();
+        let key = r.key(&format!("lock:{room}"));
+        let token = format!("{holder}:{}", LEASE_SEQ.fetch_add(1, Ordering::Relaxed));
+        // A lease left by a dead process expires, so waiting longer than that means trouble.
+        let deadline = Instant::now() + ROOM_LEASE + Duration::from_secs(1);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let taken: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ROOM_LEASE.as_millis() as u64)
+                .query_async(&mut c)
+                .await?;
+            if taken.is_some() {
+                return Ok(Some(RoomLease { key, token }));
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::LeaseTimeout(room.to_string()));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LEASE_RETRY_MAX);
+        }
+    }
+
+    /// Gives a lease back, unless it already expired and another holder took it.
+    pub async fn release_room(&self, lease: RoomLease) -> Result<(), StoreError> {
+        let Store::Redis(r) = self else {
+            return Ok(());
+        };
+        let mut c = r.conn.clone();
+        let _: i64 = redis::cmd("EVAL")
+            .arg(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                 return redis.call('DEL', KEYS[1]) else return 0 end",
+            )
+            .arg(1)
+            .arg(&lease.key)
+            .arg(&lease.token)
+            .query_async(&mut c)
+            .await?;
+        Ok(())
     }
 
     /// Drops the cached media state of a socket (done first on disconnecting, like the anchor).

@@ -333,12 +333,49 @@ async fn eight_clients(urls: &[String]) {
     }
 }
 
+/// Display names: too long or with control characters refused with `invalid-name`; trimmed,
+/// blank and non-string names as documented; the socket stays usable after a refusal.
+async fn names(urls: &[String]) {
+    let r = room("names");
+    let mut a = connect(url(urls, 0), "A").await;
+    for bad in [
+        json!("x".repeat(65)),
+        json!("a\u{0007}b"),
+        json!("evil\u{202E}txt"),
+    ] {
+        a.emit("join-room", json!({"roomId": r, "name": bad})).await;
+        assert_eq!(
+            a.expect("join-error").await,
+            json!({"reason": "invalid-name", "roomId": r}),
+            "{bad}"
+        );
+    }
+    let long_ok = "é".repeat(64);
+    assert!(
+        join(&mut a, &r, &format!("  {long_ok} "), None)
+            .await
+            .is_empty()
+    );
+    let mut b = connect(url(urls, 1), "B").await;
+    b.emit("join-room", json!({"roomId": r, "name": 42})).await;
+    let uc = b.expect("user-connected").await;
+    assert_eq!(uc["name"], json!(long_ok), "trimmed name passed on");
+    b.expect("join-ok").await;
+    // A non-string name is absent: `user-connected {id}` only.
+    let uc = a.expect("user-connected").await;
+    assert!(uc.get("name").is_none(), "{uc}");
+    a.expect("#rtcio:init-offer").await;
+    a.close().await;
+    b.close().await;
+}
+
 async fn all_scenarios(urls: &[String]) {
     join_relay_leave(urls).await;
     passwords(urls).await;
     bad_payloads(urls).await;
     relay_hardening(urls).await;
     eight_clients(urls).await;
+    names(urls).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
