@@ -5,6 +5,9 @@
 /** Aspect ratio used until a tile's first frame says otherwise. */
 export const DEFAULT_ASPECT = 16 / 9;
 
+/** Space between tiles, px (app.js lays out with it; the tests compute with it). */
+export const TILE_GAP = 10;
+
 /** Areas within this fraction of each other count as equal (then the fuller grid wins). */
 const AREA_TIE = 0.005;
 
