@@ -536,6 +536,8 @@ function renderGrid() {
   if (!call) return;
   const models = tileModels();
   const keep = new Set(models.map((m) => m.tk));
+  // A pinned person who left is not pinned again should they come back.
+  if (call.pin && !keep.has(call.pin)) call.pin = null;
   for (const [tk, tile] of tileEls) {
     if (!keep.has(tk)) {
       tile.remove();
@@ -566,10 +568,9 @@ function renderGrid() {
 function stageKey() {
   if (!call) return null;
   if (call.pin && tileEls.has(call.pin)) return call.pin;
-  const shares = [...tileEls.keys()].filter((tk) => tk.startsWith('s:'));
+  const shares = [...tileEls.keys()].filter((tk) => tk.startsWith('s:') && tk !== call.dismissed);
   const remote = shares.filter((tk) => tk !== `s:${OWN_SHARE_KEY}`);
-  const pick = remote.at(-1) || shares.at(-1) || null;
-  return pick && pick !== call.dismissed ? pick : null;
+  return remote.at(-1) || shares.at(-1) || null;
 }
 
 /** Width / height of what a tile shows, once its frames told us; null before. */
@@ -578,12 +579,16 @@ function tileAspect(tile) {
   return canvas ? call.aspects.get(canvas.dataset.key) || null : null;
 }
 
-/** Whole pixels (sharp edges and text), rounded down so a box never leaves its cell. */
+/**
+ * Whole pixels (sharp edges and text), rounded down so a box never leaves its cell; the
+ * epsilon keeps float noise (−1e-13 for an exact fit) from flooring a whole pixel away.
+ */
 function place(tile, r) {
-  tile.style.left = `${Math.floor(r.x)}px`;
-  tile.style.top = `${Math.floor(r.y)}px`;
-  tile.style.width = `${Math.floor(r.w)}px`;
-  tile.style.height = `${Math.floor(r.h)}px`;
+  const px = (v) => `${Math.max(0, Math.floor(v + 1e-6))}px`;
+  tile.style.left = px(r.x);
+  tile.style.top = px(r.y);
+  tile.style.width = px(r.w);
+  tile.style.height = px(r.h);
 }
 
 /**
