@@ -39,8 +39,13 @@ export function initials(name) {
 
 /** A stable colour per person, so tiles are told apart before video exists. */
 export function avatarColor(id) {
-  let h = 0;
-  for (const ch of String(id)) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+  // FNV-1a plus a final mix: ids that differ in one character ("p1", "p2") still get
+  // far-apart hues (a plain polynomial hash gives them neighbouring ones).
+  let h = 0x811c9dc5;
+  for (const ch of String(id)) h = Math.imul(h ^ ch.codePointAt(0), 0x01000193);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  h = (h ^ (h >>> 16)) >>> 0;
   return `hsl(${h % 360} 55% 42%)`;
 }
 
