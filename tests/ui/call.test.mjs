@@ -596,10 +596,9 @@ test('speaking: mic-level lights our tile, the planned audio-level anyone; muted
   await page.keyboard.press('m');
   await emit('mic-level', { rms: 0.3, peak: 0.5 });
   assert.doesNotMatch(await attr('.tile.self', 'class'), /speaking/);
-  // The ring is drawn: a coloured border over the tile.
+  // The ring is drawn: a coloured border over the tile (after its 120 ms fade-in).
   await emit('audio-level', { peerId: 'p1', dbfs: -12 });
-  const ring = await page.locator('.tile[data-id="p1"]').evaluate((e) => getComputedStyle(e, '::after').borderTopColor);
-  assert.equal(ring, 'rgb(74, 222, 128)');
+  await page.waitForFunction(() => getComputedStyle(document.querySelector('.tile[data-id="p1"]'), '::after').borderTopColor === 'rgb(74, 222, 128)');
 });
 
 test('leave: no question, a toast on the start screen; a join-error exit gives none', async () => {
