@@ -3,6 +3,9 @@ import { channel, invoke, listen } from './bridge.js';
 import { initTransfers } from './transfer.js';
 import { initPreview, paintPreview, previewStopped, startPreview } from './preview.js';
 import { applyQuality, clearQuality, initQuality } from './quality.js';
+import { DEFAULT_ASPECT, TILE_GAP, dominantAspect, fitRect, gridRects, spotlightRects } from './layout.js';
+import { rmsToDbfs, speakers } from './speaker.js';
+import { icon } from './icons.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -36,17 +39,42 @@ export function initials(name) {
 
 /** A stable colour per person, so tiles are told apart before video exists. */
 export function avatarColor(id) {
-  let h = 0;
-  for (const ch of String(id)) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+  // FNV-1a plus a final mix: ids that differ in one character ("p1", "p2") still get
+  // far-apart hues (a plain polynomial hash gives them neighbouring ones).
+  let h = 0x811c9dc5;
+  for (const ch of String(id)) h = Math.imul(h ^ ch.codePointAt(0), 0x01000193);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  h = (h ^ (h >>> 16)) >>> 0;
   return `hsl(${h % 360} 55% 42%)`;
 }
 
-/** Columns × rows for n equal tiles: as square as possible, wider than tall. */
-export function gridShape(n) {
-  const count = Math.max(1, n);
-  const cols = Math.ceil(Math.sqrt(count));
-  const rows = Math.ceil(count / cols);
-  return { cols, rows };
+/**
+ * The link people are invited with: the server's address with the room as `?room=` (the
+ * server itself serves no page; the start screen splits such a link back into server + room).
+ */
+export function inviteLink(serverUrl, roomId) {
+  try {
+    const u = new URL(serverUrl);
+    u.searchParams.set('room', roomId);
+    return u.toString();
+  } catch {
+    return `${serverUrl}?room=${encodeURIComponent(roomId)}`;
+  }
+}
+
+/** An invite link pasted back: {server, room}, or null when the text is not one. */
+export function parseInvite(text) {
+  let u;
+  try {
+    u = new URL(String(text || '').trim());
+  } catch {
+    return null;
+  }
+  const room = u.searchParams.get('room');
+  if (!room || !['http:', 'https:', 'ws:', 'wss:'].includes(u.protocol)) return null;
+  const path = u.pathname === '/' ? '' : u.pathname;
+  return { server: `${u.protocol}//${u.host}${path}`, room };
 }
 
 /**
@@ -122,6 +150,11 @@ function formatTime(at) {
 
 // ---------------------------------------------------------------- start screen
 
+/** A synthetic source (test pattern, tone) rather than a real device. */
+export function isSyntheticDevice(dev) {
+  return !!dev && (dev.synthetic === true || String(dev.id || '').startsWith('synthetic:'));
+}
+
 function fillDevices(select, list, noneText, chosen, error) {
   select.replaceChildren();
   const all = list || [];
@@ -147,6 +180,8 @@ function fillDevices(select, list, noneText, chosen, error) {
     const opt = document.createElement('option');
     opt.value = dev.id;
     opt.textContent = dev.isDefault ? `${dev.name} (default)` : dev.name;
+    // The self view is mirrored like a mirror, except a synthetic source (its text would read backwards).
+    if (isSyntheticDevice(dev)) opt.dataset.synthetic = 'true';
     select.append(opt);
   }
   const preferred = all.find((d) => d.id === chosen) || all.find((d) => d.isDefault) || real[0];
@@ -165,6 +200,19 @@ async function loadDevices() {
     note.textContent = `Could not list devices: ${errorText(err)}`;
     note.hidden = false;
   }
+}
+
+/**
+ * An invite link pasted into the room or server field fills both: the room from `?room=`,
+ * the server (chosen as "Use an rtc.io server") from the rest.
+ */
+function takeInvite(ev) {
+  const found = parseInvite(ev.target.value);
+  if (!found) return;
+  $('room').value = found.room;
+  $('server-url-choice').checked = true;
+  $('server-url').value = found.server;
+  applyServerMode();
 }
 
 function applyServerMode() {
@@ -210,7 +258,9 @@ function readForm() {
   const camera = $('camera').disabled ? null : $('camera').value || null;
   const microphone = $('microphone').disabled ? null : $('microphone').value || null;
   const resolution = $('resolution').value;
-  return { name, roomId, hosting, url, password, camera, microphone, resolution };
+  const camOption = $('camera').selectedOptions[0];
+  const cameraSynthetic = !!camOption && camOption.dataset.synthetic === 'true';
+  return { name, roomId, hosting, url, password, camera, microphone, resolution, cameraSynthetic };
 }
 
 function validate(form) {
@@ -282,6 +332,24 @@ async function saveSettings(form) {
 
 // ---------------------------------------------------------------- call screen
 
+const GAP = TILE_GAP;
+/**
+ * A peer whose connection dropped gets the "reconnecting" banner only after this long: a
+ * person leaving normally is gone (user-disconnected) well within it, so no banner flashes.
+ */
+const PEER_GRACE_MS = 1500;
+/** A level not refreshed for this long is silence (levels come ~10/s). */
+const LEVEL_HOLD_MS = 800;
+/** Tile key of our own screen share (no frames of it come back; the tile says we share). */
+const OWN_SHARE_KEY = 'self/screen';
+
+/** Tile elements by tile key: `p:<person id>` or `s:<stream key>`. Kept across renders so
+ *  canvases keep their picture and focus stays on a tile's button. */
+const tileEls = new Map();
+/** Timers: a peer's reconnect grace, a level's hold (by id). */
+const peerTimers = new Map();
+const levelTimers = new Map();
+
 function enterCall(info, form) {
   call = {
     selfId: info.selfId,
@@ -294,6 +362,20 @@ function enterCall(info, form) {
     // stream key → {peerId, kind: 'camera' | 'screen', name}
     streams: new Map(),
     sharing: false,
+    // The stage: a tile the person pinned, and a share they sent back to the grid.
+    pin: null,
+    dismissed: null,
+    // stream key → width / height of its latest frame
+    aspects: new Map(),
+    mirror: !!form.camera && !form.cameraSynthetic,
+    signaling: 'connected',
+    // Peer ids whose connection is coming back.
+    restarting: new Set(),
+    // id → dBFS, for the speaking highlight.
+    levels: new Map(),
+    chatOpen: window.innerWidth >= 900,
+    unread: 0,
+    invites: [],
   };
   if (info.previewKey) call.streams.set(info.previewKey, { peerId: info.selfId, kind: 'camera', name: form.name });
   call.people.set(info.selfId, { name: form.name, mic: info.mic, cam: info.cam, self: true });
@@ -308,25 +390,38 @@ function enterCall(info, form) {
     share.textContent = info.hosting ? `Hosting on this computer at ${info.serverUrl} (no network address found)` : '';
     share.hidden = !info.hosting;
   }
+  const servers = info.hosting
+    ? (info.shareUrls && info.shareUrls.length ? info.shareUrls : [info.serverUrl])
+    : [form.url || info.serverUrl];
+  call.invites = servers.filter(Boolean).map((url) => inviteLink(url, info.roomId));
+  fillInvites();
   $('chat-log').replaceChildren();
   const problems = Array.isArray(info.mediaErrors) ? info.mediaErrors : [];
   showError($('call-error'), problems.length ? problems.join(' ') : null);
   hideMonitorPicker();
   updateControls();
+  updateBanner();
+  $('start-screen').hidden = true;
+  $('call-screen').hidden = false;
+  // Laid out after the screen shows: the stage has its size only now.
+  setChatOpen(call.chatOpen);
   renderGrid();
   const early = earlyStreams;
   earlyStreams = [];
   for (const ev of early) onStreamAdded(ev);
-  $('start-screen').hidden = true;
-  $('call-screen').hidden = false;
-  // The grid was laid out while hidden (zero sizes): measure the tiles now that they show.
-  reportTileSizes();
 }
 
 function exitCall(message) {
   call = null;
   reportedSizes.clear();
   clearQuality();
+  tileEls.clear();
+  $('grid').replaceChildren();
+  for (const timers of [peerTimers, levelTimers]) {
+    for (const t of timers.values()) clearTimeout(t);
+    timers.clear();
+  }
+  updateBanner();
   $('call-screen').hidden = true;
   $('start-screen').hidden = false;
   showError($('start-error'), message || null);
@@ -338,58 +433,247 @@ function cameraKey(id) {
   return null;
 }
 
+function el(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
 function videoCanvas(key) {
-  const canvas = document.createElement('canvas');
-  canvas.className = 'video';
+  const canvas = el('canvas', 'video');
   canvas.dataset.key = key;
   return canvas;
+}
+
+function badge(kind, text) {
+  const b = el('span', `badge ${kind}`);
+  b.dataset.badge = kind;
+  b.setAttribute('role', 'img');
+  b.setAttribute('aria-label', text);
+  b.title = text;
+  b.append(icon(kind === 'muted' ? 'mic-off' : 'cam-off'));
+  return b;
+}
+
+/** What the stage shows, in order: people (we come first), then screen shares. */
+function tileModels() {
+  const models = [];
+  for (const [id, p] of call.people) {
+    const key = cameraKey(id);
+    models.push({ tk: `p:${id}`, kind: 'person', id, p, videoKey: key && p.cam !== false ? key : null });
+  }
+  for (const [key, st] of call.streams) {
+    if (st.kind === 'screen') models.push({ tk: `s:${key}`, kind: 'share', key, st });
+  }
+  if (call.sharing) models.push({ tk: `s:${OWN_SHARE_KEY}`, kind: 'own-share', key: OWN_SHARE_KEY });
+  return models;
+}
+
+function makeTile(m) {
+  const tile = el('div', 'tile');
+  tile.dataset.tile = m.tk;
+  const plate = el('div', 'nameplate');
+  plate.append(el('span', 'badges'), el('span', 'tile-name'));
+  const pin = el('button', 'pin');
+  pin.type = 'button';
+  pin.setAttribute('aria-pressed', 'false');
+  pin.append(icon('pin', 'on'), icon('unpin', 'off'));
+  if (m.kind === 'person') {
+    tile.dataset.id = m.id;
+    const status = el('div', 'tile-status');
+    status.append(el('span', 'spinner'), el('span', '', 'Reconnecting…'));
+    tile.append(el('div', 'avatar'), plate, status, pin);
+  } else if (m.kind === 'share') {
+    tile.classList.add('share');
+    tile.dataset.share = m.key;
+    tile.append(videoCanvas(m.key), plate, pin);
+  } else {
+    tile.classList.add('share', 'own');
+    tile.dataset.share = m.key;
+    const note = el('div', 'own-share');
+    const stop = el('button', 'stop-share', 'Stop sharing');
+    stop.type = 'button';
+    note.append(icon('share'), el('p', '', 'You are sharing your screen'), stop);
+    tile.append(note, plate, pin);
+  }
+  return tile;
+}
+
+function updateTile(tile, m) {
+  let name;
+  if (m.kind === 'person') {
+    const p = m.p;
+    name = p.self ? `${p.name} (you)` : p.name;
+    tile.classList.toggle('self', !!p.self);
+    tile.classList.toggle('lost', !!p.lost);
+    // Our camera as in a mirror (what people expect of a self view); never a screen.
+    tile.classList.toggle('mirror', !!p.self && call.mirror);
+    const avatar = tile.querySelector('.avatar');
+    avatar.textContent = initials(p.name);
+    avatar.style.background = avatarColor(m.id);
+    // The video covers the initials; with the camera off the initials show again.
+    const canvas = tile.querySelector('canvas.video');
+    if (m.videoKey) {
+      if (!canvas || canvas.dataset.key !== m.videoKey) {
+        canvas?.remove();
+        avatar.after(videoCanvas(m.videoKey));
+      }
+    } else if (canvas) {
+      canvas.remove();
+    }
+    const badges = tile.querySelector('.badges');
+    badges.replaceChildren();
+    if (p.mic === false) badges.append(badge('muted', 'Muted'));
+    if (p.cam === false) badges.append(badge('cam-off', 'Camera off'));
+  } else if (m.kind === 'share') {
+    const owner = call.people.get(m.st.peerId);
+    name = `${(owner && owner.name) || m.st.name || personName(m.st.peerId)}'s screen`;
+  } else {
+    name = 'Your screen';
+  }
+  tile.querySelector('.tile-name').textContent = name;
+  tile.querySelector('.pin').setAttribute('aria-label', `Pin ${name}`);
 }
 
 function renderGrid() {
   const grid = $('grid');
   if (!call) return;
-  const entries = [...call.people.entries()];
-  const shares = [...call.streams.entries()].filter(([, st]) => st.kind === 'screen');
-  const { cols, rows } = gridShape(entries.length + shares.length);
-  grid.style.setProperty('--cols', cols);
-  grid.style.setProperty('--rows', rows);
-  grid.dataset.count = String(entries.length + shares.length);
-  const personTiles = entries.map(([id, p]) => {
-    const tile = document.createElement('div');
-    tile.className = 'tile' + (p.self ? ' self' : '') + (p.lost ? ' lost' : '');
-    tile.dataset.id = id;
-    const avatar = document.createElement('div');
-    avatar.className = 'avatar';
-    avatar.textContent = initials(p.name);
-    avatar.style.background = avatarColor(id);
-    const label = document.createElement('div');
-    label.className = 'tile-name';
-    label.textContent = p.self ? `${p.name} (you)` : p.name;
-    const badges = document.createElement('div');
-    badges.className = 'badges';
-    if (p.mic === false) badges.append(badge('muted', 'Muted'));
-    if (p.cam === false) badges.append(badge('cam-off', 'Camera off'));
-    tile.append(avatar);
-    // The video covers the initials; with the camera off the initials show again.
-    const key = cameraKey(id);
-    if (key && p.cam !== false) tile.append(videoCanvas(key));
-    tile.append(label, badges);
+  const models = tileModels();
+  const keep = new Set(models.map((m) => m.tk));
+  // A pinned person who left is not pinned again should they come back.
+  if (call.pin && !keep.has(call.pin)) call.pin = null;
+  for (const [tk, tile] of tileEls) {
+    if (!keep.has(tk)) {
+      tile.remove();
+      tileEls.delete(tk);
+    }
+  }
+  const ordered = models.map((m) => {
+    let tile = tileEls.get(m.tk);
+    if (!tile) {
+      tile = makeTile(m);
+      tileEls.set(m.tk, tile);
+    }
+    updateTile(tile, m);
     return tile;
   });
-  const shareTiles = shares.map(([key, st]) => {
-    const tile = document.createElement('div');
-    tile.className = 'tile share';
-    tile.dataset.share = key;
-    const label = document.createElement('div');
-    label.className = 'tile-name';
-    const owner = call.people.get(st.peerId);
-    label.textContent = `${(owner && owner.name) || st.name || personName(st.peerId)}'s screen`;
-    tile.append(videoCanvas(key), label);
-    return tile;
-  });
-  grid.replaceChildren(...personTiles, ...shareTiles);
+  const current = [...grid.children];
+  if (current.length !== ordered.length || ordered.some((t, i) => current[i] !== t)) grid.replaceChildren(...ordered);
+  grid.dataset.count = String(ordered.length);
+  updateAlone();
+  layout();
   applyQuality();
+  applySpeaking();
+}
+
+// ---------------------------------------------------------------- layout
+
+/** The tile a person pinned, else the newest screen share (a remote one before our own). */
+function stageKey() {
+  if (!call) return null;
+  if (call.pin && tileEls.has(call.pin)) return call.pin;
+  const shares = [...tileEls.keys()].filter((tk) => tk.startsWith('s:') && tk !== call.dismissed);
+  const remote = shares.filter((tk) => tk !== `s:${OWN_SHARE_KEY}`);
+  return remote.at(-1) || shares.at(-1) || null;
+}
+
+/** Width / height of what a tile shows, once its frames told us; null before. */
+function tileAspect(tile) {
+  const canvas = tile.querySelector('canvas.video');
+  return canvas ? call.aspects.get(canvas.dataset.key) || null : null;
+}
+
+/**
+ * Whole pixels (sharp edges and text), rounded down so a box never leaves its cell; the
+ * epsilon keeps float noise (−1e-13 for an exact fit) from flooring a whole pixel away.
+ */
+function place(tile, r) {
+  const px = (v) => `${Math.max(0, Math.floor(v + 1e-6))}px`;
+  tile.style.left = px(r.x);
+  tile.style.top = px(r.y);
+  tile.style.width = px(r.w);
+  tile.style.height = px(r.h);
+}
+
+/**
+ * Places every tile: the area-maximising grid (layout.js) or, with something on the stage,
+ * the stage tile big and the rest in a strip. Each tile's box has its video's aspect, so the
+ * frame fills it without black bars.
+ */
+function layout() {
+  if (!call) return;
+  const grid = $('grid');
+  const W = grid.clientWidth;
+  const H = grid.clientHeight;
+  if (W < 2 || H < 2) return;
+  const tiles = [...grid.children].filter((t) => t.classList.contains('tile'));
+  const stage = stageKey();
+  const others = tiles.filter((t) => t.dataset.tile !== stage);
+  // The cells' aspect: what most of these videos have (16:9 until frames say otherwise).
+  const cellAspect = dominantAspect(others.map(tileAspect).filter(Boolean));
+  if (stage) {
+    const main = tileEls.get(stage);
+    const s = spotlightRects(W, H, others.length, tileAspect(main) || DEFAULT_ASPECT, cellAspect, GAP);
+    place(main, s.main);
+    others.forEach((t, i) => place(t, fitRect(s.strip[i], tileAspect(t) || cellAspect)));
+    grid.dataset.layout = 'spotlight';
+    grid.dataset.side = s.side;
+    delete grid.dataset.cols;
+    delete grid.dataset.rows;
+  } else {
+    const g = gridRects(W, H, tiles.length, cellAspect, GAP);
+    tiles.forEach((t, i) => place(t, fitRect(g.rects[i], tileAspect(t) || cellAspect)));
+    grid.dataset.layout = 'grid';
+    grid.dataset.cols = String(g.cols);
+    grid.dataset.rows = String(g.rows);
+    delete grid.dataset.side;
+  }
+  grid.dataset.stage = stage || '';
+  for (const t of tiles) {
+    const on = t.dataset.tile === stage;
+    t.classList.toggle('pinned', on);
+    t.classList.toggle('in-strip', !!stage && !on);
+    const pin = t.querySelector('.pin');
+    pin.setAttribute('aria-pressed', String(on));
+    pin.dataset.tooltip = on ? 'Back to the grid (Esc)' : 'Pin';
+  }
+  grid.dataset.laidOut = `${W}x${H}`;
   reportTileSizes();
+}
+
+let layoutQueued = false;
+
+/** One layout in the next frame, however many frames changed aspect meanwhile. */
+function scheduleLayout() {
+  if (layoutQueued) return;
+  layoutQueued = true;
+  requestAnimationFrame(() => {
+    layoutQueued = false;
+    layout();
+  });
+}
+
+/** Pins a tile on the stage, or sends the stage tile back to the grid. */
+function togglePin(tk) {
+  if (!call || !tileEls.has(tk)) return;
+  if (stageKey() === tk) {
+    unpin();
+    return;
+  }
+  call.pin = tk;
+  layout();
+}
+
+/** Back to the grid (Escape); true when something was on the stage. */
+function unpin() {
+  const stage = stageKey();
+  if (!stage) return false;
+  if (call.pin === stage) call.pin = null;
+  // A share that took the stage by itself stays in the grid until a new share starts.
+  if (stageKey() === stage) call.dismissed = stage;
+  layout();
+  return true;
 }
 
 /** Last size reported per stream key, so resizes are sent once. */
@@ -435,30 +719,194 @@ function paintFrame(buf) {
   if (canvas.height !== f.height) canvas.height = f.height;
   canvas.getContext('2d').putImageData(new ImageData(f.pixels, f.width, f.height), 0, 0);
   canvas.dataset.painted = String(Number(canvas.dataset.painted || 0) + 1);
+  // The tile takes the video's real aspect (Rust keeps it when scaling; 2 % absorbs rounding).
+  const aspect = f.width / f.height;
+  const known = call.aspects.get(f.key);
+  if (!known || Math.abs(known - aspect) > aspect * 0.02) {
+    call.aspects.set(f.key, aspect);
+    scheduleLayout();
+  }
   videoStats.painted += 1;
   videoStats.perKey[f.key] = (videoStats.perKey[f.key] || 0) + 1;
   videoStats.ipcMs += Math.max(0, arrived - f.sentAtUs / 1000);
   videoStats.paintMs += performance.timeOrigin + performance.now() - arrived;
 }
 
-function badge(kind, text) {
-  const b = document.createElement('span');
-  b.className = `badge ${kind}`;
-  b.dataset.badge = kind;
-  b.textContent = text;
-  return b;
+// ---------------------------------------------------------------- who is speaking
+
+/** A level for a tile id (dBFS); it counts until LEVEL_HOLD_MS pass without a new one. */
+function setLevel(id, dbfs) {
+  if (!call) return;
+  call.levels.set(id, dbfs);
+  clearTimeout(levelTimers.get(id));
+  levelTimers.set(id, setTimeout(() => {
+    levelTimers.delete(id);
+    if (!call) return;
+    call.levels.delete(id);
+    applySpeaking();
+  }, LEVEL_HOLD_MS));
+  applySpeaking();
+}
+
+function applySpeaking() {
+  if (!call) return;
+  const muted = new Set([...call.people].filter(([, p]) => p.mic === false).map(([id]) => id));
+  const { speaking, loudest } = speakers(call.levels, { muted });
+  for (const tile of tileEls.values()) {
+    const id = tile.dataset.id;
+    if (id === undefined) continue;
+    tile.classList.toggle('speaking', speaking.has(id));
+    tile.classList.toggle('loudest', loudest === id);
+  }
+}
+
+/** `mic-level {rms, peak}`: our own level (the start screen's meter listens too). */
+function onMicLevel(ev) {
+  if (call && ev) setLevel(call.selfId, rmsToDbfs(ev.rms));
+}
+
+/** Planned `audio-level {peerId, dbfs}` (ui/README.md): anyone's level. */
+function onAudioLevel(ev) {
+  if (!call || !ev || typeof ev.peerId !== 'string') return;
+  setLevel(ev.peerId, Number(ev.dbfs));
+}
+
+// ---------------------------------------------------------------- controls, banner, toasts
+
+function setToggle(btn, on, tip) {
+  btn.setAttribute('aria-pressed', String(on));
+  btn.dataset.tooltip = tip;
 }
 
 function updateControls() {
-  const mic = $('toggle-mic');
-  const cam = $('toggle-cam');
-  mic.setAttribute('aria-pressed', String(call.mic));
-  mic.textContent = call.mic ? 'Mic on' : 'Mic off';
-  cam.setAttribute('aria-pressed', String(call.cam));
-  cam.textContent = call.cam ? 'Camera on' : 'Camera off';
-  const share = $('toggle-share');
-  share.setAttribute('aria-pressed', String(call.sharing));
-  share.textContent = call.sharing ? 'Stop sharing' : 'Share screen';
+  setToggle($('toggle-mic'), call.mic, call.mic ? 'Mute (M)' : 'Unmute (M)');
+  setToggle($('toggle-cam'), call.cam, call.cam ? 'Turn camera off (V)' : 'Turn camera on (V)');
+  const picking = !$('monitor').hidden;
+  setToggle($('toggle-share'), call.sharing,
+    call.sharing ? 'Stop sharing (S)' : picking ? 'Share the chosen screen (S)' : 'Share your screen (S)');
+}
+
+/** "A", "A and B", "A, B and C". */
+function listNames(names) {
+  if (names.length <= 1) return names.join('');
+  return `${names.slice(0, -1).join(', ')} and ${names.at(-1)}`;
+}
+
+function updateBanner() {
+  const banner = $('banner');
+  let text = '';
+  if (call && call.signaling !== 'connected') {
+    text = 'Connection to the server lost — reconnecting…';
+    banner.dataset.kind = 'signaling';
+  } else if (call && call.restarting.size) {
+    const names = [...call.restarting].map((id) => call.people.get(id)?.name || personName(id));
+    text = `Reconnecting to ${listNames(names)}…`;
+    banner.dataset.kind = 'peer';
+  }
+  $('banner-text').textContent = text;
+  banner.hidden = !text;
+}
+
+function setSignaling(state) {
+  if (!call) return;
+  const was = call.signaling;
+  call.signaling = state;
+  updateBanner();
+  if (was !== 'connected' && state === 'connected') showToast('Reconnected');
+}
+
+function setPeerRestarting(id, restarting) {
+  if (!call) return;
+  clearTimeout(peerTimers.get(id));
+  peerTimers.delete(id);
+  if (restarting && call.people.has(id)) call.restarting.add(id);
+  else call.restarting.delete(id);
+  updateBanner();
+}
+
+/** A short confirmation at the bottom of either screen. */
+export function showToast(text, ms = 4000) {
+  const t = el('div', 'toast', text);
+  $('toasts').append(t);
+  setTimeout(() => t.remove(), ms);
+}
+
+/** Copies text: the async clipboard API, else the selection way (older WebKit, no permission). */
+export async function copyText(text) {
+  try {
+    if (navigator.clipboard && typeof navigator.clipboard.writeText === 'function') {
+      await navigator.clipboard.writeText(text);
+      return true;
+    }
+  } catch {
+    // Fall through to the selection way.
+  }
+  const before = document.activeElement;
+  const ta = el('textarea');
+  ta.value = text;
+  ta.setAttribute('readonly', '');
+  ta.style.position = 'fixed';
+  ta.style.opacity = '0';
+  document.body.append(ta);
+  ta.select();
+  let ok = false;
+  try {
+    ok = document.execCommand('copy');
+  } catch {
+    ok = false;
+  }
+  ta.remove();
+  if (before && typeof before.focus === 'function') before.focus();
+  return ok;
+}
+
+async function copyInvite(link) {
+  if (!link) return;
+  const ok = await copyText(link);
+  showToast(ok ? 'Link copied' : `Could not copy — the link is ${link}`);
+}
+
+function fillInvites() {
+  const list = $('invite-links');
+  list.replaceChildren();
+  for (const link of call.invites) {
+    const li = el('li');
+    const btn = el('button', 'copy-invite');
+    btn.type = 'button';
+    btn.setAttribute('aria-label', `Copy ${link}`);
+    btn.append(icon('copy'), el('span', '', 'Copy'));
+    btn.addEventListener('click', () => copyInvite(link));
+    li.append(el('code', 'invite-link', link), btn);
+    list.append(li);
+  }
+  $('copy-link').hidden = call.invites.length === 0;
+}
+
+/** "You are alone" while nobody else is here (their screen share counts as someone). */
+function updateAlone() {
+  const others = call.people.size > 1 || [...call.streams.values()].some((st) => st.peerId !== call.selfId);
+  $('alone').hidden = others;
+  $('stage').classList.toggle('is-alone', !others);
+}
+
+function setChatOpen(open, { focus = false } = {}) {
+  if (!call) return;
+  call.chatOpen = open;
+  $('chat').hidden = !open;
+  setToggle($('toggle-chat'), open, open ? 'Hide chat (C)' : 'Show chat (C)');
+  if (open) call.unread = 0;
+  updateUnread();
+  // The stage changed size: lay it out now rather than a frame later.
+  layout();
+  if (open && focus) $('chat-input').focus();
+}
+
+function updateUnread() {
+  const count = $('chat-unread');
+  const n = call ? call.unread : 0;
+  count.replaceChildren(el('span', '', n > 99 ? '99+' : String(n)), el('span', 'sr-only', ' unread'));
+  count.dataset.count = String(n);
+  count.hidden = n === 0;
 }
 
 // ---------------------------------------------------------------- screen share
@@ -467,6 +915,7 @@ function hideMonitorPicker() {
   const picker = $('monitor');
   picker.hidden = true;
   picker.replaceChildren();
+  picker.parentElement.classList.remove('picking');
 }
 
 async function toggleShare() {
@@ -480,6 +929,7 @@ async function toggleShare() {
     if (call) {
       call.sharing = false;
       updateControls();
+      renderGrid();
     }
     return;
   }
@@ -507,7 +957,8 @@ async function toggleShare() {
       const primary = monitors.find((m) => m.isDefault) || monitors[0];
       picker.value = primary.id;
       picker.hidden = false;
-      $('toggle-share').textContent = 'Share this screen';
+      picker.parentElement.classList.add('picking');
+      updateControls();
       return;
     }
     picker.replaceChildren();
@@ -526,7 +977,10 @@ async function toggleShare() {
   } catch (err) {
     showError($('call-error'), `Could not share the screen: ${errorText(err)}`);
   }
-  if (call) updateControls();
+  if (call) {
+    updateControls();
+    renderGrid();
+  }
 }
 
 async function setMedia(mic, cam) {
@@ -553,10 +1007,12 @@ async function setMedia(mic, cam) {
   }
 }
 
-async function leave(message) {
+/** Leaves at once (no "are you sure?"); `toast` confirms it on the start screen. */
+async function leave(message, { toast = false } = {}) {
   const wasInCall = call !== null;
   exitCall(message);
   if (!wasInCall) return;
+  if (toast) showToast('You left the call');
   try {
     await invoke('leave');
   } catch (err) {
@@ -571,15 +1027,9 @@ async function leave(message) {
 function addChat(msg, mine) {
   const li = document.createElement('li');
   if (mine) li.className = 'mine';
-  const who = document.createElement('span');
-  who.className = 'who';
-  who.textContent = msg.name || 'Someone';
-  const text = document.createElement('span');
-  text.className = 'text';
-  text.textContent = msg.text;
-  const when = document.createElement('span');
-  when.className = 'when';
-  when.textContent = formatTime(msg.at);
+  const who = el('span', 'who', msg.name || 'Someone');
+  const text = el('span', 'text', msg.text);
+  const when = el('span', 'when', formatTime(msg.at));
   li.append(who, text, when);
   const log = $('chat-log');
   log.append(li);
@@ -587,9 +1037,7 @@ function addChat(msg, mine) {
 }
 
 function addSystem(text) {
-  const li = document.createElement('li');
-  li.className = 'system';
-  li.textContent = text;
+  const li = el('li', 'system', text);
   $('chat-log').append(li);
 }
 
@@ -627,7 +1075,7 @@ function onRoomEvent(ev) {
       if (call) $('call-status').textContent = '';
       return;
     case 'connection':
-      if (call) $('call-status').textContent = ev.state === 'connected' ? '' : `signaling ${ev.state}…`;
+      setSignaling(ev.state === 'connected' ? 'connected' : 'reconnecting');
       return;
     default:
   }
@@ -641,6 +1089,7 @@ function onRoomEvent(ev) {
       addSystem(`${name} joined`);
     }
     renderGrid();
+    updateBanner();
   } else if (ev.type === 'user-disconnected') {
     const p = call.people.get(ev.id);
     for (const [key, st] of call.streams) if (st.peerId === ev.id) call.streams.delete(key);
@@ -648,8 +1097,20 @@ function onRoomEvent(ev) {
       call.people.delete(ev.id);
       addSystem(`${p.name} left`);
     }
+    setPeerRestarting(ev.id, false);
     renderGrid();
   }
+}
+
+/**
+ * Planned `connection-state {state: "reconnecting"|"connected", peerId?}` (ui/README.md): with
+ * a peerId that peer's connection is restarting, without one it is signaling.
+ */
+function onConnectionState(ev) {
+  if (!call || !ev || typeof ev.state !== 'string') return;
+  const up = ev.state === 'connected';
+  if (typeof ev.peerId === 'string' && ev.peerId) setPeerRestarting(ev.peerId, !up);
+  else setSignaling(up ? 'connected' : 'reconnecting');
 }
 
 function onMediaState(ev) {
@@ -669,12 +1130,20 @@ function onMediaState(ev) {
 
 function onPeer(connected, ev) {
   if (!call || !ev || typeof ev.id !== 'string' || ev.id === call.selfId) return;
-  const p = call.people.get(ev.id);
+  const id = ev.id;
+  const p = call.people.get(id);
   if (connected) {
     if (p) p.lost = false;
-    else call.people.set(ev.id, { name: personName(ev.id) });
+    else call.people.set(id, { name: personName(id) });
+    setPeerRestarting(id, false);
   } else if (p) {
     p.lost = true;
+    // Still in the room after the grace period: the connection is being re-made.
+    clearTimeout(peerTimers.get(id));
+    peerTimers.set(id, setTimeout(() => {
+      peerTimers.delete(id);
+      if (call && call.people.get(id)?.lost) setPeerRestarting(id, true);
+    }, PEER_GRACE_MS));
   }
   renderGrid();
 }
@@ -707,6 +1176,7 @@ function onStreamRemoved(ev) {
   }
   if (call.streams.delete(ev.key)) {
     reportedSizes.delete(ev.key);
+    call.aspects.delete(ev.key);
     renderGrid();
   }
 }
@@ -714,49 +1184,101 @@ function onStreamRemoved(ev) {
 function onChat(msg) {
   if (!call || !msg || typeof msg.text !== 'string') return;
   addChat(msg, false);
+  if (!call.chatOpen) {
+    call.unread += 1;
+    updateUnread();
+  }
 }
 
 // ---------------------------------------------------------------- wiring
 
+/** Where typing goes to text, so single-key shortcuts must not fire. */
+function isTextField(target) {
+  if (!target || !target.tagName) return false;
+  if (target.isContentEditable) return true;
+  const tag = target.tagName;
+  if (tag === 'TEXTAREA' || tag === 'SELECT') return true;
+  if (tag !== 'INPUT') return false;
+  return !['button', 'checkbox', 'radio', 'range', 'color', 'file', 'submit', 'reset'].includes(String(target.type).toLowerCase());
+}
+
+/** Call shortcuts: M mic, V camera, S share, C chat, Escape back to the grid. */
 function onKey(ev) {
-  if (!call || ev.ctrlKey || ev.metaKey || ev.altKey) return;
-  const tag = ev.target && ev.target.tagName;
-  if (tag === 'INPUT' || tag === 'TEXTAREA' || tag === 'SELECT') return;
-  const key = ev.key.toLowerCase();
-  if (key === 'm') {
-    ev.preventDefault();
-    setMedia(!call.mic, call.cam);
-  } else if (key === 'v') {
-    ev.preventDefault();
-    setMedia(call.mic, !call.cam);
+  if (!call || ev.defaultPrevented) return;
+  if (ev.key === 'Escape') {
+    if (!$('monitor').hidden) {
+      hideMonitorPicker();
+      updateControls();
+      ev.preventDefault();
+    } else if (!isTextField(ev.target) && unpin()) {
+      ev.preventDefault();
+    }
+    return;
+  }
+  if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat || isTextField(ev.target)) return;
+  switch (ev.key.toLowerCase()) {
+    case 'm': setMedia(!call.mic, call.cam); break;
+    case 'v': setMedia(call.mic, !call.cam); break;
+    case 's': toggleShare(); break;
+    case 'c': setChatOpen(!call.chatOpen, { focus: true }); break;
+    default: return;
+  }
+  ev.preventDefault();
+}
+
+/** Puts each control's icons in (two for toggles: CSS shows one by aria-pressed). */
+function decorateControls() {
+  for (const btn of document.querySelectorAll('button[data-icon]')) {
+    btn.prepend(icon(btn.dataset.icon, 'on'));
+    if (btn.dataset.iconOff) btn.querySelector('.icon').after(icon(btn.dataset.iconOff, 'off'));
   }
 }
 
 async function main() {
+  decorateControls();
   $('room').value = randomRoomId();
   $('new-room').addEventListener('click', () => { $('room').value = randomRoomId(); });
   $('server-host').addEventListener('change', applyServerMode);
+  $('room').addEventListener('input', takeInvite);
+  $('server-url').addEventListener('input', takeInvite);
   $('server-url-choice').addEventListener('change', () => { applyServerMode(); $('server-url').focus(); });
   $('join-form').addEventListener('submit', onJoin);
   $('chat-form').addEventListener('submit', onChatSend);
   $('toggle-mic').addEventListener('click', () => call && setMedia(!call.mic, call.cam));
   $('toggle-cam').addEventListener('click', () => call && setMedia(call.mic, !call.cam));
   $('toggle-share').addEventListener('click', toggleShare);
-  $('leave').addEventListener('click', () => leave(null));
-  window.addEventListener('resize', reportTileSizes);
+  $('toggle-chat').addEventListener('click', () => call && setChatOpen(!call.chatOpen));
+  $('chat-close').addEventListener('click', () => call && setChatOpen(false));
+  $('copy-link').addEventListener('click', () => call && copyInvite(call.invites[0]));
+  $('leave').addEventListener('click', () => leave(null, { toast: true }));
+  // A click on a tile (or its pin button) pins it; on the stage tile, back to the grid.
+  $('grid').addEventListener('click', (ev) => {
+    const tile = ev.target.closest('.tile');
+    if (!tile) return;
+    if (ev.target.closest('.stop-share')) toggleShare();
+    else togglePin(tile.dataset.tile);
+  });
+  // Window resizes, the chat opening: the stage's size is what matters.
+  new ResizeObserver(() => layout()).observe($('grid'));
   document.addEventListener('keydown', onKey);
 
   try {
     await Promise.all([
       listen('room-event', onRoomEvent),
+      listen('connection-state', onConnectionState),
       listen('media-state', onMediaState),
       listen('chat', onChat),
       listen('peer-connect', (ev) => onPeer(true, ev)),
       listen('peer-disconnect', (ev) => onPeer(false, ev)),
       listen('stream-added', onStreamAdded),
       listen('stream-removed', onStreamRemoved),
-      // File drops on tiles and the transfers panel.
-      initTransfers({ names: (id) => call && call.people.get(id)?.name }),
+      listen('mic-level', onMicLevel),
+      listen('audio-level', onAudioLevel),
+      // File drops on tiles and the transfers panel (which opens the side panel if closed).
+      initTransfers({
+        names: (id) => call && call.people.get(id)?.name,
+        onActivity: () => call && !call.chatOpen && setChatOpen(true),
+      }),
       initQuality(),
       // One channel for every tile's frames: raw bytes, never JSON.
       invoke('video_channel', { channel: channel(paintFrame) }),

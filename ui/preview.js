@@ -62,6 +62,9 @@ export async function startPreview() {
   const camera = chosen($('camera'));
   const microphone = chosen($('microphone'));
   resetView();
+  // A camera previews as a mirror; a synthetic test pattern as it is (its text stays readable).
+  const option = $('camera') && $('camera').selectedOptions[0];
+  $('preview-canvas').classList.toggle('mirror', !!camera && !(option && option.dataset.synthetic === 'true'));
   const note = $('preview-note');
   try {
     const info = await invoke('start_preview', { camera, microphone });

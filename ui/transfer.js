@@ -12,6 +12,8 @@ import { invoke, listen } from './bridge.js';
 /** Transfers shown, by tid: {row, direction, peerId, name, size, bytes, state}. */
 const transfers = new Map();
 let nameOf = (id) => `Guest ${String(id).slice(0, 4)}`;
+/** Called when a transfer first shows (the app opens the side panel the list lives in). */
+let onActivity = () => {};
 
 /** "1.5 MB" style sizes (decimal units, one decimal from MB up). */
 export function formatBytes(n) {
@@ -91,6 +93,7 @@ function rowFor(tid, fields) {
     t = { row, title, bar, status, cancel, direction: 'send', peerId: '', name: '', size: 0, bytes: 0, state: 'running' };
     transfers.set(tid, t);
     panel().hidden = false;
+    onActivity();
   }
   Object.assign(t, Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined && v !== null)));
   t.row.dataset.direction = t.direction;
@@ -202,10 +205,12 @@ function onDragOver(ev) {
 
 /**
  * Starts listening to transfer and drag-and-drop events. `names(id)` gives a person's display
- * name for the rows. Resolves when every listener is registered.
+ * name for the rows; `onActivity()` runs when a transfer first shows. Resolves when every
+ * listener is registered.
  */
-export function initTransfers({ names } = {}) {
+export function initTransfers({ names, onActivity: activity } = {}) {
   if (typeof names === 'function') nameOf = (id) => names(id) || `Guest ${String(id).slice(0, 4)}`;
+  if (typeof activity === 'function') onActivity = activity;
   return Promise.all([
     listen('file-progress', onProgress),
     listen('file-done', onDone),

@@ -582,10 +582,11 @@ fn app_window_in_a_call_with_a_browser_peer() {
     let t_mute = t_mute.elapsed();
     assert_eq!(
         wd.js(
-            "return document.getElementById('toggle-mic').textContent;",
+            "return document.getElementById('toggle-mic').getAttribute('aria-pressed');",
             json!([])
         ),
-        json!("Mic off")
+        json!("false"),
+        "the mic button shows off (aria-pressed=false: crossed icon on red)"
     );
     wd.wait_js(
         "the muted badge on our own tile",
@@ -635,10 +636,11 @@ fn app_window_in_a_call_with_a_browser_peer() {
     );
     assert_eq!(
         wd.js(
-            "return document.getElementById('toggle-share').textContent;",
+            "return document.getElementById('toggle-share').getAttribute('aria-pressed');",
             json!([])
         ),
-        json!("Stop sharing")
+        json!("true"),
+        "the share button shows sharing"
     );
     let since = rt.block_on(br.log_len(page));
     let t_stop = Instant::now();
@@ -661,10 +663,11 @@ fn app_window_in_a_call_with_a_browser_peer() {
     );
     assert_eq!(
         wd.js(
-            "return document.getElementById('toggle-share').textContent;",
+            "return document.getElementById('toggle-share').getAttribute('aria-pressed');",
             json!([])
         ),
-        json!("Share screen")
+        json!("false"),
+        "the share button shows not sharing"
     );
 
     // (7) Leave: the browser sees the app go

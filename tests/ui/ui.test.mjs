@@ -219,11 +219,15 @@ for (let n = 1; n <= 8; n++) {
     const grid = await page.locator('#grid').boundingBox();
     const boxes = [];
     for (let i = 0; i < n; i++) boxes.push(await tiles.nth(i).boundingBox());
-    const cols = Math.ceil(Math.sqrt(n));
-    const rows = Math.ceil(n / cols);
+    // The shape ui/layout.js picks for this stage (the biggest 16:9 tiles), not a fixed one.
+    const { cols, rows } = await page.evaluate(async ([w, h, count]) => {
+      const m = await import('./layout.js');
+      return m.bestGrid(w, h, count, m.DEFAULT_ASPECT, m.TILE_GAP);
+    }, [grid.width, grid.height, n]);
     // Same size, inside the grid, no overlaps, the expected number of columns and rows.
     for (const b of boxes) {
       assert.ok(Math.abs(b.width - boxes[0].width) < 1 && Math.abs(b.height - boxes[0].height) < 1, 'equal tiles');
+      assert.ok(Math.abs(b.width / b.height - 16 / 9) < 0.02, '16:9 tiles');
       assert.ok(b.x >= grid.x - 0.5 && b.y >= grid.y - 0.5, 'inside grid (top-left)');
       assert.ok(b.x + b.width <= grid.x + grid.width + 0.5 && b.y + b.height <= grid.y + grid.height + 0.5, 'inside grid');
     }
@@ -235,10 +239,12 @@ for (let n = 1; n <= 8; n++) {
         assert.ok(!overlap, `tiles ${i} and ${j} overlap`);
       }
     }
-    const xs = new Set(boxes.map((b) => Math.round(b.x)));
-    const ys = new Set(boxes.map((b) => Math.round(b.y)));
-    assert.equal(xs.size, Math.min(cols, n), 'columns');
-    assert.equal(ys.size, rows, 'rows');
+    // Rows by their top edge; a shorter last row is centred, so count columns per row.
+    const perRow = new Map();
+    for (const b of boxes) perRow.set(Math.round(b.y), (perRow.get(Math.round(b.y)) || 0) + 1);
+    assert.equal(perRow.size, rows, 'rows');
+    assert.equal(Math.max(...perRow.values()), Math.min(cols, n), 'columns');
+    assert.equal(await page.getAttribute('#grid', 'data-cols'), String(cols));
     // The grid is used: tiles take at least a third of its area together.
     const area = boxes.reduce((s, b) => s + b.width * b.height, 0);
     assert.ok(area > grid.width * grid.height / 3, 'tiles fill the grid');
@@ -298,7 +304,9 @@ test('M and V keys and the buttons toggle our state and tell Rust', async () => 
   await page.keyboard.press('m');
   assert.deepEqual((await calls('set_media_state')).map((c) => c.args), [{ mic: false, cam: true }]);
   assert.deepEqual(await badges(), ['muted']);
-  assert.equal(await text('#toggle-mic'), 'Mic off');
+  // The state is the button's pressed state (crossed icon on red), the tooltip the next action.
+  assert.equal(await page.getAttribute('#toggle-mic', 'aria-pressed'), 'false');
+  assert.equal(await page.getAttribute('#toggle-mic', 'data-tooltip'), 'Unmute (M)');
   await page.keyboard.press('v');
   assert.deepEqual((await calls('set_media_state')).at(-1).args, { mic: false, cam: false });
   assert.deepEqual(await badges(), ['muted', 'cam-off']);
@@ -316,7 +324,8 @@ test('a failed media-state change is rolled back and shown', async () => {
   await page.keyboard.press('m');
   await page.waitForSelector('#call-error:not([hidden])');
   assert.match(await text('#call-error'), /not in a room/);
-  assert.equal(await text('#toggle-mic'), 'Mic on');
+  assert.equal(await page.getAttribute('#toggle-mic', 'aria-pressed'), 'true');
+  assert.equal(await page.getAttribute('#toggle-mic', 'data-tooltip'), 'Mute (M)');
 });
 
 // ------------------------------------------------------------------ chat
@@ -467,19 +476,19 @@ test('screen share: remote share tiles come and go; our share button picks a mon
   assert.equal(await page.locator('.tile').count(), 1);
 
   // Ours: the first click shows the monitors (primary chosen), the second shares it.
-  assert.equal(await text('#toggle-share'), 'Share screen');
+  assert.equal(await page.getAttribute('#toggle-share', 'aria-pressed'), 'false');
   await page.click('#toggle-share');
   assert.equal(await page.isVisible('#monitor'), true);
   assert.equal(await page.locator('#monitor option').count(), 2);
   assert.equal(await page.inputValue('#monitor'), 'HDMI-1');
   await page.selectOption('#monitor', 'DP-1');
   await page.click('#toggle-share');
-  await page.waitForFunction(() => document.getElementById('toggle-share').textContent === 'Stop sharing');
+  await page.waitForFunction(() => document.getElementById('toggle-share').getAttribute('aria-pressed') === 'true');
   const started = await calls('start_screen_share');
   assert.deepEqual(started.map((c) => c.args), [{ monitor: 'DP-1' }]);
   assert.equal(await page.isVisible('#monitor'), false);
   await page.click('#toggle-share');
-  await page.waitForFunction(() => document.getElementById('toggle-share').textContent === 'Share screen');
+  await page.waitForFunction(() => document.getElementById('toggle-share').getAttribute('aria-pressed') === 'false');
   assert.equal((await calls('stop_screen_share')).length, 1);
 });
 
