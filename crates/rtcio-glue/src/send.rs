@@ -26,6 +26,10 @@ use crate::rate::{RatePolicy, opus_expected_loss, video_target_bps, worth_changi
 const FANOUT_DEPTH: usize = 8;
 /// How often the encoder's target is brought in line with the estimates.
 const RATE_INTERVAL: Duration = Duration::from_millis(250);
+/// Keyframe requests from peers within this long of the last IDR we forced are answered by one
+/// IDR at the end of it: on a congested link every IDR is a burst that loses packets, which
+/// makes receivers ask again — answering each request feeds that loop.
+const MIN_KEYFRAME_INTERVAL: Duration = Duration::from_millis(1000);
 
 /// What encodes one kind of media.
 enum Producer {
@@ -471,7 +475,8 @@ fn spawn_writer(
     })
 }
 
-/// Turns every peer's PLI/FIR into one IDR request at the encoder.
+/// Turns peers' PLI/FIR into IDR requests at the encoder, at most one per
+/// [`MIN_KEYFRAME_INTERVAL`] (later requests are coalesced into one at the end of it).
 fn spawn_keyframe_relay(
     o: &Opened,
     track: &LocalTrack,
@@ -481,16 +486,27 @@ fn spawn_keyframe_relay(
     let requester = o.fanout.keyframe_requester();
     let c = counters.clone();
     tokio::spawn(async move {
+        let mut last: Option<tokio::time::Instant> = None;
         loop {
             match requests.recv().await {
                 Ok(r) => {
                     debug!(peer = %r.peer, fir = r.fir, "keyframe request");
                     c.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                    requester.request_keyframe();
                 }
-                Err(RecvError::Lagged(_)) => requester.request_keyframe(),
+                Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break,
             }
+            if let Some(at) = last.map(|t| t + MIN_KEYFRAME_INTERVAL) {
+                tokio::time::sleep_until(at).await;
+                // Requests that came in meanwhile are answered by this one IDR.
+                while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+                    requests.try_recv()
+                {
+                    c.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            requester.request_keyframe();
+            last = Some(tokio::time::Instant::now());
         }
     })
 }

@@ -164,6 +164,55 @@ impl SharedBitrate {
     }
 }
 
+/// Skips frames when the encoder's output runs ahead of its target bitrate (WebRTC's frame
+/// dropper): a leaky bucket that every encoded frame fills with its bits and that drains at the
+/// target rate; while it holds more than [`FrameDropper::WINDOW`] of the target, the next frame
+/// is not encoded. Without it an encoder that cannot compress down to a low target (big
+/// keyframes, hard content) overshoots the link and the loss that follows drives the estimate
+/// lower still. Clock-free: time is the frames' own timestamps.
+#[derive(Clone, Debug, Default)]
+pub struct FrameDropper {
+    bits: f64,
+    last: Option<Duration>,
+    dropped: u64,
+}
+
+impl FrameDropper {
+    /// How far ahead of its target the encoder may run.
+    pub const WINDOW: Duration = Duration::from_millis(500);
+
+    /// An empty bucket.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn drain(&mut self, now: Duration, target_bps: u32) {
+        if let Some(last) = self.last {
+            let dt = now.saturating_sub(last).as_secs_f64();
+            self.bits = (self.bits - dt * f64::from(target_bps)).max(0.0);
+        }
+        self.last = Some(now);
+    }
+
+    /// Whether to skip the frame captured at `timestamp`.
+    pub fn should_drop(&mut self, timestamp: Duration, target_bps: u32) -> bool {
+        self.drain(timestamp, target_bps);
+        let drop = self.bits > f64::from(target_bps) * Self::WINDOW.as_secs_f64();
+        self.dropped += u64::from(drop);
+        drop
+    }
+
+    /// An encoded frame of `bytes` left the encoder.
+    pub fn on_encoded(&mut self, bytes: usize) {
+        self.bits += bytes as f64 * 8.0;
+    }
+
+    /// Frames skipped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
 /// One rung of the quality ladder.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QualityStep {
@@ -449,6 +498,33 @@ mod tests {
         let up = (0..400).find_map(|_| q.on_frame(fast, interval, 1.0));
         assert_eq!(up.map(|c| c.1), Some(QualityReason::Recovered));
         assert_eq!(q.level(), 1);
+    }
+
+    #[test]
+    fn the_dropper_holds_the_output_near_the_target() {
+        let mut d = FrameDropper::new();
+        let target = 300_000u32;
+        // Frames of 5 000 bytes at 30 fps: 1.2 Mbit/s offered, 4× the target.
+        let (mut sent, mut bits) = (0u32, 0.0f64);
+        for i in 0..300u64 {
+            let t = Duration::from_millis(i * 1000 / 30);
+            if !d.should_drop(t, target) {
+                d.on_encoded(5_000);
+                sent += 1;
+                bits += 40_000.0;
+            }
+        }
+        // 10 s: about 3 Mbit may leave, plus the window.
+        assert!(bits <= 3.0e6 + 150_000.0 + 40_000.0, "{bits}");
+        assert!(sent >= 70, "{sent} frames sent");
+        assert_eq!(u64::from(300 - sent), d.dropped());
+        // Small frames are never dropped.
+        let mut d = FrameDropper::new();
+        assert!((0..300u64).all(|i| {
+            let ok = !d.should_drop(Duration::from_millis(i * 33), target);
+            d.on_encoded(1_000);
+            ok
+        }));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::adapt::{QualityReason, QualityScaler};
+use crate::adapt::{FrameDropper, QualityReason, QualityScaler};
 use crate::codec::h264::{H264Config, H264Encoder};
 use crate::codec::opus::{OpusConfig, OpusEncoder};
 use crate::convert::Scaler;
@@ -201,6 +201,7 @@ fn run_video(
     let mut scaler = Scaler::default();
     let mut preview_scaler = Scaler::default();
     let mut quality = QualityScaler::default();
+    let mut dropper = FrameDropper::new();
     let source_fps = source.frame_rate().max(1.0);
     let mut next_due = Duration::ZERO;
     let mut encode_ms = 0.0f64;
@@ -230,6 +231,11 @@ fn run_video(
         next_due = next_due.max(frame.timestamp.saturating_sub(interval)) + interval;
         let target = bitrate.load(Ordering::Relaxed);
         quality.set_budget(target, (frame.width, frame.height), source_fps);
+        // Over budget: skip this frame (a pending keyframe request waits for the next one).
+        if dropper.should_drop(frame.timestamp, target) {
+            add_stats(stats, |st| st.skipped += 1);
+            continue;
+        }
         if target != encoder.config().bitrate_bps {
             encoder.set_bitrate(target)?;
         }
@@ -253,6 +259,7 @@ fn run_video(
         let took = started.elapsed();
         encode_ms += (took.as_secs_f64() * 1000.0 - encode_ms) * 0.1;
         let Some(encoded) = encoded else { continue };
+        dropper.on_encoded(encoded.data.len());
         // Output rate over ~1 s windows vs the target, for the bitrate-overshoot rule.
         let ws = *window_start.get_or_insert(encoded.timestamp);
         window_bytes += encoded.data.len() as u64;
