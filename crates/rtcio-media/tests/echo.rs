@@ -169,6 +169,29 @@ fn voice_mode_handles_the_pipeline_formats() {
 }
 
 #[test]
+fn other_rates_work_too() {
+    for rate in [8_000u32, 16_000, 32_000, 44_100] {
+        let mut p = AudioProcessor::new(ApmConfig::VOICE, rate, 1, 2).unwrap();
+        let far = vec![0.1f32; p.render_frame_len() * 2];
+        let mut near = vec![0.05f32; p.capture_frame_len() * 2];
+        for _ in 0..20 {
+            p.process_render(&far).unwrap();
+            p.process_capture(&mut near).unwrap();
+        }
+        assert_eq!(p.sample_rate(), rate);
+    }
+}
+
+/// The send pipeline owns the processor on its thread; the output callback holds the tap.
+#[test]
+fn the_processor_moves_to_a_thread_and_the_tap_is_shared() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<AudioProcessor>();
+    send_sync::<rtcio_media::RenderTap>();
+}
+
+#[test]
 fn bad_input_is_an_error_not_a_panic() {
     assert!(matches!(
         AudioProcessor::new(ApmConfig::VOICE, 44_123, 1, 1),
