@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod adapt;
+pub mod apm;
 pub mod audio_device;
 pub mod capture;
 pub mod codec;
@@ -24,6 +25,7 @@ pub mod resample;
 pub mod source;
 pub mod synthetic;
 
+pub use apm::{ApmConfig, ApmStats, AudioProcessor, RenderTap};
 pub use audio_device::{list_microphones, list_speakers};
 pub use capture::camera::{CameraConfig, CameraSource, list_cameras};
 pub use capture::microphone::{MicrophoneConfig, MicrophoneSource};

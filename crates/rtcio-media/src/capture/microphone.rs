@@ -1,13 +1,16 @@
 //! Microphone capture through cpal, resampled to 48 kHz with rubato and cut into 20 ms frames.
+//! The device's buffers are paced to real time and drops are logged in summaries (the
+//! `pacing` module).
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
 
 use cpal::traits::{DeviceTrait, StreamTrait};
-use cpal::{FromSample, Sample, SizedSample};
+use cpal::{FromSample, SizedSample};
 use tracing::{info, warn};
 
 use crate::audio_device::{cpal_err, find_device, pick_config};
+use crate::capture::pacing::{CaptureCallback, DEFAULT_SLACK};
 use crate::error::{MediaError, Result};
 use crate::frame::{AUDIO_SAMPLE_RATE, AudioFrame};
 use crate::resample::{AudioResampler, Reframer, remix_channels};
@@ -59,15 +62,10 @@ where
     T: SizedSample,
     f32: FromSample<T>,
 {
+    let mut callback = CaptureCallback::new(tx, config.sample_rate, config.channels, DEFAULT_SLACK);
     device.build_input_stream(
         config,
-        move |data: &[T], _| {
-            let chunk: Vec<f32> = data.iter().map(|&s| f32::from_sample(s)).collect();
-            match tx.try_send(chunk) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-                Err(TrySendError::Full(_)) => warn!("microphone consumer is slow; audio dropped"),
-            }
-        },
+        move |data: &[T], _| callback.deliver(Instant::now(), data),
         |e| warn!(error = %e, "microphone stream error"),
         Some(Duration::from_secs(2)),
     )

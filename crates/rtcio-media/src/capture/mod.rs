@@ -3,6 +3,7 @@
 
 pub mod camera;
 pub mod microphone;
+pub(crate) mod pacing;
 #[cfg(feature = "wayland")]
 pub mod portal;
 pub mod screen;
