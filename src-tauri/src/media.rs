@@ -366,11 +366,16 @@ fn send_options() -> SendOptions {
     }
 }
 
-/// A stream we send (camera + mic, or a screen), with our camera's self preview.
+/// A stream we send (camera + mic, or a screen), with our camera's self preview and our mic's
+/// level for the UI.
 pub struct SendStream {
     inner: rtcio_glue::SendStream,
     preview: Option<JoinHandle<()>>,
+    level: Option<JoinHandle<()>>,
 }
+
+/// How often the call's `mic-level` event goes out (the UI's speaking ring follows it).
+const MIC_LEVEL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl SendStream {
     /// Creates a stream with one track per opened source and starts writing to it. The caller
@@ -379,7 +384,36 @@ impl SendStream {
         SendStream {
             inner: rtcio_glue::SendStream::attach(socket, opened, send_options()),
             preview: None,
+            level: None,
         }
+    }
+
+    /// Emits `mic-level {rms, peak}` (linear 0..1, the start screen's meter event) ten times a
+    /// second while the call runs: the UI lights our tile while we speak. Zero while the mic is
+    /// off.
+    pub fn start_mic_level(&mut self, ui: crate::session::UiSink) {
+        let (Some(mut rx), Some(on)) = (
+            self.inner.audio_level(),
+            self.inner.enabled_flag(MediaKind::Audio),
+        ) else {
+            return;
+        };
+        self.level = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MIC_LEVEL_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let l = if on.load(Ordering::Relaxed) {
+                    *rx.borrow_and_update()
+                } else {
+                    rtcio_media::AudioLevel::default()
+                };
+                ui(
+                    crate::preview::MIC_LEVEL_EVENT,
+                    serde_json::json!({"rms": l.rms, "peak": l.peak}),
+                );
+            }
+        }));
     }
 
     /// The stream (its token goes into the announcing event).
@@ -459,8 +493,8 @@ impl SendStream {
     /// Removes the tracks (receivers see `track-removed`), stops announcing the stream to new
     /// peers, and stops the sources and writers.
     pub fn stop(self, socket: &Socket, remove_tracks: bool) {
-        if let Some(p) = self.preview {
-            p.abort();
+        for t in [self.preview, self.level].into_iter().flatten() {
+            t.abort();
         }
         self.inner.stop(socket, remove_tracks);
     }

@@ -140,6 +140,8 @@ pub struct Session {
     screen_fps: f32,
     /// File transfers over the per-peer `file` channel.
     transfers: Option<Transfers>,
+    /// Events to the UI.
+    ui: UiSink,
 }
 
 /// What we send.
@@ -298,6 +300,7 @@ impl Session {
                     .unwrap_or_else(transfer::default_downloads_dir),
                 ui.clone(),
             )),
+            ui: ui.clone(),
         };
         // Listeners first: the server backfills the roster right after `join-room`.
         session.install_forwarders(&ui);
@@ -510,12 +513,13 @@ impl Session {
         if opened.is_empty() {
             return problems;
         }
-        let stream = media::attach_camera(
+        let mut stream = media::attach_camera(
             &self.socket,
             opened,
             self.sizes.clone(),
             self.frames.clone(),
         );
+        stream.start_mic_level(self.ui.clone());
         stream.set_enabled(MediaKind::Video, flags.cam);
         stream.set_enabled(MediaKind::Audio, flags.mic);
         let payload =

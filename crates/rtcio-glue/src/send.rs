@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rtcio::{LocalStream, LocalTrack, MediaKind, MediaSample, Socket};
 use rtcio_media::{
-    AudioPipelineConfig, AudioSendPipeline, AudioSource, BitrateControl, EncodedFanout,
+    AudioLevel, AudioPipelineConfig, AudioSendPipeline, AudioSource, BitrateControl, EncodedFanout,
     EncodedSource, H264Config, LossControl, MediaError, OpusConfig, RgbaFrame, VideoPipelineConfig,
     VideoSendPipeline, VideoSource,
 };
@@ -278,6 +278,7 @@ pub struct TrackSendStats {
 pub struct SendStream {
     stream: LocalStream,
     sent: Vec<Sent>,
+    audio_level: Option<watch::Receiver<AudioLevel>>,
 }
 
 impl SendStream {
@@ -286,7 +287,11 @@ impl SendStream {
     pub fn attach(socket: &Socket, opened: Vec<Opened>, opts: SendOptions) -> SendStream {
         let stream = socket.create_stream();
         let mut sent = Vec::new();
+        let mut audio_level = None;
         for o in opened {
+            if let (Producer::Audio(p), None) = (&o.producer, &audio_level) {
+                audio_level = Some(p.level());
+            }
             let track = stream.add_track(o.kind);
             let enabled = Arc::new(AtomicBool::new(true));
             let counters = Arc::new(WriteCounters::default());
@@ -320,7 +325,16 @@ impl SendStream {
                 last: (Instant::now(), 0, 0),
             });
         }
-        SendStream { stream, sent }
+        SendStream {
+            stream,
+            sent,
+            audio_level,
+        }
+    }
+
+    /// The level of the encoded audio (before muting), updated every 20 ms.
+    pub fn audio_level(&self) -> Option<watch::Receiver<AudioLevel>> {
+        self.audio_level.clone()
     }
 
     /// The stream (its token goes into the announcing event).
