@@ -442,6 +442,9 @@ impl Channel {
                         vec![Value::String("RTCIOChannel: invalid JSON envelope".into())],
                     ),
                     ChannelText::Ignore => {}
+                    ChannelText::Reserved(name) => {
+                        debug!(channel = %self.inner.name, peer = %self.inner.peer, %name, "reserved event from the peer dropped")
+                    }
                 },
                 Err(_) => self.local(
                     "error",

@@ -327,10 +327,12 @@ async fn run(
     while !p.done {
         let wd = p.watchdog.deadline().map(Instant::from_std);
         let glare = p.glare_deadline;
+        let held = p.media.announcement_deadline().map(Instant::from_std);
         let cmd = tokio::select! {
             cmd = rx.recv() => cmd,
             _ = sleep_opt(wd) => { p.on_watchdog_timer().await; continue; }
             _ = sleep_opt(glare) => { p.on_glare_timer().await; continue; }
+            _ = sleep_opt(held) => { p.media.expire_announcements(); continue; }
         };
         let Some(cmd) = cmd else { break };
         p.handle(cmd).await;

@@ -325,6 +325,10 @@ impl Socket {
     /// peer and replayed to later ones, and receivers' handlers of `event` get the stream
     /// (PROTOCOL.md §5.1). Emitting again with the same name replaces the arguments (and peers
     /// that already have the stream get the update).
+    ///
+    /// Write [`SELF_ID`](crate::SELF_ID) where the arguments name this socket (the tutorial's
+    /// `{"id": …}`): it becomes the id current when the event leaves, which for a stream
+    /// announcement may be long after a reconnect changed it.
     pub fn emit(&self, event: &str, args: Vec<Value>) -> Result<(), Error> {
         if event.starts_with("#rtcio:") {
             return self.server().emit(event, args);
@@ -345,6 +349,7 @@ impl Socket {
                 .send(SocketCmd::AttachStream(stream))
                 .map_err(|_| Error::Closed);
         }
+        let args = stream_meta::resolve_self_id(&args, &self.id());
         let text = envelope::encode_event(event, &args);
         self.cmd
             .send(SocketCmd::Ctrl { text })
@@ -496,8 +501,10 @@ pub struct PeerRef<'a> {
 }
 
 impl PeerRef<'_> {
-    /// Emits an event to this peer only (no-op if unknown).
+    /// Emits an event to this peer only (no-op if unknown). [`SELF_ID`](crate::SELF_ID) in the
+    /// arguments becomes our socket id.
     pub fn emit(&self, event: &str, args: Vec<Value>) -> Result<(), Error> {
+        let args = stream_meta::resolve_self_id(&args, &self.socket.id());
         let text = envelope::encode_event(event, &args);
         self.socket
             .cmd
