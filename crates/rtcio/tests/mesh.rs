@@ -507,3 +507,31 @@ async fn signaling_restart_gives_new_ids_and_the_room_reforms() {
     b.socket.close().await;
     srv.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_closes_the_socket() {
+    let srv = server().await;
+    let (a, b) = pair(&srv.url(), "dropped").await;
+    let b_id = b.socket.id();
+    let mut left = a.socket.subscribe("user-disconnected");
+    let mut gone = a.socket.subscribe("peer-disconnect");
+    // Two handles, neither closed: only the last drop may end the socket.
+    let b2 = b.socket.clone();
+    drop(b);
+    drop(b2);
+    // Far below the server's ping timeout (20 s), which a leaked loop would never even reach.
+    let bound = Duration::from_secs(5);
+    let ev = tokio::time::timeout(bound, left.recv())
+        .await
+        .expect("the server saw the dropped socket leave")
+        .expect("stream");
+    assert_eq!(ev.arg()["id"], Value::String(b_id.clone()));
+    // Its peer connections were closed too, not left to the watchdog.
+    let ev = tokio::time::timeout(bound, gone.recv())
+        .await
+        .expect("peer-disconnect for the dropped socket")
+        .expect("stream");
+    assert_eq!(ev.arg()["id"], Value::String(b_id));
+    a.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}
