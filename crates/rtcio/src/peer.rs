@@ -22,6 +22,7 @@ use crate::listeners::{Event, Origin};
 use crate::peer_media::{Attach, PeerMedia};
 use crate::proto::backpressure::CtrlQueue;
 use crate::proto::channel_id::{CTRL_ID, CTRL_LABEL, channel_id, channel_label, collision_message};
+use crate::proto::channel_sync::{self, RemoteChannels};
 use crate::proto::envelope::{self, Candidate, Description, SdpKind, Signal};
 use crate::proto::negotiation::{BreakAction, Negotiator, RemoteAction, SignalingState};
 use crate::proto::watchdog::{LinkState, Watchdog, WatchdogAction};
@@ -165,6 +166,8 @@ struct Peer {
     watchdog: Watchdog,
     glare_deadline: Option<Instant>,
     channels: HashMap<u16, Channel>,
+    /// Which of our channels the remote has created (early data is lost otherwise).
+    remote_channels: RemoteChannels,
     /// Our channels by webrtc-rs handle id, to recognise announced twins.
     by_handle: HashMap<usize, Channel>,
     /// Twin handles of the ctrl channel, kept alive (dropping one unregisters id 0's events).
@@ -303,6 +306,7 @@ async fn run(
         watchdog: Watchdog::new(shared.opts.watchdog),
         glare_deadline: None,
         channels: HashMap::new(),
+        remote_channels: RemoteChannels::default(),
         by_handle: HashMap::new(),
         ctrl_twins: Vec::new(),
         broadcasts,
@@ -528,7 +532,7 @@ impl Peer {
         };
         let d = Description {
             kind: SdpKind::Offer,
-            sdp: local.sdp,
+            sdp: channel_sync::mark_sdp(&local.sdp),
         };
         debug!(peer = %self.remote, "sending offer");
         self.send_signal(envelope::description_envelope(
@@ -623,6 +627,12 @@ impl Peer {
                 crate::proto::stream_meta::request(&msid),
             ));
         }
+        if self.remote_channels.on_remote_sdp(&d.sdp) {
+            // Not an rtcio peer: channels send as soon as they are open, as in rtc.io.
+            for ch in self.channels.values() {
+                ch.remote_ready();
+            }
+        }
         self.glare_deadline = None;
         self.remote_described = true;
         self.flush_early_candidates().await;
@@ -649,7 +659,7 @@ impl Peer {
                 if let Some(local) = self.pc.local_description().await {
                     let a = Description {
                         kind: SdpKind::Answer,
-                        sdp: local.sdp,
+                        sdp: channel_sync::mark_sdp(&local.sdp),
                     };
                     self.send_signal(envelope::description_envelope(
                         &self.local_id(),
@@ -799,6 +809,18 @@ impl Peer {
                 let Ok(text) = std::str::from_utf8(&msg.data) else {
                     return;
                 };
+                if let Some(id) = channel_sync::parse_open_event(text) {
+                    debug!(peer = %self.remote, id, "the remote created its end of a channel");
+                    if self.remote_channels.on_open_event(id)
+                        && let Some(ch) = self.channels.get(&id).cloned()
+                    {
+                        ch.remote_ready();
+                        // Say it again: our own announcement may have been the first message on
+                        // a fresh ctrl channel, which webrtc-rs sometimes loses.
+                        self.send_ctrl(channel_sync::open_event(id)).await;
+                    }
+                    return;
+                }
                 match envelope::decode_ctrl(text) {
                     Ok((name, args)) => {
                         let ev = Event::new(&name, args, Origin::Peer(self.remote.clone()));
@@ -886,7 +908,17 @@ impl Peer {
             opts,
             parent.as_ref().map(|b| b.inner.clone()),
         );
+        // Known before webrtc-rs's announcement of a twin handle for it is handled (this task
+        // is busy until we return): a twin we did not recognise would be closed, and closing
+        // it closes the channel itself (same handle id).
+        self.by_handle.insert(dc.id(), ch.clone());
         ch.attach(dc);
+        if self.remote_channels.ready(id) {
+            ch.remote_ready();
+        }
+        // An rtcio peer holds its data for this id until it hears that our end exists (JS peers
+        // drop `#rtcio:` names on ctrl).
+        self.send_ctrl(channel_sync::open_event(id)).await;
         if let Some(b) = &parent {
             b.add_member(ch.clone());
             if !self.broadcasts.iter().any(|x| x.name() == b.name()) {
