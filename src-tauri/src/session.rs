@@ -420,22 +420,13 @@ impl Session {
         let flags = self.flags.clone();
         let r = room.clone();
         let ui2 = ui.clone();
-        let outgoing = self.outgoing.clone();
-        let name = self.name.clone();
-        let mut last_id = socket.id();
         self.tasks.push(tokio::spawn(async move {
             while let Some(ev) = connects.recv().await {
                 if ev.origin != rtcio::Origin::Local {
                     continue;
                 }
-                // A new socket id (no recovery): every peer connection is new, and the streams'
-                // announcements must carry the id receivers key our tiles by (the demo
-                // re-emits `camera` on every connect for the same reason).
-                let id = s.id();
-                if id != last_id {
-                    last_id = id;
-                    announce_streams(&s, &lock_any(&outgoing), &name);
-                }
+                // Stream announcements need nothing here: their `id` is rtcio::SELF_ID, which
+                // the library fills in with the id current when the metadata leaves.
                 // After a reconnect the library has re-sent join-room; the server's media
                 // cache was keyed by our old id, so announce the state again.
                 if let Err(e) = announce(&s, lock(&flags), &r) {
@@ -522,8 +513,9 @@ impl Session {
         stream.start_mic_level(self.ui.clone());
         stream.set_enabled(MediaKind::Video, flags.cam);
         stream.set_enabled(MediaKind::Audio, flags.mic);
+        // SELF_ID: receivers key our tile by the id that sends it, also after a reconnect.
         let payload =
-            json!({"id": self.socket.id(), "name": self.name, "camera": stream.stream().token()});
+            json!({"id": rtcio::SELF_ID, "name": self.name, "camera": stream.stream().token()});
         if let Err(e) = self.socket.emit("camera", vec![payload]) {
             warn!("announcing the camera stream failed: {e}");
             problems.push(format!("Could not announce your camera: {e}"));
@@ -554,7 +546,7 @@ impl Session {
             .map_err(|e| AppError::Media(format!("Cannot capture the screen: {e}")))?;
         let stream = SendStream::attach(&self.socket, vec![opened]);
         let payload =
-            json!({"id": self.socket.id(), "name": self.name, "stream": stream.stream().token()});
+            json!({"id": rtcio::SELF_ID, "name": self.name, "stream": stream.stream().token()});
         if let Err(e) = self.socket.emit("screenshare", vec![payload]) {
             stream.stop(&self.socket, true);
             return Err(e.into());
@@ -770,24 +762,6 @@ impl Session {
             warn!("stopping the embedded server failed: {e}");
         }
         info!(room = %self.room_id, "left");
-    }
-}
-
-/// The demo's announcements of what we send: `camera {id, name, camera}` and
-/// `screenshare {id, name, stream}`.
-fn announce_streams(socket: &Socket, out: &Outgoing, name: &str) {
-    let id = socket.id();
-    if let Some(c) = &out.camera {
-        let payload = json!({"id": id, "name": name, "camera": c.stream().token()});
-        if let Err(e) = socket.emit("camera", vec![payload]) {
-            warn!("announcing the camera stream failed: {e}");
-        }
-    }
-    if let Some(sc) = &out.screen {
-        let payload = json!({"id": id, "name": name, "stream": sc.stream().token()});
-        if let Err(e) = socket.emit("screenshare", vec![payload]) {
-            warn!("announcing the screen share failed: {e}");
-        }
     }
 }
 

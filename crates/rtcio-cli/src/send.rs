@@ -240,14 +240,16 @@ impl Producers {
 }
 
 /// The demo's way to announce a stream: `camera` with `{id, name, camera: <stream>}`; other
-/// event names carry the stream under `stream` (`screenshare {id, name, stream}`).
-pub fn announcement(event: &str, id: &str, name: &str, stream: &LocalStream) -> Value {
+/// event names carry the stream under `stream` (`screenshare {id, name, stream}`). `id` is
+/// [`rtcio::SELF_ID`]: the library writes our socket id as it is when the metadata leaves, so
+/// the announcement stays right after a reconnect that changed the id.
+pub fn announcement(event: &str, name: &str, stream: &LocalStream) -> Value {
     let key = if event == "camera" {
         "camera"
     } else {
         "stream"
     };
-    let mut v = json!({"id": id, "name": name});
+    let mut v = json!({"id": rtcio::SELF_ID, "name": name});
     v[key] = stream.token();
     v
 }

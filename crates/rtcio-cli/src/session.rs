@@ -227,12 +227,7 @@ impl Session {
         // peer as it comes and replays the event with it.
         if let Some(sender) = self.producers.take().and_then(|p| p.attach(&self.socket)) {
             let event = self.cfg.args.stream_event.clone();
-            let payload = send::announcement(
-                &event,
-                &self.socket.id(),
-                &self.cfg.args.name,
-                sender.stream(),
-            );
+            let payload = send::announcement(&event, &self.cfg.args.name, sender.stream());
             self.socket
                 .emit(&event, vec![payload])
                 .map_err(CliError::other)?;

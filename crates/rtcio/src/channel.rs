@@ -12,6 +12,7 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 
 use crate::listeners::{Event, ListenerId, Origin, Registry};
 use crate::proto::backpressure::{Payload, SendQueue, Watermarks, Write};
+use crate::proto::channel_sync::EarlyEvents;
 use crate::proto::envelope::{self, ChannelText};
 
 /// Options of a named channel (rtc.io `createChannel` options).
@@ -101,6 +102,11 @@ pub(crate) enum ChanCmd {
     /// webrtc-rs announced a second handle for our negotiated channel (it opened before our
     /// handle was registered); it may carry the `open` event and early messages.
     Twin(Arc<dyn DataChannel>),
+    /// The remote has its end of this channel (or never says so: an rtc.io JS peer), so data
+    /// sent now is not dropped there (see `proto::channel_sync`).
+    RemoteReady,
+    /// Someone started listening to this event name: deliver what was held for it.
+    Listening(String),
     Write(Payload, Option<oneshot::Sender<bool>>),
     WriteWait(Payload, oneshot::Sender<Result<(), ChannelError>>),
     Close,
@@ -164,6 +170,10 @@ impl Channel {
 
     pub(crate) fn twin(&self, dc: Arc<dyn DataChannel>) {
         let _ = self.inner.cmd.send(ChanCmd::Twin(dc));
+    }
+
+    pub(crate) fn remote_ready(&self) {
+        let _ = self.inner.cmd.send(ChanCmd::RemoteReady);
     }
 
     /// Channel name (without the `rtcio:ch:` prefix).
@@ -234,18 +244,39 @@ impl Channel {
     }
 
     /// Listens to an event (message events, or `open`, `close`, `error`, `drain`, `data`).
+    /// Messages that arrived in the channel's first seconds, before anyone listened to their
+    /// name, are delivered to the first listener.
     pub fn on(&self, event: &str, f: impl Fn(&Event) + Send + Sync + 'static) -> ListenerId {
-        self.inner.listeners.on(event, f)
+        let id = self.inner.listeners.on(event, f);
+        self.listening(event);
+        id
     }
 
     /// Listens to the next `event` only.
     pub fn once(&self, event: &str, f: impl Fn(&Event) + Send + Sync + 'static) -> ListenerId {
-        self.inner.listeners.once(event, f)
+        let id = self.inner.listeners.once(event, f);
+        self.listening(event);
+        id
     }
 
-    /// Every `event`, as a stream.
+    /// Every `event`, as a stream (early messages as with [`Channel::on`]).
     pub fn subscribe(&self, event: &str) -> mpsc::UnboundedReceiver<Event> {
-        self.inner.listeners.subscribe(event)
+        let rx = self.inner.listeners.subscribe(event);
+        self.listening(event);
+        rx
+    }
+
+    pub(crate) fn listening(&self, event: &str) {
+        let _ = self.inner.cmd.send(ChanCmd::Listening(event.to_string()));
+    }
+
+    fn has_listener(&self, event: &str) -> bool {
+        !self.inner.listeners.is_empty_for(event)
+            || self
+                .inner
+                .parent
+                .as_ref()
+                .is_some_and(|p| !p.listeners.is_empty_for(event))
     }
 
     /// Removes a listener.
@@ -258,16 +289,8 @@ impl Channel {
         let _ = self.inner.cmd.send(ChanCmd::Close);
     }
 
-    fn dispatch(&self, name: &str, args: Vec<Value>, origin: Origin) {
-        let ev = Event::new(name, args, origin);
-        self.inner.listeners.dispatch(&ev);
-        if let Some(p) = &self.inner.parent {
-            p.listeners.dispatch(&ev);
-        }
-    }
-
     fn local(&self, name: &str, args: Vec<Value>) {
-        self.dispatch(name, args, Origin::Local);
+        self.deliver(&Event::new(name, args, Origin::Local));
     }
 }
 
@@ -295,10 +318,15 @@ async fn drive(ch: Channel, mut rx: mpsc::UnboundedReceiver<ChanCmd>, mut queue:
     // Kept alive for the channel's lifetime: dropping a handle unregisters the id's events.
     let mut twins: Vec<Arc<dyn DataChannel>> = Vec::new();
     let mut twin_live = false;
+    // `open` (what the user sees, and what may send) = our transport is open and the remote has
+    // its end; toward rtc.io JS peers the second half is known at once.
+    let mut dc_open = false;
+    let mut remote_ready = false;
     let mut open = false;
     let mut waiters: VecDeque<(Payload, oneshot::Sender<Result<(), ChannelError>>)> =
         VecDeque::new();
     let mut closed_for_good = false;
+    let mut early = EarlyEvents::new(std::time::Instant::now());
     loop {
         let event = async {
             match &dc {
@@ -334,18 +362,30 @@ async fn drive(ch: Channel, mut rx: mpsc::UnboundedReceiver<ChanCmd>, mut queue:
                         let already_open = matches!(d.ready_state().await, Ok(webrtc::data_channel::RTCDataChannelState::Open));
                         dc = Some(d);
                         closed_for_good = false;
+                        early = EarlyEvents::new(std::time::Instant::now());
                         *lock(&ch.inner.state) = ReadyState::Connecting;
-                        if already_open && !open {
+                        if already_open {
                             // Opened before our handle was registered: its `open` went elsewhere.
-                            open = true;
-                            *lock(&ch.inner.state) = ReadyState::Open;
-                            flush(&ch, &dc, open, &mut queue, &mut waiters).await;
-                            ch.local("open", vec![]);
+                            dc_open = true;
+                        }
+                        if dc_open && remote_ready && !open {
+                            open = became_open(&ch, &dc, &mut queue, &mut waiters).await;
                         }
                     }
                     ChanCmd::Twin(t) => {
                         twins.push(t);
                         twin_live = true;
+                    }
+                    ChanCmd::Listening(name) => {
+                        for ev in early.release(&name) {
+                            ch.deliver(&ev);
+                        }
+                    }
+                    ChanCmd::RemoteReady => {
+                        remote_ready = true;
+                        if dc_open && !open && dc.is_some() {
+                            open = became_open(&ch, &dc, &mut queue, &mut waiters).await;
+                        }
                     }
                     ChanCmd::Write(p, reply) => {
                         let ok = write(&ch, &dc, open, &mut queue, p).await;
@@ -380,35 +420,32 @@ async fn drive(ch: Channel, mut rx: mpsc::UnboundedReceiver<ChanCmd>, mut queue:
             }
             tev = twin_event => match tev {
                 Some(DataChannelEvent::OnOpen) => {
-                    if !open && dc.is_some() {
-                        open = true;
-                        *lock(&ch.inner.state) = ReadyState::Open;
-                        flush(&ch, &dc, open, &mut queue, &mut waiters).await;
-                        ch.local("open", vec![]);
+                    dc_open = dc.is_some();
+                    if dc_open && remote_ready && !open {
+                        open = became_open(&ch, &dc, &mut queue, &mut waiters).await;
                     }
                 }
-                Some(DataChannelEvent::OnMessage(msg)) => ch.on_message(msg),
+                Some(DataChannelEvent::OnMessage(msg)) => ch.on_message(msg, &mut early),
                 Some(_) => {}
                 None => twin_live = false,
             },
             ev = event => match ev {
                 Some(DataChannelEvent::OnOpen) => {
-                    if !open {
-                        open = true;
-                        *lock(&ch.inner.state) = ReadyState::Open;
-                        flush(&ch, &dc, open, &mut queue, &mut waiters).await;
-                        ch.local("open", vec![]);
+                    dc_open = true;
+                    if remote_ready && !open {
+                        open = became_open(&ch, &dc, &mut queue, &mut waiters).await;
                     }
                 }
                 Some(DataChannelEvent::OnBufferedAmountLow) => {
                     flush(&ch, &dc, open, &mut queue, &mut waiters).await;
                     ch.local("drain", vec![]);
                 }
-                Some(DataChannelEvent::OnMessage(msg)) => ch.on_message(msg),
+                Some(DataChannelEvent::OnMessage(msg)) => ch.on_message(msg, &mut early),
                 Some(DataChannelEvent::OnError) => ch.local("error", vec![Value::String("data channel error".into())]),
                 Some(DataChannelEvent::OnClose) | None => {
                     let was_attached = dc.take().is_some();
                     open = false;
+                    dc_open = false;
                     let dropped = queue.clear();
                     if dropped > 0 {
                         warn!(channel = %ch.inner.name, peer = %ch.inner.peer, dropped, "channel closed with queued messages");
@@ -430,41 +467,76 @@ async fn drive(ch: Channel, mut rx: mpsc::UnboundedReceiver<ChanCmd>, mut queue:
     }
 }
 
+/// The channel became usable: state, queued data out, then `open` (as the JS flushes before
+/// dispatching it). Returns the new `open`.
+async fn became_open(
+    ch: &Channel,
+    dc: &Option<Arc<dyn DataChannel>>,
+    queue: &mut SendQueue,
+    waiters: &mut VecDeque<(Payload, oneshot::Sender<Result<(), ChannelError>>)>,
+) -> bool {
+    *lock(&ch.inner.state) = ReadyState::Open;
+    flush(ch, dc, true, queue, waiters).await;
+    ch.local("open", vec![]);
+    true
+}
+
 impl Channel {
-    fn on_message(&self, msg: rtc::data_channel::RTCDataChannelMessage) {
+    fn on_message(
+        &self,
+        msg: rtc::data_channel::RTCDataChannelMessage,
+        early: &mut EarlyEvents<Event>,
+    ) {
         let origin = Origin::Peer(self.inner.peer.clone());
-        if msg.is_string {
+        let ev = if msg.is_string {
             match std::str::from_utf8(&msg.data) {
                 Ok(text) => match envelope::decode_channel_text(text) {
-                    ChannelText::Event(name, args) => self.dispatch(&name, args, origin),
-                    ChannelText::Invalid => self.local(
+                    ChannelText::Event(name, args) => Event::new(&name, args, origin),
+                    ChannelText::Invalid => {
+                        return self.local(
+                            "error",
+                            vec![Value::String("RTCIOChannel: invalid JSON envelope".into())],
+                        );
+                    }
+                    ChannelText::Ignore => return,
+                    ChannelText::Reserved(name) => {
+                        debug!(channel = %self.inner.name, peer = %self.inner.peer, %name, "reserved event from the peer dropped");
+                        return;
+                    }
+                },
+                Err(_) => {
+                    return self.local(
                         "error",
                         vec![Value::String("RTCIOChannel: invalid JSON envelope".into())],
-                    ),
-                    ChannelText::Ignore => {}
-                },
-                Err(_) => self.local(
-                    "error",
-                    vec![Value::String("RTCIOChannel: invalid JSON envelope".into())],
-                ),
+                    );
+                }
             }
         } else {
-            self.dispatch_data(msg.data.freeze(), origin);
+            data_event(msg.data.freeze(), origin)
+        };
+        let has = self.has_listener(&ev.name);
+        let name = ev.name.clone();
+        if let Some(ev) = early.offer(&name, ev, has, std::time::Instant::now()) {
+            self.deliver(&ev);
         }
     }
 
-    fn dispatch_data(&self, bytes: Bytes, origin: Origin) {
-        let ev = Event {
-            name: "data".into(),
-            args: vec![],
-            origin,
-            data: Some(bytes),
-            stream: None,
-        };
-        self.inner.listeners.dispatch(&ev);
+    /// A peer's message to this channel's listeners and its broadcast's.
+    fn deliver(&self, ev: &Event) {
+        self.inner.listeners.dispatch(ev);
         if let Some(p) = &self.inner.parent {
-            p.listeners.dispatch(&ev);
+            p.listeners.dispatch(ev);
         }
+    }
+}
+
+fn data_event(bytes: Bytes, origin: Origin) -> Event {
+    Event {
+        name: "data".into(),
+        args: vec![],
+        origin,
+        data: Some(bytes),
+        stream: None,
     }
 }
 
@@ -673,12 +745,20 @@ impl BroadcastChannel {
 
     /// Listens to an event from any peer (`Event::origin` tells which).
     pub fn on(&self, event: &str, f: impl Fn(&Event) + Send + Sync + 'static) -> ListenerId {
-        self.inner.listeners.on(event, f)
+        let id = self.inner.listeners.on(event, f);
+        for m in self.members() {
+            m.listening(event);
+        }
+        id
     }
 
     /// Every `event` from any peer, as a stream.
     pub fn subscribe(&self, event: &str) -> mpsc::UnboundedReceiver<Event> {
-        self.inner.listeners.subscribe(event)
+        let rx = self.inner.listeners.subscribe(event);
+        for m in self.members() {
+            m.listening(event);
+        }
+        rx
     }
 
     /// Removes a listener.

@@ -36,6 +36,7 @@ pub use bwe::{BandwidthEstimate, CongestionConfig};
 pub use channel::{BroadcastChannel, Channel, ChannelError, ChannelOptions, ReadyState};
 pub use listeners::{Event, ListenerId, Origin};
 pub use proto::backpressure::Payload;
+pub use proto::stream_meta::SELF_ID;
 pub use proto::watchdog::WatchdogConfig;
 pub use socket::{Error, IceServer, IceServers, Options, PeerRef, Server, Socket};
 pub use stats::PeerStats;

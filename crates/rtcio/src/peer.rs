@@ -24,6 +24,7 @@ use crate::listeners::{Event, Origin};
 use crate::peer_media::{Attach, PeerMedia};
 use crate::proto::backpressure::CtrlQueue;
 use crate::proto::channel_id::{CTRL_ID, CTRL_LABEL, channel_id, channel_label, collision_message};
+use crate::proto::channel_sync::{self, RemoteChannels};
 use crate::proto::envelope::{self, Candidate, Description, SdpKind, Signal};
 use crate::proto::negotiation::{BreakAction, Negotiator, RemoteAction, SignalingState};
 use crate::proto::watchdog::{LinkState, Watchdog, WatchdogAction};
@@ -167,6 +168,8 @@ struct Peer {
     watchdog: Watchdog,
     glare_deadline: Option<Instant>,
     channels: HashMap<u16, Channel>,
+    /// Which of our channels the remote has created (early data is lost otherwise).
+    remote_channels: RemoteChannels,
     /// Our channels by webrtc-rs handle id, to recognise announced twins.
     by_handle: HashMap<usize, Channel>,
     /// Twin handles of the ctrl channel, kept alive (dropping one unregisters id 0's events).
@@ -194,8 +197,8 @@ async fn build_pc(
             rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize::Unbounded,
         )
         // mDNS needs a multicast route that loopback-only hosts do not have.
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .build();
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
+    let se = ice_timing(se).build();
     let mut media = MediaEngine::default();
     crate::peer_media::register_codecs(&mut media)?;
     let (registry, estimate) = interceptors(&shared.opts.congestion, &mut media)?;
@@ -250,6 +253,25 @@ fn interceptors(
     )
     .map_err(|e| e.to_string())?;
     Ok((registry, Some(estimate)))
+}
+
+/// ICE pacing and nomination closer to Chromium's than webrtc-rs's defaults (checks every
+/// 200 ms, a peer-reflexive pair nominated only 1 s after the start). A browser that joins us
+/// often sends its checks before its candidates arrive (and its host candidates may be mDNS
+/// names we do not resolve), so the pair we nominate is often peer-reflexive; Chromium itself
+/// nominates the first pair that works.
+fn ice_timing(se: SettingEngineBuilder) -> SettingEngineBuilder {
+    use std::time::Duration;
+    se
+        // Chromium paces checks at ~50 ms while connecting. 50 tries keep the 2.5 s a pair gets
+        // before it is given up above the default 1.4 s: handshakes on a busy CPU are slow.
+        .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(50))
+        .with_host_acceptance_min_wait(Some(Duration::ZERO))
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+        // A host pair, if there is one, is checked in the same round: a short wait lets it win.
+        .with_srflx_acceptance_min_wait(Some(Duration::from_millis(100)))
+        // Relay only when direct paths had a few rounds (no renomination in webrtc-rs).
+        .with_relay_acceptance_min_wait(Some(Duration::from_millis(500)))
 }
 
 fn ctrl_init() -> RTCDataChannelInit {
@@ -333,6 +355,7 @@ async fn run(
         watchdog: Watchdog::new(shared.opts.watchdog),
         glare_deadline: None,
         channels: HashMap::new(),
+        remote_channels: RemoteChannels::default(),
         by_handle: HashMap::new(),
         ctrl_twins: Vec::new(),
         broadcasts,
@@ -358,10 +381,12 @@ async fn run(
     while !p.done {
         let wd = p.watchdog.deadline().map(Instant::from_std);
         let glare = p.glare_deadline;
+        let held = p.media.announcement_deadline().map(Instant::from_std);
         let cmd = tokio::select! {
             cmd = rx.recv() => cmd,
             _ = sleep_opt(wd) => { p.on_watchdog_timer().await; continue; }
             _ = sleep_opt(glare) => { p.on_glare_timer().await; continue; }
+            _ = sleep_opt(held) => { p.media.expire_announcements(); continue; }
         };
         let Some(cmd) = cmd else { break };
         p.handle(cmd).await;
@@ -558,7 +583,7 @@ impl Peer {
         };
         let d = Description {
             kind: SdpKind::Offer,
-            sdp: local.sdp,
+            sdp: channel_sync::mark_sdp(&local.sdp),
         };
         debug!(peer = %self.remote, "sending offer");
         self.send_signal(envelope::description_envelope(
@@ -653,6 +678,12 @@ impl Peer {
                 crate::proto::stream_meta::request(&msid),
             ));
         }
+        if self.remote_channels.on_remote_sdp(&d.sdp) {
+            // Not an rtcio peer: channels send as soon as they are open, as in rtc.io.
+            for ch in self.channels.values() {
+                ch.remote_ready();
+            }
+        }
         self.glare_deadline = None;
         self.remote_described = true;
         self.flush_early_candidates().await;
@@ -679,7 +710,7 @@ impl Peer {
                 if let Some(local) = self.pc.local_description().await {
                     let a = Description {
                         kind: SdpKind::Answer,
-                        sdp: local.sdp,
+                        sdp: channel_sync::mark_sdp(&local.sdp),
                     };
                     self.send_signal(envelope::description_envelope(
                         &self.local_id(),
@@ -829,6 +860,18 @@ impl Peer {
                 let Ok(text) = std::str::from_utf8(&msg.data) else {
                     return;
                 };
+                if let Some(id) = channel_sync::parse_open_event(text) {
+                    debug!(peer = %self.remote, id, "the remote created its end of a channel");
+                    if self.remote_channels.on_open_event(id)
+                        && let Some(ch) = self.channels.get(&id).cloned()
+                    {
+                        ch.remote_ready();
+                        // Say it again: our own announcement may have been the first message on
+                        // a fresh ctrl channel, which webrtc-rs sometimes loses.
+                        self.send_ctrl(channel_sync::open_event(id)).await;
+                    }
+                    return;
+                }
                 match envelope::decode_ctrl(text) {
                     Ok((name, args)) => {
                         let ev = Event::new(&name, args, Origin::Peer(self.remote.clone()));
@@ -916,7 +959,17 @@ impl Peer {
             opts,
             parent.as_ref().map(|b| b.inner.clone()),
         );
+        // Known before webrtc-rs's announcement of a twin handle for it is handled (this task
+        // is busy until we return): a twin we did not recognise would be closed, and closing
+        // it closes the channel itself (same handle id).
+        self.by_handle.insert(dc.id(), ch.clone());
         ch.attach(dc);
+        if self.remote_channels.ready(id) {
+            ch.remote_ready();
+        }
+        // An rtcio peer holds its data for this id until it hears that our end exists (JS peers
+        // drop `#rtcio:` names on ctrl).
+        self.send_ctrl(channel_sync::open_event(id)).await;
         if let Some(b) = &parent {
             b.add_member(ch.clone());
             if !self.broadcasts.iter().any(|x| x.name() == b.name()) {

@@ -30,7 +30,7 @@ use crate::listeners::{Event, Origin};
 use crate::peer::PeerCmd;
 use crate::proto::rtp_assembler::{FrameAssembler, RtpCodec};
 use crate::proto::sdp_streams::{self, MediaKind, RemoteTrack as SdpTrack};
-use crate::proto::stream_meta::{self, SentStreams};
+use crate::proto::stream_meta::{self, Announced, Announcements, SentStreams};
 use crate::socket::Shared;
 use crate::stream::{
     Feed, KeyframeRequest, LocalStream, MediaFrame, NO_PT, RemoteStream, RemoteTrack, Route, Sink,
@@ -216,7 +216,10 @@ pub(crate) struct PeerMedia {
     remotes: HashMap<String, Remote>,
     routes: HashMap<String, Arc<Route>>,
     remote_tracks: HashMap<String, Arc<dyn TrackRemote>>,
+    /// Send-side bandwidth estimate of this peer connection (congestion control on).
     estimate: Option<Arc<crate::bwe::BandwidthEstimate>>,
+    /// Announcements for streams with no negotiated track yet.
+    announcements: Announcements,
 }
 
 fn codec_kind(kind: MediaKind) -> RtpCodecKind {
@@ -262,6 +265,7 @@ impl PeerMedia {
             routes: HashMap::new(),
             remote_tracks: HashMap::new(),
             estimate,
+            announcements: Announcements::default(),
         }
     }
 
@@ -275,8 +279,9 @@ impl PeerMedia {
     ) -> Attach {
         let msid = stream.msid().to_string();
         if self.attached.contains_key(&msid) {
+            let id = shared.id();
             let t = shared.streams();
-            return Attach::Refresh(self.sent_streams.update(&msid, &t.registry));
+            return Attach::Refresh(self.sent_streams.update(&msid, &t.registry, &id));
         }
         // Known before the SDP leaves: browsers ask for metadata as soon as they apply it.
         self.sent_streams.insert(&msid, stream.id());
@@ -449,8 +454,9 @@ impl PeerMedia {
 
     /// `{mid}` from the peer: the reply's `data`, or `None` (unknown or untracked: no reply).
     pub(crate) fn answer(&mut self, shared: &Shared, mid: &str) -> Option<Value> {
+        let id = shared.id();
         let t = shared.streams();
-        let a = self.sent_streams.on_request(mid, &t.registry);
+        let a = self.sent_streams.on_request(mid, &t.registry, &id);
         if a.is_none() {
             debug!(peer = %self.remote, %mid, "metadata request not answered (unknown or untracked)");
         }
@@ -498,6 +504,11 @@ impl PeerMedia {
             info!(peer = %self.remote, %msid, mid = %t.mid, "track-added");
             dispatch_track(shared, "track-added", &self.remote, &stream, &track);
         }
+        let remotes = &self.remotes;
+        let ready = self.announcements.release(|mid| has_track(remotes, mid));
+        for (mid, events) in ready {
+            self.dispatch_metadata(shared, &mid, events);
+        }
         requests
     }
 
@@ -514,16 +525,40 @@ impl PeerMedia {
 
     /// `{mid, events}` from the peer: dispatch each event with the stream to the global
     /// listeners (not per-peer ones, as in rtc.io), once per event unless its args change.
+    /// Reserved names are dropped; a stream with no negotiated track waits a little for one.
     pub(crate) fn on_metadata(&mut self, shared: &Shared, mid: &str, events: Map<String, Value>) {
+        let (events, dropped) = stream_meta::response_events(events);
+        if !dropped.is_empty() {
+            debug!(peer = %self.remote, %mid, ?dropped, "reserved names in stream metadata dropped");
+        }
+        let ready = has_track(&self.remotes, mid);
+        if let Some(events) = self
+            .announcements
+            .on_response(mid, events, ready, Instant::now())
+        {
+            self.dispatch_metadata(shared, mid, events);
+        } else {
+            debug!(peer = %self.remote, %mid, "metadata for a stream without a track: held");
+        }
+    }
+
+    /// When the next held announcement expires.
+    pub(crate) fn announcement_deadline(&self) -> Option<Instant> {
+        self.announcements.deadline()
+    }
+
+    /// Drops the held announcements whose wait is over.
+    pub(crate) fn expire_announcements(&mut self) {
+        for mid in self.announcements.expire(Instant::now()) {
+            debug!(peer = %self.remote, %mid, "metadata for a stream that never got a track dropped");
+        }
+    }
+
+    fn dispatch_metadata(&mut self, shared: &Shared, mid: &str, events: Announced) {
         let Some(r) = self.remotes.get_mut(mid) else {
-            debug!(peer = %self.remote, %mid, "metadata for an unknown stream dropped");
             return;
         };
         for (name, args) in events {
-            let args = match args {
-                Value::Array(a) => a,
-                other => vec![other],
-            };
             // ID-sync: the stream takes the sender's rtc.io id from its token.
             if let Some(id) = stream_meta::first_token(&args) {
                 r.stream.set_id(&id);
@@ -594,6 +629,7 @@ impl PeerMedia {
 
     /// The peer is gone: remote tracks end, our senders stop being fed.
     pub(crate) fn close(&mut self) {
+        self.announcements.clear();
         for r in self.routes.values() {
             r.set(None);
         }
@@ -601,6 +637,13 @@ impl PeerMedia {
             st.feed.remove_sink(&st.sink);
         }
     }
+}
+
+/// True when the applied SDP gives the remote stream `mid` at least one track.
+fn has_track(remotes: &HashMap<String, Remote>, mid: &str) -> bool {
+    remotes
+        .get(mid)
+        .is_some_and(|r| !r.stream.tracks().is_empty())
 }
 
 fn dispatch_track(

@@ -261,14 +261,34 @@ pub(crate) enum SocketCmd {
         peer: String,
         cmd: PeerCmd,
     },
-    Close(oneshot::Sender<()>),
+    /// Close everything; `None` when the last handle was dropped.
+    Close(Option<oneshot::Sender<()>>),
+}
+
+/// Shared by every clone of one [`Socket`]: when the last clone goes, the loop closes the
+/// socket (the loop, peer tasks and streams hold command senders of their own, so the channel
+/// alone never tells).
+struct HandleGuard {
+    cmd: mpsc::UnboundedSender<SocketCmd>,
+}
+
+impl Drop for HandleGuard {
+    fn drop(&mut self) {
+        // Already gone after an explicit close: nothing to stop.
+        let _ = self.cmd.send(SocketCmd::Close(None));
+    }
 }
 
 /// An rtc.io socket: signaling plus a full mesh of peer connections.
+///
+/// Clones are handles to the same socket. Dropping the last one closes it like
+/// [`Socket::close`] (in the background); a listener closure that captures a clone keeps the
+/// socket alive, so prefer [`Socket::subscribe`] in tasks you abort.
 #[derive(Clone)]
 pub struct Socket {
     shared: Arc<Shared>,
     cmd: mpsc::UnboundedSender<SocketCmd>,
+    _guard: Arc<HandleGuard>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -309,7 +329,11 @@ impl Socket {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(socket_loop(shared.clone(), sio_rx, rx, tx.clone()));
         info!(%id, "rtc.io socket connected");
-        Ok(Socket { shared, cmd: tx })
+        Ok(Socket {
+            shared,
+            _guard: Arc::new(HandleGuard { cmd: tx.clone() }),
+            cmd: tx,
+        })
     }
 
     /// This socket's id (the `source` peers see). Changes after a reconnect without recovery.
@@ -330,6 +354,10 @@ impl Socket {
     /// peer and replayed to later ones, and receivers' handlers of `event` get the stream
     /// (PROTOCOL.md §5.1). Emitting again with the same name replaces the arguments (and peers
     /// that already have the stream get the update).
+    ///
+    /// Write [`SELF_ID`](crate::SELF_ID) where the arguments name this socket (the tutorial's
+    /// `{"id": …}`): it becomes the id current when the event leaves, which for a stream
+    /// announcement may be long after a reconnect changed it.
     pub fn emit(&self, event: &str, args: Vec<Value>) -> Result<(), Error> {
         if event.starts_with("#rtcio:") {
             return self.server().emit(event, args);
@@ -350,6 +378,7 @@ impl Socket {
                 .send(SocketCmd::AttachStream(stream))
                 .map_err(|_| Error::Closed);
         }
+        let args = stream_meta::resolve_self_id(&args, &self.id());
         let text = envelope::encode_event(event, &args);
         self.cmd
             .send(SocketCmd::Ctrl { text })
@@ -462,7 +491,7 @@ impl Socket {
     /// Closes every peer connection (remote peers notice at once) and disconnects.
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.cmd.send(SocketCmd::Close(tx)).is_ok() {
+        if self.cmd.send(SocketCmd::Close(Some(tx))).is_ok() {
             let _ = rx.await;
         }
     }
@@ -501,8 +530,10 @@ pub struct PeerRef<'a> {
 }
 
 impl PeerRef<'_> {
-    /// Emits an event to this peer only (no-op if unknown).
+    /// Emits an event to this peer only (no-op if unknown). [`SELF_ID`](crate::SELF_ID) in the
+    /// arguments becomes our socket id.
     pub fn emit(&self, event: &str, args: Vec<Value>) -> Result<(), Error> {
+        let args = stream_meta::resolve_self_id(&args, &self.socket.id());
         let text = envelope::encode_event(event, &args);
         self.socket
             .cmd
@@ -585,9 +616,14 @@ async fn socket_loop(
             },
             cmd = rx.recv() => match cmd {
                 Some(SocketCmd::Close(done)) => {
+                    if done.is_none() {
+                        info!("every socket handle dropped: closing");
+                    }
                     l.close_all_peers().await;
                     l.shared.sio.close().await;
-                    let _ = done.send(());
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
                     break;
                 }
                 Some(cmd) => l.on_cmd(cmd),

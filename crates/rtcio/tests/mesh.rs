@@ -507,3 +507,78 @@ async fn signaling_restart_gives_new_ids_and_the_room_reforms() {
     b.socket.close().await;
     srv.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_closes_the_socket() {
+    let srv = server().await;
+    let (a, b) = pair(&srv.url(), "dropped").await;
+    let b_id = b.socket.id();
+    let mut left = a.socket.subscribe("user-disconnected");
+    let mut gone = a.socket.subscribe("peer-disconnect");
+    // Two handles, neither closed: only the last drop may end the socket.
+    let b2 = b.socket.clone();
+    drop(b);
+    drop(b2);
+    // Far below the server's ping timeout (20 s), which a leaked loop would never even reach.
+    let bound = Duration::from_secs(5);
+    let ev = tokio::time::timeout(bound, left.recv())
+        .await
+        .expect("the server saw the dropped socket leave")
+        .expect("stream");
+    assert_eq!(ev.arg()["id"], Value::String(b_id.clone()));
+    // Its peer connections were closed too, not left to the watchdog.
+    let ev = tokio::time::timeout(bound, gone.recv())
+        .await
+        .expect("peer-disconnect for the dropped socket")
+        .expect("stream");
+    assert_eq!(ev.arg()["id"], Value::String(b_id));
+    a.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_sent_before_the_remote_created_the_channel_arrives() {
+    let srv = server().await;
+    let (a, b) = pair(&srv.url(), "early-data").await;
+    let (ia, ib) = (a.socket.id(), b.socket.id());
+    let b_ch = b
+        .socket
+        .peer(&ia)
+        .create_channel("late", ChannelOptions::reliable())
+        .await
+        .expect("b late");
+    // B sends at once, before A has its end.
+    for i in 0..3 {
+        b_ch.emit("early", vec![json!(i)]);
+    }
+    b_ch.send(vec![1u8, 2, 3]).await;
+    // The scenario, not a synchronisation: A creates its end half a second later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a_ch = a
+        .socket
+        .peer(&ib)
+        .create_channel("late", ChannelOptions::reliable())
+        .await
+        .expect("a late");
+    let mut early = a_ch.subscribe("early");
+    let mut data = a_ch.subscribe("data");
+    for i in 0..3 {
+        assert_eq!(next(&mut early, "early message").await.args, vec![json!(i)]);
+    }
+    let bin = next(&mut data, "early binary").await;
+    assert_eq!(bin.data.as_deref(), Some(&[1u8, 2, 3][..]));
+    // And the channel works both ways afterwards.
+    let mut back = b_ch.subscribe("back");
+    a_ch.emit_wait("back", vec![json!("a→b")])
+        .await
+        .expect("a sends");
+    assert_eq!(next(&mut back, "A → B").await.args, vec![json!("a→b")]);
+    let mut more = a_ch.subscribe("more");
+    b_ch.emit_wait("more", vec![json!("b→a")])
+        .await
+        .expect("b sends");
+    assert_eq!(next(&mut more, "B → A").await.args, vec![json!("b→a")]);
+    a.socket.close().await;
+    b.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}

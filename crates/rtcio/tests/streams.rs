@@ -249,3 +249,126 @@ async fn swap_remove_and_keyframe_requests() {
     b.socket.close().await;
     srv.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_names_in_stream_metadata_are_dropped() {
+    let srv = server().await;
+    let url = srv.url();
+    let mut a = join(&url, "forged-meta", "alice").await;
+    let mut b = join(&url, "forged-meta", "bob").await;
+    connected_to(&mut a, &[b.socket.id()]).await;
+    connected_to(&mut b, &[a.socket.id()]).await;
+
+    let stream = a.socket.create_stream();
+    let video = stream.add_track(MediaKind::Video);
+    let run = feed(video, None, 1);
+    let mut b_cam = b.socket.subscribe("camera");
+    a.socket
+        .emit(
+            "camera",
+            vec![json!({"id": a.socket.id(), "name": "alice", "camera": stream.token()})],
+        )
+        .expect("emit");
+    camera_from(&mut b_cam, &a.socket, &stream).await;
+
+    // A forges an unsolicited `{mid, events}` for its real stream, with library-only names and
+    // one application name that serves as the marker.
+    let mut reserved: Vec<UnboundedReceiver<Event>> = [
+        "peer-connect",
+        "peer-disconnect",
+        "track-added",
+        "track-removed",
+    ]
+    .iter()
+    .map(|n| b.socket.subscribe(n))
+    .collect();
+    let mut marker = b.socket.subscribe("screen");
+    let forged = json!({
+        "source": a.socket.id(),
+        "target": b.socket.id(),
+        "data": {"mid": stream.msid(), "events": {
+            "peer-connect": [{"id": "forged"}],
+            "peer-disconnect": [{"id": a.socket.id()}],
+            "track-added": [{"peerId": "forged"}],
+            "track-removed": [{"peerId": "forged"}],
+            "screen": [stream.token()],
+        }},
+    });
+    a.socket
+        .server()
+        .emit("#rtcio:message", vec![forged])
+        .expect("emit");
+    let ev = next(&mut marker, "the application event of the forged metadata").await;
+    assert!(ev.stream.is_some());
+    // The same peer task handles a second message only after the whole first one.
+    let mut done = b.socket.subscribe("done");
+    let after = json!({
+        "source": a.socket.id(),
+        "target": b.socket.id(),
+        "data": {"mid": stream.msid(), "events": {"done": []}},
+    });
+    a.socket
+        .server()
+        .emit("#rtcio:message", vec![after])
+        .expect("emit");
+    next(&mut done, "the follow-up metadata").await;
+    for rx in reserved.iter_mut() {
+        if let Ok(ev) = rx.try_recv() {
+            panic!("a reserved name in stream metadata got through: {ev:?}");
+        }
+    }
+    run.store(false, Ordering::Relaxed);
+    a.socket.close().await;
+    b.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcement_names_the_current_id_after_a_signaling_restart() {
+    let srv = server().await;
+    let addr = srv.local_addr();
+    let url = srv.url();
+    let mut a = join(&url, "restart-cam", "alice").await;
+    let mut b = join(&url, "restart-cam", "bob").await;
+    connected_to(&mut a, &[b.socket.id()]).await;
+    connected_to(&mut b, &[a.socket.id()]).await;
+    let stream = a.socket.create_stream();
+    let video = stream.add_track(MediaKind::Video);
+    let run = feed(video, None, 1);
+    let mut b_cam = b.socket.subscribe("camera");
+    // Announced once, the way the CLI and the app do.
+    a.socket
+        .emit(
+            "camera",
+            vec![json!({"id": rtcio::SELF_ID, "name": "alice", "camera": stream.token()})],
+        )
+        .expect("emit");
+    camera_from(&mut b_cam, &a.socket, &stream).await;
+
+    // The server restarts without recovery: both come back with new ids and re-join.
+    let old_a = a.socket.id();
+    let mut a_back = a.socket.subscribe("connect");
+    let mut b_back = b.socket.subscribe("connect");
+    srv.shutdown().await.expect("shutdown");
+    let srv = rtcio_server::start(rtcio_server::ServerConfig {
+        bind: addr,
+        ..Default::default()
+    })
+    .await
+    .expect("server again");
+    next(&mut a_back, "A reconnected").await;
+    next(&mut b_back, "B reconnected").await;
+    assert_ne!(a.socket.id(), old_a);
+    // The replayed announcement names A's current id (camera_from checks the args).
+    let rs = camera_from(&mut b_cam, &a.socket, &stream).await;
+    frame_from(
+        &rs.track(MediaKind::Video).expect("video"),
+        1,
+        "video after the restart",
+    )
+    .await;
+    run.store(false, Ordering::Relaxed);
+    a.socket.close().await;
+    b.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}

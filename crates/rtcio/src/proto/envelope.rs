@@ -23,9 +23,22 @@ pub const RESERVED_EVENTS: [&str; 4] = [
     "track-removed",
 ];
 
-/// True for names a remote peer must not be able to trigger over ctrl.
+/// True for names a remote peer must not be able to trigger: over ctrl, on a channel or through
+/// stream metadata.
 pub fn is_reserved(name: &str) -> bool {
     name.starts_with("#rtcio:") || RESERVED_EVENTS.contains(&name)
+}
+
+/// Events a named channel raises itself (and a broadcast channel's `peer-left`): a remote
+/// envelope with one of these names would pass for the local transport's own event.
+pub const CHANNEL_LOCAL_EVENTS: [&str; 6] =
+    ["open", "close", "error", "drain", "data", "peer-left"];
+
+/// True for names a remote must not raise on a named channel: the reserved names plus the
+/// channel's own events. The JS has no filter here (PROTOCOL.md §4.6); names like these are
+/// spoofing, never application traffic.
+pub fn is_reserved_on_channel(name: &str) -> bool {
+    is_reserved(name) || CHANNEL_LOCAL_EVENTS.contains(&name)
 }
 
 /// JS truthiness of an optional JSON value.
@@ -282,12 +295,16 @@ pub enum ChannelText {
     Invalid,
     /// Valid JSON without a string `e`: ignored silently.
     Ignore,
+    /// A name only the library raises ([`is_reserved_on_channel`]): dropped.
+    Reserved(String),
 }
 
-/// Decodes a custom-channel text message. No reserved filter and no size cap, as in rtc.io.
+/// Decodes a custom-channel text message. No size cap, as in rtc.io; unlike rtc.io, reserved and
+/// channel-local names are dropped ([`is_reserved_on_channel`]).
 pub fn decode_channel_text(text: &str) -> ChannelText {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(obj)) => match obj.get("e") {
+            Some(Value::String(e)) if is_reserved_on_channel(e) => ChannelText::Reserved(e.clone()),
             Some(Value::String(e)) => {
                 let args = match obj.get("d") {
                     Some(Value::Array(a)) => a.clone(),
@@ -476,5 +493,33 @@ mod tests {
         assert_eq!(decode_channel_text("null"), ChannelText::Invalid);
         assert_eq!(decode_channel_text(r#"{"e":1}"#), ChannelText::Ignore);
         assert_eq!(decode_channel_text("\"str\""), ChannelText::Ignore);
+    }
+
+    #[test]
+    fn channel_text_drops_reserved_and_channel_local_names() {
+        for name in [
+            "peer-connect",
+            "peer-disconnect",
+            "track-added",
+            "track-removed",
+            "#rtcio:message",
+            "open",
+            "close",
+            "error",
+            "drain",
+            "data",
+            "peer-left",
+        ] {
+            assert_eq!(
+                decode_channel_text(&encode_event(name, &[json!({"id": "forged"})])),
+                ChannelText::Reserved(name.into()),
+                "{name}"
+            );
+        }
+        // Names that merely look alike are application events.
+        assert_eq!(
+            decode_channel_text(&encode_event("opened", &[])),
+            ChannelText::Event("opened".into(), vec![])
+        );
     }
 }

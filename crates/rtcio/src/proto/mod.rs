@@ -2,6 +2,7 @@
 
 pub mod backpressure;
 pub mod channel_id;
+pub mod channel_sync;
 pub mod codec_order;
 pub mod envelope;
 pub mod negotiation;
