@@ -54,23 +54,9 @@ afterEach(async () => {
   await page.context().close();
 });
 
-/** Delivers a one-colour frame of w×h on the video channel (src-tauri media.rs layout). */
-const sendFrame = (key, w, h) => page.evaluate(([key, w, h]) => {
-  const reg = window.__mock.calls.find((c) => c.cmd === 'video_channel');
-  const id = Number(String(reg.args.channel).split(':')[1]);
-  const k = new TextEncoder().encode(key);
-  const buf = new ArrayBuffer(20 + k.length + w * h * 4);
-  const v = new DataView(buf);
-  v.setUint8(0, 1);
-  v.setUint16(2, k.length, true);
-  v.setUint32(4, w, true);
-  v.setUint32(8, h, true);
-  v.setBigUint64(12, BigInt(Date.now()) * 1000n, true);
-  new Uint8Array(buf, 20, k.length).set(k);
-  new Uint8Array(buf, 20 + k.length).fill(200);
-  window.__frameIndex = window.__frameIndex ?? 0;
-  window.__mock.callback(id, { message: buf, index: window.__frameIndex++ });
-}, [key, w, h]);
+/** Delivers a one-colour frame of w×h on the video channel. */
+const sendFrame = (key, w, h) =>
+  page.evaluate(([key, w, h]) => window.__mock.frame(key, w, h, 200), [key, w, h]);
 
 /** A person with a camera stream `<id>/cam`. */
 async function addPerson(id, name, { frame = null } = {}) {

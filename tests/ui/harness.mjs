@@ -61,6 +61,30 @@ export function installMock(config) {
         if (l.event === event) callbacks.get(l.handler)?.({ event, id: l.id, payload });
       }
     },
+    // Delivers one binary video frame (src-tauri media.rs layout) of w×h on the UI's video
+    // channel. `pixels`: a byte to fill with, one RGBA pixel ([r, g, b, a]) repeated, or all
+    // w×h×4 bytes. Options: `index` (the channel's message index; counts up by default),
+    // `version` (1; anything else makes a malformed frame), `ageMs` (how long ago it was
+    // handed over).
+    frame(key, w, h, pixels, { index, version = 1, ageMs = 0 } = {}) {
+      const reg = calls.find((c) => c.cmd === 'video_channel');
+      const id = Number(String(reg.args.channel).split(':')[1]);
+      const k = new TextEncoder().encode(key);
+      const buf = new ArrayBuffer(20 + k.length + w * h * 4);
+      const v = new DataView(buf);
+      v.setUint8(0, version);
+      v.setUint16(2, k.length, true);
+      v.setUint32(4, w, true);
+      v.setUint32(8, h, true);
+      v.setBigUint64(12, BigInt(Date.now() - ageMs) * 1000n, true);
+      new Uint8Array(buf, 20, k.length).set(k);
+      const px = new Uint8Array(buf, 20 + k.length);
+      if (typeof pixels === 'number') px.fill(pixels);
+      else if (pixels.length === 4) for (let i = 0; i < w * h; i++) px.set(pixels, i * 4);
+      else px.set(pixels);
+      window.__frameIndex = index ?? window.__frameIndex ?? 0;
+      callbacks.get(id)?.({ message: buf, index: window.__frameIndex++ });
+    },
   };
   window.__TAURI_INTERNALS__ = {
     transformCallback(cb) {

@@ -45,23 +45,11 @@ async function openApp(responses = {}) {
 const calls = (cmd) => page.evaluate((c) => window.__mock.calls.filter((x) => x.cmd === c), cmd);
 const emit = (event, payload) => page.evaluate(([e, p]) => window.__mock.emit(e, p), [event, payload]);
 
-/** Delivers one binary frame (src-tauri media.rs layout) on the UI's video channel. */
-const sendFrame = (key, w, h, rgba, index) => page.evaluate(([key, w, h, rgba, index]) => {
-  const reg = window.__mock.calls.find((c) => c.cmd === 'video_channel');
-  const id = Number(String(reg.args.channel).split(':')[1]);
-  const k = new TextEncoder().encode(key);
-  const buf = new ArrayBuffer(20 + k.length + w * h * 4);
-  const v = new DataView(buf);
-  v.setUint8(0, 1);
-  v.setUint16(2, k.length, true);
-  v.setUint32(4, w, true);
-  v.setUint32(8, h, true);
-  v.setBigUint64(12, BigInt(Date.now()) * 1000n, true);
-  new Uint8Array(buf, 20, k.length).set(k);
-  const px = new Uint8Array(buf, 20 + k.length);
-  for (let i = 0; i < w * h; i++) px.set(rgba, i * 4);
-  window.__mock.callback(id, { message: buf, index });
-}, [key, w, h, rgba, index]);
+/** Delivers one binary frame of one colour on the UI's video channel. */
+const sendFrame = (key, w, h, rgba, index) => page.evaluate(
+  ([key, w, h, rgba, index]) => window.__mock.frame(key, w, h, rgba, { index }),
+  [key, w, h, rgba, index],
+);
 
 const meterWidth = () => page.evaluate(() => {
   const fill = document.getElementById('mic-meter-fill');

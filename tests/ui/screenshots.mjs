@@ -69,21 +69,7 @@ async function sendPicture(page, key, w, h, scene) {
         g.fillRect(w * 0.02, h * 0.1 + k * h * 0.045, w * 0.12, h * 0.014);
       }
     }
-    const rgba = g.getImageData(0, 0, w, h).data;
-    const reg = window.__mock.calls.find((x) => x.cmd === 'video_channel');
-    const id = Number(String(reg.args.channel).split(':')[1]);
-    const k = new TextEncoder().encode(key);
-    const buf = new ArrayBuffer(20 + k.length + w * h * 4);
-    const v = new DataView(buf);
-    v.setUint8(0, 1);
-    v.setUint16(2, k.length, true);
-    v.setUint32(4, w, true);
-    v.setUint32(8, h, true);
-    v.setBigUint64(12, BigInt(Date.now()) * 1000n, true);
-    new Uint8Array(buf, 20, k.length).set(k);
-    new Uint8Array(buf, 20 + k.length).set(rgba);
-    window.__seq = (window.__seq ?? 0);
-    window.__mock.callback(id, { message: buf, index: window.__seq++ });
+    window.__mock.frame(key, w, h, g.getImageData(0, 0, w, h).data);
   }, [key, w, h, scene]);
 }
 

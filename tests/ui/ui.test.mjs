@@ -374,23 +374,13 @@ test('leave returns to the start screen', async () => {
 
 // ------------------------------------------------------------------ video tiles and screen share
 
-/** Delivers one binary frame (src-tauri media.rs layout) on the UI's video channel. */
-const sendFrame = (key, w, h, rgba, index) => page.evaluate(([key, w, h, rgba, index]) => {
-  const reg = window.__mock.calls.find((c) => c.cmd === 'video_channel');
-  const id = Number(String(reg.args.channel).split(':')[1]);
-  const k = new TextEncoder().encode(key);
-  const buf = new ArrayBuffer(20 + k.length + w * h * 4);
-  const v = new DataView(buf);
-  v.setUint8(0, rgba === null ? 9 : 1); // rgba null: a malformed frame (unknown version)
-  v.setUint16(2, k.length, true);
-  v.setUint32(4, w, true);
-  v.setUint32(8, h, true);
-  v.setBigUint64(12, BigInt(Date.now() - 5) * 1000n, true); // handed over 5 ms ago
-  new Uint8Array(buf, 20, k.length).set(k);
-  const px = new Uint8Array(buf, 20 + k.length);
-  for (let i = 0; i < w * h; i++) px.set(rgba || [0, 0, 0, 0], i * 4);
-  window.__mock.callback(id, { message: buf, index });
-}, [key, w, h, rgba, index]);
+/** Delivers one binary frame of one colour (handed over 5 ms ago) on the UI's video channel;
+ * `rgba` null: a malformed frame (unknown version). */
+const sendFrame = (key, w, h, rgba, index) => page.evaluate(
+  ([key, w, h, rgba, index]) =>
+    window.__mock.frame(key, w, h, rgba || [0, 0, 0, 0], { index, version: rgba === null ? 9 : 1, ageMs: 5 }),
+  [key, w, h, rgba, index],
+);
 
 const pixel = (key) => page.evaluate((key) => {
   const c = document.querySelector(`canvas.video[data-key="${key}"]`);

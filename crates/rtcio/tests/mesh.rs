@@ -4,7 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::room::{Member, WAIT, connected_to, join, join_with, next, server};
+use common::room::{
+    Member, WAIT, connected_to, join, join_with, next, pair, restart_server, server,
+};
 
 use rtcio::{ChannelOptions, Options, Origin};
 use serde_json::{Value, json};
@@ -310,10 +312,6 @@ async fn graceful_leave_is_noticed_without_the_watchdog() {
     srv.shutdown().await.expect("shutdown");
 }
 
-async fn pair(url: &str, room: &str) -> (Member, Member) {
-    pair_with(url, room, Options::loopback(), Options::loopback()).await
-}
-
 async fn pair_with(url: &str, room: &str, a_opts: Options, b_opts: Options) -> (Member, Member) {
     let mut a = join_with(url, room, "alice", a_opts).await;
     let mut b = join_with(url, room, "bob", b_opts).await;
@@ -466,7 +464,6 @@ async fn peer_disconnect_when_the_remote_process_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signaling_restart_gives_new_ids_and_the_room_reforms() {
     let srv = server().await;
-    let addr = srv.local_addr();
     let (mut a, mut b) = pair_with(
         &srv.url(),
         "restart",
@@ -475,19 +472,9 @@ async fn signaling_restart_gives_new_ids_and_the_room_reforms() {
     )
     .await;
     let (old_a, old_b) = (a.socket.id(), b.socket.id());
-    let mut a_back = a.socket.subscribe("connect");
-    let mut b_back = b.socket.subscribe("connect");
     let mut a_gone = a.socket.subscribe("peer-disconnect");
     // The signaling server goes away and comes back on the same address, without recovery.
-    srv.shutdown().await.expect("shutdown");
-    let srv = rtcio_server::start(rtcio_server::ServerConfig {
-        bind: addr,
-        ..Default::default()
-    })
-    .await
-    .expect("server again");
-    next(&mut a_back, "A reconnected").await;
-    next(&mut b_back, "B reconnected").await;
+    let srv = restart_server(srv, &[&a.socket, &b.socket]).await;
     assert_ne!(a.socket.id(), old_a);
     assert_ne!(b.socket.id(), old_b);
     // The stale peer (old id) is closed, and the re-sent join-room re-forms the room.

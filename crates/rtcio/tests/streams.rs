@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::room::{Member, WAIT, connected_to, join, next, server};
+use common::room::{Member, WAIT, connected_to, join, next, pair, restart_server, server};
 use rtcio::{
     Event, LocalStream, LocalTrack, MediaFrame, MediaKind, MediaSample, Origin, RemoteStream,
     RemoteTrack, RtpCodec, Socket,
@@ -116,10 +116,7 @@ async fn frame_from(track: &RemoteTrack, source: u8, what: &str) -> MediaFrame {
 async fn stream_metadata_replay_and_untrack() {
     let srv = server().await;
     let url = srv.url();
-    let mut a = join(&url, "streams", "alice").await;
-    let mut b = join(&url, "streams", "bob").await;
-    connected_to(&mut a, &[b.socket.id()]).await;
-    connected_to(&mut b, &[a.socket.id()]).await;
+    let (a, b) = pair(&url, "streams").await;
 
     let stream = a.socket.create_stream();
     let video = stream.add_track(MediaKind::Video);
@@ -188,10 +185,7 @@ async fn offers(a: &Member, b: &Member) -> u64 {
 async fn swap_remove_and_keyframe_requests() {
     let srv = server().await;
     let url = srv.url();
-    let mut a = join(&url, "swap", "alice").await;
-    let mut b = join(&url, "swap", "bob").await;
-    connected_to(&mut a, &[b.socket.id()]).await;
-    connected_to(&mut b, &[a.socket.id()]).await;
+    let (a, b) = pair(&url, "swap").await;
 
     let stream = a.socket.create_stream();
     let video = stream.add_track(MediaKind::Video);
@@ -254,10 +248,7 @@ async fn swap_remove_and_keyframe_requests() {
 async fn reserved_names_in_stream_metadata_are_dropped() {
     let srv = server().await;
     let url = srv.url();
-    let mut a = join(&url, "forged-meta", "alice").await;
-    let mut b = join(&url, "forged-meta", "bob").await;
-    connected_to(&mut a, &[b.socket.id()]).await;
-    connected_to(&mut b, &[a.socket.id()]).await;
+    let (a, b) = pair(&url, "forged-meta").await;
 
     let stream = a.socket.create_stream();
     let video = stream.add_track(MediaKind::Video);
@@ -326,12 +317,8 @@ async fn reserved_names_in_stream_metadata_are_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announcement_names_the_current_id_after_a_signaling_restart() {
     let srv = server().await;
-    let addr = srv.local_addr();
     let url = srv.url();
-    let mut a = join(&url, "restart-cam", "alice").await;
-    let mut b = join(&url, "restart-cam", "bob").await;
-    connected_to(&mut a, &[b.socket.id()]).await;
-    connected_to(&mut b, &[a.socket.id()]).await;
+    let (a, b) = pair(&url, "restart-cam").await;
     let stream = a.socket.create_stream();
     let video = stream.add_track(MediaKind::Video);
     let run = feed(video, None, 1);
@@ -347,17 +334,7 @@ async fn announcement_names_the_current_id_after_a_signaling_restart() {
 
     // The server restarts without recovery: both come back with new ids and re-join.
     let old_a = a.socket.id();
-    let mut a_back = a.socket.subscribe("connect");
-    let mut b_back = b.socket.subscribe("connect");
-    srv.shutdown().await.expect("shutdown");
-    let srv = rtcio_server::start(rtcio_server::ServerConfig {
-        bind: addr,
-        ..Default::default()
-    })
-    .await
-    .expect("server again");
-    next(&mut a_back, "A reconnected").await;
-    next(&mut b_back, "B reconnected").await;
+    let srv = restart_server(srv, &[&a.socket, &b.socket]).await;
     assert_ne!(a.socket.id(), old_a);
     // The replayed announcement names A's current id (camera_from checks the args).
     let rs = camera_from(&mut b_cam, &a.socket, &stream).await;

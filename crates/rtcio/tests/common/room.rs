@@ -61,6 +61,36 @@ pub async fn join_with(url: &str, room: &str, name: &str, opts: Options) -> Memb
     Member { socket, connects }
 }
 
+/// Alice and Bob join `room` and are connected to each other.
+pub async fn pair(url: &str, room: &str) -> (Member, Member) {
+    let mut a = join(url, room, "alice").await;
+    let mut b = join(url, room, "bob").await;
+    connected_to(&mut a, &[b.socket.id()]).await;
+    connected_to(&mut b, &[a.socket.id()]).await;
+    (a, b)
+}
+
+/// Stops `srv` and starts a new server on the same address without connection-state recovery
+/// (so every socket comes back with a new id); returns once each of `sockets` has reconnected.
+pub async fn restart_server(
+    srv: rtcio_server::RunningServer,
+    sockets: &[&Socket],
+) -> rtcio_server::RunningServer {
+    let addr = srv.local_addr();
+    let mut back: Vec<_> = sockets.iter().map(|s| s.subscribe("connect")).collect();
+    srv.shutdown().await.expect("shutdown");
+    let srv = rtcio_server::start(rtcio_server::ServerConfig {
+        bind: addr,
+        ..Default::default()
+    })
+    .await
+    .expect("server again");
+    for rx in &mut back {
+        next(rx, "reconnected").await;
+    }
+    srv
+}
+
 /// Waits for peer-connect from each of `ids`.
 pub async fn connected_to(m: &mut Member, ids: &[String]) {
     let mut want: Vec<String> = ids.to_vec();
