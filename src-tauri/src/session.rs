@@ -746,15 +746,19 @@ impl Session {
         lock_any(&self.receivers).stop();
         // When we host, the room hears `user-disconnected` from our own server: let it handle
         // our disconnect before it stops (bounded, a stuck server must not block leaving).
-        let mut handled = self.server.as_ref().map(|s| s.handled_disconnects());
-        let before = handled.as_mut().map(|rx| *rx.borrow_and_update());
-        self.socket.close().await;
-        if let (Some(rx), Some(before)) = (handled.as_mut(), before) {
-            let waited =
-                tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|n| *n > before)).await;
-            if !matches!(waited, Ok(Ok(_))) {
-                warn!("the embedded server did not see us leave within 1 s; stopping it anyway");
+        match self.server.as_ref().map(|s| s.disconnect_watch()) {
+            Some(mut watch) => {
+                let close = self.socket.close();
+                if !watch
+                    .after_own_disconnect(close, Duration::from_secs(1))
+                    .await
+                {
+                    warn!(
+                        "the embedded server did not see us leave within 1 s; stopping it anyway"
+                    );
+                }
             }
+            None => self.socket.close().await,
         }
         if let Some(server) = self.server.take()
             && let Err(e) = server.shutdown().await

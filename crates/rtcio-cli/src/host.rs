@@ -43,6 +43,7 @@ pub async fn run(args: HostArgs, out: Output) -> Result<(), CliError> {
             server: own,
             room: args.room,
             args: args.session,
+            hosted: Some(server.disconnect_watch()),
         },
         out,
     )

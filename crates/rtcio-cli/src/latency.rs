@@ -33,6 +33,7 @@ pub async fn run(a: LatencyArgs, out: Output) -> Result<(), CliError> {
             server: a.server,
             room: a.room.clone(),
             args,
+            hosted: None,
         },
         out,
     )

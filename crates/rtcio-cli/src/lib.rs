@@ -65,6 +65,7 @@ async fn run(command: Command, out: Output) -> Result<(), CliError> {
                     server: a.server,
                     room: a.room,
                     args: a.session,
+                    hosted: None,
                 },
                 out,
             )

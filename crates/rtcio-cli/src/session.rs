@@ -65,6 +65,9 @@ pub struct SessionConfig {
     pub server: String,
     pub room: String,
     pub args: SessionArgs,
+    /// The server this process hosts (`rtcio host`): on leaving, the room hears it from that
+    /// server before it stops.
+    pub hosted: Option<rtcio_server::DisconnectWatch>,
 }
 
 enum Incoming {
@@ -116,17 +119,31 @@ pub async fn run_with_outcome(cfg: SessionConfig, out: Output) -> Result<Outcome
     // Sources first: a missing camera or file fails before we show up in the room.
     let producers = send::open(&cfg.args)?;
     let socket = connect(&cfg.server, cfg.args.net.options()).await?;
+    let hosted = cfg.hosted.clone();
     let mut session = Session::new(cfg, out, socket.clone(), producers);
     let result = session.run().await;
     let outcome = Outcome {
         latency: session.receiver.latency_reports(),
     };
     // Leave cleanly in every case: peers notice at once instead of through their watchdog.
-    if tokio::time::timeout(Duration::from_secs(5), socket.close())
-        .await
-        .is_err()
-    {
-        warn!("closing the connections took longer than 5 s");
+    let close = async {
+        if tokio::time::timeout(Duration::from_secs(5), socket.close())
+            .await
+            .is_err()
+        {
+            warn!("closing the connections took longer than 5 s");
+        }
+    };
+    match hosted {
+        Some(mut watch) => {
+            if !watch
+                .after_own_disconnect(close, Duration::from_secs(1))
+                .await
+            {
+                warn!("our own server did not see us leave within 1 s; stopping it anyway");
+            }
+        }
+        None => close.await,
     }
     let sender = session.sender.take();
     let mut receiver = std::mem::replace(&mut session.receiver, Receiver::new(out, None));

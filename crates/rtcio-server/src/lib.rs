@@ -26,4 +26,4 @@ mod session;
 pub mod store;
 
 pub use config::{CorsPolicy, Policy, ServerConfig};
-pub use server::{RunningServer, ServerError, start};
+pub use server::{DisconnectWatch, RunningServer, ServerError, start};

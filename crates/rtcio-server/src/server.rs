@@ -106,6 +106,12 @@ impl RunningServer {
         self.disconnects.clone()
     }
 
+    /// A watch for a process that hosts this server and is also one of its clients (see
+    /// [`DisconnectWatch::after_own_disconnect`]).
+    pub fn disconnect_watch(&self) -> DisconnectWatch {
+        DisconnectWatch(self.disconnects.clone())
+    }
+
     /// Serves until the process gets Ctrl-C or SIGTERM, then shuts down gracefully.
     pub async fn run_until_signal(self) -> Result<(), ServerError> {
         shutdown_signal().await;
@@ -294,4 +300,27 @@ fn http_router<A: Adapter>(
                 .layer(cors.allow_origin(AllowOrigin::list(values)))
         }
     })
+}
+
+/// Follows how many disconnects a [`RunningServer`] has fully handled.
+#[derive(Clone, Debug)]
+pub struct DisconnectWatch(watch::Receiver<u64>);
+
+impl DisconnectWatch {
+    /// Runs `close` (this process's own client closing its socket), then waits up to `limit`
+    /// for the server to have handled that disconnect, so the room hears `user-disconnected`
+    /// and `#rtcio:peer-left` before the server stops. False when it did not within `limit` (a
+    /// stuck server must not block leaving).
+    pub async fn after_own_disconnect<F: Future<Output = ()>>(
+        &mut self,
+        close: F,
+        limit: std::time::Duration,
+    ) -> bool {
+        let before = *self.0.borrow_and_update();
+        close.await;
+        matches!(
+            tokio::time::timeout(limit, self.0.wait_for(|n| *n > before)).await,
+            Ok(Ok(_))
+        )
+    }
 }
