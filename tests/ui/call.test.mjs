@@ -7,13 +7,11 @@
 //
 // Run: npm ci && node --test call.test.mjs   (CHROMIUM=/path overrides /usr/bin/chromium)
 
-import { test, before, after, beforeEach, afterEach } from 'node:test';
+import { test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { defaultResponses, joinCallIn, joinInfo, launchChromium, openAppIn, startStaticServer } from './harness.mjs';
+import { defaultResponses, joinCallIn, joinInfo, openAppIn, suiteBrowser } from './harness.mjs';
 
-let server;
-let baseUrl;
-let browser;
+const suite = suiteBrowser();
 let page;
 
 const calls = (cmd) => page.evaluate((c) => window.__mock.calls.filter((x) => x.cmd === c), cmd);
@@ -24,27 +22,16 @@ const attr = (sel, name) => page.getAttribute(sel, name);
 const settle = () => page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
 
 /** Joins with our own camera tile (`self/camera`) unless `extra` says otherwise. */
-const joinCall = (responses = {}) => joinCallIn(page, baseUrl, {
+const joinCall = (responses = {}) => joinCallIn(page, suite.baseUrl, {
   join: { value: joinInfo({ previewKey: 'self/camera' }) },
   ...responses,
 });
 
 async function newPage(viewport = { width: 1200, height: 780 }) {
-  const ctx = await browser.newContext({ viewport });
+  const ctx = await suite.browser.newContext({ viewport });
   page = await ctx.newPage();
   page.on('pageerror', (e) => { throw e; });
 }
-
-before(async () => {
-  server = await startStaticServer();
-  baseUrl = `http://127.0.0.1:${server.address().port}`;
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close();
-  await new Promise((r) => server?.close(r));
-});
 
 beforeEach(async () => {
   await newPage();
@@ -269,7 +256,7 @@ test('share as the stage: a remote share takes it with the cameras in a strip; E
 });
 
 test('self view: a test pattern is not mirrored, on the start screen nor in the call', async () => {
-  await openAppIn(page, baseUrl, {
+  await openAppIn(page, suite.baseUrl, {
     ...defaultResponses(),
     list_devices: { value: {
       cameras: [
@@ -496,7 +483,7 @@ test('alone: copying falls back to the selection way, and says so when nothing w
     };
   });
   // Joined by URL: the link is the server typed in.
-  await openAppIn(page, baseUrl, { ...defaultResponses(), join: { value: joinInfo({ hosting: false, shareUrls: [] }) } });
+  await openAppIn(page, suite.baseUrl, { ...defaultResponses(), join: { value: joinInfo({ hosting: false, shareUrls: [] }) } });
   await page.fill('#room', 'room-1');
   await page.check('#server-url-choice');
   await page.fill('#server-url', 'https://rooms.example.org');
@@ -514,7 +501,7 @@ test('alone: copying falls back to the selection way, and says so when nothing w
 });
 
 test('an invite link pasted into the room field fills the server and the room', async () => {
-  await openAppIn(page, baseUrl, defaultResponses());
+  await openAppIn(page, suite.baseUrl, defaultResponses());
   await page.fill('#room', 'http://192.168.1.5:4000/?room=team%20sync');
   assert.equal(await page.inputValue('#room'), 'team sync');
   assert.equal(await page.isChecked('#server-url-choice'), true);

@@ -9,6 +9,7 @@ import http from 'node:http';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 
 /** The UI's folder. */
@@ -173,4 +174,20 @@ export function launchChromium() {
       '--disable-sync',
     ],
   });
+}
+
+/** One static server for ui/ and one Chromium per test file: registers the file's `before` /
+ * `after` hooks and returns `{baseUrl, browser}`, filled in once `before` has run. */
+export function suiteBrowser() {
+  const suite = { server: null, baseUrl: null, browser: null };
+  before(async () => {
+    suite.server = await startStaticServer();
+    suite.baseUrl = `http://127.0.0.1:${suite.server.address().port}`;
+    suite.browser = await launchChromium();
+  });
+  after(async () => {
+    await suite.browser?.close();
+    await new Promise((r) => (suite.server ? suite.server.close(r) : r()));
+  });
+  return suite;
 }

@@ -4,13 +4,11 @@
 //
 // Run: npm ci && node --test preview.test.mjs   (CHROMIUM=/path overrides /usr/bin/chromium).
 
-import { test, before, after, beforeEach, afterEach } from 'node:test';
+import { test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchChromium, openAppIn, startStaticServer } from './harness.mjs';
+import { openAppIn, suiteBrowser } from './harness.mjs';
 
-let server;
-let baseUrl;
-let browser;
+const suite = suiteBrowser();
 let page;
 
 const DEVICES = {
@@ -39,7 +37,7 @@ async function openApp(responses = {}) {
     },
     ...responses,
   };
-  await openAppIn(page, baseUrl, all);
+  await openAppIn(page, suite.baseUrl, all);
 }
 
 const calls = (cmd) => page.evaluate((c) => window.__mock.calls.filter((x) => x.cmd === c), cmd);
@@ -56,19 +54,8 @@ const meterWidth = () => page.evaluate(() => {
   return fill.getBoundingClientRect().width / fill.parentElement.getBoundingClientRect().width;
 });
 
-before(async () => {
-  server = await startStaticServer();
-  baseUrl = `http://127.0.0.1:${server.address().port}`;
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close();
-  await new Promise((r) => server?.close(r));
-});
-
 beforeEach(async () => {
-  const ctx = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const ctx = await suite.browser.newContext({ viewport: { width: 1200, height: 900 } });
   page = await ctx.newPage();
   page.on('pageerror', (e) => { throw e; });
 });

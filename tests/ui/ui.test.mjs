@@ -6,24 +6,22 @@
 // Run: npm ci && npm test   (CHROMIUM=/path overrides /usr/bin/chromium; UI_SCREENSHOTS=dir
 // saves a picture of each main state).
 
-import { test, before, after, beforeEach, afterEach } from 'node:test';
+import { test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { defaultResponses, joinCallIn, joinInfo, launchChromium, openAppIn, startStaticServer } from './harness.mjs';
+import { defaultResponses, joinCallIn, joinInfo, openAppIn, suiteBrowser } from './harness.mjs';
 
-let server;
-let baseUrl;
-let browser;
+const suite = suiteBrowser();
 let page;
 
-const openApp = (responses = {}) => openAppIn(page, baseUrl, { ...defaultResponses(), ...responses });
+const openApp = (responses = {}) => openAppIn(page, suite.baseUrl, { ...defaultResponses(), ...responses });
 
 const calls = (cmd) => page.evaluate((c) => window.__mock.calls.filter((x) => x.cmd === c), cmd);
 const emit = (event, payload) => page.evaluate(([e, p]) => window.__mock.emit(e, p), [event, payload]);
 const text = (sel) => page.locator(sel).innerText();
 
-const joinCall = (responses) => joinCallIn(page, baseUrl, responses);
+const joinCall = (responses) => joinCallIn(page, suite.baseUrl, responses);
 
 async function shot(name) {
   if (process.env.UI_SCREENSHOTS) {
@@ -32,19 +30,8 @@ async function shot(name) {
   }
 }
 
-before(async () => {
-  server = await startStaticServer();
-  baseUrl = `http://127.0.0.1:${server.address().port}`;
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close();
-  await new Promise((r) => server?.close(r));
-});
-
 beforeEach(async () => {
-  const ctx = await browser.newContext({ viewport: { width: 1200, height: 780 } });
+  const ctx = await suite.browser.newContext({ viewport: { width: 1200, height: 780 } });
   page = await ctx.newPage();
   page.on('pageerror', (e) => { throw e; });
 });

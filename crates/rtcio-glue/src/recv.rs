@@ -8,11 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rtcio::{MediaFrame, RemoteTrack, RtpCodec};
-use rtcio_media::{H264Decoder, I420Frame, MediaError};
+use rtcio_media::{H264Decoder, I420Frame, MediaError, PliThrottle};
 use tracing::debug;
 
-/// How often a decoder that lost its reference asks for a keyframe.
-pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a blocked receive wakes up to check whether it should stop.
 const RECV_POLL: Duration = Duration::from_millis(200);
 /// Frame intervals the freeze rule averages over.
@@ -121,7 +119,7 @@ pub struct VideoRecvStats {
 /// One remote video track's decoder: decode, ask for a keyframe when stuck, count.
 pub struct VideoTrackDecoder {
     decoder: H264Decoder,
-    last_pli: Option<Instant>,
+    pli: PliThrottle,
     freezes: FreezeDetector,
     stats: VideoRecvStats,
 }
@@ -131,14 +129,14 @@ impl VideoTrackDecoder {
     pub fn new() -> Result<Self, MediaError> {
         Ok(VideoTrackDecoder {
             decoder: H264Decoder::new()?,
-            last_pli: None,
+            pli: PliThrottle::new(),
             freezes: FreezeDetector::new(),
             stats: VideoRecvStats::default(),
         })
     }
 
-    /// Decodes one access unit received at `now`; asks `track` for a keyframe (at most every
-    /// [`PLI_INTERVAL`]) while the decoder has no usable reference. Non-H.264 frames (VP8 from a
+    /// Decodes one access unit received at `now`; asks `track` for a keyframe (see
+    /// [`PliThrottle`]) while the decoder has no usable reference. Non-H.264 frames (VP8 from a
     /// browser that would not take H.264) are counted, not decoded.
     pub fn push(
         &mut self,
@@ -166,13 +164,8 @@ impl VideoTrackDecoder {
                 None
             }
         };
-        if self.decoder.needs_keyframe()
-            && self
-                .last_pli
-                .is_none_or(|t| now.saturating_duration_since(t) >= PLI_INTERVAL)
-        {
+        if self.pli.want(self.decoder.needs_keyframe(), now) {
             track.request_keyframe();
-            self.last_pli = Some(now);
             self.stats.keyframe_requests += 1;
         }
         let pic = pic?;

@@ -52,7 +52,9 @@ pub use pipeline::{
 pub use playout::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout, PushOutcome};
 pub use playout::mixer::{AudioMixer, RemoteAudio};
 pub use playout::output::{AudioOutput, OutputDevice};
-pub use playout::video::{AvSync, PaceDecision, RemoteVideo, RemoteVideoOutput, VideoPacer};
+pub use playout::video::{
+    AvSync, PaceDecision, PliThrottle, RemoteVideo, RemoteVideoOutput, VideoPacer,
+};
 pub use resample::AudioResampler;
 pub use source::{AudioSource, DeviceInfo, DeviceKind, EncodedSource, VideoSource};
 pub use synthetic::audio::{ToneConfig, ToneSource};

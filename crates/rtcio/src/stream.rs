@@ -214,7 +214,11 @@ impl LocalTrack {
     /// The lowest send-side bandwidth estimate over the peers this track feeds, bits/s; `None`
     /// when it feeds no peer with congestion control.
     pub fn min_estimated_bitrate(&self) -> Option<u64> {
-        self.estimated_bitrates().into_iter().map(|(_, b)| b).min()
+        // Read a few times a second per track: no per-peer allocation.
+        lock(&self.feed().sinks)
+            .iter()
+            .filter_map(|s| Some(s.estimate.as_ref()?.target_bps()))
+            .min()
     }
 
     /// The highest loss fraction (0..=1) the peers this track feeds report for our packets;

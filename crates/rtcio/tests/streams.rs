@@ -71,6 +71,15 @@ async fn frame(track: &RemoteTrack, what: &str) -> MediaFrame {
 }
 
 /// Waits for the `camera` event and checks it names `from`'s stream the tutorial's way.
+/// Announces `stream` the tutorial's way, as Alice: `camera {id, name, camera: <stream>}`.
+fn announce_camera(from: &Socket, id: &str, stream: &LocalStream) {
+    from.emit(
+        "camera",
+        vec![json!({"id": id, "name": "alice", "camera": stream.token()})],
+    )
+    .expect("emit");
+}
+
 async fn camera_from(
     rx: &mut UnboundedReceiver<Event>,
     from: &Socket,
@@ -123,12 +132,7 @@ async fn stream_metadata_replay_and_untrack() {
     let audio = stream.add_track(MediaKind::Audio);
     let run = feed(video, Some(audio), 1);
     let mut b_cam = b.socket.subscribe("camera");
-    a.socket
-        .emit(
-            "camera",
-            vec![json!({"id": a.socket.id(), "name": "alice", "camera": stream.token()})],
-        )
-        .expect("emit");
+    announce_camera(&a.socket, &a.socket.id(), &stream);
 
     let rs = camera_from(&mut b_cam, &a.socket, &stream).await;
     frame_from(&rs.track(MediaKind::Video).expect("video"), 1, "B video").await;
@@ -192,12 +196,7 @@ async fn swap_remove_and_keyframe_requests() {
     let audio = stream.add_track(MediaKind::Audio);
     let run1 = feed(video.clone(), Some(audio.clone()), 1);
     let mut b_cam = b.socket.subscribe("camera");
-    a.socket
-        .emit(
-            "camera",
-            vec![json!({"id": a.socket.id(), "name": "alice", "camera": stream.token()})],
-        )
-        .expect("emit");
+    announce_camera(&a.socket, &a.socket.id(), &stream);
     let rs = camera_from(&mut b_cam, &a.socket, &stream).await;
     let rv = rs.track(MediaKind::Video).expect("video");
     frame_from(&rv, 1, "first source").await;
@@ -254,12 +253,7 @@ async fn reserved_names_in_stream_metadata_are_dropped() {
     let video = stream.add_track(MediaKind::Video);
     let run = feed(video, None, 1);
     let mut b_cam = b.socket.subscribe("camera");
-    a.socket
-        .emit(
-            "camera",
-            vec![json!({"id": a.socket.id(), "name": "alice", "camera": stream.token()})],
-        )
-        .expect("emit");
+    announce_camera(&a.socket, &a.socket.id(), &stream);
     camera_from(&mut b_cam, &a.socket, &stream).await;
 
     // A forges an unsolicited `{mid, events}` for its real stream, with library-only names and
@@ -324,12 +318,7 @@ async fn announcement_names_the_current_id_after_a_signaling_restart() {
     let run = feed(video, None, 1);
     let mut b_cam = b.socket.subscribe("camera");
     // Announced once, the way the CLI and the app do.
-    a.socket
-        .emit(
-            "camera",
-            vec![json!({"id": rtcio::SELF_ID, "name": "alice", "camera": stream.token()})],
-        )
-        .expect("emit");
+    announce_camera(&a.socket, rtcio::SELF_ID, &stream);
     camera_from(&mut b_cam, &a.socket, &stream).await;
 
     // The server restarts without recovery: both come back with new ids and re-join.

@@ -289,27 +289,19 @@ impl AudioProcessor {
     fn render_chunk(&mut self, chunk: &[f32]) -> Result<()> {
         let ch = usize::from(self.render_channels);
         deinterleave(chunk, ch, &mut self.planar_in);
-        let src: Vec<&[f32]> = self.planar_in[..ch].iter().map(Vec::as_slice).collect();
-        let mut dst: Vec<&mut [f32]> = self.planar_out[..ch]
-            .iter_mut()
-            .map(Vec::as_mut_slice)
-            .collect();
-        self.apm.process_render_f32(&src, &mut dst).map_err(apm_err)
+        let apm = &mut self.apm;
+        with_planes(&self.planar_in, &mut self.planar_out, ch, |src, dst| {
+            apm.process_render_f32(src, dst).map_err(apm_err)
+        })
     }
 
     fn capture_chunk(&mut self, chunk: &mut [f32]) -> Result<()> {
         let ch = usize::from(self.capture_channels);
         deinterleave(chunk, ch, &mut self.planar_in);
-        {
-            let src: Vec<&[f32]> = self.planar_in[..ch].iter().map(Vec::as_slice).collect();
-            let mut dst: Vec<&mut [f32]> = self.planar_out[..ch]
-                .iter_mut()
-                .map(Vec::as_mut_slice)
-                .collect();
-            self.apm
-                .process_capture_f32(&src, &mut dst)
-                .map_err(apm_err)?;
-        }
+        let apm = &mut self.apm;
+        with_planes(&self.planar_in, &mut self.planar_out, ch, |src, dst| {
+            apm.process_capture_f32(src, dst).map_err(apm_err)
+        })?;
         for (i, frame) in chunk.chunks_exact_mut(ch).enumerate() {
             for (c, s) in frame.iter_mut().enumerate() {
                 *s = self.planar_out[c][i];
@@ -322,6 +314,23 @@ impl AudioProcessor {
         self.apm
             .apply_config(sonora_config(self.config, self.output_present));
     }
+}
+
+/// Calls `f` with the first `ch` (1 or 2, checked at construction) planes of `inp` and `out`
+/// as slices, without allocating: this runs every 10 ms on the audio threads.
+fn with_planes<R>(
+    inp: &[Vec<f32>],
+    out: &mut [Vec<f32>],
+    ch: usize,
+    f: impl FnOnce(&[&[f32]], &mut [&mut [f32]]) -> R,
+) -> R {
+    let (first, second) = out.split_at_mut(1);
+    let src = [inp[0].as_slice(), inp.get(1).map_or(&[][..], Vec::as_slice)];
+    let mut dst = [
+        first[0].as_mut_slice(),
+        second.first_mut().map_or(&mut [][..], Vec::as_mut_slice),
+    ];
+    f(&src[..ch], &mut dst[..ch])
 }
 
 /// The sonora configuration for our switches.

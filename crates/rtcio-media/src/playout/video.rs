@@ -172,12 +172,43 @@ pub struct RemoteVideoOutput {
     pub send_pli: bool,
 }
 
+/// When a receiver whose decoder lost its reference asks the sender for a keyframe (PLI): at
+/// once, then at most every [`PliThrottle::INTERVAL`] while it still has none (the keyframe
+/// needs a round trip and a burst of packets; asking on every frame only adds load).
+#[derive(Debug, Default, Clone)]
+pub struct PliThrottle {
+    last: Option<Instant>,
+}
+
+impl PliThrottle {
+    /// The shortest time between two keyframe requests.
+    pub const INTERVAL: Duration = Duration::from_millis(500);
+
+    /// No request sent yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether to send a PLI now, given whether the decoder needs a keyframe.
+    pub fn want(&mut self, needs_keyframe: bool, now: Instant) -> bool {
+        if !needs_keyframe
+            || self
+                .last
+                .is_some_and(|t| now.saturating_duration_since(t) < Self::INTERVAL)
+        {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
 /// One remote peer's video: H.264 decoder, pacer, and PLI throttling.
 #[derive(Debug)]
 pub struct RemoteVideo {
     decoder: H264Decoder,
     pacer: VideoPacer,
-    last_pli: Option<Instant>,
+    pli: PliThrottle,
 }
 
 impl RemoteVideo {
@@ -186,7 +217,7 @@ impl RemoteVideo {
         Ok(Self {
             decoder: H264Decoder::new()?,
             pacer: VideoPacer::new(delay),
-            last_pli: None,
+            pli: PliThrottle::new(),
         })
     }
 
@@ -196,17 +227,7 @@ impl RemoteVideo {
     }
 
     fn want_pli(&mut self, now: Instant) -> bool {
-        if !self.decoder.needs_keyframe() {
-            return false;
-        }
-        if self
-            .last_pli
-            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(500))
-        {
-            return false;
-        }
-        self.last_pli = Some(now);
-        true
+        self.pli.want(self.decoder.needs_keyframe(), now)
     }
 
     /// Tells the receiver an access unit was lost (RTP sequence gap).
@@ -261,6 +282,19 @@ mod tests {
             p.schedule(6000, t0 + Duration::from_millis(300)),
             PaceDecision::Drop
         );
+    }
+
+    #[test]
+    fn pli_at_once_then_at_most_every_interval() {
+        let mut p = PliThrottle::new();
+        let t0 = Instant::now();
+        assert!(
+            !p.want(false, t0),
+            "a decoder with a reference asks nothing"
+        );
+        assert!(p.want(true, t0));
+        assert!(!p.want(true, t0 + Duration::from_millis(499)));
+        assert!(p.want(true, t0 + PliThrottle::INTERVAL));
     }
 
     #[test]
