@@ -43,7 +43,20 @@ const STOP_SHARE: &str = "(o) => {
 
 /// Decodes access units until one decodes; returns its size.
 async fn decoded_size(track: &RemoteTrack, what: &str) -> (u32, u32) {
+    decoded_size_reaching(track, what, None).await
+}
+
+/// Decodes access units until one decodes at `want` (or, with `None`, at any size); returns
+/// that size, or the last one decoded when 600 frames pass without `want`. Chromium may start
+/// below its capture size while its bandwidth estimate ramps up or its CPU is busy, then steps
+/// up: the first picture's size is not the camera's.
+async fn decoded_size_reaching(
+    track: &RemoteTrack,
+    what: &str,
+    want: Option<(u32, u32)>,
+) -> (u32, u32) {
     let mut dec = H264Decoder::new().expect("decoder");
+    let mut last = None;
     for _ in 0..600 {
         let f = tokio::time::timeout(common::room::WAIT, track.recv())
             .await
@@ -59,10 +72,14 @@ async fn decoded_size(track: &RemoteTrack, what: &str) -> (u32, u32) {
             continue;
         }
         if let Ok(Some(frame)) = dec.decode(&f.data, f.rtp_timestamp) {
-            return (frame.width, frame.height);
+            let size = (frame.width, frame.height);
+            if want.is_none_or(|w| w == size) {
+                return size;
+            }
+            last = Some(size);
         }
     }
-    panic!("{what}: nothing decodable in 600 frames");
+    last.unwrap_or_else(|| panic!("{what}: nothing decodable in 600 frames"))
 }
 
 async fn stream_event(rx: &mut UnboundedReceiver<Event>, from: &str, what: &str) -> Event {
@@ -188,7 +205,10 @@ async fn interop(browser_first: bool) {
         json!(format!("[RTCIOStream] {}", remote.id()))
     );
     let video = remote.track(MediaKind::Video).expect("browser video");
-    assert_eq!(decoded_size(&video, "browser camera").await, (640, 480));
+    assert_eq!(
+        decoded_size_reaching(&video, "browser camera", Some((640, 480))).await,
+        (640, 480)
+    );
     let audio = remote.track(MediaKind::Audio).expect("browser audio");
     let a = tokio::time::timeout(common::room::WAIT, audio.recv())
         .await
