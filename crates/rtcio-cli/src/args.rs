@@ -55,6 +55,13 @@ pub struct HostArgs {
     /// Room to create and join.
     #[arg(long, default_value = "demo", value_name = "ROOM")]
     pub room: String,
+    /// Also run a TURN relay (UDP) for the room's peers; the server hands out its credentials
+    /// at /ice-servers (relays to LAN addresses; to loopback too when --addr is loopback).
+    #[arg(long)]
+    pub turn: bool,
+    /// UDP port of the TURN relay (0 picks a free one).
+    #[arg(long, default_value_t = 3478)]
+    pub turn_port: u16,
     #[command(flatten)]
     pub session: SessionArgs,
 }
@@ -169,6 +176,24 @@ pub struct NetArgs {
     /// No STUN/TURN at all (host candidates only).
     #[arg(long, conflicts_with = "ice_servers")]
     pub no_ice_servers: bool,
+    /// TURN user name for the `turn:` URLs given with --ice-server.
+    #[arg(long, value_name = "NAME", requires = "ice_servers")]
+    pub ice_username: Option<String>,
+    /// TURN password for the `turn:` URLs given with --ice-server.
+    #[arg(
+        long,
+        env = "RTCIO_ICE_CREDENTIAL",
+        hide_env_values = true,
+        requires = "ice_servers"
+    )]
+    pub ice_credential: Option<String>,
+    /// Relayed candidates only (`iceTransportPolicy: relay`): peers never see this machine's
+    /// addresses; needs a TURN server.
+    #[arg(long)]
+    pub relay_only: bool,
+    /// Do not ask the signaling server for TURN credentials (`GET /ice-servers`).
+    #[arg(long)]
+    pub no_server_ice: bool,
     /// Token for servers that require `auth: {token}` in the socket.io handshake.
     #[arg(long, env = "RTCIO_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
@@ -192,16 +217,21 @@ impl NetArgs {
             o.bind_addrs = Some(self.bind.clone());
         }
         o.congestion.enabled = !self.no_congestion_control;
+        o.relay_only = self.relay_only;
+        o.server_ice_servers = !self.no_server_ice;
         if self.no_ice_servers {
             o.ice_servers = rtcio::IceServers::None;
         } else if !self.ice_servers.is_empty() {
             o.ice_servers = rtcio::IceServers::Custom(
                 self.ice_servers
                     .iter()
-                    .map(|u| rtcio::IceServer {
-                        urls: vec![u.clone()],
-                        username: None,
-                        credential: None,
+                    .map(|u| {
+                        let turn = u.starts_with("turn:") || u.starts_with("turns:");
+                        rtcio::IceServer {
+                            urls: vec![u.clone()],
+                            username: self.ice_username.clone().filter(|_| turn),
+                            credential: self.ice_credential.clone().filter(|_| turn),
+                        }
                     })
                     .collect(),
             );

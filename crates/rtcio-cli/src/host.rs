@@ -14,8 +14,20 @@ use crate::session::{self, SessionConfig};
 /// participant leaves.
 pub async fn run(args: HostArgs, out: Output) -> Result<(), CliError> {
     let bind = SocketAddr::new(args.addr, args.port);
+    let turn = args.turn.then(|| rtcio_server::TurnConfig {
+        relay: Some(rtcio_server::RelayConfig {
+            listen: SocketAddr::new(args.addr, args.turn_port),
+            // A room hosted on this computer serves its LAN (and this machine when it
+            // listens on loopback only).
+            allow_private: true,
+            allow_loopback: args.addr.is_loopback(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
     let server = rtcio_server::start(rtcio_server::ServerConfig {
         bind,
+        turn,
         ..Default::default()
     })
     .await
@@ -36,7 +48,12 @@ pub async fn run(args: HostArgs, out: Output) -> Result<(), CliError> {
     );
     out.line(
         "hosting",
-        json!({"listen": addr.to_string(), "urls": urls, "room": args.room}),
+        json!({
+            "listen": addr.to_string(),
+            "urls": urls,
+            "room": args.room,
+            "turn": server.turn_addr().map(|a| a.to_string()),
+        }),
     );
     let result = session::run(
         SessionConfig {

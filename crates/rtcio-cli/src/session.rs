@@ -1,7 +1,7 @@
 //! One participant: connect, join the room the demo's way, print what happens, chat from stdin,
 //! leave after `--duration` or on a signal.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use rtcio::{ChannelOptions, Event, Origin, Socket};
@@ -178,6 +178,8 @@ struct Session {
     /// `mic` / `cam` of our media-state.
     mic: bool,
     cam: bool,
+    /// Connected peers whose network path (selected candidate pair) is not printed yet.
+    paths_pending: HashSet<String>,
 }
 
 impl Session {
@@ -195,6 +197,7 @@ impl Session {
             producers: Some(producers),
             sender: None,
             receiver,
+            paths_pending: HashSet::new(),
         }
     }
 
@@ -322,7 +325,10 @@ impl Session {
                     info!("signal: leaving");
                     return Ok(End::Signal);
                 }
-                _ = stats_tick.tick() => self.print_stats(),
+                _ = stats_tick.tick() => {
+                    self.print_stats();
+                    self.print_paths().await;
+                }
             }
         }
     }
@@ -380,6 +386,7 @@ impl Session {
         match ev.name.as_str() {
             "peer-connect" => {
                 info!(peer = id, "peer connected");
+                self.paths_pending.insert(id.to_string());
                 self.out.line(
                     "peer-connect",
                     json!({"peer": id, "name": self.name_of(id)}),
@@ -397,6 +404,7 @@ impl Session {
             }
             "peer-disconnect" => {
                 info!(peer = id, "peer disconnected");
+                self.paths_pending.remove(id);
                 self.out.line(
                     "peer-disconnect",
                     json!({"peer": id, "name": self.name_of(id)}),
@@ -476,6 +484,30 @@ impl Session {
             );
         }
         Ok(())
+    }
+
+    /// One `path` line per connected peer once its candidate pair is selected: whether the
+    /// call goes direct or through a TURN relay.
+    async fn print_paths(&mut self) {
+        let pending: Vec<String> = self.paths_pending.iter().cloned().collect();
+        for peer in pending {
+            let Some(stats) = self.socket.stats(peer.as_str()).await else {
+                continue;
+            };
+            let (Some(local), Some(remote)) = (&stats.local, &stats.remote) else {
+                continue;
+            };
+            let side = |c: &rtcio::stats::CandidateInfo| {
+                json!({"type": c.candidate_type, "address": c.address, "port": c.port,
+                       "protocol": c.protocol})
+            };
+            self.out.line(
+                "path",
+                json!({"peer": peer, "name": self.name_of(&peer), "local": side(local),
+                       "remote": side(remote)}),
+            );
+            self.paths_pending.remove(&peer);
+        }
     }
 
     fn print_stats(&mut self) {

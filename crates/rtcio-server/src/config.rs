@@ -3,6 +3,9 @@
 
 use std::net::SocketAddr;
 
+pub use crate::turn_relay::RelayConfig;
+pub use crate::web::WebRoot;
+
 /// Behaviour switches. Defaults are the hardened ones.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -93,6 +96,38 @@ pub struct ServerConfig {
     pub policy: Policy,
     /// Engine.IO `maxPayload` (socket.io `maxHttpBufferSize`), 1 MB like the anchor.
     pub max_payload: u64,
+    /// The page served at `/` (the browser guest page by default).
+    pub web: WebRoot,
+    /// TURN for this server's clients: `/ice-servers` credentials, optionally a relay in this
+    /// process.
+    pub turn: Option<TurnConfig>,
+}
+
+/// TURN for a server's clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnConfig {
+    /// Shared secret of the short-lived credentials (coturn's `static-auth-secret`). `None`:
+    /// a random one per process — enough when the relay is this process's own.
+    pub secret: Option<String>,
+    /// URLs handed out by `/ice-servers` (e.g. `turn:turn.example:3478`). Empty: the embedded
+    /// relay's `stun:`/`turn:` URLs on the host the client reached this server by.
+    pub urls: Vec<String>,
+    /// How long handed-out credentials stay valid (an allocation ends at its first refresh
+    /// after that).
+    pub ttl: std::time::Duration,
+    /// Run a TURN relay in this process.
+    pub relay: Option<RelayConfig>,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig {
+            secret: None,
+            urls: Vec::new(),
+            ttl: std::time::Duration::from_secs(24 * 3600),
+            relay: None,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -105,6 +140,8 @@ impl Default for ServerConfig {
             redis_prefix: "rtcio".to_string(),
             policy: Policy::default(),
             max_payload: 1_000_000,
+            web: WebRoot::default(),
+            turn: None,
         }
     }
 }

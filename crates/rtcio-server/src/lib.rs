@@ -19,11 +19,16 @@
 //! ```
 
 pub mod config;
+pub mod ice;
 pub mod protocol;
 pub mod ratelimit;
 mod server;
 mod session;
 pub mod store;
+pub mod turn_relay;
+mod web;
 
-pub use config::{CorsPolicy, Policy, ServerConfig};
+pub use config::{CorsPolicy, Policy, ServerConfig, TurnConfig};
 pub use server::{DisconnectWatch, RunningServer, ServerError, start};
+pub use turn_relay::{RelayConfig, RelayStats, TurnRelay};
+pub use web::WebRoot;

@@ -1,10 +1,13 @@
 //! `rtcio-server`: the rtc.io-compatible signaling server as a command.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use rtcio_server::{CorsPolicy, Policy, ServerConfig};
+use rtcio_server::{CorsPolicy, Policy, RelayConfig, ServerConfig, TurnConfig, WebRoot};
 
 /// rtc.io-compatible signaling and room server (socket.io v4).
 #[derive(Debug, Parser)]
@@ -60,9 +63,100 @@ struct Cli {
     /// join-room/check-room requests per second per socket (0 = unlimited).
     #[arg(long)]
     join_rate: Option<f64>,
+
+    /// Serve the browser guest page from this directory instead of the built-in one.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_web")]
+    web_dir: Option<PathBuf>,
+    /// Serve no page at `/` (socket.io, /healthz and /ice-servers only).
+    #[arg(long)]
+    no_web: bool,
+
+    /// Run a TURN relay (UDP) in this process; `/ice-servers` hands out credentials for it.
+    #[arg(long)]
+    turn: bool,
+    /// UDP port of the TURN relay.
+    #[arg(long, default_value_t = 3478)]
+    turn_port: u16,
+    /// Address written into relayed candidates (default: --host, or the default route's
+    /// address when --host is 0.0.0.0). Set it to the public address behind a NAT.
+    #[arg(long, value_name = "IP")]
+    turn_relay_ip: Option<IpAddr>,
+    /// Relayed ports, `MIN-MAX`.
+    #[arg(long, value_name = "MIN-MAX", default_value = "49152-65535", value_parser = parse_port_range)]
+    turn_ports: RangeInclusive<u16>,
+    /// Shared secret of the short-lived credentials (coturn's static-auth-secret). Needed with
+    /// --turn-url; with --turn alone a random one is made per process.
+    #[arg(long, env = "RTCIO_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+    /// A TURN/STUN URL to hand out at /ice-servers (repeatable), e.g. a coturn's
+    /// `turn:turn.example:3478`.
+    #[arg(long = "turn-url", value_name = "URL")]
+    turn_urls: Vec<String>,
+    /// Seconds handed-out credentials stay valid.
+    #[arg(long, default_value_t = 86_400)]
+    turn_ttl: u64,
+    /// TURN realm.
+    #[arg(long, default_value = "rtcio")]
+    turn_realm: String,
+    /// Live relay allocations at most.
+    #[arg(long, default_value_t = 1000)]
+    turn_max_allocations: usize,
+    /// Relay to and from loopback addresses (same-machine tests).
+    #[arg(long)]
+    turn_allow_loopback: bool,
+    /// Relay to and from private/LAN addresses (a relay for a LAN; off on a public server).
+    #[arg(long)]
+    turn_allow_private: bool,
+}
+
+fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not MIN-MAX"))?;
+    let a: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?} is not a port"))?;
+    let b: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not a port"))?;
+    if a == 0 || b < a {
+        return Err(format!("{s:?} is not a port range (1-65535, MIN <= MAX)"));
+    }
+    Ok(a..=b)
 }
 
 impl Cli {
+    fn web(&self) -> WebRoot {
+        match (&self.web_dir, self.no_web) {
+            (_, true) => WebRoot::Off,
+            (Some(dir), false) => WebRoot::Dir(dir.clone()),
+            (None, false) => WebRoot::Embedded,
+        }
+    }
+
+    fn turn(&self) -> Option<TurnConfig> {
+        if !self.turn && self.turn_urls.is_empty() {
+            return None;
+        }
+        let relay = self.turn.then(|| RelayConfig {
+            listen: SocketAddr::new(self.host, self.turn_port),
+            relay_ip: self.turn_relay_ip,
+            ports: self.turn_ports.clone(),
+            realm: self.turn_realm.clone(),
+            max_allocations: self.turn_max_allocations,
+            allow_loopback: self.turn_allow_loopback,
+            allow_private: self.turn_allow_private,
+        });
+        Some(TurnConfig {
+            secret: self.turn_secret.clone().filter(|s| !s.is_empty()),
+            urls: self.turn_urls.clone(),
+            ttl: Duration::from_secs(self.turn_ttl.max(1)),
+            relay,
+        })
+    }
+
     fn policy(&self) -> Policy {
         let mut p = if self.anchor_compat {
             Policy::anchor()
@@ -118,6 +212,8 @@ async fn main() -> anyhow::Result<()> {
         redis_url: cli.redis_url.clone(),
         redis_prefix: cli.redis_prefix.clone(),
         policy: cli.policy(),
+        web: cli.web(),
+        turn: cli.turn(),
         ..ServerConfig::default()
     };
     let server = rtcio_server::start(config)
@@ -125,6 +221,9 @@ async fn main() -> anyhow::Result<()> {
         .context("cannot start the server")?;
     // One machine-readable line on stdout so scripts and tests can find the port.
     println!("rtcio-server listening on {}", server.url());
+    if let Some(turn) = server.turn_addr() {
+        println!("rtcio-server TURN relay on udp {turn}");
+    }
     server.run_until_signal().await?;
     Ok(())
 }

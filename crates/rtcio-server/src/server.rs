@@ -2,15 +2,16 @@
 //! handshake token check, origin policy, `/healthz`, and the optional Redis adapter.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
@@ -23,11 +24,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_layer::Layer as _;
 use tracing::{info, warn};
 
 use crate::config::{CorsPolicy, ServerConfig};
 use crate::session::{self, Shared};
 use crate::store::{Store, StoreError};
+use crate::turn_relay::{RelayError, RelayStats, TurnRelay};
+use crate::web::WebRoot;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,9 @@ pub enum ServerError {
     /// The HTTP server stopped with an error.
     #[error("http server: {0}")]
     Serve(#[from] std::io::Error),
+    /// The TURN configuration was refused or the relay did not start.
+    #[error(transparent)]
+    Turn(#[from] RelayError),
 }
 
 /// Handshake rejection carried to the client as `connect_error {message}`.
@@ -71,6 +78,7 @@ pub struct RunningServer {
     task: JoinHandle<Result<(), std::io::Error>>,
     close_io: Option<CloseFn>,
     disconnects: watch::Receiver<u64>,
+    turn: Option<Arc<TurnRelay>>,
 }
 
 impl RunningServer {
@@ -84,10 +92,23 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
+    /// The embedded TURN relay's UDP address, when it runs.
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().map(|t| t.addr())
+    }
+
+    /// The embedded TURN relay's counters, when it runs.
+    pub fn turn_stats(&self) -> Option<RelayStats> {
+        self.turn.as_ref().map(|t| t.stats())
+    }
+
     /// Disconnects every socket (peers get their leave events), then stops serving.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
         if let Some(close) = self.close_io.take() {
             close().await;
+        }
+        if let Some(turn) = self.turn.take() {
+            turn.close().await;
         }
         if let Some(tx) = self.stop_tx.take() {
             let _ = tx.send(());
@@ -155,6 +176,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let addr = listener.local_addr()?;
     let builder = SocketIo::builder().max_payload(config.max_payload);
 
+    let turn = start_turn(&config).await?;
+    let http = Arc::new(HttpState {
+        web: config.web.clone(),
+        auth_token: config.auth_token.clone(),
+        ice: turn.as_ref().map(|(ice, _)| ice.clone()),
+    });
+    let turn = turn.and_then(|(_, relay)| relay);
     let (disconnects_tx, disconnects) = watch::channel(0u64);
     let (router, close_io): (Router, CloseFn) = match &config.redis_url {
         None => {
@@ -167,7 +195,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 rooms: Default::default(),
             });
             install(&io, shared, config.auth_token.clone());
-            (http_router(layer, &config)?, closer(io))
+            (http_router(layer, &config, http.clone())?, closer(io))
         }
         Some(url) => {
             let client = redis::Client::open(with_resp3(url).as_str())?;
@@ -188,7 +216,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             install(&io, shared, config.auth_token.clone())
                 .await
                 .map_err(|e| ServerError::Adapter(e.to_string()))?;
-            (http_router(layer, &config)?, closer(io))
+            (http_router(layer, &config, http.clone())?, closer(io))
         }
     };
 
@@ -207,7 +235,125 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         task,
         close_io: Some(close_io),
         disconnects,
+        turn,
     })
+}
+
+/// What `/ice-servers` hands out.
+#[derive(Clone)]
+struct IceVending {
+    secret: String,
+    urls: Vec<String>,
+    ttl: Duration,
+    /// The embedded relay's port and whether it listens on every address (then URLs name the
+    /// host the client used for HTTP) or on one (then they name that address).
+    relay: Option<(u16, Option<IpAddr>)>,
+}
+
+struct HttpState {
+    web: WebRoot,
+    auth_token: Option<String>,
+    ice: Option<IceVending>,
+}
+
+async fn start_turn(
+    config: &ServerConfig,
+) -> Result<Option<(IceVending, Option<Arc<TurnRelay>>)>, ServerError> {
+    let Some(turn) = &config.turn else {
+        return Ok(None);
+    };
+    let secret = match (&turn.secret, &turn.relay) {
+        (Some(s), _) if !s.is_empty() => s.clone(),
+        (_, Some(_)) => random_secret(),
+        (_, None) => {
+            return Err(RelayError::Config(
+                "TURN URLs without a relay here need the relay's shared secret".into(),
+            )
+            .into());
+        }
+    };
+    if turn.urls.is_empty() && turn.relay.is_none() {
+        return Err(RelayError::Config("no TURN URLs and no relay to hand out".into()).into());
+    }
+    let relay = match &turn.relay {
+        Some(rc) => Some(Arc::new(TurnRelay::start(rc, &secret).await?)),
+        None => None,
+    };
+    let vending = IceVending {
+        secret,
+        urls: turn.urls.clone(),
+        ttl: turn.ttl,
+        relay: relay.as_ref().map(|r| {
+            let ip = r.addr().ip();
+            (
+                r.addr().port(),
+                (!ip.is_unspecified()).then_some(r.relay_ip()),
+            )
+        }),
+    };
+    Ok(Some((vending, relay)))
+}
+
+fn random_secret() -> String {
+    (0..4)
+        .map(|_| format!("{:016x}", rand::random::<u64>()))
+        .collect()
+}
+
+fn bearer_ok(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), expected.as_bytes()))
+}
+
+/// `GET /ice-servers`: short-lived TURN credentials for whoever may use this server.
+async fn ice_servers(state: Arc<HttpState>, headers: HeaderMap) -> Response {
+    if let Some(token) = &state.auth_token {
+        if !bearer_ok(&headers, token) {
+            return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
+        }
+    }
+    let Some(ice) = &state.ice else {
+        return (
+            StatusCode::NOT_FOUND,
+            "this server hands out no TURN credentials",
+        )
+            .into_response();
+    };
+    let mut urls = ice.urls.clone();
+    if let Some((port, fixed_ip)) = ice.relay {
+        let host = match fixed_ip {
+            Some(IpAddr::V6(v6)) => Some(format!("[{v6}]")),
+            Some(ip) => Some(ip.to_string()),
+            None => headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(crate::ice::host_of)
+                .map(str::to_owned),
+        };
+        if let Some(host) = host {
+            urls.push(format!("stun:{host}:{port}"));
+            urls.push(format!("turn:{host}:{port}?transport=udp"));
+        }
+    }
+    if urls.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "no Host header to name the relay by",
+        )
+            .into_response();
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let body = crate::ice::grant(&ice.secret, urls, ice.ttl, now, "");
+    let mut resp = axum::Json(body).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 fn closer<A: Adapter>(io: SocketIo<A>) -> CloseFn {
@@ -269,13 +415,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn http_router<A: Adapter>(
     layer: SocketIoLayer<A>,
     config: &ServerConfig,
+    http: Arc<HttpState>,
 ) -> Result<Router, ServerError> {
     let cors = CorsLayer::new()
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers(Any);
-    let router = Router::new()
+    let pages = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .layer(layer);
+        .route(
+            "/ice-servers",
+            get({
+                let http = http.clone();
+                move |headers: HeaderMap| ice_servers(http.clone(), headers)
+            }),
+        )
+        .fallback(move |method: Method, uri: Uri| {
+            let http = http.clone();
+            async move { crate::web::serve(&http.web, &method, &uri).await }
+        });
+    // One socket.io service in front of everything: `Router::layer` would call the layer once
+    // per route and fallback, and socketioxide makes a new engine per call, so a long-polling
+    // handshake and its WebSocket upgrade would land in different engines ("unknown sid").
+    let router = Router::new().fallback_service(layer.layer(pages));
     Ok(match &config.cors {
         CorsPolicy::Any => router.layer(cors.allow_origin(Any)),
         CorsPolicy::List(origins) => {

@@ -23,6 +23,7 @@
 
 pub mod bwe;
 pub mod channel;
+pub mod ice_fetch;
 pub mod listeners;
 mod peer;
 mod peer_media;

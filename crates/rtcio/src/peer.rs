@@ -208,8 +208,14 @@ async fn build_pc(
             rtc::interceptor::Slot::from(14_000),
             crate::peer_media::KeyframeRequestForwarder::default(),
         );
+    let policy = if shared.opts.relay_only {
+        rtc::peer_connection::configuration::RTCIceTransportPolicy::Relay
+    } else {
+        rtc::peer_connection::configuration::RTCIceTransportPolicy::All
+    };
     let config = RTCConfigurationBuilder::new()
         .with_ice_servers(shared.opts.ice_servers.resolve())
+        .with_ice_transport_policy(policy)
         .build();
     let addrs: Vec<String> = shared
         .bind_addrs

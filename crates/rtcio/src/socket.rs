@@ -63,17 +63,37 @@ pub enum IceServers {
 }
 
 impl IceServers {
-    pub(crate) fn resolve(&self) -> Vec<RTCIceServer> {
+    /// The servers as a list (rtc.io's default STUN servers for [`IceServers::RtcioDefault`]).
+    pub fn to_list(&self) -> Vec<IceServer> {
         match self {
-            IceServers::RtcioDefault => vec![RTCIceServer {
+            IceServers::RtcioDefault => vec![IceServer {
                 urls: vec![
                     "stun:stun1.l.google.com:19302".into(),
                     "stun:stun2.l.google.com:19302".into(),
                 ],
-                ..RTCIceServer::default()
+                username: None,
+                credential: None,
             }],
             IceServers::None => Vec::new(),
-            IceServers::Custom(list) => list
+            IceServers::Custom(list) => list.clone(),
+        }
+    }
+
+    /// These servers followed by `extra` (e.g. what the signaling server hands out).
+    pub fn merged(&self, extra: Vec<IceServer>) -> IceServers {
+        if extra.is_empty() {
+            return self.clone();
+        }
+        let mut list = self.to_list();
+        list.extend(extra);
+        IceServers::Custom(list)
+    }
+
+    pub(crate) fn resolve(&self) -> Vec<RTCIceServer> {
+        match self {
+            IceServers::None => Vec::new(),
+            other => other
+                .to_list()
                 .iter()
                 .map(|s| RTCIceServer {
                     urls: s.urls.clone(),
@@ -111,6 +131,13 @@ pub struct Options {
     /// estimate is readable per track ([`crate::LocalTrack::min_estimated_bitrate`]) and per
     /// peer ([`crate::PeerStats::send_estimate_bps`]).
     pub congestion: crate::bwe::CongestionConfig,
+    /// Use relayed (TURN) candidates only (`iceTransportPolicy: "relay"`): peers never learn
+    /// this machine's addresses; calls need a TURN server.
+    pub relay_only: bool,
+    /// Ask the signaling server for TURN credentials (`GET /ice-servers`) when connecting and
+    /// add them to [`Options::ice_servers`]; a server without TURN answers 404 and nothing
+    /// changes.
+    pub server_ice_servers: bool,
 }
 
 impl Default for Options {
@@ -125,6 +152,8 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(20),
             force_impolite: false,
             congestion: crate::bwe::CongestionConfig::default(),
+            relay_only: false,
+            server_ice_servers: true,
         }
     }
 }
@@ -307,14 +336,42 @@ impl Socket {
     /// socket.on("chat", |ev| println!("{} says {:?}", ev.peer().unwrap_or("?"), ev.args));
     /// # Ok(()) }
     /// ```
-    pub async fn connect(url: &str, opts: Options) -> Result<Socket, Error> {
+    pub async fn connect(url: &str, mut opts: Options) -> Result<Socket, Error> {
+        let token = opts
+            .auth
+            .as_ref()
+            .and_then(|a| a.get("token"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let fetch_limit = opts.connect_timeout.min(Duration::from_secs(5));
+        let fetch_ice = opts.server_ice_servers;
         let sio_opts = SioOptions {
             auth: opts.auth.clone(),
             reconnection: opts.reconnection,
             timeout: opts.connect_timeout,
             ..SioOptions::default()
         };
-        let (sio, sio_rx, id) = SioClient::connect(url, sio_opts).await?;
+        // Asked alongside the socket.io handshake, so a server without TURN costs no time.
+        let fetch = async {
+            if !fetch_ice {
+                return Ok(None);
+            }
+            crate::ice_fetch::fetch_ice_servers(url, token.as_deref(), fetch_limit).await
+        };
+        let (fetched, connected) = tokio::join!(fetch, SioClient::connect(url, sio_opts));
+        let (sio, sio_rx, id) = connected?;
+        match fetched {
+            Ok(Some(list)) => {
+                info!(
+                    servers = list.len(),
+                    "using the signaling server's TURN credentials"
+                );
+                opts.ice_servers = opts.ice_servers.merged(list);
+            }
+            Ok(None) => {}
+            // The call may still work on direct paths: say so and go on.
+            Err(e) => warn!(%e, "no TURN credentials from the signaling server"),
+        }
         let bind_addrs = opts.bind_addrs.clone().unwrap_or_else(default_bind_addrs);
         let shared = Arc::new(Shared {
             id: RwLock::new(id.clone()),

@@ -1,0 +1,562 @@
+//! A TURN relay in the signaling server's process (`rtcio-server --turn`), on webrtc-rs's `turn`
+//! crate: UDP, relay ports from a configured range, the same short-lived HMAC credentials
+//! `/ice-servers` hands out (see [`crate::ice`]), a cap on live allocations, and no relaying to
+//! loopback or private addresses unless allowed (so the relay cannot be used to reach the
+//! server's own network).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use tokio::net::UdpSocket;
+use tracing::{info, warn};
+use turn::auth::{AuthHandler, generate_auth_key};
+use turn::relay::RelayAddressGenerator;
+use turn::server::Server;
+use turn::server::config::{ConnConfig, ServerConfig as TurnServerConfig};
+use util::Conn;
+
+use crate::ice;
+
+/// How the embedded relay runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Where TURN clients reach it (UDP). Port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// The address written into relayed candidates; `None` = the listen address, or when that
+    /// is unspecified (0.0.0.0) the address of the default route (127.0.0.1 without one).
+    pub relay_ip: Option<IpAddr>,
+    /// Ports for relayed addresses.
+    pub ports: RangeInclusive<u16>,
+    /// TURN realm.
+    pub realm: String,
+    /// Live allocations at most (each is one relayed port).
+    pub max_allocations: usize,
+    /// Relay to and from loopback addresses (tests, same-machine peers).
+    pub allow_loopback: bool,
+    /// Relay to and from private, link-local and CGNAT ranges (a LAN relay).
+    pub allow_private: bool,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 3478)),
+            relay_ip: None,
+            ports: 49152..=65535,
+            realm: "rtcio".to_string(),
+            max_allocations: 1000,
+            allow_loopback: false,
+            allow_private: false,
+        }
+    }
+}
+
+/// Which peer addresses the relay may exchange packets with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerPolicy {
+    /// Loopback allowed.
+    pub allow_loopback: bool,
+    /// Private / link-local / CGNAT / unique-local allowed.
+    pub allow_private: bool,
+}
+
+impl PeerPolicy {
+    /// Whether packets may be relayed to or from `ip`.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            },
+            v4 => v4,
+        };
+        if ip.is_unspecified() || ip.is_multicast() {
+            return false;
+        }
+        match ip {
+            IpAddr::V4(v4) => {
+                if v4.is_broadcast() || v4.octets()[0] == 0 {
+                    return false;
+                }
+                if v4.is_loopback() {
+                    return self.allow_loopback;
+                }
+                let o = v4.octets();
+                let cgnat = o[0] == 100 && (64..128).contains(&o[1]);
+                if v4.is_private() || v4.is_link_local() || cgnat {
+                    return self.allow_private;
+                }
+                true
+            }
+            IpAddr::V6(v6) => {
+                if v6.is_loopback() {
+                    return self.allow_loopback;
+                }
+                let seg = v6.segments()[0];
+                let unique_local = seg & 0xfe00 == 0xfc00;
+                let link_local = seg & 0xffc0 == 0xfe80;
+                if unique_local || link_local {
+                    return self.allow_private;
+                }
+                true
+            }
+        }
+    }
+}
+
+/// What the relay has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Allocations alive now.
+    pub allocations: usize,
+    /// Allocations refused because the cap was reached.
+    pub refused_allocations: u64,
+    /// Bytes relayed from peers to clients and from clients to peers.
+    pub bytes_relayed: u64,
+    /// Packets dropped because the peer address is not allowed.
+    pub blocked_packets: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    live: AtomicUsize,
+    refused: AtomicU64,
+    bytes: AtomicU64,
+    blocked: AtomicU64,
+    last_block_log: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Counters {
+    fn blocked(&self, peer: SocketAddr) {
+        self.blocked.fetch_add(1, Ordering::Relaxed);
+        // One line per 10 s at most: a client probing private addresses must not flood the log.
+        let Ok(mut last) = self.last_block_log.lock() else {
+            return;
+        };
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            warn!(%peer, "TURN: not relaying to or from a loopback/private address (see --turn-allow-private)");
+        }
+    }
+}
+
+/// Why the relay did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Binding the TURN port failed.
+    #[error("cannot listen for TURN on {addr}: {source}")]
+    Bind {
+        /// The requested address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The configuration was refused.
+    #[error("invalid TURN relay configuration: {0}")]
+    Config(String),
+    /// The `turn` crate failed.
+    #[error("TURN relay: {0}")]
+    Turn(#[from] turn::Error),
+}
+
+/// A running relay; [`TurnRelay::close`] stops it.
+pub struct TurnRelay {
+    server: Server,
+    addr: SocketAddr,
+    relay_ip: IpAddr,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for TurnRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnRelay")
+            .field("addr", &self.addr)
+            .field("relay_ip", &self.relay_ip)
+            .finish()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Checks `<expiry>[:<user>]` usernames against the shared secret.
+struct TimeLimitedAuth {
+    secret: String,
+    now: fn() -> u64,
+}
+
+impl AuthHandler for TimeLimitedAuth {
+    fn auth_handle(
+        &self,
+        username: &str,
+        realm: &str,
+        src_addr: SocketAddr,
+    ) -> Result<Vec<u8>, turn::Error> {
+        if let Err(e) = ice::check_username(username, (self.now)()) {
+            tracing::debug!(%src_addr, %e, "TURN: credentials refused");
+            return Err(turn::Error::Other(e.to_string()));
+        }
+        let password = ice::password(&self.secret, username);
+        Ok(generate_auth_key(username, realm, &password))
+    }
+}
+
+/// Binds relayed ports in the configured range and wraps them in [`GuardedConn`].
+struct PortRange {
+    bind_ip: IpAddr,
+    relay_ip: IpAddr,
+    ports: RangeInclusive<u16>,
+    max_allocations: usize,
+    policy: PeerPolicy,
+    counters: Arc<Counters>,
+}
+
+#[async_trait]
+impl RelayAddressGenerator for PortRange {
+    fn validate(&self) -> Result<(), turn::Error> {
+        if self.ports.is_empty() || *self.ports.start() == 0 {
+            return Err(turn::Error::Other("empty relay port range".into()));
+        }
+        Ok(())
+    }
+
+    async fn allocate_conn(
+        &self,
+        use_ipv4: bool,
+        requested_port: u16,
+    ) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), turn::Error> {
+        if !use_ipv4 {
+            return Err(turn::Error::Other("IPv6 relaying is not offered".into()));
+        }
+        let slot = Slot::take(&self.counters, self.max_allocations).ok_or_else(|| {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            turn::Error::Other("allocation quota reached".into())
+        })?;
+        let (lo, hi) = (*self.ports.start(), *self.ports.end());
+        let span = u32::from(hi - lo) + 1;
+        let mut socket = None;
+        if requested_port != 0 && (lo..=hi).contains(&requested_port) {
+            socket = UdpSocket::bind((self.bind_ip, requested_port)).await.ok();
+        }
+        // Random probes first (ports are not predictable), then a sweep so a nearly full range
+        // still finds its last free port.
+        for _ in 0..16 {
+            if socket.is_some() {
+                break;
+            }
+            let port = lo + (rand::random::<u32>() % span) as u16;
+            socket = UdpSocket::bind((self.bind_ip, port)).await.ok();
+        }
+        let first = rand::random::<u32>() % span;
+        for i in 0..span {
+            if socket.is_some() {
+                break;
+            }
+            let port = lo + ((first + i) % span) as u16;
+            socket = UdpSocket::bind((self.bind_ip, port)).await.ok();
+        }
+        let socket = socket.ok_or_else(|| turn::Error::Other("no free relay port".into()))?;
+        let mut relay_addr = socket
+            .local_addr()
+            .map_err(|e| turn::Error::Other(e.to_string()))?;
+        relay_addr.set_ip(self.relay_ip);
+        let conn = GuardedConn {
+            inner: socket,
+            policy: self.policy,
+            counters: self.counters.clone(),
+            _slot: slot,
+        };
+        Ok((Arc::new(conn), relay_addr))
+    }
+}
+
+/// One live allocation in the count; released when its relayed socket is dropped.
+struct Slot(Arc<Counters>);
+
+impl Slot {
+    fn take(counters: &Arc<Counters>, max: usize) -> Option<Slot> {
+        counters
+            .live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(counters.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A relayed UDP port that only talks to allowed peers and counts what it relays.
+struct GuardedConn {
+    inner: UdpSocket,
+    policy: PeerPolicy,
+    counters: Arc<Counters>,
+    _slot: Slot,
+}
+
+#[async_trait]
+impl Conn for GuardedConn {
+    async fn connect(&self, addr: SocketAddr) -> util::Result<()> {
+        Ok(self.inner.connect(addr).await?)
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> util::Result<usize> {
+        Ok(self.inner.recv(buf).await?)
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> util::Result<(usize, SocketAddr)> {
+        loop {
+            let (n, from) = self.inner.recv_from(buf).await?;
+            if self.policy.allows(from.ip()) {
+                self.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                return Ok((n, from));
+            }
+            self.counters.blocked(from);
+        }
+    }
+
+    async fn send(&self, buf: &[u8]) -> util::Result<usize> {
+        Ok(self.inner.send(buf).await?)
+    }
+
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> util::Result<usize> {
+        if !self.policy.allows(target.ip()) {
+            self.counters.blocked(target);
+            // Reported as sent: the allocation must not treat a refused peer as a socket error.
+            return Ok(buf.len());
+        }
+        let n = self.inner.send_to(buf, target).await?;
+        self.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn local_addr(&self) -> util::Result<SocketAddr> {
+        Ok(self.inner.local_addr()?)
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    async fn close(&self) -> util::Result<()> {
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+/// The source address the default route would use (no packet is sent); loopback without one.
+fn default_route_ip() -> IpAddr {
+    std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| {
+            s.connect((Ipv4Addr::new(192, 0, 2, 1), 9))?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+impl TurnRelay {
+    /// Starts a relay that accepts credentials made with `secret`.
+    pub async fn start(config: &RelayConfig, secret: &str) -> Result<TurnRelay, RelayError> {
+        if secret.is_empty() {
+            return Err(RelayError::Config("the TURN secret is empty".into()));
+        }
+        if config.ports.is_empty() || *config.ports.start() == 0 {
+            return Err(RelayError::Config(format!(
+                "relay port range {}-{} is empty",
+                config.ports.start(),
+                config.ports.end()
+            )));
+        }
+        let socket = UdpSocket::bind(config.listen)
+            .await
+            .map_err(|source| RelayError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = socket.local_addr().map_err(|source| RelayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let relay_ip = config.relay_ip.unwrap_or_else(|| {
+            if addr.ip().is_unspecified() {
+                default_route_ip()
+            } else {
+                addr.ip()
+            }
+        });
+        let counters = Arc::new(Counters::default());
+        let generator = PortRange {
+            bind_ip: addr.ip(),
+            relay_ip,
+            ports: config.ports.clone(),
+            max_allocations: config.max_allocations,
+            policy: PeerPolicy {
+                allow_loopback: config.allow_loopback,
+                allow_private: config.allow_private,
+            },
+            counters: counters.clone(),
+        };
+        let server = Server::new(TurnServerConfig {
+            conn_configs: vec![ConnConfig {
+                conn: Arc::new(socket),
+                relay_addr_generator: Box::new(generator),
+            }],
+            realm: config.realm.clone(),
+            auth_handler: Arc::new(TimeLimitedAuth {
+                secret: secret.to_string(),
+                now: unix_now,
+            }),
+            channel_bind_timeout: Duration::from_secs(600),
+            alloc_close_notify: None,
+        })
+        .await?;
+        info!(%addr, %relay_ip, ports = ?config.ports, "TURN relay listening (UDP)");
+        Ok(TurnRelay {
+            server,
+            addr,
+            relay_ip,
+            counters,
+        })
+    }
+
+    /// The UDP address clients send TURN requests to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address relayed candidates carry.
+    pub fn relay_ip(&self) -> IpAddr {
+        self.relay_ip
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> RelayStats {
+        RelayStats {
+            allocations: self.counters.live.load(Ordering::Acquire),
+            refused_allocations: self.counters.refused.load(Ordering::Relaxed),
+            bytes_relayed: self.counters.bytes.load(Ordering::Relaxed),
+            blocked_packets: self.counters.blocked.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops relaying and frees every allocation.
+    pub async fn close(&self) {
+        if let Err(e) = self.server.close().await {
+            warn!(%e, "TURN relay did not close cleanly");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_policy_blocks_internal_ranges_by_default() {
+        let strict = PeerPolicy {
+            allow_loopback: false,
+            allow_private: false,
+        };
+        for blocked in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.0.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!strict.allows(blocked.parse().unwrap()), "{blocked}");
+        }
+        for allowed in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+        ] {
+            assert!(strict.allows(allowed.parse().unwrap()), "{allowed}");
+        }
+    }
+
+    #[test]
+    fn peer_policy_switches() {
+        let lo = PeerPolicy {
+            allow_loopback: true,
+            allow_private: false,
+        };
+        assert!(lo.allows("127.0.0.1".parse().unwrap()));
+        assert!(!lo.allows("192.168.0.1".parse().unwrap()));
+        let lan = PeerPolicy {
+            allow_loopback: false,
+            allow_private: true,
+        };
+        assert!(lan.allows("192.168.0.1".parse().unwrap()));
+        assert!(lan.allows("fd12::1".parse().unwrap()));
+        assert!(!lan.allows("127.0.0.1".parse().unwrap()));
+        // Never: unspecified, multicast, broadcast.
+        let all = PeerPolicy {
+            allow_loopback: true,
+            allow_private: true,
+        };
+        assert!(!all.allows("0.0.0.0".parse().unwrap()));
+        assert!(!all.allows("239.1.1.1".parse().unwrap()));
+        assert!(!all.allows("255.255.255.255".parse().unwrap()));
+    }
+
+    #[test]
+    fn auth_refuses_expired_and_malformed_names() {
+        fn at_1000() -> u64 {
+            1000
+        }
+        let auth = TimeLimitedAuth {
+            secret: "s".into(),
+            now: at_1000,
+        };
+        let src: SocketAddr = "1.2.3.4:5".parse().unwrap();
+        assert!(auth.auth_handle("999:bob", "r", src).is_err());
+        assert!(auth.auth_handle("bob", "r", src).is_err());
+        let key = auth.auth_handle("1001:bob", "r", src).unwrap();
+        assert_eq!(
+            key,
+            generate_auth_key("1001:bob", "r", &ice::password("s", "1001:bob"))
+        );
+    }
+
+    #[test]
+    fn slots_are_capped_and_released() {
+        let c = Arc::new(Counters::default());
+        let a = Slot::take(&c, 2).unwrap();
+        let _b = Slot::take(&c, 2).unwrap();
+        assert!(Slot::take(&c, 2).is_none());
+        drop(a);
+        assert!(Slot::take(&c, 2).is_some());
+    }
+}
