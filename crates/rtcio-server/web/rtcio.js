@@ -77,11 +77,25 @@ function pickPositive(value, fallback) {
   return typeof value === "number" && Number.isFinite(value) && value >= 0 ? value : fallback;
 }
 
+/**
+ * A random UUID. `crypto.randomUUID` exists only in secure contexts (https, localhost); a page
+ * served over plain http on a LAN address still needs ids, so fall back to getRandomValues
+ * (available everywhere) formatted as a version-4 UUID.
+ */
+export function randomUUID() {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
 // ─── RTCIOStream (§5) ───────────────────────────────────────────────────────────────────────────
 export class RTCIOStream {
   constructor(idOrMediaStream, mediaStream) {
     if (idOrMediaStream instanceof MediaStream) {
-      this.id = crypto.randomUUID();
+      this.id = randomUUID();
       this.mediaStream = idOrMediaStream;
     } else {
       this.id = idOrMediaStream;
