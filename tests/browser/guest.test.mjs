@@ -29,7 +29,7 @@ import { launchChromium } from "./chromium.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
-const WEB = path.join(ROOT, "crates/rtcio-server/web");
+const WEB = path.resolve(process.env.RTCIO_GUEST_WEB_DIR || path.join(ROOT, "crates/rtcio-server/web"));
 const SERVER_BIN = process.env.RTCIO_SERVER_BIN || path.join(ROOT, "target/debug/rtcio-server");
 const CLI_BIN = process.env.RTCIO_CLI_BIN || path.join(ROOT, "target/debug/rtcio");
 const EMBEDDED = process.env.RTCIO_GUEST_EMBEDDED === "1";
@@ -227,7 +227,7 @@ async function main() {
       return `${body.length} bytes`;
     });
 
-    const room = `guest-${process.pid}`;
+    const room = SCREENSHOT ? "team-sync" : `guest-${process.pid}`;
     const cli = new Cli("cli", base, ["--room", room, "--name", "Cli Host", "--video", "testsrc", "--audio", "tone"]);
     const joined = await cli.wait("joined", (x) => x.type === "joined", { timeoutMs: 20000 });
     const cliId = joined.id;
