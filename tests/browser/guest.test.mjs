@@ -69,12 +69,12 @@ function withTimeout(promise, ms, what) {
 
 // ─── rtcio-server ───────────────────────────────────────────────────────────────────────────────
 let serverChild = null;
-async function startServer() {
+async function startServer(extra = []) {
   if (!fs.existsSync(SERVER_BIN)) throw new Error(`rtcio-server not found at ${SERVER_BIN} (set RTCIO_SERVER_BIN)`);
-  const args = ["--host", "127.0.0.1", "--port", "0"];
+  const args = ["--host", "127.0.0.1", "--port", "0", ...extra];
   if (!EMBEDDED && !DEV_PROXY) args.push("--web-dir", WEB);
   const child = track(spawn(SERVER_BIN, args, { stdio: ["ignore", "pipe", "pipe"] }), "rtcio-server");
-  serverChild = child;
+  if (!serverChild) serverChild = child;
   const errLines = [];
   readline.createInterface({ input: child.stderr }).on("line", (l) => { errLines.push(l); if (errLines.length > 50) errLines.shift(); if (VERBOSE) log(`[server] ${l}`); });
   const url = await withTimeout(new Promise((res, rej) => {
@@ -396,6 +396,31 @@ async function main() {
       assert(/server/i.test(text), `banner ${JSON.stringify(text)}`);
       await pwPage.context.close();
       return JSON.stringify(text);
+    });
+
+    // A server with an access token: the invite carries it (`&token=`), the page sends it as
+    // socket.io `auth: {token}` and to /ice-servers; a wrong one is explained.
+    await check("token in the invite: sent to /ice-servers and socket.io; a wrong one explained", async () => {
+      let tbase = await startServer(["--auth-token", "tok-123"]);
+      let tproxy = null;
+      if (DEV_PROXY) { tproxy = await startDevProxy(tbase); tbase = tproxy.url; }
+      try {
+        const bad = await openGuest(browser, `${tbase}/#room=tok-room&token=nope`, pageErrors, "token-bad");
+        await bad.page.waitForFunction(() => /access token/.test(document.getElementById("server-status").textContent), null, { timeout: 15000 });
+        const badText = await bad.page.textContent("#join-error");
+        assert(await bad.page.isDisabled("#join"), "Join enabled without a connection");
+        await bad.context.close();
+        const good = await openGuest(browser, "about:blank", pageErrors, "token-good");
+        const auth = [];
+        good.page.on("request", (r) => { if (new URL(r.url()).pathname === "/ice-servers") auth.push(r.headers().authorization ?? null); });
+        await good.page.goto(`${tbase}/#room=tok-room&token=tok-123`);
+        await good.page.waitForSelector("#join:not([disabled])", { timeout: 15000 });
+        assert(auth.length === 1 && auth[0] === "Bearer tok-123", `/ice-servers Authorization: ${JSON.stringify(auth)}`);
+        await good.context.close();
+        return JSON.stringify(badText);
+      } finally {
+        tproxy?.close();
+      }
     });
 
     await check("no uncaught errors in the pages", async () => {
