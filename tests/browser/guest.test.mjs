@@ -208,7 +208,8 @@ const videoOf = (page, peer, kind = "camera") => page.evaluate(([p, k]) => {
 
 // ─── the scenario ───────────────────────────────────────────────────────────────────────────────
 async function main() {
-  let base = await startServer();
+  // RTCIO_GUEST_SERVER_ARGS: extra flags for the main server (e.g. `--turn --turn-allow-loopback`).
+  let base = await startServer((process.env.RTCIO_GUEST_SERVER_ARGS || "").split(/\s+/).filter(Boolean));
   let proxy = null;
   if (DEV_PROXY) { proxy = await startDevProxy(base); base = proxy.url; log(`dev proxy at ${base}`); }
   const pageErrors = [];
@@ -236,10 +237,12 @@ async function main() {
     let guestId;
     await check("the guest joins from the invite link", async () => {
       await joinAs(page, "Browser Guest");
+      // What /ice-servers gave the page (null: the rtc.io default).
       await page.waitForSelector("#call-screen:not([hidden])", { timeout: 20000 });
       guestId = await page.evaluate(() => window.__guest.socket.id);
+      const ice = await page.evaluate(() => window.__guest.socket.servers.iceServers.map((x) => x.urls));
       const pc = await cli.wait("peer-connect from the guest", (x) => x.type === "peer-connect" && x.peer === guestId, { timeoutMs: 20000 });
-      return `guest ${guestId}, cli ${cliId}, peer-connect name ${JSON.stringify(pc.name)}`;
+      return `guest ${guestId}, cli ${cliId}, peer-connect name ${JSON.stringify(pc.name)}; ICE servers ${JSON.stringify(ice)}`;
     });
 
     await check("video guest → CLI: the CLI decodes the guest's camera", async () => {
