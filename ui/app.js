@@ -50,20 +50,26 @@ export function avatarColor(id) {
 }
 
 /**
- * The link people are invited with: the server's address with the room as `?room=` (the
- * server itself serves no page; the start screen splits such a link back into server + room).
+ * The link people are invited with: the server's address with the room in the fragment,
+ * `SERVER/#room=ROOM`. Opened in a browser it is rtcio-server's guest page (served at `/`),
+ * which joins that room; pasted into the start screen it splits back into server + room.
  */
 export function inviteLink(serverUrl, roomId) {
+  const room = encodeURIComponent(roomId);
   try {
     const u = new URL(serverUrl);
-    u.searchParams.set('room', roomId);
+    u.hash = `room=${room}`;
     return u.toString();
   } catch {
-    return `${serverUrl}?room=${encodeURIComponent(roomId)}`;
+    return `${String(serverUrl).replace(/\/?$/, '/')}#room=${room}`;
   }
 }
 
-/** An invite link pasted back: {server, room}, or null when the text is not one. */
+/**
+ * An invite link pasted back: {server, room}, or null when the text is not one. Both forms:
+ * `SERVER/#room=ROOM` (the guest page's, what inviteLink makes; other fragment keys such as
+ * `token` are ignored) and the older `SERVER/?room=ROOM`.
+ */
 export function parseInvite(text) {
   let u;
   try {
@@ -71,7 +77,7 @@ export function parseInvite(text) {
   } catch {
     return null;
   }
-  const room = u.searchParams.get('room');
+  const room = new URLSearchParams(u.hash.replace(/^#/, '')).get('room') || u.searchParams.get('room');
   if (!room || !['http:', 'https:', 'ws:', 'wss:'].includes(u.protocol)) return null;
   const path = u.pathname === '/' ? '' : u.pathname;
   return { server: `${u.protocol}//${u.host}${path}`, room };
@@ -203,8 +209,8 @@ async function loadDevices() {
 }
 
 /**
- * An invite link pasted into the room or server field fills both: the room from `?room=`,
- * the server (chosen as "Use an rtc.io server") from the rest.
+ * An invite link pasted into the room or server field fills both: the room from `#room=`
+ * (or `?room=`), the server (chosen as "Use an rtc.io server") from the rest.
  */
 function takeInvite(ev) {
   const found = parseInvite(ev.target.value);

@@ -8,43 +8,17 @@
 
 import http from "node:http";
 import fs from "node:fs";
-import fsp from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const ROOT = path.dirname(fileURLToPath(import.meta.url));
-const CHROMIUM = process.env.RTCIO_CHROMIUM || "/usr/bin/chromium";
+// The rtc.io library (and its vendored socket.io-client) is the one rtcio-server serves: /lib/.
+const LIB = path.resolve(ROOT, "../../crates/rtcio-server/web");
 const VERBOSE = process.env.RTCIO_BROWSER_VERBOSE === "1";
 const DEFAULT_EVAL_TIMEOUT_MS = 30000;
 const DEFAULT_WAIT_TIMEOUT_MS = 10000;
-
-const CHROMIUM_ARGS = [
-  "--headless=new",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--use-fake-device-for-media-stream",
-  "--use-fake-ui-for-media-stream",
-  "--allow-loopback-in-peer-connection",
-  "--disable-features=WebRtcHideLocalIpsWithMdns",
-  // Not in the brief's list, needed or harmless: Playwright's own default switches are turned off
-  // (ignoreDefaultArgs) so the list above is exactly what Chromium gets, plus these.
-  "--remote-debugging-pipe", // Playwright talks CDP over fds 3/4
-  "--no-startup-window",
-  "--disable-dev-shm-usage", // small /dev/shm in containers
-  "--disable-background-timer-throttling", // several pages: keep timers (watchdog) exact
-  "--disable-renderer-backgrounding",
-  "--disable-backgrounding-occluded-windows",
-  "--mute-audio",
-  "--no-default-browser-check",
-  "--password-store=basic",
-];
 
 const err = (...a) => process.stderr.write(`[driver] ${a.join(" ")}\n`);
 
@@ -60,10 +34,13 @@ function serve(req, res) {
     return;
   }
   if (rel === "/") rel = "/peer.html";
-  const file = path.normalize(path.join(ROOT, rel));
-  const allowed = file.startsWith(ROOT + path.sep) &&
-    (!file.includes(`${path.sep}node_modules${path.sep}`) ||
-      file.startsWith(path.join(ROOT, "node_modules", "socket.io-client", "dist") + path.sep));
+  let base = ROOT;
+  if (rel.startsWith("/lib/")) {
+    base = LIB;
+    rel = rel.slice("/lib".length);
+  }
+  const file = path.normalize(path.join(base, rel));
+  const allowed = file.startsWith(base + path.sep) && !file.includes(`${path.sep}node_modules${path.sep}`);
   if (req.method !== "GET" || !allowed) {
     res.writeHead(404).end();
     return;
@@ -90,21 +67,12 @@ async function start() {
   server = http.createServer(serve);
   await new Promise((res, rej) => server.once("error", rej).listen(0, "127.0.0.1", res));
   baseUrl = `http://127.0.0.1:${server.address().port}`;
-  tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), "rtcio-chromium-"));
-  const profile = path.join(tmpDir, "profile");
-  fs.mkdirSync(profile);
-  // Playwright's own temp artifacts land in our tmpDir too, so one rm cleans everything.
-  process.env.TMPDIR = tmpDir;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    ignoreDefaultArgs: true,
-    args: [...CHROMIUM_ARGS, `--user-data-dir=${profile}`],
-    timeout: 60000,
-  });
+  // Playwright's own temp artifacts land in tmpDir too, so one rm cleans everything.
+  ({ browser, tmpDir } = await launchChromium());
   browser.on("disconnected", () => {
     if (!quitting) err("Chromium disconnected unexpectedly");
   });
-  err(`Chromium ${browser.version()} up; serving ${ROOT} at ${baseUrl}`);
+  err(`Chromium ${browser.version()} up; serving ${ROOT} (and ${LIB} at /lib/) at ${baseUrl}`);
 }
 
 async function cleanup() {

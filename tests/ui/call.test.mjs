@@ -454,14 +454,14 @@ test('alone: the invite links with copy buttons; gone when someone joins, back w
   assert.equal(await page.isVisible('#alone'), true);
   assert.match(await text('#alone'), /You are alone in the room/);
   const links = await page.locator('.invite-link').allInnerTexts();
-  assert.deepEqual(links, ['http://192.168.1.5:4000/?room=room-1', 'http://10.8.0.3:4000/?room=room-1']);
-  await page.getByRole('button', { name: 'Copy http://10.8.0.3:4000/?room=room-1' }).click();
+  assert.deepEqual(links, ['http://192.168.1.5:4000/#room=room-1', 'http://10.8.0.3:4000/#room=room-1']);
+  await page.getByRole('button', { name: 'Copy http://10.8.0.3:4000/#room=room-1' }).click();
   await page.waitForSelector('.toast');
-  assert.deepEqual(await page.evaluate(() => window.__copied), ['http://10.8.0.3:4000/?room=room-1']);
+  assert.deepEqual(await page.evaluate(() => window.__copied), ['http://10.8.0.3:4000/#room=room-1']);
   assert.match(await text('#toasts'), /Link copied/);
   // The header's copy button: the first link.
   await page.click('#copy-link');
-  assert.deepEqual(await page.evaluate(() => window.__copied.at(-1)), 'http://192.168.1.5:4000/?room=room-1');
+  assert.deepEqual(await page.evaluate(() => window.__copied.at(-1)), 'http://192.168.1.5:4000/#room=room-1');
   // Someone's here: no longer alone (the tile takes the space).
   await emit('room-event', { type: 'user-connected', id: 'p1', name: 'Bob' });
   assert.equal(await page.isHidden('#alone'), true);
@@ -489,15 +489,15 @@ test('alone: copying falls back to the selection way, and says so when nothing w
   await page.fill('#server-url', 'https://rooms.example.org');
   await page.click('#join-button');
   await page.waitForSelector('#call-screen:not([hidden])');
-  assert.deepEqual(await page.locator('.invite-link').allInnerTexts(), ['https://rooms.example.org/?room=room-1']);
+  assert.deepEqual(await page.locator('.invite-link').allInnerTexts(), ['https://rooms.example.org/#room=room-1']);
   await page.click('.copy-invite');
   await page.waitForSelector('.toast');
-  assert.deepEqual(await page.evaluate(() => window.__execCopy), [['copy', 'https://rooms.example.org/?room=room-1']]);
+  assert.deepEqual(await page.evaluate(() => window.__execCopy), [['copy', 'https://rooms.example.org/#room=room-1']]);
   assert.match(await text('#toasts'), /Link copied/);
   await page.evaluate(() => { window.__execWorks = false; });
   await page.click('.copy-invite');
   await page.waitForFunction(() => document.getElementById('toasts').textContent.includes('Could not copy'));
-  assert.match(await text('#toasts'), /Could not copy — the link is https:\/\/rooms\.example\.org\/\?room=room-1/);
+  assert.match(await text('#toasts'), /Could not copy — the link is https:\/\/rooms\.example\.org\/#room=room-1/);
 });
 
 test('an invite link pasted into the room field fills the server and the room', async () => {
@@ -509,12 +509,22 @@ test('an invite link pasted into the room field fills the server and the room', 
   await page.fill('#server-url', 'https://rooms.example.org/rtc/?room=abc');
   assert.equal(await page.inputValue('#room'), 'abc');
   assert.equal(await page.inputValue('#server-url'), 'https://rooms.example.org/rtc/');
+  // The guest page's form (what the app hands out now).
+  await page.fill('#room', 'http://192.168.1.5:4000/#room=team%20sync');
+  assert.equal(await page.inputValue('#room'), 'team sync');
+  assert.equal(await page.inputValue('#server-url'), 'http://192.168.1.5:4000');
   // The pure helpers both ways.
   const round = await page.evaluate(async () => {
     const m = await import('./app.js');
-    return [m.inviteLink('http://h:1', 'a b/c'), m.parseInvite(m.inviteLink('http://h:1', 'a b/c')), m.parseInvite('room-1'), m.parseInvite('ftp://h/?room=x')];
+    return [
+      m.inviteLink('http://h:1', 'a b/c&d'), m.parseInvite(m.inviteLink('http://h:1', 'a b/c&d')), m.parseInvite('room-1'), m.parseInvite('ftp://h/?room=x'),
+      m.parseInvite('http://h:1/?room=old%20form'), m.parseInvite('https://h/#room=r1&token=t'), m.parseInvite('http://h:1/#other=1'),
+    ];
   });
-  assert.deepEqual(round, ['http://h:1/?room=a+b%2Fc', { server: 'http://h:1', room: 'a b/c' }, null, null]);
+  assert.deepEqual(round, [
+    'http://h:1/#room=a%20b%2Fc%26d', { server: 'http://h:1', room: 'a b/c&d' }, null, null,
+    { server: 'http://h:1', room: 'old form' }, { server: 'https://h', room: 'r1' }, null,
+  ]);
   // A plain room id is left alone.
   await page.fill('#room', 'plain-room');
   assert.equal(await page.inputValue('#room'), 'plain-room');
