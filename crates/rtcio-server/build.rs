@@ -1,8 +1,12 @@
 //! Embeds `web/` (the browser guest page) into the binary: generates a table of
-//! `(relative path, bytes)` that `src/web.rs` serves at `/`.
+//! `(relative path, bytes)` that `src/web.rs` serves at `/`. The page shares the desktop app's
+//! icon set and grid layout, so those two modules come from the app's `ui/` (one copy).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+/// Files of the app's `ui/` the guest page uses as they are.
+const SHARED_FROM_UI: &[&str] = &["icons.js", "layout.js"];
 
 fn main() {
     let root =
@@ -12,6 +16,15 @@ fn main() {
     let mut files = Vec::new();
     if root.is_dir() {
         collect(&root, &root, &mut files);
+    }
+    // The app's modules the guest page imports as `./icons.js` and `./layout.js`.
+    let ui = root.join("../../../ui");
+    for shared in SHARED_FROM_UI {
+        let path = ui.join(shared);
+        println!("cargo:rerun-if-changed={}", path.display());
+        if path.is_file() {
+            files.push((shared.to_string(), path.to_string_lossy().into_owned()));
+        }
     }
     files.sort();
     let mut out = String::from(

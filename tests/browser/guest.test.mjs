@@ -34,6 +34,10 @@ const SERVER_BIN = process.env.RTCIO_SERVER_BIN || path.join(ROOT, "target/debug
 const CLI_BIN = process.env.RTCIO_CLI_BIN || path.join(ROOT, "target/debug/rtcio");
 const EMBEDDED = process.env.RTCIO_GUEST_EMBEDDED === "1";
 const DEV_PROXY = process.env.RTCIO_GUEST_DEV_PROXY === "1";
+// RTCIO_GUEST_RELAY=1: the whole call through rtcio-server's TURN relay — the server runs
+// `--turn`, the CLI `--relay-only`, the invite carries `relay=1`; both ends must report a
+// relayed candidate pair.
+const RELAY = process.env.RTCIO_GUEST_RELAY === "1";
 const argv = process.argv.slice(2);
 const SCREENSHOT = argv.includes("--screenshot") ? path.resolve(argv[argv.indexOf("--screenshot") + 1] || "docs/guest-page.png") : null;
 const VERBOSE = argv.includes("--verbose") || process.env.RTCIO_GUEST_VERBOSE === "1";
@@ -209,7 +213,9 @@ const videoOf = (page, peer, kind = "camera") => page.evaluate(([p, k]) => {
 // ─── the scenario ───────────────────────────────────────────────────────────────────────────────
 async function main() {
   // RTCIO_GUEST_SERVER_ARGS: extra flags for the main server (e.g. `--turn --turn-allow-loopback`).
-  let base = await startServer((process.env.RTCIO_GUEST_SERVER_ARGS || "").split(/\s+/).filter(Boolean));
+  const serverArgs = (process.env.RTCIO_GUEST_SERVER_ARGS || "").split(/\s+/).filter(Boolean);
+  if (RELAY) serverArgs.push("--turn", "--turn-port", "0", "--turn-allow-loopback");
+  let base = await startServer(serverArgs);
   let proxy = null;
   if (DEV_PROXY) { proxy = await startDevProxy(base); base = proxy.url; log(`dev proxy at ${base}`); }
   const pageErrors = [];
@@ -229,11 +235,11 @@ async function main() {
     });
 
     const room = SCREENSHOT ? "team-sync" : `guest-${process.pid}`;
-    const cli = new Cli("cli", base, ["--room", room, "--name", "Cli Host", "--video", "testsrc", "--audio", "tone"]);
+    const cli = new Cli("cli", base, ["--room", room, "--name", "Cli Host", "--video", "testsrc", "--audio", "tone", ...(RELAY ? ["--relay-only"] : [])]);
     const joined = await cli.wait("joined", (x) => x.type === "joined", { timeoutMs: 20000 });
     const cliId = joined.id;
 
-    const { context, page } = await openGuest(browser, `${base}/#room=${encodeURIComponent(room)}`, pageErrors, "guest");
+    const { context, page } = await openGuest(browser, `${base}/#room=${encodeURIComponent(room)}${RELAY ? "&relay=1" : ""}`, pageErrors, "guest");
     let guestId;
     await check("the guest joins from the invite link", async () => {
       await joinAs(page, "Browser Guest");
@@ -266,6 +272,24 @@ async function main() {
       assert(name === "Cli Host", `tile name ${JSON.stringify(name)}`);
       return `${b.w}x${b.h}, currentTime ${a.t.toFixed(2)} → ${b.t.toFixed(2)}`;
     });
+
+    if (RELAY) {
+      await check("relay only: both ends use a relayed candidate pair", async () => {
+        const path = await cli.wait("the CLI's path to the guest", (x) => x.type === "path" && x.peer === guestId, { timeoutMs: 20000 });
+        assert(path.local?.type === "relay" && path.remote?.type === "relay", `CLI path ${JSON.stringify(path)}`);
+        const pair = await page.evaluate(async (p) => {
+          const pc = window.__guest.socket.rtcpeers[p]?.connection;
+          if (!pc) return null;
+          const stats = await pc.getStats();
+          let selected = null;
+          stats.forEach((r) => { if (r.type === "transport" && r.selectedCandidatePairId) selected = stats.get(r.selectedCandidatePairId); });
+          if (!selected) return null;
+          return { local: stats.get(selected.localCandidateId)?.candidateType, remote: stats.get(selected.remoteCandidateId)?.candidateType };
+        }, cliId);
+        assert(pair && pair.local === "relay" && pair.remote === "relay", `page pair ${JSON.stringify(pair)}`);
+        return `CLI ${path.local.type}/${path.remote.type} via ${path.local.address}:${path.local.port}; page ${pair.local}/${pair.remote}`;
+      });
+    }
 
     await check("chat CLI → guest", async () => {
       await page.waitForSelector("#chat:not([hidden])", { timeout: 5000 }).catch(() => page.click("#toggle-chat"));
@@ -433,14 +457,6 @@ async function main() {
     await cleanup();
     proxy?.close();
     await killAll();
-  }
-}
-
-// Copies of the app's files the page carries (the server embeds only its web/ directory).
-for (const f of ["icons.js", "layout.js"]) {
-  const a = path.join(ROOT, "ui", f), b = path.join(WEB, f);
-  if (fs.existsSync(a) && fs.readFileSync(a, "utf8") !== fs.readFileSync(b, "utf8")) {
-    log(`note: crates/rtcio-server/web/${f} differs from ui/${f} (copy it again if the app's changed)`);
   }
 }
 

@@ -55,6 +55,14 @@ fn relative_path(uri_path: &str) -> Option<PathBuf> {
     Some(clean)
 }
 
+fn embedded_file(rel: &Path) -> Option<&'static [u8]> {
+    let key = rel.to_string_lossy().replace('\\', "/");
+    embedded::ASSETS
+        .iter()
+        .find(|(p, _)| *p == key)
+        .map(|(_, bytes)| *bytes)
+}
+
 fn content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
         "html" => "text/html; charset=utf-8",
@@ -84,16 +92,18 @@ pub(crate) async fn serve(root: &WebRoot, method: &Method, uri: &Uri) -> Respons
     };
     let body: Vec<u8> = match root {
         WebRoot::Off => return not_found(),
-        WebRoot::Embedded => {
-            let key = rel.to_string_lossy().replace('\\', "/");
-            match embedded::ASSETS.iter().find(|(p, _)| *p == key) {
-                Some((_, bytes)) => bytes.to_vec(),
-                None => return not_found(),
-            }
-        }
+        WebRoot::Embedded => match embedded_file(&rel) {
+            Some(bytes) => bytes.to_vec(),
+            None => return not_found(),
+        },
+        // Files missing from the directory come from the build (the modules shared with the
+        // app's ui/ are not in web/).
         WebRoot::Dir(dir) => match tokio::fs::read(dir.join(&rel)).await {
             Ok(bytes) => bytes,
-            Err(_) => return not_found(),
+            Err(_) => match embedded_file(&rel) {
+                Some(bytes) => bytes.to_vec(),
+                None => return not_found(),
+            },
         },
     };
     let mut resp = Response::new(if method == Method::HEAD {

@@ -28,10 +28,18 @@ const $ = (id) => document.getElementById(id);
 
 // ─── small pure helpers ─────────────────────────────────────────────────────────────────────────
 
-/** `#room=R&token=T&name=N` → {room, token, name} (missing ones empty). */
+/**
+ * `#room=R&token=T&name=N&relay=1` → {room, token, name, relay} (missing ones empty / false).
+ * `relay=1`: relayed (TURN) candidates only, so peers never learn this browser's addresses.
+ */
 export function parseFragment(hash) {
   const p = new URLSearchParams(String(hash || "").replace(/^#/, ""));
-  return { room: (p.get("room") || "").trim(), token: p.get("token") || "", name: p.get("name") || "" };
+  return {
+    room: (p.get("room") || "").trim(),
+    token: p.get("token") || "",
+    name: p.get("name") || "",
+    relay: p.get("relay") === "1",
+  };
 }
 
 /** A display name from anything a peer sent: a trimmed string without control characters. */
@@ -235,6 +243,7 @@ async function start() {
   const opts = { reconnectionDelayMax: 5000 };
   if (iceServers) opts.iceServers = iceServers; // else the rtc.io default (public STUN)
   if (S.token) opts.auth = { token: S.token };
+  if (frag.relay) opts.iceTransportPolicy = "relay";
   const s = connect(`${location.origin}/`, opts);
   S.socket = s;
   S.chat = s.createChannel("chat", { ordered: true });

@@ -377,6 +377,8 @@ export class Socket extends IoSocket {
     this.servers = {
       iceServers: Array.isArray(opts?.iceServers) && opts.iceServers.length > 0 ? opts.iceServers : defaults.iceServers,
     };
+    // Not an rtc.io option: relayed candidates only (privacy; needs a TURN server).
+    if (opts?.iceTransportPolicy === "relay") this.servers.iceTransportPolicy = "relay";
     const wd = opts?.watchdog;
     this.watchdogTimeoutMs = pickPositive(wd?.timeout, DEFAULT_WATCHDOG_TIMEOUT_MS);
     this.watchdogHintTimeoutMs = pickPositive(wd?.hintTimeout, DEFAULT_WATCHDOG_HINT_TIMEOUT_MS);
