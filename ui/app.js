@@ -13,7 +13,10 @@ const $ = (id) => document.getElementById(id);
 let call = null;
 /** True while a join is in flight, so a second click or Enter does nothing. */
 let joining = false;
-let settings = { name: '', lastServers: [], camera: null, microphone: null, serverMode: 'host', lastUrl: '', resolution: '720p' };
+let settings = {
+  name: '', lastServers: [], camera: null, microphone: null, serverMode: 'host', lastUrl: '', resolution: '720p',
+  network: { iceServers: [], iceUsername: '', iceCredential: '', relayOnly: false, hostTurn: false },
+};
 
 // ---------------------------------------------------------------- helpers
 
@@ -249,6 +252,14 @@ async function loadSettings() {
   if ([...$('resolution').options].some((o) => o.value === settings.resolution)) {
     $('resolution').value = settings.resolution;
   }
+  const net = settings.network || {};
+  $('ice-servers').value = (net.iceServers || []).join('\n');
+  $('ice-username').value = net.iceUsername || '';
+  $('ice-credential').value = net.iceCredential || '';
+  $('relay-only').checked = !!net.relayOnly;
+  $('host-turn').checked = !!net.hostTurn;
+  // Open the section when something in it is set, so nobody forgets it is on.
+  $('network-settings').open = !!((net.iceServers || []).length || net.relayOnly || net.hostTurn);
   if (settings.serverMode === 'url') $('server-url-choice').checked = true;
   $('server-url').value = settings.lastUrl || (settings.lastServers || [])[0] || '';
   fillRecentServers();
@@ -266,12 +277,37 @@ function readForm() {
   const resolution = $('resolution').value;
   const camOption = $('camera').selectedOptions[0];
   const cameraSynthetic = !!camOption && camOption.dataset.synthetic === 'true';
-  return { name, roomId, hosting, url, password, camera, microphone, resolution, cameraSynthetic };
+  const network = readNetwork();
+  return { name, roomId, hosting, url, password, camera, microphone, resolution, cameraSynthetic, network };
+}
+
+/** The Network section as the `join` command and the settings store take it. */
+export function readNetwork() {
+  return {
+    iceServers: $('ice-servers').value.split('\n').map((u) => u.trim()).filter(Boolean),
+    iceUsername: $('ice-username').value.trim(),
+    iceCredential: $('ice-credential').value,
+    relayOnly: $('relay-only').checked,
+    hostTurn: $('host-turn').checked,
+  };
+}
+
+/** A sentence for the first problem in the Network section (the app checks again), or null. */
+export function checkNetwork(net) {
+  for (const u of net.iceServers) {
+    if (!/^(stuns?|turns?):./.test(u)) return `"${u}" is not a STUN or TURN address (they look like stun:host:3478 or turn:host:3478).`;
+  }
+  if (net.iceServers.some((u) => u.startsWith('turn')) && (!net.iceUsername || !net.iceCredential)) {
+    return 'A TURN server needs a user name and a password (Network section).';
+  }
+  return null;
 }
 
 function validate(form) {
   if (!form.name) return 'Enter your display name.';
   if (!form.roomId) return 'Enter a room id, or press New for a fresh one.';
+  const net = checkNetwork(form.network);
+  if (net) return net;
   if (!form.hosting) return checkServerUrl(form.url);
   return null;
 }
@@ -295,6 +331,7 @@ async function onJoin(ev) {
     camera: form.camera,
     microphone: form.microphone,
     resolution: form.resolution,
+    network: form.network,
   };
   try {
     // Rust stops the preview before joining: the call opens the devices itself.
@@ -323,6 +360,7 @@ async function saveSettings(form) {
     camera: form.camera,
     microphone: form.microphone,
     resolution: form.resolution,
+    network: form.network,
     serverMode: form.hosting ? 'host' : 'url',
     lastUrl: form.hosting ? settings.lastUrl : form.url,
     lastServers,

@@ -1,5 +1,5 @@
 // Per-peer connection quality on the call's tiles: `peer-quality {id, rttMs, kbpsIn, kbpsOut,
-// lossPct, estimateKbps, level}` (about once a second, src-tauri/src/quality.rs) becomes a three-bar
+// lossPct, estimateKbps, path, level}` (about once a second, src-tauri/src/quality.rs) becomes a three-bar
 // indicator on that person's tile (class good / fair / poor) with the numbers as its tooltip.
 import { listen } from './bridge.js';
 
@@ -12,7 +12,8 @@ export function qualityText(q) {
   const n = (x, digits = 0) => (Number.isFinite(Number(x)) ? Number(x).toFixed(digits) : '–');
   const rtt = q.rttMs === null || q.rttMs === undefined ? '–' : n(q.rttMs);
   const est = Number.isFinite(Number(q.estimateKbps)) && q.estimateKbps !== null ? ` · link estimate ${n(q.estimateKbps)} kbit/s` : '';
-  return `Connection ${LEVELS.includes(q.level) ? q.level : 'unknown'} · RTT ${rtt} ms · in ${n(q.kbpsIn)} kbit/s · out ${n(q.kbpsOut)} kbit/s · loss ${n(q.lossPct, 1)} %${est}`;
+  const via = q.path === 'relay' ? ' · via a TURN relay' : q.path === 'direct' ? ' · direct' : '';
+  return `Connection ${LEVELS.includes(q.level) ? q.level : 'unknown'} · RTT ${rtt} ms · in ${n(q.kbpsIn)} kbit/s · out ${n(q.kbpsOut)} kbit/s · loss ${n(q.lossPct, 1)} %${est}${via}`;
 }
 
 function indicator(tile) {

@@ -106,6 +106,9 @@ pub struct JoinRequest {
     /// Camera resolution (`360p`, `720p`, `1080p`; none: 720p).
     #[serde(default)]
     pub resolution: Option<String>,
+    /// STUN/TURN servers, relay-only, TURN relay when hosting (none: the defaults).
+    #[serde(default)]
+    pub network: Option<crate::settings::NetworkSettings>,
 }
 
 fn ui_sink<R: Runtime>(app: AppHandle<R>) -> UiSink {
@@ -142,6 +145,11 @@ pub async fn join<R: Runtime>(
     };
     let mut cfg = JoinConfig::new(&req.name, &req.room_id, server);
     cfg.password = req.password;
+    if let Some(network) = req.network.map(|n| n.sanitized()) {
+        network.validate().map_err(AppError::Invalid)?;
+        network.apply(&mut cfg.socket);
+        cfg.host_turn = network.host_turn;
+    }
     // Without a device the honest answer is "off"; a device that fails to open is turned off
     // by the session (and reported in `mediaErrors`).
     cfg.mic = req.microphone.is_some();

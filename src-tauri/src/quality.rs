@@ -2,7 +2,7 @@
 //! loss from the peer connection's stats, classified as good / fair / poor.
 //!
 //! [`classify`] and [`Tracker`] are pure (unit-tested); [`spawn`] polls a socket about once a
-//! second and emits `peer-quality {id, rttMs, kbpsIn, kbpsOut, lossPct, estimateKbps, level}` per remote
+//! second and emits `peer-quality {id, rttMs, kbpsIn, kbpsOut, lossPct, estimateKbps, path, level}` per remote
 //! peer.
 
 use std::collections::HashMap;
@@ -78,6 +78,9 @@ pub struct PeerQuality {
     /// Our send-side bandwidth estimate toward this peer (congestion control), kbit/s: what our
     /// video to them is held to.
     pub estimate_kbps: Option<f64>,
+    /// `"relay"` when the call to this peer goes through a TURN relay (either side's selected
+    /// candidate is relayed), `"direct"` otherwise; `null` before a pair is selected.
+    pub path: Option<&'static str>,
     /// Classification.
     pub level: Level,
 }
@@ -97,6 +100,18 @@ fn counters(stats: &PeerStats) -> Counters {
         c.lost += e["packetsLost"].as_i64().unwrap_or(0);
     }
     c
+}
+
+/// Direct or relayed, from the selected candidate pair.
+fn path_of(stats: &PeerStats) -> Option<&'static str> {
+    let (local, remote) = (stats.local.as_ref()?, stats.remote.as_ref()?);
+    Some(
+        if local.candidate_type == "relay" || remote.candidate_type == "relay" {
+            "relay"
+        } else {
+            "direct"
+        },
+    )
 }
 
 /// Turns successive [`PeerStats`] readings into [`PeerQuality`]: loss is a rate over the last
@@ -147,6 +162,7 @@ impl Tracker {
                 .send_estimate_bps
                 .filter(|v| v.is_finite())
                 .map(|v| v / 1000.0),
+            path: path_of(stats),
             level: classify(stats.rtt_ms, loss_pct, kbps_in),
         }
     }
@@ -290,6 +306,7 @@ mod tests {
         assert_eq!(v["kbpsOut"], 64.0);
         assert_eq!(v["lossPct"], 0.0);
         assert_eq!(v["estimateKbps"], 750.0);
+        assert_eq!(v["path"], Value::Null, "no pair selected in this reading");
         assert_eq!(v["level"], "good");
     }
 }

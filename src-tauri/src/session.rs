@@ -55,6 +55,8 @@ pub struct JoinConfig {
     pub socket: rtcio::Options,
     /// Where the embedded server listens when hosting (port 0 = any free port).
     pub host_bind: SocketAddr,
+    /// When hosting, also run a TURN relay (UDP 3478, or any free port when that is taken).
+    pub host_turn: bool,
     /// How long to wait for `join-ok` / `join-error`. Servers that send neither (the docs'
     /// tutorial server) are treated as having accepted us after this.
     pub join_timeout: Duration,
@@ -79,6 +81,7 @@ impl JoinConfig {
                 ..rtcio::Options::default()
             },
             host_bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            host_turn: false,
             join_timeout: Duration::from_millis(2500),
             media: MediaConfig::default(),
             downloads: None,
@@ -173,6 +176,37 @@ pub fn parse_server_url(text: &str) -> Result<String, AppError> {
     Ok(text.to_string())
 }
 
+/// The room server for "host on this computer", with a TURN relay for the LAN when asked
+/// (on UDP 3478, or any free port when another relay holds that one).
+async fn start_host_server(
+    bind: SocketAddr,
+    turn: bool,
+) -> Result<RunningServer, rtcio_server::ServerError> {
+    let config = |turn_port: Option<u16>| ServerConfig {
+        bind,
+        turn: turn_port.map(|port| rtcio_server::TurnConfig {
+            relay: Some(rtcio_server::RelayConfig {
+                listen: SocketAddr::new(bind.ip(), port),
+                allow_private: true,
+                allow_loopback: bind.ip().is_loopback(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..ServerConfig::default()
+    };
+    if !turn {
+        return rtcio_server::start(config(None)).await;
+    }
+    match rtcio_server::start(config(Some(3478))).await {
+        Err(rtcio_server::ServerError::Turn(e)) => {
+            warn!("TURN relay on 3478: {e}; using another port");
+            rtcio_server::start(config(Some(0))).await
+        }
+        other => other,
+    }
+}
+
 /// `http://<ip>:<port>` for every non-loopback IPv4 interface: what others on the LAN can use.
 pub fn share_urls(port: u16) -> Vec<String> {
     let mut urls: Vec<String> = if_addrs::get_if_addrs()
@@ -238,12 +272,9 @@ impl Session {
         let (url, server, share) = match &cfg.server {
             ServerChoice::Url(text) => (parse_server_url(text)?, None, Vec::new()),
             ServerChoice::Host => {
-                let server = rtcio_server::start(ServerConfig {
-                    bind: cfg.host_bind,
-                    ..ServerConfig::default()
-                })
-                .await
-                .map_err(|e| AppError::Host(e.to_string()))?;
+                let server = start_host_server(cfg.host_bind, cfg.host_turn)
+                    .await
+                    .map_err(|e| AppError::Host(e.to_string()))?;
                 let port = server.local_addr().port();
                 info!(addr = %server.local_addr(), "hosting the room server");
                 let share = if server.local_addr().ip().is_unspecified() {

@@ -39,6 +39,83 @@ pub struct Settings {
     /// Camera capture resolution: one of [`RESOLUTIONS`]' names (empty: [`DEFAULT_RESOLUTION`]).
     /// A string, not an enum, so an unknown value from a newer version only resets this field.
     pub resolution: String,
+    /// STUN/TURN and relay choices.
+    pub network: NetworkSettings,
+}
+
+/// Most STUN/TURN URLs the settings keep.
+pub const MAX_ICE_URLS: usize = 8;
+
+/// The start screen's "Network" section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NetworkSettings {
+    /// `stun:` / `turn:` URLs (empty: rtc.io's default STUN servers).
+    pub ice_servers: Vec<String>,
+    /// TURN user name for the `turn:` URLs.
+    pub ice_username: String,
+    /// TURN password for the `turn:` URLs.
+    pub ice_credential: String,
+    /// Relayed candidates only: peers never see this computer's addresses (needs TURN).
+    pub relay_only: bool,
+    /// When hosting, also run a TURN relay; the room's members get its credentials from the
+    /// server (`/ice-servers`).
+    pub host_turn: bool,
+}
+
+impl NetworkSettings {
+    /// Trimmed and bounded, blank URLs dropped.
+    pub fn sanitized(mut self) -> Self {
+        self.ice_servers = self
+            .ice_servers
+            .iter()
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty() && u.len() <= 512)
+            .take(MAX_ICE_URLS)
+            .collect();
+        self.ice_username = self.ice_username.trim().chars().take(512).collect();
+        self.ice_credential = self.ice_credential.chars().take(512).collect();
+        self
+    }
+
+    /// Checks the URLs: a clear sentence for the first one that is not STUN or TURN.
+    pub fn validate(&self) -> Result<(), String> {
+        for u in &self.ice_servers {
+            let scheme = u.split(':').next().unwrap_or("");
+            if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") || u.len() <= scheme.len() + 1
+            {
+                return Err(format!(
+                    "{u:?} is not a STUN or TURN address (they look like stun:host:3478 or turn:host:3478)."
+                ));
+            }
+        }
+        if self.ice_servers.iter().any(|u| u.starts_with("turn"))
+            && (self.ice_username.is_empty() || self.ice_credential.is_empty())
+        {
+            return Err("A TURN server needs a user name and a password.".into());
+        }
+        Ok(())
+    }
+
+    /// Applies these choices to the library's options.
+    pub fn apply(&self, o: &mut rtcio::Options) {
+        if !self.ice_servers.is_empty() {
+            o.ice_servers = rtcio::IceServers::Custom(
+                self.ice_servers
+                    .iter()
+                    .map(|u| {
+                        let turn = u.starts_with("turn");
+                        rtcio::IceServer {
+                            urls: vec![u.clone()],
+                            username: turn.then(|| self.ice_username.clone()),
+                            credential: turn.then(|| self.ice_credential.clone()),
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        o.relay_only = self.relay_only;
+    }
 }
 
 /// The camera resolutions the start screen offers: name → capture size.
@@ -78,6 +155,7 @@ impl Settings {
         if resolution_size(&self.resolution).is_none() {
             self.resolution = DEFAULT_RESOLUTION.to_string();
         }
+        self.network = self.network.sanitized();
         self
     }
 
@@ -142,6 +220,54 @@ mod tests {
         }
         .sanitized();
         assert_eq!(s.last_servers, vec!["a", "b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn network_settings_are_checked_and_applied() {
+        let n = NetworkSettings {
+            ice_servers: vec![
+                " turn:t.example:3478 ".into(),
+                "".into(),
+                "stun:s.example".into(),
+            ],
+            ice_username: " u ".into(),
+            ice_credential: "p".into(),
+            relay_only: true,
+            host_turn: false,
+        }
+        .sanitized();
+        assert_eq!(n.ice_servers, vec!["turn:t.example:3478", "stun:s.example"]);
+        assert_eq!(n.validate(), Ok(()));
+        let mut o = rtcio::Options::default();
+        n.apply(&mut o);
+        assert!(o.relay_only);
+        let rtcio::IceServers::Custom(list) = &o.ice_servers else {
+            panic!("custom servers expected");
+        };
+        assert_eq!(list[0].username.as_deref(), Some("u"));
+        assert_eq!(list[1].username, None, "no credentials for STUN");
+
+        let bad = NetworkSettings {
+            ice_servers: vec!["http://x".into()],
+            ..NetworkSettings::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("not a STUN or TURN"));
+        let no_creds = NetworkSettings {
+            ice_servers: vec!["turn:x:3478".into()],
+            ..NetworkSettings::default()
+        };
+        assert!(no_creds.validate().unwrap_err().contains("user name"));
+        // Nothing set: the library's defaults stay.
+        let mut o = rtcio::Options::default();
+        NetworkSettings::default().apply(&mut o);
+        assert_eq!(o.ice_servers, rtcio::IceServers::RtcioDefault);
+        assert!(!o.relay_only);
+        let many = NetworkSettings {
+            ice_servers: (0..20).map(|i| format!("stun:h{i}")).collect(),
+            ..NetworkSettings::default()
+        }
+        .sanitized();
+        assert_eq!(many.ice_servers.len(), MAX_ICE_URLS);
     }
 
     #[test]

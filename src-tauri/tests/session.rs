@@ -196,3 +196,32 @@ async fn connection_errors_are_typed() {
         .expect("empty name");
     assert_eq!(err.kind(), "invalid");
 }
+
+/// "Run a TURN relay when hosting" + "Relay only" on both sides: the call forms through the
+/// host's embedded relay (credentials from its /ice-servers) and both see a relayed path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_call_through_the_hosts_turn_relay() {
+    let (ui_a, mut rx_a) = sink();
+    let mut cfg = config("Ann", "room-turn", ServerChoice::Host);
+    cfg.host_turn = true;
+    cfg.socket.relay_only = true;
+    let (a, info_a) = Session::join(cfg, ui_a).await.expect("host joins");
+    let url = info_a.share_urls[0].clone();
+    let (ui_b, mut rx_b) = sink();
+    let mut cfg = config("Bob", "room-turn", ServerChoice::Url(url));
+    cfg.socket.relay_only = true;
+    let (b, info_b) = Session::join(cfg, ui_b).await.expect("guest joins");
+    for (rx, peer, who) in [
+        (&mut rx_a, info_b.self_id.clone(), "Ann"),
+        (&mut rx_b, info_a.self_id.clone(), "Bob"),
+    ] {
+        expect(
+            rx,
+            &format!("{who}: a relayed path to the other"),
+            |n, v| n == "peer-quality" && v["id"] == peer.as_str() && v["path"] == "relay",
+        )
+        .await;
+    }
+    b.leave().await;
+    a.leave().await;
+}

@@ -119,6 +119,7 @@ test('join sends the form and opens the call; settings are saved', async () => {
       camera: 'cam0',
       microphone: 'mic0',
       resolution: '1080p',
+      network: { iceServers: [], iceUsername: '', iceCredential: '', relayOnly: false, hostTurn: false },
     },
   });
   assert.equal(await text('#room-title'), 'Room room-1');
@@ -131,6 +132,45 @@ test('join sends the form and opens the call; settings are saved', async () => {
   assert.deepEqual(save.args.settings.lastServers, ['http://192.168.1.9:3001', 'http://10.0.0.2:3001']);
   assert.equal(save.args.settings.resolution, '1080p');
   assert.equal(save.args.settings.camera, 'cam0');
+});
+
+test('network settings: checked, sent with join, saved, and shown open next time', async () => {
+  await openApp({ join: { value: joinInfo() } });
+  assert.equal(await page.getAttribute('#network-settings', 'open'), null, 'closed when nothing is set');
+  await page.click('#network-settings summary');
+  await page.fill('#ice-servers', 'http://not-turn\n');
+  await page.click('#join-button');
+  assert.match(await text('#start-error'), /not a STUN or TURN address/);
+  await page.fill('#ice-servers', ' turn:turn.example.org:3478 \n\nstun:stun.example.org');
+  await page.click('#join-button');
+  assert.match(await text('#start-error'), /needs a user name and a password/);
+  assert.equal((await calls('join')).length, 0);
+  await page.fill('#ice-username', 'ann');
+  await page.fill('#ice-credential', 's3cret');
+  await page.check('#relay-only');
+  await page.check('#host-turn');
+  await page.click('#join-button');
+  await page.waitForSelector('#call-screen:not([hidden])');
+  const [join] = await calls('join');
+  const want = {
+    iceServers: ['turn:turn.example.org:3478', 'stun:stun.example.org'],
+    iceUsername: 'ann',
+    iceCredential: 's3cret',
+    relayOnly: true,
+    hostTurn: true,
+  };
+  assert.deepEqual(join.args.req.network, want);
+  const [save] = await calls('save_settings');
+  assert.deepEqual(save.args.settings.network, want);
+  // Next start: the saved choices are back and the section is open.
+  const ctx = page.context();
+  await page.close();
+  page = await ctx.newPage();
+  await openApp({ get_settings: { value: { name: 'Ann', lastServers: [], network: { ...want, hostTurn: false } } } });
+  assert.notEqual(await page.getAttribute('#network-settings', 'open'), null);
+  assert.equal(await page.inputValue('#ice-servers'), 'turn:turn.example.org:3478\nstun:stun.example.org');
+  assert.equal(await page.isChecked('#relay-only'), true);
+  assert.equal(await page.isChecked('#host-turn'), false);
 });
 
 test('the saved resolution is preselected; an unknown one leaves 720p', async () => {
