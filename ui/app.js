@@ -16,6 +16,7 @@ let joining = false;
 let settings = {
   name: '', lastServers: [], camera: null, microphone: null, serverMode: 'host', lastUrl: '', resolution: '720p',
   network: { iceServers: [], iceUsername: '', iceCredential: '', relayOnly: false, hostTurn: false },
+  sound: { echoCancellation: true, noiseSuppression: true, autoGain: true },
 };
 
 // ---------------------------------------------------------------- helpers
@@ -252,6 +253,10 @@ async function loadSettings() {
   if ([...$('resolution').options].some((o) => o.value === settings.resolution)) {
     $('resolution').value = settings.resolution;
   }
+  const sound = { echoCancellation: true, noiseSuppression: true, autoGain: true, ...(settings.sound || {}) };
+  $('echo-cancellation').checked = sound.echoCancellation !== false;
+  $('noise-suppression').checked = sound.noiseSuppression !== false;
+  $('auto-gain').checked = sound.autoGain !== false;
   const net = settings.network || {};
   $('ice-servers').value = (net.iceServers || []).join('\n');
   $('ice-username').value = net.iceUsername || '';
@@ -278,7 +283,12 @@ function readForm() {
   const camOption = $('camera').selectedOptions[0];
   const cameraSynthetic = !!camOption && camOption.dataset.synthetic === 'true';
   const network = readNetwork();
-  return { name, roomId, hosting, url, password, camera, microphone, resolution, cameraSynthetic, network };
+  const sound = {
+    echoCancellation: $('echo-cancellation').checked,
+    noiseSuppression: $('noise-suppression').checked,
+    autoGain: $('auto-gain').checked,
+  };
+  return { name, roomId, hosting, url, password, camera, microphone, resolution, cameraSynthetic, network, sound };
 }
 
 /** The Network section as the `join` command and the settings store take it. */
@@ -332,6 +342,7 @@ async function onJoin(ev) {
     microphone: form.microphone,
     resolution: form.resolution,
     network: form.network,
+    sound: form.sound,
   };
   try {
     // Rust stops the preview before joining: the call opens the devices itself.
@@ -361,6 +372,7 @@ async function saveSettings(form) {
     microphone: form.microphone,
     resolution: form.resolution,
     network: form.network,
+    sound: form.sound,
     serverMode: form.hosting ? 'host' : 'url',
     lastUrl: form.hosting ? settings.lastUrl : form.url,
     lastServers,

@@ -109,6 +109,9 @@ pub struct JoinRequest {
     /// STUN/TURN servers, relay-only, TURN relay when hosting (none: the defaults).
     #[serde(default)]
     pub network: Option<crate::settings::NetworkSettings>,
+    /// Microphone processing switches (none: all on).
+    #[serde(default)]
+    pub sound: Option<crate::settings::SoundSettings>,
 }
 
 fn ui_sink<R: Runtime>(app: AppHandle<R>) -> UiSink {
@@ -169,6 +172,7 @@ pub async fn join<R: Runtime>(
     if let Some(size) = size {
         cfg.media = cfg.media.with_camera_size(size);
     }
+    cfg.media.audio_processing = req.sound.unwrap_or_default().apm();
     let frames = frame_sink(state.frames.clone(), state.frame_stats.clone());
     let (session, info) = Session::join_with_frames(cfg, ui_sink(app), frames).await?;
     *current = Some(session);

@@ -80,6 +80,9 @@ pub struct MediaConfig {
     pub fps: f32,
     /// Where remote audio plays (`Null` for tests and machines without sound).
     pub speaker: OutputDevice,
+    /// Processing of the microphone (echo cancellation, noise suppression, gain); not applied
+    /// to the synthetic tone.
+    pub audio_processing: rtcio_media::ApmConfig,
 }
 
 impl Default for MediaConfig {
@@ -91,6 +94,7 @@ impl Default for MediaConfig {
             capture_size: (1280, 720),
             fps: 30.0,
             speaker: OutputDevice::Null,
+            audio_processing: rtcio_media::ApmConfig::VOICE,
         }
     }
 }
@@ -327,7 +331,15 @@ pub fn open_audio(cfg: &MediaConfig) -> Result<Option<Opened>, MediaError> {
             "microphone",
         ),
     };
-    Opened::audio(source, OpusConfig::default(), label).map(Some)
+    // A microphone is cleaned (the far end comes from the playout mixer: see
+    // `Receivers::feed_echo_canceller`); the synthetic tone is sent as it is.
+    let processing = (matches!(cfg.audio, AudioChoice::Microphone(_))
+        && !cfg.audio_processing.is_bypass())
+    .then_some(rtcio_media::AudioProcessingConfig {
+        apm: cfg.audio_processing,
+        render_channels: MIXER_CHANNELS,
+    });
+    Opened::audio(source, OpusConfig::default(), processing, label).map(Some)
 }
 
 /// Opens a monitor for screen sharing. Blocking (on Wayland it waits for the user's choice in
@@ -573,6 +585,9 @@ struct Incoming {
     consumers: HashMap<String, Consumer>,
 }
 
+/// Output channels of the playout mixer (and so of the echo canceller's far end).
+const MIXER_CHANNELS: u16 = 1;
+
 /// Every remote stream being played.
 pub struct Receivers {
     sizes: TileSizes,
@@ -585,7 +600,7 @@ pub struct Receivers {
 impl Receivers {
     /// Starts the audio output (`speaker`; the null sink when it cannot be opened).
     pub fn new(sizes: TileSizes, frames: FrameSink, speaker: OutputDevice) -> Self {
-        let mixer = Arc::new(Mutex::new(AudioMixer::new(1)));
+        let mixer = Arc::new(Mutex::new(AudioMixer::new(MIXER_CHANNELS)));
         let output = AudioOutput::start_or_null(mixer.clone(), speaker);
         info!(device = %output.device_name(), null = output.is_null(), "audio output");
         Receivers {
@@ -595,6 +610,21 @@ impl Receivers {
             output: Some(output),
             streams: HashMap::new(),
         }
+    }
+
+    /// Gives our microphone's echo canceller what the speaker plays (every mixed frame, as
+    /// the output takes it) and tells it whether a speaker exists at all (the null sink has no
+    /// echo).
+    pub fn feed_echo_canceller(
+        &self,
+        tap: Option<rtcio_media::RenderTap>,
+        control: Option<rtcio_media::ApmControl>,
+    ) {
+        let present = self.output.as_ref().is_some_and(|o| !o.is_null());
+        if let Some(c) = &control {
+            c.set_output_present(present && tap.is_some());
+        }
+        lock(&self.mixer).set_render_tap(tap.filter(|_| present));
     }
 
     /// True when the stream is already played.

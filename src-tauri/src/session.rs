@@ -535,6 +535,9 @@ impl Session {
         if opened.is_empty() {
             return problems;
         }
+        if let Some(mic) = opened.iter().find(|o| o.kind() == MediaKind::Audio) {
+            lock_any(&self.receivers).feed_echo_canceller(mic.render_tap(), mic.apm_control());
+        }
         let mut stream = media::attach_camera(
             &self.socket,
             opened,

@@ -41,6 +41,43 @@ pub struct Settings {
     pub resolution: String,
     /// STUN/TURN and relay choices.
     pub network: NetworkSettings,
+    /// Microphone processing switches.
+    pub sound: SoundSettings,
+}
+
+/// Microphone processing: each switch on by default (what a laptop with speakers needs);
+/// all off is "music mode" (the signal is sent untouched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SoundSettings {
+    /// Remove the others' voices the microphone picks up from the speakers.
+    pub echo_cancellation: bool,
+    /// Attenuate steady background noise.
+    pub noise_suppression: bool,
+    /// Keep the voice at a steady level.
+    pub auto_gain: bool,
+}
+
+impl Default for SoundSettings {
+    fn default() -> Self {
+        SoundSettings {
+            echo_cancellation: true,
+            noise_suppression: true,
+            auto_gain: true,
+        }
+    }
+}
+
+impl SoundSettings {
+    /// The processor's switches (the high-pass filter runs with any of the others).
+    pub fn apm(&self) -> rtcio_media::ApmConfig {
+        rtcio_media::ApmConfig {
+            echo_cancellation: self.echo_cancellation,
+            noise_suppression: self.noise_suppression,
+            auto_gain: self.auto_gain,
+            high_pass: self.echo_cancellation || self.noise_suppression || self.auto_gain,
+        }
+    }
 }
 
 /// Most STUN/TURN URLs the settings keep.
@@ -268,6 +305,21 @@ mod tests {
         }
         .sanitized();
         assert_eq!(many.ice_servers.len(), MAX_ICE_URLS);
+    }
+
+    #[test]
+    fn sound_defaults_on_and_music_mode_is_a_bypass() {
+        let s = Settings::from_stored(Some(json!({"name": "Ann"})));
+        assert_eq!(s.sound, SoundSettings::default());
+        assert_eq!(s.sound.apm(), rtcio_media::ApmConfig::VOICE);
+        let s = Settings::from_stored(Some(json!({"sound": {"autoGain": false}})));
+        assert!(s.sound.echo_cancellation && !s.sound.auto_gain);
+        let off = SoundSettings {
+            echo_cancellation: false,
+            noise_suppression: false,
+            auto_gain: false,
+        };
+        assert!(off.apm().is_bypass());
     }
 
     #[test]

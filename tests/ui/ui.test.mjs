@@ -120,6 +120,7 @@ test('join sends the form and opens the call; settings are saved', async () => {
       microphone: 'mic0',
       resolution: '1080p',
       network: { iceServers: [], iceUsername: '', iceCredential: '', relayOnly: false, hostTurn: false },
+      sound: { echoCancellation: true, noiseSuppression: true, autoGain: true },
     },
   });
   assert.equal(await text('#room-title'), 'Room room-1');
@@ -171,6 +172,24 @@ test('network settings: checked, sent with join, saved, and shown open next time
   assert.equal(await page.inputValue('#ice-servers'), 'turn:turn.example.org:3478\nstun:stun.example.org');
   assert.equal(await page.isChecked('#relay-only'), true);
   assert.equal(await page.isChecked('#host-turn'), false);
+});
+
+test('microphone processing: on by default, switches sent with join and saved', async () => {
+  await openApp({
+    join: { value: joinInfo() },
+    get_settings: { value: { name: 'Ann', lastServers: [], sound: { autoGain: false } } },
+  });
+  assert.equal(await page.isChecked('#echo-cancellation'), true);
+  assert.equal(await page.isChecked('#noise-suppression'), true);
+  assert.equal(await page.isChecked('#auto-gain'), false, 'the saved choice');
+  await page.uncheck('#noise-suppression');
+  await page.click('#join-button');
+  await page.waitForSelector('#call-screen:not([hidden])');
+  const [join] = await calls('join');
+  const want = { echoCancellation: true, noiseSuppression: false, autoGain: false };
+  assert.deepEqual(join.args.req.sound, want);
+  const [save] = await calls('save_settings');
+  assert.deepEqual(save.args.settings.sound, want);
 });
 
 test('the saved resolution is preselected; an unknown one leaves 720p', async () => {

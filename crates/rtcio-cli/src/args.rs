@@ -130,6 +130,11 @@ pub struct SessionArgs {
     /// Audio to send: tone, mic[:DEVICE], none, or a file (.wav / .opus / .ogg).
     #[arg(long, default_value = "none", value_name = "SOURCE")]
     pub audio: AudioChoice,
+    /// Processing of `--audio mic`: `voice` (noise suppression, automatic gain, high-pass;
+    /// there is no echo to cancel, the CLI plays nothing) or `off` (sent untouched, e.g.
+    /// music). Tones and files are never processed.
+    #[arg(long, value_enum, default_value_t = MicProcessing::Voice)]
+    pub mic_processing: MicProcessing,
     /// Event name the stream is announced with (the demo's `camera`).
     #[arg(long, default_value = "camera", value_name = "EVENT")]
     pub stream_event: String,
@@ -159,6 +164,25 @@ pub struct SessionArgs {
     pub join_timeout: f64,
     #[command(flatten)]
     pub net: NetArgs,
+}
+
+/// `--mic-processing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MicProcessing {
+    /// Voice call processing.
+    Voice,
+    /// None.
+    Off,
+}
+
+impl MicProcessing {
+    /// The processor's switches, `None` for off.
+    pub fn apm(self) -> Option<rtcio_media::ApmConfig> {
+        match self {
+            MicProcessing::Voice => Some(rtcio_media::ApmConfig::VOICE),
+            MicProcessing::Off => None,
+        }
+    }
 }
 
 /// How to reach the server and the peers.

@@ -14,6 +14,7 @@ pub async fn run(a: LatencyArgs, out: Output) -> Result<(), CliError> {
         password: a.password,
         video: VideoChoice::None,
         audio: AudioChoice::None,
+        mic_processing: crate::args::MicProcessing::Off,
         stream_event: "camera".into(),
         video_size: VideoSize {
             width: 640,

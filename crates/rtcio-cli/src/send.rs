@@ -147,8 +147,15 @@ fn open_video(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
 fn start_audio(
     source: Box<dyn rtcio_media::AudioSource>,
     label: String,
+    processing: Option<rtcio_media::ApmConfig>,
 ) -> Result<Opened, CliError> {
-    Opened::audio(source, OpusConfig::default(), label)
+    // The CLI plays nothing (no far end in a speaker, so no echo): the canceller stays off,
+    // noise suppression, gain and the high-pass filter run.
+    let processing = processing.map(|apm| rtcio_media::AudioProcessingConfig {
+        apm,
+        render_channels: 1,
+    });
+    Opened::audio(source, OpusConfig::default(), processing, label)
         .map_err(|e| media_err("starting the Opus encoder", e))
 }
 
@@ -158,7 +165,7 @@ fn open_audio(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
         AudioChoice::Tone => {
             let src = rtcio_media::ToneSource::new(rtcio_media::ToneConfig::default())
                 .map_err(|e| media_err("tone", e))?;
-            start_audio(Box::new(src), "tone".into())?
+            start_audio(Box::new(src), "tone".into(), None)?
         }
         AudioChoice::Mic(device) => {
             let src = rtcio_media::MicrophoneSource::open(rtcio_media::MicrophoneConfig {
@@ -166,13 +173,13 @@ fn open_audio(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
                 channels: 1,
             })
             .map_err(|e| media_err("cannot open the microphone", e))?;
-            start_audio(Box::new(src), "mic".into())?
+            start_audio(Box::new(src), "mic".into(), args.mic_processing.apm())?
         }
         AudioChoice::File(path) => match extension(path).as_str() {
             "wav" => {
                 let src = rtcio_media::file::wav::WavSource::open(path, 1, true, true)
                     .map_err(|e| media_err(&format!("cannot read {}", path.display()), e))?;
-                start_audio(Box::new(src), path.display().to_string())?
+                start_audio(Box::new(src), path.display().to_string(), None)?
             }
             "opus" | "ogg" | "oga" => {
                 let src = rtcio_media::file::ogg_opus::OggOpusSource::open(path, true, true)

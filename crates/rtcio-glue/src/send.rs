@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use rtcio::{LocalStream, LocalTrack, MediaKind, MediaSample, Socket};
 use rtcio_media::{
-    AudioLevel, AudioPipelineConfig, AudioSendPipeline, AudioSource, BitrateControl, EncodedFanout,
-    EncodedSource, H264Config, LossControl, MediaError, OpusConfig, RgbaFrame, VideoPipelineConfig,
-    VideoSendPipeline, VideoSource,
+    ApmControl, AudioLevel, AudioPipelineConfig, AudioProcessingConfig, AudioSendPipeline,
+    AudioSource, BitrateControl, EncodedFanout, EncodedSource, H264Config, LossControl, MediaError,
+    OpusConfig, RenderTap, RgbaFrame, VideoPipelineConfig, VideoSendPipeline, VideoSource,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
@@ -113,21 +113,47 @@ impl Opened {
         })
     }
 
-    /// Starts encoding `source` with Opus.
+    /// Starts encoding `source` with Opus, cleaning it first with `processing` (a microphone:
+    /// then wire [`Opened::render_tap`] to the playout mixer and tell [`Opened::apm_control`]
+    /// whether a speaker plays; `None` for tones and files).
     pub fn audio(
         source: Box<dyn AudioSource>,
         encoder: OpusConfig,
+        processing: Option<AudioProcessingConfig>,
         label: impl Into<String>,
     ) -> Result<Opened, MediaError> {
         let fanout = EncodedFanout::new(FANOUT_DEPTH);
-        let pipeline =
-            AudioSendPipeline::start(source, AudioPipelineConfig { encoder }, fanout.clone())?;
+        let pipeline = AudioSendPipeline::start(
+            source,
+            AudioPipelineConfig {
+                encoder,
+                processing,
+            },
+            fanout.clone(),
+        )?;
         Ok(Opened {
             kind: MediaKind::Audio,
             label: label.into(),
             producer: Producer::Audio(pipeline),
             fanout,
         })
+    }
+
+    /// The far-end input of this audio's echo canceller (pass it to
+    /// `AudioMixer::set_render_tap`); `None` without processing.
+    pub fn render_tap(&self) -> Option<RenderTap> {
+        match &self.producer {
+            Producer::Audio(p) => p.render_tap(),
+            _ => None,
+        }
+    }
+
+    /// Switches of this audio's processing; `None` without processing.
+    pub fn apm_control(&self) -> Option<ApmControl> {
+        match &self.producer {
+            Producer::Audio(p) => p.apm_control(),
+            _ => None,
+        }
     }
 
     /// Plays an already encoded source (a file) on a thread, paced by the source.

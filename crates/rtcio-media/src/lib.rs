@@ -46,8 +46,8 @@ pub use frame::{
 };
 pub use level::AudioLevel;
 pub use pipeline::{
-    AudioPipelineConfig, AudioSendPipeline, BitrateControl, LossControl, VideoPipelineConfig,
-    VideoSendPipeline, VideoSendStats,
+    ApmControl, AudioPipelineConfig, AudioProcessingConfig, AudioSendPipeline, BitrateControl,
+    LossControl, VideoPipelineConfig, VideoSendPipeline, VideoSendStats,
 };
 pub use playout::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout, PushOutcome};
 pub use playout::mixer::{AudioMixer, RemoteAudio};

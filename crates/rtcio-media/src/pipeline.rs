@@ -4,7 +4,9 @@
 //! ```text
 //! VideoSource ──► quality step (scale, frame-rate cap) ──► H264Encoder ──► EncodedFanout ──► N tracks
 //!      └──► preview (RGBA at a requested size, tokio watch)
-//! AudioSource ──► resample to 48 kHz ──► level meter (watch) ──► OpusEncoder ──► EncodedFanout
+//! AudioSource ──► resample to 48 kHz ──► audio processing (AEC3/NS/AGC2/HPF, optional)
+//!      ──► level meter (watch) ──► OpusEncoder ──► EncodedFanout
+//!                   ▲ far end: AudioMixer::set_render_tap(pipeline.render_tap())
 //! ```
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -16,6 +18,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::adapt::{FrameDropper, QualityReason, QualityScaler};
+use crate::apm::{ApmConfig, AudioProcessor, RenderTap};
 use crate::codec::h264::{H264Config, H264Encoder};
 use crate::codec::opus::{OpusConfig, OpusEncoder};
 use crate::convert::Scaler;
@@ -299,6 +302,79 @@ fn add_stats<T>(stats: &Mutex<T>, f: impl FnOnce(&mut T)) {
 pub struct AudioPipelineConfig {
     /// Encoder settings (channels must match what the source is remixed to).
     pub encoder: OpusConfig,
+    /// Clean the signal before encoding (a microphone): echo cancellation, noise
+    /// suppression, gain, high-pass. `None`: the source is encoded as it is (tones, files).
+    pub processing: Option<AudioProcessingConfig>,
+}
+
+/// Audio processing in an [`AudioSendPipeline`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AudioProcessingConfig {
+    /// Which parts run (changeable later through [`ApmControl`]).
+    pub apm: ApmConfig,
+    /// Channels of the far end fed through [`AudioSendPipeline::render_tap`] (the
+    /// [`AudioMixer`](crate::AudioMixer)'s channel count).
+    pub render_channels: u16,
+}
+
+impl Default for AudioProcessingConfig {
+    fn default() -> Self {
+        AudioProcessingConfig {
+            apm: ApmConfig::VOICE,
+            render_channels: 1,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ApmShared {
+    config: Mutex<ApmConfig>,
+    output_present: AtomicBool,
+    /// Bumped on every change, so the audio thread looks at the lock only then.
+    generation: AtomicU64,
+    erle_centi_db: std::sync::atomic::AtomicI32,
+}
+
+/// Changes a running pipeline's audio processing from any thread; it applies at the next
+/// 20 ms frame. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ApmControl(Arc<ApmShared>);
+
+impl ApmControl {
+    fn new(config: ApmConfig) -> Self {
+        ApmControl(Arc::new(ApmShared {
+            config: Mutex::new(config),
+            // No far end until someone says a speaker plays it: no echo to cancel.
+            output_present: AtomicBool::new(false),
+            generation: AtomicU64::new(1),
+            erle_centi_db: std::sync::atomic::AtomicI32::new(i32::MIN),
+        }))
+    }
+
+    /// Switches parts on or off (music mode: [`ApmConfig::MUSIC`]).
+    pub fn set_config(&self, config: ApmConfig) {
+        *self.0.config.lock().unwrap_or_else(|e| e.into_inner()) = config;
+        self.0.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The switches asked for.
+    pub fn config(&self) -> ApmConfig {
+        *self.0.config.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether an output device plays the far end (false, the default, for the null sink or
+    /// no playout at all: the canceller is off then, the rest runs).
+    pub fn set_output_present(&self, present: bool) {
+        self.0.output_present.store(present, Ordering::Relaxed);
+        self.0.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The echo canceller's latest echo return loss enhancement, dB (`None` before it
+    /// reports one or while it is off).
+    pub fn erle_db(&self) -> Option<f64> {
+        let v = self.0.erle_centi_db.load(Ordering::Relaxed);
+        (v != i32::MIN).then(|| f64::from(v) / 100.0)
+    }
 }
 
 /// Sets a running [`AudioSendPipeline`]'s expected loss (percent) for Opus in-band FEC. Cheap
@@ -327,6 +403,7 @@ pub struct AudioSendPipeline {
     expected_loss: Arc<AtomicU8>,
     thread: Option<JoinHandle<Result<()>>>,
     level: watch::Receiver<AudioLevel>,
+    processing: Option<(RenderTap, ApmControl)>,
 }
 
 impl AudioSendPipeline {
@@ -338,6 +415,21 @@ impl AudioSendPipeline {
     ) -> Result<Self> {
         let mut encoder = OpusEncoder::new(config.encoder)?;
         let channels = config.encoder.channels;
+        let mut processor = match config.processing {
+            Some(p) => Some(AudioProcessor::new(
+                p.apm,
+                AUDIO_SAMPLE_RATE,
+                channels,
+                p.render_channels,
+            )?),
+            None => None,
+        };
+        let processing = processor.as_mut().map(|p| {
+            let control = ApmControl::new(p.config());
+            p.set_output_present(false);
+            (p.render_tap(), control)
+        });
+        let control = processing.as_ref().map(|(_, c)| c.clone());
         let mut resampler = AudioResampler::new(source.sample_rate(), AUDIO_SAMPLE_RATE, channels)?;
         let stop = Arc::new(AtomicBool::new(false));
         let muted = Arc::new(AtomicBool::new(false));
@@ -354,12 +446,39 @@ impl AudioSendPipeline {
             .name("rtcio-audio-send".into())
             .spawn(move || {
                 let mut reframer = Reframer::new(AUDIO_SAMPLE_RATE, channels);
+                let mut seen_generation = 0u64;
+                let mut frames = 0u64;
                 let result = (|| {
                     while !stop2.load(Ordering::Relaxed) {
                         let frame = source.next_frame()?;
                         let remixed = remix_channels(&frame.samples, frame.channels, channels);
                         reframer.push(&resampler.process(&remixed)?);
                         while let Some(mut f) = reframer.pop() {
+                            if let (Some(apm), Some(ctl)) = (processor.as_mut(), control.as_ref()) {
+                                let generation = ctl.0.generation.load(Ordering::Acquire);
+                                if generation != seen_generation {
+                                    seen_generation = generation;
+                                    apm.set_config(ctl.config());
+                                    apm.set_output_present(
+                                        ctl.0.output_present.load(Ordering::Relaxed),
+                                    );
+                                }
+                                // A failure here is a length bug, not the user's: send the
+                                // raw signal rather than nothing.
+                                if let Err(e) = apm.process_capture(&mut f.samples) {
+                                    warn!(%e, "audio processing skipped a frame");
+                                }
+                                frames += 1;
+                                if frames.is_multiple_of(50) {
+                                    let erle = apm
+                                        .stats()
+                                        .erle_db
+                                        .filter(|_| apm.echo_cancelling())
+                                        .map_or(i32::MIN, |v| (v * 100.0) as i32);
+                                    ctl.0.erle_centi_db.store(erle, Ordering::Relaxed);
+                                }
+                            }
+                            // The meter shows what is sent: after processing.
                             level_tx.send_replace(AudioLevel::measure(&f));
                             if muted2.load(Ordering::Relaxed) {
                                 f.samples.fill(0.0);
@@ -387,10 +506,22 @@ impl AudioSendPipeline {
             expected_loss,
             thread: Some(thread),
             level: level_rx,
+            processing,
         })
     }
 
-    /// RMS/peak of the latest 20 ms (before muting), for the mic meter.
+    /// Where the far end goes (pass it to [`AudioMixer::set_render_tap`](crate::AudioMixer::set_render_tap)),
+    /// when the pipeline processes audio.
+    pub fn render_tap(&self) -> Option<RenderTap> {
+        self.processing.as_ref().map(|(t, _)| t.clone())
+    }
+
+    /// Switches for the audio processing, when the pipeline has it.
+    pub fn apm_control(&self) -> Option<ApmControl> {
+        self.processing.as_ref().map(|(_, c)| c.clone())
+    }
+
+    /// RMS/peak of the latest 20 ms (after processing, before muting), for the mic meter.
     pub fn level(&self) -> watch::Receiver<AudioLevel> {
         self.level.clone()
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, warn};
 
+use crate::apm::RenderTap;
 use crate::codec::opus::OpusDecoder;
 use crate::error::Result;
 use crate::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame};
@@ -146,6 +147,7 @@ pub struct AudioMixer {
     jitter: JitterConfig,
     peers: BTreeMap<String, RemoteAudio>,
     frames_mixed: u64,
+    render_tap: Option<RenderTap>,
 }
 
 impl AudioMixer {
@@ -161,7 +163,14 @@ impl AudioMixer {
             jitter,
             peers: BTreeMap::new(),
             frames_mixed: 0,
+            render_tap: None,
         }
+    }
+
+    /// Hands every mixed frame, as it leaves for the output, to an echo canceller's far-end
+    /// input (the tap's processor must have this mixer's channel count). `None` detaches.
+    pub fn set_render_tap(&mut self, tap: Option<RenderTap>) {
+        self.render_tap = tap;
     }
 
     /// Output channels.
@@ -222,6 +231,11 @@ impl AudioMixer {
         }
         for m in &mut mix {
             *m = m.clamp(-1.0, 1.0);
+        }
+        // What the speaker is about to play is the echo the microphone will hear. A full
+        // queue means the capture side is not running: that frame is dropped there.
+        if let Some(tap) = &self.render_tap {
+            tap.push(&mix);
         }
         AudioFrame {
             samples: mix,
