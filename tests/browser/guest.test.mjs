@@ -37,7 +37,11 @@ const DEV_PROXY = process.env.RTCIO_GUEST_DEV_PROXY === "1";
 // RTCIO_GUEST_RELAY=1: the whole call through rtcio-server's TURN relay — the server runs
 // `--turn`, the CLI `--relay-only`, the invite carries `relay=1`; both ends must report a
 // relayed candidate pair.
-const RELAY = process.env.RTCIO_GUEST_RELAY === "1";
+// RTCIO_GUEST_IMPAIR=SPEC (implies RELAY): the relay impairs what it sends (rtcio-server
+// --turn-impair, e.g. `loss=3%,delay=20ms`); the run checks that video keeps flowing both ways
+// with NACKs and retransmissions, then ends (the rest of the scenario runs unimpaired).
+const IMPAIR = process.env.RTCIO_GUEST_IMPAIR || "";
+const RELAY = process.env.RTCIO_GUEST_RELAY === "1" || IMPAIR !== "";
 const argv = process.argv.slice(2);
 const SCREENSHOT = argv.includes("--screenshot") ? path.resolve(argv[argv.indexOf("--screenshot") + 1] || "docs/guest-page.png") : null;
 const VERBOSE = argv.includes("--verbose") || process.env.RTCIO_GUEST_VERBOSE === "1";
@@ -215,6 +219,7 @@ async function main() {
   // RTCIO_GUEST_SERVER_ARGS: extra flags for the main server (e.g. `--turn --turn-allow-loopback`).
   const serverArgs = (process.env.RTCIO_GUEST_SERVER_ARGS || "").split(/\s+/).filter(Boolean);
   if (RELAY) serverArgs.push("--turn", "--turn-port", "0", "--turn-allow-loopback");
+  if (IMPAIR) serverArgs.push("--turn-impair", IMPAIR);
   let base = await startServer(serverArgs);
   let proxy = null;
   if (DEV_PROXY) { proxy = await startDevProxy(base); base = proxy.url; log(`dev proxy at ${base}`); }
@@ -289,6 +294,47 @@ async function main() {
         assert(pair && pair.local === "relay" && pair.remote === "relay", `page pair ${JSON.stringify(pair)}`);
         return `CLI ${path.local.type}/${path.remote.type} via ${path.local.address}:${path.local.port}; page ${pair.local}/${pair.remote}`;
       });
+    }
+
+    if (IMPAIR) {
+      await check(`through an impaired relay (${IMPAIR}): video keeps flowing both ways, NACKs and retransmissions seen`, async () => {
+        const read = () => page.evaluate(async (p) => {
+          const pc = window.__guest.socket.rtcpeers[p]?.connection;
+          const out = { inFrames: 0, inNacks: 0, inLost: 0, outNacks: 0, outRtx: 0 };
+          if (!pc) return out;
+          (await pc.getStats()).forEach((r) => {
+            if (r.type === "inbound-rtp" && r.kind === "video") {
+              out.inFrames += r.framesDecoded || 0;
+              out.inNacks += r.nackCount || 0;
+              out.inLost += r.packetsLost || 0;
+            }
+            if (r.type === "outbound-rtp" && r.kind === "video") {
+              out.outNacks += r.nackCount || 0;
+              out.outRtx += r.retransmittedPacketsSent || 0;
+            }
+          });
+          return out;
+        }, cliId);
+        const a = await read();
+        const since = cli.mark;
+        // Four seconds of the call (the CLI reports once a second; its lines are the clock).
+        for (let i = 0; i < 4; i++) {
+          await cli.wait("a video-stats line", (x) => x.type === "video-stats" && x.peer === guestId, { since: cli.mark, timeoutMs: 5000 });
+        }
+        const b = await read();
+        const secs = 4;
+        const pageFps = (b.inFrames - a.inFrames) / secs;
+        const cliLines = cli.lines.slice(since).filter((x) => x.type === "video-stats" && x.peer === guestId);
+        const cliFps = cliLines.length ? cliLines[cliLines.length - 1].fps : 0;
+        const summary = `page decodes ${pageFps.toFixed(1)} fps (NACKs sent ${b.inNacks}, lost after retransmission ${b.inLost}); CLI decodes ${cliFps} fps (page got ${b.outNacks} NACKs, retransmitted ${b.outRtx})`;
+        assert(pageFps >= 15, `CLI → page below 15 fps: ${summary}`);
+        assert(cliFps >= 15, `page → CLI below 15 fps: ${summary}`);
+        assert(b.inNacks > 0, `the page never NACKed the CLI's video: ${summary}`);
+        assert(b.outNacks > 0 && b.outRtx > 0, `the CLI's NACKs were not answered by the page: ${summary}`);
+        return summary;
+      });
+      await context.close();
+      return;
     }
 
     await check("chat CLI → guest", async () => {

@@ -62,3 +62,10 @@ fn guest_page_call_with_the_cli() {
 fn guest_page_call_relayed_through_the_embedded_turn() {
     run_guest_test(&[("RTCIO_GUEST_RELAY", "1")]);
 }
+
+#[test]
+fn guest_page_video_keeps_flowing_through_a_lossy_relay() {
+    // 3 % random loss, 20 ms one way with 5 ms of jitter, both directions (the relay's
+    // impairment layer): NACKs and retransmissions must carry the video both ways.
+    run_guest_test(&[("RTCIO_GUEST_IMPAIR", "loss=3%,delay=20ms,jitter=5ms")]);
+}

@@ -104,7 +104,7 @@ pub struct ServerConfig {
 }
 
 /// TURN for a server's clients.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TurnConfig {
     /// Shared secret of the short-lived credentials (coturn's `static-auth-secret`). `None`:
     /// a random one per process — enough when the relay is this process's own.

@@ -20,6 +20,7 @@
 
 pub mod config;
 pub mod ice;
+pub mod impair;
 pub mod protocol;
 pub mod ratelimit;
 mod server;

@@ -107,6 +107,10 @@ struct Cli {
     /// Relay to and from private/LAN addresses (a relay for a LAN; off on a public server).
     #[arg(long)]
     turn_allow_private: bool,
+    /// Tests and benchmarks only: impair what the relay sends, `[T:]key=value,…` (keys rate,
+    /// queue, delay, jitter, loss, burst; see rtcio_server::impair), repeatable for a schedule.
+    #[arg(long, value_name = "SPEC", hide = true)]
+    turn_impair: Vec<String>,
 }
 
 fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
@@ -136,10 +140,12 @@ impl Cli {
         }
     }
 
-    fn turn(&self) -> Option<TurnConfig> {
+    fn turn(&self) -> anyhow::Result<Option<TurnConfig>> {
         if !self.turn && self.turn_urls.is_empty() {
-            return None;
+            return Ok(None);
         }
+        let impairment = rtcio_server::impair::Schedule::parse(&self.turn_impair)
+            .map_err(|e| anyhow::anyhow!("--turn-impair: {e}"))?;
         let relay = self.turn.then(|| RelayConfig {
             listen: SocketAddr::new(self.host, self.turn_port),
             relay_ip: self.turn_relay_ip,
@@ -148,13 +154,14 @@ impl Cli {
             max_allocations: self.turn_max_allocations,
             allow_loopback: self.turn_allow_loopback,
             allow_private: self.turn_allow_private,
+            impairment,
         });
-        Some(TurnConfig {
+        Ok(Some(TurnConfig {
             secret: self.turn_secret.clone().filter(|s| !s.is_empty()),
             urls: self.turn_urls.clone(),
             ttl: Duration::from_secs(self.turn_ttl.max(1)),
             relay,
-        })
+        }))
     }
 
     fn policy(&self) -> Policy {
@@ -213,7 +220,7 @@ async fn main() -> anyhow::Result<()> {
         redis_prefix: cli.redis_prefix.clone(),
         policy: cli.policy(),
         web: cli.web(),
-        turn: cli.turn(),
+        turn: cli.turn()?,
         ..ServerConfig::default()
     };
     let server = rtcio_server::start(config)

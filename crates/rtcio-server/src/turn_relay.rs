@@ -20,9 +20,10 @@ use turn::server::config::{ConnConfig, ServerConfig as TurnServerConfig};
 use util::Conn;
 
 use crate::ice;
+use crate::impair::{Link, Schedule, Verdict};
 
 /// How the embedded relay runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RelayConfig {
     /// Where TURN clients reach it (UDP). Port 0 picks a free one.
     pub listen: SocketAddr,
@@ -39,6 +40,10 @@ pub struct RelayConfig {
     pub allow_loopback: bool,
     /// Relay to and from private, link-local and CGNAT ranges (a LAN relay).
     pub allow_private: bool,
+    /// Tests and benchmarks: impair every packet a relayed port sends (rate cap, delay,
+    /// jitter, loss), each allocation on its own link whose clock starts with it. Run both
+    /// ends relay-only, so each direction of a call crosses one relayed port.
+    pub impairment: Schedule,
 }
 
 impl Default for RelayConfig {
@@ -51,6 +56,7 @@ impl Default for RelayConfig {
             max_allocations: 1000,
             allow_loopback: false,
             allow_private: false,
+            impairment: Schedule::default(),
         }
     }
 }
@@ -119,6 +125,8 @@ pub struct RelayStats {
     pub bytes_relayed: u64,
     /// Packets dropped because the peer address is not allowed.
     pub blocked_packets: u64,
+    /// Packets the impairment layer dropped (loss and full queues).
+    pub impaired_drops: u64,
 }
 
 #[derive(Default)]
@@ -127,6 +135,7 @@ struct Counters {
     refused: AtomicU64,
     bytes: AtomicU64,
     blocked: AtomicU64,
+    impaired_drops: AtomicU64,
     last_block_log: std::sync::Mutex<Option<Instant>>,
 }
 
@@ -217,6 +226,7 @@ struct PortRange {
     max_allocations: usize,
     policy: PeerPolicy,
     counters: Arc<Counters>,
+    impairment: Schedule,
 }
 
 #[async_trait]
@@ -268,10 +278,18 @@ impl RelayAddressGenerator for PortRange {
             .local_addr()
             .map_err(|e| turn::Error::Other(e.to_string()))?;
         relay_addr.set_ip(self.relay_ip);
+        let link = (!self.impairment.is_empty()).then(|| {
+            let seed = u64::from(relay_addr.port()) ^ rand::random::<u64>();
+            (
+                Instant::now(),
+                std::sync::Mutex::new(Link::new(self.impairment.clone(), seed)),
+            )
+        });
         let conn = GuardedConn {
-            inner: socket,
+            inner: Arc::new(socket),
             policy: self.policy,
             counters: self.counters.clone(),
+            link,
             _slot: slot,
         };
         Ok((Arc::new(conn), relay_addr))
@@ -301,9 +319,11 @@ impl Drop for Slot {
 
 /// A relayed UDP port that only talks to allowed peers and counts what it relays.
 struct GuardedConn {
-    inner: UdpSocket,
+    inner: Arc<UdpSocket>,
     policy: PeerPolicy,
     counters: Arc<Counters>,
+    /// The impaired link this port sends on, and when it started.
+    link: Option<(Instant, std::sync::Mutex<Link>)>,
     _slot: Slot,
 }
 
@@ -337,6 +357,32 @@ impl Conn for GuardedConn {
             self.counters.blocked(target);
             // Reported as sent: the allocation must not treat a refused peer as a socket error.
             return Ok(buf.len());
+        }
+        if let Some((start, link)) = &self.link {
+            let now = start.elapsed();
+            let verdict = link
+                .lock()
+                .map(|mut l| l.on_packet(now, buf.len()))
+                .unwrap_or(Verdict::SendAt(now));
+            match verdict {
+                Verdict::Lost | Verdict::QueueFull => {
+                    self.counters.impaired_drops.fetch_add(1, Ordering::Relaxed);
+                    return Ok(buf.len());
+                }
+                Verdict::SendAt(at) if at > now => {
+                    let (socket, data, counters) =
+                        (self.inner.clone(), buf.to_vec(), self.counters.clone());
+                    let due = tokio::time::Instant::from_std(*start + at);
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(due).await;
+                        if let Ok(n) = socket.send_to(&data, target).await {
+                            counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                    });
+                    return Ok(buf.len());
+                }
+                Verdict::SendAt(_) => {}
+            }
         }
         let n = self.inner.send_to(buf, target).await?;
         self.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -412,6 +458,7 @@ impl TurnRelay {
                 allow_private: config.allow_private,
             },
             counters: counters.clone(),
+            impairment: config.impairment.clone(),
         };
         let server = Server::new(TurnServerConfig {
             conn_configs: vec![ConnConfig {
@@ -428,6 +475,9 @@ impl TurnRelay {
         })
         .await?;
         info!(%addr, %relay_ip, ports = ?config.ports, "TURN relay listening (UDP)");
+        if !config.impairment.is_empty() {
+            warn!(schedule = ?config.impairment, "TURN relay impairs what it relays (test mode)");
+        }
         Ok(TurnRelay {
             server,
             addr,
@@ -453,6 +503,7 @@ impl TurnRelay {
             refused_allocations: self.counters.refused.load(Ordering::Relaxed),
             bytes_relayed: self.counters.bytes.load(Ordering::Relaxed),
             blocked_packets: self.counters.blocked.load(Ordering::Relaxed),
+            impaired_drops: self.counters.impaired_drops.load(Ordering::Relaxed),
         }
     }
 
