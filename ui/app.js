@@ -821,7 +821,7 @@ function onMicLevel(ev) {
   if (call && ev) setLevel(call.selfId, rmsToDbfs(ev.rms));
 }
 
-/** Planned `audio-level {peerId, dbfs}` (ui/README.md): anyone's level. */
+/** `audio-level {peerId, dbfs}`: a remote person's level (src-tauri/src/session.rs). */
 function onAudioLevel(ev) {
   if (!call || !ev || typeof ev.peerId !== 'string') return;
   setLevel(ev.peerId, Number(ev.dbfs));

@@ -1,6 +1,6 @@
 // Who is talking: audio levels per tile id (dBFS) → the ids to highlight. Pure, so that any
-// level source plugs in: today `mic-level {rms, peak}` for our own tile; the planned
-// `audio-level {peerId, dbfs}` for everyone else (see ui/README.md).
+// level source plugs in: `mic-level {rms, peak}` for our own tile, `audio-level {peerId, dbfs}`
+// for everyone else (see ui/README.md).
 
 /** Above this a person counts as speaking (speech is around −30 dBFS, room noise below −50). */
 export const SPEAKING_DBFS = -45;

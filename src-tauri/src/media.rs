@@ -627,6 +627,35 @@ impl Receivers {
         lock(&self.mixer).set_render_tap(tap.filter(|_| present));
     }
 
+    /// Each remote person's audio level: the loudest of their tracks' last 20 ms played, in
+    /// dBFS (−120 for silence), keyed by their socket id.
+    pub fn audio_levels(&self) -> Vec<(String, f64)> {
+        let mut out: HashMap<String, f64> = HashMap::new();
+        let mut mixer = lock(&self.mixer);
+        let ids: Vec<String> = mixer.peers().map(str::to_owned).collect();
+        for id in ids {
+            // Mixer ids are `<stream key>/<mid>`; the stream knows whose it is.
+            let Some((key, _mid)) = id.rsplit_once('/') else {
+                continue;
+            };
+            let Some(person) = self.streams.get(key).map(|s| s.peer.clone()) else {
+                continue;
+            };
+            let Some(remote) = mixer.peer(&id) else {
+                continue;
+            };
+            let rms = f64::from(remote.level().rms);
+            let db = if rms > 1e-6 {
+                (20.0 * rms.log10()).max(-120.0)
+            } else {
+                -120.0
+            };
+            let e = out.entry(person).or_insert(-120.0);
+            *e = e.max(db);
+        }
+        out.into_iter().collect()
+    }
+
     /// True when the stream is already played.
     pub fn has(&self, key: &str) -> bool {
         self.streams.contains_key(key)

@@ -176,6 +176,25 @@ pub fn parse_server_url(text: &str) -> Result<String, AppError> {
     Ok(text.to_string())
 }
 
+/// How often `audio-level` goes out per remote person (the UI's speaking ring follows it).
+const AUDIO_LEVEL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Emits `audio-level {peerId, dbfs}` for every remote person whose audio plays, ten times a
+/// second, so the UI can show who is talking.
+fn spawn_audio_levels(receivers: Arc<Mutex<Receivers>>, ui: UiSink) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(AUDIO_LEVEL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let levels = lock_any(&receivers).audio_levels();
+            for (peer, dbfs) in levels {
+                ui("audio-level", json!({"peerId": peer, "dbfs": dbfs}));
+            }
+        }
+    })
+}
+
 /// The room server for "host on this computer", with a TURN relay for the LAN when asked
 /// (on UDP 3478, or any free port when another relay holds that one).
 async fn start_host_server(
@@ -339,6 +358,9 @@ impl Session {
         session
             .tasks
             .push(crate::quality::spawn(socket.clone(), ui.clone()));
+        session
+            .tasks
+            .push(spawn_audio_levels(session.receivers.clone(), ui.clone()));
         // Our camera stream exists before join-room, so every peer connection made for the
         // room carries it from its first offer (the demo emits `camera` on connect, too).
         let media_errors = session.start_camera(&cfg.media).await;

@@ -117,6 +117,14 @@ async fn two_sessions_exchange_video_toggle_camera_and_share_a_screen() {
     assert_eq!(added["name"], "Bob");
     let key_b = added["key"].as_str().expect("key").to_string();
 
+    // Who is talking: Ann's tone is heard at B as her audio level (the speaking ring's input),
+    // well above the UI's "speaking" threshold (−45 dBFS).
+    let level = expect(&mut ev_b, "Ann's audio level at B", |n, v| {
+        n == "audio-level" && v["peerId"] == info_a.self_id && v["dbfs"].as_f64() > Some(-45.0)
+    })
+    .await;
+    assert!(level["dbfs"].as_f64() <= Some(0.0), "{level}");
+
     // Decoded frames scaled to the default tile, then to the size the UI reports.
     expect_frame(&mut frames_b, &key_a, media::DEFAULT_TILE).await;
     expect_frame(&mut frames_a, &key_b, media::DEFAULT_TILE).await;
