@@ -620,11 +620,8 @@ impl Receivers {
         tap: Option<rtcio_media::RenderTap>,
         control: Option<rtcio_media::ApmControl>,
     ) {
-        let present = self.output.as_ref().is_some_and(|o| !o.is_null());
-        if let Some(c) = &control {
-            c.set_output_present(present && tap.is_some());
-        }
-        lock(&self.mixer).set_render_tap(tap.filter(|_| present));
+        let speaker = self.output.as_ref().is_some_and(|o| !o.is_null());
+        rtcio_glue::feed_echo_canceller(&self.mixer, speaker, tap, control);
     }
 
     /// Each remote person's audio level: the loudest of their tracks' last 20 ms played, in

@@ -135,6 +135,11 @@ pub struct SessionArgs {
     /// music). Tones and files are never processed.
     #[arg(long, value_enum, default_value_t = MicProcessing::Voice)]
     pub mic_processing: MicProcessing,
+    /// Play the room's audio on an output device: `--play` for the default one, `--play ID`
+    /// for another (see `rtcio devices`' speakers or the system's names), `--play null` to
+    /// mix without a device. With `--audio mic` the echo canceller hears what is played.
+    #[arg(long, value_name = "DEVICE", num_args = 0..=1, default_missing_value = "default")]
+    pub play: Option<String>,
     /// Event name the stream is announced with (the demo's `camera`).
     #[arg(long, default_value = "camera", value_name = "EVENT")]
     pub stream_event: String,
@@ -173,6 +178,15 @@ pub enum MicProcessing {
     Voice,
     /// None.
     Off,
+}
+
+/// The output device a `--play` value names.
+pub fn output_device(play: &str) -> rtcio_media::OutputDevice {
+    match play {
+        "" | "default" => rtcio_media::OutputDevice::Default,
+        "null" => rtcio_media::OutputDevice::Null,
+        id => rtcio_media::OutputDevice::Id(id.to_string()),
+    }
 }
 
 impl MicProcessing {

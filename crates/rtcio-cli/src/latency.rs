@@ -15,6 +15,7 @@ pub async fn run(a: LatencyArgs, out: Output) -> Result<(), CliError> {
         video: VideoChoice::None,
         audio: AudioChoice::None,
         mic_processing: crate::args::MicProcessing::Off,
+        play: None,
         stream_event: "camera".into(),
         video_size: VideoSize {
             width: 640,

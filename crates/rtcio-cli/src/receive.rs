@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use rtcio::{MediaKind, RemoteStream, RemoteTrack, RtpCodec};
 use rtcio_glue::{FreezeStats, VideoTrackDecoder};
 use rtcio_media::synthetic::video::{read_marker, unix_micros};
-use rtcio_media::{AudioLevel, OpusDecoder};
+use rtcio_media::{
+    ApmControl, AudioLevel, AudioMixer, AudioOutput, OpusDecoder, OutputDevice, RenderTap,
+};
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
@@ -114,6 +116,12 @@ fn ms(us: u64) -> f64 {
     round2(us as f64 / 1000.0)
 }
 
+/// `--play`: every remote audio track mixed and played.
+pub struct Playout {
+    mixer: Arc<Mutex<AudioMixer>>,
+    output: AudioOutput,
+}
+
 /// Every remote track being consumed.
 pub struct Receiver {
     out: Output,
@@ -122,6 +130,7 @@ pub struct Receiver {
     consumers: HashMap<(String, String), Consumer>,
     /// Latency of tracks that ended.
     done_reports: Vec<LatencyReport>,
+    playout: Option<Playout>,
 }
 
 impl Receiver {
@@ -132,6 +141,32 @@ impl Receiver {
             stop: Arc::new(AtomicBool::new(false)),
             consumers: HashMap::new(),
             done_reports: Vec::new(),
+            playout: None,
+        }
+    }
+
+    /// Plays remote audio on `device` from now on (the null sink, with a warning, when it
+    /// cannot be opened). Prints a `playout` line naming the device.
+    pub fn play(&mut self, device: OutputDevice) {
+        let mixer = Arc::new(Mutex::new(AudioMixer::new(1)));
+        let output = AudioOutput::start_or_null(mixer.clone(), device);
+        self.out.line(
+            "playout",
+            json!({"device": output.device_name(), "null": output.is_null()}),
+        );
+        self.playout = Some(Playout { mixer, output });
+    }
+
+    /// Gives our microphone's echo canceller what `--play` plays (nothing to cancel without a
+    /// speaker).
+    pub fn feed_echo_canceller(&self, tap: Option<RenderTap>, control: Option<ApmControl>) {
+        match &self.playout {
+            Some(p) => rtcio_glue::feed_echo_canceller(&p.mixer, !p.output.is_null(), tap, control),
+            None => {
+                if let Some(c) = control {
+                    c.set_output_present(false);
+                }
+            }
         }
     }
 
@@ -168,6 +203,7 @@ impl Receiver {
         let counters = Arc::new(Mutex::new(Counters::default()));
         let handle = tokio::runtime::Handle::current();
         let (c, stop, out) = (counters.clone(), self.stop.clone(), self.out);
+        let mixer = self.playout.as_ref().map(|p| p.mixer.clone());
         let recorder = self.record_dir.as_ref().map(|dir| {
             Recorder::new(
                 dir,
@@ -180,7 +216,20 @@ impl Receiver {
         let thread_info = info.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("rtcio-recv-{}", kind_str(info.kind)))
-            .spawn(move || consume(handle, track, thread_info, c, stop, recorder, out));
+            .spawn(move || {
+                consume(
+                    handle,
+                    track,
+                    Sinks {
+                        info: thread_info,
+                        counters: c,
+                        stop,
+                        recorder,
+                        out,
+                        mixer,
+                    },
+                )
+            });
         let thread = match spawned {
             Ok(t) => Some(t),
             Err(e) => {
@@ -267,6 +316,13 @@ impl Receiver {
                     };
                     line["level_dbfs"] =
                         json!(round2(f64::from(AudioLevel { rms, peak: rms }.rms_dbfs())));
+                    // What `--play` is playing of this track right now (its last 20 ms).
+                    if let Some(p) = &self.playout {
+                        let id = format!("{}/{}", key.0, key.1);
+                        if let Some(r) = lock(&p.mixer).peer(&id) {
+                            line["playing_dbfs"] = json!(round2(f64::from(r.level().rms_dbfs())));
+                        }
+                    }
                 }
             }
             if cur.ended {
@@ -353,15 +409,28 @@ fn report(info: &TrackInfo, g: &Counters) -> Option<LatencyReport> {
 }
 
 /// The per-track thread.
-fn consume(
-    handle: tokio::runtime::Handle,
-    track: RemoteTrack,
+/// Where one consumed track's frames go.
+struct Sinks {
     info: TrackInfo,
     counters: Arc<Mutex<Counters>>,
     stop: Arc<AtomicBool>,
-    mut recorder: Option<Recorder>,
+    recorder: Option<Recorder>,
     out: Output,
-) {
+    /// `--play`'s mixer (audio only).
+    mixer: Option<Arc<Mutex<AudioMixer>>>,
+}
+
+fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
+    let Sinks {
+        info,
+        counters,
+        stop,
+        mut recorder,
+        out,
+        mixer,
+    } = sinks;
+    // The mixer's id for this track (one jitter buffer and decoder per track).
+    let mix_id = format!("{}/{}", info.peer, info.mid);
     let mut video: Option<VideoTrackDecoder> = None;
     let mut audio: Option<OpusDecoder> = None;
     while let Some(frame) = rtcio_glue::next_frame(&handle, &track, &stop) {
@@ -427,6 +496,16 @@ fn consume(
                 }
             }
             (MediaKind::Audio, RtpCodec::Opus) => {
+                if let Some(m) = &mixer
+                    && let Err(e) = lock(m).push(
+                        &mix_id,
+                        frame.rtp_timestamp,
+                        frame.data.clone(),
+                        frame.received,
+                    )
+                {
+                    debug!("playout: {e}");
+                }
                 let dec = match &mut audio {
                     Some(d) => d,
                     None => match OpusDecoder::new(record::opus_channels(&frame.data)) {
@@ -459,6 +538,9 @@ fn consume(
         && let Err(e) = r.finish()
     {
         warn!("finishing the recording of {}: {e}", info.mid);
+    }
+    if let Some(m) = &mixer {
+        lock(m).remove_peer(&mix_id);
     }
     lock(&counters).ended = true;
 }

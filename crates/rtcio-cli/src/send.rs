@@ -23,6 +23,21 @@ pub struct Producers {
     follow_estimate: bool,
 }
 
+impl Producers {
+    /// The microphone's echo-canceller inputs (far-end tap, switches), when it is processed.
+    pub fn echo_canceller(
+        &self,
+    ) -> (
+        Option<rtcio_media::RenderTap>,
+        Option<rtcio_media::ApmControl>,
+    ) {
+        self.opened
+            .iter()
+            .find(|o| o.kind() == rtcio::MediaKind::Audio)
+            .map_or((None, None), |o| (o.render_tap(), o.apm_control()))
+    }
+}
+
 fn media_err(what: &str, e: MediaError) -> CliError {
     CliError::new(code::MEDIA, "media", format!("{what}: {e}"))
 }

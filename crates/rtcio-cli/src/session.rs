@@ -184,7 +184,12 @@ struct Session {
 
 impl Session {
     fn new(cfg: SessionConfig, out: Output, socket: Socket, producers: Producers) -> Self {
-        let receiver = Receiver::new(out, cfg.args.record.clone());
+        let mut receiver = Receiver::new(out, cfg.args.record.clone());
+        if let Some(device) = &cfg.args.play {
+            receiver.play(crate::args::output_device(device));
+        }
+        let (tap, control) = producers.echo_canceller();
+        receiver.feed_echo_canceller(tap, control);
         Session {
             mic: producers.has(rtcio::MediaKind::Audio),
             cam: producers.has(rtcio::MediaKind::Video),

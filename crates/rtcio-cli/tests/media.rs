@@ -341,3 +341,36 @@ async fn missing_media_file_exits_7_before_connecting() {
         p.stderr()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn play_mixes_remote_audio_for_an_output() {
+    let server = server().await;
+    let url = server.url();
+    let r = room("play");
+    let mut a = join_args(&url, &r, "alice");
+    a.extend(["--audio", "tone"]);
+    let mut b = join_args(&url, &r, "bob");
+    // The null sink: mixed and pulled every 20 ms like a speaker, without a sound card.
+    b.extend(["--play", "null"]);
+    let mut alice = Rtcio::spawn("alice", &a);
+    let mut bob = Rtcio::spawn("bob", &b);
+    let playout = bob.wait_type("playout").await;
+    assert_eq!(playout["null"], true, "{playout}");
+    let joined = alice.wait_type("joined").await;
+    let alice_id = joined["id"].as_str().expect("id").to_string();
+    // The tone (about −15 dBFS) is what bob's playout mixes for alice's track.
+    let line = bob
+        .wait_for("alice's tone being played", |v| {
+            v["type"] == "audio-stats"
+                && v["peer"] == alice_id.as_str()
+                && v["playing_dbfs"].as_f64().is_some_and(|db| db > -30.0)
+        })
+        .await;
+    assert!(line["playing_dbfs"].as_f64() <= Some(0.0), "{line}");
+    // Without --play there is no playout and no such field.
+    let plain = alice.seen.iter().any(|v| v["type"] == "playout");
+    assert!(!plain, "alice plays nothing");
+    drop(alice);
+    drop(bob);
+    server.shutdown().await.expect("shutdown");
+}

@@ -18,5 +18,7 @@ pub mod recv;
 pub mod send;
 
 pub use rate::{RatePolicy, video_target_bps};
-pub use recv::{FreezeDetector, FreezeStats, VideoRecvStats, VideoTrackDecoder, next_frame};
+pub use recv::{
+    FreezeDetector, FreezeStats, VideoRecvStats, VideoTrackDecoder, feed_echo_canceller, next_frame,
+};
 pub use send::{Opened, SendOptions, SendStream, TrackSendStats};
