@@ -136,8 +136,8 @@ pub struct SessionArgs {
     #[arg(long, value_enum, default_value_t = MicProcessing::Voice)]
     pub mic_processing: MicProcessing,
     /// Play the room's audio on an output device: `--play` for the default one, `--play ID`
-    /// for another (see `rtcio devices`' speakers or the system's names), `--play null` to
-    /// mix without a device. With `--audio mic` the echo canceller hears what is played.
+    /// for another (an ALSA/PipeWire device name, e.g. `hw:1,0`), `--play null` to mix
+    /// without a device. With `--audio mic` the echo canceller hears what is played.
     #[arg(long, value_name = "DEVICE", num_args = 0..=1, default_missing_value = "default")]
     pub play: Option<String>,
     /// Event name the stream is announced with (the demo's `camera`).
