@@ -241,6 +241,9 @@ pub struct NetArgs {
     /// Send video at --video-bitrate whatever the link does (no GCC estimate, no pacer).
     #[arg(long)]
     pub no_congestion_control: bool,
+    /// Where the bandwidth estimate starts, kbit/s (tests of how it reacts; default 300).
+    #[arg(long, value_name = "KBPS", hide = true)]
+    pub cc_start_kbps: Option<u32>,
 }
 
 impl NetArgs {
@@ -255,6 +258,11 @@ impl NetArgs {
             o.bind_addrs = Some(self.bind.clone());
         }
         o.congestion.enabled = !self.no_congestion_control;
+        if let Some(k) = self.cc_start_kbps {
+            o.congestion.start_bps = k
+                .saturating_mul(1000)
+                .clamp(o.congestion.min_bps, o.congestion.max_bps);
+        }
         o.relay_only = self.relay_only;
         o.server_ice_servers = !self.no_server_ice;
         if self.no_ice_servers {

@@ -153,6 +153,10 @@ async fn capped_sender(url: &str, room: &str) -> (Rtcio, u64) {
                 "30",
                 "--video-bitrate",
                 "2500",
+                // Start well above the cap (the default start, 300 kbit/s, is below it): the
+                // test is that the estimate comes down.
+                "--cc-start-kbps",
+                "1500",
                 "--duration",
                 "40",
             ],

@@ -310,10 +310,10 @@ fn bearer_ok(headers: &HeaderMap, expected: &str) -> bool {
 
 /// `GET /ice-servers`: short-lived TURN credentials for whoever may use this server.
 async fn ice_servers(state: Arc<HttpState>, headers: HeaderMap) -> Response {
-    if let Some(token) = &state.auth_token {
-        if !bearer_ok(&headers, token) {
-            return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
-        }
+    if let Some(token) = &state.auth_token
+        && !bearer_ok(&headers, token)
+    {
+        return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
     }
     let Some(ice) = &state.ice else {
         return (

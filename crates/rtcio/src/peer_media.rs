@@ -696,13 +696,14 @@ async fn read_track(track: Arc<dyn TrackRemote>, route: Arc<Route>) {
                 let Some((a, codec)) = asm.as_mut() else {
                     continue;
                 };
-                let frames = a.push(
+                let now = Instant::now();
+                let frames = a.push_at(
                     p.header.sequence_number,
                     p.header.timestamp,
                     p.header.marker,
                     &p.payload,
+                    now,
                 );
-                let now = Instant::now();
                 for f in frames {
                     route.deliver(MediaFrame {
                         data: f.data,

@@ -4,7 +4,8 @@
 //! track. This assembler keeps a [`REORDER_WINDOW`]-slot ring and at most one frame under
 //! construction, capped at [`MAX_FRAME_BYTES`].
 //!
-//! Rules, all counted in packets because there is no clock here:
+//! Rules, counted in packets, plus one time bound when the caller passes the arrival time
+//! ([`FrameAssembler::push_at`]; the clock is injected, never read here):
 //!
 //! - Packets are processed strictly in sequence order (16-bit numbers are unwrapped into a
 //!   64-bit counter, so 65 535 → 0 is just the next packet). A packet that arrives early waits in
@@ -13,7 +14,11 @@
 //!   * a packet arrives [`REORDER_WINDOW`] or more sequence numbers past it, or
 //!   * the packets buffered past it already end [`VIDEO_GAP_FRAMES`] frames (H.264, VP8 and
 //!     other codecs; a frame ends at a marker bit or a timestamp change), or
-//!     [`OPUS_GAP_FRAMES`] packets (Opus, where waiting longer only adds audio delay).
+//!     [`OPUS_GAP_FRAMES`] packets (Opus, where waiting longer only adds audio delay), or
+//!   * it has been missing for [`VIDEO_GAP_WAIT`] ([`OPUS_GAP_WAIT`] for Opus) of arrival
+//!     time: at a low frame rate (a congested link) eight frames are seconds, and every frame
+//!     behind the gap waits with it; a retransmission that needs longer comes too late to
+//!     watch anyway, and the keyframe request that follows a given-up gap recovers sooner.
 //! - Never deliver a frame that may miss a packet. A lost packet damages the frame it sits in;
 //!   when it sits between two frames we cannot tell which one it belonged to, so the frame that
 //!   starts after the gap is dropped too (its first packets may be the lost ones). Every frame
@@ -24,6 +29,8 @@
 //!   (RFC 3550 appendix A.1 probation).
 //! - The first frame of a stream is used only if its first packet is a frame head (H.264: not a
 //!   FU-A continuation; VP8: S = 1 and partition 0); joining mid-frame drops that frame.
+
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rtc::rtp::codec::h264::{
@@ -44,6 +51,13 @@ pub const VIDEO_GAP_FRAMES: usize = 8;
 /// Opus packets buffered past a gap at which it is declared lost (60 ms at 20 ms packets):
 /// Opus conceals a lost packet better than a stall hides a late one.
 pub const OPUS_GAP_FRAMES: usize = 3;
+
+/// Arrival time a video gap may stay open waiting for its retransmission (NACK every 20 ms,
+/// then a round trip: enough for RTTs up to ~200 ms).
+pub const VIDEO_GAP_WAIT: Duration = Duration::from_millis(250);
+
+/// The same for Opus: audio behind a gap cannot wait longer than the jitter buffer would.
+pub const OPUS_GAP_WAIT: Duration = Duration::from_millis(80);
 
 /// Cap on the bytes of one frame (received payload and assembled output); larger frames are
 /// dropped as malformed so a broken or hostile sender cannot grow memory without bound.
@@ -169,6 +183,10 @@ pub struct FrameAssembler {
     depack: Depack,
     /// Frame ends past a gap that give the gap up.
     gap_frames: usize,
+    /// Arrival time past which a gap is given up.
+    gap_wait: Duration,
+    /// The gap at `next` (its sequence) and when it was first seen open.
+    gap_seen: Option<(i64, Instant)>,
     slots: Box<[Option<Slot>]>,
     buffered: usize,
     /// Whether `next` is set: false before the first packet and after a restart.
@@ -192,6 +210,11 @@ pub struct FrameAssembler {
 impl FrameAssembler {
     /// Creates an assembler for one received track.
     pub fn new(codec: RtpCodec) -> Self {
+        let gap_wait = if codec == RtpCodec::Opus {
+            OPUS_GAP_WAIT
+        } else {
+            VIDEO_GAP_WAIT
+        };
         let (depack, gap_frames) = match codec {
             RtpCodec::H264 => (
                 Depack::H264 {
@@ -207,6 +230,8 @@ impl FrameAssembler {
         FrameAssembler {
             depack,
             gap_frames,
+            gap_wait,
+            gap_seen: None,
             slots: (0..REORDER_WINDOW).map(|_| None).collect(),
             buffered: 0,
             synced: false,
@@ -221,13 +246,39 @@ impl FrameAssembler {
         }
     }
 
-    /// Feeds one packet (sequence number, RTP timestamp, marker bit, payload). Returns the frames that became complete, oldest first.
+    /// Feeds one packet (sequence number, RTP timestamp, marker bit, payload). Returns the
+    /// frames that became complete, oldest first. Without an arrival time gaps are bounded in
+    /// packets and frames only: prefer [`FrameAssembler::push_at`].
     pub fn push(
         &mut self,
         seq: u16,
         timestamp: u32,
         marker: bool,
         payload: &[u8],
+    ) -> Vec<AssembledFrame> {
+        self.push_inner(seq, timestamp, marker, payload, None)
+    }
+
+    /// [`FrameAssembler::push`] with the packet's arrival time: a gap also ends once it has
+    /// been open for [`VIDEO_GAP_WAIT`] / [`OPUS_GAP_WAIT`] of arrival time.
+    pub fn push_at(
+        &mut self,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: &[u8],
+        now: Instant,
+    ) -> Vec<AssembledFrame> {
+        self.push_inner(seq, timestamp, marker, payload, Some(now))
+    }
+
+    fn push_inner(
+        &mut self,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: &[u8],
+        now: Option<Instant>,
     ) -> Vec<AssembledFrame> {
         self.stats.packets += 1;
         let mut out = Vec::new();
@@ -244,7 +295,7 @@ impl FrameAssembler {
                     // Two in a row: the sender renumbered. Finish the old stream, replay the held packet.
                     self.restart(&mut out);
                     self.sync_to(prev);
-                    self.accept(prev, held, &mut out);
+                    self.accept(prev, held, now, &mut out);
                 }
                 _ => {
                     self.probation = Some((seq, slot));
@@ -253,7 +304,7 @@ impl FrameAssembler {
             }
         }
         self.probation = None;
-        self.accept(seq, slot, &mut out);
+        self.accept(seq, slot, now, &mut out);
         out
     }
 
@@ -277,7 +328,13 @@ impl FrameAssembler {
     }
 
     /// Places a packet in sequence order and processes whatever became processable.
-    fn accept(&mut self, seq: u16, slot: Slot, out: &mut Vec<AssembledFrame>) {
+    fn accept(
+        &mut self,
+        seq: u16,
+        slot: Slot,
+        now: Option<Instant>,
+        out: &mut Vec<AssembledFrame>,
+    ) {
         let diff = self.distance(seq);
         if diff < 0 {
             // Behind the processing point: a duplicate, or a retransmission too late to use.
@@ -307,18 +364,35 @@ impl FrameAssembler {
         }
         self.slots[i] = Some(slot);
         self.buffered += 1;
-        self.settle(out);
+        self.settle(now, out);
     }
 
     /// Processes contiguous packets, giving up gaps that have waited past their bound.
-    fn settle(&mut self, out: &mut Vec<AssembledFrame>) {
+    fn settle(&mut self, now: Option<Instant>, out: &mut Vec<AssembledFrame>) {
+        // Gaps uncovered by giving one up were open as long as it was.
+        let mut inherited: Option<Instant> = None;
         loop {
             while self.slots[Self::index(self.next)].is_some() {
                 self.step(out);
             }
-            if self.buffered == 0 || self.frames_ahead() < self.gap_frames {
+            if self.buffered == 0 {
+                self.gap_seen = None;
                 return;
             }
+            let seen = match (self.gap_seen, now) {
+                (Some((seq, t)), _) if seq == self.next => Some(t),
+                (_, Some(now)) => {
+                    let t = inherited.unwrap_or(now);
+                    self.gap_seen = Some((self.next, t));
+                    Some(t)
+                }
+                (_, None) => None,
+            };
+            let timed_out = matches!((seen, now), (Some(t), Some(now)) if now.saturating_duration_since(t) >= self.gap_wait);
+            if !timed_out && self.frames_ahead() < self.gap_frames {
+                return;
+            }
+            inherited = seen;
             while self.slots[Self::index(self.next)].is_none() {
                 self.step(out);
             }
@@ -790,6 +864,95 @@ mod tests {
             assert_eq!(f.data.as_ref(), want.as_slice());
             assert!(!f.lost_before);
         }
+        assert_eq!(a.stats().lost_packets, 0);
+    }
+
+    /// Feeds packets arriving `step` apart, starting at `t0`.
+    fn feed_timed<'a>(
+        a: &mut FrameAssembler,
+        pkts: impl IntoIterator<Item = &'a Pkt>,
+        t0: Instant,
+        step: Duration,
+    ) -> Vec<(usize, AssembledFrame)> {
+        pkts.into_iter()
+            .enumerate()
+            .flat_map(|(i, p)| {
+                a.push_at(p.seq, p.ts, p.marker, &p.payload, t0 + step * i as u32)
+                    .into_iter()
+                    .map(move |f| (i, f))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_gap_is_given_up_after_its_wait_even_at_a_low_frame_rate() {
+        // A keyframe, then one-packet P frames arriving 100 ms apart (10 fps, a congested link):
+        // the second P frame is lost and never retransmitted.
+        let frames = stream(12);
+        let pkts = h264(&frames, 100);
+        let lost_frame = 3; // a one-packet P frame
+        assert_eq!(pkts[lost_frame].len(), 1);
+        let kept: Vec<Pkt> = pkts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != lost_frame)
+            .flat_map(|(_, f)| f.iter().cloned())
+            .collect();
+        let t0 = Instant::now();
+        let mut a = h264_asm();
+        let out = feed_timed(&mut a, &kept, t0, Duration::from_millis(100));
+        // Frame counting alone would hold everything behind the gap for 8 frames (800 ms);
+        // the wait gives it up at the first arrival 250 ms after the gap was seen.
+        let first_after = out
+            .iter()
+            .find(|(_, f)| f.lost_before)
+            .expect("a frame after the gap");
+        let gap_seen_at = kept
+            .iter()
+            .position(|p| p.seq > pkts[lost_frame][0].seq)
+            .expect("a packet past the gap");
+        let waited = Duration::from_millis(100) * (first_after.0 - gap_seen_at) as u32;
+        assert!(
+            waited >= VIDEO_GAP_WAIT && waited < VIDEO_GAP_WAIT + Duration::from_millis(100),
+            "given up after {waited:?}"
+        );
+        assert_eq!(a.stats().lost_packets, 1);
+
+        // Without arrival times the frame bound still applies (the old behaviour).
+        let mut b = h264_asm();
+        let out = feed(&mut b, &kept);
+        assert!(out.iter().any(|f| f.lost_before));
+    }
+
+    #[test]
+    fn a_retransmission_within_the_wait_still_fills_the_gap() {
+        let frames = stream(6);
+        let pkts = h264(&frames, 7);
+        let flat: Vec<Pkt> = pkts.iter().flatten().cloned().collect();
+        let missing = 2;
+        let t0 = Instant::now();
+        let mut a = h264_asm();
+        let step = Duration::from_millis(10);
+        let rest: Vec<&Pkt> = flat
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != missing)
+            .map(|(_, p)| p)
+            .collect();
+        let mut out = Vec::new();
+        for (i, p) in rest.iter().enumerate() {
+            out.extend(a.push_at(p.seq, p.ts, p.marker, &p.payload, t0 + step * i as u32));
+        }
+        assert!(
+            out.is_empty(),
+            "nothing passes the gap before its retransmission"
+        );
+        // The retransmission comes 200 ms after the gap opened: within the wait.
+        let late = t0 + Duration::from_millis(200);
+        let p = &flat[missing];
+        out.extend(a.push_at(p.seq, p.ts, p.marker, &p.payload, late));
+        assert_eq!(out.len(), frames.len());
+        assert!(out.iter().all(|f| !f.lost_before));
         assert_eq!(a.stats().lost_packets, 0);
     }
 
