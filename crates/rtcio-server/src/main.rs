@@ -101,6 +101,9 @@ struct Cli {
     /// Live relay allocations at most.
     #[arg(long, default_value_t = 1000)]
     turn_max_allocations: usize,
+    /// Live relay allocations per credential at most (each /ice-servers answer is one).
+    #[arg(long, default_value_t = 32)]
+    turn_max_allocations_per_user: usize,
     /// Relay to and from loopback addresses (same-machine tests).
     #[arg(long)]
     turn_allow_loopback: bool,
@@ -152,6 +155,7 @@ impl Cli {
             ports: self.turn_ports.clone(),
             realm: self.turn_realm.clone(),
             max_allocations: self.turn_max_allocations,
+            max_allocations_per_user: self.turn_max_allocations_per_user,
             allow_loopback: self.turn_allow_loopback,
             allow_private: self.turn_allow_private,
             impairment,

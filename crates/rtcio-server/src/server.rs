@@ -349,7 +349,9 @@ async fn ice_servers(state: Arc<HttpState>, headers: HeaderMap) -> Response {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let body = crate::ice::grant(&ice.secret, urls, ice.ttl, now, "");
+    // Each answer its own user name, so the relay's per-user quota is per credential.
+    let tag = format!("{:016x}", rand::random::<u64>());
+    let body = crate::ice::grant(&ice.secret, urls, ice.ttl, now, &tag);
     let mut resp = axum::Json(body).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -36,6 +36,9 @@ pub struct RelayConfig {
     pub realm: String,
     /// Live allocations at most (each is one relayed port).
     pub max_allocations: usize,
+    /// Live allocations per credential (user name) at most: a browser in a call of N uses
+    /// about N (one per peer connection).
+    pub max_allocations_per_user: usize,
     /// Relay to and from loopback addresses (tests, same-machine peers).
     pub allow_loopback: bool,
     /// Relay to and from private, link-local and CGNAT ranges (a LAN relay).
@@ -54,6 +57,7 @@ impl Default for RelayConfig {
             ports: 49152..=65535,
             realm: "rtcio".to_string(),
             max_allocations: 1000,
+            max_allocations_per_user: 32,
             allow_loopback: false,
             allow_private: false,
             impairment: Schedule::default(),
@@ -132,6 +136,13 @@ pub struct RelayStats {
 #[derive(Default)]
 struct Counters {
     live: AtomicUsize,
+    /// Live allocations per user name.
+    per_user: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// The user name the latest Allocate request authenticated with. The `turn` crate handles
+    /// one listening socket's requests one after another on one task and calls the
+    /// authenticator right before it asks for the relayed port, so this names the allocation's
+    /// owner (the crate does not pass it on).
+    last_user: std::sync::Mutex<Option<String>>,
     refused: AtomicU64,
     bytes: AtomicU64,
     blocked: AtomicU64,
@@ -200,6 +211,7 @@ fn unix_now() -> u64 {
 struct TimeLimitedAuth {
     secret: String,
     now: fn() -> u64,
+    counters: Arc<Counters>,
 }
 
 impl AuthHandler for TimeLimitedAuth {
@@ -213,6 +225,9 @@ impl AuthHandler for TimeLimitedAuth {
             tracing::debug!(%src_addr, %e, "TURN: credentials refused");
             return Err(turn::Error::Other(e.to_string()));
         }
+        if let Ok(mut last) = self.counters.last_user.lock() {
+            *last = Some(username.to_string());
+        }
         let password = ice::password(&self.secret, username);
         Ok(generate_auth_key(username, realm, &password))
     }
@@ -224,6 +239,7 @@ struct PortRange {
     relay_ip: IpAddr,
     ports: RangeInclusive<u16>,
     max_allocations: usize,
+    max_per_user: usize,
     policy: PeerPolicy,
     counters: Arc<Counters>,
     impairment: Schedule,
@@ -246,7 +262,20 @@ impl RelayAddressGenerator for PortRange {
         if !use_ipv4 {
             return Err(turn::Error::Other("IPv6 relaying is not offered".into()));
         }
-        let slot = Slot::take(&self.counters, self.max_allocations).ok_or_else(|| {
+        let user = self
+            .counters
+            .last_user
+            .lock()
+            .ok()
+            .and_then(|u| u.clone())
+            .unwrap_or_default();
+        let slot = Slot::take(
+            &self.counters,
+            self.max_allocations,
+            user,
+            self.max_per_user,
+        )
+        .ok_or_else(|| {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
             turn::Error::Other("allocation quota reached".into())
         })?;
@@ -297,23 +326,38 @@ impl RelayAddressGenerator for PortRange {
 }
 
 /// One live allocation in the count; released when its relayed socket is dropped.
-struct Slot(Arc<Counters>);
+struct Slot(Arc<Counters>, String);
 
 impl Slot {
-    fn take(counters: &Arc<Counters>, max: usize) -> Option<Slot> {
+    /// One allocation of `user`, if neither the total nor the user's quota is used up.
+    fn take(counters: &Arc<Counters>, max: usize, user: String, per_user: usize) -> Option<Slot> {
+        let mut users = counters.per_user.lock().ok()?;
+        let mine = users.get(&user).copied().unwrap_or(0);
+        if mine >= per_user {
+            return None;
+        }
         counters
             .live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .ok()
-            .map(|_| Slot(counters.clone()))
+            .ok()?;
+        users.insert(user.clone(), mine + 1);
+        Some(Slot(counters.clone(), user))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.live.fetch_sub(1, Ordering::AcqRel);
+        if let Ok(mut users) = self.0.per_user.lock()
+            && let Some(n) = users.get_mut(&self.1)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                users.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -471,6 +515,7 @@ impl TurnRelay {
             relay_ip,
             ports: config.ports.clone(),
             max_allocations: config.max_allocations,
+            max_per_user: config.max_allocations_per_user.max(1),
             policy: PeerPolicy {
                 allow_loopback: config.allow_loopback,
                 allow_private: config.allow_private,
@@ -487,6 +532,7 @@ impl TurnRelay {
             auth_handler: Arc::new(TimeLimitedAuth {
                 secret: secret.to_string(),
                 now: unix_now,
+                counters: counters.clone(),
             }),
             channel_bind_timeout: Duration::from_secs(600),
             alloc_close_notify: None,
@@ -608,6 +654,7 @@ mod tests {
         let auth = TimeLimitedAuth {
             secret: "s".into(),
             now: at_1000,
+            counters: Arc::new(Counters::default()),
         };
         let src: SocketAddr = "1.2.3.4:5".parse().unwrap();
         assert!(auth.auth_handle("999:bob", "r", src).is_err());
@@ -622,10 +669,21 @@ mod tests {
     #[test]
     fn slots_are_capped_and_released() {
         let c = Arc::new(Counters::default());
-        let a = Slot::take(&c, 2).unwrap();
-        let _b = Slot::take(&c, 2).unwrap();
-        assert!(Slot::take(&c, 2).is_none());
+        let a = Slot::take(&c, 2, "u".into(), 9).unwrap();
+        let _b = Slot::take(&c, 2, "v".into(), 9).unwrap();
+        assert!(Slot::take(&c, 2, "w".into(), 9).is_none());
         drop(a);
-        assert!(Slot::take(&c, 2).is_some());
+        assert!(Slot::take(&c, 2, "w".into(), 9).is_some());
+    }
+
+    #[test]
+    fn slots_are_capped_per_user() {
+        let c = Arc::new(Counters::default());
+        let a = Slot::take(&c, 10, "u".into(), 2).unwrap();
+        let _b = Slot::take(&c, 10, "u".into(), 2).unwrap();
+        assert!(Slot::take(&c, 10, "u".into(), 2).is_none(), "u's third");
+        assert!(Slot::take(&c, 10, "v".into(), 2).is_some(), "v is not u");
+        drop(a);
+        assert!(Slot::take(&c, 10, "u".into(), 2).is_some());
     }
 }

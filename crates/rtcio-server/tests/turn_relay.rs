@@ -269,3 +269,27 @@ async fn turn_urls_without_a_secret_are_refused_at_start() {
     let err = r.err().expect("refused").to_string();
     assert!(err.contains("secret"), "{err}");
 }
+
+#[tokio::test]
+async fn allocations_are_capped_per_credential() {
+    let mut turn = relay(true, 10);
+    if let Some(r) = turn.relay.as_mut() {
+        r.max_allocations_per_user = 1;
+    }
+    let srv = server(Some(turn), None).await;
+    let addr = srv.turn_addr().expect("relay runs");
+    let alice = format!("{}:alice", now() + 600);
+    let bob = format!("{}:bob", now() + 600);
+    let pw = |u: &str| rtcio_server::ice::password(SECRET, u);
+    let first = turn_client(addr, &alice, &pw(&alice)).await;
+    let _held = first.allocate().await.expect("alice's first allocation");
+    assert!(
+        allocate_with(addr, &alice, &pw(&alice)).await.is_err(),
+        "alice's second allocation went past her quota of 1"
+    );
+    allocate_with(addr, &bob, &pw(&bob))
+        .await
+        .expect("bob has his own quota");
+    first.close().await.expect("close");
+    srv.shutdown().await.expect("shutdown");
+}
