@@ -8,7 +8,7 @@ APT_PACKAGES=(
   build-essential pkg-config libssl-dev
   libwebkit2gtk-4.1-dev libdbus-1-dev libasound2-dev libclang-dev clang nasm libopus-dev
   libpipewire-0.3-dev libxcb1-dev libxcb-randr0-dev libxcb-shm0-dev libegl-dev libgbm-dev libwayland-dev
-  xvfb dbus-daemon pipewire-bin imagemagick chromium redis-server iproute2 procps
+  xvfb x11-utils dbus-daemon pipewire-bin imagemagick chromium redis-server iproute2 procps
   webkit2gtk-driver coturn
 )
 
@@ -28,9 +28,10 @@ if ((${#missing[@]})); then
 fi
 
 # Node packages (socket.io reference server and client suite; the browser peer and its
-# Playwright driver; the desktop UI tests' Playwright driver), pinned by their lock files.
+# Playwright driver; the desktop UI tests' Playwright driver; the Tauri CLI that builds the .deb,
+# scripts/package-deb.sh), pinned by their lock files.
 # Chromium itself comes from Debian above.
-for dir in tests/node tests/browser tests/ui; do
+for dir in tests/node tests/browser tests/ui tests/package; do
   if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     echo "setup: npm ci in $dir" >&2
     npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >&2
