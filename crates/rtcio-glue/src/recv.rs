@@ -182,6 +182,24 @@ impl VideoTrackDecoder {
     }
 }
 
+/// Gives a microphone's echo canceller what the speaker plays: every frame the playout `mixer`
+/// hands its output, from now on. `speaker` says whether a real output device plays it (the
+/// null sink or no playout: there is no echo, the canceller stays off and gets no far end).
+pub fn feed_echo_canceller(
+    mixer: &std::sync::Mutex<rtcio_media::AudioMixer>,
+    speaker: bool,
+    tap: Option<rtcio_media::RenderTap>,
+    control: Option<rtcio_media::ApmControl>,
+) {
+    if let Some(c) = &control {
+        c.set_output_present(speaker && tap.is_some());
+    }
+    mixer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_render_tap(tap.filter(|_| speaker));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,22 +249,4 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(feed(&mut d, t0, &[0, 5000]), vec![false, false]);
     }
-}
-
-/// Gives a microphone's echo canceller what the speaker plays: every frame the playout `mixer`
-/// hands its output, from now on. `speaker` says whether a real output device plays it (the
-/// null sink or no playout: there is no echo, the canceller stays off and gets no far end).
-pub fn feed_echo_canceller(
-    mixer: &std::sync::Mutex<rtcio_media::AudioMixer>,
-    speaker: bool,
-    tap: Option<rtcio_media::RenderTap>,
-    control: Option<rtcio_media::ApmControl>,
-) {
-    if let Some(c) = &control {
-        c.set_output_present(speaker && tap.is_some());
-    }
-    mixer
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .set_render_tap(tap.filter(|_| speaker));
 }
