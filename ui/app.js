@@ -203,9 +203,11 @@ async function loadDevices() {
     const d = await invoke('list_devices');
     fillDevices($('camera'), d.cameras, 'No camera found', settings.camera, d.cameraError);
     fillDevices($('microphone'), d.microphones, 'No microphone found', settings.microphone, d.microphoneError);
+    fillDevices($('speaker'), d.speakers, 'No speaker found', settings.speaker, d.speakerError);
   } catch (err) {
     fillDevices($('camera'), [], 'No camera found');
     fillDevices($('microphone'), [], 'No microphone found');
+    fillDevices($('speaker'), [], 'No speaker found');
     const note = $('device-note');
     note.textContent = `Could not list devices: ${errorText(err)}`;
     note.hidden = false;
@@ -223,6 +225,24 @@ function takeInvite(ev) {
   $('server-url-choice').checked = true;
   $('server-url').value = found.server;
   applyServerMode();
+}
+
+/** The Speaker picker's "Test": a short tone on the chosen output (Rust plays it). */
+async function testSpeaker() {
+  const btn = $('test-speaker');
+  if (btn.disabled) return;
+  btn.disabled = true;
+  const speaker = $('speaker').disabled ? null : $('speaker').value || null;
+  try {
+    const played = await invoke('test_speaker', { speaker });
+    showToast(`Test sound played on ${played && played.device ? played.device : 'the speaker'}`);
+  } catch (err) {
+    const note = $('device-note');
+    note.textContent = errorText(err);
+    note.hidden = false;
+  } finally {
+    btn.disabled = false;
+  }
 }
 
 function applyServerMode() {
@@ -279,6 +299,7 @@ function readForm() {
   const password = $('password').value;
   const camera = $('camera').disabled ? null : $('camera').value || null;
   const microphone = $('microphone').disabled ? null : $('microphone').value || null;
+  const speaker = $('speaker').disabled ? null : $('speaker').value || null;
   const resolution = $('resolution').value;
   const camOption = $('camera').selectedOptions[0];
   const cameraSynthetic = !!camOption && camOption.dataset.synthetic === 'true';
@@ -288,7 +309,7 @@ function readForm() {
     noiseSuppression: $('noise-suppression').checked,
     autoGain: $('auto-gain').checked,
   };
-  return { name, roomId, hosting, url, password, camera, microphone, resolution, cameraSynthetic, network, sound };
+  return { name, roomId, hosting, url, password, camera, microphone, speaker, resolution, cameraSynthetic, network, sound };
 }
 
 /** The Network section as the `join` command and the settings store take it. */
@@ -343,6 +364,7 @@ async function onJoin(ev) {
     resolution: form.resolution,
     network: form.network,
     sound: form.sound,
+    speaker: form.speaker,
   };
   try {
     // Rust stops the preview before joining: the call opens the devices itself.
@@ -373,6 +395,7 @@ async function saveSettings(form) {
     resolution: form.resolution,
     network: form.network,
     sound: form.sound,
+    speaker: form.speaker,
     serverMode: form.hosting ? 'host' : 'url',
     lastUrl: form.hosting ? settings.lastUrl : form.url,
     lastServers,
@@ -1294,6 +1317,7 @@ async function main() {
   decorateControls();
   $('room').value = randomRoomId();
   $('new-room').addEventListener('click', () => { $('room').value = randomRoomId(); });
+  $('test-speaker').addEventListener('click', testSpeaker);
   $('server-host').addEventListener('change', applyServerMode);
   $('room').addEventListener('input', takeInvite);
   $('server-url').addEventListener('input', takeInvite);

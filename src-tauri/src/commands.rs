@@ -112,6 +112,9 @@ pub struct JoinRequest {
     /// Microphone processing switches (none: all on).
     #[serde(default)]
     pub sound: Option<crate::settings::SoundSettings>,
+    /// Where the room's audio plays (a speaker id from `list_devices`; none: the default).
+    #[serde(default)]
+    pub speaker: Option<String>,
 }
 
 fn ui_sink<R: Runtime>(app: AppHandle<R>) -> UiSink {
@@ -128,6 +131,20 @@ pub async fn list_devices() -> Result<DeviceList, AppError> {
     tokio::task::spawn_blocking(devices::list)
         .await
         .map_err(|e| AppError::Devices(format!("device enumeration stopped: {e}")))
+}
+
+/// Plays a short test sound on a speaker (`list_devices` id; none: the default) and says
+/// where it played. The start screen's "Test" button.
+#[tauri::command]
+pub async fn test_speaker(speaker: Option<String>) -> Result<Value, AppError> {
+    let device = media::output_device(speaker.as_deref(), media::fake_media_from_env());
+    let played = tokio::task::spawn_blocking(move || {
+        rtcio_media::play_test_sound(device, std::time::Duration::from_millis(800))
+    })
+    .await
+    .map_err(|e| AppError::Media(format!("the test sound stopped: {e}")))?
+    .map_err(|e| AppError::Media(format!("Cannot play on this speaker: {e}")))?;
+    Ok(serde_json::json!({"device": played.device, "peakDbfs": played.peak_dbfs}))
 }
 
 /// Joins a room (leaving the current one first).
@@ -173,6 +190,10 @@ pub async fn join<R: Runtime>(
         cfg.media = cfg.media.with_camera_size(size);
     }
     cfg.media.audio_processing = req.sound.unwrap_or_default().apm();
+    if req.speaker.is_some() {
+        cfg.media.speaker =
+            media::output_device(req.speaker.as_deref(), media::fake_media_from_env());
+    }
     let frames = frame_sink(state.frames.clone(), state.frame_stats.clone());
     let (session, info) = Session::join_with_frames(cfg, ui_sink(app), frames).await?;
     *current = Some(session);

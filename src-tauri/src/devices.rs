@@ -1,4 +1,4 @@
-//! Camera and microphone lists for the start screen, from rtcio-media.
+//! Camera, microphone and speaker lists for the start screen, from rtcio-media.
 
 use rtcio_media::DeviceInfo;
 use serde::Serialize;
@@ -33,6 +33,10 @@ pub struct DeviceList {
     pub camera_error: Option<String>,
     /// Why microphones could not be listed.
     pub microphone_error: Option<String>,
+    /// Speakers (outputs), ending with "Silent" (no output).
+    pub speakers: Vec<Device>,
+    /// Why speakers could not be listed.
+    pub speaker_error: Option<String>,
 }
 
 fn convert(r: rtcio_media::Result<Vec<DeviceInfo>>) -> (Vec<Device>, Option<String>) {
@@ -76,13 +80,22 @@ pub fn list() -> DeviceList {
             d.is_default = false;
         }
     }
+    let (mut speakers, speaker_error) = convert(rtcio_media::list_speakers());
+    if fake {
+        for d in speakers.iter_mut() {
+            d.is_default = false;
+        }
+    }
     cameras.push(synthetic(media::TEST_PATTERN_ID, "Test pattern", fake));
     microphones.push(synthetic(media::TONE_ID, "Tone", fake));
+    speakers.push(synthetic(media::SILENT_ID, "Silent (no output)", fake));
     DeviceList {
         cameras,
         microphones,
         camera_error,
         microphone_error,
+        speakers,
+        speaker_error,
     }
 }
 

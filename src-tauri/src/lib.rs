@@ -36,6 +36,7 @@ pub fn builder() -> tauri::Builder<tauri::Wry> {
         .manage(commands::AppState::default())
         .invoke_handler(tauri::generate_handler![
             commands::list_devices,
+            commands::test_speaker,
             commands::join,
             commands::leave,
             commands::send_chat,

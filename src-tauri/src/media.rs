@@ -28,6 +28,20 @@ pub const FAKE_MEDIA_ENV: &str = "RTCIO_FAKE_MEDIA";
 pub const TEST_PATTERN_ID: &str = "synthetic:test-pattern";
 /// Device id the pickers use for the synthetic audio source.
 pub const TONE_ID: &str = "synthetic:tone";
+
+/// The speaker picker's "Silent": remote audio is mixed but not played.
+pub const SILENT_ID: &str = "synthetic:silent";
+
+/// The output a speaker picker id names (`None`: the system default, or none under
+/// `RTCIO_FAKE_MEDIA=1`).
+pub fn output_device(speaker: Option<&str>, fake: bool) -> OutputDevice {
+    match speaker {
+        None | Some("") if fake => OutputDevice::Null,
+        None | Some("") => OutputDevice::Default,
+        Some(SILENT_ID) => OutputDevice::Null,
+        Some(id) => OutputDevice::Id(id.to_string()),
+    }
+}
 /// Tile size used until the UI reports one.
 pub const DEFAULT_TILE: (u32, u32) = (640, 360);
 /// Largest tile size accepted from the UI (a 4K screen).
@@ -899,6 +913,18 @@ mod tests {
         assert_eq!(s.get("x"), DEFAULT_TILE);
         s.set("x", 0, 100_000);
         assert_eq!(s.get("x"), (2, MAX_TILE.1));
+    }
+
+    #[test]
+    fn speaker_ids_name_outputs() {
+        assert_eq!(output_device(None, false), OutputDevice::Default);
+        assert_eq!(output_device(Some(""), false), OutputDevice::Default);
+        assert_eq!(output_device(None, true), OutputDevice::Null);
+        assert_eq!(output_device(Some(SILENT_ID), false), OutputDevice::Null);
+        assert_eq!(
+            output_device(Some("hw:1,0"), true),
+            OutputDevice::Id("hw:1,0".into())
+        );
     }
 
     #[test]

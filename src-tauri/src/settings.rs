@@ -32,6 +32,8 @@ pub struct Settings {
     pub camera: Option<String>,
     /// Chosen microphone id.
     pub microphone: Option<String>,
+    /// Chosen speaker id.
+    pub speaker: Option<String>,
     /// Host or URL.
     pub server_mode: ServerMode,
     /// The URL last typed.
@@ -189,6 +191,7 @@ impl Settings {
         self.last_url = self.last_url.trim().chars().take(2048).collect();
         self.camera = self.camera.filter(|c| !c.is_empty() && c.len() <= 512);
         self.microphone = self.microphone.filter(|c| !c.is_empty() && c.len() <= 512);
+        self.speaker = self.speaker.filter(|c| !c.is_empty() && c.len() <= 512);
         if resolution_size(&self.resolution).is_none() {
             self.resolution = DEFAULT_RESOLUTION.to_string();
         }

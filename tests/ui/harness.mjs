@@ -115,8 +115,14 @@ export const DEVICES = {
     { id: 'cam1', name: 'USB Camera', isDefault: true },
   ],
   microphones: [{ id: 'mic0', name: 'Built-in Mic', isDefault: true }],
+  speakers: [
+    { id: 'spk0', name: 'Built-in Speakers', isDefault: true },
+    { id: 'spk1', name: 'USB Headset', isDefault: false },
+    { id: 'synthetic:silent', name: 'Silent (no output)', isDefault: false, synthetic: true },
+  ],
   cameraError: null,
   microphoneError: null,
+  speakerError: null,
 };
 
 /** What `join` answers with by default (`extra` overrides fields). */

@@ -121,6 +121,7 @@ test('join sends the form and opens the call; settings are saved', async () => {
       resolution: '1080p',
       network: { iceServers: [], iceUsername: '', iceCredential: '', relayOnly: false, hostTurn: false },
       sound: { echoCancellation: true, noiseSuppression: true, autoGain: true },
+      speaker: 'spk0',
     },
   });
   assert.equal(await text('#room-title'), 'Room room-1');
@@ -172,6 +173,34 @@ test('network settings: checked, sent with join, saved, and shown open next time
   assert.equal(await page.inputValue('#ice-servers'), 'turn:turn.example.org:3478\nstun:stun.example.org');
   assert.equal(await page.isChecked('#relay-only'), true);
   assert.equal(await page.isChecked('#host-turn'), false);
+});
+
+test('speaker picker: default chosen, Test plays on the chosen one, the choice joins and is saved', async () => {
+  await openApp({
+    join: { value: joinInfo() },
+    test_speaker: { value: { device: 'USB Headset', peakDbfs: -14 } },
+    get_settings: { value: { name: 'Ann', lastServers: [], speaker: 'spk1' } },
+  });
+  assert.equal(await page.inputValue('#speaker'), 'spk1', 'the saved speaker');
+  await page.click('#test-speaker');
+  const [t] = await calls('test_speaker');
+  assert.deepEqual(t.args, { speaker: 'spk1' });
+  await page.waitForSelector('text=Test sound played on USB Headset');
+  await page.selectOption('#speaker', 'synthetic:silent');
+  await page.click('#join-button');
+  await page.waitForSelector('#call-screen:not([hidden])');
+  const [join] = await calls('join');
+  assert.equal(join.args.req.speaker, 'synthetic:silent');
+  const [save] = await calls('save_settings');
+  assert.equal(save.args.settings.speaker, 'synthetic:silent');
+});
+
+test('a speaker that cannot play says so on the start screen', async () => {
+  await openApp({ test_speaker: { error: { kind: 'media', message: 'Cannot play on this speaker: busy' } } });
+  await page.click('#test-speaker');
+  await page.waitForSelector('#device-note:not([hidden])');
+  assert.match(await text('#device-note'), /Cannot play on this speaker: busy/);
+  assert.equal(await page.isDisabled('#test-speaker'), false, 'the button comes back');
 });
 
 test('microphone processing: on by default, switches sent with join and saved', async () => {

@@ -51,7 +51,7 @@ pub use pipeline::{
 };
 pub use playout::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout, PushOutcome};
 pub use playout::mixer::{AudioMixer, RemoteAudio};
-pub use playout::output::{AudioOutput, OutputDevice};
+pub use playout::output::{AudioOutput, OutputDevice, TestSound, play_test_sound};
 pub use playout::video::{
     AvSync, PaceDecision, PliThrottle, RemoteVideo, RemoteVideoOutput, VideoPacer,
 };

@@ -292,3 +292,13 @@ fn audio_pipeline_cancels_the_echo_it_is_given_the_far_end_of() {
         "without processing the echo should pass: {bypassed:.1} dB"
     );
 }
+
+#[test]
+fn the_test_sound_goes_through_the_mixer_to_the_output() {
+    let played =
+        rtcio_media::play_test_sound(rtcio_media::OutputDevice::Null, Duration::from_millis(400))
+            .unwrap();
+    assert_eq!(played.device, "null");
+    // A 0.3-peak tone (about −13 dBFS RMS), faded in and out.
+    assert!(played.peak_dbfs > -25.0, "{played:?}");
+}

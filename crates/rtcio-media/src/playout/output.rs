@@ -246,3 +246,71 @@ where
         Some(Duration::from_secs(2)),
     )
 }
+
+/// What [`play_test_sound`] played.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestSound {
+    /// The output device's name (`null` for the null sink).
+    pub device: String,
+    /// Loudest 20 ms the mixer handed the output, dBFS.
+    pub peak_dbfs: f32,
+}
+
+/// Plays a short test sound (a 440 Hz tone, fading in and out) on `device` through the same
+/// mixer → output path as a call, and returns once it has been played. Blocking: run it off
+/// an async runtime.
+pub fn play_test_sound(device: OutputDevice, length: Duration) -> Result<TestSound> {
+    use crate::codec::opus::{OpusConfig, OpusEncoder};
+    use crate::source::AudioSource;
+    use crate::synthetic::audio::{ToneConfig, ToneSource};
+
+    let frames = (length.as_millis() / 20).clamp(5, 250) as u64;
+    let mut tone = ToneSource::new(ToneConfig {
+        amplitude: 0.3,
+        mark_interval: Duration::ZERO,
+        paced: false,
+        ..ToneConfig::default()
+    })?;
+    let mut encoder = OpusEncoder::new(OpusConfig {
+        dtx: false,
+        ..OpusConfig::default()
+    })?;
+    let mixer = Arc::new(Mutex::new(AudioMixer::new(1)));
+    let now = Instant::now();
+    let mut rtp = 0u32;
+    for i in 0..frames {
+        let mut f = tone.next_frame()?;
+        // 100 ms ramps: no click at either end.
+        let n = f.samples.len();
+        for (k, s) in f.samples.iter_mut().enumerate() {
+            let t = (i as f32 * n as f32 + k as f32) / (frames as f32 * n as f32);
+            *s *= (t / 0.1).min((1.0 - t) / 0.1).clamp(0.0, 1.0);
+        }
+        for packet in encoder.push(&f)? {
+            lock(&mixer).push("test", rtp, packet.data, now)?;
+            rtp = rtp.wrapping_add(960);
+        }
+    }
+    let mut out = AudioOutput::start(Arc::clone(&mixer), device)?;
+    let device = out.device_name().to_owned();
+    // The jitter buffer's delay plus the tone, with room for a slow device.
+    let want = frames + 20;
+    let deadline = Instant::now() + length * 2 + Duration::from_secs(2);
+    let mut peak = f32::NEG_INFINITY;
+    while out.frames_played() < want && Instant::now() < deadline {
+        out.wait_for_frames(out.frames_played() + 1, AUDIO_FRAME_DURATION * 5);
+        if let Some(p) = lock(&mixer).peer("test") {
+            peak = peak.max(p.level().rms_dbfs());
+        }
+    }
+    let played = out.frames_played() >= want;
+    out.stop();
+    if played {
+        Ok(TestSound {
+            device,
+            peak_dbfs: peak,
+        })
+    } else {
+        Err(MediaError::Stopped)
+    }
+}
