@@ -1,12 +1,12 @@
 //! Embeds `web/` (the browser guest page) into the binary: generates a table of
 //! `(relative path, bytes)` that `src/web.rs` serves at `/`. The page shares the desktop app's
-//! icon set and grid layout, so those two modules come from the app's `ui/` (one copy).
+//! icon set, grid layout and control bar, so those files come from the app's `ui/` (one copy).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Files of the app's `ui/` the guest page uses as they are.
-const SHARED_FROM_UI: &[&str] = &["icons.js", "layout.js"];
+const SHARED_FROM_UI: &[&str] = &["icons.js", "layout.js", "controls.css"];
 
 fn main() {
     let root =
@@ -17,7 +17,7 @@ fn main() {
     if root.is_dir() {
         collect(&root, &root, &mut files);
     }
-    // The app's modules the guest page imports as `./icons.js` and `./layout.js`.
+    // The app's files the guest page loads as `./icons.js`, `./layout.js` and `./controls.css`.
     let ui = root.join("../../../ui");
     for shared in SHARED_FROM_UI {
         let path = ui.join(shared);
