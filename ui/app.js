@@ -5,6 +5,7 @@ import { initPreview, paintPreview, previewStopped, startPreview } from './previ
 import { applyQuality, clearQuality, initQuality } from './quality.js';
 import { DEFAULT_ASPECT, TILE_GAP, dominantAspect, fitRect, gridRects, spotlightRects } from './layout.js';
 import { rmsToDbfs, speakers } from './speaker.js';
+import { copyText } from './clipboard.js';
 import { icon } from './icons.js';
 
 const $ = (id) => document.getElementById(id);
@@ -910,34 +911,6 @@ export function showToast(text, ms = 4000) {
   setTimeout(() => t.remove(), ms);
 }
 
-/** Copies text: the async clipboard API, else the selection way (older WebKit, no permission). */
-export async function copyText(text) {
-  try {
-    if (navigator.clipboard && typeof navigator.clipboard.writeText === 'function') {
-      await navigator.clipboard.writeText(text);
-      return true;
-    }
-  } catch {
-    // Fall through to the selection way.
-  }
-  const before = document.activeElement;
-  const ta = el('textarea');
-  ta.value = text;
-  ta.setAttribute('readonly', '');
-  ta.style.position = 'fixed';
-  ta.style.opacity = '0';
-  document.body.append(ta);
-  ta.select();
-  let ok = false;
-  try {
-    ok = document.execCommand('copy');
-  } catch {
-    ok = false;
-  }
-  ta.remove();
-  if (before && typeof before.focus === 'function') before.focus();
-  return ok;
-}
 
 async function copyInvite(link) {
   if (!link) return;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Files of the app's `ui/` the guest page uses as they are.
-const SHARED_FROM_UI: &[&str] = &["icons.js", "layout.js", "controls.css"];
+const SHARED_FROM_UI: &[&str] = &["icons.js", "layout.js", "controls.css", "clipboard.js"];
 
 fn main() {
     let root =

@@ -141,7 +141,7 @@ async function main() {
       const body = await r.text();
       assert(r.ok && /text\/html/.test(r.headers.get("content-type") || ""), `GET / → ${r.status} ${r.headers.get("content-type")}`);
       assert(body.includes('src="guest.js"'), "GET / is not the guest page");
-      for (const f of ["guest.js", "rtcio.js", "vendor/socket.io.esm.min.js", "guest.css", "controls.css", "icons.js", "layout.js"]) {
+      for (const f of ["guest.js", "rtcio.js", "vendor/socket.io.esm.min.js", "guest.css", "controls.css", "icons.js", "layout.js", "clipboard.js"]) {
         const x = await fetch(`${base}/${f}`);
         assert(x.ok, `GET /${f} → ${x.status}`);
       }

@@ -16,6 +16,7 @@
 
 import { connect, RTCIOStream, errText } from "./rtcio.js";
 import { icon } from "./icons.js";
+import { copyText } from "./clipboard.js";
 import { gridRects, spotlightRects, fitRect, dominantAspect, DEFAULT_ASPECT, TILE_GAP } from "./layout.js";
 
 const MAX_NAME_CHARS = 64;
@@ -157,25 +158,6 @@ function inviteLink() {
   return link;
 }
 
-async function copyText(text) {
-  try {
-    if (navigator.clipboard && window.isSecureContext) {
-      await navigator.clipboard.writeText(text);
-      return true;
-    }
-  } catch { /* fall back */ }
-  const ta = el("textarea");
-  ta.value = text;
-  ta.setAttribute("readonly", "");
-  ta.style.position = "fixed";
-  ta.style.opacity = "0";
-  document.body.append(ta);
-  ta.select();
-  let ok = false;
-  try { ok = document.execCommand("copy"); } catch { ok = false; }
-  ta.remove();
-  return ok;
-}
 
 // ─── server: ICE servers, connection, room requests ─────────────────────────────────────────────
 
