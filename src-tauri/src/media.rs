@@ -639,7 +639,7 @@ impl Receivers {
     }
 
     /// Each remote person's audio level: the loudest of their tracks' last 20 ms played, in
-    /// dBFS (−120 for silence), keyed by their socket id.
+    /// dBFS (−100 for silence), keyed by their socket id.
     pub fn audio_levels(&self) -> Vec<(String, f64)> {
         let mut out: HashMap<String, f64> = HashMap::new();
         let mut mixer = lock(&self.mixer);
@@ -655,13 +655,9 @@ impl Receivers {
             let Some(remote) = mixer.peer(&id) else {
                 continue;
             };
-            let rms = f64::from(remote.level().rms);
-            let db = if rms > 1e-6 {
-                (20.0 * rms.log10()).max(-120.0)
-            } else {
-                -120.0
-            };
-            let e = out.entry(person).or_insert(-120.0);
+            // rtcio-media's dBFS (−100 for silence): finite, so JSON can carry it.
+            let db = f64::from(remote.level().rms_dbfs());
+            let e = out.entry(person).or_insert(f64::NEG_INFINITY);
             *e = e.max(db);
         }
         out.into_iter().collect()

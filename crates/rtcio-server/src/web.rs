@@ -90,18 +90,19 @@ pub(crate) async fn serve(root: &WebRoot, method: &Method, uri: &Uri) -> Respons
     let Some(rel) = relative_path(uri.path()) else {
         return not_found();
     };
-    let body: Vec<u8> = match root {
+    // Embedded files are served from the binary's static data, without a copy.
+    let body: Body = match root {
         WebRoot::Off => return not_found(),
         WebRoot::Embedded => match embedded_file(&rel) {
-            Some(bytes) => bytes.to_vec(),
+            Some(bytes) => Body::from(bytes),
             None => return not_found(),
         },
         // Files missing from the directory come from the build (the modules shared with the
         // app's ui/ are not in web/).
         WebRoot::Dir(dir) => match tokio::fs::read(dir.join(&rel)).await {
-            Ok(bytes) => bytes,
+            Ok(bytes) => Body::from(bytes),
             Err(_) => match embedded_file(&rel) {
-                Some(bytes) => bytes.to_vec(),
+                Some(bytes) => Body::from(bytes),
                 None => return not_found(),
             },
         },
@@ -109,7 +110,7 @@ pub(crate) async fn serve(root: &WebRoot, method: &Method, uri: &Uri) -> Respons
     let mut resp = Response::new(if method == Method::HEAD {
         Body::empty()
     } else {
-        Body::from(body)
+        body
     });
     let h = resp.headers_mut();
     h.insert(
