@@ -9,16 +9,23 @@
 //!   weakest peer's send-side estimate (GCC) under the user's cap ([`rate`]).
 //! * [`recv`]: a remote track's frames decoded on a thread, a keyframe request when the picture
 //!   cannot be decoded, and freeze counters like Chromium's.
+//! * [`playout`]: decoded pictures shown at capture time + a jitter-adaptive delay, in step
+//!   with the same stream's audio (lip sync); late pictures dropped, not queued.
 //!
 //! The policies ([`rate`], [`recv::FreezeDetector`]) are plain functions of their inputs and an
 //! injected clock; the rest is threads and tasks around them.
 
+pub mod playout;
 pub mod rate;
 pub mod recv;
 pub mod send;
 
+pub use playout::{
+    LipSync, Recv, SharedAudioClock, VideoPlayoutQueue, VideoPlayoutStats, note_audio_playout,
+    recv_until,
+};
 pub use rate::{RatePolicy, video_target_bps};
 pub use recv::{
     FreezeDetector, FreezeStats, VideoRecvStats, VideoTrackDecoder, feed_echo_canceller, next_frame,
 };
-pub use send::{Opened, SendOptions, SendStream, TrackSendStats};
+pub use send::{Opened, Replacement, SendOptions, SendStream, SourceFailure, TrackSendStats};

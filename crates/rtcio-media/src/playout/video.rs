@@ -261,6 +261,273 @@ impl RemoteVideo {
     }
 }
 
+/// Settings of a [`VideoPlayout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VideoPlayoutConfig {
+    /// The lowest playout delay over the fastest frame's transit (a frame interval of margin
+    /// for the decoder).
+    pub min_delay: Duration,
+    /// The highest: beyond it frames are dropped (and A/V sync stops waiting), so latency never
+    /// grows without bound. Chromium caps its video delay in the same range.
+    pub max_delay: Duration,
+    /// How many recent frames the transit statistics cover (10 s at 30 fps).
+    pub window: usize,
+    /// How fast a raised delay comes back down, per second of media.
+    pub decay_per_second: Duration,
+    /// Consecutive frames later than `max_delay` after which the path is taken to have changed
+    /// (a longer route, a sender clock jump) and the statistics restart from the next frame.
+    pub reanchor_after: u32,
+}
+
+impl Default for VideoPlayoutConfig {
+    fn default() -> Self {
+        Self {
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(300),
+            window: 300,
+            decay_per_second: Duration::from_millis(50),
+            reanchor_after: 15,
+        }
+    }
+}
+
+/// Counters of a [`VideoPlayout`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VideoPlayoutStats {
+    /// Frames given a render time.
+    pub scheduled: u64,
+    /// Frames dropped as too late to be worth showing.
+    pub dropped_late: u64,
+    /// Times the transit statistics restarted.
+    pub reanchors: u64,
+}
+
+/// Video playout timing: when to show each frame so motion stays smooth despite network jitter,
+/// and so it lines up with the same peer's audio.
+///
+/// Each frame's *transit* is its arrival time minus its capture time (RTP timestamp) on the
+/// receiver's clock, up to a constant. The fastest transit of the recent window is the
+/// path's base; a frame's *excess* over it is the jitter it suffered (queueing, a NACK
+/// retransmission, a late keyframe). A frame is shown at capture time + base + the target
+/// delay, where the target is the 95th percentile of the recent excess, raised at once by a
+/// frame that arrives later than that and decaying slowly back (Chromium's idea: delay ≈ the
+/// frame jitter estimate), plus whatever A/V sync asks ([`VideoPlayout::set_sync_delay`]), all
+/// bounded by [`VideoPlayoutConfig::max_delay`]. Frames whose excess is beyond the maximum are
+/// dropped rather than queued. Plain and clock-injected: the caller passes every instant.
+#[derive(Debug)]
+pub struct VideoPlayout {
+    config: VideoPlayoutConfig,
+    unwrapper: RtpUnwrapper,
+    /// Receiver instant and extended RTP timestamp that transit offsets are measured from.
+    anchor: Option<(Instant, u64)>,
+    /// Recent transit offsets, seconds, oldest first.
+    transits: std::collections::VecDeque<f64>,
+    /// The jitter target before decay (seconds) and the RTP time it was last updated at.
+    peak: f64,
+    last_ext: Option<u64>,
+    sync: Duration,
+    target: Duration,
+    late_run: u32,
+    stats: VideoPlayoutStats,
+}
+
+impl VideoPlayout {
+    /// A playout with nothing seen yet.
+    pub fn new(config: VideoPlayoutConfig) -> Self {
+        Self {
+            config,
+            unwrapper: RtpUnwrapper::new(),
+            anchor: None,
+            transits: std::collections::VecDeque::new(),
+            peak: 0.0,
+            last_ext: None,
+            sync: Duration::ZERO,
+            target: config.min_delay,
+            late_run: 0,
+            stats: VideoPlayoutStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> VideoPlayoutStats {
+        self.stats
+    }
+
+    /// The delay frames are currently shown at over the fastest transit (jitter target or A/V
+    /// sync, whichever is longer, bounded).
+    pub fn delay(&self) -> Duration {
+        self.target
+            .max(self.sync)
+            .clamp(self.config.min_delay, self.config.max_delay)
+    }
+
+    /// The jitter part of the delay alone.
+    pub fn jitter_delay(&self) -> Duration {
+        self.target
+    }
+
+    /// Asks for video to be shown `delay` after the fastest transit (what the peer's audio
+    /// plays at, see [`AudioPlayoutClock::delay`]); bounded by the maximum delay.
+    pub fn set_sync_delay(&mut self, delay: Duration) {
+        self.sync = delay.min(self.config.max_delay);
+    }
+
+    fn reset(&mut self) {
+        self.anchor = None;
+        self.transits.clear();
+        self.peak = 0.0;
+        self.last_ext = None;
+        self.late_run = 0;
+    }
+
+    /// When to show the frame with `rtp_timestamp` (90 kHz) that arrived (last packet) at
+    /// `arrival`; [`PaceDecision::Drop`] when it is too late to be worth showing.
+    pub fn schedule(&mut self, rtp_timestamp: u32, arrival: Instant) -> PaceDecision {
+        let ext = self.unwrapper.unwrap(rtp_timestamp);
+        let (anchor_at, anchor_ext) = *self.anchor.get_or_insert((arrival, ext));
+        let media = |e: u64| (e as f64 - anchor_ext as f64) / f64::from(VIDEO_CLOCK_RATE);
+        let since = |t: Instant| {
+            if t >= anchor_at {
+                (t - anchor_at).as_secs_f64()
+            } else {
+                -(anchor_at - t).as_secs_f64()
+            }
+        };
+        let transit = since(arrival) - media(ext);
+        if self.transits.len() == self.config.window.max(1) {
+            self.transits.pop_front();
+        }
+        self.transits.push_back(transit);
+        let base = self.transits.iter().copied().fold(f64::INFINITY, f64::min);
+        let excess = transit - base;
+        // Decay the peak over the media time since the previous frame (never on reordering).
+        if let Some(prev) = self.last_ext
+            && ext > prev
+        {
+            let dt = (ext - prev) as f64 / f64::from(VIDEO_CLOCK_RATE);
+            self.peak -= self.config.decay_per_second.as_secs_f64() * dt.min(1.0);
+        }
+        self.last_ext = Some(self.last_ext.map_or(ext, |p| p.max(ext)));
+        let max = self.config.max_delay.as_secs_f64();
+        if excess > max {
+            self.late_run += 1;
+            self.stats.dropped_late += 1;
+            if self.late_run >= self.config.reanchor_after {
+                // Every frame for half a second was beyond the maximum: the path itself
+                // changed. Start over (this frame becomes the new base).
+                self.reset();
+                self.stats.reanchors += 1;
+            }
+            return PaceDecision::Drop;
+        }
+        self.late_run = 0;
+        self.peak = self.peak.max(excess);
+        let mut sorted: Vec<f64> = self.transits.iter().map(|t| t - base).collect();
+        sorted.sort_by(f64::total_cmp);
+        let p95 = sorted[(sorted.len() * 95 / 100).min(sorted.len() - 1)];
+        self.peak = self.peak.max(p95);
+        self.target = Duration::from_secs_f64(self.peak.clamp(0.0, max))
+            .clamp(self.config.min_delay, self.config.max_delay);
+        let render = base + media(ext) + self.delay().as_secs_f64();
+        self.stats.scheduled += 1;
+        PaceDecision::RenderAt(if render >= 0.0 {
+            anchor_at + Duration::from_secs_f64(render)
+        } else {
+            anchor_at
+                .checked_sub(Duration::from_secs_f64(-render))
+                .unwrap_or(anchor_at)
+        })
+    }
+}
+
+/// Where one peer's audio is in time, for lip sync: its fastest transit (arrival vs RTP
+/// timestamp, like [`VideoPlayout`]'s) and when its packets play (the mixer's playing RTP
+/// timestamp, sampled). The difference is the audio's delay over the fastest transit — what
+/// video must be shown at to line up, assuming audio and video of one peer share a path and a
+/// capture clock. Plain and clock-injected.
+#[derive(Debug, Default)]
+pub struct AudioPlayoutClock {
+    anchor: Option<(Instant, u32)>,
+    /// (when, offset in seconds) of recent arrivals and of recent playing samples.
+    arrivals: std::collections::VecDeque<(Instant, f64)>,
+    playing: std::collections::VecDeque<(Instant, f64)>,
+}
+
+/// How long [`AudioPlayoutClock`] remembers arrivals (the fastest transit).
+const AUDIO_BASE_WINDOW: Duration = Duration::from_secs(10);
+/// And playing samples (the playout clock's phase: a sample is taken somewhere inside a 20 ms
+/// slot, the earliest-looking one is the slot's start).
+const AUDIO_PLAY_WINDOW: Duration = Duration::from_secs(1);
+
+impl AudioPlayoutClock {
+    /// Nothing seen yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn offset(&mut self, at: Instant, rtp: u32) -> f64 {
+        let (a, r) = *self.anchor.get_or_insert((at, rtp));
+        let media = f64::from(rtp.wrapping_sub(r) as i32) / f64::from(AUDIO_SAMPLE_RATE);
+        let since = if at >= a {
+            (at - a).as_secs_f64()
+        } else {
+            -(a - at).as_secs_f64()
+        };
+        since - media
+    }
+
+    fn push(
+        q: &mut std::collections::VecDeque<(Instant, f64)>,
+        at: Instant,
+        x: f64,
+        keep: Duration,
+    ) {
+        while q
+            .front()
+            .is_some_and(|(t, _)| at.saturating_duration_since(*t) > keep)
+        {
+            q.pop_front();
+        }
+        q.push_back((at, x));
+    }
+
+    /// A packet with `rtp` (48 kHz) arrived at `arrival`.
+    pub fn on_arrival(&mut self, rtp: u32, arrival: Instant) {
+        let x = self.offset(arrival, rtp);
+        Self::push(&mut self.arrivals, arrival, x, AUDIO_BASE_WINDOW);
+    }
+
+    /// At `now` the output was playing the packet with RTP timestamp `rtp`.
+    pub fn on_playing(&mut self, rtp: u32, now: Instant) {
+        let x = self.offset(now, rtp);
+        Self::push(&mut self.playing, now, x, AUDIO_PLAY_WINDOW);
+    }
+
+    fn min(q: &std::collections::VecDeque<(Instant, f64)>) -> Option<f64> {
+        q.iter().map(|(_, x)| *x).reduce(f64::min)
+    }
+
+    /// The audio's delay from its fastest transit to being played; `None` until both arrivals
+    /// and playing samples were seen.
+    pub fn delay(&self) -> Option<Duration> {
+        let d = Self::min(&self.playing)? - Self::min(&self.arrivals)?;
+        Some(Duration::from_secs_f64(d.max(0.0)))
+    }
+
+    /// When the audio with RTP timestamp `rtp` plays (or played), from the playout clock's
+    /// phase; `None` before any playing sample.
+    pub fn play_time(&self, rtp: u32) -> Option<Instant> {
+        let (a, r) = self.anchor?;
+        let x = Self::min(&self.playing)?;
+        let t = x + f64::from(rtp.wrapping_sub(r) as i32) / f64::from(AUDIO_SAMPLE_RATE);
+        Some(if t >= 0.0 {
+            a + Duration::from_secs_f64(t)
+        } else {
+            a.checked_sub(Duration::from_secs_f64(-t)).unwrap_or(a)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,5 +573,103 @@ mod tests {
         // Video captured 100 ms after the audio now playing.
         let at = s.video_render_time(90_000 + 9_000, 48_000, now).unwrap();
         assert_eq!(at - now, Duration::from_millis(100));
+    }
+
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    fn render_ms(p: &mut VideoPlayout, t0: Instant, frame: u32, arrival_ms: u64) -> Option<i64> {
+        match p.schedule(frame * 3000, at(t0, arrival_ms)) {
+            PaceDecision::RenderAt(r) => Some((r - t0).as_millis() as i64),
+            PaceDecision::Drop => None,
+        }
+    }
+
+    #[test]
+    fn playout_without_jitter_adds_only_the_minimum() {
+        let mut p = VideoPlayout::new(VideoPlayoutConfig::default());
+        let t0 = Instant::now();
+        for i in 0..100u32 {
+            let arrival = u64::from(i) * 100 / 3;
+            let r = render_ms(&mut p, t0, i, arrival).expect("shown");
+            assert!(
+                (r - arrival as i64 - 10).abs() <= 1,
+                "frame {i}: {r} vs {arrival}"
+            );
+        }
+        assert_eq!(p.delay(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn playout_delay_follows_jitter_and_spaces_frames_evenly() {
+        let mut p = VideoPlayout::new(VideoPlayoutConfig::default());
+        let t0 = Instant::now();
+        // Every 10th frame is 120 ms late (a retransmission): the target rises to cover it, so
+        // frames keep their 33 ms spacing instead of freezing.
+        let mut renders = Vec::new();
+        for i in 0..90u32 {
+            let late = if i % 10 == 5 { 120 } else { 0 };
+            let arrival = u64::from(i) * 100 / 3 + late;
+            renders.push(render_ms(&mut p, t0, i, arrival).expect("never dropped"));
+        }
+        assert!(p.delay() >= Duration::from_millis(110), "{:?}", p.delay());
+        let tail = &renders[20..];
+        for w in tail.windows(2) {
+            assert!((w[1] - w[0] - 33).abs() <= 1, "uneven: {tail:?}");
+        }
+    }
+
+    #[test]
+    fn playout_drops_frames_past_the_maximum_and_reanchors_on_a_path_change() {
+        let mut p = VideoPlayout::new(VideoPlayoutConfig::default());
+        let t0 = Instant::now();
+        for i in 0..30u32 {
+            render_ms(&mut p, t0, i, u64::from(i) * 100 / 3).expect("shown");
+        }
+        // One frame 500 ms late: dropped, not queued.
+        assert_eq!(render_ms(&mut p, t0, 30, 1000 + 500), None);
+        assert_eq!(p.stats().dropped_late, 1);
+        // The path gets 1 s longer for good: after half a second of drops, playout restarts.
+        let mut shown = 0;
+        for i in 31..90u32 {
+            if render_ms(&mut p, t0, i, u64::from(i) * 100 / 3 + 1000).is_some() {
+                shown += 1;
+            }
+        }
+        assert_eq!(p.stats().reanchors, 1);
+        assert!(shown >= 40, "{shown}");
+        assert!(p.delay() <= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn sync_delay_is_honoured_but_bounded() {
+        let mut p = VideoPlayout::new(VideoPlayoutConfig::default());
+        let t0 = Instant::now();
+        p.set_sync_delay(Duration::from_millis(150));
+        assert_eq!(render_ms(&mut p, t0, 0, 0), Some(150));
+        p.set_sync_delay(Duration::from_secs(5));
+        assert_eq!(render_ms(&mut p, t0, 1, 33), Some(33 + 300));
+    }
+
+    #[test]
+    fn audio_clock_measures_the_playout_delay() {
+        let mut c = AudioPlayoutClock::new();
+        let t0 = Instant::now();
+        assert_eq!(c.delay(), None);
+        // Packets arrive on time every 20 ms (one 15 ms late); the output plays each one 80 ms
+        // after its arrival, sampled at various points inside its 20 ms slot.
+        for i in 0..100u32 {
+            let late = if i == 50 { 15 } else { 0 };
+            c.on_arrival(i * 960, at(t0, u64::from(i) * 20 + late));
+            if i >= 4 {
+                let playing = i - 4;
+                c.on_playing(playing * 960, at(t0, u64::from(i) * 20 + u64::from(i % 7)));
+            }
+        }
+        let d = c.delay().expect("known");
+        assert!((d.as_secs_f64() - 0.080).abs() < 0.002, "{d:?}");
+        let t = c.play_time(99 * 960).expect("known");
+        assert!(((t - t0).as_secs_f64() - (1.980 + 0.080)).abs() < 0.002);
     }
 }

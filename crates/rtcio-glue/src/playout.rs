@@ -1,0 +1,284 @@
+//! Playout of remote video: decoded pictures wait for their render time (capture time + a
+//! jitter-adaptive delay, see [`rtcio_media::playout::video::VideoPlayout`]) and are shown then,
+//! in step with the same stream's audio (lip sync); late pictures are dropped, not queued.
+//! The CLI and the app both receive with [`recv_until`] and hold pictures in a
+//! [`VideoPlayoutQueue`]; a stream's audio thread keeps its [`AudioPlayoutClock`] current with
+//! [`note_audio_playout`], and the video side reads the audio delay from it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rtcio::{MediaFrame, RemoteTrack};
+use rtcio_media::AudioMixer;
+use rtcio_media::playout::video::{
+    AudioPlayoutClock, PaceDecision, VideoPlayout, VideoPlayoutConfig,
+};
+
+use crate::recv::{FreezeDetector, FreezeStats};
+
+/// How often a blocked receive wakes up to check whether it should stop.
+const RECV_POLL: Duration = Duration::from_millis(200);
+/// Pictures held at most (300 ms at 60 fps, with margin): beyond it the oldest goes.
+const MAX_QUEUED: usize = 32;
+
+/// What [`recv_until`] got.
+#[derive(Debug)]
+pub enum Recv {
+    /// The next frame of the track.
+    Frame(MediaFrame),
+    /// The deadline passed first.
+    Due,
+    /// The track ended, or `stop` was set.
+    Ended,
+}
+
+/// Waits on a receive thread for the next frame of `track`, at most until `deadline` (a
+/// queued picture's render time), waking up every 200 ms to honour `stop`.
+pub fn recv_until(
+    handle: &tokio::runtime::Handle,
+    track: &RemoteTrack,
+    stop: &AtomicBool,
+    deadline: Option<Instant>,
+) -> Recv {
+    // Bounded: each pass waits ≥ 1 ms or returns.
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Recv::Ended;
+        }
+        let now = Instant::now();
+        let wait = match deadline {
+            Some(d) if d <= now => return Recv::Due,
+            Some(d) => (d - now).min(RECV_POLL),
+            None => RECV_POLL,
+        };
+        match handle.block_on(async { tokio::time::timeout(wait, track.recv()).await }) {
+            Ok(Some(f)) => return Recv::Frame(f),
+            Ok(None) => return Recv::Ended,
+            Err(_) => continue,
+        }
+    }
+}
+
+/// Counters of a [`VideoPlayoutQueue`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct VideoPlayoutStats {
+    /// Pictures shown.
+    pub shown: u64,
+    /// Pictures dropped because they arrived later than the maximum delay.
+    pub dropped_late: u64,
+    /// Pictures dropped because a newer one was due at the same time (the consumer was
+    /// behind) or the queue was full.
+    pub dropped_stale: u64,
+    /// Freezes between shown pictures (Chromium's rule).
+    pub freezes: FreezeStats,
+    /// The current delay over the fastest transit (jitter target or lip sync).
+    pub delay: Duration,
+    /// Its jitter part alone.
+    pub jitter_delay: Duration,
+}
+
+/// Decoded pictures waiting for their render time. `T` is whatever the caller shows (an
+/// [`rtcio_media::I420Frame`], or something already scaled).
+#[derive(Debug)]
+pub struct VideoPlayoutQueue<T> {
+    policy: VideoPlayout,
+    queue: VecDeque<(Instant, T)>,
+    freezes: FreezeDetector,
+    shown: u64,
+    stale: u64,
+    enabled: bool,
+}
+
+impl<T> VideoPlayoutQueue<T> {
+    /// An empty queue with the default policy (delay bounded to 300 ms).
+    pub fn new() -> Self {
+        Self::with_config(VideoPlayoutConfig::default())
+    }
+
+    /// An empty queue with the given policy settings.
+    pub fn with_config(config: VideoPlayoutConfig) -> Self {
+        VideoPlayoutQueue {
+            policy: VideoPlayout::new(config),
+            queue: VecDeque::new(),
+            freezes: FreezeDetector::new(),
+            shown: 0,
+            stale: 0,
+            enabled: true,
+        }
+    }
+
+    /// With `false`, pictures are shown as soon as they are pushed (no smoothing, no lip sync):
+    /// what the app and CLI did before; kept to measure the difference.
+    pub fn set_enabled(&mut self, on: bool) {
+        self.enabled = on;
+    }
+
+    /// Asks for pictures to be shown `delay` over the fastest transit (the stream's audio
+    /// delay, for lip sync); bounded by the policy's maximum.
+    pub fn set_sync_delay(&mut self, delay: Duration) {
+        self.policy.set_sync_delay(delay);
+    }
+
+    /// Adds a picture of the frame with `rtp_timestamp` that arrived at `arrival`. False when
+    /// it was dropped as too late.
+    pub fn push(&mut self, picture: T, rtp_timestamp: u32, arrival: Instant) -> bool {
+        let at = match self.policy.schedule(rtp_timestamp, arrival) {
+            PaceDecision::RenderAt(at) if self.enabled => at,
+            PaceDecision::RenderAt(_) => arrival,
+            PaceDecision::Drop if self.enabled => return false,
+            PaceDecision::Drop => arrival,
+        };
+        if self.queue.len() >= MAX_QUEUED {
+            self.queue.pop_front();
+            self.stale += 1;
+        }
+        // Render times only go back when the delay shrinks (slowly): keep the order anyway.
+        let pos = self.queue.partition_point(|(t, _)| *t <= at);
+        self.queue.insert(pos, (at, picture));
+        true
+    }
+
+    /// The render time of the next picture.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.queue.front().map(|(t, _)| *t)
+    }
+
+    /// The picture to show at `now`: the newest one due (older due ones are dropped as stale).
+    pub fn pop_due(&mut self, now: Instant) -> Option<T> {
+        let mut out = None;
+        while self.queue.front().is_some_and(|(t, _)| *t <= now) {
+            if out.is_some() {
+                self.stale += 1;
+            }
+            out = self.queue.pop_front().map(|(_, p)| p);
+        }
+        if out.is_some() {
+            self.shown += 1;
+            self.freezes.on_frame(now);
+        }
+        out
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> VideoPlayoutStats {
+        VideoPlayoutStats {
+            shown: self.shown,
+            dropped_late: self.policy.stats().dropped_late,
+            dropped_stale: self.stale,
+            freezes: self.freezes.stats(),
+            delay: self.policy.delay(),
+            jitter_delay: self.policy.jitter_delay(),
+        }
+    }
+}
+
+impl<T> Default for VideoPlayoutQueue<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One stream's audio playout clock, shared by its audio thread (writer) and video thread.
+pub type SharedAudioClock = Arc<Mutex<AudioPlayoutClock>>;
+
+/// The audio playout clock of every remote stream, by a key the caller chooses (peer and
+/// stream).
+#[derive(Debug, Default, Clone)]
+pub struct LipSync {
+    clocks: Arc<Mutex<HashMap<String, SharedAudioClock>>>,
+}
+
+impl LipSync {
+    /// No streams yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The clock of stream `key` (created on first use).
+    pub fn clock(&self, key: &str) -> SharedAudioClock {
+        self.clocks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets stream `key`.
+    pub fn remove(&self, key: &str) {
+        self.clocks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    /// The audio delay of stream `key` (what its video should be shown at), if its audio plays.
+    pub fn audio_delay(&self, key: &str) -> Option<Duration> {
+        let clock = self
+            .clocks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()?;
+        let d = clock.lock().unwrap_or_else(|e| e.into_inner()).delay();
+        d
+    }
+}
+
+/// After an audio packet of mixer peer `mix_id` (RTP `rtp_timestamp`, arrived at `arrival`) was
+/// pushed into `mixer`: records its arrival and what the mixer is playing now in `clock`.
+pub fn note_audio_playout(
+    clock: &Mutex<AudioPlayoutClock>,
+    mixer: &Mutex<AudioMixer>,
+    mix_id: &str,
+    rtp_timestamp: u32,
+    arrival: Instant,
+) {
+    let playing = mixer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .peer(mix_id)
+        .and_then(|p| p.playing_rtp());
+    let now = Instant::now();
+    let mut c = clock.lock().unwrap_or_else(|e| e.into_inner());
+    c.on_arrival(rtp_timestamp, arrival);
+    // The jitter buffer's extended timestamps keep the low 32 bits of the RTP ones.
+    if let Some(p) = playing {
+        c.on_playing(p as u32, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pictures_wait_for_their_render_time_and_the_newest_due_wins() {
+        let mut q = VideoPlayoutQueue::new();
+        let t0 = Instant::now();
+        q.set_sync_delay(Duration::from_millis(100));
+        assert!(q.push(0u32, 0, t0));
+        assert!(q.push(1u32, 3000, t0 + Duration::from_millis(33)));
+        assert!(q.push(2u32, 6000, t0 + Duration::from_millis(66)));
+        let due = q.next_due().expect("queued");
+        assert_eq!(due - t0, Duration::from_millis(100));
+        assert_eq!(q.pop_due(t0 + Duration::from_millis(99)), None);
+        assert_eq!(q.pop_due(due), Some(0));
+        // A consumer 60 ms behind gets the newest due picture; the one before is stale.
+        assert_eq!(q.pop_due(t0 + Duration::from_millis(175)), Some(2));
+        let st = q.stats();
+        assert_eq!((st.shown, st.dropped_stale), (2, 1));
+    }
+
+    #[test]
+    fn disabled_shows_at_arrival() {
+        let mut q = VideoPlayoutQueue::new();
+        q.set_enabled(false);
+        q.set_sync_delay(Duration::from_millis(100));
+        let t0 = Instant::now();
+        q.push('a', 0, t0);
+        assert_eq!(q.pop_due(t0), Some('a'));
+    }
+}
