@@ -117,7 +117,10 @@ pub fn decode_sio(text: &str) -> Result<SioPacket, PacketError> {
     let kind = *bytes
         .first()
         .ok_or_else(|| PacketError::UnknownSio(String::new()))?;
-    let mut rest = &text[1..];
+    // A non-ASCII first character is no packet type; slicing after its first byte would panic.
+    let Some(mut rest) = text.get(1..) else {
+        return Err(PacketError::UnknownSio(shorten(text)));
+    };
     if matches!(kind, b'5' | b'6') {
         return Ok(SioPacket::Other);
     }
@@ -309,5 +312,15 @@ mod tests {
         assert_eq!(encode_disconnect("/"), "41");
         assert_eq!(encode_disconnect("/calls"), "41/calls,");
         assert!(is_reserved_sio_event("disconnect"));
+    }
+
+    #[test]
+    fn non_ascii_packet_type_is_an_error_not_a_panic() {
+        // Found by fuzz/fuzz_targets/sio_packet.rs: `text[1..]` split the first character.
+        assert_eq!(
+            decode_sio("Đ;#"),
+            Err(PacketError::UnknownSio("Đ;#".into()))
+        );
+        assert!(decode_sio("é").is_err());
     }
 }
