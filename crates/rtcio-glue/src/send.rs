@@ -3,17 +3,23 @@
 //! which hands the same bytes to every peer's sender. Keyframe requests (PLI/FIR) from any peer
 //! become one forced IDR, and the encoder's target bitrate follows the weakest peer's send-side
 //! bandwidth estimate ([`crate::rate`]).
+//!
+//! A capture source can be swapped under its running encoder ([`SendStream::replace_source`],
+//! WebRTC's `replaceTrack`): same track, same stream, no renegotiation. A source that fails
+//! (an unplugged device) is reported ([`SendStream::source_failures`]) and the track stays,
+//! sending nothing until it gets another source.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rtcio::{LocalStream, LocalTrack, MediaKind, MediaSample, Socket};
 use rtcio_media::{
-    ApmControl, AudioLevel, AudioPipelineConfig, AudioProcessingConfig, AudioSendPipeline,
-    AudioSource, BitrateControl, EncodedFanout, EncodedSource, H264Config, LossControl, MediaError,
-    OpusConfig, RenderTap, RgbaFrame, VideoPipelineConfig, VideoSendPipeline, VideoSource,
+    ApmControl, AudioFrame, AudioLevel, AudioPipelineConfig, AudioProcessingConfig, AudioResampler,
+    AudioSendPipeline, AudioSource, BitrateControl, EncodedFanout, EncodedSource, H264Config,
+    I420Frame, LossControl, MediaError, OpusConfig, RenderTap, RgbaFrame, Scaler,
+    VideoPipelineConfig, VideoSendPipeline, VideoSource, resample::remix_channels,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
@@ -80,6 +86,8 @@ impl Producer {
 /// A source that runs and encodes, not yet attached to a stream (frames are dropped until a
 /// track subscribes).
 pub struct Opened {
+    // First: dropped before the producer, so a pipeline waiting for a replacement ends.
+    switch: SwitchHandle,
     kind: MediaKind,
     label: String,
     producer: Producer,
@@ -95,9 +103,13 @@ impl Opened {
         preview: Option<(u32, u32)>,
         label: impl Into<String>,
     ) -> Result<Opened, MediaError> {
+        let label = label.into();
         let fanout = EncodedFanout::new(FANOUT_DEPTH);
+        let format = source.size();
+        let rate = source.frame_rate();
+        let slot: Arc<Slot<dyn VideoSource>> = Slot::new(MediaKind::Video, source, &label);
         let pipeline = VideoSendPipeline::start(
-            source,
+            Box::new(Switchable::new(slot.clone(), format, rate)),
             VideoPipelineConfig {
                 encoder,
                 preview,
@@ -106,8 +118,9 @@ impl Opened {
             fanout.clone(),
         )?;
         Ok(Opened {
+            switch: SwitchHandle::Video(slot),
             kind: MediaKind::Video,
-            label: label.into(),
+            label,
             producer: Producer::Video(pipeline),
             fanout,
         })
@@ -122,9 +135,12 @@ impl Opened {
         processing: Option<AudioProcessingConfig>,
         label: impl Into<String>,
     ) -> Result<Opened, MediaError> {
+        let label = label.into();
         let fanout = EncodedFanout::new(FANOUT_DEPTH);
+        let format = (source.sample_rate(), u32::from(source.channels()));
+        let slot: Arc<Slot<dyn AudioSource>> = Slot::new(MediaKind::Audio, source, &label);
         let pipeline = AudioSendPipeline::start(
-            source,
+            Box::new(Switchable::new(slot.clone(), format, 0.0)),
             AudioPipelineConfig {
                 encoder,
                 processing,
@@ -132,8 +148,9 @@ impl Opened {
             fanout.clone(),
         )?;
         Ok(Opened {
+            switch: SwitchHandle::Audio(slot),
             kind: MediaKind::Audio,
-            label: label.into(),
+            label,
             producer: Producer::Audio(pipeline),
             fanout,
         })
@@ -185,6 +202,7 @@ impl Opened {
             })
             .map_err(MediaError::Io)?;
         Ok(Opened {
+            switch: SwitchHandle::None,
             kind,
             label: label.into(),
             producer: Producer::Encoded {
@@ -216,6 +234,7 @@ impl Opened {
 
     /// Stops the source without sending anything.
     pub fn stop(self) {
+        self.switch.close();
         self.producer.stop();
     }
 }
@@ -249,6 +268,8 @@ struct WriteCounters {
 
 /// One sent track.
 struct Sent {
+    // First: dropped before the producer (see [`Opened`]).
+    switch: SwitchHandle,
     kind: MediaKind,
     label: String,
     producer: Producer,
@@ -339,6 +360,7 @@ impl SendStream {
             }
             info!(kind = ?o.kind, source = %o.label, "sending");
             sent.push(Sent {
+                switch: o.switch,
                 kind: o.kind,
                 label: o.label,
                 producer: o.producer,
@@ -414,6 +436,67 @@ impl SendStream {
             .sum()
     }
 
+    /// Swaps the capture source of the stream's track of that kind (the camera or microphone
+    /// switched mid-call, or a fallback after a failure): the encoder, track and stream stay, so
+    /// peers keep decoding without renegotiation. Later frames are scaled to the first source's
+    /// size (audio resampled to its rate) and continue its timeline; video starts with an IDR.
+    /// The old source is stopped. Errors when no such track is sent (or it plays a file).
+    pub fn replace_source(
+        &mut self,
+        source: Replacement,
+        label: impl Into<String>,
+    ) -> Result<(), MediaError> {
+        let kind = source.kind();
+        let label = label.into();
+        let s = self
+            .sent
+            .iter_mut()
+            .find(|s| s.kind == kind && !matches!(s.switch, SwitchHandle::None))
+            .ok_or_else(|| {
+                MediaError::InvalidInput(format!("no {kind:?} track to switch the source of"))
+            })?;
+        let old_label = std::mem::replace(&mut s.label, label.clone());
+        match (&s.switch, source) {
+            (SwitchHandle::Video(slot), Replacement::Video(v)) => {
+                if let Some(mut old) = slot.replace(v, &label) {
+                    old.stop();
+                }
+                s.fanout.keyframe_requester().request_keyframe();
+            }
+            (SwitchHandle::Audio(slot), Replacement::Audio(a)) => {
+                if let Some(mut old) = slot.replace(a, &label) {
+                    old.stop();
+                }
+            }
+            _ => {
+                s.label = old_label;
+                return Err(MediaError::InvalidInput(format!("not a {kind:?} source")));
+            }
+        }
+        info!(?kind, from = %old_label, to = %label, track = %s.track.id(), "source replaced");
+        Ok(())
+    }
+
+    /// The latest failure of the capture source of that kind's track (`None` inside until one
+    /// fails); `None` when no such track has a capture source.
+    pub fn source_failures(
+        &self,
+        kind: MediaKind,
+    ) -> Option<watch::Receiver<Option<SourceFailure>>> {
+        self.sent
+            .iter()
+            .find(|s| s.kind == kind)
+            .and_then(|s| s.switch.failures())
+    }
+
+    /// The label of the source a kind's track sends now.
+    pub fn source_label(&self, kind: MediaKind) -> Option<&str> {
+        self.sent
+            .iter()
+            .find(|s| s.kind == kind)
+            .map(|s| s.label.as_str())
+    }
+
     /// A new peer needs an IDR to start decoding: ask now rather than waiting for its PLI.
     pub fn request_keyframe(&self) {
         for s in self.sent.iter().filter(|s| s.kind == MediaKind::Video) {
@@ -481,7 +564,374 @@ impl SendStream {
             for t in s.tasks {
                 t.abort();
             }
+            s.switch.close();
             s.producer.stop();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- switchable sources
+
+/// A capture source that stopped giving frames while its track stays (an unplugged camera or
+/// microphone). The track sends nothing until [`SendStream::replace_source`] gives it another.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceFailure {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The failed source's label.
+    pub label: String,
+    /// What the source said.
+    pub error: String,
+    /// Failures of this track so far (1 for the first).
+    pub count: u64,
+}
+
+/// A new source for a track that is already sent ([`SendStream::replace_source`]).
+pub enum Replacement {
+    /// For a video track.
+    Video(Box<dyn VideoSource>),
+    /// For an audio track.
+    Audio(Box<dyn AudioSource>),
+}
+
+impl Replacement {
+    fn kind(&self) -> MediaKind {
+        match self {
+            Replacement::Video(_) => MediaKind::Video,
+            Replacement::Audio(_) => MediaKind::Audio,
+        }
+    }
+}
+
+/// How long a source-less switch waits before looking at its closed flag again.
+const SWITCH_POLL: Duration = Duration::from_millis(200);
+
+struct SlotState<S: ?Sized> {
+    /// The source, `None` while the pipeline thread reads from it or after it failed.
+    current: Option<Box<S>>,
+    /// A replacement arrived: the next frame starts a new timeline.
+    swapped: bool,
+    /// Set (after a replacement) while the pipeline thread still holds the old source.
+    replaced_while_reading: bool,
+    label: String,
+    failures: u64,
+    closed: bool,
+}
+
+/// The source of a running pipeline, swappable from another thread: the pipeline reads
+/// frames from a [`Switchable`] holding it, the stream holds this side.
+struct Slot<S: ?Sized> {
+    kind: MediaKind,
+    state: Mutex<SlotState<S>>,
+    cond: Condvar,
+    failed: watch::Sender<Option<SourceFailure>>,
+}
+
+impl<S: ?Sized> Slot<S> {
+    fn new(kind: MediaKind, source: Box<S>, label: &str) -> Arc<Self> {
+        Arc::new(Slot {
+            kind,
+            state: Mutex::new(SlotState {
+                current: Some(source),
+                swapped: true,
+                replaced_while_reading: false,
+                label: label.to_string(),
+                failures: 0,
+                closed: false,
+            }),
+            cond: Condvar::new(),
+            failed: watch::channel(None).0,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SlotState<S>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn replace(&self, source: Box<S>, label: &str) -> Option<Box<S>> {
+        let mut st = self.lock();
+        let old = st.current.replace(source);
+        st.replaced_while_reading = old.is_none();
+        st.swapped = true;
+        st.label = label.to_string();
+        self.cond.notify_all();
+        old
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.cond.notify_all();
+    }
+
+    /// Blocks until a source is there (taking it out) or the slot is closed.
+    fn take(&self) -> Option<(Box<S>, bool)> {
+        let mut st = self.lock();
+        loop {
+            if st.closed {
+                return None;
+            }
+            if let Some(s) = st.current.take() {
+                st.replaced_while_reading = false;
+                return Some((s, std::mem::take(&mut st.swapped)));
+            }
+            st = self
+                .cond
+                .wait_timeout(st, SWITCH_POLL)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    /// Puts the source back after a read; false (the caller stops it) when it was replaced or
+    /// the slot closed meanwhile.
+    fn put_back(&self, source: Box<S>) -> Result<(), Box<S>> {
+        let mut st = self.lock();
+        if st.closed || st.replaced_while_reading || st.current.is_some() {
+            return Err(source);
+        }
+        st.current = Some(source);
+        Ok(())
+    }
+
+    /// After a read: a frame goes out (`Some`) unless the source was replaced meanwhile; a lost
+    /// source is stopped and reported, and `None` makes the caller wait for a replacement; the
+    /// end of a finite source ends the pipeline.
+    fn settle<T>(
+        &self,
+        mut source: Box<S>,
+        result: Result<T, MediaError>,
+    ) -> Result<Option<T>, MediaError>
+    where
+        S: Stoppable,
+    {
+        match result {
+            Ok(frame) => match self.put_back(source) {
+                Ok(()) => Ok(Some(frame)),
+                Err(mut old) => {
+                    // Replaced (or closed) while we read: that frame is the old device's.
+                    old.halt();
+                    Ok(None)
+                }
+            },
+            Err(e) if source_lost(&e) => {
+                source.halt();
+                let st = self.lock();
+                let replaced = st.closed || st.current.is_some();
+                drop(st);
+                if !replaced {
+                    self.fail(&e);
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                source.halt();
+                Err(e)
+            }
+        }
+    }
+
+    fn fail(&self, error: &MediaError) {
+        let mut st = self.lock();
+        st.failures += 1;
+        let f = SourceFailure {
+            kind: self.kind,
+            label: st.label.clone(),
+            error: error.to_string(),
+            count: st.failures,
+        };
+        drop(st);
+        warn!(kind = ?f.kind, source = %f.label, error = %f.error, "source failed; track kept");
+        self.failed.send_replace(Some(f));
+    }
+}
+
+/// Closes the slot when the stream side goes away, so a pipeline waiting for a replacement
+/// ends (the pipeline's own stop joins its thread, which must not wait forever).
+enum SwitchHandle {
+    None,
+    Video(Arc<Slot<dyn VideoSource>>),
+    Audio(Arc<Slot<dyn AudioSource>>),
+}
+
+impl SwitchHandle {
+    fn close(&self) {
+        match self {
+            SwitchHandle::None => {}
+            SwitchHandle::Video(s) => s.close(),
+            SwitchHandle::Audio(s) => s.close(),
+        }
+    }
+
+    fn failures(&self) -> Option<watch::Receiver<Option<SourceFailure>>> {
+        match self {
+            SwitchHandle::None => None,
+            SwitchHandle::Video(s) => Some(s.failed.subscribe()),
+            SwitchHandle::Audio(s) => Some(s.failed.subscribe()),
+        }
+    }
+}
+
+impl Drop for SwitchHandle {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Maps a new source's media time onto the track's timeline, continuing after the last frame.
+#[derive(Default)]
+struct Timeline {
+    /// (first time of the current source, where it lands on the output)
+    base: Option<(Duration, Duration)>,
+    /// Output time just past the last frame.
+    next: Option<Duration>,
+}
+
+impl Timeline {
+    fn map(&mut self, ts: Duration, swapped: bool, length: Duration) -> Duration {
+        if swapped || self.base.is_none() {
+            self.base = Some((ts, self.next.unwrap_or(ts)));
+        }
+        let (from, to) = self.base.unwrap_or((ts, ts));
+        let out = to + ts.saturating_sub(from);
+        self.next = Some(self.next.map_or(out + length, |n| n.max(out + length)));
+        out
+    }
+}
+
+/// What a pipeline reads from: the slot's current source, failures turned into a wait for a
+/// replacement, later sources brought to the first one's format and timeline.
+struct Switchable<S: ?Sized> {
+    slot: Arc<Slot<S>>,
+    timeline: Timeline,
+    /// The first source's size / frame rate (video) or rate / channels (audio).
+    format: (u32, u32),
+    rate: f32,
+    scaler: Scaler,
+    resampler: Option<AudioResampler>,
+    swapped_once: bool,
+}
+
+impl<S: ?Sized> Switchable<S> {
+    fn new(slot: Arc<Slot<S>>, format: (u32, u32), rate: f32) -> Self {
+        Switchable {
+            slot,
+            timeline: Timeline::default(),
+            format,
+            rate,
+            scaler: Scaler::default(),
+            resampler: None,
+            swapped_once: false,
+        }
+    }
+}
+
+/// Stops either kind of source (the slot is generic over both traits).
+trait Stoppable {
+    fn halt(&mut self);
+}
+
+impl Stoppable for dyn VideoSource {
+    fn halt(&mut self) {
+        self.stop()
+    }
+}
+
+impl Stoppable for dyn AudioSource {
+    fn halt(&mut self) {
+        self.stop()
+    }
+}
+
+/// Whether an error from a source means it is gone (vs. a finite source's normal end).
+fn source_lost(e: &MediaError) -> bool {
+    !matches!(e, MediaError::EndOfStream)
+}
+
+impl VideoSource for Switchable<dyn VideoSource> {
+    fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+        // Bounded: each round either returns or consumes a failed / replaced source; waiting
+        // for a replacement ends when the stream closes the slot.
+        loop {
+            let (mut source, swapped) = self.slot.take().ok_or(MediaError::Stopped)?;
+            let result = source.next_frame();
+            let mut frame = match self.slot.settle(source, result)? {
+                Some(f) => f,
+                None => continue,
+            };
+            if swapped && self.timeline.base.is_some() {
+                self.swapped_once = true;
+            }
+            let (w, h) = self.format;
+            if self.swapped_once && (frame.width, frame.height) != (w, h) {
+                frame = self.scaler.scale_i420(&frame, w, h)?;
+            }
+            let length = Duration::from_secs_f64(1.0 / f64::from(self.rate.max(1.0)));
+            frame.timestamp = self.timeline.map(frame.timestamp, swapped, length);
+            return Ok(frame);
+        }
+    }
+
+    fn size(&self) -> (u32, u32) {
+        self.format
+    }
+
+    fn frame_rate(&self) -> f32 {
+        self.rate
+    }
+
+    fn stop(&mut self) {
+        self.slot.close();
+        if let Some(mut s) = self.slot.lock().current.take() {
+            s.stop();
+        }
+    }
+}
+
+impl AudioSource for Switchable<dyn AudioSource> {
+    fn next_frame(&mut self) -> Result<AudioFrame, MediaError> {
+        loop {
+            let (mut source, swapped) = self.slot.take().ok_or(MediaError::Stopped)?;
+            let result = source.next_frame();
+            let mut frame = match self.slot.settle(source, result)? {
+                Some(f) => f,
+                None => continue,
+            };
+            let (rate, channels) = (self.format.0, self.format.1 as u16);
+            if swapped {
+                // A new source: resampled to the first one's rate if it differs.
+                self.resampler = if frame.sample_rate != rate {
+                    Some(AudioResampler::new(frame.sample_rate, rate, channels)?)
+                } else {
+                    None
+                };
+            }
+            if frame.channels != channels {
+                frame.samples = remix_channels(&frame.samples, frame.channels, channels);
+                frame.channels = channels;
+            }
+            if let Some(r) = self.resampler.as_mut() {
+                frame.samples = r.process(&frame.samples)?;
+                frame.sample_rate = rate;
+            }
+            let n = frame.samples.len() / usize::from(channels.max(1));
+            let length = Duration::from_secs_f64(n as f64 / f64::from(rate.max(1)));
+            frame.timestamp = self.timeline.map(frame.timestamp, swapped, length);
+            return Ok(frame);
+        }
+    }
+
+    fn sample_rate(&self) -> u32 {
+        self.format.0
+    }
+
+    fn channels(&self) -> u16 {
+        self.format.1 as u16
+    }
+
+    fn stop(&mut self) {
+        self.slot.close();
+        if let Some(mut s) = self.slot.lock().current.take() {
+            s.stop();
         }
     }
 }
@@ -588,4 +1038,97 @@ fn spawn_fec_follower(track: LocalTrack, ctl: LossControl) -> TaskHandle<()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtcio_media::{PlugHandle, TestPatternConfig, TestPatternSource, Unpluggable};
+
+    fn pattern(width: u32, height: u32) -> TestPatternSource {
+        TestPatternSource::new(TestPatternConfig {
+            width,
+            height,
+            fps: 30.0,
+            paced: false,
+        })
+        .expect("valid pattern")
+    }
+
+    fn switchable(
+        source: Box<dyn VideoSource>,
+    ) -> (Arc<Slot<dyn VideoSource>>, Switchable<dyn VideoSource>) {
+        let slot: Arc<Slot<dyn VideoSource>> = Slot::new(MediaKind::Video, source, "first");
+        let sw = Switchable::new(slot.clone(), (160, 96), 30.0);
+        (slot, sw)
+    }
+
+    fn mean_u(f: &I420Frame) -> f64 {
+        f.u.iter().map(|&v| f64::from(v)).sum::<f64>() / f.u.len() as f64
+    }
+
+    #[test]
+    fn a_replaced_source_continues_the_timeline_at_the_first_size() {
+        let (slot, mut sw) = switchable(Box::new(pattern(160, 96)));
+        let mut last = Duration::ZERO;
+        for _ in 0..3 {
+            last = sw.next_frame().expect("frame").timestamp;
+        }
+        let before = mean_u(&sw.next_frame().expect("frame"));
+        // A bigger, green second camera whose clock starts at zero again.
+        slot.replace(Box::new(pattern(320, 192).tinted(54, 34)), "second");
+        let f = sw.next_frame().expect("frame of the new source");
+        assert_eq!((f.width, f.height), (160, 96), "scaled to the track's size");
+        assert!(f.timestamp > last, "{:?} after {last:?}", f.timestamp);
+        assert!(f.timestamp <= last + Duration::from_millis(100));
+        assert!((mean_u(&f) - before).abs() > 10.0, "the picture changed");
+    }
+
+    #[test]
+    fn a_lost_source_is_reported_and_waits_for_a_replacement() {
+        let (source, plug): (_, PlugHandle) = Unpluggable::new(pattern(160, 96), "camera");
+        let (slot, mut sw) = switchable(Box::new(source));
+        let mut failures = slot.failed.subscribe();
+        assert!(sw.next_frame().is_ok());
+        plug.unplug();
+        let reader = std::thread::spawn(move || {
+            let f = sw.next_frame();
+            (f.map(|f| f.width), sw)
+        });
+        // The failure is reported while the reader waits (bounded: 10 s).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let failure = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), failures.wait_for(Option::is_some))
+                .await
+                .expect("a failure within 10 s")
+                .expect("sender alive")
+                .clone()
+        });
+        let failure = failure.expect("some");
+        assert_eq!(failure.kind, MediaKind::Video);
+        assert_eq!(failure.label, "first");
+        assert!(failure.error.contains("unplugged"), "{}", failure.error);
+        assert!(!reader.is_finished(), "the track waits instead of ending");
+        slot.replace(Box::new(pattern(160, 96)), "fallback");
+        let (width, mut sw) = reader.join().expect("reader");
+        assert_eq!(width.expect("a frame of the fallback"), 160);
+        // Closing (the stream stops) ends a reader that has no source.
+        slot.lock().current = None;
+        slot.close();
+        assert!(matches!(sw.next_frame(), Err(MediaError::Stopped)));
+    }
+
+    #[test]
+    fn timeline_maps_each_source_after_the_last_frame() {
+        let mut t = Timeline::default();
+        let ms = Duration::from_millis;
+        assert_eq!(t.map(ms(500), true, ms(20)), ms(500));
+        assert_eq!(t.map(ms(520), false, ms(20)), ms(520));
+        // A new source starting at 0 lands right after the last frame.
+        assert_eq!(t.map(ms(0), true, ms(20)), ms(540));
+        assert_eq!(t.map(ms(20), false, ms(20)), ms(560));
+    }
 }

@@ -58,4 +58,5 @@ pub use playout::video::{
 pub use resample::AudioResampler;
 pub use source::{AudioSource, DeviceInfo, DeviceKind, EncodedSource, VideoSource};
 pub use synthetic::audio::{ToneConfig, ToneSource};
+pub use synthetic::unplug::{PlugHandle, Unpluggable};
 pub use synthetic::video::{FrameMarker, TestPatternConfig, TestPatternSource, read_marker};

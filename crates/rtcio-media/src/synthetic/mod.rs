@@ -1,4 +1,5 @@
 //! Synthetic sources for tests, benchmarks and bots.
 
 pub mod audio;
+pub mod unplug;
 pub mod video;

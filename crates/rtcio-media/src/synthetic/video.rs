@@ -224,6 +224,14 @@ impl TestPatternSource {
         })
     }
 
+    /// The same pattern on one flat colour instead of the colour bars (`u`, `v`: its chroma),
+    /// so a second synthetic camera looks different from the first.
+    pub fn tinted(mut self, u: u8, v: u8) -> Self {
+        self.bars_u.fill(u);
+        self.bars_v.fill(v);
+        self
+    }
+
     /// The settings it was made with.
     pub fn config(&self) -> TestPatternConfig {
         self.config
