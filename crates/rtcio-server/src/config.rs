@@ -92,6 +92,9 @@ pub struct ServerConfig {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key and channel we use.
     pub redis_prefix: String,
+    /// TTL of the Redis keys this process writes; a heartbeat refreshes them every third of it,
+    /// so a crashed process's sockets and passwords vanish from Redis within this time.
+    pub redis_key_ttl: std::time::Duration,
     /// Hardening switches.
     pub policy: Policy,
     /// Engine.IO `maxPayload` (socket.io `maxHttpBufferSize`), 1 MB like the anchor.
@@ -138,6 +141,7 @@ impl Default for ServerConfig {
             auth_token: None,
             redis_url: None,
             redis_prefix: "rtcio".to_string(),
+            redis_key_ttl: crate::store::DEFAULT_KEY_TTL,
             policy: Policy::default(),
             max_payload: 1_000_000,
             web: WebRoot::default(),

@@ -31,6 +31,10 @@ struct Cli {
     /// Prefix for Redis keys and channels.
     #[arg(long, default_value = "rtcio")]
     redis_prefix: String,
+    /// Seconds the Redis keys of this process live unless its heartbeat (every third of it)
+    /// refreshes them: how long a crashed process's sockets stay visible to the others.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    redis_key_ttl: u64,
     /// Log level or tracing filter (e.g. `info`, `rtcio_server=debug`).
     #[arg(long, env = "RTCIO_LOG", default_value = "info")]
     log: String,
@@ -222,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
         auth_token: cli.auth_token.clone().filter(|t| !t.is_empty()),
         redis_url: cli.redis_url.clone(),
         redis_prefix: cli.redis_prefix.clone(),
+        redis_key_ttl: Duration::from_secs(cli.redis_key_ttl),
         policy: cli.policy(),
         web: cli.web(),
         turn: cli.turn()?,

@@ -204,7 +204,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 RedisAdapterConfig::new().with_prefix(format!("{}-sio", config.redis_prefix)),
             )
             .await?;
-            let store = Store::redis(client, &config.redis_prefix).await?;
+            let store = Store::redis(client, &config.redis_prefix, config.redis_key_ttl).await?;
             let (layer, io) = builder.with_adapter::<RedisAdapter<_>>(ctr).build_layer();
             let shared = Arc::new(Shared {
                 io: io.clone(),

@@ -1,10 +1,15 @@
 //! Room state that must be visible to every server process: member names, the rooms each socket
 //! joined, the media-state cache and the room password registry. In memory for a single process,
 //! in Redis when several processes share rooms.
+//!
+//! In Redis everything a process writes expires unless that process keeps it alive: each socket's
+//! state is one hash `<prefix>:sock:<sid>` and each room password `<prefix>:pw:<room>`, all with a
+//! TTL that a heartbeat task refreshes for this process's own sockets and their rooms. A process
+//! that crashes (SIGKILL, power loss) therefore leaves nothing behind once the TTL has passed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
@@ -66,7 +71,16 @@ pub struct MemoryState {
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
+    /// TTL of every key this process writes (refreshed by the heartbeat, see the module docs).
+    ttl_ms: u64,
+    /// This process's sockets and the rooms each joined: what the heartbeat keeps alive.
+    local: Arc<Mutex<HashMap<String, HashSet<String>>>>,
 }
+
+/// Default TTL of a process's Redis keys: how long a crashed process's sockets stay visible.
+pub const DEFAULT_KEY_TTL: Duration = Duration::from_secs(60);
+/// Keys refreshed per pipelined round trip by the heartbeat.
+const HEARTBEAT_BATCH: usize = 1000;
 
 impl Store {
     /// An empty in-memory store.
@@ -74,13 +88,28 @@ impl Store {
         Store::Memory(Arc::new(Mutex::new(MemoryState::default())))
     }
 
-    /// Connects to Redis; keys are `<prefix>:…`.
-    pub async fn redis(client: redis::Client, prefix: &str) -> Result<Self, StoreError> {
+    /// Connects to Redis; keys are `<prefix>:…` and live `key_ttl` unless refreshed. Starts the
+    /// heartbeat that refreshes this process's keys every third of `key_ttl`; it ends when the
+    /// last clone of the store is dropped.
+    pub async fn redis(
+        client: redis::Client,
+        prefix: &str,
+        key_ttl: Duration,
+    ) -> Result<Self, StoreError> {
         let conn = ConnectionManager::new(client).await?;
-        Ok(Store::Redis(RedisStore {
+        let store = RedisStore {
             conn,
             prefix: prefix.to_string(),
-        }))
+            ttl_ms: (key_ttl.as_millis() as u64).max(1000),
+            local: Arc::default(),
+        };
+        tokio::spawn(heartbeat(
+            store.conn.clone(),
+            store.prefix.clone(),
+            store.ttl_ms,
+            Arc::downgrade(&store.local),
+        ));
+        Ok(Store::Redis(store))
     }
 
     fn mem(m: &Mutex<MemoryState>) -> MutexGuard<'_, MemoryState> {
@@ -96,8 +125,16 @@ impl Store {
                 Ok(())
             }
             Store::Redis(r) => {
+                r.locals().entry(sid.to_string()).or_default();
                 let mut c = r.conn.clone();
-                let _: () = c.sadd(r.key("sockets"), sid).await?;
+                let key = r.sock_key(sid);
+                let _: () = redis::pipe()
+                    .hset(&key, "c", 1)
+                    .ignore()
+                    .pexpire(&key, r.ttl_ms as i64)
+                    .ignore()
+                    .query_async(&mut c)
+                    .await?;
                 Ok(())
             }
         }
@@ -109,7 +146,7 @@ impl Store {
             Store::Memory(m) => Ok(Self::mem(m).sockets.contains(id)),
             Store::Redis(r) => {
                 let mut c = r.conn.clone();
-                Ok(c.sismember(r.key("sockets"), id).await?)
+                Ok(c.exists(r.sock_key(id)).await?)
             }
         }
     }
@@ -143,18 +180,24 @@ impl Store {
                 Ok(())
             }
             Store::Redis(r) => {
+                r.locals()
+                    .entry(sid.to_string())
+                    .or_default()
+                    .insert(room.to_string());
                 let mut c = r.conn.clone();
+                let seq: u64 = c.incr(r.key("seq"), 1u64).await?;
+                let key = r.sock_key(sid);
                 let mut pipe = redis::pipe();
                 match name {
-                    Some(n) => pipe.set(r.key(&format!("name:{sid}")), n).ignore(),
-                    None => pipe.del(r.key(&format!("name:{sid}"))).ignore(),
+                    Some(n) => pipe.hset(&key, "name", n).ignore(),
+                    None => pipe.hdel(&key, "name").ignore(),
                 };
-                pipe.sadd(r.key(&format!("rooms:{sid}")), room).ignore();
+                // A re-join keeps its place, like re-adding to a JS Set.
+                pipe.hset_nx(&key, room_field(room), seq)
+                    .ignore()
+                    .pexpire(&key, r.ttl_ms as i64)
+                    .ignore();
                 let _: () = pipe.query_async(&mut c).await?;
-                let seq: u64 = c.incr(r.key("seq"), 1u64).await?;
-                let _: () = c
-                    .hset_nx(r.key(&format!("joined:{room}")), sid, seq)
-                    .await?;
                 Ok(())
             }
         }
@@ -171,12 +214,7 @@ impl Store {
                 if sids.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut c = r.conn.clone();
-                let keys: Vec<String> =
-                    sids.iter().map(|id| r.key(&format!("name:{id}"))).collect();
-                let names: Vec<Option<String>> =
-                    redis::cmd("MGET").arg(keys).query_async(&mut c).await?;
-                Ok(names)
+                Ok(r.field_of_each(sids, "name").await?)
             }
         }
     }
@@ -199,12 +237,7 @@ impl Store {
                 if sids.is_empty() {
                     return Ok(());
                 }
-                let mut c = r.conn.clone();
-                redis::cmd("HMGET")
-                    .arg(r.key(&format!("joined:{room}")))
-                    .arg(&*sids)
-                    .query_async(&mut c)
-                    .await?
+                r.field_of_each(sids, &room_field(room)).await?
             }
         };
         let mut keyed: Vec<(Option<u64>, String)> =
@@ -235,12 +268,13 @@ impl Store {
                     return Ok(false);
                 }
                 let mut c = r.conn.clone();
-                let hits: Vec<bool> = redis::cmd("SMISMEMBER")
-                    .arg(r.key(&format!("rooms:{target}")))
-                    .arg(rooms)
+                let fields: Vec<String> = rooms.iter().map(|room| room_field(room)).collect();
+                let hits: Vec<Option<String>> = redis::cmd("HMGET")
+                    .arg(r.sock_key(target))
+                    .arg(fields)
                     .query_async(&mut c)
                     .await?;
-                Ok(hits.into_iter().any(|h| h))
+                Ok(hits.iter().any(Option::is_some))
             }
         }
     }
@@ -255,7 +289,14 @@ impl Store {
             Store::Redis(r) => {
                 let mut c = r.conn.clone();
                 let text = serde_json::to_string(&state).unwrap_or_default();
-                let _: () = c.set(r.key(&format!("media:{sid}")), text).await?;
+                let key = r.sock_key(sid);
+                let _: () = redis::pipe()
+                    .hset(&key, "media", text)
+                    .ignore()
+                    .pexpire(&key, r.ttl_ms as i64)
+                    .ignore()
+                    .query_async(&mut c)
+                    .await?;
                 Ok(())
             }
         }
@@ -272,13 +313,7 @@ impl Store {
                 if sids.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut c = r.conn.clone();
-                let keys: Vec<String> = sids
-                    .iter()
-                    .map(|id| r.key(&format!("media:{id}")))
-                    .collect();
-                let raw: Vec<Option<String>> =
-                    redis::cmd("MGET").arg(keys).query_async(&mut c).await?;
+                let raw: Vec<Option<String>> = r.field_of_each(sids, "media").await?;
                 Ok(raw
                     .into_iter()
                     .map(|t| t.and_then(|t| serde_json::from_str(&t).ok()))
@@ -318,7 +353,7 @@ impl Store {
                 let mut c = r.conn.clone();
                 let key = r.key(&format!("pw:{room}"));
                 let _: () = match pw {
-                    Some(p) => c.set(key, p).await?,
+                    Some(p) => c.pset_ex(key, p, r.ttl_ms).await?,
                     None => c.del(key).await?,
                 };
                 Ok(())
@@ -346,19 +381,9 @@ impl Store {
                 Ok(())
             }
             Store::Redis(r) => {
+                r.locals().remove(sid);
                 let mut c = r.conn.clone();
-                let mut pipe = redis::pipe();
-                pipe.srem(r.key("sockets"), sid).ignore();
-                for room in rooms {
-                    pipe.hdel(r.key(&format!("joined:{room}")), sid).ignore();
-                }
-                pipe.del(&[
-                    r.key(&format!("name:{sid}")),
-                    r.key(&format!("rooms:{sid}")),
-                    r.key(&format!("media:{sid}")),
-                ])
-                .ignore();
-                let _: () = pipe.query_async(&mut c).await?;
+                let _: () = c.del(r.sock_key(sid)).await?;
                 Ok(())
             }
         }
@@ -428,7 +453,7 @@ impl Store {
             }
             Store::Redis(r) => {
                 let mut c = r.conn.clone();
-                let _: () = c.del(r.key(&format!("media:{sid}"))).await?;
+                let _: () = c.hdel(r.sock_key(sid), "media").await?;
                 Ok(())
             }
         }
@@ -438,5 +463,84 @@ impl Store {
 impl RedisStore {
     fn key(&self, rest: &str) -> String {
         format!("{}:{rest}", self.prefix)
+    }
+
+    /// The hash holding one socket's state: `c` (connected), `name`, `media` and `r:<room>` =
+    /// join sequence number per joined room.
+    fn sock_key(&self, sid: &str) -> String {
+        sock_key(&self.prefix, sid)
+    }
+
+    fn locals(&self) -> MutexGuard<'_, HashMap<String, HashSet<String>>> {
+        // Updated in single steps; a panic elsewhere cannot leave it half-changed.
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One field of each socket's hash, in order (one pipelined round trip).
+    async fn field_of_each<T: redis::FromRedisValue>(
+        &self,
+        sids: &[String],
+        field: &str,
+    ) -> Result<Vec<Option<T>>, StoreError> {
+        let mut pipe = redis::pipe();
+        for id in sids {
+            pipe.hget(self.sock_key(id), field);
+        }
+        let mut c = self.conn.clone();
+        Ok(pipe.query_async(&mut c).await?)
+    }
+}
+
+fn sock_key(prefix: &str, sid: &str) -> String {
+    format!("{prefix}:sock:{sid}")
+}
+
+/// The field of a socket's hash that records its membership of `room`.
+fn room_field(room: &str) -> String {
+    format!("r:{room}")
+}
+
+/// The keys that must outlive the next heartbeat: every local socket's hash and the passwords of
+/// the rooms they are in.
+fn live_keys(prefix: &str, local: &HashMap<String, HashSet<String>>) -> Vec<String> {
+    let rooms: HashSet<&String> = local.values().flatten().collect();
+    local
+        .keys()
+        .map(|sid| sock_key(prefix, sid))
+        .chain(rooms.into_iter().map(|room| format!("{prefix}:pw:{room}")))
+        .collect()
+}
+
+/// Refreshes the TTL of this process's keys every third of the TTL (two missed beats are
+/// survived), until the store is dropped.
+async fn heartbeat(
+    mut conn: ConnectionManager,
+    prefix: String,
+    ttl_ms: u64,
+    local: Weak<Mutex<HashMap<String, HashSet<String>>>>,
+) {
+    let period = Duration::from_millis(ttl_ms / 3);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let keys = {
+            let Some(local) = local.upgrade() else { return };
+            let map = local.lock().unwrap_or_else(|p| p.into_inner());
+            live_keys(&prefix, &map)
+        };
+        for chunk in keys.chunks(HEARTBEAT_BATCH) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                // PEXPIRE on a missing key (a room without a password) does nothing.
+                pipe.pexpire(k, ttl_ms as i64).ignore();
+            }
+            let r: Result<(), _> = pipe.query_async(&mut conn).await;
+            if let Err(e) = r {
+                // Rate-limited by the period; the next beat retries.
+                tracing::warn!("redis key heartbeat failed: {e}");
+                break;
+            }
+        }
     }
 }
