@@ -1,6 +1,8 @@
 //! Many sockets joining rooms at once (issue 15): every join answered, and the fan-out exact —
 //! each member gets one `user-connected` and one `#rtcio:init-offer` per later joiner, none missing,
-//! none duplicated, and every pair of room mates agrees on who came first.
+//! none duplicated, and every pair of room mates agrees on who came first. Then the last joiner of
+//! every room leaves at once, and every remaining member gets exactly one `#rtcio:peer-left` and
+//! one `user-disconnected` for it.
 //!
 //! The clients speak raw Engine.IO v4 / Socket.IO v5 over WebSocket (one tokio task each, like
 //! `benches/load.rs`); the server is the real binary in its own process.
@@ -188,7 +190,7 @@ async fn marker(ws: &mut Ws, room: &str, log: &mut Vec<Ev>) -> Result<(), String
 }
 
 /// What one socket saw.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Seen {
     sid: String,
     room: String,
@@ -202,17 +204,37 @@ enum Report {
     Joined,
     Marked,
     Done(Box<Seen>),
+    Left(Box<LeavePhase>),
     Failed(String),
 }
 
+/// What one socket did or saw in the leave phase.
+#[derive(Debug)]
+struct LeavePhase {
+    sid: String,
+    room: String,
+    /// It was the room's last joiner and closed its socket.
+    leaver: bool,
+    /// Everything a remaining member received from the go of the leave phase up to its marker.
+    events: Vec<Ev>,
+}
+
+/// Signals that move every client to its next phase.
+struct Go {
+    verify: watch::Receiver<bool>,
+    leave: watch::Receiver<bool>,
+}
+
 /// One client: connect and join (under the in-flight limit), first marker, then wait for `go`
-/// and send the second marker; reports each step.
+/// and send the second marker; then, on the leave go, the room's last joiner (the one whose
+/// backfill listed all `room_members - 1` others) closes its socket and the others collect the
+/// leave events up to a third marker. Reports each step.
 async fn client(
     server: SocketAddr,
     i: usize,
-    room: String,
+    (room, room_members): (String, usize),
     sem: Arc<Semaphore>,
-    mut go: watch::Receiver<bool>,
+    mut go: Go,
     tx: mpsc::UnboundedSender<Report>,
     keep: mpsc::Sender<Ws>,
 ) {
@@ -254,16 +276,52 @@ async fn client(
         // queued before the reply to the second one.
         loop {
             tokio::select! {
-                r = go.wait_for(|g| *g) => { r.map_err(|e| e.to_string())?; break; }
+                r = go.verify.wait_for(|g| *g) => { r.map_err(|e| e.to_string())?; break; }
                 ev = next_event(&mut ws) => seen.after_ok.push(ev?),
             }
         }
         marker(&mut ws, &room, &mut seen.after_ok).await?;
-        let _ = keep.send(ws).await;
-        Ok::<_, String>(seen)
+        let _ = tx.send(Report::Done(Box::new(seen.clone())));
+        let mut events = Vec::new();
+        loop {
+            tokio::select! {
+                r = go.leave.wait_for(|g| *g) => { r.map_err(|e| e.to_string())?; break; }
+                ev = next_event(&mut ws) => events.push(ev?),
+            }
+        }
+        let backfilled = seen
+            .before_ok
+            .iter()
+            .filter(|e| e.name == "user-connected")
+            .count();
+        let leaver = backfilled + 1 == room_members;
+        if leaver {
+            // A plain close, as a closing tab does (no namespace DISCONNECT first).
+            drop(ws);
+        } else {
+            // Wait for both leave events (a missing one fails here), then a marker: anything
+            // the leave sent this socket twice arrives before the marker's reply.
+            let has = |evs: &[Ev], name: &str| evs.iter().any(|e| e.name == name);
+            timeout(SOCKET_GUARD, async {
+                while !(has(&events, "user-disconnected") && has(&events, "#rtcio:peer-left")) {
+                    events.push(next_event(&mut ws).await?);
+                }
+                Ok::<_, String>(())
+            })
+            .await
+            .map_err(|_| format!("leave events incomplete after {SOCKET_GUARD:?}: {events:?}"))??;
+            marker(&mut ws, &room, &mut events).await?;
+            let _ = keep.send(ws).await;
+        }
+        Ok::<_, String>(LeavePhase {
+            sid: seen.sid,
+            room,
+            leaver,
+            events,
+        })
     };
     let _ = tx.send(match run.await {
-        Ok(seen) => Report::Done(Box::new(seen)),
+        Ok(left) => Report::Left(Box::new(left)),
         Err(e) => Report::Failed(format!("socket {i}: {e}")),
     });
 }
@@ -275,6 +333,7 @@ async fn await_stage(
     stage: &str,
     counts: &mut HashMap<&'static str, usize>,
     done: &mut Vec<Seen>,
+    left: &mut Vec<LeavePhase>,
     failures: &mut Vec<String>,
 ) {
     let deadline = tokio::time::Instant::now() + PHASE_GUARD;
@@ -289,6 +348,10 @@ async fn await_stage(
             Ok(Some(Report::Done(s))) => {
                 *counts.entry("done").or_default() += 1;
                 done.push(*s);
+            }
+            Ok(Some(Report::Left(l))) => {
+                *counts.entry("left").or_default() += 1;
+                left.push(*l);
             }
             Ok(Some(Report::Failed(e))) => failures.push(e),
             Ok(None) => return,
@@ -390,6 +453,46 @@ fn verify(seen: &[Seen]) -> (Vec<String>, usize, usize) {
     (problems, got_total, due_total)
 }
 
+/// Checks the leave phase: in every room of more than one member exactly one socket left, and each
+/// other member got exactly one `#rtcio:peer-left` and one `user-disconnected` naming it, then
+/// nothing else. Returns problems and the number of rooms that saw an exact leave.
+fn verify_leaves(left: &[LeavePhase]) -> (Vec<String>, usize) {
+    let mut problems = Vec::new();
+    let mut rooms: HashMap<&str, Vec<&LeavePhase>> = HashMap::new();
+    for l in left {
+        rooms.entry(&l.room).or_default().push(l);
+    }
+    let mut exact = 0;
+    for (room, members) in &rooms {
+        let leavers: Vec<&str> = members
+            .iter()
+            .filter(|m| m.leaver)
+            .map(|m| m.sid.as_str())
+            .collect();
+        let [leaver] = leavers[..] else {
+            problems.push(format!("room {room}: leavers {leavers:?}, not exactly one"));
+            continue;
+        };
+        let mut ok = true;
+        for m in members.iter().filter(|m| !m.leaver) {
+            let named: Vec<(&str, &str)> = m
+                .events
+                .iter()
+                .map(|e| (e.name.as_str(), e.arg["id"].as_str().unwrap_or("?")))
+                .collect();
+            if named != [("#rtcio:peer-left", leaver), ("user-disconnected", leaver)] {
+                ok = false;
+                problems.push(format!(
+                    "room {room}: {} got {named:?} when {leaver} left",
+                    m.sid
+                ));
+            }
+        }
+        exact += usize::from(ok);
+    }
+    (problems, exact)
+}
+
 /// What a run of clients found.
 struct Outcome {
     n: usize,
@@ -399,6 +502,8 @@ struct Outcome {
     verified: usize,
     init_offers: usize,
     due: usize,
+    /// Rooms whose leave phase was exact.
+    leaves_exact: usize,
     failures: Vec<String>,
     problems: Vec<String>,
 }
@@ -407,7 +512,7 @@ impl Outcome {
     fn summary(&self) -> String {
         format!(
             "{} sockets: {} joined in {:.1?}, {} verified in {:.1?}; init-offers {} of {} due; \
-             {} failure(s), {} fan-out problem(s)",
+             {} of {} rooms' leaves exact; {} failure(s), {} fan-out/leave problem(s)",
             self.n,
             self.joined,
             self.joined_in,
@@ -415,6 +520,8 @@ impl Outcome {
             self.verified_in,
             self.init_offers,
             self.due,
+            self.leaves_exact,
+            self.n.div_ceil(ROOM_SIZE),
             self.failures.len(),
             self.problems.len()
         )
@@ -437,7 +544,8 @@ impl Outcome {
             self.failures.is_empty()
                 && self.problems.is_empty()
                 && self.verified == self.n
-                && self.init_offers == all_due,
+                && self.init_offers == all_due
+                && self.leaves_exact == self.n.div_ceil(ROOM_SIZE),
             "{}\n{report}",
             self.summary()
         );
@@ -450,6 +558,7 @@ async fn run_clients(addrs: &[SocketAddr], n: usize, tag: &str) -> Outcome {
     let started = Instant::now();
     let sem = Arc::new(Semaphore::new(IN_FLIGHT));
     let (go_tx, go_rx) = watch::channel(false);
+    let (leave_tx, leave_rx) = watch::channel(false);
     let (tx, mut rx) = mpsc::unbounded_channel();
     // Finished clients park their sockets here so no one leaves before everyone is verified.
     let (keep_tx, mut keep_rx) = mpsc::channel::<Ws>(n);
@@ -458,33 +567,59 @@ async fn run_clients(addrs: &[SocketAddr], n: usize, tag: &str) -> Outcome {
             tokio::spawn(client(
                 addrs[i % addrs.len()],
                 i,
-                format!("{tag}-{}", i / ROOM_SIZE),
+                (
+                    format!("{tag}-{}", i / ROOM_SIZE),
+                    ROOM_SIZE.min(n - i / ROOM_SIZE * ROOM_SIZE),
+                ),
                 sem.clone(),
-                go_rx.clone(),
+                Go {
+                    verify: go_rx.clone(),
+                    leave: leave_rx.clone(),
+                },
                 tx.clone(),
                 keep_tx.clone(),
             ))
         })
         .collect();
     drop(tx);
-    let (mut counts, mut done, mut failures) = (HashMap::new(), Vec::new(), Vec::new());
-    await_stage(&mut rx, n, "joined", &mut counts, &mut done, &mut failures).await;
+    let (mut counts, mut done, mut left, mut failures) =
+        (HashMap::new(), Vec::new(), Vec::new(), Vec::new());
+    macro_rules! stage {
+        ($name:literal) => {
+            await_stage(
+                &mut rx,
+                n,
+                $name,
+                &mut counts,
+                &mut done,
+                &mut left,
+                &mut failures,
+            )
+        };
+    }
+    stage!("joined").await;
     let joined_in = started.elapsed();
-    await_stage(&mut rx, n, "marked", &mut counts, &mut done, &mut failures).await;
+    stage!("marked").await;
     let _ = go_tx.send(true);
-    await_stage(&mut rx, n, "done", &mut counts, &mut done, &mut failures).await;
+    stage!("done").await;
+    let verified_in = started.elapsed();
+    let _ = leave_tx.send(true);
+    stage!("left").await;
     for t in &tasks {
         t.abort();
     }
-    let (problems, init_offers, due) = verify(&done);
+    let (mut problems, init_offers, due) = verify(&done);
+    let (leave_problems, leaves_exact) = verify_leaves(&left);
+    problems.extend(leave_problems);
     let outcome = Outcome {
         n,
         joined: counts.get("joined").copied().unwrap_or(0),
         joined_in,
-        verified_in: started.elapsed(),
+        verified_in,
         verified: done.len(),
         init_offers,
         due,
+        leaves_exact,
         failures,
         problems,
     };

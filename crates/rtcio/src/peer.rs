@@ -53,6 +53,16 @@ pub(crate) enum PeerCmd {
     Stats(oneshot::Sender<crate::stats::PeerStats>),
     /// Tear down now (graceful close of the socket, or a replacement peer).
     Close(Option<oneshot::Sender<()>>),
+    /// Our socket id changed (or the remote's did): this connection is kept for its media but
+    /// never signaled again; `rekey` tells an rtcio remote our new id.
+    Stale {
+        rekey: Option<String>,
+    },
+    /// A stale connection is replaced: tear down; `quiet` (same remote id as its replacement)
+    /// skips what would undo the replacement (`peer-disconnect`, per-peer listeners).
+    Retire {
+        quiet: bool,
+    },
     /// Send a local stream (emitted, or replayed).
     AttachStream(crate::stream::LocalStream),
     /// A local stream's tracks changed.
@@ -183,6 +193,12 @@ struct Peer {
     media: PeerMedia,
     /// Send-side bandwidth estimate (congestion control on).
     estimate: Option<Arc<BandwidthEstimate>>,
+    /// From before a socket id change: no signaling, no ICE restart (proto::handover).
+    stale: bool,
+    /// Cleanup leaves the remote id's listeners and `peer-disconnect` to its replacement.
+    quiet: bool,
+    /// First media reported to the socket (for the handover).
+    media_reported: bool,
 }
 
 async fn build_pc(
@@ -412,6 +428,9 @@ async fn run(
         glares: 0,
         media: PeerMedia::new(&remote, self_tx.clone(), estimate.clone()),
         estimate,
+        stale: false,
+        quiet: false,
+        media_reported: false,
     };
     info!(peer = %remote, polite, "peer created");
     if polite {
@@ -462,7 +481,7 @@ fn signaling_name(s: SignalingState) -> &'static str {
     }
 }
 
-async fn sleep_opt(at: Option<Instant>) {
+pub(crate) async fn sleep_opt(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
@@ -470,11 +489,24 @@ async fn sleep_opt(at: Option<Instant>) {
 }
 
 impl Peer {
+    /// Tells the socket that this connection is up (`media: false`) or carries media.
+    fn progress(&self, media: bool) {
+        let _ = self.socket_tx.send(SocketCmd::PeerProgress {
+            id: self.remote.clone(),
+            generation: self.generation,
+            media,
+        });
+    }
+
     fn local_id(&self) -> String {
         self.shared.id()
     }
 
     fn send_signal(&self, payload: Value) {
+        if self.stale {
+            // The remote knows us (or we know it) by an id the server no longer has.
+            return;
+        }
         if let Err(e) = self.shared.sio.emit(envelope::MESSAGE_EVENT, &[payload]) {
             warn!(peer = %self.remote, "cannot send signaling message: {e}");
         }
@@ -553,6 +585,18 @@ impl Peer {
                     let _ = d.send(());
                 }
             }
+            PeerCmd::Stale { rekey } => {
+                self.stale = true;
+                self.glare_deadline = None;
+                if let Some(id) = rekey {
+                    self.send_ctrl(crate::proto::handover::rekey_message(&id))
+                        .await;
+                }
+            }
+            PeerCmd::Retire { quiet } => {
+                self.quiet = quiet;
+                self.cleanup().await;
+            }
             PeerCmd::Pc(ev) => self.on_pc_event(ev).await,
             PeerCmd::CtrlEvent(ev) => self.on_ctrl_event(ev).await,
             PeerCmd::MaybeOffer => self.maybe_offer().await,
@@ -581,7 +625,13 @@ impl Peer {
                     self.local_change();
                 }
             }
-            PeerCmd::Track(track) => self.media.on_track(&self.pc, track).await,
+            PeerCmd::Track(track) => {
+                self.media.on_track(&self.pc, track).await;
+                if !self.media_reported {
+                    self.media_reported = true;
+                    self.progress(true);
+                }
+            }
             PeerCmd::RequestKeyframe(mid) => self.media.request_keyframe(&mid).await,
             PeerCmd::Announced(dc) => {
                 // Handles are matched by webrtc-rs's internal channel id (not the SCTP stream id).
@@ -832,6 +882,11 @@ impl Peer {
                 debug!(peer = %self.remote, ?state, "connection state");
                 self.link = state;
                 match self.watchdog.on_state(state, std::time::Instant::now()) {
+                    // No signaling for a stale connection: it has done its job.
+                    WatchdogAction::RestartIceAndArm(_) if self.stale => {
+                        info!(peer = %self.remote, "old connection failed: closing it");
+                        self.cleanup().await;
+                    }
                     WatchdogAction::RestartIceAndArm(_) => {
                         info!(peer = %self.remote, "connection failed: restarting ICE");
                         self.restart_ice = true;
@@ -894,6 +949,7 @@ impl Peer {
                 self.flush_ctrl().await;
                 if !self.connected_fired {
                     self.connected_fired = true;
+                    self.progress(false);
                     info!(peer = %self.remote, "peer-connect");
                     self.shared
                         .dispatch_local("peer-connect", vec![json!({"id": self.remote})]);
@@ -906,6 +962,14 @@ impl Peer {
                 let Ok(text) = std::str::from_utf8(&msg.data) else {
                     return;
                 };
+                if let Some(new) = crate::proto::handover::parse_rekey(text) {
+                    let _ = self.socket_tx.send(SocketCmd::Rekey {
+                        old: self.remote.clone(),
+                        generation: self.generation,
+                        new,
+                    });
+                    return;
+                }
                 if let Some(id) = channel_sync::parse_open_event(text) {
                     debug!(peer = %self.remote, id, "the remote created its end of a channel");
                     if self.remote_channels.on_open_event(id)
@@ -1038,18 +1102,22 @@ impl Peer {
         for ch in self.channels.values() {
             ch.close();
         }
-        for b in &self.broadcasts {
-            b.peer_cleaned_up(&self.remote);
+        if !self.quiet {
+            for b in &self.broadcasts {
+                b.peer_cleaned_up(&self.remote);
+            }
         }
         if let Err(e) = self.pc.close().await {
             debug!(peer = %self.remote, "close: {e}");
         }
-        self.shared.drop_peer_registry(&self.remote);
+        if !self.quiet {
+            self.shared.drop_peer_registry(&self.remote);
+        }
         let _ = self.socket_tx.send(SocketCmd::PeerGone {
             id: self.remote.clone(),
             generation: self.generation,
         });
-        if self.connected_fired {
+        if self.connected_fired && !self.quiet {
             info!(peer = %self.remote, "peer-disconnect");
             self.shared
                 .dispatch_local("peer-disconnect", vec![json!({"id": self.remote})]);

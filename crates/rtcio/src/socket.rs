@@ -17,6 +17,7 @@ use crate::peer::{self, PeerCmd, PeerHandle, PeerStart};
 use crate::proto::envelope::{
     self, INIT_OFFER_EVENT, MESSAGE_EVENT, PEER_LEFT_EVENT, SdpKind, Signal,
 };
+use crate::proto::handover::{Handover, Retire};
 use crate::proto::stream_meta::{self, StreamRegistry};
 use crate::proto::watchdog::WatchdogConfig;
 use crate::sio::client::{SioClient, SioError, SioEvent, SioOptions};
@@ -280,6 +281,18 @@ pub(crate) enum SocketCmd {
     PeerGone {
         id: String,
         generation: u64,
+    },
+    /// A peer's ctrl channel opened (`media: false`) or its first media arrived (`media: true`).
+    PeerProgress {
+        id: String,
+        generation: u64,
+        media: bool,
+    },
+    /// An rtcio peer said on its ctrl channel that its socket id is now `new`.
+    Rekey {
+        old: String,
+        generation: u64,
+        new: String,
     },
     Peers(oneshot::Sender<Vec<String>>),
     /// A stream was emitted: attach it to every peer (or refresh its metadata there).
@@ -645,6 +658,9 @@ struct Loop {
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<SocketCmd>,
     peers: HashMap<String, PeerHandle>,
+    /// Connections from before our socket id changed, kept until replaced (make-before-break).
+    stale: HashMap<String, PeerHandle>,
+    handover: Handover,
     broadcasts: Vec<BroadcastChannel>,
     generation: u64,
 }
@@ -659,11 +675,18 @@ async fn socket_loop(
         shared,
         tx,
         peers: HashMap::new(),
+        stale: HashMap::new(),
+        handover: Handover::default(),
         broadcasts: Vec::new(),
         generation: 0,
     };
     loop {
+        let retire_at = l
+            .handover
+            .next_deadline()
+            .map(tokio::time::Instant::from_std);
         tokio::select! {
+            _ = crate::peer::sleep_opt(retire_at) => l.retire_due(),
             ev = sio_rx.recv() => match ev {
                 Some(ev) => l.on_sio(ev).await,
                 None => {
@@ -716,6 +739,13 @@ impl Loop {
 
     async fn close_all_peers(&mut self) {
         let mut waits = Vec::new();
+        for (id, h) in self.stale.drain() {
+            self.handover.stale_gone(&id);
+            let (tx, rx) = oneshot::channel();
+            if h.tx.send(PeerCmd::Close(Some(tx))).is_ok() {
+                waits.push(rx);
+            }
+        }
         for (_, h) in self.peers.drain() {
             let (tx, rx) = oneshot::channel();
             if h.tx.send(PeerCmd::Close(Some(tx))).is_ok() {
@@ -733,11 +763,22 @@ impl Loop {
             SioEvent::Connected { id } => {
                 let old = self.shared.id();
                 if id != old {
-                    info!(%old, new = %id, "reconnected with a new socket id: closing stale peers");
-                    // JS peers keep our old id; fresh offers to stale PCs would look like
-                    // bogus renegotiations. Start over and re-join.
-                    self.close_all_peers().await;
+                    info!(%old, new = %id, peers = self.peers.len(), "reconnected with a new socket id: keeping the old connections until replaced");
+                    // The old connections still carry media: keep them (never signaled again:
+                    // JS peers know us by the old id, and the server forgot it) while the
+                    // re-join forms new ones, and close each once replaced (proto::handover).
                     self.shared.set_id(&id);
+                    let now = std::time::Instant::now();
+                    self.handover.on_new_id(self.peers.keys().cloned(), now);
+                    for (rid, h) in self.peers.drain() {
+                        let _ = h.tx.send(PeerCmd::Stale {
+                            rekey: Some(id.clone()),
+                        });
+                        if let Some(older) = self.stale.insert(rid, h) {
+                            // Two reconnects in a row: the older connection goes.
+                            let _ = older.tx.send(PeerCmd::Close(None));
+                        }
+                    }
                     let rejoin = lock(&self.shared.last_join).clone();
                     if let Some((event, args)) = rejoin
                         && let Err(e) = self.shared.sio.emit(&event, &args)
@@ -797,15 +838,24 @@ impl Loop {
                 _ => debug!("init-offer without a usable source"),
             },
             PEER_LEFT_EVENT => {
-                if let Some(h) = first
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .and_then(|id| self.peers.get(id))
-                {
-                    let _ = h.tx.send(PeerCmd::Hint);
+                if let Some(id) = first.get("id").and_then(Value::as_str) {
+                    for h in [self.peers.get(id), self.stale.get(id)]
+                        .into_iter()
+                        .flatten()
+                    {
+                        let _ = h.tx.send(PeerCmd::Hint);
+                    }
                 }
             }
             _ => {
+                if name == "user-connected"
+                    && let (Some(id), Some(n)) = (
+                        first.get("id").and_then(Value::as_str),
+                        first.get("name").and_then(Value::as_str),
+                    )
+                {
+                    self.handover.on_name(id, n);
+                }
                 self.shared
                     .listeners
                     .dispatch(&Event::new(&name, args, Origin::Server));
@@ -819,9 +869,15 @@ impl Loop {
                 for h in self.peers.values() {
                     let _ = h.tx.send(PeerCmd::Ctrl(text.clone()));
                 }
+                // An old connection still stands in for a participant not reconnected yet.
+                for (id, h) in &self.stale {
+                    if self.handover.still_needed(id) {
+                        let _ = h.tx.send(PeerCmd::Ctrl(text.clone()));
+                    }
+                }
             }
             SocketCmd::PeerCtrl { peer, text } => {
-                if let Some(h) = self.peers.get(&peer) {
+                if let Some(h) = self.peers.get(&peer).or_else(|| self.stale.get(&peer)) {
                     let _ = h.tx.send(PeerCmd::Ctrl(text));
                 }
             }
@@ -882,15 +938,75 @@ impl Loop {
                     .is_some_and(|h| h.generation == generation)
                 {
                     self.peers.remove(&id);
+                    self.handover.current_gone(&id);
+                } else if self
+                    .stale
+                    .get(&id)
+                    .is_some_and(|h| h.generation == generation)
+                {
+                    self.stale.remove(&id);
+                    self.handover.stale_gone(&id);
+                }
+            }
+            SocketCmd::PeerProgress {
+                id,
+                generation,
+                media,
+            } => {
+                if self
+                    .peers
+                    .get(&id)
+                    .is_some_and(|h| h.generation == generation)
+                {
+                    let now = std::time::Instant::now();
+                    if media {
+                        self.handover.on_media(&id, now);
+                    } else {
+                        self.handover.on_connected(&id, now);
+                    }
+                }
+            }
+            SocketCmd::Rekey {
+                old,
+                generation,
+                new,
+            } => {
+                let from_current = self
+                    .peers
+                    .get(&old)
+                    .is_some_and(|h| h.generation == generation);
+                let from_stale = self
+                    .stale
+                    .get(&old)
+                    .is_some_and(|h| h.generation == generation);
+                if !(from_current || from_stale) || new == self.shared.id() {
+                    return;
+                }
+                info!(%old, %new, "peer re-keyed: its new connection will replace the old one");
+                self.handover.on_rekey(&old, &new);
+                if from_current && let Some(h) = self.peers.remove(&old) {
+                    // Only the remote reconnected: its old id is dead on the server.
+                    self.handover
+                        .make_stale(old.clone(), std::time::Instant::now());
+                    let _ = h.tx.send(PeerCmd::Stale { rekey: None });
+                    if let Some(older) = self.stale.insert(old, h) {
+                        let _ = older.tx.send(PeerCmd::Close(None));
+                    }
                 }
             }
             SocketCmd::ToPeer { peer, cmd } => {
-                if let Some(h) = self.peers.get(&peer) {
+                if let Some(h) = self.peers.get(&peer).or_else(|| self.stale.get(&peer)) {
                     let _ = h.tx.send(cmd);
                 }
             }
             SocketCmd::Peers(reply) => {
-                let _ = reply.send(self.peers.keys().cloned().collect());
+                let mut ids: Vec<String> = self.peers.keys().cloned().collect();
+                for id in self.stale.keys() {
+                    if !self.peers.contains_key(id) {
+                        ids.push(id.clone());
+                    }
+                }
+                let _ = reply.send(ids);
             }
             SocketCmd::AttachStream(stream) => {
                 for h in self.peers.values() {
@@ -903,6 +1019,26 @@ impl Loop {
                 }
             }
             SocketCmd::Close(_) => {}
+        }
+    }
+
+    /// Closes the old connections whose replacement took over or whose grace period ended.
+    fn retire_due(&mut self) {
+        for (old, why) in self.handover.due(std::time::Instant::now()) {
+            let Some(h) = self.stale.remove(&old) else {
+                continue;
+            };
+            let quiet = match &why {
+                Retire::Replaced { successor, quiet } => {
+                    info!(%old, %successor, "old connection replaced: closing it");
+                    *quiet
+                }
+                Retire::GraceOver => {
+                    info!(%old, "old connection not replaced in time: closing it");
+                    false
+                }
+            };
+            let _ = h.tx.send(PeerCmd::Retire { quiet });
         }
     }
 }

@@ -477,7 +477,8 @@ async fn signaling_restart_gives_new_ids_and_the_room_reforms() {
     let srv = restart_server(srv, &[&a.socket, &b.socket]).await;
     assert_ne!(a.socket.id(), old_a);
     assert_ne!(b.socket.id(), old_b);
-    // The stale peer (old id) is closed, and the re-sent join-room re-forms the room.
+    // The re-sent join-room re-forms the room, and the old connection (old id) is closed once
+    // the new one carries on (make-before-break, tests/reconnect.rs).
     assert_eq!(
         next(&mut a_gone, "stale peer closed").await.arg()["id"],
         Value::String(old_b)

@@ -5,6 +5,7 @@ pub mod channel_id;
 pub mod channel_sync;
 pub mod codec_order;
 pub mod envelope;
+pub mod handover;
 pub mod negotiation;
 pub mod rtp_assembler;
 pub mod sdp_streams;
