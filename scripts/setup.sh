@@ -9,7 +9,7 @@ APT_PACKAGES=(
   libwebkit2gtk-4.1-dev libdbus-1-dev libasound2-dev libclang-dev clang nasm libopus-dev
   libpipewire-0.3-dev libxcb1-dev libxcb-randr0-dev libxcb-shm0-dev libegl-dev libgbm-dev libwayland-dev
   xvfb x11-utils dbus-daemon pipewire-bin imagemagick chromium redis-server iproute2 procps
-  webkit2gtk-driver coturn
+  webkit2gtk-driver coturn stress-ng
 )
 
 missing=()

@@ -180,6 +180,8 @@ struct Peer {
     channels: HashMap<u16, Channel>,
     /// Which of our channels the remote has created (early data is lost otherwise).
     remote_channels: RemoteChannels,
+    /// The remote is an rtc.io JS peer (its SDP does not announce channels).
+    js_remote: bool,
     /// Our channels by webrtc-rs handle id, to recognise announced twins.
     by_handle: HashMap<usize, Channel>,
     /// Twin handles of the ctrl channel, kept alive (dropping one unregisters id 0's events).
@@ -336,6 +338,14 @@ fn ice_timing(se: SettingEngineBuilder) -> SettingEngineBuilder {
         .with_relay_acceptance_min_wait(Some(Duration::from_millis(500)))
 }
 
+/// After closing a connected JS peer's connection, before our socket leaves signaling. The
+/// close sends a DTLS fatal alert (third_party/rtc-dtls) that turns the browser's
+/// `connectionState` `failed`; the rtc.io JS cleans up at once only if the server's peer-left
+/// hint (sent when our signaling goes) arrives after that. Hint first, the JS arms a 2.5 s
+/// watchdog instead. Nothing acknowledges the alert, so the order is kept by waiting: Chromium
+/// took ~10 ms on an idle machine; the rest is margin for a busy one.
+const LEAVE_LINGER: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn ctrl_init() -> RTCDataChannelInit {
     RTCDataChannelInit {
         ordered: true,
@@ -418,6 +428,7 @@ async fn run(
         glare_deadline: None,
         channels: HashMap::new(),
         remote_channels: RemoteChannels::default(),
+        js_remote: false,
         by_handle: HashMap::new(),
         ctrl_twins: Vec::new(),
         broadcasts,
@@ -580,7 +591,13 @@ impl Peer {
                 }
             }
             PeerCmd::Close(done) => {
+                let linger = self.leave_linger();
                 self.cleanup().await;
+                if let Some(linger) = linger {
+                    // Our signaling goes after this (the server's peer-left hint): see
+                    // LEAVE_LINGER.
+                    tokio::time::sleep(linger).await;
+                }
                 if let Some(d) = done {
                     let _ = d.send(());
                 }
@@ -775,6 +792,7 @@ impl Peer {
             ));
         }
         if self.remote_channels.on_remote_sdp(&d.sdp) {
+            self.js_remote = true;
             // Not an rtcio peer: channels send as soon as they are open, as in rtc.io.
             for ch in self.channels.values() {
                 ch.remote_ready();
@@ -1088,6 +1106,12 @@ impl Peer {
         }
         self.channels.insert(id, ch.clone());
         Ok(ch)
+    }
+
+    /// How long a graceful close waits after closing a connected JS peer's connection.
+    fn leave_linger(&self) -> Option<std::time::Duration> {
+        (self.js_remote && self.connected_fired && self.link == LinkState::Connected && !self.done)
+            .then_some(LEAVE_LINGER)
     }
 
     async fn cleanup(&mut self) {
