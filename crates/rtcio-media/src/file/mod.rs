@@ -4,4 +4,5 @@
 pub mod h264;
 pub mod ogg_opus;
 pub mod wav;
+mod wav_pcm;
 pub mod y4m;

@@ -9,12 +9,7 @@ use crate::frame::{AUDIO_SAMPLE_RATE, AudioFrame};
 use crate::resample::{AudioResampler, remix_channels};
 use crate::source::{AudioSource, sleep_until};
 
-fn wav_err(e: hound::Error) -> MediaError {
-    match e {
-        hound::Error::IoError(io) => MediaError::Io(io),
-        other => MediaError::Format(other.to_string()),
-    }
-}
+use super::wav_pcm::{read_pcm, wav_err};
 
 /// Reads a whole WAV file and plays it as 20 ms, 48 kHz frames.
 #[derive(Debug)]
@@ -34,25 +29,7 @@ impl WavSource {
         if !(1..=2).contains(&channels) {
             return Err(MediaError::InvalidInput(format!("{channels} channels")));
         }
-        let mut reader = hound::WavReader::open(path).map_err(wav_err)?;
-        let spec = reader.spec();
-        if spec.channels == 0 || spec.sample_rate == 0 {
-            return Err(MediaError::Format("WAV with no channels or rate".into()));
-        }
-        let samples: Vec<f32> = match spec.sample_format {
-            hound::SampleFormat::Float => reader
-                .samples::<f32>()
-                .collect::<std::result::Result<_, _>>()
-                .map_err(wav_err)?,
-            hound::SampleFormat::Int => {
-                let scale = 1.0 / (1i64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
-                reader
-                    .samples::<i32>()
-                    .map(|s| s.map(|v| v as f32 * scale))
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(wav_err)?
-            }
-        };
+        let (spec, samples) = read_pcm(hound::WavReader::open(path).map_err(wav_err)?)?;
         let remixed = remix_channels(&samples, spec.channels, channels);
         let mut resampler = AudioResampler::new(spec.sample_rate, AUDIO_SAMPLE_RATE, channels)?;
         let mut pcm = resampler.process(&remixed)?;
