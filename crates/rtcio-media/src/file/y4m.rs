@@ -9,6 +9,11 @@ use crate::error::{MediaError, Result};
 use crate::frame::{I420Frame, check_dimensions};
 use crate::source::{VideoSource, sleep_until};
 
+/// Slowest frame rate a header may set (one frame every 100 s).
+const MIN_FPS: f32 = 0.01;
+/// Fastest frame rate a header may set.
+const MAX_FPS: f32 = 1000.0;
+
 fn format_err(msg: impl Into<String>) -> MediaError {
     MediaError::Format(msg.into())
 }
@@ -64,7 +69,11 @@ impl Y4mSource {
         }
         let (mut width, mut height, mut fps) = (0u32, 0u32, 30.0f32);
         for p in params {
-            let (tag, value) = p.split_at(p.len().min(1));
+            // A parameter starting with a multi-byte character is no tag we know; split_at(1)
+            // would panic inside it.
+            let Some((tag, value)) = p.split_at_checked(p.len().min(1)) else {
+                continue;
+            };
             match tag {
                 "W" => width = value.parse().map_err(|_| format_err("bad Y4M width"))?,
                 "H" => height = value.parse().map_err(|_| format_err("bad Y4M height"))?,
@@ -74,8 +83,12 @@ impl Y4mSource {
                         .ok_or_else(|| format_err("bad Y4M frame rate"))?;
                     let n: f32 = n.parse().map_err(|_| format_err("bad Y4M frame rate"))?;
                     let d: f32 = d.parse().map_err(|_| format_err("bad Y4M frame rate"))?;
-                    if n > 0.0 && d > 0.0 {
-                        fps = n / d;
+                    // Only a rate timestamps can be computed from: F30000:1e40 gave 0 fps and
+                    // the first frame a 0/0 timestamp (a panic). Others keep the default, like
+                    // a zero or negative rate always did.
+                    let rate = n / d;
+                    if (MIN_FPS..=MAX_FPS).contains(&rate) {
+                        fps = rate;
                     }
                 }
                 "C" if !value.starts_with("420") || value.contains("p1") => {
@@ -202,5 +215,41 @@ impl Y4mWriter {
     pub fn finish(mut self) -> Result<()> {
         self.out.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_ascii_header_parameter_is_skipped_not_a_panic() {
+        // Found by fuzz/fuzz_targets/file_y4m.rs: the tag was cut after the first byte.
+        let path = std::env::temp_dir().join(format!("rtcio-y4m-tag-{}.y4m", std::process::id()));
+        std::fs::write(&path, "YUV4MPEG2 W16 H16 \u{1ba}V4MPEG2\nFRAME\n").unwrap();
+        let opened = Y4mSource::open(&path, false, false);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(opened.unwrap().size(), (16, 16));
+    }
+
+    #[test]
+    fn frame_rate_that_rounds_to_zero_or_overflows_keeps_the_default() {
+        // Found by fuzz/fuzz_targets/file_y4m.rs: 30000 / 4.2e60 is 0 fps, and the first
+        // frame's timestamp 0 / 0 made Duration::from_secs_f64 panic.
+        let path = std::env::temp_dir().join(format!("rtcio-y4m-fps-{}.y4m", std::process::id()));
+        let huge = "9".repeat(60);
+        for f in [
+            format!("30000:{huge}"),
+            format!("{huge}:1"),
+            "1:0".to_string(),
+        ] {
+            let mut file = format!("YUV4MPEG2 W2 H2 F{f}\nFRAME\n").into_bytes();
+            file.extend_from_slice(&[0; 6]);
+            std::fs::write(&path, file).unwrap();
+            let mut src = Y4mSource::open(&path, false, false).unwrap();
+            assert_eq!(src.frame_rate(), 30.0, "F{f}");
+            assert_eq!(src.next_frame().unwrap().timestamp, Duration::ZERO);
+        }
+        let _ = std::fs::remove_file(&path);
     }
 }
