@@ -45,3 +45,10 @@ if ! command -v tauri-driver >/dev/null; then
   echo "setup: cargo install tauri-driver" >&2
   cargo install tauri-driver --version "^2" --locked >&2
 fi
+
+# libFuzzer driver for the fuzz targets (scripts/fuzz.sh, fuzz/README.md), pinned.
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
+  echo "setup: cargo install cargo-fuzz@$CARGO_FUZZ_VERSION" >&2
+  cargo install --locked "cargo-fuzz@$CARGO_FUZZ_VERSION" >&2
+fi

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
 # Build outside the namespace: fetching crates may need the network.
 cargo test --workspace --no-run "$@"
+./scripts/fuzz.sh smoke # before the tests: both branches below end in exec
 if [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then
   echo "test: running in a loopback-only network namespace" >&2
   exec unshare -n sh -c 'ip link set lo up && exec cargo test --workspace --offline "$@"' sh "$@"

@@ -1,0 +1,2 @@
+#[path = "../../../src-tauri/src/inbound.rs"]
+pub mod inbound;

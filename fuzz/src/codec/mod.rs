@@ -1,0 +1,2 @@
+#[path = "../../../crates/rtcio-media/src/codec/annexb.rs"]
+pub mod annexb;

@@ -1,0 +1,16 @@
+#[path = "../../../crates/rtcio/src/proto/channel_id.rs"]
+pub mod channel_id;
+#[path = "../../../crates/rtcio/src/proto/channel_sync.rs"]
+pub mod channel_sync;
+#[path = "../../../crates/rtcio/src/proto/codec_order.rs"]
+pub mod codec_order;
+#[path = "../../../crates/rtcio/src/proto/envelope.rs"]
+pub mod envelope;
+#[path = "../../../crates/rtcio/src/proto/negotiation.rs"]
+pub mod negotiation;
+#[path = "../../../crates/rtcio/src/proto/rtp_assembler.rs"]
+pub mod rtp_assembler;
+#[path = "../../../crates/rtcio/src/proto/sdp_streams.rs"]
+pub mod sdp_streams;
+#[path = "../../../crates/rtcio/src/proto/stream_meta.rs"]
+pub mod stream_meta;

@@ -1,0 +1,2 @@
+#[path = "../../../crates/rtcio/src/sio/packet.rs"]
+pub mod packet;
