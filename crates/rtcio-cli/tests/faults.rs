@@ -1,0 +1,485 @@
+//! Faults with real processes on loopback: the signaling server SIGKILLed mid-call and restarted
+//! on the same port 2 s later (video keeps flowing, one peer each at the end, a third peer joins
+//! after), a peer SIGKILLed mid-call (the others get `peer-disconnect`), and a forged room member
+//! relaying junk `#rtcio:message`s (the call goes on: video decodes, chat works).
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+/// rtcio-server's binary: built next to ours by `cargo test --workspace`.
+fn server_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_rtcio"))
+        .parent()
+        .expect("target dir")
+        .join("rtcio-server");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it (`cargo build -p rtcio-server`, or run `cargo test --workspace`)",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The server as its own process (killed on drop).
+struct ServerProc {
+    child: Child,
+}
+
+impl ServerProc {
+    /// Starts rtcio-server on 127.0.0.1:`port` (relay rate limit off: the forged member's junk
+    /// must reach the peers) and returns once it accepts connections.
+    async fn start(port: u16) -> ServerProc {
+        let child = Command::new(server_bin())
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--relay-rate",
+                "0",
+            ])
+            .env("RTCIO_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn rtcio-server");
+        let deadline = Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "rtcio-server did not listen");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        ServerProc { child }
+    }
+
+    fn kill9(&mut self) {
+        let pid = self.child.id().expect("running");
+        kill(pid, "-KILL");
+    }
+
+    async fn reap(&mut self) {
+        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
+    }
+}
+
+fn kill(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig} {pid} failed");
+}
+
+fn media_args<'a>(url: &'a str, room: &'a str, name: &'a str) -> Vec<&'a str> {
+    let mut v = join_args(url, room, name);
+    v.extend([
+        "--video",
+        "testsrc",
+        "--audio",
+        "tone",
+        "--video-size",
+        "320x180",
+        "--fps",
+        "15",
+        "--video-bitrate",
+        "300",
+        "--chat-stdin",
+    ]);
+    v
+}
+
+/// Waits until `p` decodes video from the participant called `from`.
+async fn decodes_from(p: &mut Rtcio, from: &str) {
+    p.wait_for("decoded video", |v| {
+        v["type"] == "video-stats"
+            && v["name"] == from
+            && v["frames_decoded"].as_u64().unwrap_or(0) >= 5
+    })
+    .await;
+}
+
+/// The new signaling id after a reconnect.
+async fn reconnected(p: &mut Rtcio, old: &str) -> String {
+    let v = p
+        .wait_for("signaling connected with a new id", |v| {
+            v["type"] == "signaling" && v["state"] == "connected" && v["id"] != old
+        })
+        .await;
+    v["id"].as_str().expect("id").to_string()
+}
+
+/// Video from `name` as `p` saw it after `since_ms` (epoch ms): per stats tick (the CLI prints
+/// every second, all tracks at once), frames decoded across every connection to `name`; and
+/// the freezes (gaps above max(3 × mean, mean + 150 ms)) any of those tracks reported.
+struct Flow {
+    /// (tick ts, frames decoded in that tick).
+    ticks: Vec<(u64, u64)>,
+    freezes: u64,
+    /// Peer ids that carried video from `name`.
+    connections: HashSet<String>,
+}
+
+fn flow(p: &Rtcio, name: &str, since_ms: u64) -> Flow {
+    let mut last: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut ticks: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut connections = HashSet::new();
+    for v in p.seen_type("video-stats") {
+        if v["name"] != name {
+            continue;
+        }
+        let key = (
+            v["peer"].as_str().unwrap_or("").to_string(),
+            v["mid"].as_str().unwrap_or("").to_string(),
+        );
+        let n = v["frames_decoded"].as_u64().unwrap_or(0);
+        let before = last.insert(key.clone(), n).unwrap_or(0);
+        let ts = v["ts"].as_u64().unwrap_or(0);
+        if ts < since_ms {
+            continue;
+        }
+        // Lines of one tick are printed together: bucket by 500 ms.
+        *ticks.entry(ts / 500).or_default() += n.saturating_sub(before);
+        if n > before {
+            connections.insert(key.0);
+        }
+    }
+    // Freezes are cumulative per track: take the last line of each.
+    let mut per_track: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for v in p.seen_type("video-stats") {
+        if v["name"] == name && v["ts"].as_u64().unwrap_or(0) >= since_ms {
+            per_track.insert(
+                (
+                    v["peer"].as_str().unwrap_or("").to_string(),
+                    v["mid"].as_str().unwrap_or("").to_string(),
+                ),
+                v["freeze_count"].as_u64().unwrap_or(0),
+            );
+        }
+    }
+    Flow {
+        ticks: ticks.into_iter().map(|(k, n)| (k * 500, n)).collect(),
+        freezes: per_track.values().sum(),
+        connections,
+    }
+}
+
+/// Peer ids of `name` that `p` saw connect and not disconnect.
+fn live_peers(p: &Rtcio, name: &str) -> HashSet<String> {
+    let mut live = HashSet::new();
+    for v in &p.seen {
+        let id = v["peer"].as_str().unwrap_or("").to_string();
+        if v["type"] == "peer-connect" && v["name"] == name {
+            live.insert(id);
+        } else if v["type"] == "peer-disconnect" {
+            live.remove(&id);
+        }
+    }
+    live
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Waits for `peer-disconnect` of `id`.
+async fn disconnect_of(p: &mut Rtcio, id: &str) -> Value {
+    p.seen_or_wait("peer-disconnect of the old connection", |v| {
+        v["type"] == "peer-disconnect" && v["peer"] == id
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sigkill_and_restart_keeps_video_flowing_between_cli_peers() {
+    let port = free_port();
+    let mut srv = ServerProc::start(port).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let r = room("srv-kill");
+    let mut a = Rtcio::spawn("alice", &media_args(&url, &r, "alice"));
+    let old_a = a.wait_type("joined").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let mut b = Rtcio::spawn("bob", &media_args(&url, &r, "bob"));
+    let old_b = b.wait_type("joined").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    decodes_from(&mut a, "bob").await;
+    decodes_from(&mut b, "alice").await;
+
+    // The server dies without a word and comes back on the same port 2 s later.
+    let killed = epoch_ms();
+    srv.kill9();
+    srv.reap().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut srv = ServerProc::start(port).await;
+    let back = epoch_ms();
+    let new_a = reconnected(&mut a, &old_a).await;
+    let new_b = reconnected(&mut b, &old_b).await;
+    // The room re-forms under the new ids; the old connections close only after that.
+    a.seen_or_wait("peer-connect to bob's new id", |v| {
+        v["type"] == "peer-connect" && v["peer"] == new_b.as_str()
+    })
+    .await;
+    b.seen_or_wait("peer-connect to alice's new id", |v| {
+        v["type"] == "peer-connect" && v["peer"] == new_a.as_str()
+    })
+    .await;
+    let a_closed = disconnect_of(&mut a, &old_b).await["ts"]
+        .as_u64()
+        .unwrap_or(0);
+    let b_closed = disconnect_of(&mut b, &old_a).await["ts"]
+        .as_u64()
+        .unwrap_or(0);
+    // Two more stats ticks on the new connections alone.
+    for p in [&mut a, &mut b] {
+        let after = epoch_ms();
+        for _ in 0..2 {
+            p.wait_for("a stats tick", |v| {
+                v["type"] == "video-stats" && v["ts"].as_u64().unwrap_or(0) > after
+            })
+            .await;
+        }
+    }
+    for (p, from, old, new, closed) in [
+        (&a, "bob", &old_b, &new_b, a_closed),
+        (&b, "alice", &old_a, &new_a, b_closed),
+    ] {
+        let f = flow(p, from, killed);
+        let empty: Vec<u64> = f
+            .ticks
+            .iter()
+            .filter(|(_, n)| *n == 0)
+            .map(|(t, _)| t.saturating_sub(killed))
+            .collect();
+        println!(
+            "{}: video from {from} per second after the kill: {:?}; freezes: {}; old connection closed {} ms after the kill ({} ms after the server was back)",
+            p.label,
+            f.ticks.iter().map(|(_, n)| n).collect::<Vec<_>>(),
+            f.freezes,
+            closed.saturating_sub(killed),
+            closed.saturating_sub(back)
+        );
+        assert!(
+            empty.is_empty(),
+            "{}: no video from {from} in the ticks at {empty:?} ms after the kill",
+            p.label
+        );
+        assert_eq!(
+            f.freezes, 0,
+            "{}: video from {from} froze across the restart",
+            p.label
+        );
+        assert!(
+            f.connections.contains(old.as_str()) && f.connections.contains(new.as_str()),
+            "{}: video came over {:?}, not over both the old and the new connection",
+            p.label,
+            f.connections
+        );
+        assert_eq!(
+            live_peers(p, from),
+            HashSet::from([new.clone()]),
+            "{}: exactly one peer for {from} at the end",
+            p.label
+        );
+    }
+
+    // A third peer joins the restarted server and gets everyone's video.
+    let mut c = Rtcio::spawn("carol", &media_args(&url, &r, "carol"));
+    c.wait_type("joined").await;
+    decodes_from(&mut c, "alice").await;
+    decodes_from(&mut c, "bob").await;
+    decodes_from(&mut a, "carol").await;
+    drop((a, b, c));
+    srv.kill9();
+    srv.reap().await;
+}
+
+/// Time until `p` prints `peer-disconnect` for `id`, from `since`.
+async fn noticed(p: &mut Rtcio, id: &str, since: Instant) -> Duration {
+    p.wait_for("peer-disconnect of the killed peer", |v| {
+        v["type"] == "peer-disconnect" && v["peer"] == id
+    })
+    .await;
+    since.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_peer_is_noticed_with_and_without_the_hint() {
+    let port = free_port();
+    let mut srv = ServerProc::start(port).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let r = room("peer-kill");
+    let mut a = Rtcio::spawn("alice", &media_args(&url, &r, "alice"));
+    a.wait_type("joined").await;
+    let mut b = Rtcio::spawn("bob", &media_args(&url, &r, "bob"));
+    let b_id = b.wait_type("joined").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    decodes_from(&mut a, "bob").await;
+
+    // With the hint: the server sees bob's socket die (TCP reset) and says peer-left.
+    let t = Instant::now();
+    kill(b.pid(), "-KILL");
+    let with_hint = noticed(&mut a, &b_id, t).await;
+    let hint = a
+        .seen
+        .iter()
+        .any(|v| v["type"] == "server-event" && v["event"] == "user-disconnected");
+    println!("killed peer noticed after {with_hint:?} (server's user-disconnected seen: {hint})");
+    drop(b);
+
+    // Without it: the server is gone first, so only the media path can tell.
+    let mut c = Rtcio::spawn("carol", &media_args(&url, &r, "carol"));
+    let c_id = c.wait_type("joined").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    decodes_from(&mut a, "carol").await;
+    srv.kill9();
+    srv.reap().await;
+    a.wait_for("signaling lost", |v| {
+        v["type"] == "signaling" && v["state"] != "connected"
+    })
+    .await;
+    let t = Instant::now();
+    kill(c.pid(), "-KILL");
+    let without = noticed(&mut a, &c_id, t).await;
+    println!("killed peer noticed after {without:?} without a hint (signaling down)");
+    drop(c);
+    drop(a);
+}
+
+/// A raw socket.io client (Node's socket.io-client, installed for the browser tests) that joins
+/// `room` and relays junk `#rtcio:message`s to every member for `secs` seconds.
+fn forger(url: &str, room: &str, secs: u32) -> Child {
+    const SCRIPT: &str = r##"
+const { io } = require("socket.io-client");
+const [url, room, secs] = process.argv.slice(1);
+const s = io(url, { transports: ["websocket"], reconnection: false });
+const members = new Set();
+let sent = 0;
+s.on("connect", () => s.emit("join-room", { roomId: room, name: "mallory" }));
+s.on("user-connected", (u) => { if (u && typeof u.id === "string") members.add(u.id); });
+const big = "x".repeat(200000);
+const junk = (t) => [
+  null, 1, "str", [], {}, { target: t }, { target: t, source: t, data: null },
+  { target: t, data: { sdp: { type: "offer", sdp: "v=0\r\nbogus" } } },
+  { target: t, data: { sdp: { type: "answer", sdp: big } } },
+  { target: t, data: { sdp: { type: "pranswer", sdp: 5 } } },
+  { target: t, data: { candidate: { candidate: "candidate:1 1 UDP 1 1.2.3.4 9 typ host", sdpMid: "9", sdpMLineIndex: 99 } } },
+  { target: t, data: { candidate: { candidate: 42 } } },
+  { target: t, data: { candidate: "garbage" } },
+  { target: t, data: { mid: "0", events: { "peer-connect": [{ id: "x" }], "camera": [{ id: "mallory" }] } } },
+  { target: t, data: { mid: 7, events: "nope" } },
+  { target: t, data: { events: { a: [big] } } },
+  { target: t, data: { "#rtcio:rekey": 1, sdp: [] } },
+  { target: t, data: JSON.parse('{"a":'.repeat(50) + '1' + '}'.repeat(50)) },
+];
+const end = Date.now() + Number(secs) * 1000;
+const timer = setInterval(() => {
+  if (Date.now() > end) { clearInterval(timer); console.log(JSON.stringify({ sent })); s.close(); process.exit(0); }
+  for (const t of members) for (const j of junk(t)) { s.emit("#rtcio:message", j); sent++; }
+  s.emit("#rtcio:message", { target: "nobody", data: { sdp: { type: "offer", sdp: "" } } });
+  s.emit("#rtcio:init-offer", { source: "forged" });
+}, 50);
+"##;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser");
+    assert!(
+        dir.join("node_modules/socket.io-client").is_dir(),
+        "tests/browser/node_modules is missing: run ./scripts/setup.sh"
+    );
+    Command::new("node")
+        .current_dir(dir)
+        .args(["-e", SCRIPT, "--", url, room, &secs.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (scripts/setup.sh)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_member_relaying_junk_does_not_stop_the_call() {
+    let port = free_port();
+    let mut srv = ServerProc::start(port).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let r = room("forged");
+    let mut a = Rtcio::spawn("alice", &media_args(&url, &r, "alice"));
+    a.wait_type("joined").await;
+    let mut b = Rtcio::spawn("bob", &media_args(&url, &r, "bob"));
+    b.wait_type("joined").await;
+    decodes_from(&mut a, "bob").await;
+    decodes_from(&mut b, "alice").await;
+
+    let m = forger(&url, &r, 8);
+    let started = epoch_ms();
+    let out = tokio::time::timeout(WAIT, m.wait_with_output())
+        .await
+        .expect("the forger ends")
+        .expect("forger output");
+    assert!(out.status.success(), "the forger failed");
+    let sent: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let sent = sent["sent"].as_u64().unwrap_or(0);
+    assert!(sent > 100, "the forger relayed only {sent} messages");
+    // Two more ticks after the junk: video from each side still decodes through all of it.
+    for p in [&mut a, &mut b] {
+        let after = epoch_ms();
+        for _ in 0..2 {
+            p.wait_for("a stats tick", |v| {
+                v["type"] == "video-stats" && v["ts"].as_u64().unwrap_or(0) > after
+            })
+            .await;
+        }
+    }
+    for (p, from) in [(&a, "bob"), (&b, "alice")] {
+        let f = flow(p, from, started);
+        let empty = f.ticks.iter().filter(|(_, n)| *n == 0).count();
+        println!(
+            "{}: {sent} junk messages; video from {from} per second meanwhile: {:?}",
+            p.label,
+            f.ticks.iter().map(|(_, n)| n).collect::<Vec<_>>()
+        );
+        assert_eq!(empty, 0, "{}: a second without video from {from}", p.label);
+        assert!(
+            !p.seen.iter().any(|v| v["name"] == "mallory"
+                && (v["type"] == "stream" || v["type"] == "peer-connect")),
+            "{}: the forger's junk became a stream or a peer",
+            p.label
+        );
+    }
+    // Chat still works both ways.
+    a.send_line("still here").await;
+    let msg = b.wait_for("chat", |v| v["type"] == "channel-message").await;
+    assert_eq!(msg["args"][0]["text"], "still here");
+    b.send_line("me too").await;
+    let msg = a.wait_for("chat", |v| v["type"] == "channel-message").await;
+    assert_eq!(msg["args"][0]["text"], "me too");
+    drop((a, b));
+    srv.kill9();
+    srv.reap().await;
+}
