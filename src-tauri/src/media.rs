@@ -13,10 +13,12 @@ use std::thread::JoinHandle as ThreadHandle;
 use std::time::Instant;
 
 use rtcio::{LocalStream, MediaKind, RemoteStream, RemoteTrack, Socket};
-use rtcio_glue::{RatePolicy, SendOptions, VideoTrackDecoder, next_frame};
+use rtcio_glue::{
+    RatePolicy, Replacement, SendOptions, SourceFailure, VideoTrackDecoder, next_frame,
+};
 use rtcio_media::{
     AudioMixer, AudioOutput, AudioSource, H264Config, MediaError, OpusConfig, OutputDevice,
-    RgbaFrame, Scaler, VideoSource,
+    PlugHandle, RgbaFrame, Scaler, Unpluggable, VideoSource,
 };
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -28,6 +30,10 @@ pub const FAKE_MEDIA_ENV: &str = "RTCIO_FAKE_MEDIA";
 pub const TEST_PATTERN_ID: &str = "synthetic:test-pattern";
 /// Device id the pickers use for the synthetic audio source.
 pub const TONE_ID: &str = "synthetic:tone";
+
+/// Device id of the second synthetic camera: the test pattern on flat green (switching to it
+/// mid-call visibly changes the picture).
+pub const TEST_PATTERN_GREEN_ID: &str = "synthetic:test-pattern-green";
 
 /// The speaker picker's "Silent": remote audio is mixed but not played.
 pub const SILENT_ID: &str = "synthetic:silent";
@@ -129,6 +135,7 @@ impl MediaConfig {
     pub fn from_choices(camera: Option<&str>, microphone: Option<&str>, fake: bool) -> Self {
         let video = match camera {
             None => VideoChoice::Off,
+            Some(TEST_PATTERN_GREEN_ID) => VideoChoice::Camera(Some(TEST_PATTERN_GREEN_ID.into())),
             Some(_) if fake => VideoChoice::TestPattern,
             Some(TEST_PATTERN_ID) => VideoChoice::TestPattern,
             Some(id) => VideoChoice::Camera(Some(id.to_string())),
@@ -139,7 +146,8 @@ impl MediaConfig {
             Some(TONE_ID) => AudioChoice::Tone,
             Some(id) => AudioChoice::Microphone(Some(id.to_string())),
         };
-        let synthetic_video = video == VideoChoice::TestPattern;
+        let synthetic_video = video == VideoChoice::TestPattern
+            || video == VideoChoice::Camera(Some(TEST_PATTERN_GREEN_ID.into()));
         MediaConfig {
             video,
             audio,
@@ -293,46 +301,85 @@ fn h264(fps: f32, screen: bool) -> H264Config {
     }
 }
 
-/// Opens the video source of `cfg` and starts encoding. Blocking (V4L2): call it off the
-/// async runtime.
-pub fn open_video(cfg: &MediaConfig) -> Result<Option<Opened>, MediaError> {
-    let (width, height) = cfg.capture_size;
-    let (source, label): (Box<dyn VideoSource>, _) = match &cfg.video {
+/// The plugs of the synthetic camera and microphone opened last, for tests that pull them out
+/// mid-call ([`unplug_synthetic`]).
+static SYNTHETIC_PLUGS: Mutex<(Option<PlugHandle>, Option<PlugHandle>)> = Mutex::new((None, None));
+
+/// "Unplugs" the synthetic camera (video) or microphone (audio, the tone) opened last: its next
+/// frame fails like a vanished device's. False when none was opened. For tests and demos.
+pub fn unplug_synthetic(kind: MediaKind) -> bool {
+    let plugs = lock(&SYNTHETIC_PLUGS);
+    let plug = match kind {
+        MediaKind::Video => plugs.0.as_ref(),
+        MediaKind::Audio => plugs.1.as_ref(),
+    };
+    plug.inspect(|p| p.unplug()).is_some()
+}
+
+/// A synthetic source that can be unplugged ([`unplug_synthetic`]).
+fn pluggable<S>(source: S, kind: MediaKind) -> Unpluggable<S> {
+    let what = match kind {
+        MediaKind::Video => "camera",
+        MediaKind::Audio => "microphone",
+    };
+    let (source, plug) = Unpluggable::new(source, what);
+    let mut plugs = lock(&SYNTHETIC_PLUGS);
+    match kind {
+        MediaKind::Video => plugs.0 = Some(plug),
+        MediaKind::Audio => plugs.1 = Some(plug),
+    }
+    source
+}
+
+/// A source and its label (for logs and stats).
+type Labelled<S> = (Box<S>, &'static str);
+
+/// Opens a video source (a camera by id; [`TEST_PATTERN_GREEN_ID`] is the green pattern).
+/// Blocking (V4L2).
+fn video_source(
+    choice: &VideoChoice,
+    (width, height): (u32, u32),
+    fps: f32,
+) -> Result<Option<Labelled<dyn VideoSource>>, MediaError> {
+    let pattern = |green: bool| -> Result<Box<dyn VideoSource>, MediaError> {
+        let p = rtcio_media::TestPatternSource::new(rtcio_media::TestPatternConfig {
+            width,
+            height,
+            fps,
+            paced: true,
+        })?;
+        let p = if green { p.tinted(54, 34) } else { p };
+        Ok(Box::new(pluggable(p, MediaKind::Video)))
+    };
+    Ok(Some(match choice {
         VideoChoice::Off => return Ok(None),
-        VideoChoice::TestPattern => (
-            Box::new(rtcio_media::TestPatternSource::new(
-                rtcio_media::TestPatternConfig {
-                    width,
-                    height,
-                    fps: cfg.fps,
-                    paced: true,
-                },
-            )?),
-            "test pattern",
-        ),
+        VideoChoice::TestPattern => (pattern(false)?, "test pattern"),
+        VideoChoice::Camera(Some(id)) if id == TEST_PATTERN_GREEN_ID => {
+            (pattern(true)?, "test pattern (green)")
+        }
         VideoChoice::Camera(device) => (
             Box::new(rtcio_media::CameraSource::open(
                 rtcio_media::CameraConfig {
                     device: device.clone(),
                     width,
                     height,
-                    fps: cfg.fps.round() as u32,
+                    fps: fps.round() as u32,
                 },
             )?),
             "camera",
         ),
-    };
-    Opened::video(source, h264(cfg.fps, false), Some(DEFAULT_TILE), label).map(Some)
+    }))
 }
 
-/// Opens the audio source of `cfg` and starts encoding. Blocking (ALSA): off the runtime.
-pub fn open_audio(cfg: &MediaConfig) -> Result<Option<Opened>, MediaError> {
-    let (source, label): (Box<dyn AudioSource>, _) = match &cfg.audio {
+/// Opens an audio source. Blocking (ALSA).
+fn audio_source(choice: &AudioChoice) -> Result<Option<Labelled<dyn AudioSource>>, MediaError> {
+    Ok(Some(match choice {
         AudioChoice::Off => return Ok(None),
         AudioChoice::Tone => (
-            Box::new(rtcio_media::ToneSource::new(
-                rtcio_media::ToneConfig::default(),
-            )?),
+            Box::new(pluggable(
+                rtcio_media::ToneSource::new(rtcio_media::ToneConfig::default())?,
+                MediaKind::Audio,
+            )),
             "tone",
         ),
         AudioChoice::Microphone(device) => (
@@ -344,6 +391,64 @@ pub fn open_audio(cfg: &MediaConfig) -> Result<Option<Opened>, MediaError> {
             )?),
             "microphone",
         ),
+    }))
+}
+
+/// Opens the video source of `cfg` and starts encoding. Blocking (V4L2): call it off the
+/// async runtime.
+pub fn open_video(cfg: &MediaConfig) -> Result<Option<Opened>, MediaError> {
+    let Some((source, label)) = video_source(&cfg.video, cfg.capture_size, cfg.fps)? else {
+        return Ok(None);
+    };
+    Opened::video(source, h264(cfg.fps, false), Some(DEFAULT_TILE), label).map(Some)
+}
+
+/// Opens the device a picker id names as a replacement for a running track
+/// ([`SendStream::replace_source`]): `kind` video = a camera id, audio = a microphone id, the
+/// synthetic ids included (with `fake`, every id is a synthetic source). Blocking: off the
+/// runtime. Returns the source and its label.
+pub fn open_replacement(
+    kind: MediaKind,
+    id: &str,
+    fake: bool,
+) -> Result<(Replacement, &'static str), MediaError> {
+    let cfg = match kind {
+        MediaKind::Video => MediaConfig::from_choices(Some(id), None, fake),
+        MediaKind::Audio => MediaConfig::from_choices(None, Some(id), fake),
+    };
+    let missing = || MediaError::InvalidInput(format!("no device {id:?}"));
+    match kind {
+        MediaKind::Video => {
+            let (s, label) =
+                video_source(&cfg.video, cfg.capture_size, cfg.fps)?.ok_or_else(missing)?;
+            Ok((Replacement::Video(s), label))
+        }
+        MediaKind::Audio => {
+            let (s, label) = audio_source(&cfg.audio)?.ok_or_else(missing)?;
+            Ok((Replacement::Audio(s), label))
+        }
+    }
+}
+
+/// The picker ids of the camera and microphone `cfg` opens (`None`: off or the default).
+pub fn device_ids(cfg: &MediaConfig) -> (Option<String>, Option<String>) {
+    let video = match &cfg.video {
+        VideoChoice::Off => None,
+        VideoChoice::TestPattern => Some(TEST_PATTERN_ID.to_string()),
+        VideoChoice::Camera(id) => id.clone(),
+    };
+    let audio = match &cfg.audio {
+        AudioChoice::Off => None,
+        AudioChoice::Tone => Some(TONE_ID.to_string()),
+        AudioChoice::Microphone(id) => id.clone(),
+    };
+    (video, audio)
+}
+
+/// Opens the audio source of `cfg` and starts encoding. Blocking (ALSA): off the runtime.
+pub fn open_audio(cfg: &MediaConfig) -> Result<Option<Opened>, MediaError> {
+    let Some((source, label)) = audio_source(&cfg.audio)? else {
+        return Ok(None);
     };
     // A microphone is cleaned (the far end comes from the playout mixer: see
     // `Receivers::feed_echo_canceller`); the synthetic tone is sent as it is.
@@ -398,6 +503,8 @@ pub struct SendStream {
     inner: rtcio_glue::SendStream,
     preview: Option<JoinHandle<()>>,
     level: Option<JoinHandle<()>>,
+    /// The picker ids of the camera and microphone sent now (`None`: unknown / the default).
+    devices: (Option<String>, Option<String>),
 }
 
 /// How often the call's `mic-level` event goes out (the UI's speaking ring follows it).
@@ -411,6 +518,7 @@ impl SendStream {
             inner: rtcio_glue::SendStream::attach(socket, opened, send_options()),
             preview: None,
             level: None,
+            devices: (None, None),
         }
     }
 
@@ -470,6 +578,47 @@ impl SendStream {
     /// A new peer needs an IDR to start decoding: ask now rather than waiting for its PLI.
     pub fn request_keyframe(&self) {
         self.inner.request_keyframe()
+    }
+
+    /// Swaps the camera or microphone under the running track (see
+    /// [`rtcio_glue::SendStream::replace_source`]) and remembers its picker id.
+    pub fn replace_source(
+        &mut self,
+        source: Replacement,
+        label: &str,
+        device: &str,
+    ) -> Result<(), MediaError> {
+        let kind = match source {
+            Replacement::Video(_) => MediaKind::Video,
+            Replacement::Audio(_) => MediaKind::Audio,
+        };
+        self.inner.replace_source(source, label)?;
+        self.set_device(kind, Some(device.to_string()));
+        Ok(())
+    }
+
+    /// Failures of the camera / microphone (see [`rtcio_glue::SendStream::source_failures`]).
+    pub fn source_failures(
+        &self,
+        kind: MediaKind,
+    ) -> Option<tokio::sync::watch::Receiver<Option<SourceFailure>>> {
+        self.inner.source_failures(kind)
+    }
+
+    /// The picker id of the device a kind is sent from (`None`: not known, the default).
+    pub fn device(&self, kind: MediaKind) -> Option<&str> {
+        match kind {
+            MediaKind::Video => self.devices.0.as_deref(),
+            MediaKind::Audio => self.devices.1.as_deref(),
+        }
+    }
+
+    /// Records the picker id of the device a kind is sent from.
+    pub fn set_device(&mut self, kind: MediaKind, id: Option<String>) {
+        match kind {
+            MediaKind::Video => self.devices.0 = id,
+            MediaKind::Audio => self.devices.1 = id,
+        }
     }
 
     /// Per-track send counters and the encoder's target vs the link's estimate.
@@ -609,6 +758,11 @@ pub struct Receivers {
     mixer: Arc<Mutex<AudioMixer>>,
     output: Option<AudioOutput>,
     streams: HashMap<String, Incoming>,
+    /// Our microphone's echo canceller input, kept for a speaker switch.
+    echo: (
+        Option<rtcio_media::RenderTap>,
+        Option<rtcio_media::ApmControl>,
+    ),
 }
 
 impl Receivers {
@@ -623,6 +777,7 @@ impl Receivers {
             mixer,
             output: Some(output),
             streams: HashMap::new(),
+            echo: (None, None),
         }
     }
 
@@ -630,12 +785,28 @@ impl Receivers {
     /// the output takes it) and tells it whether a speaker exists at all (the null sink has no
     /// echo).
     pub fn feed_echo_canceller(
-        &self,
+        &mut self,
         tap: Option<rtcio_media::RenderTap>,
         control: Option<rtcio_media::ApmControl>,
     ) {
         let speaker = self.output.as_ref().is_some_and(|o| !o.is_null());
+        self.echo = (tap.clone(), control.clone());
         rtcio_glue::feed_echo_canceller(&self.mixer, speaker, tap, control);
+    }
+
+    /// Plays the mixed room audio on another output from now on (the null sink when it cannot
+    /// be opened); the streams and the mixer stay. Returns the output's name.
+    pub fn set_speaker(&mut self, speaker: OutputDevice) -> String {
+        if let Some(mut old) = self.output.take() {
+            old.stop();
+        }
+        let output = AudioOutput::start_or_null(self.mixer.clone(), speaker);
+        info!(device = %output.device_name(), null = output.is_null(), "audio output switched");
+        let name = output.device_name().to_string();
+        self.output = Some(output);
+        let (tap, control) = self.echo.clone();
+        self.feed_echo_canceller(tap, control);
+        name
     }
 
     /// Each remote person's audio level: the loudest of their tracks' last 20 ms played, in

@@ -1,6 +1,14 @@
 //! Receiving media: one thread per remote track decodes what arrives (OpenH264 / Opus), counts
 //! it for the `video-stats` / `audio-stats` lines, reads the synthetic source's frame marks
 //! (glass-to-glass latency) and, with `--record`, writes the track to a playable file.
+//!
+//! Video is shown (frame marks read, freezes counted) at its playout time: capture time + a
+//! jitter-adaptive delay, in step with the stream's audio when `--play` plays it (lip sync,
+//! see [`rtcio_glue::playout`]). With `--play` and the synthetic tone, the tone's marks (on
+//! whole seconds of the capture clock) give the audio/video offset as played: `av_offset_ms`.
+//! Test knobs (environment): `RTCIO_AV_SYNC=off` leaves video unsynced, `RTCIO_VIDEO_PLAYOUT=off`
+//! shows video as decoded (no smoothing), `RTCIO_AUDIO_MIN_DELAY_MS` sets the audio jitter
+//! buffer's minimum delay.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,10 +18,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rtcio::{MediaKind, RemoteStream, RemoteTrack, RtpCodec};
-use rtcio_glue::{FreezeStats, VideoTrackDecoder};
+use rtcio_glue::{
+    FreezeStats, LipSync, Recv, SharedAudioClock, VideoPlayoutQueue, VideoTrackDecoder,
+    note_audio_playout, recv_until,
+};
+use rtcio_media::synthetic::audio::{detect_marks, to_mono};
 use rtcio_media::synthetic::video::{read_marker, unix_micros};
 use rtcio_media::{
-    ApmControl, AudioLevel, AudioMixer, AudioOutput, OpusDecoder, OutputDevice, RenderTap,
+    ApmControl, AudioLevel, AudioMixer, AudioOutput, I420Frame, JitterConfig, OpusDecoder,
+    OutputDevice, RenderTap,
 };
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
@@ -24,6 +37,39 @@ use crate::send::{kind_str, round2};
 
 /// Latency samples kept per track for the final percentiles.
 const MAX_SAMPLES: usize = 200_000;
+/// Frequency of the synthetic tone's marks (`ToneConfig::default`).
+const TONE_MARK_HZ: f32 = 3_000.0;
+/// Recent video delays (shown − captured) the A/V offset compares an audio mark with.
+const VIDEO_DELAYS: usize = 30;
+
+/// The playout knobs, read once from the environment (test use only).
+#[derive(Debug, Clone, Copy)]
+struct Knobs {
+    av_sync: bool,
+    video_playout: bool,
+    audio_min_delay: Option<Duration>,
+}
+
+impl Knobs {
+    fn from_env() -> Self {
+        let off = |k: &str| std::env::var(k).is_ok_and(|v| v == "off");
+        Knobs {
+            av_sync: !off("RTCIO_AV_SYNC"),
+            video_playout: !off("RTCIO_VIDEO_PLAYOUT"),
+            audio_min_delay: std::env::var("RTCIO_AUDIO_MIN_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(|ms| Duration::from_millis(ms.min(1000))),
+        }
+    }
+}
+
+/// What a stream's video and audio threads share for lip sync and its measurement.
+#[derive(Debug, Default)]
+struct StreamAv {
+    /// Recent glass-to-glass delays (µs) of shown frames with frame marks.
+    video_delays_us: std::collections::VecDeque<i64>,
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -51,8 +97,16 @@ struct Counters {
     /// Sum of squared samples and count, for the audio level since the last line.
     level_sq: f64,
     level_n: u64,
-    /// Freezes between decoded video frames (Chromium's rule).
+    /// Freezes between shown video frames (Chromium's rule).
     freezes: FreezeStats,
+    /// Video frames shown, dropped as late, and the current playout delay (ms).
+    shown: u64,
+    dropped_late: u64,
+    playout_delay_ms: u64,
+    /// Audio/video offsets (µs, audio later when positive) at the tone's marks, since the last
+    /// line and all of them.
+    window_av_us: Vec<i64>,
+    av_us: Vec<i64>,
     ended: bool,
 }
 
@@ -131,6 +185,9 @@ pub struct Receiver {
     /// Latency of tracks that ended.
     done_reports: Vec<LatencyReport>,
     playout: Option<Playout>,
+    lipsync: LipSync,
+    streams_av: HashMap<String, Arc<Mutex<StreamAv>>>,
+    knobs: Knobs,
 }
 
 impl Receiver {
@@ -142,13 +199,21 @@ impl Receiver {
             consumers: HashMap::new(),
             done_reports: Vec::new(),
             playout: None,
+            lipsync: LipSync::new(),
+            streams_av: HashMap::new(),
+            knobs: Knobs::from_env(),
         }
     }
 
     /// Plays remote audio on `device` from now on (the null sink, with a warning, when it
     /// cannot be opened). Prints a `playout` line naming the device.
     pub fn play(&mut self, device: OutputDevice) {
-        let mixer = Arc::new(Mutex::new(AudioMixer::new(1)));
+        let mut jitter = JitterConfig::default();
+        if let Some(d) = self.knobs.audio_min_delay {
+            jitter.min_delay = d;
+            jitter.max_delay = jitter.max_delay.max(d * 2);
+        }
+        let mixer = Arc::new(Mutex::new(AudioMixer::with_jitter(1, jitter)));
         let output = AudioOutput::start_or_null(mixer.clone(), device);
         self.out.line(
             "playout",
@@ -214,6 +279,10 @@ impl Receiver {
             )
         });
         let thread_info = info.clone();
+        let av_key = format!("{}/{}", info.peer, info.stream);
+        let av = self.streams_av.entry(av_key.clone()).or_default().clone();
+        let clock = self.lipsync.clock(&av_key);
+        let (lipsync, knobs) = (self.lipsync.clone(), self.knobs);
         let spawned = std::thread::Builder::new()
             .name(format!("rtcio-recv-{}", kind_str(info.kind)))
             .spawn(move || {
@@ -227,6 +296,11 @@ impl Receiver {
                         recorder,
                         out,
                         mixer,
+                        av,
+                        clock,
+                        lipsync,
+                        av_key,
+                        knobs,
                     },
                 )
             });
@@ -264,6 +338,7 @@ impl Receiver {
                 let mut g = lock(&c.counters);
                 let snap = g.clone();
                 g.window_latency_us.clear();
+                g.window_av_us.clear();
                 g.level_sq = 0.0;
                 g.level_n = 0;
                 snap
@@ -289,6 +364,9 @@ impl Receiver {
                     line["lost"] = json!(cur.lost);
                     line["decode_errors"] = json!(cur.decode_errors);
                     line["keyframe_requests"] = json!(cur.keyframe_requests);
+                    line["frames_shown"] = json!(cur.shown);
+                    line["dropped_late"] = json!(cur.dropped_late);
+                    line["playout_delay_ms"] = json!(cur.playout_delay_ms);
                     line["freeze_count"] = json!(cur.freezes.count);
                     line["total_freezes_ms"] = json!(cur.freezes.total.as_millis() as u64);
                     line["kbps"] = json!(round2(
@@ -309,6 +387,11 @@ impl Receiver {
                     line["kbps"] = json!(round2(
                         (cur.bytes - prev.bytes) as f64 * 8.0 / secs / 1000.0
                     ));
+                    if !cur.window_av_us.is_empty() {
+                        let mut w = cur.window_av_us.clone();
+                        w.sort_unstable();
+                        line["av_offset_ms"] = json!(round2(w[w.len() / 2] as f64 / 1000.0));
+                    }
                     let rms = if cur.level_n > 0 {
                         (cur.level_sq / cur.level_n as f64).sqrt() as f32
                     } else {
@@ -418,6 +501,12 @@ struct Sinks {
     out: Output,
     /// `--play`'s mixer (audio only).
     mixer: Option<Arc<Mutex<AudioMixer>>>,
+    /// Shared with the other track of the same stream.
+    av: Arc<Mutex<StreamAv>>,
+    clock: SharedAudioClock,
+    lipsync: LipSync,
+    av_key: String,
+    knobs: Knobs,
 }
 
 fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
@@ -428,12 +517,31 @@ fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
         mut recorder,
         out,
         mixer,
+        av,
+        clock,
+        lipsync,
+        av_key,
+        knobs,
     } = sinks;
     // The mixer's id for this track (one jitter buffer and decoder per track).
     let mix_id = format!("{}/{}", info.peer, info.mid);
     let mut video: Option<VideoTrackDecoder> = None;
     let mut audio: Option<OpusDecoder> = None;
-    while let Some(frame) = rtcio_glue::next_frame(&handle, &track, &stop) {
+    let mut playout: VideoPlayoutQueue<I420Frame> = VideoPlayoutQueue::new();
+    playout.set_enabled(knobs.video_playout);
+    let mut marks = MarkReader::default();
+    loop {
+        let frame = match recv_until(&handle, &track, &stop, playout.next_due()) {
+            Recv::Frame(f) => f,
+            Recv::Due => {
+                let now = Instant::now();
+                if let Some(pic) = playout.pop_due(now) {
+                    show(&pic, now, &playout, &counters, &av);
+                }
+                continue;
+            }
+            Recv::Ended => break,
+        };
         {
             let mut g = lock(&counters);
             g.received += 1;
@@ -476,22 +584,20 @@ fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
                 let now = Instant::now();
                 let pic = dec.push(&frame, &track, now);
                 let st = dec.stats();
-                let mut g = lock(&counters);
-                g.decoded = st.decoded;
-                g.decode_errors = st.decode_errors;
-                g.keyframe_requests = st.keyframe_requests;
-                g.freezes = st.freezes;
+                {
+                    let mut g = lock(&counters);
+                    g.decoded = st.decoded;
+                    g.decode_errors = st.decode_errors;
+                    g.keyframe_requests = st.keyframe_requests;
+                }
                 if let Some(pic) = pic {
-                    g.width = pic.width;
-                    g.height = pic.height;
-                    g.first_decoded.get_or_insert(now);
-                    g.last_decoded = Some(now);
-                    if let Some(m) = read_marker(&pic) {
-                        let age = unix_micros().saturating_sub(m.capture_time_us);
-                        g.window_latency_us.push(age);
-                        if g.latency_us.len() < MAX_SAMPLES {
-                            g.latency_us.push(age);
-                        }
+                    if knobs.av_sync {
+                        playout.set_sync_delay(lipsync.audio_delay(&av_key).unwrap_or_default());
+                    }
+                    playout.push(pic, frame.rtp_timestamp, frame.received);
+                    let now = Instant::now();
+                    if let Some(pic) = playout.pop_due(now) {
+                        show(&pic, now, &playout, &counters, &av);
                     }
                 }
             }
@@ -506,6 +612,9 @@ fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
                 {
                     debug!("playout: {e}");
                 }
+                if let Some(m) = &mixer {
+                    note_audio_playout(&clock, m, &mix_id, frame.rtp_timestamp, frame.received);
+                }
                 let dec = match &mut audio {
                     Some(d) => d,
                     None => match OpusDecoder::new(record::opus_channels(&frame.data)) {
@@ -519,6 +628,18 @@ fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
                 match dec.decode(&frame.data, Duration::ZERO) {
                     Ok(pcm) => {
                         let sq: f64 = pcm.samples.iter().map(|s| f64::from(*s).powi(2)).sum();
+                        if mixer.is_some() {
+                            let mono = to_mono(&pcm.samples, pcm.channels);
+                            marks.push(&mono, frame.rtp_timestamp);
+                            let offsets = marks.resolve(&clock, &av);
+                            let mut g = lock(&counters);
+                            for o in offsets {
+                                g.window_av_us.push(o);
+                                if g.av_us.len() < MAX_SAMPLES {
+                                    g.av_us.push(o);
+                                }
+                            }
+                        }
                         let mut g = lock(&counters);
                         g.decoded += 1;
                         g.level_sq += sq;
@@ -543,6 +664,112 @@ fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
         lock(m).remove_peer(&mix_id);
     }
     lock(&counters).ended = true;
+}
+
+/// A picture reaches its render time: read its frame mark (glass-to-glass latency as shown)
+/// and count it.
+fn show(
+    pic: &I420Frame,
+    now: Instant,
+    playout: &VideoPlayoutQueue<I420Frame>,
+    counters: &Mutex<Counters>,
+    av: &Mutex<StreamAv>,
+) {
+    let st = playout.stats();
+    let mut g = lock(counters);
+    g.freezes = st.freezes;
+    g.shown = st.shown;
+    g.dropped_late = st.dropped_late;
+    g.playout_delay_ms = st.delay.as_millis() as u64;
+    g.width = pic.width;
+    g.height = pic.height;
+    g.first_decoded.get_or_insert(now);
+    g.last_decoded = Some(now);
+    if let Some(m) = read_marker(pic) {
+        let age = unix_micros().saturating_sub(m.capture_time_us);
+        g.window_latency_us.push(age);
+        if g.latency_us.len() < MAX_SAMPLES {
+            g.latency_us.push(age);
+        }
+        let mut a = lock(av);
+        if a.video_delays_us.len() == VIDEO_DELAYS {
+            a.video_delays_us.pop_front();
+        }
+        a.video_delays_us.push_back(age as i64);
+    }
+}
+
+/// Finds the synthetic tone's marks in decoded audio (each on a whole second of the sender's
+/// clock) and, once a mark has played, its audio/video offset: how much later than the video
+/// of the same moment it was played.
+#[derive(Debug, Default)]
+struct MarkReader {
+    /// The previous packet's mono samples and RTP timestamp (a mark may straddle two packets).
+    prev: Option<(Vec<f32>, u32)>,
+    last_mark: Option<u32>,
+    /// Marks not played yet: RTP timestamp, capture time (µs of the Unix clock).
+    pending: Vec<(u32, u64)>,
+}
+
+impl MarkReader {
+    fn push(&mut self, mono: &[f32], rtp: u32) {
+        let (mut buf, start) = match self.prev.take() {
+            Some((p, r)) if rtp.wrapping_sub(r) as usize == p.len() => (p, r),
+            _ => (Vec::new(), rtp),
+        };
+        buf.extend_from_slice(mono);
+        for i in detect_marks(&buf, 48_000, TONE_MARK_HZ) {
+            let at = start.wrapping_add(i as u32);
+            // One mark per second: the same burst seen again in the next window is no new one.
+            if self
+                .last_mark
+                .is_some_and(|l| (at.wrapping_sub(l) as i32) < 24_000)
+            {
+                continue;
+            }
+            self.last_mark = Some(at);
+            // Captured on the whole second nearest to 250 ms ago: the tone is rendered up to a
+            // packet ahead of its time, so on a loopback a mark can arrive just before its
+            // second; this holds for arrival lags of -250..750 ms.
+            let capture = (unix_micros() + 250_000) / 1_000_000 * 1_000_000;
+            if self.pending.len() < 8 {
+                self.pending.push((at, capture));
+            }
+        }
+        self.prev = Some((mono.to_vec(), rtp));
+    }
+
+    /// Offsets (µs) of the marks that have played by now.
+    fn resolve(
+        &mut self,
+        clock: &Mutex<rtcio_media::playout::video::AudioPlayoutClock>,
+        av: &Mutex<StreamAv>,
+    ) -> Vec<i64> {
+        let now = Instant::now();
+        let unix_now = unix_micros() as i64;
+        let video = {
+            let a = lock(av);
+            let mut v: Vec<i64> = a.video_delays_us.iter().copied().collect();
+            v.sort_unstable();
+            v.get(v.len() / 2).copied()
+        };
+        let c = lock(clock);
+        let mut out = Vec::new();
+        self.pending.retain(|&(rtp, capture)| {
+            let Some(played) = c.play_time(rtp) else {
+                return true;
+            };
+            if played > now {
+                return true;
+            }
+            let played_unix = unix_now - now.duration_since(played).as_micros() as i64;
+            if let Some(v) = video {
+                out.push(played_unix - capture as i64 - v);
+            }
+            false
+        });
+        out
+    }
 }
 
 fn codec_name(c: &RtpCodec) -> String {

@@ -222,8 +222,7 @@ impl LipSync {
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
             .cloned()?;
-        let d = clock.lock().unwrap_or_else(|e| e.into_inner()).delay();
-        d
+        clock.lock().unwrap_or_else(|e| e.into_inner()).delay()
     }
 }
 

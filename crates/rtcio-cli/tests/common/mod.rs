@@ -60,8 +60,14 @@ pub struct Rtcio {
 impl Rtcio {
     /// Starts `rtcio <args>` with stdin piped, stdout and stderr captured.
     pub fn spawn(label: &str, args: &[&str]) -> Rtcio {
+        Self::spawn_env(label, args, &[])
+    }
+
+    /// Like [`Rtcio::spawn`], with extra environment variables (test knobs).
+    pub fn spawn_env(label: &str, args: &[&str], env: &[(&str, &str)]) -> Rtcio {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rtcio"))
             .args(args)
+            .envs(env.iter().copied())
             .env("RTCIO_LOG", rtcio_cli::DEFAULT_LOG)
             .env_remove("RUST_LOG")
             .env_remove("RTCIO_SERVER")

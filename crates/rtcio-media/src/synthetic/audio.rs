@@ -49,6 +49,10 @@ impl Default for ToneConfig {
 pub struct ToneSource {
     config: ToneConfig,
     position: u64,
+    /// Samples of the mark cycle already gone at position 0: when paced, marks fall on whole
+    /// multiples of `mark_interval` of the Unix clock, so a receiver knows when each was
+    /// captured (like the test pattern's frame marks) and can measure lip sync.
+    phase: u64,
     start: Option<Instant>,
     stopped: bool,
 }
@@ -65,6 +69,7 @@ impl ToneSource {
         Ok(Self {
             config,
             position: 0,
+            phase: 0,
             start: None,
             stopped: false,
         })
@@ -76,8 +81,9 @@ impl ToneSource {
         if interval == 0 {
             return Vec::new();
         }
+        let first = (interval - self.phase % interval) % interval;
         (0..)
-            .map(|k| k * interval)
+            .map(|k| first + k * interval)
             .take_while(|&p| p < until)
             .collect()
     }
@@ -96,7 +102,7 @@ impl ToneSource {
         let channels = c.channels as usize;
         let mut out = Vec::with_capacity(frames * channels);
         for i in 0..frames as u64 {
-            let n = position + i;
+            let n = position + i + self.phase;
             let t = n as f64 / rate;
             let in_mark = interval > 0 && n % interval < mark_len;
             let value = if in_mark {
@@ -121,6 +127,13 @@ impl AudioSource for ToneSource {
         let frames = (rate / 50) as usize;
         let timestamp = Duration::from_nanos(self.position * 1_000_000_000 / rate);
         if self.config.paced {
+            if self.start.is_none() {
+                let interval = u128::from(self.interval_samples());
+                let now_samples = u128::from(crate::synthetic::video::unix_micros())
+                    * u128::from(self.config.sample_rate)
+                    / 1_000_000;
+                self.phase = now_samples.checked_rem(interval).unwrap_or(0) as u64;
+            }
             let start = *self.start.get_or_insert_with(Instant::now);
             sleep_until(start + timestamp);
         }
