@@ -7,6 +7,7 @@ import { DEFAULT_ASPECT, TILE_GAP, dominantAspect, fitRect, gridRects, spotlight
 import { rmsToDbfs, speakers } from './speaker.js';
 import { copyText } from './clipboard.js';
 import { icon } from './icons.js';
+import { initDevices, setCurrentDevices, setDeviceMenuOpen, POLL_MS } from './devices.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -197,6 +198,41 @@ function fillDevices(select, list, noneText, chosen, error) {
   }
   const preferred = all.find((d) => d.id === chosen) || all.find((d) => d.isDefault) || real[0];
   select.value = preferred ? preferred.id : '';
+}
+
+/**
+ * While a start-screen picker has the focus (the user is choosing), the lists are asked for
+ * every 2 s and refilled when they changed, keeping the choice: a device plugged in appears.
+ */
+let pickerPoll = null;
+let pickerLists = '';
+function watchPickers() {
+  const ids = ['camera', 'microphone', 'speaker'];
+  const refresh = async () => {
+    let d;
+    try {
+      d = await invoke('list_devices');
+    } catch {
+      return;
+    }
+    const key = JSON.stringify(d);
+    if (key === pickerLists) return;
+    pickerLists = key;
+    fillDevices($('camera'), d.cameras, 'No camera found', $('camera').value || settings.camera, d.cameraError);
+    fillDevices($('microphone'), d.microphones, 'No microphone found', $('microphone').value || settings.microphone, d.microphoneError);
+    fillDevices($('speaker'), d.speakers, 'No speaker found', $('speaker').value || settings.speaker, d.speakerError);
+  };
+  for (const id of ids) {
+    $(id).addEventListener('focus', () => {
+      clearInterval(pickerPoll);
+      pickerLists = '';
+      pickerPoll = setInterval(refresh, POLL_MS);
+    });
+    $(id).addEventListener('blur', () => {
+      clearInterval(pickerPoll);
+      pickerPoll = null;
+    });
+  }
 }
 
 async function loadDevices() {
@@ -431,6 +467,7 @@ const peerTimers = new Map();
 const levelTimers = new Map();
 
 function enterCall(info, form) {
+  setCurrentDevices({ camera: form.camera, microphone: form.microphone, speaker: form.speaker });
   call = {
     selfId: info.selfId,
     roomId: info.roomId,
@@ -492,6 +529,7 @@ function enterCall(info, form) {
 }
 
 function exitCall(message) {
+  setDeviceMenuOpen(false);
   call = null;
   reportedSizes.clear();
   clearQuality();
@@ -1327,6 +1365,13 @@ async function main() {
       listen('stream-removed', onStreamRemoved),
       listen('mic-level', onMicLevel),
       listen('audio-level', onAudioLevel),
+      // The call's device menu and what happens when a device stops working (devices.js).
+      initDevices({
+        inCall: () => !!call,
+        setOff: (kind) => call && setMedia(kind === 'microphone' ? false : call.mic, kind === 'camera' ? false : call.cam),
+        message: (text) => showError($('call-error'), text),
+        toast: (text) => showToast(text),
+      }),
       // File drops on tiles and the transfers panel (which opens the side panel if closed).
       initTransfers({
         names: (id) => call && call.people.get(id)?.name,
@@ -1341,6 +1386,7 @@ async function main() {
   }
   await loadSettings();
   await loadDevices();
+  watchPickers();
   try {
     await initPreview();
   } catch (err) {

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use rtcio::MediaKind;
 use serde::Deserialize;
 use serde_json::Value;
 use tauri::ipc::{Channel, InvokeResponseBody};
-use tauri::{AppHandle, Emitter, Runtime, State};
+use tauri::{AppHandle, Emitter, Manager, Runtime, State};
 use tauri_plugin_store::StoreExt;
 use tokio::sync::Mutex;
 
@@ -195,9 +196,184 @@ pub async fn join<R: Runtime>(
             media::output_device(req.speaker.as_deref(), media::fake_media_from_env());
     }
     let frames = frame_sink(state.frames.clone(), state.frame_stats.clone());
-    let (session, info) = Session::join_with_frames(cfg, ui_sink(app), frames).await?;
+    let (session, info) = Session::join_with_frames(cfg, ui_sink(app.clone()), frames).await?;
+    for kind in [MediaKind::Video, MediaKind::Audio] {
+        if let Some(rx) = session.with_camera(|s| s.source_failures(kind)).flatten() {
+            spawn_device_watch(app.clone(), kind, rx);
+        }
+    }
     *current = Some(session);
     Ok(info)
+}
+
+/// `camera` / `microphone`, as the UI names a kind.
+fn kind_name(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Video => "camera",
+        MediaKind::Audio => "microphone",
+    }
+}
+
+/// Switches the camera (video) or microphone (audio) of the running call to the device a
+/// picker id names: same track and stream, peers keep decoding. Returns the new label.
+async fn switch_source(
+    state: &AppState,
+    kind: MediaKind,
+    device: String,
+) -> Result<String, AppError> {
+    // `&mut`: a session is not `Sync`, so a shared borrow cannot cross the awaits below.
+    let mut guard = state.session.lock().await;
+    let session = guard.as_mut().ok_or(AppError::NotJoined)?;
+    if session.with_camera(|s| s.has(kind)) != Some(true) {
+        let what = kind_name(kind);
+        return Err(AppError::Invalid(format!(
+            "The call started without a {what}; leave and join again with one to send it."
+        )));
+    }
+    let id = device.clone();
+    let fake = media::fake_media_from_env();
+    let (source, label) =
+        tokio::task::spawn_blocking(move || media::open_replacement(kind, &id, fake))
+            .await
+            .map_err(|e| AppError::Media(format!("opening the device stopped: {e}")))?
+            .map_err(|e| {
+                AppError::Media(format!("Cannot switch to this {}: {e}", kind_name(kind)))
+            })?;
+    session
+        .with_camera(|s| s.replace_source(source, label, &device))
+        .ok_or(AppError::NotJoined)?
+        .map_err(|e| AppError::Media(format!("Cannot switch the {}: {e}", kind_name(kind))))?;
+    Ok(label.to_string())
+}
+
+/// Sends video from another camera (a `list_devices` id) without leaving the call.
+#[tauri::command]
+pub async fn switch_camera(state: State<'_, AppState>, device: String) -> Result<Value, AppError> {
+    let label = switch_source(&state, MediaKind::Video, device.clone()).await?;
+    Ok(serde_json::json!({"device": device, "label": label}))
+}
+
+/// Sends audio from another microphone (a `list_devices` id) without leaving the call.
+#[tauri::command]
+pub async fn switch_microphone(
+    state: State<'_, AppState>,
+    device: String,
+) -> Result<Value, AppError> {
+    let label = switch_source(&state, MediaKind::Audio, device.clone()).await?;
+    Ok(serde_json::json!({"device": device, "label": label}))
+}
+
+/// Plays the call's audio on another speaker (a `list_devices` id; none: the default).
+#[tauri::command]
+pub async fn switch_speaker(
+    state: State<'_, AppState>,
+    speaker: Option<String>,
+) -> Result<Value, AppError> {
+    let device = media::output_device(speaker.as_deref(), media::fake_media_from_env());
+    let guard = state.session.lock().await;
+    let session = guard.as_ref().ok_or(AppError::NotJoined)?;
+    let name = session.set_speaker(device);
+    Ok(serde_json::json!({"speaker": speaker, "device": name}))
+}
+
+/// Event sent when a camera or microphone stops working mid-call: `{kind, device, message,
+/// fallback: {id, name} | null}` (null: that kind is now off; the UI turns its button off).
+pub const DEVICE_LOST_EVENT: &str = "device-lost";
+
+/// Watches one kind's capture source: when it fails, falls back to another device (the policy
+/// in [`devices::fallback`]) or to nothing, and tells the UI either way. Ends with the stream.
+fn spawn_device_watch<R: Runtime>(
+    app: AppHandle<R>,
+    kind: MediaKind,
+    mut failures: tokio::sync::watch::Receiver<Option<rtcio_glue::SourceFailure>>,
+) {
+    tauri::async_runtime::spawn(async move {
+        while failures.changed().await.is_ok() {
+            let Some(failure) = failures.borrow_and_update().clone() else {
+                continue;
+            };
+            on_device_lost(&app, kind, failure).await;
+        }
+    });
+}
+
+/// How many other devices a fallback tries before giving up (each may fail to open).
+const FALLBACK_TRIES: usize = 3;
+
+async fn on_device_lost<R: Runtime>(
+    app: &AppHandle<R>,
+    kind: MediaKind,
+    failure: rtcio_glue::SourceFailure,
+) {
+    let state = app.state::<AppState>();
+    let what = kind_name(kind);
+    let list = tokio::task::spawn_blocking(devices::list)
+        .await
+        .unwrap_or_default();
+    let available = match kind {
+        MediaKind::Video => list.cameras,
+        MediaKind::Audio => list.microphones,
+    };
+    let mut tried: Vec<String> = Vec::new();
+    let mut guard = state.session.lock().await;
+    let Some(session) = guard.as_mut() else {
+        return;
+    };
+    let failed = session
+        .with_camera(|s| s.device(kind).map(str::to_owned))
+        .flatten();
+    let failed_name = available
+        .iter()
+        .find(|d| Some(&d.id) == failed.as_ref())
+        .map_or_else(|| failure.label.clone(), |d| d.name.clone());
+    let mut now = None;
+    for _ in 0..FALLBACK_TRIES {
+        let left: Vec<devices::Device> = available
+            .iter()
+            .filter(|d| !tried.contains(&d.id))
+            .cloned()
+            .collect();
+        let devices::Fallback::Device(next) = devices::fallback(failed.as_deref(), &left) else {
+            break;
+        };
+        tried.push(next.id.clone());
+        let (id, fake) = (next.id.clone(), media::fake_media_from_env());
+        let opened =
+            tokio::task::spawn_blocking(move || media::open_replacement(kind, &id, fake)).await;
+        match opened {
+            Ok(Ok((source, label))) => {
+                match session.with_camera(|s| s.replace_source(source, label, &next.id)) {
+                    Some(Ok(())) => {
+                        now = Some(next);
+                        break;
+                    }
+                    other => tracing::warn!(?kind, "fallback not applied: {other:?}"),
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(?kind, device = %next.id, "fallback failed: {e}"),
+            Err(e) => tracing::warn!(?kind, "fallback stopped: {e}"),
+        }
+    }
+    drop(guard);
+    let message = match &now {
+        Some(d) => format!(
+            "Your {what} ({failed_name}) stopped working: {}. Switched to {}.",
+            failure.error, d.name
+        ),
+        None => format!(
+            "Your {what} ({failed_name}) stopped working: {}. No other {what} found, so it is \
+             off; you are still in the call.",
+            failure.error
+        ),
+    };
+    tracing::info!(?kind, fallback = ?now.as_ref().map(|d| &d.id), "{message}");
+    let fallback = now.map(|d| serde_json::json!({"id": d.id, "name": d.name}));
+    let payload = serde_json::json!({
+        "kind": what, "device": failed, "message": message, "fallback": fallback,
+    });
+    if let Err(e) = app.emit(DEVICE_LOST_EVENT, payload) {
+        tracing::warn!("could not deliver device-lost to the UI: {e}");
+    }
 }
 
 /// Leaves the current room (nothing to do when not in one).

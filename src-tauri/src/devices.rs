@@ -87,6 +87,11 @@ pub fn list() -> DeviceList {
         }
     }
     cameras.push(synthetic(media::TEST_PATTERN_ID, "Test pattern", fake));
+    cameras.push(synthetic(
+        media::TEST_PATTERN_GREEN_ID,
+        "Test pattern (green)",
+        false,
+    ));
     microphones.push(synthetic(media::TONE_ID, "Tone", fake));
     speakers.push(synthetic(media::SILENT_ID, "Silent (no output)", fake));
     DeviceList {
@@ -99,10 +104,117 @@ pub fn list() -> DeviceList {
     }
 }
 
+/// What to send from after the device `failed` stopped working mid-call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fallback {
+    /// Switch to this device.
+    Device(Device),
+    /// Nothing left to switch to: that kind is turned off (the call goes on).
+    Off,
+}
+
+/// Picks the device to fall back to when `failed` (a picker id; `None`: the default device)
+/// stopped working, from the current list of that kind: the system's default if it is another
+/// device, else the first other one. A real device falls back to real devices only (nobody
+/// wants to send a test pattern because their camera was unplugged); a synthetic one to
+/// another synthetic one (tests and demos). The failed device is never picked, even if it is
+/// still listed (it may be listed but broken).
+pub fn fallback(failed: Option<&str>, available: &[Device]) -> Fallback {
+    let failed_synthetic = failed.is_some_and(|id| id.starts_with("synthetic:"));
+    let default_id = available
+        .iter()
+        .find(|d| d.is_default)
+        .map(|d| d.id.as_str());
+    // The default device failed when none was named.
+    let failed = failed.or(default_id);
+    let candidates: Vec<&Device> = available
+        .iter()
+        .filter(|d| Some(d.id.as_str()) != failed && d.synthetic == failed_synthetic)
+        .collect();
+    candidates
+        .iter()
+        .find(|d| d.is_default)
+        .or(candidates.first())
+        .map_or(Fallback::Off, |d| Fallback::Device((*d).clone()))
+}
+
 /// Monitors of the X display that can be shared (`$DISPLAY`). Blocking: off the runtime.
 pub fn monitors() -> Result<Vec<Device>, AppError> {
     match convert(rtcio_media::list_monitors(None)) {
         (list, None) => Ok(list),
         (_, Some(e)) => Err(AppError::Media(format!("Cannot list the screens: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(id: &str, default: bool) -> Device {
+        Device {
+            id: id.into(),
+            name: format!("name of {id}"),
+            is_default: default,
+            synthetic: id.starts_with("synthetic:"),
+        }
+    }
+
+    fn picked(f: Fallback) -> Option<String> {
+        match f {
+            Fallback::Device(d) => Some(d.id),
+            Fallback::Off => None,
+        }
+    }
+
+    #[test]
+    fn a_real_device_falls_back_to_the_default_then_the_first_other_real_one() {
+        let list = [
+            dev("/dev/video0", false),
+            dev("/dev/video2", true),
+            dev("/dev/video4", false),
+            dev(media::TEST_PATTERN_ID, false),
+        ];
+        assert_eq!(
+            picked(fallback(Some("/dev/video0"), &list)).as_deref(),
+            Some("/dev/video2")
+        );
+        assert_eq!(
+            picked(fallback(Some("/dev/video2"), &list)).as_deref(),
+            Some("/dev/video0")
+        );
+        // The default failed (none named): another real one, never itself.
+        assert_eq!(
+            picked(fallback(None, &list)).as_deref(),
+            Some("/dev/video0")
+        );
+    }
+
+    #[test]
+    fn nothing_real_left_means_off_not_a_test_pattern() {
+        let list = [dev("hw:1", false), dev(media::TONE_ID, false)];
+        assert_eq!(fallback(Some("hw:1"), &list), Fallback::Off);
+        // Unplugged: gone from the list as well.
+        assert_eq!(
+            fallback(Some("hw:1"), &[dev(media::TONE_ID, true)]),
+            Fallback::Off
+        );
+        assert_eq!(fallback(None, &[]), Fallback::Off);
+    }
+
+    #[test]
+    fn a_synthetic_device_falls_back_to_another_synthetic_one() {
+        let list = [
+            dev("/dev/video0", true),
+            dev(media::TEST_PATTERN_ID, false),
+            dev(media::TEST_PATTERN_GREEN_ID, false),
+        ];
+        assert_eq!(
+            picked(fallback(Some(media::TEST_PATTERN_ID), &list)).as_deref(),
+            Some(media::TEST_PATTERN_GREEN_ID)
+        );
+        assert_eq!(
+            fallback(Some(media::TONE_ID), &[dev(media::TONE_ID, false)]),
+            Fallback::Off
+        );
     }
 }

@@ -37,6 +37,9 @@ pub fn builder() -> tauri::Builder<tauri::Wry> {
         .invoke_handler(tauri::generate_handler![
             commands::list_devices,
             commands::test_speaker,
+            commands::switch_camera,
+            commands::switch_microphone,
+            commands::switch_speaker,
             commands::join,
             commands::leave,
             commands::send_chat,

@@ -567,6 +567,9 @@ impl Session {
             self.frames.clone(),
         );
         stream.start_mic_level(self.ui.clone());
+        let (camera_id, mic_id) = media::device_ids(cfg);
+        stream.set_device(MediaKind::Video, camera_id);
+        stream.set_device(MediaKind::Audio, mic_id);
         stream.set_enabled(MediaKind::Video, flags.cam);
         stream.set_enabled(MediaKind::Audio, flags.mic);
         // SELF_ID: receivers key our tile by the id that sends it, also after a reconnect.
@@ -745,6 +748,17 @@ impl Session {
         }
         announce(&self.socket, flags, &self.room_id)?;
         Ok(())
+    }
+
+    /// Runs `f` on our camera (+ microphone) stream, e.g. to switch its devices mid-call;
+    /// `None` when we send none.
+    pub fn with_camera<T>(&self, f: impl FnOnce(&mut SendStream) -> T) -> Option<T> {
+        lock_any(&self.outgoing).camera.as_mut().map(f)
+    }
+
+    /// Plays the room's audio on another output from now on; returns its name.
+    pub fn set_speaker(&self, speaker: rtcio_media::OutputDevice) -> String {
+        lock_any(&self.receivers).set_speaker(speaker)
     }
 
     /// Sends the file at `path` to `peer`; returns the transfer id. `&mut self` for the same

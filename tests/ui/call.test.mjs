@@ -584,6 +584,76 @@ test('speaking: mic-level lights our tile, the planned audio-level anyone; muted
   await page.waitForFunction(() => getComputedStyle(document.querySelector('.tile[data-id="p1"]'), '::after').borderTopColor === 'rgb(74, 222, 128)');
 });
 
+test('devices: the call menu switches camera, microphone and speaker without leaving', async () => {
+  await joinCall({
+    switch_camera: { value: { device: 'cam0', label: 'camera' } },
+    switch_microphone: { value: { device: 'synthetic:tone', label: 'tone' } },
+    switch_speaker: { value: { speaker: 'spk1', device: 'USB Headset' } },
+  });
+  assert.equal(await attr('#device-menu-btn', 'aria-expanded'), 'false');
+  assert.equal(await page.getByRole('button', { name: 'Devices', exact: true }).count(), 1);
+  await page.click('#device-menu-btn');
+  assert.equal(await attr('#device-menu-btn', 'aria-expanded'), 'true');
+  // The lists come from list_devices; the devices the call started with are selected.
+  await page.waitForFunction(() => document.getElementById('call-camera').options.length === 2);
+  assert.equal(await page.inputValue('#call-camera'), 'cam1');
+  assert.equal(await page.inputValue('#call-speaker'), 'spk0');
+  await page.selectOption('#call-camera', 'cam0');
+  await page.selectOption('#call-speaker', 'spk1');
+  await page.waitForFunction(() => window.__mock.calls.some((c) => c.cmd === 'switch_speaker'));
+  assert.deepEqual((await calls('switch_camera')).map((c) => c.args), [{ device: 'cam0' }]);
+  assert.deepEqual((await calls('switch_speaker')).map((c) => c.args), [{ speaker: 'spk1' }]);
+  // Still in the call; nothing was left or re-joined.
+  assert.equal(await page.isVisible('#call-screen'), true);
+  assert.equal((await calls('leave')).length, 0);
+  assert.equal((await calls('join')).length, 1);
+  // A switch Rust refuses: the message, and the picker goes back to the device in use.
+  await page.evaluate(() => { window.__mock.responses.switch_camera = { error: { kind: 'media', message: 'Cannot switch to this camera: busy' } }; });
+  await page.selectOption('#call-camera', 'cam1');
+  await page.waitForFunction(() => !document.getElementById('call-error').hidden);
+  assert.match(await text('#call-error'), /Could not switch the camera: Cannot switch to this camera: busy/);
+  assert.equal(await page.inputValue('#call-camera'), 'cam0');
+  await page.keyboard.press('Escape');
+  assert.equal(await page.isHidden('#device-menu'), true);
+});
+
+test('devices: a device plugged in appears in the open menu (lists polled every 2 s)', async () => {
+  await joinCall();
+  await page.click('#device-menu-btn');
+  await page.waitForFunction(() => document.getElementById('call-camera').options.length === 2);
+  await page.evaluate(() => {
+    const d = window.__mock.responses.list_devices.value;
+    window.__mock.responses.list_devices = { value: { ...d, cameras: [...d.cameras, { id: 'cam9', name: 'New Webcam', isDefault: false }] } };
+  });
+  await page.waitForFunction(() => [...document.getElementById('call-camera').options].some((o) => o.value === 'cam9'), null, { timeout: 5000 });
+  assert.equal(await page.inputValue('#call-camera'), 'cam1', 'the device in use stays selected');
+  // Closed: no more polling.
+  await page.click('#device-menu-btn');
+  const n = (await calls('list_devices')).length;
+  await page.waitForTimeout(2500);
+  assert.equal((await calls('list_devices')).length, n);
+});
+
+test('devices: an unplugged camera shows a message; without a fallback it is off and the room is told', async () => {
+  await joinCall();
+  await emit('device-lost', {
+    kind: 'camera', device: 'cam1', fallback: { id: 'cam0', name: 'Integrated Camera' },
+    message: 'Your camera (USB Camera) stopped working: the device was unplugged. Switched to Integrated Camera.',
+  });
+  assert.match(await text('#call-error'), /USB Camera\) stopped working: the device was unplugged\. Switched to Integrated Camera/);
+  assert.equal(await attr('#toggle-cam', 'aria-pressed'), 'true', 'a fallback keeps the camera on');
+  assert.equal((await calls('set_media_state')).length, 0);
+  await emit('device-lost', {
+    kind: 'microphone', device: 'mic0', fallback: null,
+    message: 'Your microphone (Built-in Mic) stopped working: no audio for 2 s. No other microphone found, so it is off; you are still in the call.',
+  });
+  assert.match(await text('#call-error'), /No other microphone found, so it is off; you are still in the call/);
+  assert.equal(await attr('#toggle-mic', 'aria-pressed'), 'false');
+  assert.equal(await attr('#toggle-cam', 'aria-pressed'), 'true');
+  assert.deepEqual((await calls('set_media_state')).map((c) => c.args), [{ mic: false, cam: true }]);
+  assert.equal(await page.isVisible('#call-screen'), true);
+});
+
 test('leave: no question, a toast on the start screen; a join-error exit gives none', async () => {
   await joinCall();
   await page.click('#leave');
