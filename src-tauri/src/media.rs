@@ -746,6 +746,8 @@ struct Incoming {
     kind: StreamKind,
     stop: Arc<AtomicBool>,
     consumers: HashMap<String, Consumer>,
+    /// The stream's audio playout clock: its audio thread keeps it, its video waits for it.
+    sync: rtcio_glue::SharedAudioClock,
 }
 
 /// Output channels of the playout mixer (and so of the echo canceller's far end).
@@ -854,6 +856,7 @@ impl Receivers {
                 kind,
                 stop: Arc::new(AtomicBool::new(false)),
                 consumers: HashMap::new(),
+                sync: Default::default(),
             },
         );
         self.add_tracks(stream);
@@ -879,18 +882,19 @@ impl Receivers {
             let kind = track.kind();
             let handle = tokio::runtime::Handle::current();
             let stop = inc.stop.clone();
+            let sync = inc.sync.clone();
             let spawned = match kind {
                 MediaKind::Video => {
                     let (k, sizes, frames) = (key.clone(), self.sizes.clone(), self.frames.clone());
                     std::thread::Builder::new()
                         .name("rtcio-recv-video".into())
-                        .spawn(move || play_video(handle, track, k, sizes, frames, stop))
+                        .spawn(move || play_video(handle, track, k, sizes, frames, stop, sync))
                 }
                 MediaKind::Audio => {
                     let (peer, mixer) = (format!("{key}/{mid}"), self.mixer.clone());
                     std::thread::Builder::new()
                         .name("rtcio-recv-audio".into())
-                        .spawn(move || play_audio(handle, track, peer, mixer, stop))
+                        .spawn(move || play_audio(handle, track, peer, mixer, stop, sync))
                 }
             };
             let thread = spawned
@@ -964,7 +968,9 @@ impl Drop for Receivers {
     }
 }
 
-/// One remote video track: decode, scale to the tile, hand out as a binary frame.
+/// One remote video track: decode, wait for the picture's playout time (jitter smoothing and
+/// lip sync with the stream's audio, see `rtcio_glue::playout`), scale to the tile, hand out as
+/// a binary frame. Pictures are scaled only when shown: a late or stale one costs nothing more.
 fn play_video(
     handle: tokio::runtime::Handle,
     track: RemoteTrack,
@@ -972,6 +978,7 @@ fn play_video(
     sizes: TileSizes,
     frames: FrameSink,
     stop: Arc<AtomicBool>,
+    sync: rtcio_glue::SharedAudioClock,
 ) {
     let mut video = match VideoTrackDecoder::new() {
         Ok(v) => v,
@@ -981,20 +988,39 @@ fn play_video(
         }
     };
     let mut scaler = Scaler::default();
-    while let Some(frame) = next_frame(&handle, &track, &stop) {
-        // Shown as soon as decoded: the webview paints on its own clock anyway.
-        let Some(pic) = video.push(&frame, &track, Instant::now()) else {
-            continue;
-        };
+    let mut playout: rtcio_glue::VideoPlayoutQueue<rtcio_media::I420Frame> = Default::default();
+    let mut show = |pic: rtcio_media::I420Frame| {
         let (w, h) = sizes.get(&key);
         match scaler.preview(&pic, w, h) {
             Ok(rgba) => frames(encode_frame(&key, &rgba)),
             Err(e) => debug!("scaling a remote frame: {e}"),
         }
+    };
+    loop {
+        let frame = match rtcio_glue::recv_until(&handle, &track, &stop, playout.next_due()) {
+            rtcio_glue::Recv::Frame(f) => f,
+            rtcio_glue::Recv::Due => {
+                if let Some(pic) = playout.pop_due(Instant::now()) {
+                    show(pic);
+                }
+                continue;
+            }
+            rtcio_glue::Recv::Ended => break,
+        };
+        let Some(pic) = video.push(&frame, &track, Instant::now()) else {
+            continue;
+        };
+        let audio = sync.lock().unwrap_or_else(|e| e.into_inner()).delay();
+        playout.set_sync_delay(audio.unwrap_or_default());
+        playout.push(pic, frame.rtp_timestamp, frame.received);
+        if let Some(pic) = playout.pop_due(Instant::now()) {
+            show(pic);
+        }
     }
     let st = video.stats();
-    debug!(%key, mid = %track.mid(), decoded = st.decoded, freezes = st.freezes.count,
-        "remote video ended");
+    let p = playout.stats();
+    debug!(%key, mid = %track.mid(), decoded = st.decoded, shown = p.shown,
+        dropped_late = p.dropped_late, freezes = p.freezes.count, "remote video ended");
 }
 
 /// One remote audio track into the mixer.
@@ -1004,6 +1030,7 @@ fn play_audio(
     peer: String,
     mixer: Arc<Mutex<AudioMixer>>,
     stop: Arc<AtomicBool>,
+    sync: rtcio_glue::SharedAudioClock,
 ) {
     while let Some(frame) = next_frame(&handle, &track, &stop) {
         if frame.codec != rtcio::RtpCodec::Opus {
@@ -1013,6 +1040,8 @@ fn play_audio(
             warn!("remote audio: {e}");
             break;
         }
+        // Where this stream's audio is in time: its video is shown in step with it.
+        rtcio_glue::note_audio_playout(&sync, &mixer, &peer, frame.rtp_timestamp, frame.received);
     }
     lock(&mixer).remove_peer(&peer);
 }
