@@ -12,6 +12,18 @@
 //! ```
 //! `BENCH_SECONDS` (default 10) sets the measurement length, `BENCH_REMOTES` (default `1,4`) the
 //! runs, `BENCH_SCREENSHOT=DIR` saves the screen at the end of each run (imagemagick `import`).
+//!
+//! The active-speaker screenshot (`docs/screenshot-active-speaker.png`): `BENCH_TALKERS=1`
+//! makes only the first remote send its tone (the others are silent, microphone off), so the
+//! speaking ring lights that remote and our own tile (the app sends its tone too) and not the
+//! others; `BENCH_SIZE=640x360` sends smaller pictures; `BENCH_SCREENSHOT_FILE=PATH` names the
+//! PNG:
+//!
+//! ```text
+//! unshare -n sh -c 'ip link set lo up && BENCH_REMOTES=2 BENCH_TALKERS=1 BENCH_SIZE=640x360 \
+//!   BENCH_SECONDS=3 BENCH_SCREENSHOT=/tmp BENCH_SCREENSHOT_FILE=docs/screenshot-active-speaker.png \
+//!   cargo run -p rtcio-desktop --example ipc_bench'
+//! ```
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -132,15 +144,31 @@ fn remotes() -> anyhow::Result<()> {
             ..rtcio_server::ServerConfig::default()
         })
         .await?;
+        // `BENCH_TALKERS=k`: only the first k remotes send audio (all of them by default).
+        let talkers: usize = std::env::var("BENCH_TALKERS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(n);
+        let size = std::env::var("BENCH_SIZE")
+            .ok()
+            .and_then(|s| {
+                let (w, h) = s.split_once('x')?;
+                Some((w.parse().ok()?, h.parse().ok()?))
+            })
+            .unwrap_or((1280, 720));
         let mut sessions = Vec::new();
         for i in 0..n {
             let mut cfg =
                 JoinConfig::new(&format!("remote{i}"), ROOM, ServerChoice::Url(server.url()));
             cfg.socket = rtcio::Options::loopback();
             cfg.media = MediaConfig {
-                capture_size: (1280, 720),
+                capture_size: size,
                 ..MediaConfig::synthetic()
             };
+            if i >= talkers {
+                cfg.media.audio = rtcio_desktop::media::AudioChoice::Off;
+                cfg.mic = false;
+            }
             let (s, _) = Session::join(cfg, Arc::new(|_, _| {})).await?;
             sessions.push(s);
         }
@@ -281,8 +309,9 @@ fn app() -> anyhow::Result<()> {
                 let secs = b.at.duration_since(a.at).as_secs_f64();
                 let painted = b.painted - a.painted;
                 let frames = (b.frames - a.frames) as f64;
+                let size = std::env::var("BENCH_SIZE").unwrap_or_else(|_| "1280x720".into());
                 println!(
-                    "ipc_bench: {remotes_n} remote(s) sending 1280x720 30 fps, {secs:.1} s measured ({} tiles incl. own preview)",
+                    "ipc_bench: {remotes_n} remote(s) sending {size} 30 fps, {secs:.1} s measured ({} tiles incl. own preview)",
                     b.per_key.len()
                 );
                 println!(
@@ -335,7 +364,10 @@ fn app() -> anyhow::Result<()> {
         }
         // `BENCH_SCREENSHOT=DIR`: the screen as it is now, one PNG per run.
         if let Ok(dir) = std::env::var("BENCH_SCREENSHOT") {
-            let path = std::path::Path::new(&dir).join(format!("call-{remotes_n}-remotes.png"));
+            let path = match std::env::var("BENCH_SCREENSHOT_FILE") {
+                Ok(file) => std::path::PathBuf::from(file),
+                Err(_) => std::path::Path::new(&dir).join(format!("call-{remotes_n}-remotes.png")),
+            };
             match Command::new("import")
                 .args(["-window", "root"])
                 .arg(&path)

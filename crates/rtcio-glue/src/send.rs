@@ -667,12 +667,14 @@ impl<S: ?Sized> Slot<S> {
     fn take(&self) -> Option<(Box<S>, bool)> {
         let mut st = self.lock();
         loop {
-            if st.closed {
-                return None;
-            }
+            // Closed with a source: keep serving it until the pipeline's own stop flag ends its
+            // loop (an error here would be logged as the pipeline failing).
             if let Some(s) = st.current.take() {
                 st.replaced_while_reading = false;
                 return Some((s, std::mem::take(&mut st.swapped)));
+            }
+            if st.closed {
+                return None;
             }
             st = self
                 .cond
@@ -682,11 +684,11 @@ impl<S: ?Sized> Slot<S> {
         }
     }
 
-    /// Puts the source back after a read; false (the caller stops it) when it was replaced or
-    /// the slot closed meanwhile.
+    /// Puts the source back after a read; gives it back (the caller stops it) when it was
+    /// replaced meanwhile.
     fn put_back(&self, source: Box<S>) -> Result<(), Box<S>> {
         let mut st = self.lock();
-        if st.closed || st.replaced_while_reading || st.current.is_some() {
+        if st.replaced_while_reading || st.current.is_some() {
             return Err(source);
         }
         st.current = Some(source);
