@@ -121,6 +121,19 @@ def main(sdp_json, media):
     ]:
         put("app_inbound", bytes([origin]) + js(arg).encode())
 
+    # File transfer (the tutorial's per-peer `file` channel, PROTOCOL.md §8): meta, chunks, eof.
+    tid = "18c3-5f2e-1"
+    for seq in [
+        [{"e": "meta", "d": {"tid": tid, "name": "report.pdf", "size": 20000, "mime": "application/pdf"}},
+         {"e": "chunk", "d": 16384}, {"e": "chunk", "d": 3616},
+         {"e": "eof", "d": {"tid": tid, "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}}],
+        [{"e": "chunk", "d": 10}, {"e": "meta", "d": {"name": "../../etc/passwd", "size": 1e3}},
+         {"e": "chunk", "d": 2000}, {"e": "eof", "d": {}}],
+        [{"e": "meta", "d": {"tid": 1733500000000, "name": "CON.txt", "size": 5}}, {"e": "cancel", "d": {"tid": 1733500000000, "reason": "no"}},
+         {"e": "meta", "d": {"tid": "b", "name": " .hidden ", "size": 1}}, {"e": "local", "d": "ui2"}, {"e": "closed"}],
+    ]:
+        put("app_transfer", js(seq))
+
     # Media files written by rtcio-media itself.
     h264 = open(os.path.join(media, "clip.h264"), "rb").read()
     # (the whole 33 KB clip made every execution slow; its first NAL units carry the same)
