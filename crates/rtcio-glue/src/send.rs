@@ -1124,6 +1124,42 @@ mod tests {
     }
 
     #[test]
+    fn a_replaced_audio_source_is_resampled_to_the_first_rate_and_continues() {
+        use rtcio_media::{ToneConfig, ToneSource};
+        let tone = |rate: u32, channels: u16| -> Box<dyn AudioSource> {
+            Box::new(
+                ToneSource::new(ToneConfig {
+                    sample_rate: rate,
+                    channels,
+                    paced: false,
+                    ..ToneConfig::default()
+                })
+                .expect("tone"),
+            )
+        };
+        let slot: Arc<Slot<dyn AudioSource>> = Slot::new(MediaKind::Audio, tone(48_000, 1), "a");
+        let mut sw = Switchable::new(slot.clone(), (48_000, 1), 0.0);
+        let mut end = Duration::ZERO;
+        for _ in 0..3 {
+            let f = sw.next_frame().expect("frame");
+            end = f.timestamp + Duration::from_millis(20);
+        }
+        // A 16 kHz stereo microphone instead: still 48 kHz mono on the track, right after.
+        slot.replace(tone(16_000, 2), "b");
+        let mut samples = 0;
+        for i in 0..10 {
+            let f = sw.next_frame().expect("frame of the new source");
+            assert_eq!((f.sample_rate, f.channels), (48_000, 1));
+            if i == 0 {
+                assert_eq!(f.timestamp, end, "continues the timeline");
+            }
+            samples += f.samples.len();
+        }
+        // 10 × 20 ms at 48 kHz, less what the resampler holds back.
+        assert!((8_000..=9_700).contains(&samples), "{samples} samples");
+    }
+
+    #[test]
     fn timeline_maps_each_source_after_the_last_frame() {
         let mut t = Timeline::default();
         let ms = Duration::from_millis;
