@@ -29,7 +29,12 @@ cargo fuzz build -s "$sanitizer" --debug-assertions --target-dir "$target_dir" >
 echo "fuzz: built in $(($(date +%s) - build_start)) s" >&2
 [ "$mode" = build ] && exit 0
 
-mapfile -t targets < <(cargo fuzz list)
+# RTCIO_FUZZ_TARGETS="a b" runs only those targets.
+if [ -n "${RTCIO_FUZZ_TARGETS:-}" ]; then
+  read -r -a targets <<<"$RTCIO_FUZZ_TARGETS"
+else
+  mapfile -t targets < <(cargo fuzz list)
+fi
 case "$mode" in
   smoke)
     seconds="${RTCIO_FUZZ_SMOKE_SECONDS:-15}"
