@@ -2,16 +2,21 @@
 //! the synthetic test pattern; one switches its camera to the green pattern — the other keeps
 //! decoding the same stream (same tile key, no new stream announced, no renegotiation) and the
 //! picture turns green. Then the green "camera" is unplugged: the failure is reported, the peer
-//! stays in the call without frames, and a fallback device brings the frames back.
+//! stays in the call without frames, and a fallback device brings the frames back. The same
+//! switch with the rtc.io browser peer (headless Chromium): it keeps decoding the same stream,
+//! its picture turns green, no new stream is announced.
+
+mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::browser::Browser;
 use rtcio::MediaKind;
 use rtcio_desktop::media::{self, FrameSink, MediaConfig};
 use rtcio_desktop::session::{JoinConfig, ServerChoice, Session, UiSink};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -194,4 +199,96 @@ async fn camera_switched_and_unplugged_mid_call_keeps_the_stream() {
     }
     b.leave().await;
     a.leave().await;
+}
+
+/// In the page: plays `peer`'s (first) remote stream in a video element, and once it shows
+/// frames returns the stream's msid, the peer's decoded frame count and the picture's greenness
+/// (mean G minus the mean of R and B); with `o.green`, waits until greenness > o.green.
+const LOOK: &str = "async (o) => {
+  const p = rtcio.socket.rtcpeers[o.peer];
+  const [msid, w] = Object.entries(p.streams)[0];
+  if (!window.__v) {
+    window.__v = document.createElement('video');
+    __v.muted = true; __v.srcObject = w.mediaStream; document.body.append(__v); await __v.play();
+  }
+  const c = document.createElement('canvas'); c.width = 64; c.height = 36;
+  const g = c.getContext('2d', {willReadFrequently: true});
+  const end = Date.now() + 20000;
+  for (;;) {
+    let green = null;
+    if (__v.videoWidth > 0) {
+      g.drawImage(__v, 0, 0, 64, 36);
+      const d = g.getImageData(0, 0, 64, 36).data; let r = 0, gg = 0, b = 0;
+      for (let i = 0; i < d.length; i += 4) { r += d[i]; gg += d[i + 1]; b += d[i + 2]; }
+      const n = d.length / 4; green = gg / n - (r + b) / 2 / n;
+    }
+    if (green !== null && (o.green === undefined || green > o.green) || Date.now() > end) {
+      const s = (await rtcio.mediaStats({peer: o.peer}))[o.peer];
+      return {msid, streams: Object.keys(p.streams).length, green, decoded: s.video.framesDecoded};
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_switch_mid_call_keeps_the_browser_peer_decoding() {
+    let (ui, _ev, frames, _fr) = sinks();
+    let (ann, info) = Session::join_with_frames(config("Ann", ServerChoice::Host), ui, frames)
+        .await
+        .expect("join");
+    let aid = info.self_id.clone();
+    let mut br = Browser::start().await;
+    let page = br.open("web").await;
+    br.eval(
+        page,
+        "(o) => rtcio.join(o.url, o)",
+        json!({"url": info.share_urls[0], "roomId": "devices-room", "name": "web"}),
+    )
+    .await;
+    br.wait_log(
+        page,
+        json!({"kind": "event", "via": "stream", "name": "camera", "peer": aid}),
+        0,
+        30_000,
+    )
+    .await;
+    let before = br.eval(page, LOOK, json!({"peer": aid})).await;
+    let green0 = before["green"]
+        .as_f64()
+        .expect("the browser shows our video");
+    assert!(green0 < 40.0, "the colour bars: {before}");
+    let since = br.log_len(page).await;
+
+    switch_camera(&ann, media::TEST_PATTERN_GREEN_ID).await;
+    let after = br
+        .eval(page, LOOK, json!({"peer": aid, "green": 100}))
+        .await;
+    assert!(
+        after["green"].as_f64() > Some(100.0),
+        "the picture turned green: {after}"
+    );
+    assert_eq!(after["msid"], before["msid"], "same stream");
+    assert_eq!(after["streams"], json!(1), "no second stream: {after}");
+    let decoded = |v: &Value| v["decoded"].as_u64().unwrap_or(0);
+    assert!(decoded(&after) > decoded(&before), "{before} → {after}");
+    // Chromium keeps decoding after the switch: 30 more frames (≈1 s).
+    let more = br
+        .eval(
+            page,
+            "async (o) => { for (let i = 0; i < 200; i++) { const s = (await rtcio.mediaStats({peer: o.peer}))[o.peer]; if (s.video.framesDecoded >= o.n) return s.video.framesDecoded; await new Promise((r) => setTimeout(r, 100)); } return null; }",
+            json!({"peer": aid, "n": decoded(&after) + 30}),
+        )
+        .await;
+    assert!(more.as_u64().is_some(), "decoding stalled after the switch");
+    // Nothing was re-announced or renegotiated for it.
+    let again = br
+        .eval(
+            page,
+            "(o) => rtcio.findLog({kind: 'event', via: 'stream', name: 'camera'}, o.since)",
+            json!({"since": since}),
+        )
+        .await;
+    assert!(again.is_null(), "camera announced again: {again}");
+    br.quit().await;
+    ann.leave().await;
 }
