@@ -297,81 +297,22 @@ fn spawn_device_watch<R: Runtime>(
     });
 }
 
-/// How many other devices a fallback tries before giving up (each may fail to open).
-const FALLBACK_TRIES: usize = 3;
-
 async fn on_device_lost<R: Runtime>(
     app: &AppHandle<R>,
     kind: MediaKind,
     failure: rtcio_glue::SourceFailure,
 ) {
     let state = app.state::<AppState>();
-    let what = kind_name(kind);
     let list = tokio::task::spawn_blocking(devices::list)
         .await
         .unwrap_or_default();
-    let available = match kind {
-        MediaKind::Video => list.cameras,
-        MediaKind::Audio => list.microphones,
-    };
-    let mut tried: Vec<String> = Vec::new();
     let mut guard = state.session.lock().await;
     let Some(session) = guard.as_mut() else {
         return;
     };
-    let failed = session
-        .with_camera(|s| s.device(kind).map(str::to_owned))
-        .flatten();
-    let failed_name = available
-        .iter()
-        .find(|d| Some(&d.id) == failed.as_ref())
-        .map_or_else(|| failure.label.clone(), |d| d.name.clone());
-    let mut now = None;
-    for _ in 0..FALLBACK_TRIES {
-        let left: Vec<devices::Device> = available
-            .iter()
-            .filter(|d| !tried.contains(&d.id))
-            .cloned()
-            .collect();
-        let devices::Fallback::Device(next) = devices::fallback(failed.as_deref(), &left) else {
-            break;
-        };
-        tried.push(next.id.clone());
-        let (id, fake) = (next.id.clone(), media::fake_media_from_env());
-        let opened =
-            tokio::task::spawn_blocking(move || media::open_replacement(kind, &id, fake)).await;
-        match opened {
-            Ok(Ok((source, label))) => {
-                match session.with_camera(|s| s.replace_source(source, label, &next.id)) {
-                    Some(Ok(())) => {
-                        now = Some(next);
-                        break;
-                    }
-                    other => tracing::warn!(?kind, "fallback not applied: {other:?}"),
-                }
-            }
-            Ok(Err(e)) => tracing::warn!(?kind, device = %next.id, "fallback failed: {e}"),
-            Err(e) => tracing::warn!(?kind, "fallback stopped: {e}"),
-        }
-    }
+    let lost = devices::recover(session, kind, &failure, &list).await;
     drop(guard);
-    let message = match &now {
-        Some(d) => format!(
-            "Your {what} ({failed_name}) stopped working: {}. Switched to {}.",
-            failure.error, d.name
-        ),
-        None => format!(
-            "Your {what} ({failed_name}) stopped working: {}. No other {what} found, so it is \
-             off; you are still in the call.",
-            failure.error
-        ),
-    };
-    tracing::info!(?kind, fallback = ?now.as_ref().map(|d| &d.id), "{message}");
-    let fallback = now.map(|d| serde_json::json!({"id": d.id, "name": d.name}));
-    let payload = serde_json::json!({
-        "kind": what, "device": failed, "message": message, "fallback": fallback,
-    });
-    if let Err(e) = app.emit(DEVICE_LOST_EVENT, payload) {
+    if let Err(e) = app.emit(DEVICE_LOST_EVENT, lost.payload()) {
         tracing::warn!("could not deliver device-lost to the UI: {e}");
     }
 }

@@ -1,5 +1,6 @@
 //! Camera, microphone and speaker lists for the start screen, from rtcio-media.
 
+use rtcio::MediaKind;
 use rtcio_media::DeviceInfo;
 use serde::Serialize;
 
@@ -136,6 +137,109 @@ pub fn fallback(failed: Option<&str>, available: &[Device]) -> Fallback {
         .find(|d| d.is_default)
         .or(candidates.first())
         .map_or(Fallback::Off, |d| Fallback::Device((*d).clone()))
+}
+
+/// How many other devices a fallback tries before giving up (each may fail to open).
+const FALLBACK_TRIES: usize = 3;
+
+/// What [`recover`] did about a device that stopped working (the `device-lost` event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceLost {
+    /// `camera` / `microphone`.
+    pub kind: &'static str,
+    /// The picker id of the device that failed (`None`: the default).
+    pub device: Option<String>,
+    /// What happened, for the user.
+    pub message: String,
+    /// The device now sent from; `None`: that kind is off.
+    pub fallback: Option<Device>,
+}
+
+impl DeviceLost {
+    /// `{kind, device, message, fallback: {id, name} | null}`.
+    pub fn payload(&self) -> serde_json::Value {
+        let fallback = self
+            .fallback
+            .as_ref()
+            .map(|d| serde_json::json!({"id": d.id, "name": d.name}));
+        serde_json::json!({
+            "kind": self.kind, "device": self.device, "message": self.message, "fallback": fallback,
+        })
+    }
+}
+
+/// After `failure` of the session's camera (video) or microphone (audio): switches to the
+/// device [`fallback`] picks from `list` (trying up to three when they fail to open) or leaves
+/// that kind without a source ("off"; the track stays, the call goes on). Returns what to tell
+/// the user.
+pub async fn recover(
+    session: &mut crate::session::Session,
+    kind: MediaKind,
+    failure: &rtcio_glue::SourceFailure,
+    list: &DeviceList,
+) -> DeviceLost {
+    let what = match kind {
+        MediaKind::Video => "camera",
+        MediaKind::Audio => "microphone",
+    };
+    let available = match kind {
+        MediaKind::Video => &list.cameras,
+        MediaKind::Audio => &list.microphones,
+    };
+    let failed = session
+        .with_camera(|s| s.device(kind).map(str::to_owned))
+        .flatten();
+    let failed_name = available
+        .iter()
+        .find(|d| Some(&d.id) == failed.as_ref())
+        .map_or_else(|| failure.label.clone(), |d| d.name.clone());
+    let mut tried: Vec<String> = Vec::new();
+    let mut now = None;
+    for _ in 0..FALLBACK_TRIES {
+        let left: Vec<Device> = available
+            .iter()
+            .filter(|d| !tried.contains(&d.id))
+            .cloned()
+            .collect();
+        let Fallback::Device(next) = fallback(failed.as_deref(), &left) else {
+            break;
+        };
+        tried.push(next.id.clone());
+        let (id, fake) = (next.id.clone(), media::fake_media_from_env());
+        let opened =
+            tokio::task::spawn_blocking(move || media::open_replacement(kind, &id, fake)).await;
+        match opened {
+            Ok(Ok((source, label))) => {
+                match session.with_camera(|s| s.replace_source(source, label, &next.id)) {
+                    Some(Ok(())) => {
+                        now = Some(next);
+                        break;
+                    }
+                    other => tracing::warn!(?kind, "fallback not applied: {other:?}"),
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(?kind, device = %next.id, "fallback failed: {e}"),
+            Err(e) => tracing::warn!(?kind, "fallback stopped: {e}"),
+        }
+    }
+    let message = match &now {
+        Some(d) => format!(
+            "Your {what} ({failed_name}) stopped working: {}. Switched to {}.",
+            failure.error, d.name
+        ),
+        None => format!(
+            "Your {what} ({failed_name}) stopped working: {}. No other {what} found, so it is \
+             off; you are still in the call.",
+            failure.error
+        ),
+    };
+    tracing::info!(?kind, fallback = ?now.as_ref().map(|d| &d.id), "{message}");
+    DeviceLost {
+        kind: what,
+        device: failed,
+        message,
+        fallback: now,
+    }
 }
 
 /// Monitors of the X display that can be shared (`$DISPLAY`). Blocking: off the runtime.

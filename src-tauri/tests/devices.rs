@@ -97,6 +97,25 @@ async fn frames_within(rx: &mut Frames, key: &str, window: Duration) -> usize {
     n
 }
 
+/// The device lists with only the synthetic devices (what `list_devices` gives on a machine
+/// without hardware).
+fn synthetic_list() -> rtcio_desktop::devices::DeviceList {
+    let dev = |id: &str, name: &str| rtcio_desktop::devices::Device {
+        id: id.into(),
+        name: name.into(),
+        is_default: false,
+        synthetic: true,
+    };
+    rtcio_desktop::devices::DeviceList {
+        cameras: vec![
+            dev(media::TEST_PATTERN_ID, "Test pattern"),
+            dev(media::TEST_PATTERN_GREEN_ID, "Test pattern (green)"),
+        ],
+        microphones: vec![dev(media::TONE_ID, "Tone")],
+        ..Default::default()
+    }
+}
+
 /// What the app's `switch_camera` command does with a picker id.
 async fn switch_camera(s: &Session, id: &str) {
     let owned = id.to_string();
@@ -119,9 +138,10 @@ async fn camera_switched_and_unplugged_mid_call_keeps_the_stream() {
         .expect("host joins");
     let url = info_a.share_urls[0].clone();
     let (ui_b, _ev_b, fr_b, _frames_b) = sinks();
-    let (b, info_b) = Session::join_with_frames(config("Bob", ServerChoice::Url(url)), ui_b, fr_b)
-        .await
-        .expect("guest joins");
+    let (mut b, info_b) =
+        Session::join_with_frames(config("Bob", ServerChoice::Url(url)), ui_b, fr_b)
+            .await
+            .expect("guest joins");
     let added = expect(&mut ev_a, "Bob's camera at A", |n, v| {
         n == "stream-added" && v["peerId"] == info_b.self_id && v["kind"] == "camera"
     })
@@ -185,8 +205,22 @@ async fn camera_switched_and_unplugged_mid_call_keeps_the_stream() {
         0
     );
 
-    // The fallback (the app picks it with devices::fallback): frames resume on the same stream.
-    switch_camera(&b, media::TEST_PATTERN_ID).await;
+    // What the app does next (devices::recover, as on `device-lost`): the green camera is
+    // still listed but broken, so the other synthetic camera is picked; frames resume on the
+    // same stream and the message says so.
+    let lost =
+        rtcio_desktop::devices::recover(&mut b, MediaKind::Video, &failure, &synthetic_list())
+            .await;
+    assert_eq!(
+        lost.fallback.as_ref().map(|d| d.id.as_str()),
+        Some(media::TEST_PATTERN_ID)
+    );
+    assert_eq!(
+        lost.message,
+        "Your camera (Test pattern (green)) stopped working: camera error: the device was \
+         unplugged. Switched to Test pattern."
+    );
+    assert_eq!(lost.payload()["fallback"]["id"], media::TEST_PATTERN_ID);
     expect_frame(&mut frames_a, &key_b, "the bars again", |g| g < 40.0).await;
     while let Ok((name, v)) = ev_a.try_recv() {
         assert!(
