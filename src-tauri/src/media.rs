@@ -1133,4 +1133,48 @@ mod tests {
         let msg = device_message("camera", &e);
         assert!(msg.contains("camera"), "{msg}");
     }
+
+    #[test]
+    fn speaker_switch_plays_the_same_mixer_on_the_new_output() {
+        let mut rx = Receivers::new(TileSizes::default(), Arc::new(|_| {}), OutputDevice::Null);
+        let mixer = rx.mixer.clone();
+        let name = rx.set_speaker(OutputDevice::Id("no-such-speaker".into()));
+        assert!(!name.is_empty());
+        let out = rx.output.as_ref().expect("an output");
+        assert!(
+            out.is_null(),
+            "an unknown speaker falls back to the null sink"
+        );
+        assert!(
+            out.wait_for_frames(5, Duration::from_secs(2)),
+            "the new output pulls from the mixer"
+        );
+        assert!(
+            Arc::ptr_eq(&mixer, &rx.mixer),
+            "same mixer, same remote streams"
+        );
+    }
+
+    #[test]
+    fn synthetic_ids_open_as_replacements_and_unplug() {
+        let (r, label) = open_replacement(MediaKind::Video, TEST_PATTERN_GREEN_ID, false)
+            .expect("green pattern");
+        assert_eq!(label, "test pattern (green)");
+        let Replacement::Video(mut v) = r else {
+            panic!("a video source")
+        };
+        assert!(v.next_frame().is_ok());
+        assert!(unplug_synthetic(MediaKind::Video));
+        assert!(matches!(v.next_frame(), Err(MediaError::Device { .. })));
+        let (r, _) = open_replacement(MediaKind::Audio, TONE_ID, false).expect("tone");
+        assert!(matches!(r, Replacement::Audio(_)));
+        assert_eq!(
+            device_ids(&MediaConfig::from_choices(
+                Some(TEST_PATTERN_GREEN_ID),
+                Some(TONE_ID),
+                false
+            )),
+            (Some(TEST_PATTERN_GREEN_ID.into()), Some(TONE_ID.into()))
+        );
+    }
 }
