@@ -369,23 +369,52 @@ pub struct RelayAddress {
     pub target: String,
 }
 
-/// Reads `source` and `target` of a relay envelope without touching its `data`.
+/// Reads `source` and `target` of a relay envelope without touching its `data`: one pass over the
+/// text that skips every other member without building it (the relay's hot path). A repeated key
+/// counts with its last value, as `JSON.parse` does.
 pub fn parse_relay(arg: Option<&RawValue>) -> Result<RelayAddress, InboundError> {
+    use serde::Deserializer as _;
+    use serde::de::{MapAccess, Visitor};
+
     #[derive(serde::Deserialize)]
-    struct Addr {
-        source: Option<serde_json::Value>,
-        target: Option<serde_json::Value>,
-        #[serde(flatten)]
-        _rest: std::collections::HashMap<String, IgnoredAny>,
+    #[serde(field_identifier, rename_all = "lowercase")]
+    enum Field {
+        Source,
+        Target,
+        #[serde(other)]
+        Other,
+    }
+    type Addr = (Option<serde_json::Value>, Option<serde_json::Value>);
+    struct AddrVisitor;
+    impl<'de> Visitor<'de> for AddrVisitor {
+        type Value = Addr;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a relay envelope object")
+        }
+        fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Addr, M::Error> {
+            let (mut source, mut target) = (None, None);
+            while let Some(k) = m.next_key::<Field>()? {
+                match k {
+                    Field::Source => source = Some(m.next_value()?),
+                    Field::Target => target = Some(m.next_value()?),
+                    Field::Other => {
+                        m.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok((source, target))
+        }
     }
     let arg = arg.ok_or_else(|| InboundError::MissingPayload(EV_MESSAGE.to_string()))?;
-    let addr: Addr = serde_json::from_str(arg.get())
-        .map_err(|_| InboundError::NotAnObject(EV_MESSAGE.into()))?;
-    let target = match addr.target {
+    let not_object = |_| InboundError::NotAnObject(EV_MESSAGE.into());
+    let mut de = serde_json::Deserializer::from_str(arg.get());
+    let (source, target) = de.deserialize_map(AddrVisitor).map_err(not_object)?;
+    de.end().map_err(not_object)?;
+    let target = match target {
         Some(serde_json::Value::String(t)) if !t.is_empty() => t,
         _ => return Err(InboundError::NoTarget),
     };
-    let source = match addr.source {
+    let source = match source {
         Some(serde_json::Value::String(s)) => Some(s),
         _ => None,
     };
@@ -615,9 +644,15 @@ mod tests {
             r#"{"source":"A"}"#,
             r#"{"target":5}"#,
             r#"{"target":""}"#,
+            "[1]",
         ] {
             assert!(parse_relay(Some(&raw(bad))).is_err(), "{bad}");
         }
+        // JSON.parse semantics: the last of repeated keys counts, escaped key names are names.
+        let p = raw(r#"{"target":"X","source":"A","target":"B","data":[1,{"target":"Y"}]}"#);
+        assert_eq!(parse_relay(Some(&p)).unwrap().target, "B");
+        let p = raw(r#"{"\u0074arget":"B","source":"A"}"#);
+        assert_eq!(parse_relay(Some(&p)).unwrap().target, "B");
     }
 
     #[test]

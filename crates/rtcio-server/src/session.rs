@@ -3,12 +3,19 @@
 //! event is queued synchronously (in arrival order) and this worker handles them one at a time,
 //! the disconnecting hook included — the per-socket ordering rtc.io-server gets from Node.
 //!
+//! A `#rtcio:message` relay (the hot path of every call setup) skips the queue when it can: with
+//! the in-memory store and the default shared-room rule, a relay that arrives while the socket's
+//! worker has nothing queued or running is checked and delivered right where socketioxide reads it
+//! — no task, no channel, no await — which keeps the per-socket order, since anything the socket
+//! sends later is read only after it.
+//!
 //! Across sockets, everything that reads a room's membership and then changes it or tells its
 //! members (a join with its backfill and fan-out, a leave with its announcements) runs under that
 //! room's lock: Node runs such a handler without interleaving, and two joins that each read the
 //! members before the other was added would both (or neither) send the other an init-offer.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,8 +24,8 @@ use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
-use socketioxide::handler::{FromMessage, Value};
-use socketioxide::socket::Socket;
+use socketioxide::handler::{MessageHandler, Value};
+use socketioxide::socket::{Sid, Socket};
 use tokio::sync::{Notify, OwnedMutexGuard, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -179,13 +186,70 @@ enum Inbound {
     },
 }
 
-/// Extractor that hands the raw event payload over untouched.
-struct RawArgs(Value);
+/// Per-socket state shared by the [`EventSink`] (socketioxide's read path) and the worker.
+struct SocketCtx {
+    /// Items queued for or being handled by the worker. A relay is handled inline only at 0.
+    pending: AtomicUsize,
+    relay_limit: Mutex<TokenBucket>,
+}
 
-impl<A: Adapter> FromMessage<A> for RawArgs {
-    type Error = std::convert::Infallible;
-    fn from_message(_: Arc<Socket<A>>, v: Value, _: Option<i64>) -> Result<Self, Self::Error> {
-        Ok(RawArgs(v))
+impl SocketCtx {
+    fn take_relay_token(&self) -> bool {
+        self.relay_limit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_take(Instant::now())
+    }
+}
+
+/// The socket's fallback handler, called synchronously for every inbound event in wire order:
+/// queues it for the worker, or delivers a relay at once (see the module docs). Implementing
+/// socketioxide's handler trait directly (instead of a closure) also avoids the task socketioxide
+/// would spawn per event for a closure handler.
+struct EventSink<A: Adapter> {
+    sh: Arc<Shared<A>>,
+    ctx: Arc<SocketCtx>,
+    tx: mpsc::Sender<Inbound>,
+    /// Relays may be handled inline (in-memory store, shared-room rule on).
+    inline_relay: bool,
+}
+
+/// Marks [`EventSink`]'s handler impl apart from socketioxide's closure impls.
+struct SinkCall;
+
+impl<A: Adapter> MessageHandler<A, SinkCall> for EventSink<A> {
+    fn call(&self, s: Arc<Socket<A>>, v: Value, _ack: Option<i64>) {
+        let max_bytes = self.sh.policy.max_event_bytes;
+        let len = match &v {
+            Value::Str(t, bins) => {
+                t.len() + bins.as_ref().map_or(0, |b| b.iter().map(|b| b.len()).sum())
+            }
+            Value::Bytes(b) => b.len(),
+        };
+        if max_bytes > 0 && len > max_bytes {
+            warn!(sid = %s.id, len, max_bytes, "dropping oversized event");
+            return;
+        }
+        if self.inline_relay
+            && self.ctx.pending.load(Ordering::Acquire) == 0
+            && let Value::Str(text, None) = &v
+            && let Ok(ev) = protocol::parse_event(text)
+            && ev.name == EV_MESSAGE
+        {
+            let sid = s.id.as_str();
+            if let Err(e) = relay_local(&self.sh, &self.ctx, sid, ev.args.first().copied()) {
+                warn!(%sid, "event dropped: {e}");
+            }
+            return;
+        }
+        self.ctx.pending.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = self.tx.try_send(Inbound::Event(v)) {
+            self.ctx.pending.fetch_sub(1, Ordering::AcqRel);
+            warn!(sid = %s.id, "dropping event: inbound queue {}", match e {
+                mpsc::error::TrySendError::Full(_) => "full",
+                mpsc::error::TrySendError::Closed(_) => "closed",
+            });
+        }
     }
 }
 
@@ -207,14 +271,18 @@ pub(crate) fn attach<A: Adapter>(shared: Arc<Shared<A>>, socket: SocketRef<A>) {
     let (tx, rx) = mpsc::channel::<Inbound>(QUEUE_DEPTH);
     let signal = Arc::new(Notify::new());
     socket.extensions.insert(ConnectSignal(signal.clone()));
-    let max_bytes = shared.policy.max_event_bytes;
-
-    let event_tx = tx.clone();
-    let event_sid = sid.clone();
-    // The closure body runs synchronously when the packet is read, so queue order = wire order.
-    socket.on_fallback(move |RawArgs(v): RawArgs| {
-        enqueue(&event_tx, &event_sid, v, max_bytes);
-        std::future::ready(())
+    let rate = shared.policy.relay_per_second;
+    let ctx = Arc::new(SocketCtx {
+        // The worker's connect wait counts as pending work: nothing runs inline before it.
+        pending: AtomicUsize::new(1),
+        relay_limit: Mutex::new(TokenBucket::new(rate, rate * 2.0, Instant::now())),
+    });
+    socket.on_fallback(EventSink {
+        inline_relay: matches!(shared.store, Store::Memory(_))
+            && shared.policy.relay_requires_shared_room,
+        sh: shared.clone(),
+        ctx: ctx.clone(),
+        tx: tx.clone(),
     });
     let disc_sid = sid.clone();
     socket.on_disconnect(move |s: SocketRef<A>| {
@@ -233,30 +301,10 @@ pub(crate) fn attach<A: Adapter>(shared: Arc<Shared<A>>, socket: SocketRef<A>) {
             }
         }
     });
-    tokio::spawn(worker(shared, socket, rx, signal));
-}
-
-fn enqueue(tx: &mpsc::Sender<Inbound>, sid: &str, v: Value, max_bytes: usize) {
-    let len = match &v {
-        Value::Str(s, bins) => {
-            s.len() + bins.as_ref().map_or(0, |b| b.iter().map(|b| b.len()).sum())
-        }
-        Value::Bytes(b) => b.len(),
-    };
-    if max_bytes > 0 && len > max_bytes {
-        warn!(%sid, len, max_bytes, "dropping oversized event");
-        return;
-    }
-    if let Err(e) = tx.try_send(Inbound::Event(v)) {
-        warn!(%sid, "dropping event: inbound queue {}", match e {
-            mpsc::error::TrySendError::Full(_) => "full",
-            mpsc::error::TrySendError::Closed(_) => "closed",
-        });
-    }
+    tokio::spawn(worker(shared, socket, rx, signal, ctx));
 }
 
 struct Limits {
-    relay: TokenBucket,
     joins: TokenBucket,
 }
 
@@ -265,16 +313,11 @@ async fn worker<A: Adapter>(
     socket: SocketRef<A>,
     mut rx: mpsc::Receiver<Inbound>,
     connect_signal: Arc<Notify>,
+    ctx: Arc<SocketCtx>,
 ) {
     let sid = socket.id.to_string();
-    let now = Instant::now();
     let mut limits = Limits {
-        relay: TokenBucket::new(
-            sh.policy.relay_per_second,
-            sh.policy.relay_per_second * 2.0,
-            now,
-        ),
-        joins: TokenBucket::new(sh.policy.joins_per_second, JOIN_BURST, now),
+        joins: TokenBucket::new(sh.policy.joins_per_second, JOIN_BURST, Instant::now()),
     };
     // The worker starts in the connect middleware; socketioxide marks the socket connected only
     // after it has sent the CONNECT ack, then calls the connect handler, which fires the signal. A
@@ -295,12 +338,16 @@ async fn worker<A: Adapter>(
         warn!(%sid, "store: {e}");
     }
     debug!(%sid, "socket connected");
+    // The connect wait is over (see `SocketCtx::pending`'s start value).
+    ctx.pending.fetch_sub(1, Ordering::AcqRel);
     while let Some(item) = rx.recv().await {
         match item {
             Inbound::Event(v) => {
-                if let Err(e) = handle_event(&sh, &socket, &sid, v, &mut limits).await {
+                if let Err(e) = handle_event(&sh, &socket, &sid, v, &mut limits, &ctx).await {
                     warn!(%sid, "event dropped: {e}");
                 }
+                // After the event's effects: an inline relay that sees 0 also sees them.
+                ctx.pending.fetch_sub(1, Ordering::AcqRel);
             }
             Inbound::Disconnecting { rooms, done } => {
                 if let Err(e) = on_disconnecting(&sh, &socket, &sid, rooms).await {
@@ -321,6 +368,7 @@ async fn handle_event<A: Adapter>(
     sid: &str,
     v: Value,
     limits: &mut Limits,
+    ctx: &SocketCtx,
 ) -> Result<(), HandleError> {
     let text = match &v {
         Value::Str(s, None) => s.as_str(),
@@ -336,7 +384,7 @@ async fn handle_event<A: Adapter>(
     let ev = protocol::parse_event(text)?;
     let arg = ev.args.first().copied();
     match ev.name.as_str() {
-        EV_MESSAGE => relay(sh, socket, sid, arg, limits).await,
+        EV_MESSAGE => relay(sh, socket, sid, arg, ctx).await,
         "join-room" => join_room(sh, socket, sid, arg, limits).await,
         "check-room" => check_room(sh, socket, sid, arg, limits).await,
         "media-state" | "stopScreenShare" | "chat-message" => {
@@ -397,15 +445,62 @@ async fn live_members<A: Adapter>(
         .collect())
 }
 
+/// A relay in single-process mode with the shared-room rule: checked and delivered without an
+/// await (the membership check is a map lookup, the target socket is found by id).
+fn relay_local<A: Adapter>(
+    sh: &Shared<A>,
+    ctx: &SocketCtx,
+    sid: &str,
+    arg: Option<&RawValue>,
+) -> Result<(), HandleError> {
+    if !ctx.take_relay_token() {
+        debug!(%sid, "relay rate limit");
+        return Ok(());
+    }
+    let addr = protocol::parse_relay(arg)?;
+    let Some(payload) = arg else { return Ok(()) };
+    if addr.source.as_deref() != Some(sid) {
+        debug!(%sid, source = ?addr.source, "relay with foreign source dropped");
+        return Ok(());
+    }
+    if addr.target == sid {
+        // The anchor broadcasts to the target room except the sender: a relay to oneself
+        // reaches nobody.
+        return Ok(());
+    }
+    if sh.store.shares_room_now(sid, &addr.target) != Some(true) {
+        debug!(%sid, target = %addr.target, "relay to a socket outside our rooms dropped");
+        return Ok(());
+    }
+    // A shared room makes `target` a connected socket's id.
+    let target = addr
+        .target
+        .parse::<Sid>()
+        .ok()
+        .and_then(|t| sh.io.get_socket(t));
+    match target {
+        Some(t) => {
+            if let Err(e) = t.emit(EV_MESSAGE, payload) {
+                debug!(%sid, target = %addr.target, "relay not delivered: {e}");
+            }
+        }
+        None => debug!(%sid, target = %addr.target, "relay target gone"),
+    }
+    Ok(())
+}
+
 async fn relay<A: Adapter>(
     sh: &Shared<A>,
     socket: &SocketRef<A>,
     sid: &str,
     arg: Option<&RawValue>,
-    limits: &mut Limits,
+    ctx: &SocketCtx,
 ) -> Result<(), HandleError> {
-    if !limits.relay.try_take(Instant::now()) {
-        debug!(%sid, retry_after = ?limits.relay.retry_after(), "relay rate limit");
+    if matches!(sh.store, Store::Memory(_)) && sh.policy.relay_requires_shared_room {
+        return relay_local(sh, ctx, sid, arg);
+    }
+    if !ctx.take_relay_token() {
+        debug!(%sid, "relay rate limit");
         return Ok(());
     }
     let addr = protocol::parse_relay(arg)?;

@@ -254,6 +254,18 @@ impl Store {
         Ok(())
     }
 
+    /// In-memory store only (`None` for Redis): true when sockets `a` and `b` share a joined room.
+    /// Synchronous and allocation-free, for the relay's hot path.
+    pub fn shares_room_now(&self, a: &str, b: &str) -> Option<bool> {
+        let Store::Memory(m) = self else { return None };
+        let s = Self::mem(m);
+        let (Some(x), Some(y)) = (s.rooms.get(a), s.rooms.get(b)) else {
+            return Some(false);
+        };
+        let (small, big) = if x.len() <= y.len() { (x, y) } else { (y, x) };
+        Some(small.iter().any(|r| big.contains(r)))
+    }
+
     /// True when `target` has joined any of `rooms`.
     pub async fn shares_room(&self, target: &str, rooms: &[String]) -> Result<bool, StoreError> {
         match self {
