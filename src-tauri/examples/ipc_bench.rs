@@ -12,6 +12,11 @@
 //! ```
 //! `BENCH_SECONDS` (default 10) sets the measurement length, `BENCH_REMOTES` (default `1,4`) the
 //! runs, `BENCH_SCREENSHOT=DIR` saves the screen at the end of each run (imagemagick `import`).
+//! `BENCH_FILE=x.h264` makes the remotes `rtcio` processes (`BENCH_CLI`, default the `rtcio`
+//! next to this example's directory) sending that pre-encoded file: remotes that cost nothing to
+//! produce, so the two cores measure the app (issue 13's painting figure). Give it a short file
+//! (e.g. 1 s, one IDR): a file cannot answer keyframe requests, so a receiver starts at the
+//! file's next loop. The remotes still decode each other's video (the CLI always receives).
 //!
 //! The active-speaker screenshot (`docs/screenshot-active-speaker.png`): `BENCH_TALKERS=1`
 //! makes only the first remote send its tone (the others are silent, microphone off), so the
@@ -157,7 +162,37 @@ fn remotes() -> anyhow::Result<()> {
             })
             .unwrap_or((1280, 720));
         let mut sessions = Vec::new();
+        // `BENCH_FILE=x.h264`: the remotes are `rtcio` processes sending that pre-encoded file
+        // (no encoder running: the two cores are the app's), `BENCH_CLI` names the binary.
+        let file = std::env::var("BENCH_FILE").ok();
+        let mut cli_remotes = Vec::new();
         for i in 0..n {
+            if let Some(file) = &file {
+                let cli = std::env::var_os("BENCH_CLI")
+                    .map(std::path::PathBuf::from)
+                    .unwrap_or_else(|| {
+                        let exe = std::env::current_exe().unwrap_or_default();
+                        exe.parent()
+                            .and_then(|d| d.parent())
+                            .map(|d| d.join("rtcio"))
+                            .unwrap_or_default()
+                    });
+                let name = format!("remote{i}");
+                let url = server.url();
+                cli_remotes.push(
+                    tokio::process::Command::new(cli)
+                        .args(["join", "--loopback", "--server", &url, "--room", ROOM])
+                        .args(["--name", &name, "--video", file, "--fps", "30"])
+                        // A file cannot re-encode for a lower estimate: sent as it is.
+                        .arg("--no-congestion-control")
+                        .args(["--audio", if i < talkers { "tone" } else { "none" }])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .kill_on_drop(true)
+                        .spawn()?,
+                );
+                continue;
+            }
             let mut cfg =
                 JoinConfig::new(&format!("remote{i}"), ROOM, ServerChoice::Url(server.url()));
             cfg.socket = rtcio::Options::loopback();
@@ -182,6 +217,7 @@ fn remotes() -> anyhow::Result<()> {
         for s in sessions {
             s.leave().await;
         }
+        drop(cli_remotes);
         let _ = server.shutdown().await;
         anyhow::Ok(())
     })
