@@ -248,39 +248,30 @@ pub struct QualityScaler {
 }
 
 impl Default for QualityScaler {
+    /// Resolution first, frame rate last (720p30 → 540p30 → 360p30 → 360p20 → 270p15 →
+    /// 180p10): motion matters more than sharpness in a call, and Chromium's bitrate-driven
+    /// scaler lowers resolution only. Behind a 600 kbit/s link (target ≈ 350 kbit/s) this sends
+    /// 360p30 where the old ladder (fps and size together) sent 360p15.
     fn default() -> Self {
+        let step = |scale: f32, max_fps: f32| QualityStep { scale, max_fps };
         Self::new(vec![
-            QualityStep {
-                scale: 1.0,
-                max_fps: 30.0,
-            },
-            QualityStep {
-                scale: 1.0,
-                max_fps: 20.0,
-            },
-            QualityStep {
-                scale: 0.75,
-                max_fps: 20.0,
-            },
-            QualityStep {
-                scale: 0.5,
-                max_fps: 15.0,
-            },
-            QualityStep {
-                scale: 0.5,
-                max_fps: 10.0,
-            },
-            QualityStep {
-                scale: 0.25,
-                max_fps: 10.0,
-            },
+            step(1.0, 30.0),
+            step(0.75, 30.0),
+            step(0.5, 30.0),
+            step(0.5, 20.0),
+            step(0.375, 15.0),
+            step(0.25, 10.0),
         ])
     }
 }
 
 impl QualityScaler {
-    /// Frames to wait after a change before stepping down again.
+    /// Frames to wait after a change before stepping down again for CPU or overshoot.
     const DOWN_HOLD: u32 = 30;
+    /// Frames to wait before following a target that is too low for the rung. Short: when the
+    /// target falls, the frame dropper lets only a few frames through (2 fps behind a 600 kbit/s
+    /// link at 720p), so a hold counted in frames would last many seconds of frozen video.
+    const STARVED_HOLD: u32 = 3;
     /// Frames of headroom before stepping up.
     const UP_HOLD: u32 = 300;
     /// Below this many bits per pixel per frame, H.264 at this size turns to mush: a smaller
@@ -360,13 +351,23 @@ impl QualityScaler {
         self.overshoot += (bitrate_ratio - self.overshoot) * 0.05;
         self.frames_since_change = self.frames_since_change.saturating_add(1);
         let can_go_down = self.level + 1 < self.ladder.len();
+        if can_go_down && self.frames_since_change >= Self::STARVED_HOLD && self.starved(self.level)
+        {
+            // Straight to the best rung the target feeds (the last one if none), not one step
+            // per hold: a link that drops to a fifth must not take four holds to be followed.
+            let mut to = self.level + 1;
+            while to + 1 < self.ladder.len() && self.starved(to) {
+                to += 1;
+            }
+            self.level = to;
+            self.changed();
+            return Some((self.step(), QualityReason::TargetBitrate));
+        }
         if can_go_down && self.frames_since_change >= Self::DOWN_HOLD {
             let reason = if self.load > 0.8 {
                 Some(QualityReason::Cpu)
             } else if self.overshoot > 1.5 {
                 Some(QualityReason::Bitrate)
-            } else if self.starved(self.level) {
-                Some(QualityReason::TargetBitrate)
             } else {
                 None
             };
@@ -457,8 +458,8 @@ mod tests {
             changes[0],
             (
                 QualityStep {
-                    scale: 1.0,
-                    max_fps: 20.0
+                    scale: 0.75,
+                    max_fps: 30.0
                 },
                 QualityReason::Cpu
             )
@@ -480,7 +481,7 @@ mod tests {
     fn a_low_target_steps_down_and_a_high_one_back_up() {
         let mut q = QualityScaler::default();
         let (fast, interval) = (Duration::from_millis(5), Duration::from_millis(33));
-        // 400 kbit/s for a 720p30 source: 720p30 needs ~830k, 720p20 ~550k, 540p20 ~310k.
+        // 400 kbit/s for a 720p30 source: 720p30 needs ~830k, 540p30 ~470k, 360p30 ~210k.
         q.set_budget(400_000, (1280, 720), 30.0);
         let mut reasons = Vec::new();
         for _ in 0..300 {
@@ -488,8 +489,10 @@ mod tests {
                 reasons.push(r);
             }
         }
-        assert_eq!(reasons, vec![QualityReason::TargetBitrate; 2]);
-        assert_eq!(q.step().scale, 0.75);
+        // One step, straight to the rung the target feeds.
+        assert_eq!(reasons, vec![QualityReason::TargetBitrate]);
+        assert_eq!(q.step().scale, 0.5);
+        assert_eq!(q.step().max_fps, 30.0);
         // Not enough for the better rung with margin: stays.
         q.set_budget(600_000, (1280, 720), 30.0);
         assert!((0..400).all(|_| q.on_frame(fast, interval, 1.0).is_none()));
@@ -498,6 +501,7 @@ mod tests {
         let up = (0..400).find_map(|_| q.on_frame(fast, interval, 1.0));
         assert_eq!(up.map(|c| c.1), Some(QualityReason::Recovered));
         assert_eq!(q.level(), 1);
+        assert_eq!(q.step().scale, 0.75);
     }
 
     #[test]

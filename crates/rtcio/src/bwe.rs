@@ -16,7 +16,7 @@ use std::time::Instant;
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, PacketReport};
 
 /// The pacer releases at this multiple of the estimate (Chromium's pacing factor).
-pub const PACING_FACTOR: f64 = 2.5;
+pub const PACING_FACTOR: f64 = 1.5;
 
 /// Congestion control settings of every peer connection of a socket.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -168,13 +168,55 @@ mod tests {
             one_way: Duration::from_millis(one_way_ms),
             queue: Duration::from_millis(200),
             random_loss: loss,
+            keyframes: Vec::new(),
         }
     }
 
     fn simulate(l: &sim::Link, seconds: u32) -> Vec<sim::Second> {
-        let est = Arc::new(BandwidthEstimate::new(300_000));
-        let mut gcc = PublishedGcc::new(&CongestionConfig::default(), est);
+        simulate_from(300_000, l, seconds)
+    }
+
+    fn simulate_from(start_bps: u32, l: &sim::Link, seconds: u32) -> Vec<sim::Second> {
+        let est = Arc::new(BandwidthEstimate::new(start_bps));
+        let config = CongestionConfig {
+            start_bps,
+            ..CongestionConfig::default()
+        };
+        let mut gcc = PublishedGcc::new(&config, est);
         sim::run(&mut gcc, PACING_FACTOR, l, seconds)
+    }
+
+    #[test]
+    fn a_big_keyframe_is_not_a_collapse() {
+        // A 960x540 IDR of 50 kB every 5 s on a 600 kbit/s link with 15 kB of queue: some of it
+        // is lost, and the estimate must stay in the link's range rather than fall to the floor.
+        let mut l = link(&[(0, 6e5)], 25, 0.0);
+        // Every 5 s, then a storm of one a second (each lost one asks for the next).
+        l.keyframes = (2..5)
+            .map(|i| (Duration::from_secs(5 * i), 50_000))
+            .chain((25..30).map(|s| (Duration::from_secs(s), 50_000)))
+            .collect();
+        let out = simulate(&l, 40);
+        let t = sim::table(&out);
+        for s in &out[8..] {
+            assert!(s.estimate_bps > 300_000.0, "{t}");
+        }
+    }
+
+    #[test]
+    fn recovers_from_a_start_far_above_the_link() {
+        // Starting at 1.5 Mbit/s into 600 kbit/s floods the queue; the backoffs that follow
+        // must not leave the estimate stuck far below the link.
+        let out = simulate_from(1_500_000, &link(&[(0, 6e5)], 25, 0.0), 30);
+        let t = sim::table(&out);
+        assert!(out[4].estimate_bps < 700_000.0, "{t}");
+        for s in &out[15..] {
+            assert!(
+                s.estimate_bps > 420_000.0 && s.estimate_bps < 640_000.0,
+                "{t}"
+            );
+            assert!(s.max_queue_ms < 150.0, "{t}");
+        }
     }
 
     // webrtc-rs's own Gcc, in the same simulation, climbs 8 %/s through a 1 Mbit/s link

@@ -369,7 +369,7 @@ impl Estimator {
             return;
         };
         let span = newest.saturating_sub(oldest);
-        if span < Duration::from_millis(150) {
+        if span < Duration::from_millis(150) || self.acked.len() < 5 {
             return;
         }
         // The oldest packet's bytes arrived before the span started.
@@ -419,7 +419,11 @@ impl Estimator {
                     .last_change
                     .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
                 if self.delay_target < limit {
-                    let increased = if self.capacity.estimate_bps().is_some() {
+                    // Additive only near the capacity seen at the last overuse; far below it
+                    // (a backoff spiral, a sender that was idle) climb multiplicatively.
+                    let near_capacity = self.capacity.estimate_bps().is_some()
+                        && self.delay_target >= self.capacity.lower_bps();
+                    let increased = if near_capacity {
                         self.delay_target + self.additive_rate() * elapsed.as_secs_f64()
                     } else {
                         let per_second = if self.seen_overuse {
@@ -439,7 +443,11 @@ impl Estimator {
                     self.state = RateState::Hold;
                     return;
                 };
-                let mut decreased = (acked * BETA - 5000.0).max(acked * BETA * 0.5);
+                // At most a halving per backoff: when the sender is application-limited (the
+                // frame dropper paying off a keyframe) the delivered rate says little about the
+                // link, and following it down spirals to the floor (seen behind a 600 kbit/s
+                // cap: 475 → 100 kbit/s in a second after a 960x540 keyframe).
+                let mut decreased = (acked * BETA - 5000.0).max(self.delay_target * 0.5);
                 if decreased > self.delay_target
                     && let Some(cap) = self.capacity.estimate_bps()
                 {

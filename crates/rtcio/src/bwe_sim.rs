@@ -29,6 +29,8 @@ pub(crate) struct Link {
     pub queue: Duration,
     /// Random loss on top of queue drops, 0..1 (deterministic pseudo-random).
     pub random_loss: f64,
+    /// Extra frames (keyframes) the sender emits: (when, bytes).
+    pub keyframes: Vec<(Duration, usize)>,
 }
 
 impl Link {
@@ -96,6 +98,13 @@ pub(crate) fn run(
         let media_bps = release_bps / pacing;
         if t >= next_frame {
             let mut bytes = (media_bps / 8.0 / 30.0) as usize;
+            if let Some(&(_, k)) = link
+                .keyframes
+                .iter()
+                .find(|(at, _)| *at <= t && *at > t.saturating_sub(Duration::from_micros(33_333)))
+            {
+                bytes = k;
+            }
             while bytes > 0 {
                 let p = bytes.min(1200);
                 pacer.push_back(p + 40);

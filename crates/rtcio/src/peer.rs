@@ -260,9 +260,13 @@ async fn build_pc(
 /// repeats NACKs within one RTT: [`NACKS_PER_PACKET`] bounds that.
 const NACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// NACKs per missing packet at most (about 200 ms of asking at [`NACK_INTERVAL`]; after that
-/// the assembler has given the gap up and a keyframe request takes over).
-const NACKS_PER_PACKET: u16 = 10;
+/// NACKs per missing packet at most. Every NACK is answered by a retransmission (webrtc-rs's
+/// responder has no per-packet retransmission limiter, unlike Chromium's), and every NACK sent
+/// before the first retransmission can arrive (an RTT) costs another copy: with 10 a congested
+/// link paid up to 10 copies of each lost packet, and behind a 600 kbit/s cap the pacer queue
+/// took ~8 s to drain after the first overshoot. 3 covers 60 ms of asking (and a lost
+/// retransmission at a short RTT); the assembler's gap wait and a keyframe request do the rest.
+const NACKS_PER_PACKET: u16 = 3;
 
 /// NACK feedback for video, the responder (retransmits what peers NACK) and a generator at
 /// [`NACK_INTERVAL`]: webrtc-rs's `configure_nack` with a shorter interval.
