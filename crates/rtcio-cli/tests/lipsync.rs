@@ -1,13 +1,17 @@
 //! Lip sync on a synthetic Rust→Rust call: the sender's tone marks and test-pattern frame marks
 //! share its capture clock, the receiver plays the audio (`--play null`: a 20 ms clock like a
 //! speaker) and reports, per mark, how much later the audio played than the video of the same
-//! moment was shown (`av_offset_ms`). The receiver's audio jitter buffer is held at 150 ms, so
+//! moment was shown (`av_offset_ms`). The receiver's audio jitter buffer is held at 250 ms, so
 //! only a video playout that waits for the audio keeps the two within ±45 ms.
 
 mod common;
 
 use common::{Rtcio, join_args, room, server};
 
+/// The receiver's audio jitter buffer is held this long: well above the video's own jitter
+/// delay even on a loaded machine (hiccups raise it for seconds), so without sync the audio
+/// plays clearly late and with it the video waits (within the 300 ms playout maximum).
+const HOLD_MS: &str = "250";
 /// The bound of issue 13 (and of ITU-R BT.1359's detectability threshold for audio late).
 const BOUND_MS: f64 = 45.0;
 /// Offsets read after the call settled (one per second: the tone marks once a second).
@@ -68,8 +72,8 @@ fn median(v: &[f64]) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lip_sync_within_45_ms_with_audio_held_150_ms() {
-    let v = offsets("lipsync", &[("RTCIO_AUDIO_MIN_DELAY_MS", "150")]).await;
+async fn lip_sync_within_45_ms_with_audio_held_250_ms() {
+    let v = offsets("lipsync", &[("RTCIO_AUDIO_MIN_DELAY_MS", HOLD_MS)]).await;
     eprintln!("synced offsets (ms, audio later when positive): {v:?}");
     let m = median(&v);
     assert!(m.abs() <= BOUND_MS, "median A/V offset {m} ms: {v:?}");
@@ -78,11 +82,11 @@ async fn lip_sync_within_45_ms_with_audio_held_150_ms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_sync_the_same_call_is_out_of_bounds() {
     // The measurement can fail: with video shown on its own jitter delay only, the audio held
-    // 150 ms plays well over 45 ms after the picture.
+    // 250 ms plays well over 45 ms after the picture.
     let v = offsets(
         "lipsync-off",
         &[
-            ("RTCIO_AUDIO_MIN_DELAY_MS", "150"),
+            ("RTCIO_AUDIO_MIN_DELAY_MS", HOLD_MS),
             ("RTCIO_AV_SYNC", "off"),
         ],
     )
