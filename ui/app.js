@@ -820,9 +820,22 @@ function reportTileSizes() {
 // Counters read by the IPC bench (src-tauri/examples/ipc_bench.rs); `perKey` = frames painted per tile.
 export const videoStats = { painted: 0, dropped: 0, ipcMs: 0, paintMs: 0, perKey: {} };
 
-function paintFrame(buf) {
-  const arrived = performance.timeOrigin + performance.now();
+/**
+ * Paints one frame and acknowledges it (`frame_painted {key}`), painted or not: Rust keeps at
+ * most two frames per tile on their way here and sends the newest waiting one on each
+ * acknowledgement, so a page that paints slowly shows fresh frames instead of a backlog.
+ */
+function onFrame(buf) {
   const f = parseFrame(buf);
+  try {
+    paintFrame(f);
+  } finally {
+    if (f) invoke('frame_painted', { key: f.key }).catch(() => {});
+  }
+}
+
+function paintFrame(f) {
+  const arrived = performance.timeOrigin + performance.now();
   if (paintPreview(f)) return;
   if (!f || !call) {
     videoStats.dropped += 1;
@@ -1379,7 +1392,7 @@ async function main() {
       }),
       initQuality(),
       // One channel for every tile's frames: raw bytes, never JSON.
-      invoke('video_channel', { channel: channel(paintFrame) }),
+      invoke('video_channel', { channel: channel(onFrame) }),
     ]);
   } catch (err) {
     showError($('start-error'), `The app's event bridge failed: ${errorText(err)}`);

@@ -35,6 +35,22 @@ pub struct AppState {
     pub frame_stats: Arc<FrameStats>,
     /// The start screen's preview (stopped on join: the call opens the devices itself).
     pub preview: std::sync::Mutex<Option<crate::preview::Preview>>,
+    /// Flow control of frames to the page (see [`AppState::frame_gate`]).
+    gate: std::sync::OnceLock<media::FrameGate>,
+}
+
+impl AppState {
+    /// The frames-in-flight gate in front of the video channel (`media::FrameFlow`, bound from
+    /// `RTCIO_FRAMES_IN_FLIGHT`): every frame sink of the app writes through it, and
+    /// [`frame_painted`] opens it.
+    pub fn frame_gate(&self) -> &media::FrameGate {
+        self.gate.get_or_init(|| {
+            media::FrameGate::new(
+                media::FrameFlow::new(media::in_flight_from_env(), media::ACK_TIMEOUT),
+                frame_sink(self.frames.clone(), self.frame_stats.clone()),
+            )
+        })
+    }
 }
 
 /// Counters of frames handed to the UI's channel.
@@ -195,7 +211,7 @@ pub async fn join<R: Runtime>(
         cfg.media.speaker =
             media::output_device(req.speaker.as_deref(), media::fake_media_from_env());
     }
-    let frames = frame_sink(state.frames.clone(), state.frame_stats.clone());
+    let frames = state.frame_gate().sink();
     let (session, info) = Session::join_with_frames(cfg, ui_sink(app.clone()), frames).await?;
     for kind in [MediaKind::Video, MediaKind::Audio] {
         if let Some(rx) = session.with_camera(|s| s.source_failures(kind)).flatten() {
@@ -351,6 +367,15 @@ pub async fn set_media_state(
 #[tauri::command]
 pub fn video_channel(state: State<'_, AppState>, channel: Channel<InvokeResponseBody>) {
     *state.frames.lock().unwrap_or_else(|p| p.into_inner()) = Some(channel);
+    // A new page: what the old one never acknowledged will not be.
+    state.frame_gate().reset();
+}
+
+/// The page painted (or dropped) a frame of tile `key`: the next one may be sent (frames per
+/// tile in flight are bounded, see `media::FrameFlow`).
+#[tauri::command]
+pub fn frame_painted(state: State<'_, AppState>, key: String) {
+    state.frame_gate().ack(&key);
 }
 
 /// The size a tile is shown at (CSS pixels × device pixel ratio): its frames are scaled to it.
@@ -476,7 +501,7 @@ pub async fn start_preview<R: Runtime>(
 ) -> Result<crate::preview::PreviewInfo, AppError> {
     // The previous preview releases its devices before the new one opens them.
     stop_preview_now(&state).await;
-    let frames = frame_sink(state.frames.clone(), state.frame_stats.clone());
+    let frames = state.frame_gate().sink();
     let ui = ui_sink(app);
     let fake = media::fake_media_from_env();
     let (preview, info) = tokio::task::spawn_blocking(move || {

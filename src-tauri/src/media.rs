@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle as ThreadHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtcio::{LocalStream, MediaKind, RemoteStream, RemoteTrack, Socket};
 use rtcio_glue::{
@@ -282,6 +282,200 @@ impl TileSizes {
 
     fn forget(&self, key: &str) {
         lock(&self.0).remove(key);
+    }
+}
+
+// ---------------------------------------------------------------- flow control to the page
+
+/// Environment variable setting how many frames per tile may be on their way to the page
+/// (handed to the IPC, not yet acknowledged): [`DEFAULT_IN_FLIGHT`] unless set; `0` turns the
+/// flow control off (every frame is handed over at once, the app's behaviour before it; the
+/// IPC bench measures both).
+pub const IN_FLIGHT_ENV: &str = "RTCIO_FRAMES_IN_FLIGHT";
+/// Frames per tile on their way to the page by default: two, so one is delivered and painted
+/// while the next travels, and a slow page never has more than that queued.
+pub const DEFAULT_IN_FLIGHT: u32 = 2;
+/// A frame not acknowledged within this time counts as lost (a page that dropped it without a
+/// key to acknowledge, a reload): the tile's window opens again instead of staying shut.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The frames-in-flight bound [`IN_FLIGHT_ENV`] asks for (`None`: unbounded).
+pub fn in_flight_from_env() -> Option<u32> {
+    match std::env::var(IN_FLIGHT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+    {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None => Some(DEFAULT_IN_FLIGHT),
+    }
+}
+
+/// The tile key of a binary frame (see [`encode_frame`]) without checking its pixels.
+pub fn frame_key(buf: &[u8]) -> Option<&str> {
+    if buf.len() < FRAME_HEADER_LEN || buf[0] != FRAME_VERSION {
+        return None;
+    }
+    let key_len = u16::from_le_bytes([buf[2], buf[3]]) as usize;
+    std::str::from_utf8(buf.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + key_len)?).ok()
+}
+
+/// Counters of [`FrameFlow`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// Frames handed to the page.
+    pub sent: u64,
+    /// Frames acknowledged by the page.
+    pub acked: u64,
+    /// Frames never sent: a newer one of the same tile took their place while they waited.
+    pub replaced: u64,
+    /// In-flight frames given up on after [`ACK_TIMEOUT`] without an acknowledgement.
+    pub expired: u64,
+}
+
+#[derive(Default)]
+struct TileFlow {
+    /// When each frame still in flight was handed over, oldest first.
+    in_flight: std::collections::VecDeque<Instant>,
+    /// The newest frame waiting for room (latest wins: a newer one replaces it).
+    waiting: Option<Vec<u8>>,
+}
+
+/// Per-tile flow control of frames to the page: at most `bound` frames per tile handed over
+/// and not yet acknowledged (the page acknowledges each frame it has painted or dropped); a
+/// frame arriving while the tile is full waits, replacing the one waiting before it, and goes
+/// out on the next acknowledgement. So a page that paints slower than frames come paints the
+/// newest picture with at most `bound` frames of delay instead of a backlog growing for
+/// seconds. Plain logic with the clock passed in; the app wraps it in [`FrameGate`].
+pub struct FrameFlow {
+    bound: Option<u32>,
+    timeout: Duration,
+    tiles: HashMap<String, TileFlow>,
+    stats: FlowStats,
+}
+
+impl FrameFlow {
+    /// At most `bound` frames in flight per tile (`None`: no limit), an unacknowledged frame
+    /// given up on after `timeout`.
+    pub fn new(bound: Option<u32>, timeout: Duration) -> Self {
+        FrameFlow {
+            bound: bound.map(|b| b.max(1)),
+            timeout,
+            tiles: HashMap::new(),
+            stats: FlowStats::default(),
+        }
+    }
+
+    /// A new frame for `key`: returned when it may be handed over now, else kept as the tile's
+    /// waiting frame (replacing an older waiting one).
+    pub fn offer(&mut self, key: &str, frame: Vec<u8>, now: Instant) -> Option<Vec<u8>> {
+        let Some(bound) = self.bound else {
+            self.stats.sent += 1;
+            return Some(frame);
+        };
+        let tile = self.tiles.entry(key.to_string()).or_default();
+        Self::expire(tile, &mut self.stats, self.timeout, now);
+        if tile.in_flight.len() < bound as usize {
+            tile.in_flight.push_back(now);
+            self.stats.sent += 1;
+            return Some(frame);
+        }
+        if tile.waiting.replace(frame).is_some() {
+            self.stats.replaced += 1;
+        }
+        None
+    }
+
+    /// The page acknowledged a frame of `key`: returns the tile's waiting frame to hand over
+    /// now, if any.
+    pub fn ack(&mut self, key: &str, now: Instant) -> Option<Vec<u8>> {
+        let tile = self.tiles.get_mut(key)?;
+        if tile.in_flight.pop_front().is_some() {
+            self.stats.acked += 1;
+        }
+        Self::expire(tile, &mut self.stats, self.timeout, now);
+        let next = tile.waiting.take()?;
+        tile.in_flight.push_back(now);
+        self.stats.sent += 1;
+        Some(next)
+    }
+
+    /// Frames of `key` handed over and not yet acknowledged.
+    pub fn in_flight(&self, key: &str) -> usize {
+        self.tiles.get(key).map_or(0, |t| t.in_flight.len())
+    }
+
+    /// A new page (or channel): nothing it has not seen will be acknowledged.
+    pub fn reset(&mut self) {
+        self.tiles.clear();
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> FlowStats {
+        self.stats
+    }
+
+    fn expire(tile: &mut TileFlow, stats: &mut FlowStats, timeout: Duration, now: Instant) {
+        while tile
+            .in_flight
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= timeout)
+        {
+            tile.in_flight.pop_front();
+            stats.expired += 1;
+        }
+    }
+}
+
+/// [`FrameFlow`] in front of a sender (the app's Tauri channel): [`FrameGate::sink`] is the
+/// [`FrameSink`] the media code writes to, [`FrameGate::ack`] is called when the page
+/// acknowledges a frame.
+#[derive(Clone)]
+pub struct FrameGate {
+    flow: Arc<Mutex<FrameFlow>>,
+    send: FrameSink,
+}
+
+impl FrameGate {
+    /// Frames pass through `flow` to `send`.
+    pub fn new(flow: FrameFlow, send: FrameSink) -> Self {
+        FrameGate {
+            flow: Arc::new(Mutex::new(flow)),
+            send,
+        }
+    }
+
+    /// The sink frames are offered to (a frame without a readable key goes straight through).
+    pub fn sink(&self) -> FrameSink {
+        let gate = self.clone();
+        Arc::new(move |bytes: Vec<u8>| {
+            let out = match frame_key(&bytes).map(str::to_owned) {
+                Some(key) => lock(&gate.flow).offer(&key, bytes, Instant::now()),
+                None => Some(bytes),
+            };
+            // Sent outside the lock: an acknowledgement may come in meanwhile.
+            if let Some(bytes) = out {
+                (gate.send)(bytes);
+            }
+        })
+    }
+
+    /// The page has painted (or dropped) a frame of `key`.
+    pub fn ack(&self, key: &str) {
+        let next = lock(&self.flow).ack(key, Instant::now());
+        if let Some(bytes) = next {
+            (self.send)(bytes);
+        }
+    }
+
+    /// A new page: forgets what was in flight.
+    pub fn reset(&self) {
+        lock(&self.flow).reset();
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> FlowStats {
+        lock(&self.flow).stats()
     }
 }
 
@@ -990,7 +1184,9 @@ fn play_video(
     let mut scaler = Scaler::default();
     let mut playout: rtcio_glue::VideoPlayoutQueue<rtcio_media::I420Frame> = Default::default();
     let mut show = |pic: rtcio_media::I420Frame| {
-        let (w, h) = sizes.get(&key);
+        // Never larger than the picture: the canvas upscales for free, the IPC would not.
+        let (tw, th) = sizes.get(&key);
+        let (w, h) = (tw.min(pic.width), th.min(pic.height));
         match scaler.preview(&pic, w, h) {
             Ok(rgba) => frames(encode_frame(&key, &rgba)),
             Err(e) => debug!("scaling a remote frame: {e}"),
@@ -1066,6 +1262,131 @@ mod tests {
             (640, 360),
             "RTCIO_FAKE_MEDIA swaps in the pattern"
         );
+    }
+
+    fn frame(key: &str, n: u8) -> Vec<u8> {
+        let f = RgbaFrame {
+            width: 2,
+            height: 2,
+            data: vec![n; 16],
+            timestamp: Duration::ZERO,
+        };
+        encode_frame(key, &f)
+    }
+
+    #[test]
+    fn flow_bounds_frames_in_flight_and_the_newest_waits() {
+        let t0 = Instant::now();
+        let mut flow = FrameFlow::new(Some(2), ACK_TIMEOUT);
+        assert!(flow.offer("a", vec![1], t0).is_some());
+        assert!(flow.offer("a", vec![2], t0).is_some());
+        // Full: 3 waits, then 4 replaces it.
+        assert!(flow.offer("a", vec![3], t0).is_none());
+        assert!(flow.offer("a", vec![4], t0).is_none());
+        // Another tile has its own window.
+        assert!(flow.offer("b", vec![9], t0).is_some());
+        assert_eq!(flow.in_flight("a"), 2);
+        assert_eq!(flow.ack("a", t0), Some(vec![4]));
+        assert_eq!(flow.in_flight("a"), 2);
+        assert_eq!(flow.ack("a", t0), None);
+        assert_eq!(flow.ack("a", t0), None);
+        assert_eq!(flow.in_flight("a"), 0);
+        // An acknowledgement for nothing in flight does not open the window wider.
+        assert_eq!(flow.ack("a", t0), None);
+        assert!(flow.offer("a", vec![5], t0).is_some());
+        assert!(flow.offer("a", vec![6], t0).is_some());
+        assert!(flow.offer("a", vec![7], t0).is_none());
+        let s = flow.stats();
+        assert_eq!((s.sent, s.acked, s.replaced, s.expired), (6, 3, 1, 0));
+    }
+
+    #[test]
+    fn flow_gives_up_on_unacknowledged_frames_and_resets() {
+        let t0 = Instant::now();
+        let mut flow = FrameFlow::new(Some(1), Duration::from_secs(1));
+        assert!(flow.offer("a", vec![1], t0).is_some());
+        assert!(
+            flow.offer("a", vec![2], t0 + Duration::from_millis(999))
+                .is_none()
+        );
+        // The first frame was lost (never acknowledged): after the timeout frames flow again.
+        assert_eq!(
+            flow.offer("a", vec![3], t0 + Duration::from_secs(1)),
+            Some(vec![3])
+        );
+        assert_eq!(flow.stats().expired, 1);
+        flow.reset();
+        assert_eq!(flow.in_flight("a"), 0);
+        assert!(
+            flow.offer("a", vec![4], t0 + Duration::from_secs(1))
+                .is_some()
+        );
+        // Unbounded: everything goes out.
+        let mut open = FrameFlow::new(None, ACK_TIMEOUT);
+        assert!((0..100).all(|i| open.offer("a", vec![i], t0).is_some()));
+    }
+
+    /// A page that paints (and acknowledges) one frame in ten offered: never more than the
+    /// bound in flight per tile, and what it finally paints is the newest frame.
+    #[test]
+    fn gate_with_a_slow_page_keeps_the_bound_and_paints_the_newest() {
+        let sent: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let s = sent.clone();
+        let gate = FrameGate::new(
+            FrameFlow::new(Some(2), ACK_TIMEOUT),
+            Arc::new(move |b| lock(&s).push(b)),
+        );
+        let sink = gate.sink();
+        // What the page has received and not yet acknowledged, per tile.
+        let mut unacked: HashMap<String, std::collections::VecDeque<Vec<u8>>> = HashMap::new();
+        let mut painted: HashMap<String, Vec<u8>> = HashMap::new();
+        let take_sent = |unacked: &mut HashMap<String, std::collections::VecDeque<Vec<u8>>>| {
+            for b in lock(&sent).drain(..) {
+                let key = frame_key(&b).unwrap_or_default().to_string();
+                let q = unacked.entry(key).or_default();
+                q.push_back(b);
+                assert!(q.len() <= 2, "more than 2 frames in flight for one tile");
+            }
+        };
+        for n in 1..=200u8 {
+            for key in ["p1/a", "p2/b"] {
+                sink(frame(key, n));
+            }
+            take_sent(&mut unacked);
+            if n % 10 == 0 {
+                for key in ["p1/a", "p2/b"] {
+                    if let Some(b) = unacked.get_mut(key).and_then(|q| q.pop_front()) {
+                        painted.insert(key.to_string(), b);
+                        gate.ack(key);
+                    }
+                }
+                take_sent(&mut unacked);
+            }
+        }
+        // The page catches up: it paints what is left.
+        for _ in 0..4 {
+            for key in ["p1/a", "p2/b"] {
+                if let Some(b) = unacked.get_mut(key).and_then(|q| q.pop_front()) {
+                    painted.insert(key.to_string(), b);
+                    gate.ack(key);
+                }
+            }
+            take_sent(&mut unacked);
+        }
+        for key in ["p1/a", "p2/b"] {
+            let last = &painted[key];
+            let h = decode_frame_header(last).expect("a frame");
+            assert_eq!(
+                last[h.offset], 200,
+                "{key}: the newest frame is painted last"
+            );
+        }
+        let st = gate.stats();
+        assert!(
+            st.replaced > 300,
+            "frames were replaced, not queued: {st:?}"
+        );
+        assert!(st.sent < 100, "{st:?}");
     }
 
     #[test]
