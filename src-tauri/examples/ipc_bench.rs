@@ -10,6 +10,8 @@
 //! ```text
 //! unshare -n sh -c 'ip link set lo up && cargo run --release -p rtcio-desktop --example ipc_bench'
 //! ```
+//! `RTCIO_FRAMES_IN_FLIGHT=0` turns the app's flow control to the page off (every frame handed
+//! over at once, as before it existed; default 2 per tile, see `media::FrameFlow`).
 //! `BENCH_SECONDS` (default 10) sets the measurement length, `BENCH_REMOTES` (default `1,4`) the
 //! runs, `BENCH_SCREENSHOT=DIR` saves the screen at the end of each run (imagemagick `import`).
 //! `BENCH_FILE=x.h264` makes the remotes `rtcio` processes (`BENCH_CLI`, default the `rtcio`
@@ -87,6 +89,7 @@ struct Sample {
     frames: u64,
     bytes: u64,
     send_ns: u64,
+    flow: rtcio_desktop::media::FlowStats,
 }
 
 /// User + system CPU ticks of a process (`/proc/<pid>/stat` fields 14 and 15).
@@ -304,7 +307,9 @@ fn app() -> anyhow::Result<()> {
 
     let handle = app.handle().clone();
     std::thread::spawn(move || {
-        let stats = handle.state::<AppState>().frame_stats.clone();
+        let state = handle.state::<AppState>();
+        let stats = state.frame_stats.clone();
+        let gate = state.frame_gate().clone();
         let sample = |v: &Value| Sample {
             at: Instant::now(),
             painted: v["painted"].as_f64().unwrap_or(0.0),
@@ -316,6 +321,7 @@ fn app() -> anyhow::Result<()> {
             frames: stats.frames.load(Ordering::Relaxed),
             bytes: stats.bytes.load(Ordering::Relaxed),
             send_ns: stats.send_ns.load(Ordering::Relaxed),
+            flow: gate.stats(),
         };
         let deadline = Instant::now() + Duration::from_secs(90);
         // Warm-up: from the first painted frame on.
@@ -354,6 +360,15 @@ fn app() -> anyhow::Result<()> {
                     "  frames handed to the channel: {:.1}/s, {:.0} KiB each",
                     frames / secs,
                     (b.bytes - a.bytes) as f64 / frames.max(1.0) / 1024.0
+                );
+                println!(
+                    "  flow control ({}): {:.1}/s replaced by a newer frame before being sent, {:.1}/s unacknowledged for 1 s",
+                    match rtcio_desktop::media::in_flight_from_env() {
+                        Some(n) => format!("at most {n} in flight per tile"),
+                        None => "off".into(),
+                    },
+                    (b.flow.replaced - a.flow.replaced) as f64 / secs,
+                    (b.flow.expired - a.flow.expired) as f64 / secs
                 );
                 println!(
                     "  Rust Channel::send: {:.3} ms/frame",
