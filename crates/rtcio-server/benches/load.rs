@@ -211,7 +211,11 @@ impl Server {
         let mut cmd = match kind {
             Kind::Ours => {
                 let log_level = std::env::var("LOAD_OURS_LOG").unwrap_or_else(|_| "warn".into());
-                let mut c = Command::new(env!("CARGO_BIN_EXE_rtcio-server"));
+                // LOAD_OURS_BIN: another build of the server (e.g. the previous commit's) to
+                // compare against, with the same client and machine state.
+                let bin = std::env::var_os("LOAD_OURS_BIN")
+                    .unwrap_or_else(|| env!("CARGO_BIN_EXE_rtcio-server").into());
+                let mut c = Command::new(bin);
                 c.args([
                     "--host",
                     "127.0.0.1",

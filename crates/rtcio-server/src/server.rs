@@ -64,6 +64,9 @@ pub enum ServerError {
     Turn(#[from] RelayError),
 }
 
+/// Initial WebSocket read buffer of each socket, in bytes.
+const WS_READ_BUFFER: usize = 1024;
+
 /// Handshake rejection carried to the client as `connect_error {message}`.
 #[derive(Debug, thiserror::Error)]
 #[error("unauthorized")]
@@ -174,7 +177,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             source,
         })?;
     let addr = listener.local_addr()?;
-    let builder = SocketIo::builder().max_payload(config.max_payload);
+    // Signaling messages are small (an ICE candidate ~250 bytes, an SDP a few KiB): a 1 KiB
+    // initial WebSocket read buffer per socket instead of engineioxide's 4 KiB; it grows for
+    // larger frames.
+    let builder = SocketIo::builder()
+        .max_payload(config.max_payload)
+        .ws_read_buffer_size(WS_READ_BUFFER);
 
     let turn = start_turn(&config).await?;
     let http = Arc::new(HttpState {

@@ -334,7 +334,7 @@ async fn worker<A: Adapter>(
         return;
     }
     socket.extensions.remove::<ConnectSignal>();
-    if let Err(e) = sh.store.register_socket(&sid).await {
+    if let Err(e) = Box::pin(sh.store.register_socket(&sid)).await {
         warn!(%sid, "store: {e}");
     }
     debug!(%sid, "socket connected");
@@ -343,14 +343,17 @@ async fn worker<A: Adapter>(
     while let Some(item) = rx.recv().await {
         match item {
             Inbound::Event(v) => {
-                if let Err(e) = handle_event(&sh, &socket, &sid, v, &mut limits, &ctx).await {
+                // Boxed: the handlers' state (store and adapter futures) would otherwise be part
+                // of every idle socket's worker future.
+                let handled = Box::pin(handle_event(&sh, &socket, &sid, v, &mut limits, &ctx));
+                if let Err(e) = handled.await {
                     warn!(%sid, "event dropped: {e}");
                 }
                 // After the event's effects: an inline relay that sees 0 also sees them.
                 ctx.pending.fetch_sub(1, Ordering::AcqRel);
             }
             Inbound::Disconnecting { rooms, done } => {
-                if let Err(e) = on_disconnecting(&sh, &socket, &sid, rooms).await {
+                if let Err(e) = Box::pin(on_disconnecting(&sh, &socket, &sid, rooms)).await {
                     warn!(%sid, "disconnect cleanup incomplete: {e}");
                 }
                 let _ = done.send(());
