@@ -494,6 +494,54 @@ impl Session {
                 }
             }
         }));
+        // After a server restart nobody sends `user-disconnected` for the ids of the old session:
+        // the UI would keep a ghost of everyone (the library keeps the old connections until
+        // the re-joined ones carry the call). When the library closes such an old connection,
+        // its person has left as far as the UI goes.
+        let mut signaling = socket.subscribe("disconnect");
+        let mut connected = socket.subscribe("connect");
+        let mut closed = socket.subscribe("peer-disconnect");
+        let s = socket.clone();
+        let ui3 = ui.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let mut our_id = s.id();
+            // Peers when signaling dropped (every one of the old session), then the old ones.
+            let mut before: Vec<String> = Vec::new();
+            let mut old: std::collections::HashSet<String> = Default::default();
+            loop {
+                tokio::select! {
+                    Some(ev) = signaling.recv() => {
+                        if ev.origin == Origin::Local {
+                            before = s.peers().await;
+                        }
+                    }
+                    Some(ev) = connected.recv() => {
+                        let id = ev.arg().as_str().unwrap_or_default().to_string();
+                        if ev.origin != Origin::Local {
+                            continue;
+                        }
+                        // Same id: the server kept us, and everyone keeps their ids.
+                        let prev = std::mem::take(&mut before);
+                        if !id.is_empty() && id != our_id {
+                            old.extend(prev);
+                            our_id = id;
+                        }
+                    }
+                    Some(ev) = closed.recv() => {
+                        if ev.origin != Origin::Local {
+                            continue;
+                        }
+                        if let Some(id) = inbound::peer_id(&ev)
+                            && old.remove(&id)
+                            && let Ok(v) = serde_json::to_value(RoomEvent::UserDisconnected { id })
+                        {
+                            ui3("room-event", v);
+                        }
+                    }
+                    else => break,
+                }
+            }
+        }));
         // A newly connected peer may sit behind a server that neither caches nor relays
         // media-state (the tutorial's): tell it directly.
         let mut peers = socket.subscribe("peer-connect");
