@@ -296,8 +296,11 @@ pub const IN_FLIGHT_ENV: &str = "RTCIO_FRAMES_IN_FLIGHT";
 /// while the next travels, and a slow page never has more than that queued.
 pub const DEFAULT_IN_FLIGHT: u32 = 2;
 /// A frame not acknowledged within this time counts as lost (a page that dropped it without a
-/// key to acknowledge, a reload): the tile's window opens again instead of staying shut.
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+/// key to acknowledge, a failed acknowledgement): the tile's window opens again instead of
+/// staying shut. Long, because every expiry lets frames past the bound: on a starved machine
+/// the page's round trip took over a second, and a 1 s timeout rebuilt the backlog (21 s IPC
+/// delay with 4 remotes at load 33).
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The frames-in-flight bound [`IN_FLIGHT_ENV`] asks for (`None`: unbounded).
 pub fn in_flight_from_env() -> Option<u32> {
