@@ -203,6 +203,28 @@ fn epoch_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Make-before-break, from `p`'s output order: video from the new connection `new` was
+/// decoded before the old connection `old` closed (closing first is the gap this guards).
+fn replaced_before_closing(p: &Rtcio, old: &str, new: &str) {
+    let first_new = p.seen.iter().position(|v| {
+        v["type"] == "video-stats"
+            && v["peer"] == new
+            && v["frames_decoded"].as_u64().unwrap_or(0) > 0
+    });
+    let closed = p
+        .seen
+        .iter()
+        .position(|v| v["type"] == "peer-disconnect" && v["peer"] == old);
+    match (first_new, closed) {
+        (Some(n), Some(c)) => assert!(
+            n < c,
+            "{}: the old connection {old} closed before video came over the new one {new}",
+            p.label
+        ),
+        other => panic!("{}: new video / old close at {other:?}", p.label),
+    }
+}
+
 /// Waits for `peer-disconnect` of `id`.
 async fn disconnect_of(p: &mut Rtcio, id: &str) -> Value {
     p.seen_or_wait("peer-disconnect of the old connection", |v| {
@@ -293,6 +315,7 @@ async fn server_sigkill_and_restart_keeps_video_flowing_between_cli_peers() {
             "{}: video from {from} froze across the restart",
             p.label
         );
+        replaced_before_closing(p, old, new);
         assert!(
             f.connections.contains(old.as_str()) && f.connections.contains(new.as_str()),
             "{}: video came over {:?}, not over both the old and the new connection",
@@ -650,6 +673,7 @@ async fn server_sigkill_and_restart_keeps_video_flowing_between_cli_and_chromium
         empty.is_empty(),
         "alice: no video from the page in the ticks at {empty:?} ms after the kill"
     );
+    replaced_before_closing(&a, &old_web, &new_web);
     assert_eq!(live_peers(&a, "web"), HashSet::from([new_web.clone()]));
 
     // A third peer joins after the restart and sees both.
