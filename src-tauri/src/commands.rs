@@ -372,10 +372,12 @@ pub fn video_channel(state: State<'_, AppState>, channel: Channel<InvokeResponse
 }
 
 /// The page painted (or dropped) a frame of tile `key`: the next one may be sent (frames per
-/// tile in flight are bounded, see `media::FrameFlow`).
+/// tile in flight are bounded, see `media::FrameFlow`). Async so it runs off the main thread,
+/// which also delivers the frames: an acknowledgement does not wait behind them.
 #[tauri::command]
-pub fn frame_painted(state: State<'_, AppState>, key: String) {
+pub async fn frame_painted(state: State<'_, AppState>, key: String) -> Result<(), AppError> {
     state.frame_gate().ack(&key);
+    Ok(())
 }
 
 /// The size a tile is shown at (CSS pixels × device pixel ratio): its frames are scaled to it.
