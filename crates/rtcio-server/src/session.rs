@@ -19,6 +19,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::ratelimit::LogLimiter;
+
+/// Every "event dropped" warning of the process shares this budget: bad input from a forged
+/// member is logged, not written a line per event.
+static DROP_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(1), 10);
+
 use serde::Serialize;
 use serde_json::value::RawValue;
 use socketioxide::SocketIo;
@@ -227,7 +233,9 @@ impl<A: Adapter> MessageHandler<A, SinkCall> for EventSink<A> {
             Value::Bytes(b) => b.len(),
         };
         if max_bytes > 0 && len > max_bytes {
-            warn!(sid = %s.id, len, max_bytes, "dropping oversized event");
+            if let Some(more) = DROP_LOG.allow(Instant::now()) {
+                warn!(sid = %s.id, len, max_bytes, more, "dropping oversized event");
+            }
             return;
         }
         if self.inline_relay
@@ -237,18 +245,23 @@ impl<A: Adapter> MessageHandler<A, SinkCall> for EventSink<A> {
             && ev.name == EV_MESSAGE
         {
             let sid = s.id.as_str();
-            if let Err(e) = relay_local(&self.sh, &self.ctx, sid, ev.args.first().copied()) {
-                warn!(%sid, "event dropped: {e}");
+            if let Err(e) = relay_local(&self.sh, &self.ctx, sid, ev.args.first().copied())
+                && let Some(more) = DROP_LOG.allow(Instant::now())
+            {
+                warn!(%sid, more, "event dropped: {e}");
             }
             return;
         }
         self.ctx.pending.fetch_add(1, Ordering::AcqRel);
         if let Err(e) = self.tx.try_send(Inbound::Event(v)) {
             self.ctx.pending.fetch_sub(1, Ordering::AcqRel);
-            warn!(sid = %s.id, "dropping event: inbound queue {}", match e {
-                mpsc::error::TrySendError::Full(_) => "full",
-                mpsc::error::TrySendError::Closed(_) => "closed",
-            });
+            if let Some(more) = DROP_LOG.allow(Instant::now()) {
+                let why = match e {
+                    mpsc::error::TrySendError::Full(_) => "full",
+                    mpsc::error::TrySendError::Closed(_) => "closed",
+                };
+                warn!(sid = %s.id, more, "dropping event: inbound queue {why}");
+            }
         }
     }
 }
@@ -346,8 +359,10 @@ async fn worker<A: Adapter>(
                 // Boxed: the handlers' state (store and adapter futures) would otherwise be part
                 // of every idle socket's worker future.
                 let handled = Box::pin(handle_event(&sh, &socket, &sid, v, &mut limits, &ctx));
-                if let Err(e) = handled.await {
-                    warn!(%sid, "event dropped: {e}");
+                if let Err(e) = handled.await
+                    && let Some(more) = DROP_LOG.allow(Instant::now())
+                {
+                    warn!(%sid, more, "event dropped: {e}");
                 }
                 // After the event's effects: an inline relay that sees 0 also sees them.
                 ctx.pending.fetch_sub(1, Ordering::AcqRel);
