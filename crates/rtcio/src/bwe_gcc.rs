@@ -538,7 +538,7 @@ mod tests {
         let mut n = 0u64;
         while t < Duration::from_secs(seconds) {
             n += 1;
-            let lost = lose_every.is_some_and(|k| n % k == 0);
+            let lost = lose_every.is_some_and(|k| n.is_multiple_of(k));
             batch.push(Packet {
                 departure: epoch + t,
                 arrival: (!lost).then_some(t + Duration::from_millis(20)),

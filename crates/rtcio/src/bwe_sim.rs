@@ -184,7 +184,7 @@ pub(crate) fn run(
             est.handle_timeout(epoch + t);
         }
         t += step;
-        if t.as_millis() % 1000 == 0 {
+        if t.as_millis().is_multiple_of(1000) {
             sec.estimate_bps = est.target_bitrate() / pacing;
             sec.loss = if sec_packets == 0 {
                 0.0

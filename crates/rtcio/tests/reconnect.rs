@@ -147,8 +147,8 @@ async fn video_keeps_flowing_across_a_signaling_restart() {
     let (new_a, new_b) = (a.socket.id(), b.socket.id());
     assert_ne!(new_a, old_a);
     assert_ne!(new_b, old_b);
-    connected_to(&mut a, &[new_b.clone()]).await;
-    connected_to(&mut b, &[new_a.clone()]).await;
+    connected_to(&mut a, std::slice::from_ref(&new_b)).await;
+    connected_to(&mut b, std::slice::from_ref(&new_a)).await;
     // The old connections close once the new ones carry media (not before: that was the gap).
     disconnected(&mut a_gone, &old_b).await;
     disconnected(&mut b_gone, &old_a).await;
