@@ -216,7 +216,7 @@ async fn build_pc(
         )
         // mDNS needs a multicast route that loopback-only hosts do not have.
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
-    let se = ice_timing(se).build();
+    let se = ice_timing(se, shared.opts.relay_only).build();
     let mut media = MediaEngine::default();
     crate::peer_media::register_codecs(&mut media)?;
     let (registry, estimate) = interceptors(&shared.opts.congestion, &mut media)?;
@@ -326,11 +326,16 @@ fn interceptors(
 /// often sends its checks before its candidates arrive (and its host candidates may be mDNS
 /// names we do not resolve), so the pair we nominate is often peer-reflexive; Chromium itself
 /// nominates the first pair that works.
-fn ice_timing(se: SettingEngineBuilder) -> SettingEngineBuilder {
+fn ice_timing(se: SettingEngineBuilder, relay_only: bool) -> SettingEngineBuilder {
     use std::time::Duration;
+    // Relay only when direct paths had a few rounds (no renomination in webrtc-rs); relay-only,
+    // no better pair can come, so waiting only delays the call.
+    let relay_wait = if relay_only {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(500)
+    };
     se
-        // Chromium paces checks at ~50 ms while connecting. 50 tries keep the 2.5 s a pair gets
-        // before it is given up above the default 1.4 s: handshakes on a busy CPU are slow.
         // Chromium paces checks at ~50 ms while connecting. 50 tries keep the 2.5 s a pair gets
         // before it is given up above the default 1.4 s: handshakes on a busy CPU are slow.
         .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(50))
@@ -338,8 +343,7 @@ fn ice_timing(se: SettingEngineBuilder) -> SettingEngineBuilder {
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
         // A host pair, if there is one, is checked in the same round: a short wait lets it win.
         .with_srflx_acceptance_min_wait(Some(Duration::from_millis(100)))
-        // Relay only when direct paths had a few rounds (no renomination in webrtc-rs).
-        .with_relay_acceptance_min_wait(Some(Duration::from_millis(500)))
+        .with_relay_acceptance_min_wait(Some(relay_wait))
 }
 
 /// After closing a connected JS peer's connection, before our socket leaves signaling. The
