@@ -1166,6 +1166,24 @@ function personName(id) {
   return `Guest ${String(id).slice(0, 4)}`;
 }
 
+/** The longest name shown, in characters (the server caps join names at 64 too). */
+const MAX_NAME_CHARS = 64;
+
+/**
+ * A remote-supplied name as the page shows it, or null when nothing printable is left. Names
+ * reach us from peers (stream announcements) as well as the server: control characters and
+ * bidirectional overrides (which can make a name read as someone else's) are removed, and a
+ * name is cut at MAX_NAME_CHARS so a 10 000-character name cannot take the screen.
+ */
+export function displayName(raw) {
+  if (typeof raw !== 'string') return null;
+  // eslint-disable-next-line no-control-regex
+  const clean = raw.replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g, '').trim();
+  if (!clean) return null;
+  const chars = Array.from(clean);
+  return chars.length > MAX_NAME_CHARS ? `${chars.slice(0, MAX_NAME_CHARS - 1).join('')}…` : clean;
+}
+
 function onRoomEvent(ev) {
   if (!ev || typeof ev !== 'object') return;
   switch (ev.type) {
@@ -1185,7 +1203,7 @@ function onRoomEvent(ev) {
   if (!call || typeof ev.id !== 'string' || ev.id === call.selfId) return;
   if (ev.type === 'user-connected') {
     const p = call.people.get(ev.id);
-    const name = typeof ev.name === 'string' && ev.name ? ev.name : personName(ev.id);
+    const name = displayName(ev.name) ?? personName(ev.id);
     if (p) p.name = name;
     else {
       call.people.set(ev.id, { name, mic: undefined, cam: undefined });
@@ -1262,7 +1280,7 @@ function onStreamAdded(ev) {
     if (joining) earlyStreams.push(ev);
     return;
   }
-  const name = typeof ev.name === 'string' && ev.name ? ev.name : null;
+  const name = displayName(ev.name);
   call.streams.set(ev.key, { peerId: ev.peerId, kind: ev.kind, name });
   const p = call.people.get(ev.peerId);
   if (!p) call.people.set(ev.peerId, { name: name || personName(ev.peerId) });

@@ -675,3 +675,20 @@ test('leave: no question, a toast on the start screen; a join-error exit gives n
   assert.equal(await page.isHidden('#banner'), true);
   assert.equal(await page.locator('#grid .tile').count(), 1);
 });
+
+// ------------------------------------------------------------------ hostile names
+
+test('names: control and bidi-override characters are removed, long names are cut', async () => {
+  await joinCall();
+  // A name that would render reversed (U+202E) and take the whole screen.
+  await addPerson('p1', `\u202Eevil\u0007${'x'.repeat(10_000)}`, { frame: [320, 240] });
+  // A name with nothing printable falls back to the placeholder.
+  await addPerson('p2', '\u200b\u202a\n');
+  const names = await page.$$eval('.tile:not(.self) .tile-name', (els) => els.map((e) => e.textContent));
+  assert.equal(names.length, 2, `two remote tiles: ${names.map((n) => n.length)}`);
+  const evil = names.find((n) => n.startsWith('evil'));
+  assert.ok(evil, `the first name keeps its printable part: ${names.map((n) => n.slice(0, 10))}`);
+  assert.ok(Array.from(evil).length <= 64, `cut at 64 characters, got ${evil.length}`);
+  assert.doesNotMatch(evil, /[\u0000-\u001f\u202a-\u202e]/);
+  assert.ok(names.includes('Guest p2'), `an empty name becomes the placeholder: ${names}`);
+});
