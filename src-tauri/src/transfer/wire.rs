@@ -234,11 +234,10 @@ pub fn safe_file_name(raw: &str) -> String {
             c => c,
         })
         .collect();
+    // Dots and white space in any mix at either end: ". .bashrc" must not become ".bashrc".
     let trimmed = cleaned
-        .trim()
-        .trim_start_matches('.')
-        .trim_end_matches(['.', ' '])
-        .trim();
+        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end_matches(|c: char| c == '.' || c.is_whitespace());
     let mut name = if trimmed.is_empty() {
         "file".to_string()
     } else {
@@ -547,5 +546,24 @@ impl Receiver {
         let a = self.abort_current(error, false);
         self.state = RecvState::Idle;
         a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dots_behind_white_space_do_not_make_a_hidden_file() {
+        // Found by fuzz/fuzz_targets/app_transfer.rs: trimming dots, then spaces, left the dots
+        // that followed the spaces.
+        for (raw, want) in [
+            (". .bashrc", "bashrc"),
+            ("..  ...x.txt", "x.txt"),
+            (" . . ", "file"),
+            ("name . .", "name"),
+        ] {
+            assert_eq!(safe_file_name(raw), want, "{raw:?}");
+        }
     }
 }
