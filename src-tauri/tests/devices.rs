@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-type Events = mpsc::UnboundedReceiver<(String, Value)>;
+use common::session::Events;
 /// `(key, greenness)` of each binary frame: mean G minus the mean of R and B.
 type Frames = mpsc::UnboundedReceiver<(String, f64)>;
 
@@ -50,10 +49,7 @@ fn sinks() -> (UiSink, Events, FrameSink, Frames) {
 }
 
 fn config(name: &str, server: ServerChoice) -> JoinConfig {
-    let mut cfg = JoinConfig::new(name, "devices-room", server);
-    cfg.socket = rtcio::Options::loopback();
-    cfg.socket.connect_timeout = Duration::from_secs(5);
-    cfg.host_bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let mut cfg = common::session::config(name, "devices-room", server);
     cfg.media = MediaConfig::synthetic();
     cfg
 }
@@ -61,15 +57,7 @@ fn config(name: &str, server: ServerChoice) -> JoinConfig {
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn expect(rx: &mut Events, what: &str, pred: impl Fn(&str, &Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some((name, payload))) if pred(&name, &payload) => return payload,
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("sink closed while waiting for {what}"),
-            Err(_) => panic!("timed out waiting for {what}"),
-        }
-    }
+    common::session::expect(rx, WAIT, what, pred).await
 }
 
 /// Waits for a frame of `key` whose greenness passes `pred`; returns how many frames of `key`

@@ -4,7 +4,8 @@
 //! camera off stops the frames; a screen share under a private Xvfb appears on the other side
 //! and goes away after stop.
 
-use std::net::{Ipv4Addr, SocketAddr};
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-type Events = mpsc::UnboundedReceiver<(String, Value)>;
+use common::session::Events;
 /// `(key, width, height)` of each binary frame.
 type Frames = mpsc::UnboundedReceiver<(String, u32, u32)>;
 
@@ -34,10 +35,7 @@ fn sinks() -> (UiSink, Events, FrameSink, Frames) {
 }
 
 fn config(name: &str, server: ServerChoice) -> JoinConfig {
-    let mut cfg = JoinConfig::new(name, "media-room", server);
-    cfg.socket = rtcio::Options::loopback();
-    cfg.socket.connect_timeout = Duration::from_secs(5);
-    cfg.host_bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let mut cfg = common::session::config(name, "media-room", server);
     cfg.media = MediaConfig::synthetic();
     cfg
 }
@@ -45,15 +43,7 @@ fn config(name: &str, server: ServerChoice) -> JoinConfig {
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn expect(rx: &mut Events, what: &str, pred: impl Fn(&str, &Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some((name, payload))) if pred(&name, &payload) => return payload,
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("sink closed while waiting for {what}"),
-            Err(_) => panic!("timed out waiting for {what}"),
-        }
-    }
+    common::session::expect(rx, WAIT, what, pred).await
 }
 
 /// Waits for a frame of `key` of exactly `size`.

@@ -1,46 +1,20 @@
 //! The call logic end to end, without a window: two sessions through the embedded server on
 //! loopback, as two app instances would run it.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
-use rtcio_desktop::session::{JoinConfig, ServerChoice, Session, UiSink};
-use serde_json::Value;
-use tokio::sync::mpsc;
+mod common;
 
-/// A UI stand-in: every event the session would emit to the window.
-fn sink() -> (UiSink, mpsc::UnboundedReceiver<(String, Value)>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let sink: UiSink = Arc::new(move |name: &str, payload: Value| {
-        let _ = tx.send((name.to_string(), payload));
-    });
-    (sink, rx)
-}
+use common::session::{Events, sink};
+use rtcio_desktop::session::{JoinConfig, ServerChoice, Session};
+use serde_json::Value;
 
 fn config(name: &str, room: &str, server: ServerChoice) -> JoinConfig {
-    let mut cfg = JoinConfig::new(name, room, server);
-    cfg.socket = rtcio::Options::loopback();
-    cfg.socket.connect_timeout = Duration::from_secs(5);
-    cfg.host_bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    cfg
+    common::session::config(name, room, server)
 }
 
-/// Waits for the first event matching `pred`, skipping others.
-async fn expect(
-    rx: &mut mpsc::UnboundedReceiver<(String, Value)>,
-    what: &str,
-    pred: impl Fn(&str, &Value) -> bool,
-) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some((name, payload))) if pred(&name, &payload) => return payload,
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("sink closed while waiting for {what}"),
-            Err(_) => panic!("timed out waiting for {what}"),
-        }
-    }
+async fn expect(rx: &mut Events, what: &str, pred: impl Fn(&str, &Value) -> bool) -> Value {
+    common::session::expect(rx, Duration::from_secs(15), what, pred).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
