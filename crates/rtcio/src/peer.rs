@@ -264,9 +264,11 @@ const NACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 /// responder has no per-packet retransmission limiter, unlike Chromium's), and every NACK sent
 /// before the first retransmission can arrive (an RTT) costs another copy: with 10 a congested
 /// link paid up to 10 copies of each lost packet, and behind a 600 kbit/s cap the pacer queue
-/// took ~8 s to drain after the first overshoot. 3 covers 60 ms of asking (and a lost
-/// retransmission at a short RTT); the assembler's gap wait and a keyframe request do the rest.
-const NACKS_PER_PACKET: u16 = 3;
+/// took ~8 s to drain after the first overshoot. With 3, a 1 s burst of 30 % loss left packets
+/// unrecovered (each retransmission is lost at 30 % too) and cost ~800 ms freezes per burst. 6
+/// covers 120 ms of asking; the estimator keeps queues (and so RTTs) short, which keeps the
+/// copies few.
+const NACKS_PER_PACKET: u16 = 6;
 
 /// NACK feedback for video, the responder (retransmits what peers NACK) and a generator at
 /// [`NACK_INTERVAL`]: webrtc-rs's `configure_nack` with a shorter interval.
