@@ -171,7 +171,12 @@ impl H264Encoder {
             )
         };
         if rc != 0 {
-            return Err(enc_err(format!("set bitrate to {bps} failed ({rc})")));
+            // openh264 refuses some changes on a running encoder (seen after a resolution step
+            // of a screen share: 733 kbit/s refused). Ending the video for that would be far
+            // worse than one keyframe: rebuild with the new settings instead.
+            debug!(bps, rc, "openh264 refused a new bitrate: rebuilt");
+            self.encoder = build_encoder(&self.config)?;
+            return Ok(());
         }
         debug!(bps, "h264 bitrate changed");
         Ok(())
