@@ -90,20 +90,8 @@ fn kill(pid: u32, sig: &str) {
 }
 
 fn media_args<'a>(url: &'a str, room: &'a str, name: &'a str) -> Vec<&'a str> {
-    let mut v = join_args(url, room, name);
-    v.extend([
-        "--video",
-        "testsrc",
-        "--audio",
-        "tone",
-        "--video-size",
-        "320x180",
-        "--fps",
-        "15",
-        "--video-bitrate",
-        "300",
-        "--chat-stdin",
-    ]);
+    let mut v = small_media_args(url, room, name);
+    v.push("--chat-stdin");
     v
 }
 

@@ -19,21 +19,8 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn media_args<'a>(url: &'a str, room: &'a str, name: &'a str, record: &'a str) -> Vec<&'a str> {
-    let mut v = join_args(url, room, name);
-    v.extend([
-        "--video",
-        "testsrc",
-        "--audio",
-        "tone",
-        "--video-size",
-        "320x180",
-        "--fps",
-        "15",
-        "--video-bitrate",
-        "300",
-        "--record",
-        record,
-    ]);
+    let mut v = small_media_args(url, room, name);
+    v.extend(["--record", record]);
     v
 }
 

@@ -250,3 +250,22 @@ pub fn join_args<'a>(url: &'a str, room: &'a str, name: &'a str) -> Vec<&'a str>
         name,
     ]
 }
+
+/// `join_args` plus a small synthetic call: a 320x180 test pattern at 15 fps (300 kbit/s) and a
+/// tone, cheap enough for several processes on two cores.
+pub fn small_media_args<'a>(url: &'a str, room: &'a str, name: &'a str) -> Vec<&'a str> {
+    let mut v = join_args(url, room, name);
+    v.extend([
+        "--video",
+        "testsrc",
+        "--audio",
+        "tone",
+        "--video-size",
+        "320x180",
+        "--fps",
+        "15",
+        "--video-bitrate",
+        "300",
+    ]);
+    v
+}
