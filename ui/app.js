@@ -6,6 +6,7 @@ import { applyQuality, clearQuality, initQuality } from './quality.js';
 import { DEFAULT_ASPECT, TILE_GAP, dominantAspect, fitRect, gridRects, spotlightRects } from './layout.js';
 import { rmsToDbfs, speakers } from './speaker.js';
 import { copyText } from './clipboard.js';
+import { paintVideo, webgl2Available } from './renderer.js';
 import { icon } from './icons.js';
 import { initDevices, setCurrentDevices, setDeviceMenuOpen, POLL_MS } from './devices.js';
 
@@ -90,24 +91,38 @@ export function parseInvite(text) {
 }
 
 /**
- * Reads one binary video frame from Rust (src-tauri/src/media.rs `encode_frame`): version u8
- * (1), 0, key length u16 LE, width u32 LE, height u32 LE, sent-at µs since the epoch u64 LE,
- * key UTF-8, RGBA. Returns {key, width, height, sentAtUs, pixels} (pixels a view into the
- * buffer, no copy) or null.
+ * Reads one binary video frame from Rust (src-tauri/src/media.rs `encode_frame` /
+ * `encode_i420_frame`): version u8 (1), pixel format u8 (0 RGBA, 1 I420), key length u16 LE,
+ * width u32 LE, height u32 LE, sent-at µs since the epoch u64 LE, key UTF-8, then the pixels:
+ * RGBA, or the Y plane then U and V (⌈width/2⌉ × ⌈height/2⌉ each), rows packed. Returns
+ * {key, format: 'rgba' | 'i420', width, height, sentAtUs, bytes} plus `pixels` (RGBA) or `y`, `u`, `v`
+ * (views into the buffer, no copy), or null.
  */
 export function parseFrame(buf) {
   if (!(buf instanceof ArrayBuffer) || buf.byteLength < 20) return null;
   const v = new DataView(buf);
   if (v.getUint8(0) !== 1) return null;
+  const tag = v.getUint8(1);
+  if (tag > 1) return null;
   const keyLen = v.getUint16(2, true);
   const width = v.getUint32(4, true);
   const height = v.getUint32(8, true);
   const sentAtUs = Number(v.getBigUint64(12, true));
   const offset = 20 + keyLen;
-  const size = width * height * 4;
+  const luma = width * height;
+  const chroma = Math.ceil(width / 2) * Math.ceil(height / 2);
+  const size = tag === 0 ? luma * 4 : luma + 2 * chroma;
   if (width === 0 || height === 0 || buf.byteLength !== offset + size) return null;
   const key = new TextDecoder().decode(new Uint8Array(buf, 20, keyLen));
-  return { key, width, height, sentAtUs, pixels: new Uint8ClampedArray(buf, offset, size) };
+  if (tag === 0) {
+    return { key, format: 'rgba', width, height, sentAtUs, bytes: buf.byteLength, pixels: new Uint8ClampedArray(buf, offset, size) };
+  }
+  return {
+    key, format: 'i420', width, height, sentAtUs, bytes: buf.byteLength,
+    y: new Uint8Array(buf, offset, luma),
+    u: new Uint8Array(buf, offset + luma, chroma),
+    v: new Uint8Array(buf, offset + luma + chroma, chroma),
+  };
 }
 
 /** Human text for the reasons an rtc.io example server gives in `join-error`. */
@@ -818,7 +833,9 @@ function reportTileSizes() {
  * the frame over → it arrives here) and of painting. The bench and the tests read it.
  */
 // Counters read by the IPC bench (src-tauri/examples/ipc_bench.rs); `perKey` = frames painted per tile.
-export const videoStats = { painted: 0, dropped: 0, ipcMs: 0, paintMs: 0, perKey: {} };
+// `webgl` / `i420`: frames painted with WebGL / that came as I420.
+// `bytesPerKey`: frame bytes painted per tile.
+export const videoStats = { painted: 0, dropped: 0, ipcMs: 0, paintMs: 0, perKey: {}, bytesPerKey: {}, webgl: 0, i420: 0 };
 
 /**
  * Paints one frame and acknowledges it (`frame_painted {key}`), painted or not: Rust keeps at
@@ -846,10 +863,13 @@ function paintFrame(f) {
     videoStats.dropped += 1;
     return;
   }
-  if (canvas.width !== f.width) canvas.width = f.width;
-  if (canvas.height !== f.height) canvas.height = f.height;
-  canvas.getContext('2d').putImageData(new ImageData(f.pixels, f.width, f.height), 0, 0);
+  const how = paintVideo(canvas, f);
+  if (!how) {
+    videoStats.dropped += 1;
+    return;
+  }
   canvas.dataset.painted = String(Number(canvas.dataset.painted || 0) + 1);
+  canvas.dataset.painter = how;
   // The tile takes the video's real aspect (Rust keeps it when scaling; 2 % absorbs rounding).
   const aspect = f.width / f.height;
   const known = call.aspects.get(f.key);
@@ -858,7 +878,10 @@ function paintFrame(f) {
     scheduleLayout();
   }
   videoStats.painted += 1;
+  if (how === 'webgl') videoStats.webgl += 1;
+  if (f.format === 'i420') videoStats.i420 += 1;
   videoStats.perKey[f.key] = (videoStats.perKey[f.key] || 0) + 1;
+  videoStats.bytesPerKey[f.key] = (videoStats.bytesPerKey[f.key] || 0) + f.bytes;
   videoStats.ipcMs += Math.max(0, arrived - f.sentAtUs / 1000);
   videoStats.paintMs += performance.timeOrigin + performance.now() - arrived;
 }
@@ -1410,7 +1433,8 @@ async function main() {
       }),
       initQuality(),
       // One channel for every tile's frames: raw bytes, never JSON.
-      invoke('video_channel', { channel: channel(onFrame) }),
+      // I420 frames (1.5 bytes a pixel instead of 4) when WebGL 2 can convert them here.
+      invoke('video_channel', { channel: channel(onFrame), formats: webgl2Available() ? ['rgba', 'i420'] : ['rgba'] }),
     ]);
   } catch (err) {
     showError($('start-error'), `The app's event bridge failed: ${errorText(err)}`);

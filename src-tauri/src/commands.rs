@@ -364,8 +364,14 @@ pub async fn set_media_state(
 }
 
 /// Registers the channel video frames are sent on (binary: see `media::encode_frame`).
+/// `formats`: the frame formats the page paints (`"i420"` with WebGL 2 there; RGBA always).
 #[tauri::command]
-pub fn video_channel(state: State<'_, AppState>, channel: Channel<InvokeResponseBody>) {
+pub fn video_channel(
+    state: State<'_, AppState>,
+    channel: Channel<InvokeResponseBody>,
+    formats: Option<Vec<String>>,
+) {
+    media::set_page_takes_i420(formats.unwrap_or_default().iter().any(|f| f == "i420"));
     *state.frames.lock().unwrap_or_else(|p| p.into_inner()) = Some(channel);
     // A new page: what the old one never acknowledged will not be.
     state.frame_gate().reset();

@@ -198,61 +198,208 @@ pub fn device_message(what: &str, e: &MediaError) -> String {
 
 // ---------------------------------------------------------------- binary frames
 
-/// One RGBA frame for a tile, as bytes: `[0]` version (1), `[1]` 0, `[2..4]` key length (u16
-/// LE), `[4..8]` width (u32 LE), `[8..12]` height (u32 LE), `[12..20]` when it was handed to the
-/// IPC (µs since the Unix epoch, u64 LE: the UI measures the IPC time per frame with it), the key
-/// (UTF-8), then `width × height × 4` bytes of RGBA. The UI wraps the pixels in an `ImageData`
-/// without copying them out of a JSON array.
-pub fn encode_frame(key: &str, frame: &RgbaFrame) -> Vec<u8> {
+/// Pixel layout of a binary frame, byte 1 of its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameFormat {
+    /// `width × height × 4` bytes of RGBA (tag 0): what a 2D canvas paints as it is.
+    Rgba = 0,
+    /// I420 (tag 1): the Y plane (`width × height`), then U and V (`⌈width/2⌉ × ⌈height/2⌉`
+    /// each), rows tightly packed, BT.601 limited range. 1.5 bytes per pixel instead of 4; the
+    /// page converts it to RGB in a WebGL fragment shader.
+    I420 = 1,
+}
+
+impl FrameFormat {
+    /// The format a header's tag byte names.
+    pub fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            0 => Some(FrameFormat::Rgba),
+            1 => Some(FrameFormat::I420),
+            _ => None,
+        }
+    }
+
+    /// Pixel bytes of a `width × height` frame in this format (`None` on overflow).
+    pub fn payload_len(self, width: u32, height: u32) -> Option<usize> {
+        let (w, h) = (width as usize, height as usize);
+        match self {
+            FrameFormat::Rgba => w.checked_mul(h)?.checked_mul(4),
+            FrameFormat::I420 => {
+                let chroma = w.div_ceil(2).checked_mul(h.div_ceil(2))?;
+                w.checked_mul(h)?.checked_add(chroma.checked_mul(2)?)
+            }
+        }
+    }
+}
+
+/// The header every binary frame starts with (see [`encode_frame`]), key included.
+fn frame_header(
+    format: FrameFormat,
+    key: &str,
+    width: u32,
+    height: u32,
+    payload: usize,
+) -> Vec<u8> {
     let key = &key.as_bytes()[..key.len().min(u16::MAX as usize)];
-    let mut out = Vec::with_capacity(FRAME_HEADER_LEN + key.len() + frame.data.len());
+    let mut out = Vec::with_capacity(FRAME_HEADER_LEN + key.len() + payload);
     out.push(FRAME_VERSION);
-    out.push(0);
+    out.push(format as u8);
     out.extend_from_slice(&(key.len() as u16).to_le_bytes());
-    out.extend_from_slice(&frame.width.to_le_bytes());
-    out.extend_from_slice(&frame.height.to_le_bytes());
+    out.extend_from_slice(&width.to_le_bytes());
+    out.extend_from_slice(&height.to_le_bytes());
     out.extend_from_slice(&rtcio_media::synthetic::video::unix_micros().to_le_bytes());
     out.extend_from_slice(key);
+    out
+}
+
+/// One RGBA frame for a tile, as bytes: `[0]` version (1), `[1]` pixel format
+/// ([`FrameFormat`]: 0 here), `[2..4]` key length (u16 LE), `[4..8]` width (u32 LE),
+/// `[8..12]` height (u32 LE), `[12..20]` when it was handed to the IPC (µs since the Unix
+/// epoch, u64 LE: the UI measures the IPC time per frame with it), the key (UTF-8), then
+/// `width × height × 4` bytes of RGBA. The UI wraps the pixels in an `ImageData` without
+/// copying them out of a JSON array.
+pub fn encode_frame(key: &str, frame: &RgbaFrame) -> Vec<u8> {
+    let mut out = frame_header(
+        FrameFormat::Rgba,
+        key,
+        frame.width,
+        frame.height,
+        frame.data.len(),
+    );
     out.extend_from_slice(&frame.data);
     out
 }
 
-/// A decoded binary frame header: key, width, height and where the pixels start.
+/// One I420 frame for a tile: the header of [`encode_frame`] with format 1, then the Y, U and V
+/// planes without their row padding (a decoder's strides are wider than the picture). `None`
+/// when the frame's planes are shorter than its size and strides say.
+pub fn encode_i420_frame(key: &str, frame: &rtcio_media::I420Frame) -> Option<Vec<u8>> {
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let len = FrameFormat::I420.payload_len(frame.width, frame.height)?;
+    let mut out = frame_header(FrameFormat::I420, key, frame.width, frame.height, len);
+    for (plane, stride, pw, ph) in [
+        (&frame.y, frame.stride_y, w, h),
+        (&frame.u, frame.stride_u, cw, ch),
+        (&frame.v, frame.stride_v, cw, ch),
+    ] {
+        if ph == 0 {
+            continue;
+        }
+        if stride < pw || plane.len() < stride.checked_mul(ph - 1)?.checked_add(pw)? {
+            return None;
+        }
+        if stride == pw {
+            out.extend_from_slice(&plane[..pw * ph]);
+        } else {
+            for row in plane.chunks(stride).take(ph) {
+                out.extend_from_slice(&row[..pw]);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// A decoded binary frame header: key, format, width, height and where the pixels start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameHeader {
     /// Tile key (see [`stream_key`]).
     pub key: String,
+    /// Pixel layout of what follows the header.
+    pub format: FrameFormat,
     /// Width in pixels.
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
     /// When the frame was encoded for the IPC, µs since the Unix epoch.
     pub sent_at_us: u64,
-    /// Offset of the RGBA bytes.
+    /// Offset of the pixel bytes.
     pub offset: usize,
 }
 
-/// Reads the header of [`encode_frame`]'s output; `None` when it is malformed or truncated.
+/// Reads the header of [`encode_frame`]'s or [`encode_i420_frame`]'s output; `None` when it is
+/// malformed or truncated.
 pub fn decode_frame_header(buf: &[u8]) -> Option<FrameHeader> {
     if buf.len() < FRAME_HEADER_LEN || buf[0] != FRAME_VERSION {
         return None;
     }
+    let format = FrameFormat::from_tag(buf[1])?;
     let key_len = u16::from_le_bytes([buf[2], buf[3]]) as usize;
     let width = u32::from_le_bytes(buf[4..8].try_into().ok()?);
     let height = u32::from_le_bytes(buf[8..12].try_into().ok()?);
     let sent_at_us = u64::from_le_bytes(buf[12..20].try_into().ok()?);
     let offset = FRAME_HEADER_LEN + key_len;
     let key = std::str::from_utf8(buf.get(FRAME_HEADER_LEN..offset)?).ok()?;
-    let pixels = (width as usize)
-        .checked_mul(height as usize)?
-        .checked_mul(4)?;
+    let pixels = format.payload_len(width, height)?;
     (buf.len() == offset.checked_add(pixels)?).then(|| FrameHeader {
         key: key.to_string(),
+        format,
         width,
         height,
         sent_at_us,
         offset,
     })
+}
+
+/// Environment variable forcing the remote tiles' frame format: `rgba` sends RGBA even to a
+/// page that takes I420 (the IPC bench's "before"); unset, the page's choice
+/// ([`set_page_takes_i420`]) decides.
+pub const FRAME_FORMAT_ENV: &str = "RTCIO_FRAME_FORMAT";
+
+/// Whether the page (the app has one) said it paints I420 frames: set when it registers its
+/// video channel. A process-wide flag because every frame sink of the app writes to that one
+/// page; without a page saying so, frames are RGBA (what every consumer reads).
+static PAGE_TAKES_I420: AtomicBool = AtomicBool::new(false);
+
+/// Records whether the page paints I420 frames (WebGL 2 there), unless [`FRAME_FORMAT_ENV`]
+/// is `rgba`.
+pub fn set_page_takes_i420(i420: bool) {
+    let forced_rgba = std::env::var(FRAME_FORMAT_ENV).is_ok_and(|v| v.trim() == "rgba");
+    PAGE_TAKES_I420.store(i420 && !forced_rgba, Ordering::Relaxed);
+}
+
+/// The format remote video frames are handed to the page in.
+pub fn remote_frame_format() -> FrameFormat {
+    if PAGE_TAKES_I420.load(Ordering::Relaxed) {
+        FrameFormat::I420
+    } else {
+        FrameFormat::Rgba
+    }
+}
+
+/// The size to scale an I420 picture to before the IPC for a `tile`-sized tile, or `None` to
+/// send it as decoded. Only a picture more than twice the tile's size is scaled here: that
+/// saves most of the bytes, and a GPU texture sampler (bilinear, 4 texels) would alias it; a
+/// smaller reduction costs the GPU nothing and the CPU a resize.
+pub fn i420_scale_target(picture: (u32, u32), tile: (u32, u32)) -> Option<(u32, u32)> {
+    let (w, h) = rtcio_media::convert::fit_within(picture.0, picture.1, tile.0, tile.1);
+    (w.saturating_mul(2) < picture.0 && h.saturating_mul(2) < picture.1).then_some((w, h))
+}
+
+/// One picture for a remote tile in `format`, scaled for a `tile`-sized tile (RGBA: never
+/// larger than the picture, the canvas upscales for free; I420: see [`i420_scale_target`]).
+pub fn remote_frame(
+    key: &str,
+    pic: &rtcio_media::I420Frame,
+    tile: (u32, u32),
+    format: FrameFormat,
+    scaler: &mut Scaler,
+) -> Result<Vec<u8>, MediaError> {
+    match format {
+        FrameFormat::Rgba => {
+            let (w, h) = (tile.0.min(pic.width), tile.1.min(pic.height));
+            Ok(encode_frame(key, &scaler.preview(pic, w, h)?))
+        }
+        FrameFormat::I420 => {
+            let bytes = match i420_scale_target((pic.width, pic.height), tile) {
+                Some((w, h)) => encode_i420_frame(key, &scaler.scale_i420(pic, w, h)?),
+                None => encode_i420_frame(key, pic),
+            };
+            bytes.ok_or_else(|| {
+                MediaError::InvalidInput("I420 planes shorter than their size".into())
+            })
+        }
+    }
 }
 
 /// The tile key of a remote stream: `<peer socket id>/<msid>`.
@@ -1186,14 +1333,15 @@ fn play_video(
     };
     let mut scaler = Scaler::default();
     let mut playout: rtcio_glue::VideoPlayoutQueue<rtcio_media::I420Frame> = Default::default();
-    let mut show = |pic: rtcio_media::I420Frame| {
-        // Never larger than the picture: the canvas upscales for free, the IPC would not.
-        let (tw, th) = sizes.get(&key);
-        let (w, h) = (tw.min(pic.width), th.min(pic.height));
-        match scaler.preview(&pic, w, h) {
-            Ok(rgba) => frames(encode_frame(&key, &rgba)),
-            Err(e) => debug!("scaling a remote frame: {e}"),
-        }
+    let mut show = |pic: rtcio_media::I420Frame| match remote_frame(
+        &key,
+        &pic,
+        sizes.get(&key),
+        remote_frame_format(),
+        &mut scaler,
+    ) {
+        Ok(bytes) => frames(bytes),
+        Err(e) => debug!("preparing a remote frame: {e}"),
     };
     loop {
         let frame = match rtcio_glue::recv_until(&handle, &track, &stop, playout.next_due()) {
@@ -1403,11 +1551,103 @@ mod tests {
         let bytes = encode_frame("peer/ms1", &frame);
         let h = decode_frame_header(&bytes).expect("valid");
         assert_eq!(h.key, "peer/ms1");
+        assert_eq!(h.format, FrameFormat::Rgba);
         assert_eq!((h.width, h.height), (4, 2));
         assert_eq!(&bytes[h.offset..], &frame.data[..]);
         assert!(decode_frame_header(&bytes[..bytes.len() - 1]).is_none());
         assert!(decode_frame_header(&[2; 20]).is_none());
         assert!(decode_frame_header(&[1, 0, 200, 0]).is_none());
+    }
+
+    /// A 6×10 picture (chroma 3×5: odd rows of odd length) with padded strides, as a decoder
+    /// hands it out: the frame carries each plane's rows without the padding, in order.
+    #[test]
+    fn i420_frame_packs_planes_without_stride_padding() {
+        let (w, h) = (6usize, 10usize);
+        let (sy, sc) = (16usize, 8usize);
+        // Every byte says where it is: plane base + row × 16 + column; 0xEE is padding.
+        let plane = |base: u8, stride: usize, pw: usize, ph: usize| -> Vec<u8> {
+            (0..stride * ph)
+                .map(|i| {
+                    let (r, c) = (i / stride, i % stride);
+                    if c < pw {
+                        base + (r * 16 + c) as u8
+                    } else {
+                        0xEE
+                    }
+                })
+                .collect()
+        };
+        let frame = rtcio_media::I420Frame::from_planes(
+            w as u32,
+            h as u32,
+            plane(0, sy, w, h),
+            plane(0x40, sc, 3, 5),
+            plane(0x80, sc, 3, 5),
+            (sy, sc, sc),
+            Duration::ZERO,
+        )
+        .expect("a valid frame");
+        let bytes = encode_i420_frame("p/m", &frame).expect("packed");
+        let hd = decode_frame_header(&bytes).expect("a readable header");
+        assert_eq!(hd.format, FrameFormat::I420);
+        assert_eq!((hd.key.as_str(), hd.width, hd.height), ("p/m", 6, 10));
+        let px = &bytes[hd.offset..];
+        assert_eq!(px.len(), 6 * 10 + 2 * 3 * 5, "1.5 bytes per pixel");
+        assert!(!px.contains(&0xEE), "no stride padding sent");
+        let (y, rest) = px.split_at(60);
+        let (u, v) = rest.split_at(15);
+        assert_eq!(&y[..6], &[0, 1, 2, 3, 4, 5]);
+        assert_eq!(&y[6..12], &[16, 17, 18, 19, 20, 21]);
+        assert_eq!(y[59], 9 * 16 + 5);
+        assert_eq!(
+            u,
+            &[
+                0x40, 0x41, 0x42, 0x50, 0x51, 0x52, 0x60, 0x61, 0x62, 0x70, 0x71, 0x72, 0x80, 0x81,
+                0x82
+            ]
+        );
+        assert_eq!(v[0], 0x80);
+        assert_eq!(v[14], 0x80 + 4 * 16 + 2);
+        // Planes shorter than their strides say: refused, not a panic.
+        let mut short = frame.clone();
+        short.v.truncate(10);
+        assert!(encode_i420_frame("p/m", &short).is_none());
+        // A truncated or longer buffer, or an unknown format tag, is not a frame.
+        assert!(decode_frame_header(&bytes[..bytes.len() - 1]).is_none());
+        let mut odd = bytes.clone();
+        odd[1] = 7;
+        assert!(decode_frame_header(&odd).is_none());
+        // Odd sizes (another sender's) round the chroma planes up.
+        assert_eq!(FrameFormat::I420.payload_len(5, 3), Some(15 + 2 * 3 * 2));
+        assert_eq!(FrameFormat::Rgba.payload_len(5, 3), Some(60));
+    }
+
+    #[test]
+    fn remote_frames_follow_the_page_format_and_scale_only_big_reductions() {
+        let pic = rtcio_media::I420Frame::black(1280, 720).expect("frame");
+        let mut scaler = Scaler::default();
+        let size = |b: &[u8]| {
+            let h = decode_frame_header(b).expect("frame");
+            (h.format, h.width, h.height, b.len() - h.offset)
+        };
+        // A 4-tile grid cell: scaled here (more than 2× smaller), 1.5 bytes a pixel.
+        let f = remote_frame("k", &pic, (400, 250), FrameFormat::I420, &mut scaler).unwrap();
+        assert_eq!(size(&f), (FrameFormat::I420, 400, 224, 400 * 224 * 3 / 2));
+        // A big tile: the picture as decoded, the GPU scales it.
+        let f = remote_frame("k", &pic, (960, 540), FrameFormat::I420, &mut scaler).unwrap();
+        assert_eq!(size(&f), (FrameFormat::I420, 1280, 720, 1280 * 720 * 3 / 2));
+        assert_eq!(
+            i420_scale_target((1280, 720), (640, 360)),
+            None,
+            "exactly half"
+        );
+        assert_eq!(i420_scale_target((1280, 720), (3840, 2160)), None);
+        // RGBA: scaled to the tile, never above the picture.
+        let f = remote_frame("k", &pic, (960, 540), FrameFormat::Rgba, &mut scaler).unwrap();
+        assert_eq!(size(&f), (FrameFormat::Rgba, 960, 540, 960 * 540 * 4));
+        let f = remote_frame("k", &pic, (3840, 2160), FrameFormat::Rgba, &mut scaler).unwrap();
+        assert_eq!(size(&f), (FrameFormat::Rgba, 1280, 720, 1280 * 720 * 4));
     }
 
     #[test]

@@ -86,6 +86,31 @@ export function installMock(config) {
       window.__frameIndex = index ?? window.__frameIndex ?? 0;
       callbacks.get(id)?.({ message: buf, index: window.__frameIndex++ });
     },
+    // Delivers one I420 frame (media.rs `encode_i420_frame`: format byte 1, the Y plane, then U
+    // and V of ⌈w/2⌉ × ⌈h/2⌉, rows packed). `yuv`: [y, u, v] values filling each plane, or
+    // {y, u, v} arrays of the planes' bytes. `truncate`: bytes cut off the end (malformed).
+    frameI420(key, w, h, yuv, { ageMs = 0, truncate = 0 } = {}) {
+      const reg = calls.find((c) => c.cmd === 'video_channel');
+      const id = Number(String(reg.args.channel).split(':')[1]);
+      const k = new TextEncoder().encode(key);
+      const luma = w * h;
+      const chroma = Math.ceil(w / 2) * Math.ceil(h / 2);
+      const buf = new ArrayBuffer(20 + k.length + luma + 2 * chroma - truncate);
+      const v = new DataView(buf);
+      v.setUint8(0, 1);
+      v.setUint8(1, 1);
+      v.setUint16(2, k.length, true);
+      v.setUint32(4, w, true);
+      v.setUint32(8, h, true);
+      v.setBigUint64(12, BigInt(Date.now() - ageMs) * 1000n, true);
+      new Uint8Array(buf, 20, k.length).set(k);
+      const px = new Uint8Array(buf, 20 + k.length);
+      const planes = Array.isArray(yuv) ? yuv.map((x, i) => new Array(i ? chroma : luma).fill(x)) : [yuv.y, yuv.u, yuv.v];
+      const all = [...planes[0], ...planes[1], ...planes[2]].slice(0, px.length);
+      px.set(all);
+      window.__frameIndex = window.__frameIndex ?? 0;
+      callbacks.get(id)?.({ message: buf, index: window.__frameIndex++ });
+    },
   };
   window.__TAURI_INTERNALS__ = {
     transformCallback(cb) {

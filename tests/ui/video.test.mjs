@@ -1,0 +1,147 @@
+// Video tiles' painting (ui/renderer.js): I420 frames (media.rs `encode_i420_frame`) painted by
+// WebGL 2 with the YUV → RGB conversion in a shader, RGBA frames by a 2D canvas, and the page
+// without WebGL 2 asking Rust for RGBA and still showing an I420 frame it gets. Headless
+// Chromium here has WebGL 2 (SwiftShader); the second case takes it away before the page loads.
+
+import { test, beforeEach, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { joinCallIn, joinInfo, suiteBrowser } from './harness.mjs';
+
+const suite = suiteBrowser();
+let page;
+
+beforeEach(async () => {
+  const ctx = await suite.browser.newContext({ viewport: { width: 1200, height: 780 } });
+  page = await ctx.newPage();
+  page.on('pageerror', (e) => { throw e; });
+});
+
+afterEach(async () => {
+  await page.context().close();
+});
+
+const calls = (cmd) => page.evaluate((c) => window.__mock.calls.filter((x) => x.cmd === c), cmd);
+const emit = (event, payload) => page.evaluate(([e, p]) => window.__mock.emit(e, p), [event, payload]);
+const sendI420 = (key, w, h, yuv, opts = {}) => page.evaluate(
+  ([key, w, h, yuv, opts]) => window.__mock.frameI420(key, w, h, yuv, { ageMs: 5, ...opts }), [key, w, h, yuv, opts]);
+const sendRgba = (key, w, h, rgba) => page.evaluate(
+  ([key, w, h, rgba]) => window.__mock.frame(key, w, h, rgba, { ageMs: 5 }), [key, w, h, rgba]);
+/** [r, g, b, a] at (x, y) of a tile's canvas as painted (the renderer redraws a WebGL one). */
+const pixel = (key, x = 0, y = 0) => page.evaluate(async ([key, x, y]) => {
+  const { readPixel } = await import('./renderer.js');
+  return readPixel(document.querySelector(`canvas.video[data-key="${key}"]`), x, y);
+}, [key, x, y]);
+const attr = (key, name) => page.getAttribute(`canvas.video[data-key="${key}"]`, name);
+
+/** BT.601 limited range, computed here independently of the page: what Rust's `yuv` gives. */
+function bt601(y, u, v) {
+  const c = 1.164383 * (y - 16);
+  const clamp = (x) => Math.max(0, Math.min(255, Math.round(x)));
+  return [clamp(c + 1.596027 * (v - 128)), clamp(c - 0.391762 * (u - 128) - 0.812968 * (v - 128)),
+    clamp(c + 2.017232 * (u - 128)), 255];
+}
+
+function near(actual, expected, tolerance, what) {
+  assert.ok(actual && actual.every((x, i) => Math.abs(x - expected[i]) <= tolerance),
+    `${what}: ${JSON.stringify(actual)} vs ${JSON.stringify(expected)}`);
+}
+
+async function joinWithRemote() {
+  await joinCallIn(page, suite.baseUrl, { join: { value: joinInfo({ previewKey: 'self/camera' }) } });
+  await emit('room-event', { type: 'user-connected', id: 'p1', name: 'Bob' });
+  await emit('stream-added', { key: 'p1/ms1', peerId: 'p1', kind: 'camera', name: 'Bob' });
+}
+
+test('with WebGL 2 the page asks for I420 and paints it in a shader; RGBA still paints', async () => {
+  await joinWithRemote();
+  const [reg] = await calls('video_channel');
+  assert.deepEqual(reg.args.formats, ['rgba', 'i420']);
+
+  // A flat colour: the shader's conversion against BT.601 limited range (±2 levels of float
+  // rounding on the GPU).
+  await sendI420('p1/ms1', 8, 4, [120, 100, 150]);
+  assert.equal(await attr('p1/ms1', 'data-painted'), '1');
+  assert.equal(await attr('p1/ms1', 'data-painter'), 'webgl');
+  assert.deepEqual(await page.evaluate(() => {
+    const c = document.querySelector('canvas.video[data-key="p1/ms1"]');
+    return [c.width, c.height];
+  }), [8, 4]);
+  near(await pixel('p1/ms1'), bt601(120, 100, 150), 2, 'flat I420 colour');
+  near(await pixel('p1/ms1', 7, 3), bt601(120, 100, 150), 2, 'flat I420 colour, last pixel');
+
+  // Where each plane's bytes land: a 6×4 picture (chroma rows of 3 bytes: not 4-aligned),
+  // the top-left luma white, the bottom row dark, the right half of the chroma reddish.
+  const w = 6;
+  const h = 4;
+  const y = new Array(w * h).fill(126);
+  y[0] = 235;
+  for (let x = 0; x < w; x++) y[(h - 1) * w + x] = 16;
+  const u = [128, 128, 128, 128, 128, 128];
+  const v = [128, 128, 240, 128, 128, 240];
+  await sendI420('p1/ms1', w, h, { y, u, v });
+  assert.equal(await attr('p1/ms1', 'data-painted'), '2');
+  near(await pixel('p1/ms1', 0, 0), [255, 255, 255, 255], 2, 'top-left is the first luma byte');
+  near(await pixel('p1/ms1', 1, 0), bt601(126, 128, 128), 2, 'top row, grey');
+  near(await pixel('p1/ms1', 2, 3), [0, 0, 0, 255], 2, 'bottom row is the last luma row');
+  // Right column: its chroma texel only (clamped at the edge), red from V = 240.
+  near(await pixel('p1/ms1', 5, 1), bt601(126, 128, 240), 3, 'right column takes the last chroma column');
+
+  // An RGBA frame on the same (WebGL) canvas: shown as a texture, colour exact.
+  await sendRgba('p1/ms1', 4, 2, [10, 200, 30, 255]);
+  assert.equal(await attr('p1/ms1', 'data-painted'), '3');
+  near(await pixel('p1/ms1', 3, 1), [10, 200, 30, 255], 0, 'RGBA through WebGL');
+  // And back to I420.
+  await sendI420('p1/ms1', 8, 4, [81, 90, 240]);
+  near(await pixel('p1/ms1', 4, 2), bt601(81, 90, 240), 2, 'I420 again');
+
+  // Our own preview is RGBA: a 2D canvas, exactly as before.
+  await sendRgba('self/camera', 6, 4, [0, 0, 255, 255]);
+  assert.equal(await attr('self/camera', 'data-painter'), '2d');
+  assert.deepEqual(await pixel('self/camera', 5, 3), [0, 0, 255, 255]);
+
+  // A truncated I420 frame is dropped, not painted; odd sizes round the chroma up.
+  await sendI420('p1/ms1', 8, 4, [16, 128, 128], { truncate: 1 });
+  assert.equal(await attr('p1/ms1', 'data-painted'), '4');
+  await sendI420('p1/ms1', 5, 3, [120, 100, 150]);
+  assert.equal(await attr('p1/ms1', 'data-painted'), '5');
+  near(await pixel('p1/ms1', 4, 2), bt601(120, 100, 150), 2, 'odd-sized I420');
+
+  const stats = await page.evaluate(() => window.__rtcioVideo);
+  assert.equal(stats.painted, 6);
+  assert.equal(stats.dropped, 1);
+  assert.equal(stats.i420, 4);
+  assert.equal(stats.webgl, 5);
+  // Every readable frame is acknowledged once (the truncated one has no frame to name).
+  assert.equal((await calls('frame_painted')).length, 6);
+});
+
+test('without WebGL 2 the page asks for RGBA and still shows an I420 frame', async () => {
+  await page.addInitScript(() => {
+    const get = HTMLCanvasElement.prototype.getContext;
+    HTMLCanvasElement.prototype.getContext = function (kind, ...rest) {
+      return kind === 'webgl2' ? null : get.call(this, kind, ...rest);
+    };
+  });
+  await joinWithRemote();
+  const [reg] = await calls('video_channel');
+  assert.deepEqual(reg.args.formats, ['rgba']);
+  // RGBA as before.
+  await sendRgba('p1/ms1', 4, 2, [0, 255, 0, 255]);
+  assert.equal(await attr('p1/ms1', 'data-painter'), '2d');
+  assert.deepEqual(await pixel('p1/ms1', 3, 1), [0, 255, 0, 255]);
+  // An I420 frame anyway (sent before Rust heard the page's formats): converted here.
+  const w = 6;
+  const y = new Array(w * 4).fill(120);
+  y[w * 3 + 5] = 235;
+  await sendI420('p1/ms1', w, 4, { y, u: new Array(6).fill(100), v: new Array(6).fill(150) });
+  assert.equal(await attr('p1/ms1', 'data-painted'), '2');
+  assert.deepEqual(await page.evaluate(() => {
+    const c = document.querySelector('canvas.video[data-key="p1/ms1"]');
+    return [c.width, c.height];
+  }), [6, 4]);
+  near(await pixel('p1/ms1', 0, 0), bt601(120, 100, 150), 1, 'JavaScript conversion');
+  near(await pixel('p1/ms1', 5, 3), bt601(235, 100, 150), 1, 'last pixel is the last luma byte');
+  const stats = await page.evaluate(() => window.__rtcioVideo);
+  assert.equal(stats.webgl, 0);
+  assert.equal(stats.i420, 1);
+});
