@@ -6,9 +6,13 @@
 //! jitter-adaptive delay, in step with the stream's audio when `--play` plays it (lip sync,
 //! see [`rtcio_glue::playout`]). With `--play` and the synthetic tone, the tone's marks (on
 //! whole seconds of the capture clock) give the audio/video offset as played: `av_offset_ms`.
-//! Test knobs (environment): `RTCIO_AV_SYNC=off` leaves video unsynced, `RTCIO_VIDEO_PLAYOUT=off`
-//! shows video as decoded (no smoothing), `RTCIO_AUDIO_MIN_DELAY_MS` sets the audio jitter
-//! buffer's minimum delay.
+//! Lip sync uses the tracks' RTCP sender reports once both have one (`path_offset_ms` in the
+//! audio line), and delays the audio (`audio_extra_ms`) when the video is the later one.
+//! Test knobs (environment): `RTCIO_AV_SYNC=off` leaves video and audio unsynced,
+//! `RTCIO_AV_SR=off` ignores sender reports (a shared path is assumed),
+//! `RTCIO_VIDEO_PLAYOUT=off` shows video as decoded (no smoothing), `RTCIO_AUDIO_MIN_DELAY_MS`
+//! sets the audio jitter buffer's minimum delay, `RTCIO_VIDEO_MIN_DELAY_MS` the video
+//! playout's.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,6 +26,7 @@ use rtcio_glue::{
     FreezeStats, LipSync, Recv, SharedAudioClock, VideoPlayoutQueue, VideoTrackDecoder,
     note_audio_playout, recv_until,
 };
+use rtcio_media::playout::video::VideoPlayoutConfig;
 use rtcio_media::synthetic::audio::{detect_marks, to_mono};
 use rtcio_media::synthetic::video::{read_marker, unix_micros};
 use rtcio_media::{
@@ -46,20 +51,27 @@ const VIDEO_DELAYS: usize = 30;
 #[derive(Debug, Clone, Copy)]
 struct Knobs {
     av_sync: bool,
+    sender_reports: bool,
     video_playout: bool,
     audio_min_delay: Option<Duration>,
+    video_min_delay: Option<Duration>,
 }
 
 impl Knobs {
     fn from_env() -> Self {
         let off = |k: &str| std::env::var(k).is_ok_and(|v| v == "off");
-        Knobs {
-            av_sync: !off("RTCIO_AV_SYNC"),
-            video_playout: !off("RTCIO_VIDEO_PLAYOUT"),
-            audio_min_delay: std::env::var("RTCIO_AUDIO_MIN_DELAY_MS")
+        let ms = |k: &str| {
+            std::env::var(k)
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
-                .map(|ms| Duration::from_millis(ms.min(1000))),
+                .map(|ms| Duration::from_millis(ms.min(1000)))
+        };
+        Knobs {
+            av_sync: !off("RTCIO_AV_SYNC"),
+            sender_reports: !off("RTCIO_AV_SR"),
+            video_playout: !off("RTCIO_VIDEO_PLAYOUT"),
+            audio_min_delay: ms("RTCIO_AUDIO_MIN_DELAY_MS"),
+            video_min_delay: ms("RTCIO_VIDEO_MIN_DELAY_MS"),
         }
     }
 }
@@ -107,6 +119,8 @@ struct Counters {
     /// line and all of them.
     window_av_us: Vec<i64>,
     av_us: Vec<i64>,
+    /// What lip sync did last (audio tracks).
+    sync: rtcio_glue::SyncStatus,
     ended: bool,
 }
 
@@ -392,6 +406,10 @@ impl Receiver {
                         w.sort_unstable();
                         line["av_offset_ms"] = json!(round2(w[w.len() / 2] as f64 / 1000.0));
                     }
+                    line["audio_extra_ms"] = json!(cur.sync.audio_extra.as_millis() as u64);
+                    if let Some(o) = cur.sync.path_offset_ms {
+                        line["path_offset_ms"] = json!(round2(o));
+                    }
                     let rms = if cur.level_n > 0 {
                         (cur.level_sq / cur.level_n as f64).sqrt() as f32
                     } else {
@@ -527,7 +545,19 @@ fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
     let mix_id = format!("{}/{}", info.peer, info.mid);
     let mut video: Option<VideoTrackDecoder> = None;
     let mut audio: Option<OpusDecoder> = None;
-    let mut playout: VideoPlayoutQueue<I420Frame> = VideoPlayoutQueue::new();
+    let mut config = VideoPlayoutConfig::default();
+    if let Some(d) = knobs.video_min_delay {
+        config.min_delay = d;
+        config.max_delay = config.max_delay.max(d);
+    }
+    let mut playout: VideoPlayoutQueue<I420Frame> = VideoPlayoutQueue::with_config(config);
+    let sender_report = || {
+        if knobs.sender_reports {
+            track.sender_report()
+        } else {
+            None
+        }
+    };
     playout.set_enabled(knobs.video_playout);
     let mut marks = MarkReader::default();
     loop {
@@ -592,7 +622,8 @@ fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
                 }
                 if let Some(pic) = pic {
                     if knobs.av_sync {
-                        playout.set_sync_delay(lipsync.audio_delay(&av_key).unwrap_or_default());
+                        let d = lipsync.video_sync_delay(&av_key, &playout, sender_report());
+                        playout.set_sync_delay(d);
                     }
                     playout.push(pic, frame.rtp_timestamp, frame.received);
                     let now = Instant::now();
@@ -614,6 +645,10 @@ fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
                 }
                 if let Some(m) = &mixer {
                     note_audio_playout(&clock, m, &mix_id, frame.rtp_timestamp, frame.received);
+                    if knobs.av_sync {
+                        let st = lipsync.sync_audio(&av_key, m, &mix_id, sender_report());
+                        lock(&counters).sync = st;
+                    }
                 }
                 let dec = match &mut audio {
                     Some(d) => d,

@@ -2,7 +2,9 @@
 //! share its capture clock, the receiver plays the audio (`--play null`: a 20 ms clock like a
 //! speaker) and reports, per mark, how much later the audio played than the video of the same
 //! moment was shown (`av_offset_ms`). The receiver's audio jitter buffer is held at 250 ms, so
-//! only a video playout that waits for the audio keeps the two within ±45 ms.
+//! only a video playout that waits for the audio keeps the two within ±45 ms; the reverse
+//! (the video playout held at 250 ms) needs the audio to wait for the video. Both tracks'
+//! RTCP sender reports reach the receiver, which then syncs from them (`path_offset_ms`).
 
 mod common;
 
@@ -20,8 +22,23 @@ const SAMPLES: usize = 6;
 /// by a start-up hiccup decays at 50 ms/s).
 const WARMUP: usize = 5;
 
+/// What the receiver reported once settled.
+struct Settled {
+    /// A/V offsets (ms, audio later when positive).
+    offsets: Vec<f64>,
+    /// Path offsets from the sender reports (ms), when lip sync had both.
+    path_offsets: Vec<f64>,
+    /// The extra audio delay at the end (ms).
+    audio_extra_ms: f64,
+}
+
 /// Runs the call with `env` on the receiver; returns its settled offsets in ms.
 async fn offsets(tag: &str, env: &[(&str, &str)]) -> Vec<f64> {
+    settle(tag, env).await.offsets
+}
+
+/// Runs the call with `env` on the receiver; returns what it reported once settled.
+async fn settle(tag: &str, env: &[(&str, &str)]) -> Settled {
     let srv = server().await;
     let url = srv.url();
     let r = room(tag);
@@ -55,14 +72,27 @@ async fn offsets(tag: &str, env: &[(&str, &str)]) -> Vec<f64> {
             .await;
         got.push(line);
     }
-    let v: Vec<f64> = got[WARMUP..]
+    let settled = &got[WARMUP..];
+    let v: Vec<f64> = settled
         .iter()
         .map(|l| l["av_offset_ms"].as_f64().expect("number"))
         .collect();
+    let path_offsets = settled
+        .iter()
+        .filter_map(|l| l["path_offset_ms"].as_f64())
+        .collect();
+    let audio_extra_ms = settled
+        .last()
+        .and_then(|l| l["audio_extra_ms"].as_f64())
+        .unwrap_or(0.0);
     drop(sender);
     drop(receiver);
     srv.shutdown().await.expect("shutdown");
-    v
+    Settled {
+        offsets: v,
+        path_offsets,
+        audio_extra_ms,
+    }
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -73,10 +103,43 @@ fn median(v: &[f64]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lip_sync_within_45_ms_with_audio_held_250_ms() {
-    let v = offsets("lipsync", &[("RTCIO_AUDIO_MIN_DELAY_MS", HOLD_MS)]).await;
-    eprintln!("synced offsets (ms, audio later when positive): {v:?}");
-    let m = median(&v);
+    let s = settle("lipsync", &[("RTCIO_AUDIO_MIN_DELAY_MS", HOLD_MS)]).await;
+    let v = &s.offsets;
+    eprintln!(
+        "synced offsets (ms, audio later when positive): {v:?}, path offsets {:?}",
+        s.path_offsets
+    );
+    let m = median(v);
     assert!(m.abs() <= BOUND_MS, "median A/V offset {m} ms: {v:?}");
+    // Synced from the sender reports, not on the shared-path assumption alone.
+    assert!(
+        s.path_offsets.len() >= SAMPLES / 2,
+        "sender reports reached lip sync in {} of {SAMPLES} seconds",
+        s.path_offsets.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_waits_for_video_held_250_ms() {
+    // The video playout holds pictures 250 ms; audio plays ~50 ms after arrival unless it
+    // waits (without that: about -200 ms, audio early).
+    let s = settle(
+        "lipsync-audio-waits",
+        &[("RTCIO_VIDEO_MIN_DELAY_MS", HOLD_MS)],
+    )
+    .await;
+    let v = &s.offsets;
+    eprintln!(
+        "offsets with video held (ms): {v:?}, audio extra {} ms",
+        s.audio_extra_ms
+    );
+    let m = median(v);
+    assert!(m.abs() <= BOUND_MS, "median A/V offset {m} ms: {v:?}");
+    assert!(
+        s.audio_extra_ms >= 100.0,
+        "audio extra {} ms",
+        s.audio_extra_ms
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,18 +11,21 @@
 //!   cannot be decoded, and freeze counters like Chromium's.
 //! * [`playout`]: decoded pictures shown at capture time + a jitter-adaptive delay, in step
 //!   with the same stream's audio (lip sync); late pictures dropped, not queued.
+//! * [`avsync`]: the lip sync policy: RTCP sender reports put a peer's audio and video on one
+//!   time line; video waits for later audio, audio (bounded) for later video.
 //!
 //! The policies ([`rate`], [`recv::FreezeDetector`]) are plain functions of their inputs and an
 //! injected clock; the rest is threads and tasks around them.
 
+pub mod avsync;
 pub mod playout;
 pub mod rate;
 pub mod recv;
 pub mod send;
 
 pub use playout::{
-    LipSync, Recv, SharedAudioClock, VideoPlayoutQueue, VideoPlayoutStats, note_audio_playout,
-    recv_until,
+    LipSync, Recv, SharedAudioClock, SyncStatus, VideoPlayoutQueue, VideoPlayoutStats,
+    note_audio_playout, recv_until,
 };
 pub use rate::{RatePolicy, video_target_bps};
 pub use recv::{

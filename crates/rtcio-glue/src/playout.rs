@@ -3,19 +3,22 @@
 //! in step with the same stream's audio (lip sync); late pictures are dropped, not queued.
 //! The CLI and the app both receive with [`recv_until`] and hold pictures in a
 //! [`VideoPlayoutQueue`]; a stream's audio thread keeps its [`AudioPlayoutClock`] current with
-//! [`note_audio_playout`], and the video side reads the audio delay from it.
+//! [`note_audio_playout`] and asks [`LipSync::sync_audio`] for its extra delay, and the video
+//! thread asks [`LipSync::video_sync_delay`] how long to wait: the policy is
+//! [`crate::avsync`] (RTCP sender reports when both tracks have one, else a shared clock).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rtcio::{MediaFrame, RemoteTrack};
+use rtcio::{MediaFrame, RemoteTrack, SenderReport};
 use rtcio_media::AudioMixer;
 use rtcio_media::playout::video::{
     AudioPlayoutClock, PaceDecision, VideoPlayout, VideoPlayoutConfig,
 };
 
+use crate::avsync::{self, AvSyncConfig, AvSyncPolicy};
 use crate::recv::{FreezeDetector, FreezeStats};
 
 /// How often a blocked receive wakes up to check whether it should stop.
@@ -140,6 +143,11 @@ impl<T> VideoPlayoutQueue<T> {
         true
     }
 
+    /// When a frame with `rtp_timestamp` arrives at best (the video path's base), for lip sync.
+    pub fn base_arrival(&self, rtp_timestamp: u32) -> Option<Instant> {
+        self.policy.base_arrival(rtp_timestamp)
+    }
+
     /// The render time of the next picture.
     pub fn next_due(&self) -> Option<Instant> {
         self.queue.front().map(|(t, _)| *t)
@@ -183,11 +191,38 @@ impl<T> Default for VideoPlayoutQueue<T> {
 /// One stream's audio playout clock, shared by its audio thread (writer) and video thread.
 pub type SharedAudioClock = Arc<Mutex<AudioPlayoutClock>>;
 
-/// The audio playout clock of every remote stream, by a key the caller chooses (peer and
-/// stream).
+/// One stream's lip sync state, shared by its audio and video threads.
+#[derive(Debug, Default)]
+struct StreamSync {
+    audio_sr: Option<SenderReport>,
+    video_sr: Option<SenderReport>,
+    /// The video's own delay need (jitter target), from its thread.
+    video_jitter: Option<Duration>,
+    /// Video path − audio path (s) from the reports, when known.
+    path_offset: Option<f64>,
+    policy: AvSyncPolicy,
+}
+
+/// What lip sync of one stream is doing (for stats lines).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SyncStatus {
+    /// Video arrives this much later than the audio of the same moment (ms), from both
+    /// tracks' sender reports; `None`: not both reports yet, a shared path is assumed.
+    pub path_offset_ms: Option<f64>,
+    /// The extra audio delay asked for (audio waits for video).
+    pub audio_extra: Duration,
+}
+
+/// The audio playout clock and lip sync state of every remote stream, by a key the caller
+/// chooses (peer and stream).
 #[derive(Debug, Default, Clone)]
 pub struct LipSync {
     clocks: Arc<Mutex<HashMap<String, SharedAudioClock>>>,
+    states: Arc<Mutex<HashMap<String, Arc<Mutex<StreamSync>>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl LipSync {
@@ -198,31 +233,98 @@ impl LipSync {
 
     /// The clock of stream `key` (created on first use).
     pub fn clock(&self, key: &str) -> SharedAudioClock {
-        self.clocks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.clocks)
             .entry(key.to_string())
             .or_default()
             .clone()
     }
 
-    /// Forgets stream `key`.
-    pub fn remove(&self, key: &str) {
-        self.clocks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+    fn state(&self, key: &str) -> Arc<Mutex<StreamSync>> {
+        lock(&self.states)
+            .entry(key.to_string())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(StreamSync {
+                    policy: AvSyncPolicy::new(AvSyncConfig::default()),
+                    ..StreamSync::default()
+                }))
+            })
+            .clone()
     }
 
-    /// The audio delay of stream `key` (what its video should be shown at), if its audio plays.
+    /// Forgets stream `key`.
+    pub fn remove(&self, key: &str) {
+        lock(&self.clocks).remove(key);
+        lock(&self.states).remove(key);
+    }
+
+    /// The audio delay of stream `key` over its fastest transit, if its audio plays.
     pub fn audio_delay(&self, key: &str) -> Option<Duration> {
-        let clock = self
-            .clocks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()?;
-        clock.lock().unwrap_or_else(|e| e.into_inner()).delay()
+        let clock = lock(&self.clocks).get(key).cloned()?;
+        lock(&clock).delay()
+    }
+
+    /// How long the video of stream `key` should wait over its fastest transit to play with
+    /// its audio (zero while no audio plays): called by the video thread with its queue and
+    /// the track's latest sender report (`None` to assume a shared path).
+    pub fn video_sync_delay<T>(
+        &self,
+        key: &str,
+        queue: &VideoPlayoutQueue<T>,
+        video_sr: Option<SenderReport>,
+    ) -> Duration {
+        let clock = self.clock(key);
+        let state = self.state(key);
+        let mut st = lock(&state);
+        st.video_sr = video_sr;
+        st.video_jitter = Some(queue.stats().jitter_delay);
+        let c = lock(&clock);
+        st.path_offset = avsync::path_offset(
+            st.audio_sr,
+            st.video_sr,
+            |r| c.base_arrival(r),
+            |v| queue.base_arrival(v),
+            AvSyncConfig::default().max_path_offset,
+        );
+        match c.delay() {
+            Some(audio) => st.policy.video_delay(audio, st.path_offset),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// After [`note_audio_playout`]: records the audio track's latest sender report (`None`
+    /// to assume a shared path) and sets the extra delay of mixer peer `mix_id` so the audio
+    /// waits for its video when the video is the later one. Returns what lip sync is doing.
+    pub fn sync_audio(
+        &self,
+        key: &str,
+        mixer: &Mutex<AudioMixer>,
+        mix_id: &str,
+        audio_sr: Option<SenderReport>,
+    ) -> SyncStatus {
+        let clock = self.clock(key);
+        let state = self.state(key);
+        let mut st = lock(&state);
+        st.audio_sr = audio_sr;
+        let mut m = lock(mixer);
+        let Some(peer) = m.peer(mix_id) else {
+            return SyncStatus::default();
+        };
+        let applied = peer.extra_delay();
+        let audio = lock(&clock).delay();
+        let extra = match (audio, st.video_jitter) {
+            (Some(total), Some(jitter)) => {
+                let natural = total.saturating_sub(applied);
+                let offset = st.path_offset;
+                st.policy.audio_extra(natural, jitter, offset)
+            }
+            // No video (yet): nothing to wait for.
+            _ => Duration::ZERO,
+        };
+        peer.set_extra_delay(extra);
+        SyncStatus {
+            path_offset_ms: st.path_offset.map(|o| o * 1000.0),
+            audio_extra: extra,
+        }
     }
 }
 
@@ -235,13 +337,9 @@ pub fn note_audio_playout(
     rtp_timestamp: u32,
     arrival: Instant,
 ) {
-    let playing = mixer
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .peer(mix_id)
-        .and_then(|p| p.playing_rtp());
+    let playing = lock(mixer).peer(mix_id).and_then(|p| p.playing_rtp());
     let now = Instant::now();
-    let mut c = clock.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = lock(clock);
     c.on_arrival(rtp_timestamp, arrival);
     // The jitter buffer's extended timestamps keep the low 32 bits of the RTP ones.
     if let Some(p) = playing {

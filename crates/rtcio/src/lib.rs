@@ -43,5 +43,5 @@ pub use socket::{Error, IceServer, IceServers, Options, PeerRef, Server, Socket}
 pub use stats::PeerStats;
 pub use stream::{
     KeyframeRequest, LocalStream, LocalTrack, MediaFrame, MediaKind, MediaSample, RemoteStream,
-    RemoteTrack, RtpCodec,
+    RemoteTrack, RtpCodec, SenderReport,
 };

@@ -10,6 +10,7 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport as RtcpSenderReport;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RtpCodecKind,
@@ -33,7 +34,8 @@ use crate::proto::sdp_streams::{self, MediaKind, RemoteTrack as SdpTrack};
 use crate::proto::stream_meta::{self, Announced, Announcements, SentStreams};
 use crate::socket::Shared;
 use crate::stream::{
-    Feed, KeyframeRequest, LocalStream, MediaFrame, NO_PT, RemoteStream, RemoteTrack, Route, Sink,
+    Feed, KeyframeRequest, LocalStream, MediaFrame, NO_PT, RemoteStream, RemoteTrack, Route,
+    SenderReport, Sink,
 };
 
 /// H.264 as browsers decode it everywhere: constrained baseline, packetization-mode 1.
@@ -121,9 +123,11 @@ pub(crate) fn register_codecs(media: &mut MediaEngine) -> Result<(), String> {
     Ok(())
 }
 
-/// Marks inbound keyframe requests (PLI, FIR) for delivery to the application, which is the
-/// only one that can answer them (by encoding an IDR). Everything else inbound stays with the
-/// interceptors. Placed last in the chain so the others have seen the whole RTCP first.
+/// Marks inbound keyframe requests (PLI, FIR) and sender reports for delivery to the
+/// application: only it can answer a keyframe request (by encoding an IDR), and only it plays
+/// a peer's tracks in sync (from the sender reports' clock mapping). Everything else inbound
+/// stays with the interceptors. Placed last in the chain so the others have seen the whole
+/// RTCP first.
 #[derive(Default)]
 pub(crate) struct KeyframeRequestForwarder {
     read: std::collections::VecDeque<TaggedPacket>,
@@ -133,6 +137,21 @@ pub(crate) struct KeyframeRequestForwarder {
 fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
     let any = p.as_any();
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+/// A sender report as delivered to the application: its clock mapping only. Without its
+/// reception report blocks (the interceptors before us used them), the packet is routed by
+/// its own SSRC to the remote track it describes, not to one of our senders a block is about.
+fn sender_report_alone(p: &dyn rtc::rtcp::Packet) -> Option<RtcpSenderReport> {
+    let sr = p.as_any().downcast_ref::<RtcpSenderReport>()?;
+    Some(RtcpSenderReport {
+        ssrc: sr.ssrc,
+        ntp_time: sr.ntp_time,
+        rtp_time: sr.rtp_time,
+        packet_count: sr.packet_count,
+        octet_count: sr.octet_count,
+        ..Default::default()
+    })
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
@@ -149,6 +168,21 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
                 .filter(|p| is_keyframe_request(p.as_ref()))
                 .cloned()
                 .collect();
+            // Each sender report travels alone: the endpoint routes a compound packet by the
+            // first SSRC it names.
+            for sr in packets
+                .iter()
+                .filter_map(|p| sender_report_alone(p.as_ref()))
+            {
+                self.read.push_back(TaggedPacket {
+                    now: msg.now,
+                    transport: msg.transport,
+                    message: rtc::interceptor::AttributedPacket::new(Packet::Rtcp(vec![Box::new(
+                        sr,
+                    )]))
+                    .with(Attribute::DeliverToApplication),
+                });
+            }
             if keep.is_empty() {
                 return Ok(());
             }
@@ -513,12 +547,19 @@ impl PeerMedia {
     }
 
     fn new_track(&mut self, stream: &RemoteStream, t: &SdpTrack) -> RemoteTrack {
-        let (track, tx) =
-            RemoteTrack::new(t.kind, &t.mid, t.track_id.clone(), self.self_tx.clone());
-        self.routes
+        let route = self
+            .routes
             .entry(t.mid.clone())
             .or_insert_with(Route::new)
-            .set(Some(tx));
+            .clone();
+        let (track, tx) = RemoteTrack::new(
+            t.kind,
+            &t.mid,
+            t.track_id.clone(),
+            self.self_tx.clone(),
+            route.clone(),
+        );
+        route.set(Some(tx));
         stream.add_track(track.clone());
         track
     }
@@ -674,9 +715,26 @@ fn dispatch_track(
 async fn read_track(track: Arc<dyn TrackRemote>, route: Arc<Route>) {
     let mut asm: Option<(FrameAssembler, RtpCodec)> = None;
     let mut unknown = 0u32;
+    // The media SSRC (RTX packets arrive resolved to it): reports about others are not ours.
+    let mut ssrc = None;
     while let Some(ev) = track.poll().await {
         match ev {
+            TrackRemoteEvent::OnRtcpPacket(packets) => {
+                let now = Instant::now();
+                for p in &packets {
+                    if let Some(sr) = p.as_any().downcast_ref::<RtcpSenderReport>()
+                        && ssrc.is_none_or(|s| s == sr.ssrc)
+                    {
+                        route.set_sender_report(SenderReport {
+                            ntp_time: sr.ntp_time,
+                            rtp_time: sr.rtp_time,
+                            arrival: now,
+                        });
+                    }
+                }
+            }
             TrackRemoteEvent::OnRtpPacket(p) => {
+                ssrc = Some(p.header.ssrc);
                 if asm.is_none() {
                     // webrtc-rs fills in the track's codec around the first packet: until it
                     // has, packets cannot be depacketized (the receiver asks for a keyframe
@@ -718,5 +776,67 @@ async fn read_track(track: Arc<dyn TrackRemote>, route: Arc<Route>) {
             TrackRemoteEvent::OnEnded | TrackRemoteEvent::OnError => break,
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::interceptor::AttributedPacket;
+    use rtc::rtcp::reception_report::ReceptionReport;
+    use rtc::shared::TransportContext;
+
+    fn inbound(packets: Vec<Box<dyn rtc::rtcp::Packet>>) -> TaggedPacket {
+        TaggedPacket {
+            now: Instant::now(),
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(Packet::Rtcp(packets)),
+        }
+    }
+
+    #[test]
+    fn sender_reports_reach_the_application_alone_and_routed_by_their_own_ssrc() {
+        let mut f = KeyframeRequestForwarder::default();
+        let sr = RtcpSenderReport {
+            ssrc: 7,
+            ntp_time: 3_900_000_000 << 32,
+            rtp_time: 123_456,
+            packet_count: 10,
+            octet_count: 1000,
+            // A block about one of our senders: it would route the packet to that sender.
+            reports: vec![ReceptionReport {
+                ssrc: 99,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: 7,
+            media_ssrc: 99,
+        };
+        f.handle_read(inbound(vec![Box::new(sr), Box::new(pli)]))
+            .expect("read");
+        let first = f.poll_read().expect("the sender report");
+        assert!(first.message.has(&Attribute::DeliverToApplication));
+        let Packet::Rtcp(p) = &first.message.packet else {
+            panic!("not RTCP")
+        };
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].destination_ssrc(), vec![7]);
+        let got = p[0]
+            .as_any()
+            .downcast_ref::<RtcpSenderReport>()
+            .expect("a sender report");
+        assert_eq!((got.ntp_time, got.rtp_time), (3_900_000_000 << 32, 123_456));
+        let second = f.poll_read().expect("the keyframe request");
+        let Packet::Rtcp(p) = &second.message.packet else {
+            panic!("not RTCP")
+        };
+        assert!(is_keyframe_request(p[0].as_ref()) && p.len() == 1);
+        assert!(f.poll_read().is_none());
+        // Receiver reports alone stay with the interceptors.
+        let rr = rtc::rtcp::receiver_report::ReceiverReport::default();
+        f.handle_read(inbound(vec![Box::new(rr)])).expect("read");
+        assert!(f.poll_read().is_none());
     }
 }

@@ -52,6 +52,39 @@ pub struct MediaFrame {
     pub received: Instant,
 }
 
+/// The latest RTCP sender report of a remote track (RFC 3550 §6.4.1): the sender's wall clock
+/// (NTP) at one RTP timestamp. Two tracks of one sender share that wall clock, so their RTP
+/// timestamps can be put on one time line (lip sync) whatever paths and delays they took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderReport {
+    /// The sender's NTP timestamp: 32.32 fixed point, seconds since 1900.
+    pub ntp_time: u64,
+    /// The RTP timestamp that corresponds to `ntp_time`.
+    pub rtp_time: u32,
+    /// When the report arrived here.
+    pub arrival: Instant,
+}
+
+impl SenderReport {
+    /// `ntp_time` in seconds since 1900 (f64 keeps about a microsecond there).
+    pub fn ntp_secs(&self) -> f64 {
+        ntp_to_secs(self.ntp_time)
+    }
+
+    /// The sender's wall clock (seconds since 1900) at RTP timestamp `rtp` of a `clock_rate` Hz
+    /// clock. `rtp` is taken as the nearest of its 32-bit wraps to the report's timestamp, so
+    /// timestamps within ±2^31 ticks of it (12 h at 48 kHz, 6 h at 90 kHz) map correctly.
+    pub fn sender_time(&self, rtp: u32, clock_rate: u32) -> f64 {
+        let ticks = rtp.wrapping_sub(self.rtp_time) as i32;
+        self.ntp_secs() + f64::from(ticks) / f64::from(clock_rate.max(1))
+    }
+}
+
+/// A 32.32 NTP timestamp in seconds.
+pub(crate) fn ntp_to_secs(ntp: u64) -> f64 {
+    (ntp >> 32) as f64 + (ntp & 0xffff_ffff) as f64 / 4_294_967_296.0
+}
+
 /// A keyframe request (RTCP PLI or FIR) from a peer that receives a local track.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyframeRequest {
@@ -384,6 +417,8 @@ pub(crate) fn uuid() -> String {
 pub(crate) struct Route {
     tx: Mutex<Option<mpsc::Sender<MediaFrame>>>,
     pub(crate) dropped: AtomicU64,
+    /// The m-line's latest sender report.
+    sender_report: Mutex<Option<SenderReport>>,
 }
 
 impl Route {
@@ -391,11 +426,16 @@ impl Route {
         Arc::new(Route {
             tx: Mutex::new(None),
             dropped: AtomicU64::new(0),
+            sender_report: Mutex::new(None),
         })
     }
 
     pub(crate) fn set(&self, tx: Option<mpsc::Sender<MediaFrame>>) {
         *lock(&self.tx) = tx;
+    }
+
+    pub(crate) fn set_sender_report(&self, sr: SenderReport) {
+        *lock(&self.sender_report) = Some(sr);
     }
 
     pub(crate) fn deliver(&self, frame: MediaFrame) {
@@ -418,6 +458,7 @@ struct RemoteTrackInner {
     id: Option<String>,
     rx: tokio::sync::Mutex<mpsc::Receiver<MediaFrame>>,
     keyframe: mpsc::UnboundedSender<crate::peer::PeerCmd>,
+    route: Arc<Route>,
 }
 
 /// A track a peer sends us.
@@ -441,6 +482,7 @@ impl RemoteTrack {
         mid: &str,
         id: Option<String>,
         keyframe: mpsc::UnboundedSender<crate::peer::PeerCmd>,
+        route: Arc<Route>,
     ) -> (RemoteTrack, mpsc::Sender<MediaFrame>) {
         let (tx, rx) = mpsc::channel(REMOTE_QUEUE);
         (
@@ -451,6 +493,7 @@ impl RemoteTrack {
                     id,
                     rx: tokio::sync::Mutex::new(rx),
                     keyframe,
+                    route,
                 }),
             },
             tx,
@@ -475,6 +518,12 @@ impl RemoteTrack {
     /// The next frame; `None` once the track is removed or the peer is gone.
     pub async fn recv(&self) -> Option<MediaFrame> {
         self.inner.rx.lock().await.recv().await
+    }
+
+    /// The latest RTCP sender report for this track's m-line, `None` before the first one
+    /// (senders send one every second or so once media flows).
+    pub fn sender_report(&self) -> Option<SenderReport> {
+        *lock(&self.inner.route.sender_report)
     }
 
     /// Asks the sender for a keyframe (RTCP PLI). Does nothing before the first packet arrived.
@@ -581,6 +630,24 @@ impl RemoteStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sender_report_maps_rtp_to_the_sender_clock_across_wraps() {
+        // 3 900 000 000.5 s since 1900.
+        let ntp = (3_900_000_000u64 << 32) | 0x8000_0000;
+        let sr = SenderReport {
+            ntp_time: ntp,
+            rtp_time: u32::MAX - 479,
+            arrival: Instant::now(),
+        };
+        assert!((sr.ntp_secs() - 3_900_000_000.5).abs() < 1e-6);
+        // 960 ticks later at 48 kHz, past the wrap of the 32-bit counter: 20 ms later.
+        let t = sr.sender_time(480, 48_000);
+        assert!((t - sr.ntp_secs() - 0.020).abs() < 1e-6, "{t}");
+        // And before the report.
+        let t = sr.sender_time(u32::MAX - 479 - 9_000, 90_000);
+        assert!((t - sr.ntp_secs() + 0.1).abs() < 1e-6, "{t}");
+    }
 
     #[test]
     fn uuid_shape() {

@@ -89,6 +89,10 @@ pub struct JitterStats {
     pub underruns: u64,
     /// Slots skipped when jumping over a long gap (e.g. a DTX pause).
     pub skipped: u64,
+    /// Slots played as concealment to add delay ([`JitterBuffer::set_extra_delay`]).
+    pub stretched: u64,
+    /// Packets skipped to take delay away again.
+    pub shortened: u64,
 }
 
 /// See the [module documentation](self).
@@ -102,7 +106,18 @@ pub struct JitterBuffer<T> {
     jitter_ticks: f64,
     last_arrival: Option<(Instant, u64)>,
     stats: JitterStats,
+    /// Extra delay asked for (lip sync), in frames, and how much of it is in effect.
+    extra_wanted: u32,
+    extra_applied: u32,
+    /// Slots played since the last extra-delay step (steps are spaced out).
+    since_step: u32,
 }
+
+/// The most extra delay [`JitterBuffer::set_extra_delay`] takes.
+pub const MAX_EXTRA_DELAY: Duration = Duration::from_millis(500);
+/// Slots between two 1-frame steps of the extra delay (one step per 100 ms of 20 ms frames):
+/// at most a fifth of the slots are stretched or skipped while the delay moves.
+const EXTRA_STEP_EVERY: u32 = 5;
 
 impl<T: Clone> JitterBuffer<T> {
     /// An empty buffer.
@@ -116,7 +131,25 @@ impl<T: Clone> JitterBuffer<T> {
             jitter_ticks: 0.0,
             last_arrival: None,
             stats: JitterStats::default(),
+            extra_wanted: 0,
+            extra_applied: 0,
+            since_step: 0,
         }
+    }
+
+    /// Asks for `extra` delay on top of the jitter target (lip sync: this audio waits for its
+    /// video), bounded by [`MAX_EXTRA_DELAY`]. Taken in gradually while playing: one frame is
+    /// concealed (played as [`Playout::Lost`] with the previous timestamp) or one packet skipped
+    /// at most every 100 ms, so the change is smooth and never a jump.
+    pub fn set_extra_delay(&mut self, extra: Duration) {
+        let extra = extra.min(MAX_EXTRA_DELAY);
+        self.extra_wanted =
+            (extra.as_secs_f64() / self.frame_duration().as_secs_f64()).round() as u32;
+    }
+
+    /// The extra delay in effect now.
+    pub fn extra_delay(&self) -> Duration {
+        self.frame_duration() * self.extra_applied
     }
 
     /// Counters so far.
@@ -198,14 +231,35 @@ impl<T: Clone> JitterBuffer<T> {
         let ticks = u64::from(self.config.frame_ticks);
         let Some(next) = self.next else {
             // Buffering: start once the target delay's worth of packets is here.
-            if self.packets.len() >= self.frames_for(self.target_delay()) {
+            let extra = self.frame_duration() * self.extra_wanted;
+            if self.packets.len() >= self.frames_for(self.target_delay() + extra) {
                 let first = *self.packets.keys().next().unwrap_or(&0);
                 self.next = Some(first);
                 self.empty_slots = 0;
+                self.extra_applied = self.extra_wanted;
                 return self.pop();
             }
             return Playout::Buffering;
         };
+        self.since_step = self.since_step.saturating_add(1);
+        if self.extra_applied != self.extra_wanted && self.since_step >= EXTRA_STEP_EVERY {
+            self.since_step = 0;
+            if self.extra_applied < self.extra_wanted {
+                // Play one slot of concealment and stay on `next`: 20 ms more delay.
+                self.extra_applied += 1;
+                self.stats.stretched += 1;
+                return Playout::Lost {
+                    timestamp: next.saturating_sub(ticks),
+                    next: None,
+                };
+            }
+            // Skip the packet due now (if it is here at all): 20 ms less delay.
+            self.extra_applied -= 1;
+            self.stats.shortened += 1;
+            self.packets.remove(&next);
+            self.next = Some(next + ticks);
+            return self.pop();
+        }
         if let Some(payload) = self.packets.remove(&next) {
             self.next = Some(next + ticks);
             self.empty_slots = 0;
@@ -250,8 +304,9 @@ impl<T: Clone> JitterBuffer<T> {
     }
 
     fn trim_latency(&mut self) {
-        let max_frames = self.frames_for(self.config.max_delay);
-        let target = self.frames_for(self.target_delay());
+        let extra = self.frame_duration() * self.extra_applied;
+        let max_frames = self.frames_for(self.config.max_delay + extra);
+        let target = self.frames_for(self.target_delay() + extra);
         if self.packets.len() <= max_frames {
             return;
         }
@@ -277,5 +332,46 @@ mod tests {
         jb.push(0, 0, t0);
         assert!(matches!(jb.pop(), Playout::Packet { payload: 0, .. }));
         assert!(matches!(jb.pop(), Playout::Packet { payload: 1, .. }));
+    }
+
+    /// Feeds one packet per slot on time for `slots` slots, returns what played.
+    fn run(jb: &mut JitterBuffer<u32>, from: u32, slots: u32, t0: Instant) -> Vec<Playout<u32>> {
+        (from..from + slots)
+            .map(|i| {
+                jb.push(i * 960, i, t0 + Duration::from_millis(u64::from(i) * 20));
+                jb.pop()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn extra_delay_comes_in_and_goes_out_gradually_and_is_bounded() {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let t0 = Instant::now();
+        run(&mut jb, 0, 50, t0);
+        let lag = |jb: &JitterBuffer<u32>| jb.len();
+        let before = lag(&jb);
+        jb.set_extra_delay(Duration::from_millis(100));
+        // Five 20 ms steps, at most one per 100 ms (5 slots).
+        let out = run(&mut jb, 50, 30, t0);
+        let steps: Vec<usize> = (0..out.len())
+            .filter(|&i| matches!(out[i], Playout::Lost { .. }))
+            .collect();
+        assert_eq!(steps.len(), 5, "{steps:?}");
+        assert!(steps.windows(2).all(|w| w[1] - w[0] >= 5), "{steps:?}");
+        assert_eq!(jb.extra_delay(), Duration::from_millis(100));
+        assert_eq!(lag(&jb), before + 5, "100 ms more buffered");
+        assert_eq!(jb.stats().lost, 0, "stretching is no loss");
+        // Never more than the bound, however much is asked.
+        jb.set_extra_delay(Duration::from_secs(10));
+        run(&mut jb, 80, 300, t0);
+        assert_eq!(jb.extra_delay(), MAX_EXTRA_DELAY);
+        assert_eq!(lag(&jb), before + 25, "not trimmed away as excess latency");
+        // And back down by skipping packets.
+        jb.set_extra_delay(Duration::ZERO);
+        run(&mut jb, 380, 200, t0);
+        assert_eq!(jb.extra_delay(), Duration::ZERO);
+        assert_eq!(lag(&jb), before);
+        assert_eq!(jb.stats().shortened, 25);
     }
 }

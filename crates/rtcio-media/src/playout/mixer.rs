@@ -72,6 +72,17 @@ impl RemoteAudio {
         self.gain = gain.clamp(0.0, 4.0);
     }
 
+    /// Delays this stream by `extra` on top of its jitter target (lip sync: the audio waits for
+    /// its video), taken in gradually and bounded (see [`JitterBuffer::set_extra_delay`]).
+    pub fn set_extra_delay(&mut self, extra: Duration) {
+        self.jitter.set_extra_delay(extra);
+    }
+
+    /// The extra delay in effect now.
+    pub fn extra_delay(&self) -> Duration {
+        self.jitter.extra_delay()
+    }
+
     /// Extended RTP timestamp of the frame last played (for A/V sync).
     pub fn playing_rtp(&self) -> Option<u64> {
         self.playing_ts

@@ -261,6 +261,16 @@ impl RemoteVideo {
     }
 }
 
+/// `base + secs` for a signed number of seconds (an instant before `base` saturates at it).
+fn offset_instant(base: Instant, secs: f64) -> Instant {
+    if secs >= 0.0 {
+        base + Duration::from_secs_f64(secs)
+    } else {
+        base.checked_sub(Duration::from_secs_f64(-secs))
+            .unwrap_or(base)
+    }
+}
+
 /// Settings of a [`VideoPlayout`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VideoPlayoutConfig {
@@ -370,6 +380,18 @@ impl VideoPlayout {
     /// plays at, see [`AudioPlayoutClock::delay`]); bounded by the maximum delay.
     pub fn set_sync_delay(&mut self, delay: Duration) {
         self.sync = delay.min(self.config.max_delay);
+    }
+
+    /// When a frame with `rtp_timestamp` arrives (arrived) on the fastest transit of the recent
+    /// window: the path's base, which lip sync compares with the audio's. `None` before the
+    /// first frame. Timestamps within ±2^31 ticks of the newest frame's are unwrapped.
+    pub fn base_arrival(&self, rtp_timestamp: u32) -> Option<Instant> {
+        let (anchor_at, anchor_ext) = self.anchor?;
+        let last = self.last_ext?;
+        let base = self.transits.iter().copied().reduce(f64::min)?;
+        let ext = last as i64 + i64::from(rtp_timestamp.wrapping_sub(last as u32) as i32);
+        let media = (ext - anchor_ext as i64) as f64 / f64::from(VIDEO_CLOCK_RATE);
+        Some(offset_instant(anchor_at, base + media))
     }
 
     fn reset(&mut self) {
@@ -514,6 +536,15 @@ impl AudioPlayoutClock {
         Some(Duration::from_secs_f64(d.max(0.0)))
     }
 
+    /// When the audio with RTP timestamp `rtp` arrives (arrived) on the fastest transit of the
+    /// recent window (what lip sync compares with the video's); `None` before any arrival.
+    pub fn base_arrival(&self, rtp: u32) -> Option<Instant> {
+        let (a, r) = self.anchor?;
+        let x = Self::min(&self.arrivals)?;
+        let t = x + f64::from(rtp.wrapping_sub(r) as i32) / f64::from(AUDIO_SAMPLE_RATE);
+        Some(offset_instant(a, t))
+    }
+
     /// When the audio with RTP timestamp `rtp` plays (or played), from the playout clock's
     /// phase; `None` before any playing sample.
     pub fn play_time(&self, rtp: u32) -> Option<Instant> {
@@ -650,6 +681,33 @@ mod tests {
         assert_eq!(render_ms(&mut p, t0, 0, 0), Some(150));
         p.set_sync_delay(Duration::from_secs(5));
         assert_eq!(render_ms(&mut p, t0, 1, 33), Some(33 + 300));
+    }
+
+    #[test]
+    fn base_arrivals_follow_the_fastest_transit() {
+        let mut p = VideoPlayout::new(VideoPlayoutConfig::default());
+        let mut c = AudioPlayoutClock::new();
+        let t0 = Instant::now();
+        assert_eq!(p.base_arrival(0), None);
+        assert_eq!(c.base_arrival(0), None);
+        // Video starting just below the wrap, every other frame 30 ms late.
+        let v0 = u32::MAX - 3000 * 5;
+        for i in 0..20u32 {
+            let late = if i % 2 == 1 { 30 } else { 0 };
+            p.schedule(
+                v0.wrapping_add(i * 3000),
+                at(t0, 100 + u64::from(i) * 100 / 3 + late),
+            );
+            c.on_arrival(7 + i * 960, at(t0, 50 + u64::from(i) * 20 + late));
+        }
+        // Frame 30 (past the wrap) would arrive at best 100 ms + 1 s.
+        let b = p.base_arrival(v0.wrapping_add(30 * 3000)).expect("known");
+        assert!(((b - t0).as_secs_f64() - 1.1).abs() < 0.001, "{b:?}");
+        let b = c.base_arrival(7 + 50 * 960).expect("known");
+        assert!(((b - t0).as_secs_f64() - 1.05).abs() < 0.001, "{b:?}");
+        // Before the anchor too.
+        let b = c.base_arrival(7u32.wrapping_sub(960)).expect("known");
+        assert!(((b - t0).as_secs_f64() - 0.03).abs() < 0.001, "{b:?}");
     }
 
     #[test]
