@@ -216,7 +216,7 @@ async fn build_pc(
         )
         // mDNS needs a multicast route that loopback-only hosts do not have.
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
-    let se = ice_timing(se).build();
+    let se = ice_timing(se, shared.opts.relay_only).build();
     let mut media = MediaEngine::default();
     crate::peer_media::register_codecs(&mut media)?;
     let (registry, estimate) = interceptors(&shared.opts.congestion, &mut media)?;
@@ -328,8 +328,17 @@ fn interceptors(
 /// often sends its checks before its candidates arrive (and its host candidates may be mDNS
 /// names we do not resolve), so the pair we nominate is often peer-reflexive; Chromium itself
 /// nominates the first pair that works.
-fn ice_timing(se: SettingEngineBuilder) -> SettingEngineBuilder {
+fn ice_timing(se: SettingEngineBuilder, relay_only: bool) -> SettingEngineBuilder {
     use std::time::Duration;
+    // Relay pairs wait a few check rounds for a direct path (no renomination in webrtc-rs).
+    // Relay-only, no better pair can come: the wait was 0.5 s of every relayed join. (Taken
+    // back once because a lossy relay-only CI call did not connect; that run also had relayed
+    // packets waiting for the driver's next wake-up, fixed in third_party/webrtc since.)
+    let relay_wait = if relay_only {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(500)
+    };
     se
         // Chromium paces checks at ~50 ms while connecting. 50 tries keep the 2.5 s a pair gets
         // before it is given up above the default 1.4 s: handshakes on a busy CPU are slow.
@@ -338,10 +347,7 @@ fn ice_timing(se: SettingEngineBuilder) -> SettingEngineBuilder {
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
         // A host pair, if there is one, is checked in the same round: a short wait lets it win.
         .with_srflx_acceptance_min_wait(Some(Duration::from_millis(100)))
-        // Relay only when direct paths had a few rounds (no renomination in webrtc-rs). Also
-        // relay-only: nominating the first relay pair at once (≈ 0.2 s faster in the join bench)
-        // came with a relay-only call through a lossy relay not connecting in 20 s in one CI run.
-        .with_relay_acceptance_min_wait(Some(Duration::from_millis(500)))
+        .with_relay_acceptance_min_wait(Some(relay_wait))
 }
 
 /// After closing a connected JS peer's connection, before our socket leaves signaling. The
@@ -449,6 +455,7 @@ async fn run(
         quiet: false,
         media_reported: false,
     };
+    p.watchdog.start(std::time::Instant::now());
     info!(peer = %remote, polite, "peer created");
     if polite {
         // Existing member: transceivers for every registered stream, channels, then one
@@ -924,9 +931,25 @@ impl Peer {
     }
 
     async fn on_watchdog_timer(&mut self) {
-        if self.watchdog.on_timer(self.link, std::time::Instant::now()) == WatchdogAction::Cleanup {
-            info!(peer = %self.remote, "watchdog expired");
-            self.cleanup().await;
+        match self.watchdog.on_timer(self.link, std::time::Instant::now()) {
+            WatchdogAction::Cleanup => {
+                info!(peer = %self.remote, link = link_name(self.link), "watchdog expired");
+                self.cleanup().await;
+            }
+            // Never connected within the connect timeout (ICE or DTLS stuck): a restart may
+            // find a working pair; DTLS keeps retransmitting over it. A stale connection's
+            // replacement is already being built, so it just goes.
+            WatchdogAction::RestartIceAndArm(_) if self.stale => self.cleanup().await,
+            WatchdogAction::RestartIceAndArm(_) => {
+                info!(
+                    peer = %self.remote,
+                    link = link_name(self.link),
+                    "not connected in time: restarting ICE"
+                );
+                self.restart_ice = true;
+                self.local_change();
+            }
+            _ => {}
         }
     }
 

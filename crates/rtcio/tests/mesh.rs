@@ -570,3 +570,51 @@ async fn data_sent_before_the_remote_created_the_channel_arrives() {
     b.socket.close().await;
     srv.shutdown().await.expect("shutdown");
 }
+
+/// A member that joins and never answers (a broken or forged client) must not leave us holding
+/// a connection that never forms for the rest of the call: after the connect timeout our peer
+/// restarts ICE, and when the last attempt runs out it is given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_forms_is_given_up() {
+    use rtcio::sio::client::{SioClient, SioEvent, SioOptions};
+    let srv = server().await;
+    let opts = Options {
+        watchdog: rtcio::WatchdogConfig {
+            connect_timeout: Duration::from_millis(800),
+            connect_attempts: 2,
+            ..rtcio::WatchdogConfig::default()
+        },
+        ..Options::loopback()
+    };
+    let a = join_with(&srv.url(), "mute", "alice", opts).await;
+    let (mute, mut events, mute_id) = SioClient::connect(&srv.url(), SioOptions::default())
+        .await
+        .expect("connect");
+    mute.emit("join-room", &[json!({"roomId": "mute", "name": "mute"})])
+        .expect("emit");
+    // Alice, the existing member, offers to the newcomer, which never answers.
+    let offered = tokio::time::timeout(WAIT, async {
+        while let Some(ev) = events.recv().await {
+            if let SioEvent::Event { name, .. } = ev
+                && name == "#rtcio:message"
+            {
+                return;
+            }
+        }
+        panic!("signaling closed before alice's offer");
+    });
+    offered.await.expect("alice's offer within WAIT");
+    assert!(a.socket.peers().await.contains(&mute_id));
+    // No event reports the end of a peer that never connected: poll, bounded.
+    let deadline = Instant::now() + WAIT;
+    while a.socket.peers().await.contains(&mute_id) {
+        assert!(
+            Instant::now() < deadline,
+            "a peer that never answered was still held after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    mute.close().await;
+    a.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}

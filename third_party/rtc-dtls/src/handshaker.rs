@@ -181,7 +181,12 @@ impl DTLSConn {
         if self.current_flight.is_last_send_flight() || self.is_handshake_completed() {
             Ok(HandshakeState::Finished)
         } else {
-            self.current_retransmit_timer = Some(now + self.handshake_config.retransmit_interval);
+            self.current_retransmit_timer = Some(
+                now + crate::conn::retransmit_backoff(
+                    self.handshake_config.retransmit_interval,
+                    self.current_retransmit_count,
+                ),
+            );
             Ok(HandshakeState::Waiting)
         }
     }

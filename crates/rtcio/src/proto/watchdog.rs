@@ -12,6 +12,14 @@ pub struct WatchdogConfig {
     pub hint_timeout: Duration,
     /// How long a hint stays fresh (30 000 ms); zero disables the shortening.
     pub hint_ttl: Duration,
+    /// A connection that has never been connected this long restarts ICE (8 000 ms; zero
+    /// disables). Not an rtc.io option: the JS waits for ever on a connection that never forms
+    /// (a remote that never answers, a DTLS handshake starved on a busy CPU, a path that died
+    /// while connecting).
+    pub connect_timeout: Duration,
+    /// Connection attempts (the first one and each restart) before a never-connected peer is
+    /// given up and cleaned up (4).
+    pub connect_attempts: u32,
 }
 
 impl Default for WatchdogConfig {
@@ -20,6 +28,8 @@ impl Default for WatchdogConfig {
             timeout: Duration::from_millis(12_000),
             hint_timeout: Duration::from_millis(2_500),
             hint_ttl: Duration::from_millis(30_000),
+            connect_timeout: Duration::from_millis(8_000),
+            connect_attempts: 4,
         }
     }
 }
@@ -41,6 +51,7 @@ impl WatchdogConfig {
             timeout: pick(timeout, d.timeout),
             hint_timeout: pick(hint_timeout, d.hint_timeout),
             hint_ttl: pick(hint_ttl, d.hint_ttl),
+            ..d
         }
     }
 }
@@ -89,6 +100,10 @@ pub struct Watchdog {
     cfg: WatchdogConfig,
     hint_at: Option<Instant>,
     deadline: Option<Instant>,
+    /// While the connection has never been connected: when the current attempt runs out.
+    setup_deadline: Option<Instant>,
+    setup_attempts: u32,
+    ever_connected: bool,
 }
 
 impl Watchdog {
@@ -98,12 +113,26 @@ impl Watchdog {
             cfg,
             hint_at: None,
             deadline: None,
+            setup_deadline: None,
+            setup_attempts: 0,
+            ever_connected: false,
+        }
+    }
+
+    /// The peer connection was created at `now`: the first connection attempt starts.
+    pub fn start(&mut self, now: Instant) {
+        if !self.cfg.connect_timeout.is_zero() && !self.ever_connected {
+            self.setup_attempts = 1;
+            self.setup_deadline = Some(now + self.cfg.connect_timeout);
         }
     }
 
     /// When the armed timer fires, if armed.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.setup_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn grace(&self, now: Instant) -> Duration {
@@ -122,6 +151,8 @@ impl Watchdog {
         match state {
             LinkState::Connected => {
                 self.deadline = None;
+                self.setup_deadline = None;
+                self.ever_connected = true;
                 WatchdogAction::Cancel
             }
             LinkState::Disconnected => {
@@ -136,6 +167,7 @@ impl Watchdog {
             }
             LinkState::Closed => {
                 self.deadline = None;
+                self.setup_deadline = None;
                 WatchdogAction::Cleanup
             }
             LinkState::New | LinkState::Connecting => WatchdogAction::None,
@@ -159,13 +191,29 @@ impl Watchdog {
 
     /// The timer fired at `now`.
     pub fn on_timer(&mut self, state: LinkState, now: Instant) -> WatchdogAction {
-        match self.deadline {
+        let settled = matches!(state, LinkState::Connected | LinkState::Closed);
+        if let Some(at) = self.deadline
+            && now >= at
+        {
+            self.deadline = None;
+            if !settled {
+                self.setup_deadline = None;
+                return WatchdogAction::Cleanup;
+            }
+        }
+        match self.setup_deadline {
             Some(at) if now >= at => {
-                self.deadline = None;
-                if matches!(state, LinkState::Connected | LinkState::Closed) {
+                if settled || self.ever_connected {
+                    self.setup_deadline = None;
                     WatchdogAction::None
-                } else {
+                } else if self.setup_attempts >= self.cfg.connect_attempts {
+                    self.setup_deadline = None;
                     WatchdogAction::Cleanup
+                } else {
+                    self.setup_attempts += 1;
+                    let next = now + self.cfg.connect_timeout;
+                    self.setup_deadline = Some(next);
+                    WatchdogAction::RestartIceAndArm(next)
                 }
             }
             _ => WatchdogAction::None,
@@ -248,6 +296,100 @@ mod tests {
             w.on_state(LinkState::Disconnected, t0),
             WatchdogAction::Arm(t0 + ms(12_000))
         );
+    }
+
+    #[test]
+    fn never_connected_restarts_then_gives_up() {
+        let t0 = Instant::now();
+        let mut w = Watchdog::new(WatchdogConfig::default());
+        assert_eq!(w.deadline(), None);
+        w.start(t0);
+        assert_eq!(w.deadline(), Some(t0 + ms(8_000)));
+        assert_eq!(
+            w.on_state(LinkState::Connecting, t0 + ms(100)),
+            WatchdogAction::None
+        );
+        assert_eq!(
+            w.on_timer(LinkState::Connecting, t0 + ms(7_999)),
+            WatchdogAction::None
+        );
+        // Attempts 2, 3 and 4 each start with an ICE restart.
+        let mut at = t0 + ms(8_000);
+        for _ in 0..3 {
+            let next = at + ms(8_000);
+            assert_eq!(
+                w.on_timer(LinkState::Connecting, at),
+                WatchdogAction::RestartIceAndArm(next)
+            );
+            assert_eq!(w.deadline(), Some(next));
+            at = next;
+        }
+        // The fourth attempt ran out: the peer is given up (a remote that never answers no
+        // longer holds a connection for the rest of the call).
+        assert_eq!(w.on_timer(LinkState::New, at), WatchdogAction::Cleanup);
+        assert_eq!(w.deadline(), None);
+    }
+
+    #[test]
+    fn connected_once_is_never_a_setup_timeout() {
+        let t0 = Instant::now();
+        let mut w = Watchdog::new(WatchdogConfig::default());
+        w.start(t0);
+        assert_eq!(
+            w.on_state(LinkState::Connected, t0 + ms(300)),
+            WatchdogAction::Cancel
+        );
+        assert_eq!(w.deadline(), None);
+        // A later restart that sits in "connecting" is the liveness watchdog's business.
+        assert_eq!(
+            w.on_state(LinkState::Connecting, t0 + ms(20_000)),
+            WatchdogAction::None
+        );
+        assert_eq!(w.deadline(), None);
+        assert_eq!(
+            w.on_timer(LinkState::Connecting, t0 + ms(40_000)),
+            WatchdogAction::None
+        );
+    }
+
+    #[test]
+    fn setup_timeout_and_liveness_timer_together() {
+        let t0 = Instant::now();
+        let mut w = Watchdog::new(WatchdogConfig::default());
+        w.start(t0);
+        // DTLS gave up at 7 s: failed, ICE restarted, liveness armed for 19 s.
+        assert_eq!(
+            w.on_state(LinkState::Failed, t0 + ms(7_000)),
+            WatchdogAction::RestartIceAndArm(t0 + ms(19_000))
+        );
+        assert_eq!(w.deadline(), Some(t0 + ms(8_000)));
+        assert_eq!(
+            w.on_timer(LinkState::Failed, t0 + ms(8_000)),
+            WatchdogAction::RestartIceAndArm(t0 + ms(16_000))
+        );
+        assert_eq!(w.deadline(), Some(t0 + ms(16_000)));
+        // Connected on the second attempt: both timers go.
+        assert_eq!(
+            w.on_state(LinkState::Connected, t0 + ms(9_000)),
+            WatchdogAction::Cancel
+        );
+        assert_eq!(w.deadline(), None);
+        assert_eq!(
+            w.on_timer(LinkState::Connected, t0 + ms(19_000)),
+            WatchdogAction::None
+        );
+    }
+
+    #[test]
+    fn zero_connect_timeout_disables_the_setup_timer() {
+        let t0 = Instant::now();
+        let cfg = WatchdogConfig {
+            connect_timeout: Duration::ZERO,
+            ..WatchdogConfig::default()
+        };
+        let mut w = Watchdog::new(cfg);
+        w.start(t0);
+        assert_eq!(w.deadline(), None);
     }
 
     #[test]

@@ -39,7 +39,19 @@ use std::io::BufWriter;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub(crate) const INITIAL_TICKER_INTERVAL: Duration = Duration::from_secs(1);
+/// First handshake retransmission timeout (rtcio patch: was a fixed 1 s). Each retransmission
+/// of the same flight doubles it up to [`MAX_TICKER_INTERVAL`] (RFC 6347 4.2.4.1), so a lost
+/// flight costs 300 ms instead of 1 s, and a slow peer (a saturated CPU) gets ~27 s over the 7
+/// retransmissions instead of 8 s.
+pub(crate) const INITIAL_TICKER_INTERVAL: Duration = Duration::from_millis(300);
+/// Largest handshake retransmission timeout.
+pub(crate) const MAX_TICKER_INTERVAL: Duration = Duration::from_secs(6);
+
+/// The retransmission timeout after `count` retransmissions of the current flight.
+pub(crate) fn retransmit_backoff(initial: Duration, count: usize) -> Duration {
+    let factor = 1u32 << count.min(16);
+    initial.saturating_mul(factor).min(MAX_TICKER_INTERVAL.max(initial))
+}
 pub(crate) const COOKIE_LENGTH: usize = 20;
 pub(crate) const DEFAULT_NAMED_CURVE: NamedCurve = NamedCurve::X25519;
 pub(crate) const INBOUND_BUFFER_SIZE: usize = 8192;
