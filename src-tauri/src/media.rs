@@ -1090,9 +1090,13 @@ struct Incoming {
     kind: StreamKind,
     stop: Arc<AtomicBool>,
     consumers: HashMap<String, Consumer>,
-    /// The stream's audio playout clock: its audio thread keeps it, its video waits for it.
-    sync: rtcio_glue::SharedAudioClock,
+    /// The stream's lip sync ([`SYNC_KEY`]): its audio thread keeps the audio playout clock
+    /// and waits for later video, its video waits for later audio (RTCP sender reports).
+    sync: rtcio_glue::LipSync,
 }
+
+/// The key of a stream's one entry in its own [`rtcio_glue::LipSync`].
+const SYNC_KEY: &str = "av";
 
 /// Output channels of the playout mixer (and so of the echo canceller's far end).
 const MIXER_CHANNELS: u16 = 1;
@@ -1322,7 +1326,7 @@ fn play_video(
     sizes: TileSizes,
     frames: FrameSink,
     stop: Arc<AtomicBool>,
-    sync: rtcio_glue::SharedAudioClock,
+    sync: rtcio_glue::LipSync,
 ) {
     let mut video = match VideoTrackDecoder::new() {
         Ok(v) => v,
@@ -1357,8 +1361,8 @@ fn play_video(
         let Some(pic) = video.push(&frame, &track, Instant::now()) else {
             continue;
         };
-        let audio = sync.lock().unwrap_or_else(|e| e.into_inner()).delay();
-        playout.set_sync_delay(audio.unwrap_or_default());
+        let wait = sync.video_sync_delay(SYNC_KEY, &playout, track.sender_report());
+        playout.set_sync_delay(wait);
         playout.push(pic, frame.rtp_timestamp, frame.received);
         if let Some(pic) = playout.pop_due(Instant::now()) {
             show(pic);
@@ -1377,8 +1381,9 @@ fn play_audio(
     peer: String,
     mixer: Arc<Mutex<AudioMixer>>,
     stop: Arc<AtomicBool>,
-    sync: rtcio_glue::SharedAudioClock,
+    sync: rtcio_glue::LipSync,
 ) {
+    let clock = sync.clock(SYNC_KEY);
     while let Some(frame) = next_frame(&handle, &track, &stop) {
         if frame.codec != rtcio::RtpCodec::Opus {
             continue;
@@ -1387,8 +1392,10 @@ fn play_audio(
             warn!("remote audio: {e}");
             break;
         }
-        // Where this stream's audio is in time: its video is shown in step with it.
-        rtcio_glue::note_audio_playout(&sync, &mixer, &peer, frame.rtp_timestamp, frame.received);
+        // Where this stream's audio is in time: its video is shown in step with it, and it
+        // waits for its video when that is the later one.
+        rtcio_glue::note_audio_playout(&clock, &mixer, &peer, frame.rtp_timestamp, frame.received);
+        sync.sync_audio(SYNC_KEY, &mixer, &peer, track.sender_report());
     }
     lock(&mixer).remove_peer(&peer);
 }

@@ -75,14 +75,21 @@ pub fn preview_message(what: &str, e: &MediaError) -> String {
 
 fn open_video(choice: &VideoChoice) -> Result<Option<Box<dyn VideoSource>>, MediaError> {
     let (width, height) = CAPTURE_SIZE;
-    Ok(Some(match choice {
-        VideoChoice::Off => return Ok(None),
-        VideoChoice::TestPattern => Box::new(TestPatternSource::new(TestPatternConfig {
+    let pattern = || {
+        TestPatternSource::new(TestPatternConfig {
             width,
             height,
             fps: FPS,
             paced: true,
-        })?),
+        })
+    };
+    Ok(Some(match choice {
+        VideoChoice::Off => return Ok(None),
+        VideoChoice::TestPattern => Box::new(pattern()?),
+        // The green pattern is listed among the cameras (the call opens it the same way).
+        VideoChoice::Camera(Some(id)) if id == media::TEST_PATTERN_GREEN_ID => {
+            Box::new(pattern()?.tinted(54, 34))
+        }
         VideoChoice::Camera(device) => Box::new(rtcio_media::CameraSource::open(
             rtcio_media::CameraConfig {
                 device: device.clone(),
@@ -268,4 +275,22 @@ fn audio_loop(mut source: Box<dyn AudioSource>, ui: UiSink, running: Arc<AtomicB
         }
     }
     source.stop();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_green_test_pattern_previews_green() {
+        let choice = VideoChoice::Camera(Some(media::TEST_PATTERN_GREEN_ID.into()));
+        let mut source = open_video(&choice)
+            .expect("opens like the call does")
+            .expect("a source");
+        let frame = source.next_frame().expect("a frame");
+        // The bars take the tint's chroma (the plain pattern's bars are coloured, none at it).
+        let tinted = |plane: &[u8], value: u8| plane.iter().filter(|&&x| x == value).count();
+        assert!(tinted(&frame.u, 54) > frame.u.len() / 2, "not green");
+        assert!(tinted(&frame.v, 34) > frame.v.len() / 2, "not green");
+    }
 }

@@ -44,6 +44,8 @@ use crate::send::{kind_str, round2};
 const MAX_SAMPLES: usize = 200_000;
 /// Frequency of the synthetic tone's marks (`ToneConfig::default`).
 const TONE_MARK_HZ: f32 = 3_000.0;
+/// Frame marks below this (a day, in µs) count media time, not Unix time.
+const MEDIA_TIME_MARKS_BELOW_US: u64 = 86_400_000_000;
 /// Recent video delays (shown − captured) the A/V offset compares an audio mark with.
 const VIDEO_DELAYS: usize = 30;
 
@@ -722,9 +724,12 @@ fn show(
     g.last_decoded = Some(now);
     if let Some(m) = read_marker(pic) {
         let age = unix_micros().saturating_sub(m.capture_time_us);
-        g.window_latency_us.push(age);
-        if g.latency_us.len() < MAX_SAMPLES {
-            g.latency_us.push(age);
+        // Media-time marks (a file made for Chromium's fake camera) are no latency.
+        if m.capture_time_us > MEDIA_TIME_MARKS_BELOW_US {
+            g.window_latency_us.push(age);
+            if g.latency_us.len() < MAX_SAMPLES {
+                g.latency_us.push(age);
+            }
         }
         let mut a = lock(av);
         if a.video_delays_us.len() == VIDEO_DELAYS {
@@ -734,16 +739,27 @@ fn show(
     }
 }
 
-/// Finds the synthetic tone's marks in decoded audio (each on a whole second of the sender's
-/// clock) and, once a mark has played, its audio/video offset: how much later than the video
-/// of the same moment it was played.
+/// Finds the tone's marks in decoded audio (one a second of the sender's clock) and, once a
+/// mark has played, its audio/video offset: how much later than the video of the same moment
+/// it was played.
+///
+/// The marks fall on whole seconds of the clock the video's frame marks count in: the Unix
+/// clock for the synthetic sources, media time for a file pair made for Chromium's fake
+/// devices (`benches/lipsync.rs`). Either way, a frame shown `age` after its mark's time
+/// and a mark played at `played` are `played − age` apart modulo one second: the offset, when
+/// it is within ±0.5 s.
 #[derive(Debug, Default)]
 struct MarkReader {
     /// The previous packet's mono samples and RTP timestamp (a mark may straddle two packets).
     prev: Option<(Vec<f32>, u32)>,
     last_mark: Option<u32>,
-    /// Marks not played yet: RTP timestamp, capture time (µs of the Unix clock).
-    pending: Vec<(u32, u64)>,
+    /// RTP timestamps of marks not played yet.
+    pending: Vec<u32>,
+}
+
+/// `x` (µs) modulo one second, into [−0.5 s, 0.5 s).
+fn wrap_second(x: i64) -> i64 {
+    (x + 500_000).rem_euclid(1_000_000) - 500_000
 }
 
 impl MarkReader {
@@ -763,12 +779,8 @@ impl MarkReader {
                 continue;
             }
             self.last_mark = Some(at);
-            // Captured on the whole second nearest to 250 ms ago: the tone is rendered up to a
-            // packet ahead of its time, so on a loopback a mark can arrive just before its
-            // second; this holds for arrival lags of -250..750 ms.
-            let capture = (unix_micros() + 250_000) / 1_000_000 * 1_000_000;
             if self.pending.len() < 8 {
-                self.pending.push((at, capture));
+                self.pending.push(at);
             }
         }
         self.prev = Some((mono.to_vec(), rtp));
@@ -782,15 +794,10 @@ impl MarkReader {
     ) -> Vec<i64> {
         let now = Instant::now();
         let unix_now = unix_micros() as i64;
-        let video = {
-            let a = lock(av);
-            let mut v: Vec<i64> = a.video_delays_us.iter().copied().collect();
-            v.sort_unstable();
-            v.get(v.len() / 2).copied()
-        };
+        let ages: Vec<i64> = lock(av).video_delays_us.iter().copied().collect();
         let c = lock(clock);
         let mut out = Vec::new();
-        self.pending.retain(|&(rtp, capture)| {
+        self.pending.retain(|&rtp| {
             let Some(played) = c.play_time(rtp) else {
                 return true;
             };
@@ -798,8 +805,14 @@ impl MarkReader {
                 return true;
             }
             let played_unix = unix_now - now.duration_since(played).as_micros() as i64;
-            if let Some(v) = video {
-                out.push(played_unix - capture as i64 - v);
+            // Against each recent frame (robust to a file's loop point), the median.
+            let mut o: Vec<i64> = ages
+                .iter()
+                .map(|age| wrap_second(played_unix - age))
+                .collect();
+            o.sort_unstable();
+            if let Some(m) = o.get(o.len() / 2) {
+                out.push(*m);
             }
             false
         });
@@ -819,6 +832,15 @@ fn codec_name(c: &RtpCodec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offsets_wrap_to_the_nearest_second() {
+        assert_eq!(wrap_second(3_000_120_000), 120_000);
+        assert_eq!(wrap_second(2_999_800_000), -200_000);
+        assert_eq!(wrap_second(-40_000), -40_000);
+        assert_eq!(wrap_second(499_999), 499_999);
+        assert_eq!(wrap_second(500_000), -500_000);
+    }
 
     #[test]
     fn percentiles() {
