@@ -56,7 +56,6 @@ fn count(var: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-
 /// Length of the file pair (whole seconds, so the loop keeps the marks on whole seconds).
 const FILE_SECONDS: u32 = 10;
 const FILE_FPS: u32 = 30;
@@ -74,7 +73,6 @@ fn write_files(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
         height: 180,
         fps: FILE_FPS as f32,
         paced: false,
-        ..TestPatternConfig::default()
     })
     .map_err(|e| e.to_string())?;
     let mut w = Y4mWriter::create(&y4m, 320, 180, FILE_FPS).map_err(|e| e.to_string())?;
