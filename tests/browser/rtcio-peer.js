@@ -534,6 +534,21 @@ const rtcio = {
     return out;
   },
 
+  /** ICE connectivity checks `peer` sent us (STUN requests this page received): over every
+   *  candidate pair, and on the nominated one. */
+  async iceChecks({ socket, peer }) {
+    const pc = sock(socket).rtcpeers[peer]?.connection;
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    let total = 0, nominated = null;
+    stats.forEach((x) => {
+      if (x.type !== "candidate-pair") return;
+      total += x.requestsReceived ?? 0;
+      if (x.nominated) nominated = { requestsReceived: x.requestsReceived ?? 0, requestsSent: x.requestsSent ?? 0, state: x.state };
+    });
+    return { total, nominated, connectionState: pc.connectionState };
+  },
+
   /** Snapshot of the peer table. */
   peers({ socket } = {}) {
     const s = sock(socket);

@@ -1,6 +1,13 @@
-//! Leaving: a Chromium rtc.io peer (the JS watchdog semantics of PROTOCOL.md §6.2/6.3) must see
-//! our `peer-disconnect` within 2 s of `Socket::close()`, in both join orders. Before, our close
-//! never reached Chromium and it noticed only when ICE consent failed (~10 s).
+//! Joining and leaving with a Chromium rtc.io peer, in both join orders.
+//!
+//! Joining: ICE must nominate without idling. Counted, not timed: the connectivity checks our
+//! agent sent before the page's connection was up. With webrtc-rs's defaults (a check every
+//! 200 ms, a peer-reflexive pair nominated only after 1 s) a page joining us needed ~6 checks
+//! and 1–2 s.
+//!
+//! Leaving: the page (the JS watchdog semantics of PROTOCOL.md §6.2/6.3) must see our
+//! `peer-disconnect` within 2 s of `Socket::close()`. Before, our close never reached Chromium
+//! and it noticed only when ICE consent failed (~10 s).
 
 mod common;
 
@@ -12,6 +19,10 @@ use serde_json::{Value, json};
 
 /// What the issue asks: a user who leaves vanishes from every grid at once.
 const NOTICED_WITHIN_MS: f64 = 2_000.0;
+
+/// Checks a connection may take: one that answers, a nomination, and slack for a check sent
+/// before the page's candidates arrived and one the page's early check triggered.
+const MAX_CHECKS_TO_CONNECT: u64 = 4;
 
 fn epoch_ms() -> f64 {
     SystemTime::now()
@@ -48,6 +59,22 @@ async fn leave(browser_first: bool) {
         30_000,
     )
     .await;
+    // Read at once: consent checks go on after the connection is up.
+    let checks = br
+        .eval(
+            page,
+            "(o) => rtcio.iceChecks({peer: o.peer})",
+            json!({"peer": rid}),
+        )
+        .await;
+    println!(
+        "browser_first={browser_first}: ICE checks from us at the page's peer-connect: {checks}"
+    );
+    let total = checks["total"].as_u64().expect("check count");
+    assert!(
+        total <= MAX_CHECKS_TO_CONNECT,
+        "we sent {total} connectivity checks before the page's peer-connect (at most {MAX_CHECKS_TO_CONNECT}): {checks}"
+    );
     let since = br.log_len(page).await;
 
     let closed_at = epoch_ms();
@@ -99,11 +126,11 @@ async fn leave(browser_first: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_sees_close_at_once_browser_first() {
+async fn browser_first_connects_without_idling_and_sees_close_at_once() {
     leave(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_sees_close_at_once_rust_first() {
+async fn rust_first_connects_without_idling_and_sees_close_at_once() {
     leave(false).await;
 }
