@@ -150,24 +150,78 @@ fn flow(p: &Rtcio, name: &str, since_ms: u64) -> Flow {
             connections.insert(key.0);
         }
     }
-    // Freezes are cumulative per track: take the last line of each.
-    let mut per_track: BTreeMap<(String, String), u64> = BTreeMap::new();
+    // Freezes are cumulative per track: the last line of each, less what it had counted
+    // before `since_ms` (freezes from before the fault are not the fault's).
+    let mut per_track: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     for v in p.seen_type("video-stats") {
-        if v["name"] == name && v["ts"].as_u64().unwrap_or(0) >= since_ms {
-            per_track.insert(
-                (
-                    v["peer"].as_str().unwrap_or("").to_string(),
-                    v["mid"].as_str().unwrap_or("").to_string(),
-                ),
-                v["freeze_count"].as_u64().unwrap_or(0),
-            );
+        if v["name"] != name {
+            continue;
         }
+        let key = (
+            v["peer"].as_str().unwrap_or("").to_string(),
+            v["mid"].as_str().unwrap_or("").to_string(),
+        );
+        let n = v["freeze_count"].as_u64().unwrap_or(0);
+        let e = per_track.entry(key).or_default();
+        if v["ts"].as_u64().unwrap_or(0) < since_ms {
+            e.0 = n;
+        }
+        e.1 = n;
     }
     Flow {
         ticks: ticks.into_iter().map(|(k, n)| (k * 500, n)).collect(),
-        freezes: per_track.values().sum(),
+        freezes: per_track
+            .values()
+            .map(|(before, last)| last.saturating_sub(*before))
+            .sum(),
         connections,
     }
+}
+
+/// When each of `name`'s video tracks at `p` counted a freeze after `since_ms`: (connection,
+/// ms after `since_ms`, freezes added, their ms, keyframes received on it so far, keyframes
+/// received by each connection in that tick).
+type FreezeAt = (String, u64, u64, u64, u64, Vec<(String, u64)>);
+
+fn freeze_times(p: &Rtcio, name: &str, since_ms: u64) -> Vec<FreezeAt> {
+    let mut keyframes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut kf_at: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
+    for v in p.seen_type("video-stats") {
+        if v["name"] != name {
+            continue;
+        }
+        let peer = v["peer"].as_str().unwrap_or("").to_string();
+        let k = v["keyframes"].as_u64().unwrap_or(0);
+        let before = keyframes.insert(peer.clone(), k).unwrap_or(0);
+        if k > before {
+            let tick = v["ts"].as_u64().unwrap_or(0) / 500;
+            kf_at.entry(tick).or_default().push((peer, k - before));
+        }
+    }
+    let mut last: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for v in p.seen_type("video-stats") {
+        if v["name"] != name {
+            continue;
+        }
+        let peer = v["peer"].as_str().unwrap_or("").to_string();
+        let key = (peer.clone(), v["mid"].as_str().unwrap_or("").to_string());
+        let n = v["freeze_count"].as_u64().unwrap_or(0);
+        let ms = v["total_freezes_ms"].as_u64().unwrap_or(0);
+        let (before, ms_before) = last.insert(key, (n, ms)).unwrap_or((0, 0));
+        let ts = v["ts"].as_u64().unwrap_or(0);
+        if ts >= since_ms && n > before {
+            out.push((
+                peer,
+                ts - since_ms,
+                n - before,
+                ms.saturating_sub(ms_before),
+                v["keyframes"].as_u64().unwrap_or(0),
+                kf_at.get(&(ts / 500)).cloned().unwrap_or_default(),
+            ));
+        }
+    }
+    out
 }
 
 /// Peer ids of `name` that `p` saw connect and not disconnect.
@@ -299,9 +353,11 @@ async fn server_sigkill_and_restart_keeps_video_flowing_between_cli_peers() {
             p.label
         );
         assert_eq!(
-            f.freezes, 0,
-            "{}: video from {from} froze across the restart",
-            p.label
+            f.freezes,
+            0,
+            "{}: video from {from} froze across the restart: (connection, ms after the kill, freezes, their ms, its keyframes, keyframes per connection in that tick) {:?}; old {old}, new {new}",
+            p.label,
+            freeze_times(p, from, killed)
         );
         replaced_before_closing(p, old, new);
         assert!(
@@ -496,24 +552,73 @@ async fn a_forged_member_relaying_junk_does_not_stop_the_call() {
 }
 
 /// Starts sampling, in the page, the frames Chromium decoded from every peer connection (every
-/// 50 ms) and the largest pause between two samples in which any of them grew.
+/// 50 ms): the largest pause between two samples in which any of them grew, the pauses over
+/// 120 ms (when, how long, which connections grew after it), when each connection first and last
+/// decoded, and (from a MutationObserver) every change of the tile set with its time.
+/// `__gap.reset()` returns the pauses so far and starts a new period.
 const GAP_SAMPLER: &str = r#"() => {
-  const g = (window.__gap = { max: 0, last: 0, per: {} });
+  const g = (window.__gap = { max: 0, maxAt: 0, last: 0, per: {}, first: {}, lastGrow: {}, long: [], tiles: [] });
+  const key = () => [...document.querySelectorAll('#tiles video')].map((v) => v.dataset.peer).sort().join(",");
+  g.tiles.push([Date.now(), key()]);
+  new MutationObserver(() => {
+    const k = key();
+    if (k !== g.tiles[g.tiles.length - 1][1] && g.tiles.length < 200) g.tiles.push([Date.now(), k]);
+  }).observe(document.getElementById("tiles"), { childList: true, subtree: true, attributes: true });
+  g.reset = () => {
+    const r = { max: g.max, maxAt: g.maxAt, long: g.long };
+    g.max = 0; g.maxAt = 0; g.long = [];
+    return r;
+  };
   g.timer = setInterval(async () => {
     const s = await rtcio.mediaStats({});
-    let grew = false;
+    const wall = Date.now();
+    const grew = [];
     for (const [id, r] of Object.entries(s)) {
       const n = r?.video?.framesDecoded ?? 0;
-      if (n > (g.per[id] ?? 0)) { g.per[id] = n; grew = true; }
+      if (n > (g.per[id] ?? 0)) { g.per[id] = n; grew.push(id); g.first[id] ??= wall; g.lastGrow[id] = wall; }
     }
     const now = performance.now();
-    if (grew) {
-      if (g.last && now - g.last > g.max) { g.max = now - g.last; g.maxAt = Date.now(); }
+    if (grew.length) {
+      const gap = g.last ? now - g.last : 0;
+      if (gap > g.max) { g.max = gap; g.maxAt = wall; }
+      if (gap > 120 && g.long.length < 100) g.long.push([wall, Math.round(gap), grew]);
       g.last = now;
     }
   }, 50);
   return true;
 }"#;
+
+/// How long the page's decoding is sampled without a restart, for comparison.
+const CONTROL: Duration = Duration::from_secs(8);
+
+/// From alice closing her old connection to the page showing her new tile alone. rtc.io alone
+/// takes 12 s (its watchdog: the restarted server never knew the old id); the previous-id hint
+/// makes it the hint's delay (250 ms) plus delivery.
+const ONE_TILE_AFTER_CLOSE_MS: u64 = 1_000;
+
+/// The pauses of one sampling period, as `(ms after the kill, length ms, connections that grew)`.
+fn long_pauses(v: &Value, killed: u64) -> Vec<(i64, u64, Vec<String>)> {
+    v["long"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| {
+                    (
+                        x[0].as_i64().unwrap_or(0) - killed as i64,
+                        x[1].as_u64().unwrap_or(0),
+                        x[2].as_array()
+                            .map(|ids| {
+                                ids.iter()
+                                    .filter_map(|i| i.as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// Peer ids of the page's video tiles.
 async fn tiles(br: &mut common::browser::Browser, page: u64) -> Vec<String> {
@@ -578,6 +683,11 @@ async fn server_sigkill_and_restart_keeps_video_flowing_between_cli_and_chromium
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     br.eval(page, GAP_SAMPLER, Value::Null).await;
+    // A control period: the same sampling with nothing happening (a measurement window).
+    tokio::time::sleep(CONTROL).await;
+    let control = br
+        .eval(page, "() => window.__gap.reset()", Value::Null)
+        .await;
 
     let killed = epoch_ms();
     let t_kill = Instant::now();
@@ -598,7 +708,7 @@ async fn server_sigkill_and_restart_keeps_video_flowing_between_cli_and_chromium
     let closed = disconnect_of(&mut a, &old_web).await["ts"]
         .as_u64()
         .unwrap_or(0);
-    // The page drops its old connection (and tile) on its own watchdog after our close.
+    // The page drops its old connection (and tile) on the previous-id hint after our close.
     let deadline = Instant::now() + WAIT;
     let mut two_tiles = false;
     loop {
@@ -622,18 +732,40 @@ async fn server_sigkill_and_restart_keeps_video_flowing_between_cli_and_chromium
     let gap = br
         .eval(
             page,
-            "() => ({ max: window.__gap.max, maxAt: window.__gap.maxAt ?? 0, sinceLast: performance.now() - window.__gap.last })",
+            "() => ({ max: window.__gap.max, maxAt: window.__gap.maxAt ?? 0, sinceLast: performance.now() - window.__gap.last, long: window.__gap.long, first: window.__gap.first, lastGrow: window.__gap.lastGrow, tiles: window.__gap.tiles })",
             Value::Null,
         )
         .await;
     let f = flow(&a, "web", killed);
+    let rel = |v: &Value| v.as_i64().map_or(i64::MIN, |t| t - killed as i64);
+    // The tile log: (ms after the kill, tiles). The last entry must be the new id alone.
+    let tile_log: Vec<(i64, String)> = gap["tiles"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| (rel(&x[0]), x[1].as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let closed_rel = closed as i64 - killed as i64;
+    let one_tile_at = tile_log.last().map_or(i64::MAX, |(t, _)| *t);
     println!(
-        "chromium: largest gap between decoded frames from alice {:.0} ms (50 ms sampling, ending {} ms after the kill; alice closed the old connection {} ms after the kill); two tiles for alice seen: {two_tiles}; one tile again {:.1} s after the kill ({:.1} s after alice closed the old connection)",
+        "chromium: control ({CONTROL:?}, no restart): largest gap between decoded frames from alice {:.0} ms, pauses > 120 ms {:?}",
+        control["max"].as_f64().unwrap_or(-1.0),
+        long_pauses(&control, killed),
+    );
+    println!(
+        "chromium: restart: largest gap {:.0} ms (50 ms sampling, ending {} ms after the kill), pauses > 120 ms (ms after kill, ms, grew) {:?}; page decoded the new connection from {} ms after the kill, the old one until {} ms; alice closed the old connection {closed_rel} ms after the kill",
         gap["max"].as_f64().unwrap_or(-1.0),
-        (gap["maxAt"].as_f64().unwrap_or(0.0) as u64).saturating_sub(killed),
-        closed.saturating_sub(killed),
+        rel(&gap["maxAt"]),
+        long_pauses(&gap, killed),
+        rel(&gap["first"][new_a.as_str()]),
+        rel(&gap["lastGrow"][old_a.as_str()]),
+    );
+    println!(
+        "chromium: tiles (ms after kill): {tile_log:?}; two tiles seen: {two_tiles}; one tile again {} ms after alice closed the old connection ({:.1} s after the kill by polling)",
+        one_tile_at - closed_rel,
         one_tile.as_secs_f64(),
-        (after.saturating_sub(closed)) as f64 / 1000.0
     );
     println!(
         "alice: video from the page per second after the kill: {:?}; freezes: {}",
@@ -663,6 +795,16 @@ async fn server_sigkill_and_restart_keeps_video_flowing_between_cli_and_chromium
     );
     replaced_before_closing(&a, &old_web, &new_web);
     assert_eq!(live_peers(&a, "web"), HashSet::from([new_web.clone()]));
+    assert_eq!(
+        tile_log.last().map(|(_, k)| k.as_str()),
+        Some(new_a.as_str()),
+        "the page's last tiles are not alice's new id alone: {tile_log:?}"
+    );
+    assert!(
+        one_tile_at - closed_rel <= ONE_TILE_AFTER_CLOSE_MS as i64,
+        "the page showed a second tile for alice until {} ms after she closed the old connection (bound {ONE_TILE_AFTER_CLOSE_MS} ms): {tile_log:?}",
+        one_tile_at - closed_rel
+    );
 
     // A third peer joins after the restart and sees both.
     let mut c = Rtcio::spawn("carol", &media_args(&url, &r, "carol"));

@@ -34,6 +34,10 @@ pub struct Policy {
     pub relay_per_second: f64,
     /// `join-room` + `check-room` per second per socket (burst 20). 0 = unlimited.
     pub joins_per_second: f64,
+    /// Answer our clients' `#rtcio:previous-id {id}` (sent after a reconnect with a new id) with
+    /// `#rtcio:peer-left {id}` to the sender's rooms when `id` is no connected socket
+    /// ([`crate::previous_id`]). Off = the anchor, which has no handler for it.
+    pub previous_id_hint: bool,
 }
 
 impl Default for Policy {
@@ -48,6 +52,7 @@ impl Default for Policy {
             max_name_chars: 64,
             relay_per_second: 200.0,
             joins_per_second: 2.0,
+            previous_id_hint: true,
         }
     }
 }
@@ -65,6 +70,7 @@ impl Policy {
             max_name_chars: 0,
             relay_per_second: 0.0,
             joins_per_second: 0.0,
+            previous_id_hint: false,
         }
     }
 }

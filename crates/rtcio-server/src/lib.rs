@@ -21,6 +21,7 @@
 pub mod config;
 pub mod ice;
 pub mod impair;
+pub mod previous_id;
 pub mod protocol;
 pub mod ratelimit;
 mod server;

@@ -48,6 +48,9 @@ struct Cli {
     /// Echo media-state / stopScreenShare / chat-message to rooms the sender has not joined.
     #[arg(long)]
     echo_any_room: bool,
+    /// Ignore `#rtcio:previous-id` (no peer-left hint for a reconnected client's old id).
+    #[arg(long)]
+    no_previous_id_hint: bool,
     /// Repeat the whole join sequence (self backfill, init-offer) when a member re-joins its room.
     #[arg(long)]
     repeat_rejoin: bool,
@@ -183,6 +186,9 @@ impl Cli {
         }
         if self.echo_any_room {
             p.echo_requires_membership = false;
+        }
+        if self.no_previous_id_hint {
+            p.previous_id_hint = false;
         }
         if self.repeat_rejoin {
             p.dedupe_rejoin = false;

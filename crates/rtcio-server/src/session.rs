@@ -36,6 +36,7 @@ use tokio::sync::{Notify, OwnedMutexGuard, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::Policy;
+use crate::previous_id::{self, EV_PREVIOUS_ID};
 use crate::protocol::{
     self, EV_INIT_OFFER, EV_MESSAGE, EV_PEER_LEFT, IdOnly, InitOffer, JoinError, JoinErrorReason,
     JoinOk, MediaStateBackfill, PasswordChange, RoomCheckOk, RoomParse, UserConnected,
@@ -319,6 +320,7 @@ pub(crate) fn attach<A: Adapter>(shared: Arc<Shared<A>>, socket: SocketRef<A>) {
 
 struct Limits {
     joins: TokenBucket,
+    previous_ids: TokenBucket,
 }
 
 async fn worker<A: Adapter>(
@@ -331,6 +333,7 @@ async fn worker<A: Adapter>(
     let sid = socket.id.to_string();
     let mut limits = Limits {
         joins: TokenBucket::new(sh.policy.joins_per_second, JOIN_BURST, Instant::now()),
+        previous_ids: TokenBucket::new(previous_id::PER_SECOND, previous_id::BURST, Instant::now()),
     };
     // The worker starts in the connect middleware; socketioxide marks the socket connected only
     // after it has sent the CONNECT ack, then calls the connect handler, which fires the signal. A
@@ -407,6 +410,9 @@ async fn handle_event<A: Adapter>(
         "check-room" => check_room(sh, socket, sid, arg, limits).await,
         "media-state" | "stopScreenShare" | "chat-message" => {
             echo(sh, socket, sid, &ev.name, arg).await
+        }
+        EV_PREVIOUS_ID if sh.policy.previous_id_hint => {
+            hint_previous_id(sh, socket, sid, arg, limits).await
         }
         other => {
             debug!(%sid, event = other, "no handler");
@@ -743,6 +749,41 @@ async fn echo<A: Adapter>(
         sh.store.set_media(sid, state).await?;
     }
     emit_room(socket, &echo.room_id, event, echo.payload).await
+}
+
+/// `#rtcio:previous-id {id}`: the sender's peers still hold connections under its old id, which
+/// this server never saw leave (restarted) — send the hint it would have sent then.
+async fn hint_previous_id<A: Adapter>(
+    sh: &Shared<A>,
+    socket: &SocketRef<A>,
+    sid: &str,
+    arg: Option<&RawValue>,
+    limits: &mut Limits,
+) -> Result<(), HandleError> {
+    let old = previous_id::parse(arg)?;
+    let rooms = joined_rooms(socket, sid);
+    let checked = previous_id::precheck(sid, &old, rooms.len()).and_then(|()| {
+        if limits.previous_ids.try_take(Instant::now()) {
+            Ok(())
+        } else {
+            Err(previous_id::Refusal::RateLimited)
+        }
+    });
+    let checked = match checked {
+        Ok(()) => previous_id::verdict(sh.store.is_socket(&old).await?),
+        Err(r) => Err(r),
+    };
+    if let Err(why) = checked {
+        info!(%sid, %old, "previous-id hint refused: {why}");
+        return Ok(());
+    }
+    info!(%sid, %old, rooms = rooms.len(), "peer-left hint for the sender's previous id");
+    for room in &rooms {
+        if let Err(e) = emit_room(socket, room, EV_PEER_LEFT, &IdOnly { id: &old }).await {
+            debug!(%sid, room, "previous-id hint not delivered to everyone: {e}");
+        }
+    }
+    Ok(())
 }
 
 async fn on_disconnecting<A: Adapter>(

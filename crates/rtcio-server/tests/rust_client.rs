@@ -369,6 +369,43 @@ async fn names(urls: &[String]) {
     b.close().await;
 }
 
+/// `#rtcio:previous-id {id}` (our extension): a reconnected client's old id is hinted to its
+/// rooms with `#rtcio:peer-left`, unless the id is live (on any process) or the sender's own.
+async fn previous_id_hint(urls: &[String]) {
+    let r = room("prev");
+    let mut a = connect(url(urls, 0), "A").await;
+    join(&mut a, &r, "alice", None).await;
+    let mut b = connect(url(urls, 1), "B").await;
+    let a_id = join(&mut b, &r, "bob", None).await.remove(0);
+    let b_id = a.expect("user-connected").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    a.expect("#rtcio:init-offer").await;
+    // A live id (A's, on the other process with Redis) and B's own: refused. In order per
+    // socket, so a wrongly sent hint would arrive before the good one.
+    b.emit("#rtcio:previous-id", json!({"id": a_id})).await;
+    b.emit("#rtcio:previous-id", json!({"id": b_id})).await;
+    b.emit("#rtcio:previous-id", json!({"id": 5})).await;
+    b.emit(
+        "#rtcio:previous-id",
+        json!({"id": "bob-before-the-restart"}),
+    )
+    .await;
+    assert_eq!(
+        a.expect("#rtcio:peer-left").await,
+        json!({"id": "bob-before-the-restart"})
+    );
+    // Nothing for the sender itself; the room's presence is untouched.
+    b.emit("chat-message", json!({"roomId": r, "text": "m"}))
+        .await;
+    assert!(a.until_marker("chat-message").await.is_empty());
+    assert!(b.drain().is_empty());
+    for c in [a, b] {
+        c.close().await;
+    }
+}
+
 async fn all_scenarios(urls: &[String]) {
     join_relay_leave(urls).await;
     passwords(urls).await;
@@ -376,6 +413,7 @@ async fn all_scenarios(urls: &[String]) {
     relay_hardening(urls).await;
     eight_clients(urls).await;
     names(urls).await;
+    previous_id_hint(urls).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,6 +449,14 @@ async fn anchor_compat_relays_to_any_target_and_repeats_rejoin() {
     let env = json!({"source": "made-up", "target": a_id, "data": {"mid": "m"}});
     x.emit("#rtcio:message", env.clone()).await;
     assert_eq!(a.expect("#rtcio:message").await, env);
+    // No handler for our previous-id extension: no hint (the next event A sees is the relay).
+    b.emit("#rtcio:previous-id", json!({"id": "gone"})).await;
+    b.emit(
+        "#rtcio:message",
+        json!({"source": b_id, "target": a_id, "data": {"mid": "n"}}),
+    )
+    .await;
+    assert_eq!(a.expect("#rtcio:message").await["data"]["mid"], "n");
     // Re-join repeats the whole sequence, self included.
     b.emit("join-room", json!({"roomId": r, "name": "bob"}))
         .await;

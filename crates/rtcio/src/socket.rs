@@ -17,7 +17,7 @@ use crate::peer::{self, PeerCmd, PeerHandle, PeerStart};
 use crate::proto::envelope::{
     self, INIT_OFFER_EVENT, MESSAGE_EVENT, PEER_LEFT_EVENT, SdpKind, Signal,
 };
-use crate::proto::handover::{Handover, Retire};
+use crate::proto::handover::{self, Handover, Retire};
 use crate::proto::stream_meta::{self, StreamRegistry};
 use crate::proto::watchdog::WatchdogConfig;
 use crate::sio::client::{SioClient, SioError, SioEvent, SioOptions};
@@ -660,6 +660,9 @@ struct Loop {
     peers: HashMap<String, PeerHandle>,
     /// Connections from before our socket id changed, kept until replaced (make-before-break).
     stale: HashMap<String, PeerHandle>,
+    /// Old connections told to close, until their task reports them gone: remote id →
+    /// generation.
+    retiring: HashMap<String, u64>,
     handover: Handover,
     broadcasts: Vec<BroadcastChannel>,
     generation: u64,
@@ -676,6 +679,7 @@ async fn socket_loop(
         tx,
         peers: HashMap::new(),
         stale: HashMap::new(),
+        retiring: HashMap::new(),
         handover: Handover::default(),
         broadcasts: Vec::new(),
         generation: 0,
@@ -686,7 +690,7 @@ async fn socket_loop(
             .next_deadline()
             .map(tokio::time::Instant::from_std);
         tokio::select! {
-            _ = crate::peer::sleep_opt(retire_at) => l.retire_due(),
+            _ = crate::peer::sleep_opt(retire_at) => l.on_handover_deadline(),
             ev = sio_rx.recv() => match ev {
                 Some(ev) => l.on_sio(ev).await,
                 None => {
@@ -739,8 +743,9 @@ impl Loop {
 
     async fn close_all_peers(&mut self) {
         let mut waits = Vec::new();
-        for (id, h) in self.stale.drain() {
-            self.handover.stale_gone(&id);
+        self.handover.clear();
+        self.retiring.clear();
+        for (_, h) in self.stale.drain() {
             let (tx, rx) = oneshot::channel();
             if h.tx.send(PeerCmd::Close(Some(tx))).is_ok() {
                 waits.push(rx);
@@ -769,7 +774,8 @@ impl Loop {
                     // re-join forms new ones, and close each once replaced (proto::handover).
                     self.shared.set_id(&id);
                     let now = std::time::Instant::now();
-                    self.handover.on_new_id(self.peers.keys().cloned(), now);
+                    self.handover
+                        .on_new_id(self.peers.keys().cloned(), &old, now);
                     for (rid, h) in self.peers.drain() {
                         let _ = h.tx.send(PeerCmd::Stale {
                             rekey: Some(id.clone()),
@@ -945,7 +951,10 @@ impl Loop {
                     .is_some_and(|h| h.generation == generation)
                 {
                     self.stale.remove(&id);
-                    self.handover.stale_gone(&id);
+                    self.handover.stale_gone(&id, std::time::Instant::now());
+                } else if self.retiring.get(&id) == Some(&generation) {
+                    self.retiring.remove(&id);
+                    self.handover.stale_gone(&id, std::time::Instant::now());
                 }
             }
             SocketCmd::PeerProgress {
@@ -1022,6 +1031,26 @@ impl Loop {
         }
     }
 
+    fn on_handover_deadline(&mut self) {
+        self.retire_due();
+        self.send_hints();
+    }
+
+    /// Asks the server for `#rtcio:peer-left` of our old ids whose connections are all closed
+    /// (proto::handover: browser peers clean up at once instead of after 12 s).
+    fn send_hints(&mut self) {
+        for old in self.handover.hints_due(std::time::Instant::now()) {
+            info!(%old, "old connections closed: asking the server to hint peer-left for our old id");
+            if let Err(e) = self.shared.sio.emit(
+                handover::PREVIOUS_ID_EVENT,
+                &handover::previous_id_message(&old),
+            ) {
+                // Browser peers then fall back on their watchdog.
+                debug!(%old, "previous-id hint not sent: {e}");
+            }
+        }
+    }
+
     /// Closes the old connections whose replacement took over or whose grace period ended.
     fn retire_due(&mut self) {
         for (old, why) in self.handover.due(std::time::Instant::now()) {
@@ -1038,7 +1067,10 @@ impl Loop {
                     false
                 }
             };
-            let _ = h.tx.send(PeerCmd::Retire { quiet });
+            if h.tx.send(PeerCmd::Retire { quiet }).is_ok() {
+                // Its PeerGone (after the close) schedules the peer-left hint.
+                self.retiring.insert(old, h.generation);
+            }
         }
     }
 }

@@ -8,6 +8,14 @@
 //! from an rtcio peer (`#rtcio:rekey {id}` on the old ctrl channel: JS peers drop `#rtcio:`
 //! names there), the same remote id (only we reconnected), or the participant's name from the
 //! server's `user-connected` events when exactly one current peer has it.
+//!
+//! Browser peers know the old connection under our *old* socket id, which the restarted server
+//! never heard of, so no `#rtcio:peer-left` would ever name it: when we close the old connection
+//! the page's `connectionState` turns `failed` and the rtc.io client waits out its 12 s watchdog
+//! with a second tile for us. So, [`HINT_DELAY`] after an old connection is gone, we ask our
+//! server (`#rtcio:previous-id {id}`, see [`previous_id_message`]) to send the hint for the old
+//! id; with the page's connection already `failed`, the hint cleans it up at once (PROTOCOL.md
+//! §6.3). The real rtc.io-server has no handler for the event and drops it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,8 +23,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 /// How long a replacement must carry media before the old connection is closed: the remote
-/// needs its end of the new connection flowing too (a second negotiation and a keyframe).
-pub const SETTLE: Duration = Duration::from_secs(2);
+/// needs its end of the new connection decoding too (our keyframe answering its PLI). Chromium
+/// decoded our video on the new connection ~0.25 s after our first media from it (server
+/// restart test, CLI ↔ page); the glue answers keyframe requests at most once a second
+/// (several peers reconnecting at once wait up to that long), so 1 s for that plus margin.
+pub const SETTLE: Duration = Duration::from_millis(1500);
 
 /// A replacement that is connected but carries no media (a call without streams) takes over
 /// after this long.
@@ -24,6 +35,21 @@ pub const SETTLE_WITHOUT_MEDIA: Duration = Duration::from_secs(6);
 
 /// The longest an old connection is kept after a new id when no replacement shows up.
 pub const GRACE: Duration = Duration::from_secs(20);
+
+/// Client → server: "my socket id before this connection was `id`; it is gone: tell my rooms"
+/// (our server answers with `#rtcio:peer-left {id}` to the rooms we are in).
+pub const PREVIOUS_ID_EVENT: &str = "#rtcio:previous-id";
+
+/// From an old connection being gone to asking for the hint: the close's DTLS alert must turn
+/// the browser's connection `failed` before the hint arrives (hint first, the rtc.io client only
+/// shortens its watchdog to 2.5 s). Chromium takes ~10 ms on an idle machine; as in the peer's
+/// leave linger, the rest is margin.
+pub const HINT_DELAY: Duration = Duration::from_millis(250);
+
+/// The arguments of [`PREVIOUS_ID_EVENT`] for our old id.
+pub fn previous_id_message(old_self: &str) -> Vec<Value> {
+    vec![json!({ "id": old_self })]
+}
 
 /// The ctrl event an rtcio peer sends on each old connection after its id changed.
 pub const REKEY_EVENT: &str = "#rtcio:rekey";
@@ -52,6 +78,8 @@ pub fn parse_rekey(text: &str) -> Option<String> {
 struct Stale {
     since: Instant,
     name: Option<String>,
+    /// Our socket id the remote knows this connection under, when it is not our id any more.
+    self_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -80,14 +108,23 @@ pub struct Handover {
     names: HashMap<String, String>,
     /// Re-keys heard: old remote id → its new id.
     rekeys: HashMap<String, String>,
+    /// Old connections told to close, until they are gone: remote id → our old id.
+    retiring: HashMap<String, Option<String>>,
+    /// Hints to ask the server for: our old id → when.
+    hints: HashMap<String, Instant>,
 }
 
 impl Handover {
-    /// Our id changed: `peers` (the current peers) become stale; what we knew of the old
-    /// session's members is forgotten except their names.
-    pub fn on_new_id(&mut self, peers: impl IntoIterator<Item = String>, now: Instant) {
+    /// Our id changed from `old_self`: `peers` (the current peers) become stale; what we knew
+    /// of the old session's members is forgotten except their names.
+    pub fn on_new_id(
+        &mut self,
+        peers: impl IntoIterator<Item = String>,
+        old_self: &str,
+        now: Instant,
+    ) {
         for id in peers {
-            self.make_stale(id, now);
+            self.insert_stale(id, Some(old_self.to_string()), now);
         }
         self.live.clear();
         self.names.clear();
@@ -95,9 +132,21 @@ impl Handover {
 
     /// One current peer becomes stale (its remote re-keyed while we kept our id).
     pub fn make_stale(&mut self, id: String, now: Instant) {
+        self.insert_stale(id, None, now);
+    }
+
+    fn insert_stale(&mut self, id: String, self_id: Option<String>, now: Instant) {
         let name = self.names.get(&id).cloned();
         self.live.remove(&id);
-        self.stale.insert(id, Stale { since: now, name });
+        self.retiring.remove(&id);
+        self.stale.insert(
+            id,
+            Stale {
+                since: now,
+                name,
+                self_id,
+            },
+        );
     }
 
     /// True if `id` is an old connection.
@@ -140,10 +189,39 @@ impl Handover {
         self.live.remove(id);
     }
 
-    /// An old connection went away (closed by us or by itself).
-    pub fn stale_gone(&mut self, id: &str) {
-        self.stale.remove(id);
+    /// An old connection is gone (closed by us after [`Handover::due`], or by itself): if the
+    /// remote knew it under an old id of ours, the hint for that id is asked for
+    /// [`HINT_DELAY`] later.
+    pub fn stale_gone(&mut self, id: &str, now: Instant) {
+        let self_id = match self.stale.remove(id) {
+            Some(st) => st.self_id,
+            None => self.retiring.remove(id).flatten(),
+        };
         self.rekeys.remove(id);
+        if let Some(old) = self_id {
+            // One hint serves every connection closed before it leaves; a later close moves it
+            // (each page's connection must be `failed` before the hint arrives).
+            self.hints.insert(old, now + HINT_DELAY);
+        }
+    }
+
+    /// We are leaving: nothing more to close or ask for.
+    pub fn clear(&mut self) {
+        *self = Handover::default();
+    }
+
+    /// Our old ids whose peer-left hint is due now (each reported once).
+    pub fn hints_due(&mut self, now: Instant) -> Vec<String> {
+        let due: Vec<String> = self
+            .hints
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &due {
+            self.hints.remove(id);
+        }
+        due
     }
 
     /// The current peer that replaces the old connection `old`, if known.
@@ -210,16 +288,20 @@ impl Handover {
             }
         }
         for (old, _) in &out {
-            self.stale_gone(old);
+            if let Some(st) = self.stale.remove(old) {
+                self.retiring.insert(old.clone(), st.self_id);
+            }
+            self.rekeys.remove(old);
         }
         out
     }
 
-    /// When [`Handover::due`] next has something to say.
+    /// When [`Handover::due`] or [`Handover::hints_due`] next has something to say.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.stale
             .iter()
             .map(|(old, st)| self.due_at(old, st).0)
+            .chain(self.hints.values().copied())
             .min()
     }
 }
@@ -257,7 +339,7 @@ mod tests {
     fn replaced_by_rekey_after_media_settles() {
         let t0 = Instant::now();
         let mut h = Handover::default();
-        h.on_new_id(["b".to_string()], t0);
+        h.on_new_id(["b".to_string()], "me", t0);
         assert!(h.is_stale("b"));
         h.on_rekey("b", "b2");
         assert!(h.still_needed("b"));
@@ -265,9 +347,9 @@ mod tests {
         assert!(!h.still_needed("b"));
         h.on_media("b2", t0 + ms(800));
         assert_eq!(h.next_deadline(), Some(t0 + ms(800) + SETTLE));
-        assert!(h.due(t0 + ms(2700)).is_empty());
+        assert!(h.due(t0 + ms(800) + SETTLE - ms(1)).is_empty());
         assert_eq!(
-            h.due(t0 + ms(2800)),
+            h.due(t0 + ms(800) + SETTLE),
             vec![(
                 "b".to_string(),
                 Retire::Replaced {
@@ -286,7 +368,7 @@ mod tests {
         let mut h = Handover::default();
         h.on_name("b", "bob");
         h.on_name("c", "carol");
-        h.on_new_id(["b".to_string(), "c".to_string()], t0);
+        h.on_new_id(["b".to_string(), "c".to_string()], "me", t0);
         h.on_name("b2", "bob");
         h.on_name("c2", "carol");
         h.on_name("c3", "carol");
@@ -310,7 +392,7 @@ mod tests {
     fn same_id_replacement_is_quiet() {
         let t0 = Instant::now();
         let mut h = Handover::default();
-        h.on_new_id(["b".to_string()], t0);
+        h.on_new_id(["b".to_string()], "me", t0);
         h.on_connected("b", t0 + ms(100));
         assert_eq!(h.successor("b"), Some("b".into()));
         // No media: the longer wait.
@@ -331,7 +413,7 @@ mod tests {
     fn a_replacement_that_never_connects_leaves_the_grace_period() {
         let t0 = Instant::now();
         let mut h = Handover::default();
-        h.on_new_id(["b".to_string()], t0);
+        h.on_new_id(["b".to_string()], "me", t0);
         h.on_rekey("b", "b2");
         assert_eq!(h.next_deadline(), Some(t0 + GRACE));
         assert!(h.due(t0 + GRACE - ms(1)).is_empty());
@@ -342,9 +424,59 @@ mod tests {
     fn a_stale_peer_that_went_away_is_forgotten() {
         let t0 = Instant::now();
         let mut h = Handover::default();
-        h.on_new_id(["b".to_string()], t0);
-        h.stale_gone("b");
-        assert_eq!(h.next_deadline(), None);
+        h.on_new_id(["b".to_string()], "me", t0);
+        h.stale_gone("b", t0 + ms(10));
+        // Only the hint for our old id is left.
+        assert_eq!(h.next_deadline(), Some(t0 + ms(10) + HINT_DELAY));
         assert!(h.due(t0 + GRACE).is_empty());
+        assert_eq!(h.hints_due(t0 + GRACE), vec!["me".to_string()]);
+        assert_eq!(h.next_deadline(), None);
+    }
+
+    #[test]
+    fn the_hint_for_our_old_id_follows_the_last_close() {
+        let t0 = Instant::now();
+        let mut h = Handover::default();
+        h.on_name("b", "bob");
+        h.on_name("c", "carol");
+        h.on_new_id(["b".to_string(), "c".to_string()], "me0", t0);
+        h.on_name("b2", "bob");
+        h.on_name("c2", "carol");
+        h.on_media("b2", t0);
+        h.on_media("c2", t0 + ms(100));
+        let due = h.due(t0 + SETTLE);
+        assert_eq!(due.len(), 1);
+        // Told to close, not gone yet: no hint (the page's connection is still healthy).
+        assert_eq!(h.next_deadline(), Some(t0 + ms(100) + SETTLE));
+        assert!(h.hints_due(t0 + SETTLE + HINT_DELAY).is_empty());
+        let gone = t0 + SETTLE + ms(5);
+        h.stale_gone("b", gone);
+        assert_eq!(h.next_deadline(), Some(t0 + ms(100) + SETTLE));
+        assert!(h.hints_due(gone + HINT_DELAY - ms(1)).is_empty());
+        // Carol's old connection closes before the hint left: one hint, after both.
+        assert_eq!(h.due(t0 + ms(100) + SETTLE).len(), 1);
+        let gone2 = gone + ms(150);
+        h.stale_gone("c", gone2);
+        assert_eq!(h.next_deadline(), Some(gone2 + HINT_DELAY));
+        assert!(h.hints_due(gone + HINT_DELAY).is_empty());
+        assert_eq!(h.hints_due(gone2 + HINT_DELAY), vec!["me0".to_string()]);
+        assert_eq!(h.next_deadline(), None);
+        // Nothing twice.
+        h.stale_gone("c", gone2 + ms(500));
+        assert_eq!(h.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_remote_rekey_asks_for_no_hint() {
+        let t0 = Instant::now();
+        let mut h = Handover::default();
+        // Only the remote reconnected: our id is live, the server would refuse anyway.
+        h.make_stale("b".to_string(), t0);
+        h.on_rekey("b", "b2");
+        h.on_media("b2", t0);
+        assert_eq!(h.due(t0 + SETTLE).len(), 1);
+        h.stale_gone("b", t0 + SETTLE);
+        assert_eq!(h.next_deadline(), None);
+        assert!(h.hints_due(t0 + GRACE).is_empty());
     }
 }
