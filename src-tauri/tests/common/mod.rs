@@ -5,5 +5,7 @@
 #[path = "../../../crates/rtcio/tests/common/browser.rs"]
 pub mod browser;
 
+pub mod cli;
 pub mod process;
 pub mod session;
+pub mod webdriver;
