@@ -7,7 +7,7 @@
 //! tone's marks and the frame marks. Senders: the Rust CLI's synthetic sources (marks on whole
 //! Unix seconds), and Chromium's fake camera and microphone fed a Y4M + WAV pair this program
 //! writes first (`--use-file-for-fake-video-capture` / `--use-file-for-fake-audio-capture`):
-//! 10 s at 320x180, 30 fps, frame marks counting media time and a 20 ms 3 kHz mark on every
+//! 30 s at 320x180, 30 fps, frame marks counting media time and a 20 ms 3 kHz mark on every
 //! whole second of the 48 kHz tone, so the same offset is measurable. Conditions: plain
 //! loopback, the receiver's audio or video playout held 250 ms; lip sync from the sender
 //! reports, on the shared-clock assumption (`RTCIO_AV_SR=off`), and off. Prints one markdown
@@ -57,7 +57,7 @@ fn count(var: &str, default: usize) -> usize {
 }
 
 /// Length of the file pair (whole seconds, so the loop keeps the marks on whole seconds).
-const FILE_SECONDS: u32 = 10;
+const FILE_SECONDS: u32 = 30;
 const FILE_FPS: u32 = 30;
 
 /// Writes the Y4M + WAV pair for Chromium's fake devices into `dir`.

@@ -36,6 +36,10 @@ pub struct AvSyncConfig {
     /// The extra audio delay changes only when the wanted one moves by more than this, so
     /// measurement noise does not stretch and skip audio back and forth.
     pub deadband: Duration,
+    /// Audio starts waiting only for video later than this (and stops when it is less than
+    /// half of it): video a little late is within the bound anyway, and a loopback call's
+    /// video jitter would otherwise stretch and skip its audio all the time.
+    pub min_audio_extra: Duration,
 }
 
 impl Default for AvSyncConfig {
@@ -44,6 +48,7 @@ impl Default for AvSyncConfig {
             max_audio_extra: Duration::from_millis(500),
             max_path_offset: Duration::from_secs(1),
             deadband: Duration::from_millis(15),
+            min_audio_extra: Duration::from_millis(30),
         }
     }
 }
@@ -136,6 +141,16 @@ impl AvSyncPolicy {
         let want = path_offset.unwrap_or(0.0) + video_jitter.as_secs_f64()
             - natural_audio_delay.as_secs_f64();
         let want = Duration::from_secs_f64(want.max(0.0)).min(self.config.max_audio_extra);
+        let threshold = if self.audio_extra.is_zero() {
+            self.config.min_audio_extra
+        } else {
+            self.config.min_audio_extra / 2
+        };
+        let want = if want < threshold {
+            Duration::ZERO
+        } else {
+            want
+        };
         let moved = want.abs_diff(self.audio_extra);
         // Going to zero always happens: no delay is kept for nothing.
         if moved > self.config.deadband || want.is_zero() {
@@ -275,5 +290,11 @@ mod tests {
         // Audio later than video: no extra at all.
         assert_eq!(p.audio_extra(ms(300), ms(40), Some(0.0)), Duration::ZERO);
         assert_eq!(p.current_audio_extra(), Duration::ZERO);
+        // Video only a little later (20 ms): audio does not start waiting...
+        assert_eq!(p.audio_extra(ms(50), ms(70), None), Duration::ZERO);
+        // ...from 30 ms it does, and keeps waiting down to 15 ms.
+        assert_eq!(p.audio_extra(ms(50), ms(90), None), ms(40));
+        assert_eq!(p.audio_extra(ms(50), ms(70), None), ms(20));
+        assert_eq!(p.audio_extra(ms(50), ms(60), None), Duration::ZERO);
     }
 }
