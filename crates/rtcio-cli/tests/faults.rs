@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 /// rtcio-server's binary: built next to ours by `cargo test --workspace`.
@@ -554,27 +554,41 @@ async fn a_forged_member_relaying_junk_does_not_stop_the_call() {
 /// Starts sampling, in the page, the frames Chromium decoded from every peer connection (every
 /// 50 ms): the largest pause between two samples in which any of them grew, the pauses over
 /// 120 ms (when, how long, which connections grew after it), when each connection first and last
-/// decoded, and (from a MutationObserver) every change of the tile set with its time.
-/// `__gap.reset()` returns the pauses so far and starts a new period.
+/// decoded, Chromium's own freeze counters per connection (`freezeCount`, `totalFreezesDuration`
+/// of inbound video: its render-side rule, immune to this sampler's own stalls), and (from a
+/// MutationObserver) every change of the tile set with its time. `__gap.reset()` returns the
+/// pauses so far and starts a new period.
 const GAP_SAMPLER: &str = r#"() => {
-  const g = (window.__gap = { max: 0, maxAt: 0, last: 0, per: {}, first: {}, lastGrow: {}, long: [], tiles: [] });
+  const g = (window.__gap = { max: 0, maxAt: 0, last: 0, per: {}, first: {}, lastGrow: {}, long: [], tiles: [], fz: {}, fzLog: [] });
   const key = () => [...document.querySelectorAll('#tiles video')].map((v) => v.dataset.peer).sort().join(",");
   g.tiles.push([Date.now(), key()]);
   new MutationObserver(() => {
     const k = key();
     if (k !== g.tiles[g.tiles.length - 1][1] && g.tiles.length < 200) g.tiles.push([Date.now(), k]);
   }).observe(document.getElementById("tiles"), { childList: true, subtree: true, attributes: true });
+  const fzSum = () => Object.values(g.fz).reduce((a, f) => [a[0] + f[0], a[1] + f[1]], [0, 0]);
   g.reset = () => {
-    const r = { max: g.max, maxAt: g.maxAt, long: g.long };
-    g.max = 0; g.maxAt = 0; g.long = [];
+    const r = { max: g.max, maxAt: g.maxAt, long: g.long, fz: fzSum(), fzLog: g.fzLog };
+    g.max = 0; g.maxAt = 0; g.long = []; g.fz0 = r.fz; g.fzLog = [];
     return r;
   };
+  g.freezes = () => { const [n, d] = fzSum(), [n0, d0] = g.fz0 ?? [0, 0]; return [n - n0, Math.round((d - d0) * 1000)]; };
   g.timer = setInterval(async () => {
-    const s = await rtcio.mediaStats({});
+    const peers = rtcio.sockets[0]?.rtcpeers ?? {};
+    const s = {};
+    await Promise.all(Object.entries(peers).map(async ([id, p]) => {
+      let n = 0, fc = 0, fd = 0;
+      (await p.connection.getStats()).forEach((x) => {
+        if (x.type === "inbound-rtp" && x.kind === "video") { n += x.framesDecoded ?? 0; fc += x.freezeCount ?? 0; fd += x.totalFreezesDuration ?? 0; }
+      });
+      s[id] = n;
+      const [fc0, fd0] = g.fz[id] ?? [0, 0];
+      if (fc > fc0 && g.fzLog.length < 100) g.fzLog.push([Date.now(), Math.round((fd - fd0) * 1000), [id]]);
+      g.fz[id] = [fc, fd];
+    }));
     const wall = Date.now();
     const grew = [];
-    for (const [id, r] of Object.entries(s)) {
-      const n = r?.video?.framesDecoded ?? 0;
+    for (const [id, n] of Object.entries(s)) {
       if (n > (g.per[id] ?? 0)) { g.per[id] = n; grew.push(id); g.first[id] ??= wall; g.lastGrow[id] = wall; }
     }
     const now = performance.now();
@@ -688,6 +702,7 @@ async fn server_sigkill_and_restart_keeps_video_flowing_between_cli_and_chromium
     let control = br
         .eval(page, "() => window.__gap.reset()", Value::Null)
         .await;
+    let control_freezes = &control["fz"];
 
     let killed = epoch_ms();
     let t_kill = Instant::now();
@@ -732,7 +747,7 @@ async fn server_sigkill_and_restart_keeps_video_flowing_between_cli_and_chromium
     let gap = br
         .eval(
             page,
-            "() => ({ max: window.__gap.max, maxAt: window.__gap.maxAt ?? 0, sinceLast: performance.now() - window.__gap.last, long: window.__gap.long, first: window.__gap.first, lastGrow: window.__gap.lastGrow, tiles: window.__gap.tiles })",
+            "() => ({ max: window.__gap.max, maxAt: window.__gap.maxAt ?? 0, sinceLast: performance.now() - window.__gap.last, long: window.__gap.long, first: window.__gap.first, lastGrow: window.__gap.lastGrow, tiles: window.__gap.tiles, fz: window.__gap.freezes(), fzLog: window.__gap.fzLog })",
             Value::Null,
         )
         .await;
@@ -750,9 +765,15 @@ async fn server_sigkill_and_restart_keeps_video_flowing_between_cli_and_chromium
     let closed_rel = closed as i64 - killed as i64;
     let one_tile_at = tile_log.last().map_or(i64::MAX, |(t, _)| *t);
     println!(
-        "chromium: control ({CONTROL:?}, no restart): largest gap between decoded frames from alice {:.0} ms, pauses > 120 ms {:?}",
+        "chromium: control ({CONTROL:?}, no restart): largest gap between decoded frames from alice {:.0} ms, pauses > 120 ms {:?}; Chromium's freezes (count, total s) {control_freezes}",
         control["max"].as_f64().unwrap_or(-1.0),
         long_pauses(&control, killed),
+    );
+    println!(
+        "chromium: Chromium's freezes of alice's video from the kill to now (count, total ms): {}, as (ms after the kill, ms, connection) {:?}; in the control period {:?}",
+        gap["fz"],
+        long_pauses(&json!({"long": gap["fzLog"]}), killed),
+        long_pauses(&json!({"long": control["fzLog"]}), killed),
     );
     println!(
         "chromium: restart: largest gap {:.0} ms (50 ms sampling, ending {} ms after the kill), pauses > 120 ms (ms after kill, ms, grew) {:?}; page decoded the new connection from {} ms after the kill, the old one until {} ms; alice closed the old connection {closed_rel} ms after the kill",
