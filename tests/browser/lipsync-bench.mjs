@@ -12,6 +12,7 @@
 // Env: RTCIO_BENCH_DURATION (s per call, default 16), RTCIO_BENCH_PAIRS (default "rr,cr"),
 // RTCIO_BENCH_RUNS (indices into RUNS below, default all), RTCIO_BENCH_VERBOSE=1.
 
+import os from "node:os";
 import {
   Cli, inviteUrl, joinAs, launchChromium, makeLog, openGuest, sleep, startServer, stopChild, withTimeout,
 } from "./harness.mjs";
@@ -105,16 +106,16 @@ async function main() {
         const abs = off.map(Math.abs);
         const paths = settled.map((l) => l.path_offset_ms).filter((x) => typeof x === "number");
         const extra = settled.map((l) => l.audio_extra_ms).filter((x) => typeof x === "number");
-        rows.push({ pair: PAIRS[pk], cond, mode, n: off.length, p50: pct(abs, 50), p95: pct(abs, 95), signed: pct(off, 50), path: pct(paths, 50), extra: pct(extra, 50) });
+        rows.push({ load: os.loadavg()[0], pair: PAIRS[pk], cond, mode, n: off.length, p50: pct(abs, 50), p95: pct(abs, 95), signed: pct(off, 50), path: pct(paths, 50), extra: pct(extra, 50) });
         log(`${PAIRS[pk]}, ${cond}, ${mode}: ${off.length} s, offsets ${off.map((x) => x.toFixed(1)).join(" ")}`);
       }
     }
   } finally {
     if (browser) await browser.cleanup();
   }
-  console.log("\n| pair | condition | lip sync | s | p50 \\|offset\\| ms | p95 \\|offset\\| ms | median offset ms | path offset ms (SR) | audio extra ms |");
-  console.log("|---|---|---|---|---|---|---|---|---|");
-  for (const r of rows) console.log(`| ${r.pair} | ${r.cond} | ${r.mode} | ${r.n} | ${f1(r.p50)} | ${f1(r.p95)} | ${f1(r.signed)} | ${f1(r.path)} | ${f1(r.extra)} |`);
+  console.log("\n| pair | condition | lip sync | s | p50 \\|offset\\| ms | p95 \\|offset\\| ms | median offset ms | path offset ms (SR) | audio extra ms | load (1 min) |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|");
+  for (const r of rows) console.log(`| ${r.pair} | ${r.cond} | ${r.mode} | ${r.n} | ${f1(r.p50)} | ${f1(r.p95)} | ${f1(r.signed)} | ${f1(r.path)} | ${f1(r.extra)} | ${f1(r.load)} |`);
   console.log("\noffset: audio played later than the video of the same moment when positive; goal |offset| ≤ 45 ms.");
   if (failed) process.exit(1);
 }
