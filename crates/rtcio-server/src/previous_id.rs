@@ -19,12 +19,12 @@ pub const EV_PREVIOUS_ID: &str = "#rtcio:previous-id";
 /// The longest id accepted (socket.io ids are 20 characters, socketioxide's 16).
 pub const MAX_ID_LEN: usize = 64;
 
-/// Hints a socket may ask for at once (one per batch of closed connections; a reconnect
-/// normally needs one or two).
-pub const BURST: f64 = 4.0;
+/// Hints a socket may ask for at once (our client asks twice per batch of closed connections,
+/// 1 s apart; a reconnect normally has one or two batches).
+pub const BURST: f64 = 8.0;
 
 /// Hints per second per socket after the burst.
-pub const PER_SECOND: f64 = 0.5;
+pub const PER_SECOND: f64 = 1.0;
 
 /// Why a previous-id claim is not answered with a hint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -46,6 +46,12 @@ pub const PREVIOUS_ID_EVENT: &str = "#rtcio:previous-id";
 /// leave linger, the rest is margin.
 pub const HINT_DELAY: Duration = Duration::from_millis(250);
 
+/// The hint is asked for once more this long after the first: on a machine so busy that the
+/// browser's connection was not `failed` yet when the first hint came, the second one still
+/// cleans it up at once (else its watchdog, shortened to 2.5 s by the first, would). A hint for
+/// a connection already gone is ignored.
+pub const HINT_REPEAT: Duration = Duration::from_millis(1000);
+
 /// The arguments of [`PREVIOUS_ID_EVENT`] for our old id.
 pub fn previous_id_message(old_self: &str) -> Vec<Value> {
     vec![json!({ "id": old_self })]
@@ -110,8 +116,8 @@ pub struct Handover {
     rekeys: HashMap<String, String>,
     /// Old connections told to close, until they are gone: remote id → our old id.
     retiring: HashMap<String, Option<String>>,
-    /// Hints to ask the server for: our old id → when.
-    hints: HashMap<String, Instant>,
+    /// Hints to ask the server for: our old id → when, and whether that is the repeat.
+    hints: HashMap<String, (Instant, bool)>,
 }
 
 impl Handover {
@@ -191,7 +197,7 @@ impl Handover {
 
     /// An old connection is gone (closed by us after [`Handover::due`], or by itself): if the
     /// remote knew it under an old id of ours, the hint for that id is asked for
-    /// [`HINT_DELAY`] later.
+    /// [`HINT_DELAY`] later, and again [`HINT_REPEAT`] after that.
     pub fn stale_gone(&mut self, id: &str, now: Instant) {
         let self_id = match self.stale.remove(id) {
             Some(st) => st.self_id,
@@ -201,7 +207,7 @@ impl Handover {
         if let Some(old) = self_id {
             // One hint serves every connection closed before it leaves; a later close moves it
             // (each page's connection must be `failed` before the hint arrives).
-            self.hints.insert(old, now + HINT_DELAY);
+            self.hints.insert(old, (now + HINT_DELAY, false));
         }
     }
 
@@ -210,18 +216,23 @@ impl Handover {
         *self = Handover::default();
     }
 
-    /// Our old ids whose peer-left hint is due now (each reported once).
+    /// Our old ids whose peer-left hint is due now (each reported twice: at first and as the
+    /// repeat).
     pub fn hints_due(&mut self, now: Instant) -> Vec<String> {
-        let due: Vec<String> = self
+        let due: Vec<(String, bool)> = self
             .hints
             .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(id, _)| id.clone())
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(id, (_, repeat))| (id.clone(), *repeat))
             .collect();
-        for id in &due {
-            self.hints.remove(id);
+        for (id, repeat) in &due {
+            if *repeat {
+                self.hints.remove(id);
+            } else {
+                self.hints.insert(id.clone(), (now + HINT_REPEAT, true));
+            }
         }
-        due
+        due.into_iter().map(|(id, _)| id).collect()
     }
 
     /// The current peer that replaces the old connection `old`, if known.
@@ -301,7 +312,7 @@ impl Handover {
         self.stale
             .iter()
             .map(|(old, st)| self.due_at(old, st).0)
-            .chain(self.hints.values().copied())
+            .chain(self.hints.values().map(|(at, _)| *at))
             .min()
     }
 }
@@ -430,6 +441,13 @@ mod tests {
         assert_eq!(h.next_deadline(), Some(t0 + ms(10) + HINT_DELAY));
         assert!(h.due(t0 + GRACE).is_empty());
         assert_eq!(h.hints_due(t0 + GRACE), vec!["me".to_string()]);
+        // Once more, then nothing.
+        assert_eq!(h.next_deadline(), Some(t0 + GRACE + HINT_REPEAT));
+        assert!(h.hints_due(t0 + GRACE + HINT_REPEAT - ms(1)).is_empty());
+        assert_eq!(
+            h.hints_due(t0 + GRACE + HINT_REPEAT),
+            vec!["me".to_string()]
+        );
         assert_eq!(h.next_deadline(), None);
     }
 
@@ -460,9 +478,12 @@ mod tests {
         assert_eq!(h.next_deadline(), Some(gone2 + HINT_DELAY));
         assert!(h.hints_due(gone + HINT_DELAY).is_empty());
         assert_eq!(h.hints_due(gone2 + HINT_DELAY), vec!["me0".to_string()]);
+        let repeat = gone2 + HINT_DELAY + HINT_REPEAT;
+        assert_eq!(h.next_deadline(), Some(repeat));
+        assert_eq!(h.hints_due(repeat), vec!["me0".to_string()]);
         assert_eq!(h.next_deadline(), None);
-        // Nothing twice.
-        h.stale_gone("c", gone2 + ms(500));
+        // A connection reported gone again asks for nothing.
+        h.stale_gone("c", repeat + ms(500));
         assert_eq!(h.next_deadline(), None);
     }
 
