@@ -739,11 +739,20 @@ async fn server_sigkill_and_restart_keeps_video_flowing_between_cli_and_chromium
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let one_tile = t_kill.elapsed();
-    let after = epoch_ms();
-    a.wait_for("a stats tick", |v| {
-        v["type"] == "video-stats" && v["ts"].as_u64().unwrap_or(0) > after
-    })
-    .await;
+    // Two whole stats ticks of the new connection: the first tick after the close also carries
+    // the old track's last (`ended`) line, and reading stopped inside it would leave a bucket
+    // with that line alone.
+    let mut after = epoch_ms();
+    for _ in 0..2 {
+        let line = a
+            .wait_for("a stats tick of the new connection", |v| {
+                v["type"] == "video-stats"
+                    && v["peer"] == new_web.as_str()
+                    && v["ts"].as_u64().unwrap_or(0) > after
+            })
+            .await;
+        after = line["ts"].as_u64().unwrap_or(after) + 500;
+    }
     let gap = br
         .eval(
             page,
