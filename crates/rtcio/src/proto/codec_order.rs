@@ -3,6 +3,8 @@
 //! decoder (OpenH264) cannot read. Reordering the offer we apply — not what the browser sent —
 //! makes our answer lead with H.264 constrained baseline, packetization-mode 1.
 
+use std::collections::HashMap;
+
 /// Rank of a video payload type (lower is preferred); `None` leaves it in place after the
 /// ranked ones.
 fn rank(rtpmap: Option<&str>, fmtp: Option<&str>) -> Option<u8> {
@@ -49,20 +51,30 @@ pub fn prefer_h264(sdp: &str) -> String {
             .position(|l| l.starts_with("m="))
             .map_or(lines.len(), |p| i + 1 + p);
         let section = &lines[i + 1..end];
-        let attr = |name: &str, pt: &str| -> Option<String> {
-            let prefix = format!("a={name}:{pt} ");
-            section
-                .iter()
-                .find_map(|l| l.strip_prefix(prefix.as_str()))
-                .map(str::to_string)
-        };
+        // One pass over the section, not one per payload type: a hostile SDP with thousands of
+        // payload types and attribute lines made this quadratic (~2 ms for 11 kB when fuzzed).
+        // The first line for a payload type wins, as a search from the top would find.
+        let mut rtpmaps: HashMap<&str, &str> = HashMap::new();
+        let mut fmtps: HashMap<&str, &str> = HashMap::new();
+        for l in section {
+            let (map, rest) = if let Some(r) = l.strip_prefix("a=rtpmap:") {
+                (&mut rtpmaps, r)
+            } else if let Some(r) = l.strip_prefix("a=fmtp:") {
+                (&mut fmtps, r)
+            } else {
+                continue;
+            };
+            if let Some((pt, value)) = rest.split_once(' ') {
+                map.entry(pt).or_insert(value);
+            }
+        }
         let mut parts: Vec<&str> = line.split(' ').collect();
         if parts.len() > 3 {
             let pts: Vec<&str> = parts.split_off(3);
             let mut ranked: Vec<(u8, usize, &str)> = Vec::new();
             let mut rest: Vec<&str> = Vec::new();
             for (idx, pt) in pts.iter().enumerate() {
-                match rank(attr("rtpmap", pt).as_deref(), attr("fmtp", pt).as_deref()) {
+                match rank(rtpmaps.get(pt).copied(), fmtps.get(pt).copied()) {
                     Some(r) => ranked.push((r, idx, pt)),
                     None => rest.push(pt),
                 }
@@ -115,5 +127,30 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n";
         assert_eq!(prefer_h264("m=video 9"), "m=video 9");
         let garbage = "m=video \r\na=rtpmap: \r\na=fmtp:x";
         assert_eq!(prefer_h264(garbage), garbage);
+    }
+
+    #[test]
+    fn the_first_attribute_line_of_a_payload_type_decides() {
+        // A later, contradicting rtpmap for 96 is ignored; 9 is not 96's prefix.
+        let sdp = "m=video 9 RTP/AVP 9 96\na=rtpmap:96 H264/90000\n\
+a=fmtp:96 packetization-mode=1;profile-level-id=42e01f\na=rtpmap:96 VP8/90000\n\
+a=rtpmap:9 VP8/90000\n";
+        assert!(prefer_h264(sdp).starts_with("m=video 9 RTP/AVP 96 9\n"));
+    }
+
+    #[test]
+    fn thousands_of_payload_types_keep_every_one() {
+        let pts: Vec<String> = (0..5000).map(|n| n.to_string()).collect();
+        let mut sdp = format!("m=video 9 RTP/AVP {}\n", pts.join(" "));
+        for pt in &pts {
+            sdp.push_str(&format!("a=rtpmap:{pt} VP8/90000\n"));
+        }
+        sdp.push_str("a=rtpmap:4999 H264/90000\n");
+        let out = prefer_h264(&sdp);
+        assert_eq!(out.len(), sdp.len());
+        assert!(
+            out.starts_with("m=video 9 RTP/AVP 0 1 2 "),
+            "VP8 everywhere: order kept"
+        );
     }
 }
