@@ -365,6 +365,23 @@ fn app_window_in_a_call_with_a_browser_peer() {
         gone["args"],
         secs(t_leave.elapsed())
     );
+    // The host who leaves must vanish from the browser's grid at once: its rtc.io client fires
+    // peer-disconnect (it took 9.6-11.4 s, ICE consent, before the DTLS close patch).
+    rt.block_on(br.cmd(json!({"cmd": "waitFn", "page": page,
+        "arg": {"since": since, "id": app_id},
+        "expr": "(o) => window.__log.slice(o.since).find((e) =>
+            e.kind === 'peer-disconnect' && JSON.stringify(e).includes(o.id))",
+        "timeoutMs": WAIT.as_millis() as u64})))
+        .unwrap_or_else(|e| {
+            panic!("the browser's rtc.io client never fired peer-disconnect for the app: {e}")
+        });
+    let noticed = t_leave.elapsed();
+    println!("Leave → browser's peer-disconnect after {}", secs(noticed));
+    assert!(
+        noticed <= Duration::from_secs(2),
+        "the browser saw the hosting app leave only {} after Leave (at most 2 s)",
+        secs(noticed)
+    );
     // How the browser learnt it, for the record: the peer's state changes since Leave.
     let after = rt.block_on(br.eval(
         page,
