@@ -1,26 +1,33 @@
 //! Video over Tauri IPC, measured in the real app: the `rtcio-desktop` UI in WebKitGTK on a
-//! private Xvfb joins a room (synthetic sources, as with `RTCIO_FAKE_MEDIA=1`) where 1 and then 4
-//! headless remotes each send a 1280×720 30 fps test pattern. The remotes and the signaling server
-//! run in a second process (this example in its `remotes` role), so the CPU figure is the app
-//! process's alone. After a warm-up it prints, per run: frames handed to the channel and their
-//! size, Rust's `Channel::send` time per frame, the IPC time per frame (handed over in Rust →
-//! arrived in the page, from the frame header), the paint time per frame (`putImageData`), frames
-//! painted per second per remote tile, and the app process's CPU.
+//! private Xvfb joins a room (synthetic sources, as with `RTCIO_FAKE_MEDIA=1`) where 1, 2 and
+//! then 4 remotes each send 1280×720 30 fps video. The remotes and the signaling server run in
+//! a second process (this example in its `remotes` role), so the CPU figure is the app
+//! process's alone. Each remote count runs twice, back to back: remote frames handed to the page
+//! as RGBA (`RTCIO_FRAME_FORMAT=rgba`, painted with `putImageData`: "before") and as I420
+//! (painted by WebGL 2, the app's default: "after"). After a warm-up each run prints: frames
+//! handed to the channel and their size, Rust's `Channel::send` time per frame, the IPC time per
+//! frame (handed over in Rust → arrived in the page, from the frame header), the paint time per
+//! frame, frames painted per second per remote tile, the app process's CPU and the load
+//! average; the end prints the table of both formats with their ratios.
 //!
 //! ```text
+//! cargo build --release -p rtcio-cli
 //! unshare -n sh -c 'ip link set lo up && cargo run --release -p rtcio-desktop --example ipc_bench'
 //! ```
+//! The remotes are `rtcio` processes (`BENCH_CLI`, default the `rtcio` next to this example's
+//! directory: build it in the same profile) sending a pre-encoded 1 s 720p30 H.264 file that the
+//! bench writes first (the moving test pattern; `BENCH_FILE=x.h264` sends another): remotes that
+//! cost nothing to produce, so the two cores measure the app (issue 13's painting figure). A file
+//! cannot answer keyframe requests, so a receiver starts at the file's next loop. The remotes
+//! still decode each other's video (the CLI always receives). `BENCH_SYNTHETIC=1` makes them
+//! in-process sessions encoding the test pattern instead.
 //! The remotes process (and its `rtcio` children) runs at nice 19 (`BENCH_NICE`, 0 = normal):
 //! it stands for other machines and must not starve the app it measures.
 //! `RTCIO_FRAMES_IN_FLIGHT=0` turns the app's flow control to the page off (every frame handed
 //! over at once, as before it existed; default 2 per tile, see `media::FrameFlow`).
-//! `BENCH_SECONDS` (default 10) sets the measurement length, `BENCH_REMOTES` (default `1,4`) the
-//! runs, `BENCH_SCREENSHOT=DIR` saves the screen at the end of each run (imagemagick `import`).
-//! `BENCH_FILE=x.h264` makes the remotes `rtcio` processes (`BENCH_CLI`, default the `rtcio`
-//! next to this example's directory) sending that pre-encoded file: remotes that cost nothing to
-//! produce, so the two cores measure the app (issue 13's painting figure). Give it a short file
-//! (e.g. 1 s, one IDR): a file cannot answer keyframe requests, so a receiver starts at the
-//! file's next loop. The remotes still decode each other's video (the CLI always receives).
+//! `BENCH_SECONDS` (default 10) sets the measurement length, `BENCH_REMOTES` (default `1,2,4`)
+//! the runs, `BENCH_FORMATS` (default `rgba,i420`) the formats, `BENCH_SCREENSHOT=DIR` saves
+//! the screen at the end of each run (imagemagick `import`).
 //!
 //! The active-speaker screenshot (`docs/screenshot-active-speaker.png`): `BENCH_TALKERS=1`
 //! makes only the first remote send its tone (the others are silent, microphone off), so the
@@ -29,8 +36,9 @@
 //! PNG:
 //!
 //! ```text
-//! unshare -n sh -c 'ip link set lo up && BENCH_REMOTES=2 BENCH_TALKERS=1 BENCH_SIZE=640x360 \
-//!   BENCH_SECONDS=3 BENCH_SCREENSHOT=/tmp BENCH_SCREENSHOT_FILE=docs/screenshot-active-speaker.png \
+//! unshare -n sh -c 'ip link set lo up && BENCH_SYNTHETIC=1 BENCH_REMOTES=2 BENCH_FORMATS=i420 \
+//!   BENCH_TALKERS=1 BENCH_SIZE=640x360 BENCH_SECONDS=3 BENCH_SCREENSHOT=/tmp \
+//!   BENCH_SCREENSHOT_FILE=docs/screenshot-active-speaker.png \
 //!   cargo run -p rtcio-desktop --example ipc_bench'
 //! ```
 
@@ -66,14 +74,14 @@ fn autojoin_script(url: &str) -> String {
     $('server-url').disabled = false;
     $('server-url').value = '{url}';
     $('join-button').click();
-    // Whether this webview offers WebGL (a GPU-side I420 → RGBA path would need it).
+    // Whether this webview offers WebGL (the I420 frames are painted with WebGL 2).
     const probe = document.createElement('canvas');
     const gl = probe.getContext('webgl2') ? 'webgl2' : probe.getContext('webgl') ? 'webgl' : 'none';
     setInterval(() => {{
       const v = window.__rtcioVideo || {{}};
       window.__TAURI_INTERNALS__.invoke('plugin:event|emit', {{
         event: 'bench-stats',
-        payload: {{ painted: v.painted, dropped: v.dropped, ipcMs: v.ipcMs, paintMs: v.paintMs, perKey: v.perKey, gl, at: performance.now() }},
+        payload: {{ painted: v.painted, dropped: v.dropped, ipcMs: v.ipcMs, paintMs: v.paintMs, perKey: v.perKey, bytesPerKey: v.bytesPerKey, webgl: v.webgl, i420: v.i420, gl, at: performance.now() }},
       }});
     }}, 500);
   }};
@@ -87,6 +95,9 @@ struct Sample {
     at: Instant,
     painted: f64,
     per_key: serde_json::Map<String, Value>,
+    bytes_per_key: serde_json::Map<String, Value>,
+    webgl: f64,
+    i420: f64,
     cpu_ticks: u64,
     web_ticks: u64,
     remote_ticks: u64,
@@ -97,6 +108,8 @@ struct Sample {
     send_ns: u64,
     flow: rtcio_desktop::media::FlowStats,
     gl: String,
+    /// The 1-minute load average when sampled.
+    load: String,
 }
 
 /// User + system CPU ticks of a process (`/proc/<pid>/stat` fields 14 and 15).
@@ -163,25 +176,183 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Runs the app role once per remote count, each in a fresh process (GTK allows one event loop
-/// per process).
+/// Runs the app role once per remote count and format, each in a fresh process (GTK allows one
+/// event loop per process), the formats of one count back to back; then prints the table.
 fn driver() -> anyhow::Result<()> {
-    let runs = std::env::var("BENCH_REMOTES").unwrap_or_else(|_| "1,4".into());
+    let runs = std::env::var("BENCH_REMOTES").unwrap_or_else(|_| "1,2,4".into());
+    let formats = std::env::var("BENCH_FORMATS").unwrap_or_else(|_| "rgba,i420".into());
     let exe = std::env::current_exe()?;
+    // The remotes send a pre-encoded file unless told otherwise.
+    let scratch = std::env::temp_dir().join(format!("rtcio-ipc-bench-file-{}", std::process::id()));
+    let synthetic = std::env::var("BENCH_SYNTHETIC").is_ok_and(|v| v == "1");
+    let file = match std::env::var("BENCH_FILE") {
+        Ok(f) => Some(std::path::PathBuf::from(f)),
+        Err(_) if synthetic => None,
+        Err(_) => {
+            std::fs::create_dir_all(&scratch)?;
+            let path = scratch.join("pattern-720p30.h264");
+            write_test_file(&path)?;
+            Some(path)
+        }
+    };
+    if file.is_some() {
+        let cli = cli_path();
+        anyhow::ensure!(
+            cli.exists(),
+            "{} is missing: build it in this profile (cargo build [--release] -p rtcio-cli) or set BENCH_CLI",
+            cli.display()
+        );
+    }
+    let mut results: Vec<Value> = Vec::new();
     for n in runs
         .split(',')
         .filter_map(|n| n.trim().parse::<usize>().ok())
     {
-        let status = Command::new(&exe)
-            .env("BENCH_ROLE", "app")
-            .env("BENCH_REMOTES", n.to_string())
-            .status()?;
-        anyhow::ensure!(
-            status.success(),
-            "the run with {n} remotes failed: {status}"
+        for format in formats.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            let mut cmd = Command::new(&exe);
+            cmd.env("BENCH_ROLE", "app")
+                .env("BENCH_REMOTES", n.to_string())
+                .env("BENCH_FORMAT", format)
+                .stdout(Stdio::piped());
+            if let Some(f) = &file {
+                cmd.env("BENCH_FILE", f);
+            }
+            // The page asks for I420 when it has WebGL 2; `rgba` makes the app refuse it.
+            if format == "rgba" {
+                cmd.env(rtcio_desktop::media::FRAME_FORMAT_ENV, "rgba");
+            } else {
+                cmd.env_remove(rtcio_desktop::media::FRAME_FORMAT_ENV);
+            }
+            let mut child = cmd.spawn()?;
+            if let Some(out) = child.stdout.take() {
+                for line in BufReader::new(out).lines() {
+                    let line = line?;
+                    match line.strip_prefix(RESULT_PREFIX) {
+                        Some(json) => results.push(serde_json::from_str(json)?),
+                        None => println!("{line}"),
+                    }
+                }
+            }
+            let status = child.wait()?;
+            anyhow::ensure!(
+                status.success(),
+                "the run with {n} remotes ({format}) failed: {status}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    print_table(&results);
+    Ok(())
+}
+
+/// Prefix of the line an app run prints its figures on (read by the driver).
+const RESULT_PREFIX: &str = "BENCH_RESULT ";
+
+/// The `rtcio` command line the file-sending remotes run.
+fn cli_path() -> std::path::PathBuf {
+    std::env::var_os("BENCH_CLI")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().unwrap_or_default();
+            exe.parent()
+                .and_then(|d| d.parent())
+                .map(|d| d.join("rtcio"))
+                .unwrap_or_default()
+        })
+}
+
+/// Writes one second (one IDR, 30 frames) of the moving 1280×720 test pattern as raw H.264:
+/// what a 720p30 camera call sends, encoded once here instead of by every remote.
+fn write_test_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use rtcio_media::VideoSource as _;
+    let mut source = rtcio_media::TestPatternSource::new(rtcio_media::TestPatternConfig {
+        width: 1280,
+        height: 720,
+        fps: 30.0,
+        paced: false,
+    })?;
+    let mut encoder = rtcio_media::H264Encoder::new(rtcio_media::H264Config {
+        bitrate_bps: 2_000_000,
+        ..rtcio_media::H264Config::default()
+    })?;
+    let mut out = Vec::new();
+    for _ in 0..30 {
+        if let Some(f) = encoder.encode(&source.next_frame()?)? {
+            out.extend_from_slice(&f.data);
+        }
+    }
+    std::fs::write(path, out)?;
+    Ok(())
+}
+
+/// The before / after table: each remote count's RGBA and I420 runs side by side.
+fn print_table(results: &[Value]) {
+    if results.is_empty() {
+        return;
+    }
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let tiles = |v: &Value| -> String {
+        let list: Vec<String> = v["tile_fps"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_f64)
+                    .map(|x| format!("{x:.1}"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        list.join(" / ")
+    };
+    println!();
+    println!(
+        "| remotes | format | painted fps per remote tile | min | app CPU % | WebKit CPU % | app / WebKit CPU ms per remote frame | KiB per remote frame | IPC ms | paint ms | load |"
+    );
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for v in results {
+        println!(
+            "| {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.1} / {:.1} | {:.0} | {:.1} | {:.2} | {} |",
+            v["remotes"],
+            v["format"].as_str().unwrap_or("?"),
+            tiles(v),
+            f(v, "min_tile_fps"),
+            f(v, "app_cpu"),
+            f(v, "webkit_cpu"),
+            f(v, "app_ms_per_frame"),
+            f(v, "webkit_ms_per_frame"),
+            f(v, "remote_frame_bytes") / 1024.0,
+            f(v, "ipc_ms"),
+            f(v, "paint_ms"),
+            v["load"].as_str().unwrap_or("?"),
         );
     }
-    Ok(())
+    // Ratios: I420 over RGBA for each remote count measured both ways.
+    println!();
+    println!(
+        "| remotes | min tile fps I420/RGBA | app CPU per frame I420/RGBA | WebKit CPU per frame I420/RGBA | bytes per frame I420/RGBA |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let mut counts: Vec<u64> = results
+        .iter()
+        .filter_map(|v| v["remotes"].as_u64())
+        .collect();
+    counts.dedup();
+    for n in counts {
+        let pick = |fmt: &str| {
+            results
+                .iter()
+                .find(|v| v["remotes"].as_u64() == Some(n) && v["format"] == fmt)
+        };
+        if let (Some(a), Some(b)) = (pick("rgba"), pick("i420")) {
+            let r = |k: &str| f(b, k) / f(a, k);
+            println!(
+                "| {n} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                r("min_tile_fps"),
+                r("app_ms_per_frame"),
+                r("webkit_ms_per_frame"),
+                r("remote_frame_bytes")
+            );
+        }
+    }
 }
 
 /// The server and `BENCH_REMOTES` sending sessions; prints the server URL, then runs until its
@@ -228,15 +399,7 @@ fn remotes() -> anyhow::Result<()> {
         let mut cli_remotes = Vec::new();
         for i in 0..n {
             if let Some(file) = &file {
-                let cli = std::env::var_os("BENCH_CLI")
-                    .map(std::path::PathBuf::from)
-                    .unwrap_or_else(|| {
-                        let exe = std::env::current_exe().unwrap_or_default();
-                        exe.parent()
-                            .and_then(|d| d.parent())
-                            .map(|d| d.join("rtcio"))
-                            .unwrap_or_default()
-                    });
+                let cli = cli_path();
                 let name = format!("remote{i}");
                 let url = server.url();
                 cli_remotes.push(
@@ -248,6 +411,9 @@ fn remotes() -> anyhow::Result<()> {
                         .args(["--audio", if i < talkers { "tone" } else { "none" }])
                         .stdin(Stdio::null())
                         .stdout(Stdio::null())
+                        // A remote starved at nice 19 logs every RTP packet its full track
+                        // buffer refuses: not the app's figure.
+                        .stderr(Stdio::null())
                         .kill_on_drop(true)
                         .spawn()?,
                 );
@@ -373,6 +539,9 @@ fn app() -> anyhow::Result<()> {
             ipc_ms: v["ipcMs"].as_f64().unwrap_or(0.0),
             paint_ms: v["paintMs"].as_f64().unwrap_or(0.0),
             per_key: v["perKey"].as_object().cloned().unwrap_or_default(),
+            bytes_per_key: v["bytesPerKey"].as_object().cloned().unwrap_or_default(),
+            webgl: v["webgl"].as_f64().unwrap_or(0.0),
+            i420: v["i420"].as_f64().unwrap_or(0.0),
             cpu_ticks: cpu_ticks("self"),
             web_ticks: descendant_ticks(std::process::id(), "WebKit"),
             remote_ticks: cpu_ticks(&remotes_pid)
@@ -382,6 +551,12 @@ fn app() -> anyhow::Result<()> {
             send_ns: stats.send_ns.load(Ordering::Relaxed),
             flow: gate.stats(),
             gl: v["gl"].as_str().unwrap_or("?").to_string(),
+            load: std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .unwrap_or("?")
+                .to_string(),
         };
         let deadline = Instant::now() + Duration::from_secs(90);
         // Warm-up: from the first painted frame on.
@@ -413,7 +588,8 @@ fn app() -> anyhow::Result<()> {
                 let frames = (b.frames - a.frames) as f64;
                 let size = std::env::var("BENCH_SIZE").unwrap_or_else(|_| "1280x720".into());
                 println!(
-                    "ipc_bench: {remotes_n} remote(s) sending {size} 30 fps, {secs:.1} s measured ({} tiles incl. own preview; page WebGL: {})",
+                    "ipc_bench: {remotes_n} remote(s) sending {size} 30 fps, frames as {}, {secs:.1} s measured ({} tiles incl. own preview; page WebGL: {})",
+                    std::env::var("BENCH_FORMAT").unwrap_or_else(|_| "i420".into()),
                     b.per_key.len(),
                     b.gl
                 );
@@ -440,7 +616,7 @@ fn app() -> anyhow::Result<()> {
                     (b.ipc_ms - a.ipc_ms) / painted.max(1.0)
                 );
                 println!(
-                    "  paint (putImageData): {:.2} ms/frame",
+                    "  paint (putImageData or WebGL upload + draw): {:.2} ms/frame",
                     (b.paint_ms - a.paint_ms) / painted.max(1.0)
                 );
                 println!(
@@ -451,32 +627,63 @@ fn app() -> anyhow::Result<()> {
                 let count = |m: &serde_json::Map<String, Value>, k: &str| {
                     m.get(k).and_then(Value::as_f64).unwrap_or(0.0)
                 };
-                let mut tiles: Vec<String> = b
+                let mut tile_fps: Vec<f64> = b
                     .per_key
                     .keys()
                     .filter(|k| !k.starts_with("self/"))
-                    .map(|k| {
-                        format!(
-                            "{:.1}",
-                            (count(&b.per_key, k) - count(&a.per_key, k)) / secs
-                        )
-                    })
+                    .map(|k| (count(&b.per_key, k) - count(&a.per_key, k)) / secs)
                     .collect();
-                tiles.sort();
+                tile_fps.sort_by(f64::total_cmp);
+                let tiles: Vec<String> = tile_fps.iter().map(|x| format!("{x:.1}")).collect();
                 println!("  painted per remote tile: [{}] fps", tiles.join(", "));
-                let pct = |t: u64| 100.0 * t as f64 / clock_ticks_per_second() / secs;
+                // Bytes per remote frame, from what the page received for the remote tiles.
+                let (remote_bytes, remote_frames) = b
+                    .per_key
+                    .keys()
+                    .filter(|k| !k.starts_with("self/"))
+                    .fold((0.0, 0.0), |(bytes, n), k| {
+                        (
+                            bytes + count(&b.bytes_per_key, k) - count(&a.bytes_per_key, k),
+                            n + count(&b.per_key, k) - count(&a.per_key, k),
+                        )
+                    });
+                let remote_frame_bytes = remote_bytes / remote_frames.max(1.0);
+                // Only remote tiles get I420 and WebGL (our preview is RGBA on a 2D canvas).
                 println!(
-                    "  CPU, % of one core: app process {:.0}, its WebKit processes {:.0}, remotes + server {:.0}; load average {}",
+                    "  remote frames: {:.0} KiB each; {:.0} % came as I420, {:.0} % painted with WebGL",
+                    remote_frame_bytes / 1024.0,
+                    100.0 * (b.i420 - a.i420) / remote_frames.max(1.0),
+                    100.0 * (b.webgl - a.webgl) / remote_frames.max(1.0)
+                );
+                let pct = |t: u64| 100.0 * t as f64 / clock_ticks_per_second() / secs;
+                let load = format!("{} → {}", a.load, b.load);
+                println!(
+                    "  CPU, % of one core: app process {:.0}, its WebKit processes {:.0}, remotes + server {:.0}; load average {load}",
                     pct(b.cpu_ticks - a.cpu_ticks),
                     pct(b.web_ticks - a.web_ticks),
                     pct(b.remote_ticks - a.remote_ticks),
-                    std::fs::read_to_string("/proc/loadavg")
-                        .unwrap_or_default()
-                        .split_whitespace()
-                        .take(3)
-                        .collect::<Vec<_>>()
-                        .join(" ")
                 );
+                let result = serde_json::json!({
+                    "remotes": remotes_n,
+                    "format": std::env::var("BENCH_FORMAT").unwrap_or_else(|_| "i420".into()),
+                    "tile_fps": tile_fps,
+                    "min_tile_fps": tile_fps.first().copied().unwrap_or(0.0),
+                    "app_cpu": pct(b.cpu_ticks - a.cpu_ticks),
+                    "webkit_cpu": pct(b.web_ticks - a.web_ticks),
+                    "remotes_cpu": pct(b.remote_ticks - a.remote_ticks),
+                    "remote_frame_bytes": remote_frame_bytes,
+                    // CPU milliseconds per painted remote frame: what each frame costs, which
+                    // a loaded machine changes less than the frame rate it allows.
+                    "app_ms_per_frame": 1000.0 * (b.cpu_ticks - a.cpu_ticks) as f64
+                        / clock_ticks_per_second() / remote_frames.max(1.0),
+                    "webkit_ms_per_frame": 1000.0 * (b.web_ticks - a.web_ticks) as f64
+                        / clock_ticks_per_second() / remote_frames.max(1.0),
+                    "ipc_ms": (b.ipc_ms - a.ipc_ms) / painted.max(1.0),
+                    "paint_ms": (b.paint_ms - a.paint_ms) / painted.max(1.0),
+                    "load": load,
+                    "gl": b.gl,
+                });
+                println!("{RESULT_PREFIX}{result}");
             }
             None => println!("ipc_bench: the page painted no video within 90 s"),
         }
