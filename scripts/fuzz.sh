@@ -9,6 +9,9 @@
 #                                    RTCIO_FUZZ_WORK; prints a table; fails on any crash
 #   scripts/fuzz.sh build            only build
 #
+# RTCIO_FUZZ_TARGETS="a b" picks targets, RTCIO_FUZZ_SANITIZER (default address; `none` runs
+# 2-5x faster), RTCIO_FUZZ_MAX_LEN caps input size, RTCIO_FUZZ_WORK is the long run's corpus.
+#
 # cargo-fuzz comes from scripts/setup.sh. No nightly toolchain: RUSTC_BOOTSTRAP=1 lets stable
 # rustc take the sanitizer and coverage flags cargo-fuzz passes. Targets run one at a time, one
 # process each, so a 2-core machine keeps a core for everything else.
@@ -65,6 +68,9 @@ for t in "${targets[@]}"; do
   args=(-max_total_time="$seconds" -runs="$runs" -timeout=10 -rss_limit_mb=2048
     -print_final_stats=1 -artifact_prefix="$artifacts/$t/")
   [ -f "dict/$t.dict" ] && args+=(-dict="dict/$t.dict")
+  # RTCIO_FUZZ_MAX_LEN caps input size (libFuzzer's default is the largest seed: 12 kB SDPs run
+  # at ~1 000 exec/s under coverage instrumentation, too slow for a 10 M long run).
+  [ -n "${RTCIO_FUZZ_MAX_LEN:-}" ] && args+=(-max_len="$RTCIO_FUZZ_MAX_LEN")
   echo "fuzz: $t (${seconds} s max)" >&2
   status=0
   # New inputs go to the first corpus directory (the work copy), never into git's seeds.
