@@ -57,6 +57,22 @@ void main() {
 
 /** Canvas → {kind: 'webgl' | '2d', ...}: what paints it. */
 const painters = new WeakMap();
+/** Canvases with a WebGL context: released once out of the page (see `releaseDetached`). */
+const glCanvases = new Set();
+
+/**
+ * Frees the WebGL contexts of canvases no longer in the page (a tile's camera turned off and
+ * on makes a new canvas): browsers keep only a few contexts alive and, past that, take the
+ * oldest one away, which could be a live tile's, long before garbage collection would.
+ */
+function releaseDetached() {
+  for (const c of glCanvases) {
+    if (c.isConnected) continue;
+    glCanvases.delete(c);
+    painters.get(c)?.gl.getExtension('WEBGL_lose_context')?.loseContext();
+    painters.delete(c);
+  }
+}
 
 function compile(gl, type, source) {
   const s = gl.createShader(type);
@@ -69,6 +85,7 @@ function compile(gl, type, source) {
 /** A WebGL 2 painter for `canvas`, or null (no WebGL 2, or it failed to set up). */
 function webglPainter(canvas) {
   if (!webgl2Available()) return null;
+  releaseDetached();
   let gl;
   try {
     gl = canvas.getContext('webgl2', {
@@ -102,6 +119,7 @@ function webglPainter(canvas) {
     // A lost context (driver reset) is rebuilt on the next frame.
     canvas.addEventListener('webglcontextlost', (e) => { e.preventDefault(); }, { once: true });
     canvas.addEventListener('webglcontextrestored', () => painters.delete(canvas), { once: true });
+    glCanvases.add(canvas);
     return painter;
   } catch (e) {
     console.warn('WebGL video painter unavailable:', e);

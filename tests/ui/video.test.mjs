@@ -145,3 +145,20 @@ test('without WebGL 2 the page asks for RGBA and still shows an I420 frame', asy
   assert.equal(stats.webgl, 0);
   assert.equal(stats.i420, 1);
 });
+
+test('a removed WebGL tile gives its context back when the next one is made', async () => {
+  await joinWithRemote();
+  await sendI420('p1/ms1', 8, 4, [120, 100, 150]);
+  // Camera off and on: the tile gets a new canvas; the old one keeps its context until then.
+  await page.evaluate(() => {
+    const c = document.querySelector('canvas.video[data-key="p1/ms1"]');
+    window.__oldGl = c.getContext('webgl2');
+  });
+  await emit('media-state', { id: 'p1', mic: true, cam: false });
+  assert.equal(await page.evaluate(() => window.__oldGl.isContextLost()), false);
+  await emit('media-state', { id: 'p1', mic: true, cam: true });
+  await sendI420('p1/ms1', 8, 4, [120, 100, 150]);
+  assert.equal(await attr('p1/ms1', 'data-painter'), 'webgl');
+  near(await pixel('p1/ms1'), bt601(120, 100, 150), 2, 'the new canvas paints');
+  assert.equal(await page.evaluate(() => window.__oldGl.isContextLost()), true, 'old context released');
+});
