@@ -17,14 +17,13 @@
 //! Not a test: without `--bench` it only says so. The whole run is bounded; every process it
 //! started is killed at the end, on a timeout and on Ctrl-C; a failed run exits non-zero.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Duration;
 
 mod common;
 
-use common::{count, env_or, loopback_only, repo, run_script};
+use common::{count, env_or, node_command, repo, run_script};
 
 /// Length of the file pair (whole seconds, so the loop keeps the marks on whole seconds).
 const FILE_SECONDS: u32 = 30;
@@ -124,39 +123,11 @@ fn main() -> ExitCode {
         }
     };
 
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let mut cmd = if loopback_only() {
-        // Already isolated: make sure lo is up (fails harmlessly when it is, or without root).
-        let _ = Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status();
-        let mut c = Command::new("node");
-        c.arg("lipsync-bench.mjs");
-        c
-    } else if root {
-        let mut c = Command::new("unshare");
-        c.args([
-            "-n",
-            "sh",
-            "-c",
-            "ip link set lo up && exec node lipsync-bench.mjs",
-        ]);
-        c
-    } else {
-        eprintln!(
-            "avsync bench: not root, so no private network namespace: running on this host's loopback"
-        );
-        let mut c = Command::new("node");
-        c.arg("lipsync-bench.mjs");
-        c
-    };
-    cmd.current_dir(&dir)
-        .env("RTCIO_SERVER_BIN", &server)
+    let mut cmd = node_command(&dir, "lipsync-bench.mjs", "avsync bench");
+    cmd.env("RTCIO_SERVER_BIN", &server)
         .env("RTCIO_CLI_BIN", &cli)
         .env("RTCIO_LIPSYNC_Y4M", &y4m)
-        .env("RTCIO_LIPSYNC_WAV", &wav)
-        .process_group(0);
+        .env("RTCIO_LIPSYNC_WAV", &wav);
     eprintln!(
         "avsync bench: {} and {}, {runs} calls of {duration} s (limit {} s)",
         server.display(),

@@ -10,14 +10,13 @@
 //! is bounded (the script's own limit plus a margin); every process it started is killed at the
 //! end, on a timeout and on Ctrl-C; a failed run exits non-zero.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Duration;
 
 mod common;
 
-use common::{count, env_or, loopback_only, repo, run_script};
+use common::{count, env_or, node_command, repo, run_script};
 
 fn main() -> ExitCode {
     if !std::env::args().any(|a| a == "--bench") {
@@ -51,37 +50,9 @@ fn main() -> ExitCode {
     let runs = (count("RTCIO_BENCH_PROFILES", 4) * count("RTCIO_BENCH_PAIRS", 4)) as u64;
     let limit = Duration::from_secs(runs * (duration + 90) + 120);
 
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let mut cmd = if loopback_only() {
-        // Already isolated: make sure lo is up (fails harmlessly when it is, or without root).
-        let _ = Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status();
-        let mut c = Command::new("node");
-        c.arg("network-bench.mjs");
-        c
-    } else if root {
-        let mut c = Command::new("unshare");
-        c.args([
-            "-n",
-            "sh",
-            "-c",
-            "ip link set lo up && exec node network-bench.mjs",
-        ]);
-        c
-    } else {
-        eprintln!(
-            "network bench: not root, so no private network namespace: running on this host's loopback"
-        );
-        let mut c = Command::new("node");
-        c.arg("network-bench.mjs");
-        c
-    };
-    cmd.current_dir(&dir)
-        .env("RTCIO_SERVER_BIN", &server)
-        .env("RTCIO_CLI_BIN", &cli)
-        .process_group(0);
+    let mut cmd = node_command(&dir, "network-bench.mjs", "network bench");
+    cmd.env("RTCIO_SERVER_BIN", &server)
+        .env("RTCIO_CLI_BIN", &cli);
     eprintln!(
         "network bench: {} and {}, {runs} calls of {duration} s (limit {} s)",
         server.display(),

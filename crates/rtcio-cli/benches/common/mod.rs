@@ -2,6 +2,7 @@
 //! and running the script in a process group of its own that is bounded in time and never
 //! outlives the bench (Ctrl-C included).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -27,7 +28,7 @@ pub fn env_or(name: &str, default: PathBuf) -> PathBuf {
 }
 
 /// True when this process sees no network interface but `lo`.
-pub fn loopback_only() -> bool {
+fn loopback_only() -> bool {
     match std::fs::read_dir("/sys/class/net") {
         Ok(dir) => dir.flatten().all(|e| e.file_name() == "lo"),
         Err(_) => false,
@@ -106,4 +107,38 @@ pub fn run_script(cmd: &mut Command, limit: Duration, name: &str) -> ExitCode {
         }
         None => ExitCode::FAILURE,
     }
+}
+
+/// `node SCRIPT` in `dir`, in a private loopback-only network namespace (`unshare -n`) when we
+/// are root and not in one already, in a process group of its own (for [`run_script`]).
+pub fn node_command(dir: &Path, script: &str, name: &str) -> Command {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if loopback_only() {
+        // Already isolated: make sure lo is up (fails harmlessly when it is, or without root).
+        let _ = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status();
+        let mut c = Command::new("node");
+        c.arg(script);
+        c
+    } else if root {
+        let mut c = Command::new("unshare");
+        c.args([
+            "-n",
+            "sh",
+            "-c",
+            &format!("ip link set lo up && exec node {script}"),
+        ]);
+        c
+    } else {
+        eprintln!(
+            "{name}: not root, so no private network namespace: running on this host's loopback"
+        );
+        let mut c = Command::new("node");
+        c.arg(script);
+        c
+    };
+    cmd.current_dir(dir).process_group(0);
+    cmd
 }
