@@ -1,29 +1,32 @@
 #!/usr/bin/env node
 // lipsync-bench.mjs — audio/video offset at a Rust receiver (issue 13). Prints numbers; it is not
-// a timed test. Run by `cargo bench -p rtcio-cli --bench avsync`, which writes the Chromium file
-// pair (RTCIO_LIPSYNC_Y4M / RTCIO_LIPSYNC_WAV) and starts this in a loopback-only namespace.
+// a timed test. Run by `cargo bench -p rtcio-cli --bench avsync`, which starts this in a
+// loopback-only namespace.
 //
 // Each call: a fresh rtcio-server, the receiver (`rtcio join --play null`, knobs in its
 // environment) joins, then the sender: the CLI (`--video testsrc --audio tone`, marks on whole
-// Unix seconds) or the guest page in Chromium with fake devices playing the file pair (frame marks
-// in media time, a tone mark on each whole second of it). The receiver prints `av_offset_ms` per
-// second (audio later when positive); seconds after WARMUP_S are kept.
+// Unix seconds) or the guest page in Chromium whose camera and microphone are
+// `avsync-source.js` (a canvas and WebAudio with the same marks, keyed to the page's Unix clock).
+// The receiver prints `av_offset_ms` per second (audio later when positive); seconds after
+// WARMUP_S are kept.
 //
 // Env: RTCIO_BENCH_DURATION (s per call, default 16), RTCIO_BENCH_PAIRS (default "rr,cr"),
 // RTCIO_BENCH_RUNS (indices into RUNS below, default all), RTCIO_BENCH_VERBOSE=1.
 
 import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import {
-  Cli, inviteUrl, joinAs, launchChromium, makeLog, openGuest, sleep, startServer, stopChild, withTimeout,
+  Cli, inviteUrl, joinAs, launchChromium, makeLog, sleep, startServer, stopChild, withTimeout,
 } from "./harness.mjs";
+
+const SOURCE = path.join(path.dirname(fileURLToPath(import.meta.url)), "avsync-source.js");
 
 const log = makeLog("lipsync-bench");
 const env = process.env;
 const DURATION_S = Number(env.RTCIO_BENCH_DURATION || 16);
 const WARMUP_S = 6;
 const VERBOSE = env.RTCIO_BENCH_VERBOSE === "1";
-const Y4M = env.RTCIO_LIPSYNC_Y4M;
-const WAV = env.RTCIO_LIPSYNC_WAV;
 const PAIRS = { rr: "Rust→Rust", cr: "Chromium→Rust" };
 const pairKeys = (env.RTCIO_BENCH_PAIRS || "rr,cr").split(",").map((x) => x.trim()).filter((k) => PAIRS[k]);
 // Condition × lip sync mode (the receiver's knobs).
@@ -53,6 +56,7 @@ async function run(pk, knobs, browserBox) {
   const contexts = [];
   const clis = [];
   const lines = [];
+  let page = null;
   try {
     for (const k of KNOBS) delete process.env[k];
     Object.assign(process.env, knobs);
@@ -64,12 +68,18 @@ async function run(pk, knobs, browserBox) {
       clis.push(new Cli("tx", url, ["--room", room, "--name", "Sender", "--video", "testsrc", "--video-size", "320x180", "--fps", "30", "--audio", "tone"], { verbose: VERBOSE, log }));
     } else {
       const browser = await browserBox.get();
-      const errors = [];
-      const g = await openGuest(browser, inviteUrl(url, room), errors, "tx-page", { verbose: VERBOSE, log });
-      contexts.push(g.context);
-      await joinAs(g.page, "Sender");
+      // The guest page as served, its capture replaced by the synthetic source.
+      const context = await browser.newContext({ permissions: ["camera", "microphone"], viewport: { width: 1280, height: 800 } });
+      contexts.push(context);
+      await context.addInitScript({ path: SOURCE });
+      page = await context.newPage();
+      page.on("pageerror", (e) => log(`[tx-page] pageerror: ${e.message}`));
+      page.on("console", (m) => { if (VERBOSE || m.type() === "error") log(`[tx-page] console.${m.type()}: ${m.text()}`); });
+      await page.goto(inviteUrl(url, room), { timeout: 20000 });
+      await joinAs(page, "Sender");
     }
     await sleep(DURATION_S * 1000);
+    if (page) log(`sender page: ${JSON.stringify(await page.evaluate(() => window.__avsync.stats()))}`);
     return lines.filter((l) => l.type === "audio-stats" && typeof l.av_offset_ms === "number");
   } finally {
     for (const c of contexts) { try { await withTimeout(c.close(), 10000, "close context"); } catch { /* the browser goes at the end */ } }
@@ -79,11 +89,10 @@ async function run(pk, knobs, browserBox) {
 }
 
 async function main() {
-  if (pairKeys.includes("cr") && (!Y4M || !WAV)) throw new Error("RTCIO_LIPSYNC_Y4M / RTCIO_LIPSYNC_WAV not set (run through `cargo bench -p rtcio-cli --bench avsync`)");
   let browser = null;
   const browserBox = {
     get: async () => {
-      if (!browser) browser = await launchChromium({ extraArgs: ["--use-fake-device-for-media-stream=fps=30", `--use-file-for-fake-video-capture=${Y4M}`, `--use-file-for-fake-audio-capture=${WAV}`] });
+      if (!browser) browser = await launchChromium();
       return browser.browser;
     },
   };
