@@ -92,15 +92,18 @@ export function parseInvite(text) {
 
 /**
  * Reads one binary video frame from Rust (src-tauri/src/media.rs `encode_frame` /
- * `encode_i420_frame`): version u8 (1), pixel format u8 (0 RGBA, 1 I420), key length u16 LE,
+ * `encode_i420_frame`) at `start` in `buf`, `length` bytes long (the rest of the buffer by
+ * default): version u8 (1), pixel format u8 (0 RGBA, 1 I420), key length u16 LE,
  * width u32 LE, height u32 LE, sent-at µs since the epoch u64 LE, key UTF-8, then the pixels:
  * RGBA, or the Y plane then U and V (⌈width/2⌉ × ⌈height/2⌉ each), rows packed. Returns
  * {key, format: 'rgba' | 'i420', width, height, sentAtUs, bytes} plus `pixels` (RGBA) or `y`, `u`, `v`
  * (views into the buffer, no copy), or null.
  */
-export function parseFrame(buf) {
-  if (!(buf instanceof ArrayBuffer) || buf.byteLength < 20) return null;
-  const v = new DataView(buf);
+export function parseFrame(buf, start = 0, length = undefined) {
+  if (!(buf instanceof ArrayBuffer)) return null;
+  const len = length ?? buf.byteLength - start;
+  if (start < 0 || len < 20 || start + len > buf.byteLength) return null;
+  const v = new DataView(buf, start, len);
   if (v.getUint8(0) !== 1) return null;
   const tag = v.getUint8(1);
   if (tag > 1) return null;
@@ -112,17 +115,45 @@ export function parseFrame(buf) {
   const luma = width * height;
   const chroma = Math.ceil(width / 2) * Math.ceil(height / 2);
   const size = tag === 0 ? luma * 4 : luma + 2 * chroma;
-  if (width === 0 || height === 0 || buf.byteLength !== offset + size) return null;
-  const key = new TextDecoder().decode(new Uint8Array(buf, 20, keyLen));
+  if (width === 0 || height === 0 || len !== offset + size) return null;
+  const key = keyDecoder.decode(new Uint8Array(buf, start + 20, keyLen));
+  const at = start + offset;
   if (tag === 0) {
-    return { key, format: 'rgba', width, height, sentAtUs, bytes: buf.byteLength, pixels: new Uint8ClampedArray(buf, offset, size) };
+    return { key, format: 'rgba', width, height, sentAtUs, bytes: len, pixels: new Uint8ClampedArray(buf, at, size) };
   }
   return {
-    key, format: 'i420', width, height, sentAtUs, bytes: buf.byteLength,
-    y: new Uint8Array(buf, offset, luma),
-    u: new Uint8Array(buf, offset + luma, chroma),
-    v: new Uint8Array(buf, offset + luma + chroma, chroma),
+    key, format: 'i420', width, height, sentAtUs, bytes: len,
+    y: new Uint8Array(buf, at, luma),
+    u: new Uint8Array(buf, at + luma, chroma),
+    v: new Uint8Array(buf, at + luma + chroma, chroma),
   };
+}
+
+const keyDecoder = new TextDecoder();
+
+/**
+ * Reads one message of the video channel: a batch of frames (media.rs `FrameFlow`): version u8
+ * (2), 0, frame count u16 LE, sequence number u32 LE (acknowledged with `frames_painted`), then
+ * per frame its length u32 LE and the frame (`parseFrame`). Returns {seq, frames} where a frame
+ * that could not be read is null, or null when the batch itself cannot be read.
+ */
+export function parseBatch(buf) {
+  if (!(buf instanceof ArrayBuffer) || buf.byteLength < 8) return null;
+  const v = new DataView(buf);
+  if (v.getUint8(0) !== 2) return null;
+  const count = v.getUint16(2, true);
+  const seq = v.getUint32(4, true);
+  const frames = [];
+  let at = 8;
+  for (let i = 0; i < count; i++) {
+    if (at + 4 > buf.byteLength) return null;
+    const len = v.getUint32(at, true);
+    at += 4;
+    if (at + len > buf.byteLength) return null;
+    frames.push(parseFrame(buf, at, len));
+    at += len;
+  }
+  return at === buf.byteLength ? { seq, frames } : null;
 }
 
 /** Human text for the reasons an rtc.io example server gives in `join-error`. */
@@ -834,20 +865,38 @@ function reportTileSizes() {
  */
 // Counters read by the IPC bench (src-tauri/examples/ipc_bench.rs); `perKey` = frames painted per tile.
 // `webgl` / `i420`: frames painted with WebGL / that came as I420.
-// `bytesPerKey`: frame bytes painted per tile.
-export const videoStats = { painted: 0, dropped: 0, ipcMs: 0, paintMs: 0, perKey: {}, bytesPerKey: {}, webgl: 0, i420: 0 };
+// `bytesPerKey`: frame bytes painted per tile. `messages`: channel messages (batches) received,
+// `acks`: `frames_painted` calls made.
+export const videoStats = {
+  painted: 0, dropped: 0, ipcMs: 0, paintMs: 0, perKey: {}, bytesPerKey: {}, webgl: 0, i420: 0, messages: 0, acks: 0,
+};
 
 /**
- * Paints one frame and acknowledges it (`frame_painted {key}`), painted or not: Rust keeps at
- * most two frames per tile on their way here and sends the newest waiting one on each
- * acknowledgement, so a page that paints slowly shows fresh frames instead of a backlog.
+ * Paints the frames of one channel message (a batch: the newest frame of every tile that had
+ * one ready) and acknowledges the message with one call (`frames_painted {batch}`), painted or
+ * not: Rust keeps at most two batches on their way here, each with at most one frame per
+ * tile, and sends everything that came meanwhile on each acknowledgement, so a page that
+ * paints slowly shows fresh frames (several tiles per message) instead of a backlog.
  */
-function onFrame(buf) {
-  const f = parseFrame(buf);
+function onFrames(buf) {
+  const batch = parseBatch(buf);
+  videoStats.messages += 1;
+  if (!batch) {
+    videoStats.dropped += 1;
+    return;
+  }
   try {
-    paintFrame(f);
+    for (const f of batch.frames) {
+      try {
+        paintFrame(f);
+      } catch (e) {
+        videoStats.dropped += 1;
+        console.warn('a video frame could not be painted:', e);
+      }
+    }
   } finally {
-    if (f) invoke('frame_painted', { key: f.key }).catch(() => {});
+    videoStats.acks += 1;
+    invoke('frames_painted', { batch: batch.seq }).catch(() => {});
   }
 }
 
@@ -1434,7 +1483,7 @@ async function main() {
       initQuality(),
       // One channel for every tile's frames: raw bytes, never JSON.
       // I420 frames (1.5 bytes a pixel instead of 4) when WebGL 2 can convert them here.
-      invoke('video_channel', { channel: channel(onFrame), formats: webgl2Available() ? ['rgba', 'i420'] : ['rgba'] }),
+      invoke('video_channel', { channel: channel(onFrames), formats: webgl2Available() ? ['rgba', 'i420'] : ['rgba'] }),
     ]);
   } catch (err) {
     showError($('start-error'), `The app's event bridge failed: ${errorText(err)}`);

@@ -4,8 +4,9 @@
 //! a second process (this example in its `remotes` role), so the CPU figure is the app
 //! process's alone. Each remote count runs twice, back to back: remote frames handed to the page
 //! as RGBA (`RTCIO_FRAME_FORMAT=rgba`, painted with `putImageData`: "before") and as I420
-//! (painted by WebGL 2, the app's default: "after"). After a warm-up each run prints: frames
-//! handed to the channel and their size, Rust's `Channel::send` time per frame, the IPC time per
+//! (painted by WebGL 2, the app's default: "after"). After a warm-up each run prints: messages
+//! (batches of frames) handed to the channel, their size and frames, IPC messages and
+//! acknowledgements per painted frame, Rust's `Channel::send` time per message, the IPC time per
 //! frame (handed over in Rust → arrived in the page, from the frame header), the paint time per
 //! frame, frames painted per second per remote tile, the app process's CPU and the load
 //! average; the end prints the table of both formats with their ratios.
@@ -24,7 +25,8 @@
 //! The remotes process (and its `rtcio` children) runs at nice 19 (`BENCH_NICE`, 0 = normal):
 //! it stands for other machines and must not starve the app it measures.
 //! `RTCIO_FRAMES_IN_FLIGHT=0` turns the app's flow control to the page off (every frame handed
-//! over at once, as before it existed; default 2 per tile, see `media::FrameFlow`).
+//! over at once, alone, as before it existed; default 2 batches, so 2 frames per tile, see
+//! `media::FrameFlow`).
 //! `BENCH_SECONDS` (default 10) sets the measurement length, `BENCH_REMOTES` (default `1,2,4`)
 //! the runs, `BENCH_FORMATS` (default `rgba,i420`) the formats, `BENCH_SCREENSHOT=DIR` saves
 //! the screen at the end of each run (imagemagick `import`).
@@ -81,7 +83,7 @@ fn autojoin_script(url: &str) -> String {
       const v = window.__rtcioVideo || {{}};
       window.__TAURI_INTERNALS__.invoke('plugin:event|emit', {{
         event: 'bench-stats',
-        payload: {{ painted: v.painted, dropped: v.dropped, ipcMs: v.ipcMs, paintMs: v.paintMs, perKey: v.perKey, bytesPerKey: v.bytesPerKey, webgl: v.webgl, i420: v.i420, gl, at: performance.now() }},
+        payload: {{ painted: v.painted, dropped: v.dropped, ipcMs: v.ipcMs, paintMs: v.paintMs, perKey: v.perKey, bytesPerKey: v.bytesPerKey, webgl: v.webgl, i420: v.i420, messages: v.messages, acks: v.acks, gl, at: performance.now() }},
       }});
     }}, 500);
   }};
@@ -98,6 +100,9 @@ struct Sample {
     bytes_per_key: serde_json::Map<String, Value>,
     webgl: f64,
     i420: f64,
+    /// Channel messages the page received and `frames_painted` calls it made.
+    messages: f64,
+    acks: f64,
     cpu_ticks: u64,
     web_ticks: u64,
     remote_ticks: u64,
@@ -305,12 +310,12 @@ fn print_table(results: &[Value]) {
     };
     println!();
     println!(
-        "| remotes | format | painted fps per remote tile | min | app CPU % | WebKit CPU % | app / WebKit CPU ms per remote frame | KiB per remote frame | IPC ms | paint ms | load |"
+        "| remotes | format | painted fps per remote tile | min | app CPU % | WebKit CPU % | app / WebKit CPU ms per remote frame | KiB per remote frame | IPC messages + acks per frame | IPC ms | paint ms | load |"
     );
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for v in results {
         println!(
-            "| {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.1} / {:.1} | {:.0} | {:.1} | {:.2} | {} |",
+            "| {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.1} / {:.1} | {:.0} | {:.2} | {:.1} | {:.2} | {} |",
             v["remotes"],
             v["format"].as_str().unwrap_or("?"),
             tiles(v),
@@ -320,6 +325,7 @@ fn print_table(results: &[Value]) {
             f(v, "app_ms_per_frame"),
             f(v, "webkit_ms_per_frame"),
             f(v, "remote_frame_bytes") / 1024.0,
+            f(v, "ipc_calls_per_frame"),
             f(v, "ipc_ms"),
             f(v, "paint_ms"),
             v["load"].as_str().unwrap_or("?"),
@@ -542,6 +548,8 @@ fn app() -> anyhow::Result<()> {
             bytes_per_key: v["bytesPerKey"].as_object().cloned().unwrap_or_default(),
             webgl: v["webgl"].as_f64().unwrap_or(0.0),
             i420: v["i420"].as_f64().unwrap_or(0.0),
+            messages: v["messages"].as_f64().unwrap_or(0.0),
+            acks: v["acks"].as_f64().unwrap_or(0.0),
             cpu_ticks: cpu_ticks("self"),
             web_ticks: descendant_ticks(std::process::id(), "WebKit"),
             remote_ticks: cpu_ticks(&remotes_pid)
@@ -593,22 +601,31 @@ fn app() -> anyhow::Result<()> {
                     b.per_key.len(),
                     b.gl
                 );
+                // `frames` counts channel messages: batches of frames.
+                let sent = (b.flow.sent - a.flow.sent) as f64;
                 println!(
-                    "  frames handed to the channel: {:.1}/s, {:.0} KiB each",
+                    "  messages handed to the channel: {:.1}/s, {:.0} KiB and {:.2} frames each ({:.1} frames/s)",
                     frames / secs,
-                    (b.bytes - a.bytes) as f64 / frames.max(1.0) / 1024.0
+                    (b.bytes - a.bytes) as f64 / frames.max(1.0) / 1024.0,
+                    sent / frames.max(1.0),
+                    sent / secs
+                );
+                let ipc_calls = (b.messages - a.messages) + (b.acks - a.acks);
+                println!(
+                    "  IPC per painted frame: {:.2} messages + acknowledgements",
+                    ipc_calls / painted.max(1.0)
                 );
                 println!(
                     "  flow control ({}): {:.1}/s replaced by a newer frame before being sent, {:.1}/s unacknowledged for 5 s",
                     match rtcio_desktop::media::in_flight_from_env() {
-                        Some(n) => format!("at most {n} in flight per tile"),
+                        Some(n) => format!("at most {n} batches, so frames per tile, in flight"),
                         None => "off".into(),
                     },
                     (b.flow.replaced - a.flow.replaced) as f64 / secs,
                     (b.flow.expired - a.flow.expired) as f64 / secs
                 );
                 println!(
-                    "  Rust Channel::send: {:.3} ms/frame",
+                    "  Rust Channel::send: {:.3} ms/message",
                     (b.send_ns - a.send_ns) as f64 / frames.max(1.0) / 1e6
                 );
                 println!(
@@ -622,7 +639,7 @@ fn app() -> anyhow::Result<()> {
                 println!(
                     "  frames painted: {:.1}/s ({:.0} % of those handed over)",
                     painted / secs,
-                    100.0 * painted / frames.max(1.0)
+                    100.0 * painted / sent.max(1.0)
                 );
                 let count = |m: &serde_json::Map<String, Value>, k: &str| {
                     m.get(k).and_then(Value::as_f64).unwrap_or(0.0)
@@ -679,6 +696,7 @@ fn app() -> anyhow::Result<()> {
                     "webkit_ms_per_frame": 1000.0 * (b.web_ticks - a.web_ticks) as f64
                         / clock_ticks_per_second() / remote_frames.max(1.0),
                     "ipc_ms": (b.ipc_ms - a.ipc_ms) / painted.max(1.0),
+                    "ipc_calls_per_frame": ipc_calls / painted.max(1.0),
                     "paint_ms": (b.paint_ms - a.paint_ms) / painted.max(1.0),
                     "load": load,
                     "gl": b.gl,

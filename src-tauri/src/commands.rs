@@ -42,7 +42,7 @@ pub struct AppState {
 impl AppState {
     /// The frames-in-flight gate in front of the video channel (`media::FrameFlow`, bound from
     /// `RTCIO_FRAMES_IN_FLIGHT`): every frame sink of the app writes through it, and
-    /// [`frame_painted`] opens it.
+    /// [`frames_painted`] opens it.
     pub fn frame_gate(&self) -> &media::FrameGate {
         self.gate.get_or_init(|| {
             media::FrameGate::new(
@@ -377,12 +377,13 @@ pub fn video_channel(
     state.frame_gate().reset();
 }
 
-/// The page painted (or dropped) a frame of tile `key`: the next one may be sent (frames per
-/// tile in flight are bounded, see `media::FrameFlow`). Async so it runs off the main thread,
-/// which also delivers the frames: an acknowledgement does not wait behind them.
+/// The page painted (or dropped) the frames of batch message `batch` (its sequence number):
+/// the next batch may be sent (batches in flight are bounded, see `media::FrameFlow`). Async so
+/// it runs off the main thread, which also delivers the frames: an acknowledgement does not
+/// wait behind them.
 #[tauri::command]
-pub async fn frame_painted(state: State<'_, AppState>, key: String) -> Result<(), AppError> {
-    state.frame_gate().ack(&key);
+pub async fn frames_painted(state: State<'_, AppState>, batch: u32) -> Result<(), AppError> {
+    state.frame_gate().ack(batch);
     Ok(())
 }
 

@@ -47,7 +47,7 @@ pub fn builder() -> tauri::Builder<tauri::Wry> {
             commands::get_settings,
             commands::save_settings,
             commands::video_channel,
-            commands::frame_painted,
+            commands::frames_painted,
             commands::set_tile_size,
             commands::list_monitors,
             commands::start_screen_share,

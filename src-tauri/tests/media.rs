@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use common::session::Events;
-/// `(key, width, height)` of each binary frame.
-type Frames = mpsc::UnboundedReceiver<(String, u32, u32)>;
+/// `(key, width, height, format)` of each binary frame.
+type Frames = mpsc::UnboundedReceiver<(String, u32, u32, media::FrameFormat)>;
 
 fn sinks() -> (UiSink, Events, FrameSink, Frames) {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -29,7 +29,7 @@ fn sinks() -> (UiSink, Events, FrameSink, Frames) {
     let (ftx, frx) = mpsc::unbounded_channel();
     let frames: FrameSink = Arc::new(move |bytes: Vec<u8>| {
         let h = media::decode_frame_header(&bytes).expect("well-formed binary frame");
-        let _ = ftx.send((h.key, h.width, h.height));
+        let _ = ftx.send((h.key, h.width, h.height, h.format));
     });
     (ui, rx, frames, frx)
 }
@@ -48,10 +48,24 @@ async fn expect(rx: &mut Events, what: &str, pred: impl Fn(&str, &Value) -> bool
 
 /// Waits for a frame of `key` of exactly `size`.
 async fn expect_frame(rx: &mut Frames, key: &str, size: (u32, u32)) {
+    expect_frame_as(rx, key, size, None).await
+}
+
+/// Waits for a frame of `key` of exactly `size` (and `format`, if given).
+async fn expect_frame_as(
+    rx: &mut Frames,
+    key: &str,
+    size: (u32, u32),
+    format: Option<media::FrameFormat>,
+) {
     let deadline = Instant::now() + WAIT;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some((k, w, h))) if k == key && (w, h) == size => return,
+            Ok(Some((k, w, h, f)))
+                if k == key && (w, h) == size && format.is_none_or(|x| x == f) =>
+            {
+                return;
+            }
             Ok(Some(_)) => continue,
             Ok(None) => panic!("frame sink closed while waiting for {key}"),
             Err(_) => panic!("no {size:?} frame of {key} within {WAIT:?}"),
@@ -63,7 +77,7 @@ async fn expect_frame(rx: &mut Frames, key: &str, size: (u32, u32)) {
 async fn frames_within(rx: &mut Frames, key: &str, window: Duration) -> usize {
     let end = Instant::now() + window;
     let mut n = 0;
-    while let Ok(Some((k, _, _))) = tokio::time::timeout_at(end, rx.recv()).await {
+    while let Ok(Some((k, ..))) = tokio::time::timeout_at(end, rx.recv()).await {
         n += usize::from(k == key);
     }
     n
@@ -122,6 +136,18 @@ async fn two_sessions_exchange_video_toggle_camera_and_share_a_screen() {
     expect_frame(&mut frames_b, &key_a, (320, 180)).await;
     a.set_tile_size(&key_b, 200, 200); // a square tile: 16:9 fits as 200×112
     expect_frame(&mut frames_a, &key_b, (200, 112)).await;
+    // A page painting I420 (WebGL 2): a tile smaller than the 640×360 picture (here half of
+    // it) gets frames of its own size, scaled in the decoder thread into the IPC buffer.
+    media::set_page_takes_i420(true);
+    drain(&mut frames_b);
+    expect_frame_as(
+        &mut frames_b,
+        &key_a,
+        (320, 180),
+        Some(media::FrameFormat::I420),
+    )
+    .await;
+    media::set_page_takes_i420(false);
 
     // Camera off: the room is told, and no more frames come.
     a.set_media_state(true, false).expect("camera off");

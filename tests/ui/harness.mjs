@@ -62,14 +62,11 @@ export function installMock(config) {
         if (l.event === event) callbacks.get(l.handler)?.({ event, id: l.id, payload });
       }
     },
-    // Delivers one binary video frame (src-tauri media.rs layout) of w×h on the UI's video
-    // channel. `pixels`: a byte to fill with, one RGBA pixel ([r, g, b, a]) repeated, or all
-    // w×h×4 bytes. Options: `index` (the channel's message index; counts up by default),
+    // The bytes of one binary video frame (src-tauri media.rs layout) of w×h. `pixels`: a
+    // byte to fill with, one RGBA pixel ([r, g, b, a]) repeated, or all w×h×4 bytes. Options:
     // `version` (1; anything else makes a malformed frame), `ageMs` (how long ago it was
     // handed over).
-    frame(key, w, h, pixels, { index, version = 1, ageMs = 0 } = {}) {
-      const reg = calls.find((c) => c.cmd === 'video_channel');
-      const id = Number(String(reg.args.channel).split(':')[1]);
+    frameBytes(key, w, h, pixels, { version = 1, ageMs = 0 } = {}) {
       const k = new TextEncoder().encode(key);
       const buf = new ArrayBuffer(20 + k.length + w * h * 4);
       const v = new DataView(buf);
@@ -83,15 +80,12 @@ export function installMock(config) {
       if (typeof pixels === 'number') px.fill(pixels);
       else if (pixels.length === 4) for (let i = 0; i < w * h; i++) px.set(pixels, i * 4);
       else px.set(pixels);
-      window.__frameIndex = index ?? window.__frameIndex ?? 0;
-      callbacks.get(id)?.({ message: buf, index: window.__frameIndex++ });
+      return buf;
     },
-    // Delivers one I420 frame (media.rs `encode_i420_frame`: format byte 1, the Y plane, then U
-    // and V of ⌈w/2⌉ × ⌈h/2⌉, rows packed). `yuv`: [y, u, v] values filling each plane, or
-    // {y, u, v} arrays of the planes' bytes. `truncate`: bytes cut off the end (malformed).
-    frameI420(key, w, h, yuv, { ageMs = 0, truncate = 0 } = {}) {
-      const reg = calls.find((c) => c.cmd === 'video_channel');
-      const id = Number(String(reg.args.channel).split(':')[1]);
+    // The bytes of one I420 frame (media.rs `encode_i420_frame`: format byte 1, the Y plane,
+    // then U and V of ⌈w/2⌉ × ⌈h/2⌉, rows packed). `yuv`: [y, u, v] values filling each plane,
+    // or {y, u, v} arrays of the planes' bytes. `truncate`: bytes cut off the end (malformed).
+    i420Bytes(key, w, h, yuv, { ageMs = 0, truncate = 0 } = {}) {
       const k = new TextEncoder().encode(key);
       const luma = w * h;
       const chroma = Math.ceil(w / 2) * Math.ceil(h / 2);
@@ -108,8 +102,39 @@ export function installMock(config) {
       const planes = Array.isArray(yuv) ? yuv.map((x, i) => new Array(i ? chroma : luma).fill(x)) : [yuv.y, yuv.u, yuv.v];
       const all = [...planes[0], ...planes[1], ...planes[2]].slice(0, px.length);
       px.set(all);
-      window.__frameIndex = window.__frameIndex ?? 0;
-      callbacks.get(id)?.({ message: buf, index: window.__frameIndex++ });
+      return buf;
+    },
+    // Delivers frames (ArrayBuffers) as one message on the UI's video channel, the way Rust
+    // batches them (media.rs `FrameFlow`: version 2, count, sequence number, then each frame
+    // after its length). Options: `index` (the channel's message index; counts up by
+    // default), `seq` (the batch's sequence number; the index by default), `truncate` (bytes
+    // cut off the end: a malformed batch).
+    batch(frames, { index, seq, truncate = 0 } = {}) {
+      const reg = calls.find((c) => c.cmd === 'video_channel');
+      const id = Number(String(reg.args.channel).split(':')[1]);
+      const len = 8 + frames.reduce((n, f) => n + 4 + f.byteLength, 0);
+      const buf = new ArrayBuffer(len);
+      const v = new DataView(buf);
+      v.setUint8(0, 2);
+      v.setUint16(2, frames.length, true);
+      window.__frameIndex = index ?? window.__frameIndex ?? 0;
+      v.setUint32(4, seq ?? window.__frameIndex, true);
+      let at = 8;
+      for (const f of frames) {
+        v.setUint32(at, f.byteLength, true);
+        new Uint8Array(buf, at + 4, f.byteLength).set(new Uint8Array(f));
+        at += 4 + f.byteLength;
+      }
+      const message = truncate ? buf.slice(0, buf.byteLength - truncate) : buf;
+      callbacks.get(id)?.({ message, index: window.__frameIndex++ });
+    },
+    // Delivers one RGBA frame (`frameBytes`) alone in a message; `index` as for `batch`.
+    frame(key, w, h, pixels, { index, ...opts } = {}) {
+      this.batch([this.frameBytes(key, w, h, pixels, opts)], { index });
+    },
+    // Delivers one I420 frame (`i420Bytes`) alone in a message.
+    frameI420(key, w, h, yuv, opts = {}) {
+      this.batch([this.i420Bytes(key, w, h, yuv, opts)]);
     },
   };
   window.__TAURI_INTERNALS__ = {

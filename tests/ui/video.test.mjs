@@ -111,8 +111,8 @@ test('with WebGL 2 the page asks for I420 and paints it in a shader; RGBA still 
   assert.equal(stats.dropped, 1);
   assert.equal(stats.i420, 4);
   assert.equal(stats.webgl, 5);
-  // Every readable frame is acknowledged once (the truncated one has no frame to name).
-  assert.equal((await calls('frame_painted')).length, 6);
+  // Every message is acknowledged once, by its sequence number, the truncated frame's too.
+  assert.deepEqual((await calls('frames_painted')).map((c) => c.args.batch), [0, 1, 2, 3, 4, 5, 6]);
 });
 
 test('without WebGL 2 the page asks for RGBA and still shows an I420 frame', async () => {
@@ -161,4 +161,41 @@ test('a removed WebGL tile gives its context back when the next one is made', as
   assert.equal(await attr('p1/ms1', 'data-painter'), 'webgl');
   near(await pixel('p1/ms1'), bt601(120, 100, 150), 2, 'the new canvas paints');
   assert.equal(await page.evaluate(() => window.__oldGl.isContextLost()), true, 'old context released');
+});
+
+test('one message carries several tiles\' frames and is acknowledged with one call', async () => {
+  await joinWithRemote();
+  await emit('room-event', { type: 'user-connected', id: 'p2', name: 'Cy' });
+  await emit('stream-added', { key: 'p2/ms1', peerId: 'p2', kind: 'camera', name: 'Cy' });
+  // What Rust sends when the page was busy: the newest frame of every tile that had one, in
+  // one batch; an unreadable frame and an unknown tile in it are dropped, the rest painted.
+  await page.evaluate(() => {
+    const m = window.__mock;
+    m.batch([
+      m.i420Bytes('p1/ms1', 8, 4, [120, 100, 150], { ageMs: 5 }),
+      m.i420Bytes('p2/ms1', 8, 4, [81, 90, 240], { ageMs: 5 }),
+      m.frameBytes('self/camera', 6, 4, [0, 0, 255, 255], { ageMs: 5 }),
+      m.frameBytes('p2/ms1', 4, 2, [1, 2, 3, 255], { version: 9 }),
+      m.frameBytes('nobody/x', 4, 2, [1, 2, 3, 255]),
+    ], { seq: 41 });
+  });
+  assert.equal(await attr('p1/ms1', 'data-painted'), '1');
+  assert.equal(await attr('p2/ms1', 'data-painted'), '1');
+  near(await pixel('p1/ms1', 2, 2), bt601(120, 100, 150), 2, 'first tile of the batch');
+  near(await pixel('p2/ms1', 2, 2), bt601(81, 90, 240), 2, 'second tile of the batch');
+  assert.deepEqual(await pixel('self/camera', 5, 3), [0, 0, 255, 255]);
+  const acks = await calls('frames_painted');
+  assert.deepEqual(acks.map((c) => c.args), [{ batch: 41 }], 'one acknowledgement for the message');
+  const stats = await page.evaluate(() => window.__rtcioVideo);
+  assert.deepEqual([stats.painted, stats.dropped, stats.messages, stats.acks], [3, 2, 1, 1]);
+  assert.ok(stats.acks / stats.painted < 1, 'fewer IPC calls than frames painted');
+  // A message that is not a whole batch is dropped and not acknowledged (Rust gives up on it
+  // after its timeout).
+  await page.evaluate(() => {
+    const m = window.__mock;
+    m.batch([m.frameBytes('p1/ms1', 4, 2, [1, 2, 3, 255])], { seq: 42, truncate: 1 });
+  });
+  assert.equal(await attr('p1/ms1', 'data-painted'), '1');
+  assert.equal((await calls('frames_painted')).length, 1);
+  assert.equal((await page.evaluate(() => window.__rtcioVideo)).dropped, 3);
 });
