@@ -1,21 +1,22 @@
-//! One task per connected socket. socketioxide runs every async handler as its own task, which
-//! would let a `join-room` overtake the `media-state` sent right after it; instead each inbound
-//! event is queued synchronously (in arrival order) and this worker handles them one at a time,
-//! the disconnecting hook included — the per-socket ordering rtc.io-server gets from Node.
+//! Per-socket event ordering. socketioxide runs every async handler as its own task, which would
+//! let a `join-room` overtake the `media-state` sent right after it; instead each inbound event is
+//! queued synchronously (in arrival order) and handled one at a time, the disconnecting hook
+//! included — the per-socket ordering rtc.io-server gets from Node. The queue has a task only while
+//! it holds something: a drain task starts with the first queued event and ends when the queue is
+//! empty, so an idle socket has neither a task nor a channel (together ~3 KiB per socket).
 //!
 //! A `#rtcio:message` relay (the hot path of every call setup) skips the queue when it can: with
-//! the in-memory store and the default shared-room rule, a relay that arrives while the socket's
-//! worker has nothing queued or running is checked and delivered right where socketioxide reads it
-//! — no task, no channel, no await — which keeps the per-socket order, since anything the socket
-//! sends later is read only after it.
+//! the in-memory store and the default shared-room rule, a relay that arrives while the socket has
+//! nothing queued or running is checked and delivered right where socketioxide reads it — no task,
+//! no channel, no await — which keeps the per-socket order, since anything the socket sends later
+//! is read only after it.
 //!
 //! Across sockets, everything that reads a room's membership and then changes it or tells its
 //! members (a join with its backfill and fan-out, a leave with its announcements) runs under that
 //! room's lock: Node runs such a handler without interleaving, and two joins that each read the
 //! members before the other was added would both (or neither) send the other an init-offer.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::{MessageHandler, Value};
 use socketioxide::socket::{Sid, Socket};
-use tokio::sync::{Notify, OwnedMutexGuard, mpsc, oneshot};
+use tokio::sync::{OwnedMutexGuard, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::Policy;
@@ -48,9 +49,6 @@ use crate::store::{RoomLease, Store, StoreError};
 const QUEUE_DEPTH: usize = 1024;
 /// join-room + check-room requests a socket may send at once before the rate applies.
 const JOIN_BURST: f64 = 20.0;
-/// How long a worker waits for socketioxide to finish the connect it started in. That is a few
-/// synchronous steps after our middleware; a socket not connected by then never will be.
-const CONNECT_GUARD: Duration = Duration::from_secs(10);
 
 /// What every socket worker shares.
 pub(crate) struct Shared<A: Adapter> {
@@ -172,53 +170,128 @@ impl Drop for RoomGuard<'_> {
     }
 }
 
-/// Fired by the connect handler, which socketioxide calls once the socket is marked connected.
-#[derive(Clone)]
-struct ConnectSignal(Arc<Notify>);
+/// How a socket reaches its [`SocketCtx`] from the connect handler (removed there).
+struct CtxExt<A: Adapter>(Arc<SocketCtx<A>>);
 
-/// Tells the socket's worker that socketioxide has sent the CONNECT ack and marked it connected.
+impl<A: Adapter> Clone for CtxExt<A> {
+    fn clone(&self) -> Self {
+        CtxExt(self.0.clone())
+    }
+}
+
+/// Called by the connect handler, which socketioxide calls once it has sent the CONNECT ack and
+/// marked the socket connected: from now on replies can be sent, so queued events may run.
 pub(crate) fn connected<A: Adapter>(socket: &SocketRef<A>) {
-    if let Some(ConnectSignal(n)) = socket.extensions.get::<ConnectSignal>() {
-        n.notify_one();
+    let Some(CtxExt(ctx)) = socket.extensions.remove::<CtxExt<A>>() else {
+        return;
+    };
+    let sid = socket.id.as_str();
+    if ctx.sh.store.register_socket_now(sid) {
+        debug!(%sid, "socket connected");
+        // Events that came before the ack wait in the queue: run them now, else go idle.
+        let mut q = ctx.queue();
+        if q.state != State::Connecting {
+            return;
+        }
+        if q.items.is_empty() {
+            q.state = State::Idle;
+        } else {
+            q.state = State::Running;
+            drop(q);
+            tokio::spawn(drain(ctx, socket.clone(), true));
+        }
+    } else {
+        // The shared store needs a round trip: the drain task registers the socket first.
+        let mut q = ctx.queue();
+        if q.state != State::Connecting {
+            return;
+        }
+        q.state = State::Running;
+        drop(q);
+        tokio::spawn(drain(ctx, socket.clone(), false));
     }
 }
 
 enum Inbound {
     Event(Value),
     /// The rooms are read when the disconnect starts: a namespace DISCONNECT followed by the
-    /// transport closing makes socketioxide drop the socket's rooms before our worker runs.
+    /// transport closing makes socketioxide drop the socket's rooms before our handler runs.
     Disconnecting {
         rooms: Vec<String>,
         done: oneshot::Sender<()>,
     },
 }
 
-/// Per-socket state shared by the [`EventSink`] (socketioxide's read path) and the worker.
-struct SocketCtx {
-    /// Items queued for or being handled by the worker. A relay is handled inline only at 0.
-    pending: AtomicUsize,
-    relay_limit: Mutex<TokenBucket>,
+/// Who may handle the socket's next event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Not yet marked connected by socketioxide: events wait in the queue.
+    Connecting,
+    /// No task: a relay may be handled inline, anything else starts a drain task.
+    Idle,
+    /// A drain task runs and handles what is queued, in order.
+    Running,
+    /// Disconnected before it was ever connected: nothing runs any more.
+    Gone,
 }
 
-impl SocketCtx {
+/// The socket's queue of events not handled yet, and who handles them.
+struct Queue {
+    items: VecDeque<Inbound>,
+    state: State,
+    limits: Limits,
+}
+
+/// Per-socket state shared by the [`EventSink`] (socketioxide's read path), the disconnect hook
+/// and the drain task. An idle socket has no task and an empty (unallocated) queue: a task and a
+/// channel per socket cost more than 3 KiB of an idle socket's ~20.
+struct SocketCtx<A: Adapter> {
+    sh: Arc<Shared<A>>,
+    queue: Mutex<Queue>,
+    relay_limit: Mutex<TokenBucket>,
+    /// Relays may be handled inline (in-memory store, shared-room rule on).
+    inline_relay: bool,
+}
+
+impl<A: Adapter> SocketCtx<A> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // Every update of the queue is one step; a panic elsewhere cannot leave it half-done.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn take_relay_token(&self) -> bool {
         self.relay_limit
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .try_take(Instant::now())
     }
+
+    /// Queues `item` and starts a drain task when none runs. False when it was not queued (a
+    /// full queue, or a socket that never connected).
+    fn enqueue(self: &Arc<Self>, socket: SocketRef<A>, item: Inbound) -> Result<(), &'static str> {
+        let mut q = self.queue();
+        if q.state == State::Gone {
+            return Err("closed");
+        }
+        if q.items.len() >= QUEUE_DEPTH {
+            return Err("full");
+        }
+        q.items.push_back(item);
+        if q.state == State::Idle {
+            q.state = State::Running;
+            drop(q);
+            tokio::spawn(drain(self.clone(), socket, true));
+        }
+        Ok(())
+    }
 }
 
 /// The socket's fallback handler, called synchronously for every inbound event in wire order:
-/// queues it for the worker, or delivers a relay at once (see the module docs). Implementing
-/// socketioxide's handler trait directly (instead of a closure) also avoids the task socketioxide
-/// would spawn per event for a closure handler.
+/// queues it, or delivers a relay at once (see the module docs). Implementing socketioxide's
+/// handler trait directly (instead of a closure) also avoids the task socketioxide would spawn
+/// per event for a closure handler.
 struct EventSink<A: Adapter> {
-    sh: Arc<Shared<A>>,
-    ctx: Arc<SocketCtx>,
-    tx: mpsc::Sender<Inbound>,
-    /// Relays may be handled inline (in-memory store, shared-room rule on).
-    inline_relay: bool,
+    ctx: Arc<SocketCtx<A>>,
 }
 
 /// Marks [`EventSink`]'s handler impl apart from socketioxide's closure impls.
@@ -226,7 +299,8 @@ struct SinkCall;
 
 impl<A: Adapter> MessageHandler<A, SinkCall> for EventSink<A> {
     fn call(&self, s: Arc<Socket<A>>, v: Value, _ack: Option<i64>) {
-        let max_bytes = self.sh.policy.max_event_bytes;
+        let ctx = &self.ctx;
+        let max_bytes = ctx.sh.policy.max_event_bytes;
         let len = match &v {
             Value::Str(t, bins) => {
                 t.len() + bins.as_ref().map_or(0, |b| b.iter().map(|b| b.len()).sum())
@@ -239,30 +313,27 @@ impl<A: Adapter> MessageHandler<A, SinkCall> for EventSink<A> {
             }
             return;
         }
-        if self.inline_relay
-            && self.ctx.pending.load(Ordering::Acquire) == 0
+        // Only this socket's read path queues events, so nothing can be queued between this
+        // check and the inline relay: the relay still comes after everything sent before it.
+        if ctx.inline_relay
+            && ctx.queue().state == State::Idle
             && let Value::Str(text, None) = &v
             && let Ok(ev) = protocol::parse_event(text)
             && ev.name == EV_MESSAGE
         {
             let sid = s.id.as_str();
-            if let Err(e) = relay_local(&self.sh, &self.ctx, sid, ev.args.first().copied())
+            if let Err(e) = relay_local(&ctx.sh, ctx, sid, ev.args.first().copied())
                 && let Some(more) = DROP_LOG.allow(Instant::now())
             {
                 warn!(%sid, more, "event dropped: {e}");
             }
             return;
         }
-        self.ctx.pending.fetch_add(1, Ordering::AcqRel);
-        if let Err(e) = self.tx.try_send(Inbound::Event(v)) {
-            self.ctx.pending.fetch_sub(1, Ordering::AcqRel);
-            if let Some(more) = DROP_LOG.allow(Instant::now()) {
-                let why = match e {
-                    mpsc::error::TrySendError::Full(_) => "full",
-                    mpsc::error::TrySendError::Closed(_) => "closed",
-                };
-                warn!(sid = %s.id, more, "dropping event: inbound queue {why}");
-            }
+        let sid = s.id;
+        if let Err(why) = ctx.enqueue(SocketRef::from(s), Inbound::Event(v))
+            && let Some(more) = DROP_LOG.allow(Instant::now())
+        {
+            warn!(%sid, more, "dropping event: inbound queue {why}");
         }
     }
 }
@@ -277,110 +348,116 @@ enum HandleError {
     Adapter(String),
 }
 
-/// Wires a freshly connected socket: own-id room, ordered inbound queue, disconnect hook, worker.
+/// Wires a freshly connected socket: own-id room, ordered inbound queue, disconnect hook.
 pub(crate) fn attach<A: Adapter>(shared: Arc<Shared<A>>, socket: SocketRef<A>) {
     let sid = socket.id.to_string();
     // socket.io puts every socket in a room named after its id; relays address that room.
     socket.join(sid.clone());
-    let (tx, rx) = mpsc::channel::<Inbound>(QUEUE_DEPTH);
-    let signal = Arc::new(Notify::new());
-    socket.extensions.insert(ConnectSignal(signal.clone()));
     let rate = shared.policy.relay_per_second;
+    let now = Instant::now();
     let ctx = Arc::new(SocketCtx {
-        // The worker's connect wait counts as pending work: nothing runs inline before it.
-        pending: AtomicUsize::new(1),
-        relay_limit: Mutex::new(TokenBucket::new(rate, rate * 2.0, Instant::now())),
-    });
-    socket.on_fallback(EventSink {
         inline_relay: matches!(shared.store, Store::Memory(_))
             && shared.policy.relay_requires_shared_room,
-        sh: shared.clone(),
-        ctx: ctx.clone(),
-        tx: tx.clone(),
+        queue: Mutex::new(Queue {
+            items: VecDeque::new(),
+            state: State::Connecting,
+            limits: Limits {
+                joins: TokenBucket::new(shared.policy.joins_per_second, JOIN_BURST, now),
+                previous_ids: TokenBucket::new(previous_id::PER_SECOND, previous_id::BURST, now),
+            },
+        }),
+        relay_limit: Mutex::new(TokenBucket::new(rate, rate * 2.0, now)),
+        sh: shared,
     });
-    let disc_sid = sid.clone();
+    socket.extensions.insert(CtxExt(ctx.clone()));
+    socket.on_fallback(EventSink { ctx: ctx.clone() });
     socket.on_disconnect(move |s: SocketRef<A>| {
-        let tx = tx.clone();
         // Synchronous part of the handler: runs before socketioxide can clear the rooms.
-        let rooms = joined_rooms(&s, &disc_sid);
+        let rooms = joined_rooms(&s, &sid);
+        let (done_tx, done_rx) = oneshot::channel();
+        let item = Inbound::Disconnecting {
+            rooms,
+            done: done_tx,
+        };
+        let queued = {
+            let mut q = ctx.queue();
+            if q.state == State::Connecting {
+                // Never connected: no event of it ran, there is nothing to announce.
+                q.state = State::Gone;
+                q.items.clear();
+                false
+            } else {
+                drop(q);
+                ctx.enqueue(s.clone(), item).is_ok()
+            }
+        };
         async move {
-            let (done_tx, done_rx) = oneshot::channel();
-            let item = Inbound::Disconnecting {
-                rooms,
-                done: done_tx,
-            };
-            if tx.send(item).await.is_ok() {
+            if queued {
                 // Keep the socket in its rooms until the leave announcements are out.
                 let _ = done_rx.await;
             }
         }
     });
-    tokio::spawn(worker(shared, socket, rx, signal, ctx));
 }
 
+#[derive(Clone)]
 struct Limits {
     joins: TokenBucket,
     previous_ids: TokenBucket,
 }
 
-async fn worker<A: Adapter>(
-    sh: Arc<Shared<A>>,
-    socket: SocketRef<A>,
-    mut rx: mpsc::Receiver<Inbound>,
-    connect_signal: Arc<Notify>,
-    ctx: Arc<SocketCtx>,
-) {
-    let sid = socket.id.to_string();
-    let mut limits = Limits {
-        joins: TokenBucket::new(sh.policy.joins_per_second, JOIN_BURST, Instant::now()),
-        previous_ids: TokenBucket::new(previous_id::PER_SECOND, previous_id::BURST, Instant::now()),
-    };
-    // The worker starts in the connect middleware; socketioxide marks the socket connected only
-    // after it has sent the CONNECT ack, then calls the connect handler, which fires the signal. A
-    // client that answers the ack at once can get its first event queued before that, and replies
-    // would then be refused as "socket closed": handle nothing before the signal.
-    if !socket.connected()
-        && tokio::time::timeout(CONNECT_GUARD, connect_signal.notified())
-            .await
-            .is_err()
-        && !socket.connected()
-    {
-        // socketioxide gave up on the connect (its CONNECT ack could not be sent).
-        debug!(%sid, "socket never connected; worker ends");
-        return;
+/// Handles the socket's queued events one at a time, in arrival order, and ends when the queue
+/// is empty (the socket is idle again) or after its disconnect.
+async fn drain<A: Adapter>(ctx: Arc<SocketCtx<A>>, socket: SocketRef<A>, registered: bool) {
+    let sh = &ctx.sh;
+    let sid = socket.id.as_str();
+    if !registered {
+        if let Err(e) = Box::pin(sh.store.register_socket(sid)).await {
+            warn!(%sid, "store: {e}");
+        }
+        debug!(%sid, "socket connected");
     }
-    socket.extensions.remove::<ConnectSignal>();
-    if let Err(e) = Box::pin(sh.store.register_socket(&sid)).await {
-        warn!(%sid, "store: {e}");
-    }
-    debug!(%sid, "socket connected");
-    // The connect wait is over (see `SocketCtx::pending`'s start value).
-    ctx.pending.fetch_sub(1, Ordering::AcqRel);
-    while let Some(item) = rx.recv().await {
+    let mut limits = ctx.queue().limits.clone();
+    loop {
+        let item = {
+            let mut q = ctx.queue();
+            match q.items.pop_front() {
+                Some(item) => item,
+                None => {
+                    // Idle again: give the queue's buffer back and let relays run inline.
+                    q.items = VecDeque::new();
+                    q.limits = limits;
+                    q.state = State::Idle;
+                    return;
+                }
+            }
+        };
         match item {
             Inbound::Event(v) => {
-                // Boxed: the handlers' state (store and adapter futures) would otherwise be part
-                // of every idle socket's worker future.
-                let handled = Box::pin(handle_event(&sh, &socket, &sid, v, &mut limits, &ctx));
+                // Boxed: the handlers' state (store and adapter futures) stays out of the task
+                // while it waits for nothing.
+                let handled = Box::pin(handle_event(sh, &socket, sid, v, &mut limits, &ctx));
                 if let Err(e) = handled.await
                     && let Some(more) = DROP_LOG.allow(Instant::now())
                 {
                     warn!(%sid, more, "event dropped: {e}");
                 }
-                // After the event's effects: an inline relay that sees 0 also sees them.
-                ctx.pending.fetch_sub(1, Ordering::AcqRel);
             }
             Inbound::Disconnecting { rooms, done } => {
-                if let Err(e) = Box::pin(on_disconnecting(&sh, &socket, &sid, rooms)).await {
+                if let Err(e) = Box::pin(on_disconnecting(sh, &socket, sid, rooms)).await {
                     warn!(%sid, "disconnect cleanup incomplete: {e}");
                 }
                 let _ = done.send(());
                 sh.disconnects.send_modify(|n| *n += 1);
-                break;
+                // Nothing after the disconnect is handled.
+                let mut q = ctx.queue();
+                q.items = VecDeque::new();
+                q.state = State::Gone;
+                debug!(%sid, "socket handled its disconnect");
+                return;
             }
         }
     }
-    debug!(%sid, "socket worker ended");
 }
 
 async fn handle_event<A: Adapter>(
@@ -389,7 +466,7 @@ async fn handle_event<A: Adapter>(
     sid: &str,
     v: Value,
     limits: &mut Limits,
-    ctx: &SocketCtx,
+    ctx: &SocketCtx<A>,
 ) -> Result<(), HandleError> {
     let text = match &v {
         Value::Str(s, None) => s.as_str(),
@@ -473,7 +550,7 @@ async fn live_members<A: Adapter>(
 /// await (the membership check is a map lookup, the target socket is found by id).
 fn relay_local<A: Adapter>(
     sh: &Shared<A>,
-    ctx: &SocketCtx,
+    ctx: &SocketCtx<A>,
     sid: &str,
     arg: Option<&RawValue>,
 ) -> Result<(), HandleError> {
@@ -518,7 +595,7 @@ async fn relay<A: Adapter>(
     socket: &SocketRef<A>,
     sid: &str,
     arg: Option<&RawValue>,
-    ctx: &SocketCtx,
+    ctx: &SocketCtx<A>,
 ) -> Result<(), HandleError> {
     if matches!(sh.store, Store::Memory(_)) && sh.policy.relay_requires_shared_room {
         return relay_local(sh, ctx, sid, arg);

@@ -140,6 +140,18 @@ impl Store {
         }
     }
 
+    /// Records a connected socket id at once when that needs no round trip (in memory); false
+    /// for the shared store, which needs [`Store::register_socket`].
+    pub fn register_socket_now(&self, sid: &str) -> bool {
+        match self {
+            Store::Memory(m) => {
+                Self::mem(m).sockets.insert(sid.to_string());
+                true
+            }
+            Store::Redis(_) => false,
+        }
+    }
+
     /// True when `id` is the id of a connected socket (on any process).
     pub async fn is_socket(&self, id: &str) -> Result<bool, StoreError> {
         match self {
