@@ -124,7 +124,8 @@ pub struct SessionArgs {
     /// Room password (the first member of an empty room sets it).
     #[arg(long, env = "RTCIO_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// Video to send: testsrc, screen[:MONITOR], camera[:DEVICE], none, or a file (.y4m / .h264).
+    /// Video to send: testsrc, testsrc-green, screen[:MONITOR], camera[:DEVICE], none, or a
+    /// file (.y4m / .h264).
     #[arg(long, default_value = "none", value_name = "SOURCE")]
     pub video: VideoChoice,
     /// Audio to send: tone, mic[:DEVICE], none, or a file (.wav / .opus / .ogg).
@@ -158,7 +159,13 @@ pub struct SessionArgs {
     /// Send each stdin line as a chat message (broadcast channel `chat`, event `msg`).
     #[arg(long)]
     pub chat_stdin: bool,
-    /// Leave after this many seconds (default: run until Ctrl-C, or stdin EOF with --chat-stdin).
+    /// Read commands from stdin, one a line, to switch devices mid-call without renegotiating:
+    /// `camera SOURCE|off` (a `--video` source), `mic SOURCE|off` (an `--audio` source),
+    /// `speaker DEVICE` (a `--play` device; needs `--play`), `chat TEXT`.
+    #[arg(long, conflicts_with = "chat_stdin")]
+    pub control_stdin: bool,
+    /// Leave after this many seconds (default: run until Ctrl-C, or stdin EOF with --chat-stdin
+    /// or --control-stdin).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
     /// Also print this event (server or ctrl) — repeatable; common app events are always printed.
@@ -337,6 +344,8 @@ impl std::fmt::Display for VideoSize {
 pub enum VideoChoice {
     None,
     TestSrc,
+    /// The test pattern on flat green (the app's "Test pattern (green)" camera).
+    TestSrcGreen,
     Screen(Option<String>),
     Camera(Option<String>),
     File(PathBuf),
@@ -348,6 +357,7 @@ impl VideoChoice {
         match self {
             VideoChoice::None => "none".into(),
             VideoChoice::TestSrc => "testsrc".into(),
+            VideoChoice::TestSrcGreen => "testsrc-green".into(),
             VideoChoice::Screen(None) => "screen".into(),
             VideoChoice::Screen(Some(m)) => format!("screen:{m}"),
             VideoChoice::Camera(None) => "camera".into(),
@@ -366,6 +376,7 @@ impl std::str::FromStr for VideoChoice {
         Ok(match s {
             "none" | "off" => VideoChoice::None,
             "testsrc" | "test" => VideoChoice::TestSrc,
+            "testsrc-green" => VideoChoice::TestSrcGreen,
             "screen" => VideoChoice::Screen(None),
             "camera" => VideoChoice::Camera(None),
             _ => {
@@ -513,6 +524,7 @@ mod tests {
         for v in [
             "none",
             "testsrc",
+            "testsrc-green",
             "screen",
             "screen:DP-1",
             "camera",

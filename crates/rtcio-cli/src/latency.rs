@@ -25,6 +25,7 @@ pub async fn run(a: LatencyArgs, out: Output) -> Result<(), CliError> {
         video_bitrate: 1000,
         record: None,
         chat_stdin: false,
+        control_stdin: false,
         duration: Some(a.duration),
         listen: Vec::new(),
         join_timeout: 10.0,

@@ -5,6 +5,7 @@
 //! Exit codes are listed in [`exit::code`] and the README.
 
 pub mod args;
+pub mod control;
 pub mod exit;
 pub mod host;
 pub mod latency;

@@ -123,6 +123,9 @@ struct Counters {
     av_us: Vec<i64>,
     /// What lip sync did last (audio tracks).
     sync: rtcio_glue::SyncStatus,
+    /// Mean U and V of the last picture shown: a fingerprint of what is seen (a switched
+    /// camera shows up in it).
+    chroma: Option<(f64, f64)>,
     ended: bool,
 }
 
@@ -204,6 +207,8 @@ pub struct Receiver {
     lipsync: LipSync,
     streams_av: HashMap<String, Arc<Mutex<StreamAv>>>,
     knobs: Knobs,
+    /// Our microphone's echo-canceller inputs, kept to feed the next output after a switch.
+    echo: (Option<RenderTap>, Option<ApmControl>),
 }
 
 impl Receiver {
@@ -218,6 +223,7 @@ impl Receiver {
             lipsync: LipSync::new(),
             streams_av: HashMap::new(),
             knobs: Knobs::from_env(),
+            echo: (None, None),
         }
     }
 
@@ -240,7 +246,8 @@ impl Receiver {
 
     /// Gives our microphone's echo canceller what `--play` plays (nothing to cancel without a
     /// speaker).
-    pub fn feed_echo_canceller(&self, tap: Option<RenderTap>, control: Option<ApmControl>) {
+    pub fn feed_echo_canceller(&mut self, tap: Option<RenderTap>, control: Option<ApmControl>) {
+        self.echo = (tap.clone(), control.clone());
         match &self.playout {
             Some(p) => rtcio_glue::feed_echo_canceller(&p.mixer, !p.output.is_null(), tap, control),
             None => {
@@ -249,6 +256,28 @@ impl Receiver {
                 }
             }
         }
+    }
+
+    /// Plays the room's audio on `device` from now on (`--control-stdin`'s `speaker`): the
+    /// mixer and the streams stay, the old output stops once the new one is open, and the
+    /// echo canceller hears the new one. Errors (the old output kept) when nothing is played
+    /// (no `--play`) or the device cannot be opened. Returns the device's name.
+    pub fn set_speaker(&mut self, device: OutputDevice) -> Result<String, String> {
+        let Some(p) = &mut self.playout else {
+            return Err("no audio is played: start with --play to switch the speaker".into());
+        };
+        let output = AudioOutput::start(p.mixer.clone(), device)
+            .map_err(|e| format!("cannot open the output: {e}"))?;
+        let mut old = std::mem::replace(&mut p.output, output);
+        old.stop();
+        let name = p.output.device_name().to_string();
+        self.out.line(
+            "playout",
+            json!({"device": name, "null": p.output.is_null()}),
+        );
+        let (tap, control) = self.echo.clone();
+        self.feed_echo_canceller(tap, control);
+        Ok(name)
     }
 
     /// Starts consuming the stream's tracks that are not consumed yet.
@@ -392,6 +421,10 @@ impl Receiver {
                         let mut w = cur.window_latency_us.clone();
                         w.sort_unstable();
                         line["latency_ms"] = json!(ms(percentile(&w, 50.0)));
+                    }
+                    if let Some((u, v)) = cur.chroma {
+                        line["chroma_u"] = json!(round2(u));
+                        line["chroma_v"] = json!(round2(v));
                     }
                 }
                 MediaKind::Audio => {
@@ -722,6 +755,7 @@ fn show(
     g.height = pic.height;
     g.first_decoded.get_or_insert(now);
     g.last_decoded = Some(now);
+    g.chroma = mean_chroma(pic);
     if let Some(m) = read_marker(pic) {
         let age = unix_micros().saturating_sub(m.capture_time_us);
         // Media-time marks (a file made for Chromium's fake camera) are no latency.
@@ -737,6 +771,26 @@ fn show(
         }
         a.video_delays_us.push_back(age as i64);
     }
+}
+
+/// Mean U and V of a picture, from every 4th sample of every 4th chroma row (cheap enough for
+/// every frame shown).
+fn mean_chroma(pic: &I420Frame) -> Option<(f64, f64)> {
+    let (cw, ch) = (
+        pic.width.div_ceil(2) as usize,
+        pic.height.div_ceil(2) as usize,
+    );
+    let (mut u, mut v, mut n) = (0u64, 0u64, 0u64);
+    for row in (0..ch).step_by(4) {
+        let ur = pic.u.get(row * pic.stride_u..row * pic.stride_u + cw)?;
+        let vr = pic.v.get(row * pic.stride_v..row * pic.stride_v + cw)?;
+        for (a, b) in ur.iter().step_by(4).zip(vr.iter().step_by(4)) {
+            u += u64::from(*a);
+            v += u64::from(*b);
+            n += 1;
+        }
+    }
+    (n > 0).then(|| (u as f64 / n as f64, v as f64 / n as f64))
 }
 
 /// Finds the tone's marks in decoded audio (one a second of the sender's clock) and, once a
@@ -832,6 +886,27 @@ fn codec_name(c: &RtpCodec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chroma_fingerprint_tells_the_two_test_patterns_apart() {
+        use rtcio_media::{TestPatternConfig, TestPatternSource};
+        let cfg = TestPatternConfig {
+            width: 320,
+            height: 180,
+            fps: 30.0,
+            paced: false,
+        };
+        let t = Duration::ZERO;
+        let bars = TestPatternSource::new(cfg).unwrap().render(0, t, 0);
+        let green = TestPatternSource::new(cfg)
+            .unwrap()
+            .tinted(54, 34)
+            .render(0, t, 0);
+        let (bu, bv) = mean_chroma(&bars).unwrap();
+        let (gu, gv) = mean_chroma(&green).unwrap();
+        assert!(bu > 110.0 && bv > 110.0, "bars {bu} {bv}");
+        assert!(gu < 75.0 && gv < 65.0, "green {gu} {gv}");
+    }
 
     #[test]
     fn offsets_wrap_to_the_nearest_second() {

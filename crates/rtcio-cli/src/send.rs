@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rtcio::{LocalStream, MediaKind, Socket};
-use rtcio_glue::{Opened, RatePolicy, SendOptions, SendStream};
+use rtcio_glue::{Opened, RatePolicy, Replacement, SendOptions, SendStream};
 use rtcio_media::{H264Config, MediaError, OpusConfig};
 use serde_json::{Value, json};
 
@@ -92,21 +92,43 @@ fn extension(path: &Path) -> String {
         .to_ascii_lowercase()
 }
 
-fn open_video(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
+/// A source and its label (for logs and stats lines).
+type Labelled<S> = (Box<S>, String);
+
+fn encoded_file(path: &Path) -> CliError {
+    CliError::new(
+        code::MEDIA,
+        "media",
+        format!(
+            "{}: an encoded file is sent as it is and cannot replace a source mid-call",
+            path.display()
+        ),
+    )
+}
+
+/// A capture source for `choice` (`None` for none) and its label; an already encoded file is
+/// no capture source ([`open_video`] plays those as they are). Blocking (V4L2, X11).
+fn video_source(
+    args: &SessionArgs,
+    choice: &VideoChoice,
+) -> Result<Option<Labelled<dyn rtcio_media::VideoSource>>, CliError> {
     let size = args.video_size;
     let fps = args.fps.clamp(1.0, 120.0);
-    let opened = match &args.video {
+    let pattern = |green: bool| {
+        let p = rtcio_media::TestPatternSource::new(rtcio_media::TestPatternConfig {
+            width: size.width,
+            height: size.height,
+            fps,
+            paced: true,
+        })
+        .map_err(|e| media_err("test pattern", e))?;
+        // The app's "Test pattern (green)": the same pattern on flat green chroma.
+        Ok::<_, CliError>(if green { p.tinted(54, 34) } else { p })
+    };
+    Ok(Some(match choice {
         VideoChoice::None => return Ok(None),
-        VideoChoice::TestSrc => {
-            let src = rtcio_media::TestPatternSource::new(rtcio_media::TestPatternConfig {
-                width: size.width,
-                height: size.height,
-                fps,
-                paced: true,
-            })
-            .map_err(|e| media_err("test pattern", e))?;
-            start_video(Box::new(src), h264(args, false), format!("testsrc {size}"))?
-        }
+        VideoChoice::TestSrc => (Box::new(pattern(false)?), format!("testsrc {size}")),
+        VideoChoice::TestSrcGreen => (Box::new(pattern(true)?), format!("testsrc-green {size}")),
         VideoChoice::Camera(device) => {
             let src = rtcio_media::CameraSource::open(rtcio_media::CameraConfig {
                 device: device.clone(),
@@ -115,7 +137,7 @@ fn open_video(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
                 fps: fps.round() as u32,
             })
             .map_err(|e| media_err("cannot open the camera", e))?;
-            start_video(Box::new(src), h264(args, false), "camera".into())?
+            (Box::new(src), "camera".into())
         }
         VideoChoice::Screen(monitor) => {
             // X11 through $DISPLAY; on Wayland the desktop portal (its dialog picks the monitor).
@@ -131,19 +153,15 @@ fn open_video(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
                 },
             )
             .map_err(|e| media_err("cannot capture the screen", e))?;
-            start_video(src, h264(args, true), "screen".into())?
+            (src, "screen".into())
         }
         VideoChoice::File(path) => match extension(path).as_str() {
             "y4m" => {
                 let src = rtcio_media::file::y4m::Y4mSource::open(path, true, true)
                     .map_err(|e| media_err(&format!("cannot read {}", path.display()), e))?;
-                start_video(Box::new(src), h264(args, false), path.display().to_string())?
+                (Box::new(src), path.display().to_string())
             }
-            "h264" | "264" | "avc" => {
-                let src = rtcio_media::file::h264::H264FileSource::open(path, fps, true, true)
-                    .map_err(|e| media_err(&format!("cannot read {}", path.display()), e))?;
-                start_encoded(Box::new(src), MediaKind::Video, path.display().to_string())?
-            }
+            "h264" | "264" | "avc" => return Err(encoded_file(path)),
             other => {
                 return Err(CliError::new(
                     code::MEDIA,
@@ -155,8 +173,24 @@ fn open_video(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
                 ));
             }
         },
+    }))
+}
+
+fn open_video(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
+    if let VideoChoice::File(path) = &args.video
+        && matches!(extension(path).as_str(), "h264" | "264" | "avc")
+    {
+        let fps = args.fps.clamp(1.0, 120.0);
+        let src = rtcio_media::file::h264::H264FileSource::open(path, fps, true, true)
+            .map_err(|e| media_err(&format!("cannot read {}", path.display()), e))?;
+        return start_encoded(Box::new(src), MediaKind::Video, path.display().to_string())
+            .map(Some);
+    }
+    let Some((src, label)) = video_source(args, &args.video)? else {
+        return Ok(None);
     };
-    Ok(Some(opened))
+    let screen = matches!(args.video, VideoChoice::Screen(_));
+    start_video(src, h264(args, screen), label).map(Some)
 }
 
 fn start_audio(
@@ -174,13 +208,17 @@ fn start_audio(
         .map_err(|e| media_err("starting the Opus encoder", e))
 }
 
-fn open_audio(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
-    let opened = match &args.audio {
+/// A capture source for `choice` (`None` for none) and its label; an already encoded file is
+/// no capture source ([`open_audio`] plays those as they are). Blocking (ALSA).
+fn audio_source(
+    choice: &AudioChoice,
+) -> Result<Option<Labelled<dyn rtcio_media::AudioSource>>, CliError> {
+    Ok(Some(match choice {
         AudioChoice::None => return Ok(None),
         AudioChoice::Tone => {
             let src = rtcio_media::ToneSource::new(rtcio_media::ToneConfig::default())
                 .map_err(|e| media_err("tone", e))?;
-            start_audio(Box::new(src), "tone".into(), None)?
+            (Box::new(src), "tone".into())
         }
         AudioChoice::Mic(device) => {
             let src = rtcio_media::MicrophoneSource::open(rtcio_media::MicrophoneConfig {
@@ -188,19 +226,15 @@ fn open_audio(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
                 channels: 1,
             })
             .map_err(|e| media_err("cannot open the microphone", e))?;
-            start_audio(Box::new(src), "mic".into(), args.mic_processing.apm())?
+            (Box::new(src), "mic".into())
         }
         AudioChoice::File(path) => match extension(path).as_str() {
             "wav" => {
                 let src = rtcio_media::file::wav::WavSource::open(path, 1, true, true)
                     .map_err(|e| media_err(&format!("cannot read {}", path.display()), e))?;
-                start_audio(Box::new(src), path.display().to_string(), None)?
+                (Box::new(src), path.display().to_string())
             }
-            "opus" | "ogg" | "oga" => {
-                let src = rtcio_media::file::ogg_opus::OggOpusSource::open(path, true, true)
-                    .map_err(|e| media_err(&format!("cannot read {}", path.display()), e))?;
-                start_encoded(Box::new(src), MediaKind::Audio, path.display().to_string())?
-            }
+            "opus" | "ogg" | "oga" => return Err(encoded_file(path)),
             other => {
                 return Err(CliError::new(
                     code::MEDIA,
@@ -212,8 +246,26 @@ fn open_audio(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
                 ));
             }
         },
+    }))
+}
+
+fn open_audio(args: &SessionArgs) -> Result<Option<Opened>, CliError> {
+    if let AudioChoice::File(path) = &args.audio
+        && matches!(extension(path).as_str(), "opus" | "ogg" | "oga")
+    {
+        let src = rtcio_media::file::ogg_opus::OggOpusSource::open(path, true, true)
+            .map_err(|e| media_err(&format!("cannot read {}", path.display()), e))?;
+        return start_encoded(Box::new(src), MediaKind::Audio, path.display().to_string())
+            .map(Some);
+    }
+    let Some((src, label)) = audio_source(&args.audio)? else {
+        return Ok(None);
     };
-    Ok(Some(opened))
+    let processing = match args.audio {
+        AudioChoice::Mic(_) => args.mic_processing.apm(),
+        _ => None,
+    };
+    start_audio(src, label, processing).map(Some)
 }
 
 /// Plays an encoded file on a thread into a fan-out (no re-encoding; keyframe requests cannot
@@ -284,6 +336,55 @@ impl Sender {
     /// A new peer will need an IDR to start decoding: ask now rather than waiting for its PLI.
     pub fn request_keyframe(&self) {
         self.stream.request_keyframe();
+    }
+
+    /// Switches the video track to `choice` mid-call (`--control-stdin`): the same track and
+    /// stream go on (no renegotiation), frames are scaled to the first source's size; `None`
+    /// mutes the track. Returns the new source's label. Blocking (opens devices).
+    pub fn switch_video(
+        &mut self,
+        args: &SessionArgs,
+        choice: &VideoChoice,
+    ) -> Result<String, CliError> {
+        self.switch(MediaKind::Video, || {
+            Ok(video_source(args, choice)?.map(|(s, l)| (Replacement::Video(s), l)))
+        })
+    }
+
+    /// [`Sender::switch_video`] for the audio track (a microphone keeps the processing the
+    /// call started with: none when it started with a tone or a file).
+    pub fn switch_audio(&mut self, choice: &AudioChoice) -> Result<String, CliError> {
+        self.switch(MediaKind::Audio, || {
+            Ok(audio_source(choice)?.map(|(s, l)| (Replacement::Audio(s), l)))
+        })
+    }
+
+    fn switch(
+        &mut self,
+        kind: MediaKind,
+        open: impl FnOnce() -> Result<Option<(Replacement, String)>, CliError>,
+    ) -> Result<String, CliError> {
+        let what = kind_str(kind);
+        if !self.stream.has(kind) {
+            return Err(CliError::new(
+                code::MEDIA,
+                "media",
+                format!("no {what} track is sent: start with --{what} to switch it later"),
+            ));
+        }
+        match open()? {
+            None => {
+                self.stream.set_enabled(kind, false);
+                Ok("off".into())
+            }
+            Some((source, label)) => {
+                self.stream
+                    .replace_source(source, label.clone())
+                    .map_err(|e| media_err(&format!("cannot switch the {what} source"), e))?;
+                self.stream.set_enabled(kind, true);
+                Ok(label)
+            }
+        }
     }
 
     /// One `send-stats` line per track since the previous call.

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::args::{SessionArgs, secs};
+use crate::control::Control;
 use crate::exit::{CliError, code};
 use crate::output::{Output, epoch_ms};
 use crate::receive::{LatencyReport, Receiver};
@@ -243,7 +244,7 @@ impl Session {
             });
         }
 
-        if self.cfg.args.chat_stdin {
+        if self.cfg.args.chat_stdin || self.cfg.args.control_stdin {
             spawn_stdin_reader(tx.clone());
         }
         drop(tx);
@@ -302,7 +303,13 @@ impl Session {
                         }
                     }
                     Some(Incoming::Channel(channel, ev)) => self.on_channel(channel, ev),
-                    Some(Incoming::Stdin(Some(line))) => self.send_chat(&chat, &line),
+                    Some(Incoming::Stdin(Some(line))) => {
+                        if self.cfg.args.control_stdin {
+                            self.control(&chat, &line);
+                        } else {
+                            self.send_chat(&chat, &line);
+                        }
+                    }
                     Some(Incoming::Stdin(None)) => {
                         if self.cfg.args.duration.is_none() {
                             info!("stdin closed: leaving");
@@ -544,6 +551,78 @@ impl Session {
             line["bytes"] = json!(data.len());
         }
         self.out.line("channel-message", line);
+    }
+
+    /// One `--control-stdin` line: a device switch (a `device` line when done, a
+    /// `control-error` line, and the call goes on, when not) or a chat message.
+    fn control(&mut self, chat: &rtcio::BroadcastChannel, line: &str) {
+        let cmd = match Control::parse(line) {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                warn!("control: {e}");
+                self.out
+                    .line("control-error", json!({"command": line.trim(), "error": e}));
+                return;
+            }
+        };
+        let (kind, result) = match &cmd {
+            Control::Chat(text) => return self.send_chat(chat, text),
+            Control::Speaker(device) => (
+                "speaker",
+                self.receiver
+                    .set_speaker(crate::args::output_device(device)),
+            ),
+            Control::Camera(choice) => (
+                "camera",
+                self.switch_source(|s, args| s.switch_video(args, choice)),
+            ),
+            Control::Mic(choice) => ("mic", self.switch_source(|s, _| s.switch_audio(choice))),
+        };
+        match result {
+            Ok(source) => {
+                info!(kind, %source, "device switched");
+                let stream = self.sender.as_ref().map(|s| s.stream().id().to_string());
+                self.out.line(
+                    "device",
+                    json!({"kind": kind, "source": source, "stream": stream}),
+                );
+                if matches!(cmd, Control::Camera(_) | Control::Mic(_)) {
+                    self.media_state_changed(kind, source != "off");
+                }
+            }
+            Err(e) => {
+                warn!("control: {e}");
+                self.out
+                    .line("control-error", json!({"command": line.trim(), "error": e}));
+            }
+        }
+    }
+
+    /// Runs a source switch of the sender (opening a device blocks: off the async workers).
+    fn switch_source(
+        &mut self,
+        f: impl FnOnce(&mut Sender, &crate::args::SessionArgs) -> Result<String, CliError>,
+    ) -> Result<String, String> {
+        let args = &self.cfg.args;
+        let Some(sender) = self.sender.as_mut() else {
+            return Err("nothing is sent: start with --video / --audio to switch them".into());
+        };
+        tokio::task::block_in_place(|| f(sender, args)).map_err(|e| e.to_string())
+    }
+
+    /// Our camera or microphone went on or off: the peers hear it as `media-state` (new peers
+    /// get it on connect).
+    fn media_state_changed(&mut self, kind: &str, on: bool) {
+        if kind == "camera" {
+            self.cam = on;
+        } else {
+            self.mic = on;
+        }
+        let state = json!({"id": self.socket.id(), "mic": self.mic, "cam": self.cam, "roomId": self.cfg.room});
+        if let Err(e) = self.socket.emit("media-state", vec![state]) {
+            warn!("media-state: {e}");
+        }
     }
 
     fn send_chat(&self, chat: &rtcio::BroadcastChannel, line: &str) {
