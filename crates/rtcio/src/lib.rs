@@ -22,6 +22,7 @@
 //! RTCPeerConnection per remote peer; `socket` ties them together behind the public API.
 
 pub mod bwe;
+mod capture_sr;
 pub mod channel;
 pub mod ice_fetch;
 pub mod listeners;

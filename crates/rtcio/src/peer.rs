@@ -14,8 +14,8 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription, Registry as InterceptorRegistry,
-    SettingEngineBuilder, configure_congestion_control, configure_rtcp_reports,
-    configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    SettingEngineBuilder, configure_congestion_control, configure_simulcast_extension_headers,
+    configure_twcc_receiver_only,
 };
 
 use crate::bwe::{BandwidthEstimate, PublishedGcc};
@@ -203,10 +203,15 @@ struct Peer {
     media_reported: bool,
 }
 
-async fn build_pc(
-    shared: &Shared,
-    tx: mpsc::UnboundedSender<PeerCmd>,
-) -> Result<(Arc<dyn PeerConnection>, Option<Arc<BandwidthEstimate>>), String> {
+/// A peer connection, its send-side estimate (congestion control on) and the capture
+/// instants its sender reports are made from.
+type BuiltPc = (
+    Arc<dyn PeerConnection>,
+    Option<Arc<BandwidthEstimate>>,
+    Arc<crate::capture_sr::CaptureTimes>,
+);
+
+async fn build_pc(shared: &Shared, tx: mpsc::UnboundedSender<PeerCmd>) -> Result<BuiltPc, String> {
     let se = SettingEngineBuilder::new()
         // Answering as DTLS server: Chromium's first ctrl message was lost 2–3 times in 10 otherwise.
         .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server)
@@ -219,7 +224,8 @@ async fn build_pc(
     let se = ice_timing(se, shared.opts.relay_only).build();
     let mut media = MediaEngine::default();
     crate::peer_media::register_codecs(&mut media)?;
-    let (registry, estimate) = interceptors(&shared.opts.congestion, &mut media)?;
+    let captures = Arc::new(crate::capture_sr::CaptureTimes::default());
+    let (registry, estimate) = interceptors(&shared.opts.congestion, &mut media, &captures)?;
     let registry = registry
         // Last in the chain: keyframe requests reach the application.
         .with(
@@ -250,7 +256,7 @@ async fn build_pc(
         .build()
         .await
         .map_err(|e| e.to_string())?;
-    Ok((Arc::new(pc), estimate))
+    Ok((Arc::new(pc), estimate, captures))
 }
 
 /// How often missing packets are NACKed. webrtc-rs's default is 100 ms: a lost packet then
@@ -303,10 +309,20 @@ fn nack(registry: InterceptorRegistry, media: &mut MediaEngine) -> InterceptorRe
 fn interceptors(
     cc: &crate::bwe::CongestionConfig,
     media: &mut MediaEngine,
+    captures: &Arc<crate::capture_sr::CaptureTimes>,
 ) -> Result<(InterceptorRegistry, Option<Arc<BandwidthEstimate>>), String> {
     let registry = nack(InterceptorRegistry::new(), media);
     configure_simulcast_extension_headers(media).map_err(|e| e.to_string())?;
-    let registry = configure_rtcp_reports(registry);
+    // webrtc-rs's `configure_rtcp_reports`, with the sender reports on the capture clock.
+    let registry = registry
+        .with(
+            rtc::interceptor::Slot::ReceiverReport,
+            rtc::interceptor::ReceiverReportBuilder::new().build(),
+        )
+        .with(
+            rtc::interceptor::Slot::SenderReport,
+            crate::capture_sr::CaptureTimeReports::new(captures.clone()),
+        );
     if !cc.enabled {
         let registry = configure_twcc_receiver_only(registry, media).map_err(|e| e.to_string())?;
         return Ok((registry, None));
@@ -386,7 +402,7 @@ async fn run(
             generation,
         });
     };
-    let (pc, estimate) = match build_pc(&shared, self_tx.clone()).await {
+    let (pc, estimate, captures) = match build_pc(&shared, self_tx.clone()).await {
         Ok(built) => built,
         Err(e) => {
             warn!(peer = %remote, "cannot create a peer connection: {e}");
@@ -449,7 +465,7 @@ async fn run(
         last_sample: None,
         offers_sent: 0,
         glares: 0,
-        media: PeerMedia::new(&remote, self_tx.clone(), estimate.clone()),
+        media: PeerMedia::new(&remote, self_tx.clone(), estimate.clone(), captures),
         estimate,
         stale: false,
         quiet: false,

@@ -252,6 +252,8 @@ pub(crate) struct PeerMedia {
     remote_tracks: HashMap<String, Arc<dyn TrackRemote>>,
     /// Send-side bandwidth estimate of this peer connection (congestion control on).
     estimate: Option<Arc<crate::bwe::BandwidthEstimate>>,
+    /// Capture instants of written frames, for this connection's sender reports.
+    captures: Arc<crate::capture_sr::CaptureTimes>,
     /// Announcements for streams with no negotiated track yet.
     announcements: Announcements,
 }
@@ -287,6 +289,7 @@ impl PeerMedia {
         remote: &str,
         self_tx: mpsc::UnboundedSender<PeerCmd>,
         estimate: Option<Arc<crate::bwe::BandwidthEstimate>>,
+        captures: Arc<crate::capture_sr::CaptureTimes>,
     ) -> Self {
         PeerMedia {
             remote: remote.to_string(),
@@ -299,6 +302,7 @@ impl PeerMedia {
             routes: HashMap::new(),
             remote_tracks: HashMap::new(),
             estimate,
+            captures,
             announcements: Announcements::default(),
         }
     }
@@ -429,6 +433,7 @@ impl PeerMedia {
             ssrc,
             pt: std::sync::atomic::AtomicU16::new(NO_PT),
             estimate: self.estimate.clone(),
+            captures: self.captures.clone(),
         });
         feed.add_sink(sink.clone());
         // Keyframe requests from this peer go to whichever track feeds the sender now.

@@ -106,6 +106,8 @@ pub(crate) struct Sink {
     pub pt: AtomicU16,
     /// The peer connection's send-side bandwidth estimate (congestion control on).
     pub estimate: Option<Arc<crate::bwe::BandwidthEstimate>>,
+    /// Capture instants for the peer connection's sender reports.
+    pub captures: Arc<crate::capture_sr::CaptureTimes>,
 }
 
 /// What feeds the per-peer senders of one m-line: swapping a [`LocalTrack`] moves the feed, so
@@ -191,6 +193,18 @@ impl LocalTrack {
     /// how many peers it went to. Samples are real-time: a peer that is not connected yet does
     /// not get old ones later.
     pub async fn write(&self, sample: &MediaSample) -> usize {
+        self.write_inner(sample, None).await
+    }
+
+    /// [`LocalTrack::write`] for a sample whose content was captured at `captured`: the
+    /// RTCP sender reports then map its RTP time to that instant rather than to when it was
+    /// sent (as Chromium's do), so the receiver's lip sync does not count our encoding delay
+    /// as a later capture.
+    pub async fn write_captured(&self, sample: &MediaSample, captured: Instant) -> usize {
+        self.write_inner(sample, Some(captured)).await
+    }
+
+    async fn write_inner(&self, sample: &MediaSample, captured: Option<Instant>) -> usize {
         let sinks = lock(&self.feed().sinks).clone();
         let s = rtc::media::Sample {
             data: sample.data.clone(),
@@ -203,6 +217,7 @@ impl LocalTrack {
             if pt == NO_PT {
                 continue;
             }
+            let queued = captured.map(|c| sink.captures.push(sink.ssrc, c));
             match sink
                 .track
                 .sample_writer(sink.ssrc, pt as u8)
@@ -211,7 +226,12 @@ impl LocalTrack {
             {
                 Ok(()) => n += 1,
                 // Not bound yet (DTLS still coming up) or the peer is closing.
-                Err(e) => trace!(peer = %sink.peer, "sample not sent: {e}"),
+                Err(e) => {
+                    if let Some(id) = queued {
+                        sink.captures.cancel(sink.ssrc, id);
+                    }
+                    trace!(peer = %sink.peer, "sample not sent: {e}");
+                }
             }
         }
         self.inner.written.fetch_add(1, Ordering::Relaxed);
