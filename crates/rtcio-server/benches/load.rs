@@ -32,6 +32,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
+/// The exact join phase (fan-out and leave counts), shared with `tests/many_sockets.rs`.
+#[path = "../tests/exact_joins/mod.rs"]
+mod exact_joins;
+
 // ---- parameters -------------------------------------------------------------------------------
 
 /// Sockets per joins round.
@@ -208,6 +212,11 @@ fn parse_ready(kind: Kind, line: &str) -> Option<u16> {
 
 impl Server {
     async fn start(kind: Kind, root: &Path) -> R<Server> {
+        Self::start_with(kind, root, &[]).await
+    }
+
+    /// Starts a server with extra arguments (ours only, e.g. `--redis URL`).
+    async fn start_with(kind: Kind, root: &Path, extra: &[String]) -> R<Server> {
         let mut cmd = match kind {
             Kind::Ours => {
                 let log_level = std::env::var("LOAD_OURS_LOG").unwrap_or_else(|_| "warn".into());
@@ -228,6 +237,7 @@ impl Server {
                     "--join-rate",
                     "0",
                 ]);
+                c.args(extra);
                 for v in ["PORT", "RTCIO_LOG", "RTCIO_AUTH_TOKEN", "RTCIO_REDIS_URL"] {
                     c.env_remove(v);
                 }
@@ -314,10 +324,7 @@ impl Server {
 
     /// utime + stime in clock ticks.
     fn cpu_ticks(&self) -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        proc_cpu_ticks(self.pid)
     }
 
     /// Reports an early exit and stderr output, then kills the process and reaps it.
@@ -344,6 +351,130 @@ impl Server {
                 "{who} server wrote {n} stderr line(s) during {phase}: {}",
                 top.join("; ")
             ));
+        }
+    }
+}
+
+/// utime + stime of a process in clock ticks.
+fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// A private `redis-server` on a free loopback port (no persistence). Dropping it kills it.
+struct Redis {
+    child: Child,
+    pid: u32,
+    url: String,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Redis {
+    async fn start() -> R<Redis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .ctx("free port for redis")?
+            .port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--maxclients", "1000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .ctx("spawn redis-server (Debian package redis-server)")?;
+        let pid = child.id().ok_or("redis-server exited at once")?;
+        let stdout = child.stdout.take().ok_or("no redis stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        timeout(START_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await.ctx("redis stdout")? {
+                if line.contains("Ready to accept connections") {
+                    return Ok(());
+                }
+            }
+            Err("redis-server exited before it was ready".to_string())
+        })
+        .await
+        .map_err(|_| "redis-server not ready in time".to_string())??;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Redis {
+            child,
+            pid,
+            url: format!("redis://127.0.0.1:{port}"),
+        })
+    }
+}
+
+/// One server, or several server processes sharing rooms through one Redis.
+struct Cluster {
+    servers: Vec<Server>,
+    redis: Option<Redis>,
+}
+
+impl Cluster {
+    fn single(server: Server) -> Cluster {
+        Cluster {
+            servers: vec![server],
+            redis: None,
+        }
+    }
+
+    /// `n` processes of ours behind a fresh Redis (plain single server for `n == 1` unless
+    /// `force_redis`).
+    async fn ours(root: &Path, n: usize, force_redis: bool) -> R<Cluster> {
+        if n <= 1 && !force_redis {
+            return Ok(Cluster::single(Server::start(Kind::Ours, root).await?));
+        }
+        let redis = Redis::start().await?;
+        let mut servers = Vec::with_capacity(n);
+        for _ in 0..n {
+            servers.push(
+                Server::start_with(Kind::Ours, root, &["--redis".into(), redis.url.clone()])
+                    .await?,
+            );
+        }
+        Ok(Cluster {
+            servers,
+            redis: Some(redis),
+        })
+    }
+
+    /// The address member/socket `i` connects to (round-robin over the processes).
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.servers[i % self.servers.len()].addr
+    }
+
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.servers.iter().map(|s| s.addr).collect()
+    }
+
+    /// CPU of every server process and of Redis, in clock ticks.
+    fn cpu_ticks(&self) -> Option<u64> {
+        let mut sum = 0;
+        for s in &self.servers {
+            sum += s.cpu_ticks()?;
+        }
+        if let Some(r) = &self.redis {
+            sum += proc_cpu_ticks(r.pid)?;
+        }
+        Some(sum)
+    }
+
+    async fn stop(self, phase: &str) {
+        for s in self.servers {
+            s.stop(phase).await;
+        }
+        if let Some(mut r) = self.redis {
+            let _ = r.child.start_kill();
+            let _ = timeout(Duration::from_secs(5), r.child.wait()).await;
         }
     }
 }
@@ -862,16 +993,16 @@ async fn step<T>(what: String, fut: impl std::future::Future<Output = R<T>>) -> 
         .map_err(|e| format!("{what}: {e}"))
 }
 
-async fn setup_pair(addr: SocketAddr, i: usize, tag: &str) -> R<Pair> {
+async fn setup_pair((a_addr, b_addr): (SocketAddr, SocketAddr), i: usize, tag: &str) -> R<Pair> {
     let room = format!("{tag}-{i}");
     let mut a = step(
         format!("pair {i}: connect a"),
-        Client::connect(addr, src_ip(2 * i)),
+        Client::connect(a_addr, src_ip(2 * i)),
     )
     .await?;
     let mut b = step(
         format!("pair {i}: connect b"),
-        Client::connect(addr, src_ip(2 * i + 1)),
+        Client::connect(b_addr, src_ip(2 * i + 1)),
     )
     .await?;
     let ids = format!("a = {}, b = {}, room {room}", a.sid, b.sid);
@@ -1000,15 +1131,25 @@ async fn run_receiver(
     }
 }
 
+/// Where the two sockets of a relay pair connect.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Both on process `i mod P` (pair `i`).
+    Same,
+    /// On processes `i mod P` and `i + 1 mod P`.
+    Cross,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn relay_run(
-    server: &Server,
+    cluster: &Cluster,
+    placement: Placement,
     tag: &str,
     n_pairs: usize,
     window: usize,
     total: u64,
     max: Duration,
 ) -> RelayStats {
-    let addr = server.addr;
     let mut stats = RelayStats::default();
     // Set up the pairs, a bounded number at a time.
     let sem = Arc::new(Semaphore::new(HANDSHAKE_CONCURRENCY / 2));
@@ -1016,9 +1157,11 @@ async fn relay_run(
         .map(|i| {
             let sem = sem.clone();
             let tag = tag.to_string();
+            let a_addr = cluster.addr(i);
+            let b_addr = cluster.addr(i + usize::from(placement == Placement::Cross));
             tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await;
-                timeout(SOCKET_TIMEOUT, setup_pair(addr, i, &tag))
+                timeout(SOCKET_TIMEOUT, setup_pair((a_addr, b_addr), i, &tag))
                     .await
                     .unwrap_or_else(|_| Err("pair setup timed out".into()))
             })
@@ -1041,7 +1184,7 @@ async fn relay_run(
         return stats;
     }
     let quota = total / pairs.len() as u64;
-    let cpu0 = server.cpu_ticks();
+    let cpu0 = cluster.cpu_ticks();
     let start = tokio::time::Instant::now();
     let start_ns = now_ns();
     let deadline = start + max;
@@ -1096,7 +1239,7 @@ async fn relay_run(
             }
         }
     }
-    let cpu1 = server.cpu_ticks();
+    let cpu1 = cluster.cpu_ticks();
     stats.sent = states
         .iter()
         .map(|(s, _)| s.sent.load(Ordering::Acquire))
@@ -1232,6 +1375,580 @@ async fn rss_step(kind: Kind, root: &Path, n: usize) -> R<RssStep> {
     })
 }
 
+// ---- phase 5: the exact join phase at 1 k / 10 k / 50 k sockets, two clients, repeats ---------
+
+/// Sockets one process holds at most, server or generator: the hard descriptor limit is 20 000
+/// per process on the dev box and cannot be raised there (no `CAP_SYS_RESOURCE`).
+const PER_PROCESS: usize = 16_000;
+/// Default socket counts of the scale phase (`LOAD_SIZES`).
+const SIZES: [usize; 3] = [1_000, 10_000, 50_000];
+/// The size `LOAD_REPEAT` repeats.
+const REPEAT_SIZE: usize = 10_000;
+
+/// Bound on one scale run (generators are killed after it): start-up, joins, checks, leaves.
+fn scale_run_limit(n: usize) -> Duration {
+    Duration::from_secs(60 + n as u64 / 250)
+}
+
+/// The load generator of the scale phase.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ClientKind {
+    /// `tests/exact_joins/mod.rs`: raw Engine.IO over tokio-tungstenite (this bench re-run as a
+    /// generator process).
+    Rust,
+    /// `tests/node/load-joins.mjs`: socket.io-client 4.8, what browsers run.
+    Node,
+}
+
+impl ClientKind {
+    fn label(self) -> &'static str {
+        match self {
+            ClientKind::Rust => "Rust (raw Engine.IO)",
+            ClientKind::Node => "Node socket.io-client",
+        }
+    }
+}
+
+/// One scale run: `n` sockets of one client kind against one server kind.
+struct ScaleRun {
+    n: usize,
+    client: ClientKind,
+    server: Kind,
+    /// Why it did not run (then nothing else is set).
+    skipped: Option<String>,
+    servers: usize,
+    redis: bool,
+    generators: usize,
+    /// The generators' outcomes, summed.
+    outcome: Option<exact_joins::Outcome>,
+    /// Generator processes that gave no result (timed out, crashed), or a set-up failure.
+    errors: Vec<String>,
+    /// CPU of every server process (and Redis) over the whole run.
+    cpu_s: Option<f64>,
+}
+
+impl ScaleRun {
+    fn exact(&self) -> bool {
+        self.skipped.is_none()
+            && self.errors.is_empty()
+            && self
+                .outcome
+                .as_ref()
+                .is_some_and(|o| o.sockets == self.n && o.exact())
+    }
+
+    fn what(&self) -> String {
+        format!(
+            "{} sockets, {} → {}",
+            fmt_num(self.n as f64),
+            self.client.label(),
+            server_name(self.server)
+        )
+    }
+
+    fn processes(&self) -> String {
+        if self.skipped.is_some() {
+            return "—".into();
+        }
+        format!(
+            "{} server{} / {} generator{}",
+            self.servers,
+            if self.redis { " + Redis" } else { "" },
+            self.generators,
+            if self.generators == 1 { "" } else { "s" }
+        )
+    }
+
+    /// The verdict cell: exact, FAILURE (with the counts), or why it did not run.
+    fn verdict(&self) -> String {
+        if let Some(why) = &self.skipped {
+            return why.clone();
+        }
+        let counts = self
+            .outcome
+            .as_ref()
+            .map_or_else(|| "no counts".to_string(), |o| o.counts());
+        if self.exact() {
+            "exact".into()
+        } else if self.errors.is_empty() {
+            format!("**FAILURE**: {counts}")
+        } else {
+            format!(
+                "**FAILURE**: {counts}; {} generator error(s)",
+                self.errors.len()
+            )
+        }
+    }
+}
+
+fn server_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Ours => "ours",
+        Kind::Node => "Node (socket.io 4.8)",
+    }
+}
+
+/// The generator processes of a run: `gens` processes with whole rooms each, the issue's 64
+/// handshakes in flight split among them.
+fn generator_split(n: usize, gens: usize) -> Vec<usize> {
+    let rooms = n.div_ceil(exact_joins::ROOM_SIZE);
+    let per = rooms.div_ceil(gens) * exact_joins::ROOM_SIZE;
+    (0..gens)
+        .map(|k| n.saturating_sub(k * per).min(per))
+        .filter(|&c| c > 0)
+        .collect()
+}
+
+/// Starts one generator process for `n` sockets; its stdout's last line is its outcome.
+fn spawn_generator(
+    client: ClientKind,
+    root: &Path,
+    addrs: &[SocketAddr],
+    n: usize,
+    tag: &str,
+    in_flight: usize,
+    limit: Duration,
+) -> R<Child> {
+    // The generator stops itself a little before the bench kills it, so its counts arrive.
+    let own = limit
+        .saturating_sub(Duration::from_secs(10))
+        .max(Duration::from_secs(10));
+    let addr_list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    let mut cmd = match client {
+        ClientKind::Rust => {
+            let mut c = Command::new(std::env::current_exe().ctx("bench path")?);
+            c.arg("--bench").env(
+                "LOAD_GENERATOR",
+                format!(
+                    "{};{n};{tag};{in_flight};{};{}",
+                    addr_list.join(","),
+                    own.as_secs(),
+                    u8::from(leave_burst())
+                ),
+            );
+            c
+        }
+        ClientKind::Node => {
+            let urls: Vec<String> = addr_list.iter().map(|a| format!("http://{a}")).collect();
+            let mut c = Command::new("node");
+            c.arg(root.join("tests/node/load-joins.mjs")).args([
+                urls.join(","),
+                n.to_string(),
+                own.as_secs().to_string(),
+                in_flight.to_string(),
+                tag.to_string(),
+                u8::from(leave_burst()).to_string(),
+            ]);
+            c
+        }
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .ctx("spawn generator")
+}
+
+async fn scale_run(root: &Path, client: ClientKind, server: Kind, n: usize, tag: &str) -> ScaleRun {
+    let servers = n.div_ceil(PER_PROCESS);
+    let mut run = ScaleRun {
+        n,
+        client,
+        server,
+        skipped: None,
+        servers,
+        redis: servers > 1,
+        generators: 0,
+        outcome: None,
+        errors: Vec::new(),
+        cpu_s: None,
+    };
+    if server == Kind::Node && servers > 1 {
+        run.skipped = Some(format!(
+            "n/a (fd limit, single process: {} sockets need {servers} processes; the reference room \
+             logic reads membership from socket.io's local adapter)",
+            fmt_num(n as f64)
+        ));
+        return run;
+    }
+    let cluster = match server {
+        Kind::Ours => Cluster::ours(root, servers, false).await,
+        Kind::Node => Server::start(Kind::Node, root).await.map(Cluster::single),
+    };
+    let cluster = match cluster {
+        Ok(c) => c,
+        Err(e) => {
+            run.errors.push(format!("server start: {e}"));
+            return run;
+        }
+    };
+    let limit = scale_run_limit(n);
+    let split = generator_split(n, n.div_ceil(PER_PROCESS));
+    run.generators = split.len();
+    let in_flight = (exact_joins::IN_FLIGHT / split.len()).max(1);
+    let addrs = cluster.addrs();
+    let cpu0 = cluster.cpu_ticks();
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut children = Vec::new();
+    for (k, &count) in split.iter().enumerate() {
+        match spawn_generator(
+            client,
+            root,
+            &addrs,
+            count,
+            &format!("{tag}g{k}"),
+            in_flight,
+            limit,
+        ) {
+            Ok(c) => children.push((k, c)),
+            Err(e) => run.errors.push(format!("generator {k}: {e}")),
+        }
+    }
+    let waits: Vec<_> = children
+        .into_iter()
+        .map(|(k, child)| {
+            tokio::spawn(async move {
+                (
+                    k,
+                    tokio::time::timeout_at(deadline, child.wait_with_output()).await,
+                )
+            })
+        })
+        .collect();
+    let mut parts = Vec::new();
+    for w in waits {
+        let Ok((k, out)) = w.await else {
+            run.errors.push("generator task panicked".into());
+            continue;
+        };
+        match out {
+            Err(_) => run.errors.push(format!(
+                "generator {k}: no result within {} s (killed)",
+                limit.as_secs()
+            )),
+            Ok(Err(e)) => run.errors.push(format!("generator {k}: {e}")),
+            Ok(Ok(out)) => {
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                match stdout
+                    .lines()
+                    .rev()
+                    .find_map(exact_joins::Outcome::from_json)
+                {
+                    Some(o) => parts.push(o),
+                    None => {
+                        let stderr = String::from_utf8_lossy(&out.stderr);
+                        let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+                        run.errors.push(format!(
+                            "generator {k} ({}): no counts; stderr ends {tail:?}",
+                            out.status
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let cpu1 = cluster.cpu_ticks();
+    run.cpu_s = cpu0
+        .zip(cpu1)
+        .map(|(a, b)| (b - a) as f64 / clock_ticks() as f64);
+    if !parts.is_empty() {
+        run.outcome = Some(exact_joins::Outcome::merge(&parts));
+    }
+    cluster
+        .stop(&format!(
+            "{} sockets ({} client)",
+            fmt_num(n as f64),
+            client.label()
+        ))
+        .await;
+    // Let TIME_WAIT and the kernel's socket memory settle a little between big runs.
+    sleep(Duration::from_millis(500)).await;
+    run
+}
+
+/// Progress line and notes for one scale run; a run that is not exact fails the bench.
+fn check_scale(run: &ScaleRun) {
+    let what = run.what();
+    if let Some(why) = &run.skipped {
+        eprintln!("   {what}: {why}");
+        return;
+    }
+    let secs = run.outcome.as_ref().map_or(0.0, |o| o.secs);
+    eprintln!(
+        "   {what}: {} in {secs:.1} s ({})",
+        run.verdict(),
+        run.processes()
+    );
+    if !run.exact() {
+        let mut detail: Vec<String> = run.errors.clone();
+        if let Some(o) = &run.outcome {
+            detail.extend(o.problems.iter().take(3).cloned());
+        }
+        inexact(format!("{what}: {}; {}", run.verdict(), detail.join("; ")));
+    }
+}
+
+/// `n` sockets in `runs` runs for each client and server: (client, server, exact runs, runs).
+type RepeatResult = (ClientKind, Kind, usize, usize);
+
+fn print_scale_table(runs: &[ScaleRun], repeats: &[RepeatResult], repeat_n: usize) {
+    if runs.is_empty() && repeats.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "Join phase at scale: rooms of {}, at most {} connect + join handshakes in flight over all \
+         generator processes; every join-ok, user-connected, #rtcio:init-offer, then (the last \
+         member of each room leaves) #rtcio:peer-left and user-disconnected counted exactly.",
+        exact_joins::ROOM_SIZE,
+        exact_joins::IN_FLIGHT
+    );
+    println!();
+    println!(
+        "| sockets | client | server | processes | verdict | join-ok | user-connected | init-offer | peer-left | user-disconnected | joins/s ↑ | server CPU per socket, whole run (µs) ↓ | run (s) |"
+    );
+    println!("|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in runs {
+        let o = r.outcome.as_ref();
+        let jd = exact_joins::Outcome::join_due(r.n);
+        let ld = exact_joins::Outcome::leave_due(r.n);
+        let c = |f: &dyn Fn(&exact_joins::Outcome) -> usize, due: usize| {
+            o.map_or_else(|| "—".into(), |o| format!("{} / {}", f(o), due))
+        };
+        let rate = o
+            .filter(|o| o.join_secs > 0.0)
+            .map_or_else(|| "—".into(), |o| fmt_num(o.joined as f64 / o.join_secs));
+        let cpu = r
+            .cpu_s
+            .filter(|_| r.n > 0 && o.is_some())
+            .map_or_else(|| "—".into(), |c| fmt_num(c * 1e6 / r.n as f64));
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {rate} | {cpu} | {} |",
+            fmt_num(r.n as f64),
+            r.client.label(),
+            server_name(r.server),
+            r.processes(),
+            r.verdict(),
+            c(&|o| o.joined, r.n),
+            c(&|o| o.user_connected, jd),
+            c(&|o| o.init_offers, jd),
+            c(&|o| o.peer_left, ld),
+            c(&|o| o.user_disconnected, ld),
+            o.map_or_else(|| "—".into(), |o| format!("{:.1}", o.secs)),
+        );
+    }
+    if !repeats.is_empty() {
+        println!();
+        println!(
+            "Repeats (`LOAD_REPEAT={repeat_n}`), {} sockets each, fresh server per run:",
+            fmt_num(REPEAT_SIZE as f64)
+        );
+        println!();
+        println!("| client | server | verdict |");
+        println!("|---|---|---|");
+        for (client, server, exact, runs) in repeats {
+            println!(
+                "| {} | {} | exact {exact}/{runs} |",
+                client.label(),
+                server_name(*server)
+            );
+        }
+    }
+}
+
+// ---- phase 6: relay throughput with 1, 2 and 4 processes behind Redis ------------------------
+
+/// Processes behind Redis and pair placement of the scale-out runs.
+const SCALEOUT: [(usize, Placement); 5] = [
+    (1, Placement::Same),
+    (2, Placement::Same),
+    (2, Placement::Cross),
+    (4, Placement::Same),
+    (4, Placement::Cross),
+];
+
+struct ScaleoutRow {
+    processes: usize,
+    placement: Placement,
+    stats: RelayStats,
+}
+
+async fn scaleout(root: &Path) -> Vec<ScaleoutRow> {
+    let mut rows = Vec::new();
+    for (processes, placement) in SCALEOUT {
+        let what = format!(
+            "ours, {processes} process(es) behind Redis, pairs {}",
+            match placement {
+                Placement::Same => "on one process",
+                Placement::Cross => "across processes",
+            }
+        );
+        eprintln!("== relay scale-out: {what}");
+        let cluster = match Cluster::ours(root, processes, true).await {
+            Ok(c) => c,
+            Err(e) => {
+                note(format!("relay scale-out, {what}: start failed: {e}"));
+                continue;
+            }
+        };
+        let tag = format!("so{processes}{}", placement == Placement::Cross);
+        let w = relay_run(
+            &cluster,
+            placement,
+            &format!("{tag}w"),
+            RELAY_PAIRS,
+            RELAY_WINDOW,
+            RELAY_WARMUP_TOTAL,
+            RELAY_WARMUP_MAX,
+        )
+        .await;
+        check_relay(
+            "ours",
+            &format!("relay scale-out warm-up, {what}"),
+            RELAY_PAIRS,
+            &w,
+        );
+        let s = relay_run(
+            &cluster,
+            placement,
+            &tag,
+            RELAY_PAIRS,
+            RELAY_WINDOW,
+            RELAY_TOTAL,
+            RELAY_MAX,
+        )
+        .await;
+        check_relay("ours", &format!("relay scale-out, {what}"), RELAY_PAIRS, &s);
+        cluster.stop(&format!("relay scale-out, {what}")).await;
+        rows.push(ScaleoutRow {
+            processes,
+            placement,
+            stats: s,
+        });
+    }
+    rows
+}
+
+fn print_scaleout_table(rows: &[ScaleoutRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "Relay scale-out (ours): {RELAY_PAIRS} pairs, window {RELAY_WINDOW}, {} messages or {} s, every \
+         process started with `--redis` (the 1-process row too); CPU = all server processes + \
+         redis-server.",
+        fmt_num(RELAY_TOTAL as f64),
+        RELAY_MAX.as_secs()
+    );
+    println!();
+    println!(
+        "| processes behind Redis | pair sockets | delivered / sent | relayed #rtcio:message/s ↑ | CPU per message (µs) ↓ | p50 (ms) ↓ | p99 (ms) ↓ |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|");
+    let base = rows
+        .iter()
+        .find(|r| r.processes == 1)
+        .filter(|r| r.stats.received > 0)
+        .map(|r| r.stats.received as f64 / r.stats.secs.max(1e-9));
+    for r in rows {
+        let s = &r.stats;
+        let rate = (s.received > 0).then(|| s.received as f64 / s.secs.max(1e-9));
+        let rate_cell = match (rate, base) {
+            (Some(v), Some(b)) if r.processes > 1 => format!("{} ({:.2}×)", fmt_num(v), v / b),
+            (Some(v), _) => fmt_num(v),
+            _ => "n/a".into(),
+        };
+        let f2 = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |v| format!("{v:.2}"));
+        println!(
+            "| {} | {} | {} / {} | {rate_cell} | {} | {} | {} |",
+            r.processes,
+            match r.placement {
+                Placement::Same => "same process",
+                Placement::Cross => "different processes",
+            },
+            s.received,
+            s.sent,
+            s.server_cpu_s.filter(|_| s.received > 0).map_or_else(
+                || "n/a".into(),
+                |c| format!("{:.1}", c * 1e6 / s.received as f64)
+            ),
+            f2(ms(percentile(&s.lat_sorted, 50.0))),
+            f2(ms(percentile(&s.lat_sorted, 99.0))),
+        );
+    }
+}
+
+/// `LOAD_LEAVE_BURST=1`: the last members of all rooms leave at once instead of at most as many
+/// rooms at a time as joins are in flight.
+fn leave_burst() -> bool {
+    std::env::var("LOAD_LEAVE_BURST").is_ok_and(|v| v.trim() == "1")
+}
+
+/// Generator-process mode (`LOAD_GENERATOR=addrs;n;tag;in_flight;limit_s;burst`): runs the exact join
+/// phase and prints its outcome as one JSON line.
+fn generator_main(spec: &str) -> i32 {
+    let f: Vec<&str> = spec.split(';').collect();
+    let parsed = (|| {
+        let addrs: Vec<SocketAddr> = f
+            .first()?
+            .split(',')
+            .map(|a| a.parse().ok())
+            .collect::<Option<_>>()?;
+        Some((
+            addrs,
+            f.get(1)?.parse::<usize>().ok()?,
+            f.get(2)?.to_string(),
+            f.get(3)?.parse::<usize>().ok()?,
+            f.get(4)?.parse::<u64>().ok()?,
+            f.get(5)? == &"1",
+        ))
+    })();
+    let Some((addrs, n, tag, in_flight, limit_s, burst)) = parsed else {
+        eprintln!("load generator: bad LOAD_GENERATOR {spec:?}");
+        return 2;
+    };
+    if addrs.is_empty() {
+        return 2;
+    }
+    exact_joins::raise_nofile((n + 512) as u64);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("load generator: runtime: {e}");
+            return 2;
+        }
+    };
+    let limits = exact_joins::Limits {
+        in_flight,
+        phase_guard: Duration::from_secs(limit_s / 2),
+        leave_rooms_in_flight: if burst { 0 } else { in_flight },
+    };
+    let outcome = rt.block_on(async {
+        timeout(
+            Duration::from_secs(limit_s),
+            exact_joins::run_clients(&addrs, n, &tag, limits),
+        )
+        .await
+    });
+    let code = match outcome {
+        Ok(o) => {
+            println!("{}", o.to_json());
+            i32::from(!o.exact())
+        }
+        Err(_) => {
+            eprintln!("load generator: no outcome within {limit_s} s");
+            1
+        }
+    };
+    rt.shutdown_timeout(Duration::from_secs(2));
+    code
+}
+
 // ---- driver -----------------------------------------------------------------------------------
 
 #[derive(Default)]
@@ -1333,11 +2050,12 @@ fn check_fanout(who: &str, what: &str, round: &JoinRound, res: &mut Results) {
 async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
     let who = kind.label();
     eprintln!("== {who}: starting server");
-    let server = Server::start(kind, root).await?;
+    let cluster = Cluster::single(Server::start(kind, root).await?);
+    let server = &cluster.servers[0];
     eprintln!("   listening on {} (pid {})", server.addr, server.pid);
 
     eprintln!("== {who}: joins warm-up ({JOIN_WARMUP_SOCKETS} sockets)");
-    let w = joins_round(&server, JOIN_WARMUP_SOCKETS, &format!("jw-{who}")).await;
+    let w = joins_round(server, JOIN_WARMUP_SOCKETS, &format!("jw-{who}")).await;
     check_fanout(who, "joins warm-up", &w, res);
     if w.failed > 0 {
         note(format!(
@@ -1349,7 +2067,7 @@ async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
     let mut rates = Vec::new();
     let (mut cpu_s, mut joined) = (Some(0.0), 0usize);
     for r in 0..JOIN_ROUNDS {
-        let round = joins_round(&server, JOIN_SOCKETS, &format!("j{r}-{who}")).await;
+        let round = joins_round(server, JOIN_SOCKETS, &format!("j{r}-{who}")).await;
         check_fanout(who, &format!("joins round {}", r + 1), &round, res);
         cpu_s = cpu_s.zip(round.cpu_s).map(|(a, b)| a + b);
         joined += round.ok;
@@ -1380,7 +2098,8 @@ async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
 
     eprintln!("== {who}: relay warm-up ({RELAY_WARMUP_TOTAL} messages)");
     let w = relay_run(
-        &server,
+        &cluster,
+        Placement::Same,
         &format!("rw-{who}"),
         RELAY_PAIRS,
         RELAY_WINDOW,
@@ -1395,7 +2114,8 @@ async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
         RELAY_MAX.as_secs()
     );
     let s = relay_run(
-        &server,
+        &cluster,
+        Placement::Same,
         &format!("r-{who}"),
         RELAY_PAIRS,
         RELAY_WINDOW,
@@ -1417,7 +2137,8 @@ async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
         "== {who}: low-load relay latency ({LOWLOAD_PAIRS} pairs, window {LOWLOAD_WINDOW}, {LOWLOAD_TOTAL} messages)"
     );
     let l = relay_run(
-        &server,
+        &cluster,
+        Placement::Same,
         &format!("rl-{who}"),
         LOWLOAD_PAIRS,
         LOWLOAD_WINDOW,
@@ -1430,7 +2151,7 @@ async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
         res.low_p50_ms = ms(percentile(&l.lat_sorted, 50.0));
         res.low_p99_ms = ms(percentile(&l.lat_sorted, 99.0));
     }
-    server.stop("joins+relay").await;
+    cluster.stop("joins+relay").await;
     Ok(())
 }
 
@@ -1726,6 +2447,9 @@ fn print_table(facts: &str, kinds: &[Kind], ours: &Results, node: &Results, rss_
     println!(
         "↑ higher is better, ↓ lower is better. Client and servers share the machine (loopback)."
     );
+}
+
+fn print_notes() {
     let notes = NOTES.lock().unwrap();
     if notes.is_empty() {
         println!("No errors, drops or server stderr output were observed.");
@@ -1736,6 +2460,52 @@ fn print_table(facts: &str, kinds: &[Kind], ours: &Results, node: &Results, rss_
             println!("- {n}");
         }
     }
+}
+
+/// `LOAD_SIZES` (default 1 000, 10 000, 50 000; empty: skip the scale phase).
+fn scale_sizes() -> Vec<usize> {
+    std::env::var("LOAD_SIZES").ok().map_or_else(
+        || SIZES.to_vec(),
+        |v| {
+            v.split(',')
+                .filter_map(|s| s.trim().parse().ok())
+                .filter(|&n| n > 0)
+                .collect()
+        },
+    )
+}
+
+/// `LOAD_CLIENT=rust|node|both` (default both); the Node client needs node and its modules.
+fn client_kinds(kinds: &[Kind]) -> Vec<ClientKind> {
+    let want = std::env::var("LOAD_CLIENT").unwrap_or_default();
+    let mut out = Vec::new();
+    if want.is_empty() || want == "both" || want == "rust" {
+        out.push(ClientKind::Rust);
+    }
+    if want.is_empty() || want == "both" || want == "node" {
+        // prepare_node ran (and was noted) when Node is among the servers; else check here.
+        if kinds.contains(&Kind::Node) || cmd_line("node", &["--version"]).is_some() {
+            out.push(ClientKind::Node);
+        } else {
+            note("Node socket.io-client generator skipped: `node` is not on PATH".into());
+        }
+    }
+    out
+}
+
+/// The whole bench's bound: the fixed phases plus every planned scale run's own bound.
+fn overall_limit() -> Duration {
+    let sizes = scale_sizes();
+    let repeat: u64 = std::env::var("LOAD_REPEAT")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    // Two clients × two servers per size at most, plus five scale-out relay runs.
+    let scale: Duration = sizes.iter().map(|&n| scale_run_limit(n) * 4).sum();
+    OVERALL_LIMIT
+        + scale
+        + scale_run_limit(REPEAT_SIZE) * (4 * repeat as u32)
+        + Duration::from_secs(300)
 }
 
 async fn run() -> i32 {
@@ -1775,6 +2545,17 @@ async fn run() -> i32 {
         }
     }
 
+    let sizes = scale_sizes();
+    let clients = client_kinds(&kinds);
+    let repeat: usize = std::env::var("LOAD_REPEAT")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let run_scaleout = kinds.contains(&Kind::Ours)
+        && std::env::var("LOAD_SCALEOUT").map_or(true, |v| v.trim() != "0");
+
+    // LOAD_BASIC=0 skips the joins rounds and relay runs of phases 1–3 (e.g. for repeats).
+    let basic = std::env::var("LOAD_BASIC").map_or(true, |v| v.trim() != "0");
     let (mut ours, mut node) = (Results::default(), Results::default());
     for &kind in &kinds {
         let res = if kind == Kind::Ours {
@@ -1782,6 +2563,9 @@ async fn run() -> i32 {
         } else {
             &mut node
         };
+        if !basic {
+            continue;
+        }
         if let Err(e) = bench_server(kind, &root, res).await {
             note(format!("{} joins/relay phase aborted: {e}", kind.label()));
         }
@@ -1811,7 +2595,60 @@ async fn run() -> i32 {
             }
         }
     }
-    print_table(&facts, &kinds, &ours, &node, &rss_sizes);
+    let mut scale_runs = Vec::new();
+    for &n in &sizes {
+        for &client in &clients {
+            for &kind in &kinds {
+                eprintln!(
+                    "== scale: {} sockets, {} → {}",
+                    fmt_num(n as f64),
+                    client.label(),
+                    server_name(kind)
+                );
+                let run = scale_run(&root, client, kind, n, &format!("s{n}{}", kind.label())).await;
+                check_scale(&run);
+                scale_runs.push(run);
+            }
+        }
+    }
+    let mut repeats = Vec::new();
+    if repeat > 0 {
+        for &client in &clients {
+            for &kind in &kinds {
+                let mut exact = 0;
+                for r in 0..repeat {
+                    eprintln!(
+                        "== repeat {}/{repeat}: {} sockets, {} → {}",
+                        r + 1,
+                        fmt_num(REPEAT_SIZE as f64),
+                        client.label(),
+                        server_name(kind)
+                    );
+                    let run = scale_run(&root, client, kind, REPEAT_SIZE, &format!("rep{r}")).await;
+                    check_scale(&run);
+                    if run.skipped.is_some() {
+                        break;
+                    }
+                    exact += usize::from(run.exact());
+                }
+                repeats.push((client, kind, exact, repeat));
+            }
+        }
+    }
+    let scaleout_rows = if run_scaleout {
+        scaleout(&root).await
+    } else {
+        Vec::new()
+    };
+    if basic || !rss_sizes.is_empty() {
+        print_table(&facts, &kinds, &ours, &node, &rss_sizes);
+    } else {
+        println!();
+        println!("{facts}");
+    }
+    print_scale_table(&scale_runs, &repeats, repeat);
+    print_scaleout_table(&scaleout_rows);
+    print_notes();
     eprintln!("total bench time {:.1} s", t0.elapsed().as_secs_f64());
     if INEXACT.load(Ordering::Relaxed) {
         eprintln!("load bench: FAILED, a count was not exact (see the notes)");
@@ -1822,6 +2659,10 @@ async fn run() -> i32 {
 }
 
 fn main() {
+    // A generator process of the scale phase (this bench re-run by itself).
+    if let Ok(spec) = std::env::var("LOAD_GENERATOR") {
+        std::process::exit(generator_main(&spec));
+    }
     // `cargo bench` passes `--bench`; `cargo test --benches` does not: don't load the machine then.
     if !std::env::args().any(|a| a == "--bench") {
         eprintln!("load bench: skipped (run it with `cargo bench -p rtcio-server --bench load`)");
@@ -1833,8 +2674,8 @@ fn main() {
         .expect("tokio runtime");
     let code = rt.block_on(async {
         tokio::select! {
-            r = timeout(OVERALL_LIMIT, run()) => r.unwrap_or_else(|_| {
-                eprintln!("load bench: exceeded {} s, giving up", OVERALL_LIMIT.as_secs());
+            r = timeout(overall_limit(), run()) => r.unwrap_or_else(|_| {
+                eprintln!("load bench: exceeded {} s, giving up", overall_limit().as_secs());
                 1
             }),
             _ = tokio::signal::ctrl_c() => {
