@@ -9,6 +9,7 @@
 //! (an unplugged device) is reported ([`SendStream::source_failures`]) and the track stays,
 //! sending nothing until it gets another source.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -88,6 +89,8 @@ impl Producer {
 pub struct Opened {
     // First: dropped before the producer, so a pipeline waiting for a replacement ends.
     switch: SwitchHandle,
+    /// When the source gave each frame (capture sources only): the sender reports' clock.
+    stamps: Option<Arc<CaptureStamps>>,
     kind: MediaKind,
     label: String,
     producer: Producer,
@@ -108,8 +111,10 @@ impl Opened {
         let format = source.size();
         let rate = source.frame_rate();
         let slot: Arc<Slot<dyn VideoSource>> = Slot::new(MediaKind::Video, source, &label);
+        // The encoder keeps the source's timestamps.
+        let stamps = Arc::new(CaptureStamps::new(false));
         let pipeline = VideoSendPipeline::start(
-            Box::new(Switchable::new(slot.clone(), format, rate)),
+            Box::new(Switchable::new(slot.clone(), format, rate).stamped(stamps.clone())),
             VideoPipelineConfig {
                 encoder,
                 preview,
@@ -119,6 +124,7 @@ impl Opened {
         )?;
         Ok(Opened {
             switch: SwitchHandle::Video(slot),
+            stamps: Some(stamps),
             kind: MediaKind::Video,
             label,
             producer: Producer::Video(pipeline),
@@ -139,8 +145,10 @@ impl Opened {
         let fanout = EncodedFanout::new(FANOUT_DEPTH);
         let format = (source.sample_rate(), u32::from(source.channels()));
         let slot: Arc<Slot<dyn AudioSource>> = Slot::new(MediaKind::Audio, source, &label);
+        // Opus counts its packets' time from zero, whatever the source's first timestamp.
+        let stamps = Arc::new(CaptureStamps::new(true));
         let pipeline = AudioSendPipeline::start(
-            Box::new(Switchable::new(slot.clone(), format, 0.0)),
+            Box::new(Switchable::new(slot.clone(), format, 0.0).stamped(stamps.clone())),
             AudioPipelineConfig {
                 encoder,
                 processing,
@@ -149,6 +157,7 @@ impl Opened {
         )?;
         Ok(Opened {
             switch: SwitchHandle::Audio(slot),
+            stamps: Some(stamps),
             kind: MediaKind::Audio,
             label,
             producer: Producer::Audio(pipeline),
@@ -203,6 +212,7 @@ impl Opened {
             .map_err(MediaError::Io)?;
         Ok(Opened {
             switch: SwitchHandle::None,
+            stamps: None,
             kind,
             label: label.into(),
             producer: Producer::Encoded {
@@ -811,6 +821,7 @@ struct Switchable<S: ?Sized> {
     scaler: Scaler,
     resampler: Option<AudioResampler>,
     swapped_once: bool,
+    stamps: Option<Arc<CaptureStamps>>,
 }
 
 impl<S: ?Sized> Switchable<S> {
@@ -823,7 +834,69 @@ impl<S: ?Sized> Switchable<S> {
             scaler: Scaler::default(),
             resampler: None,
             swapped_once: false,
+            stamps: None,
         }
+    }
+
+    /// Records when each frame came from the source into `stamps`.
+    fn stamped(mut self, stamps: Arc<CaptureStamps>) -> Self {
+        self.stamps = Some(stamps);
+        self
+    }
+}
+
+/// When the source gave the frames of one track (by their output media time): the writer
+/// hands each encoded frame's capture instant to [`LocalTrack::write_captured`], so the RTCP
+/// sender reports map RTP time to capture time and the encoding delay is not counted as a
+/// later capture by the receiver's lip sync.
+#[derive(Debug)]
+struct CaptureStamps {
+    /// Keyed by time since the first frame (audio: Opus counts from zero).
+    relative: bool,
+    inner: Mutex<StampsInner>,
+}
+
+#[derive(Debug, Default)]
+struct StampsInner {
+    first: Option<Duration>,
+    /// (media time, when the source gave it), oldest first.
+    recent: VecDeque<(Duration, Instant)>,
+}
+
+/// Frames remembered (~2 s of 20 ms audio, 4 s of 30 fps video: the encoder is never that far
+/// behind).
+const STAMPS: usize = 128;
+
+impl CaptureStamps {
+    fn new(relative: bool) -> Self {
+        CaptureStamps {
+            relative,
+            inner: Mutex::new(StampsInner::default()),
+        }
+    }
+
+    fn record(&self, ts: Duration, at: Instant) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let first = *g.first.get_or_insert(ts);
+        let key = if self.relative {
+            ts.saturating_sub(first)
+        } else {
+            ts
+        };
+        if g.recent.len() == STAMPS {
+            g.recent.pop_front();
+        }
+        g.recent.push_back((key, at));
+    }
+
+    /// The capture instant of media time `ts`: the newest frame at or before it, plus the
+    /// difference (an encoder's packet may start inside a source frame); `None` when no frame
+    /// within a second before it is known.
+    fn capture_of(&self, ts: Duration) -> Option<Instant> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (t, at) = g.recent.iter().rev().find(|(t, _)| *t <= ts)?;
+        let d = ts - *t;
+        (d <= Duration::from_secs(1)).then(|| *at + d)
     }
 }
 
@@ -856,6 +929,7 @@ impl VideoSource for Switchable<dyn VideoSource> {
         loop {
             let (mut source, swapped) = self.slot.take().ok_or(MediaError::Stopped)?;
             let result = source.next_frame();
+            let got = Instant::now();
             let mut frame = match self.slot.settle(source, result)? {
                 Some(f) => f,
                 None => continue,
@@ -869,6 +943,9 @@ impl VideoSource for Switchable<dyn VideoSource> {
             }
             let length = Duration::from_secs_f64(1.0 / f64::from(self.rate.max(1.0)));
             frame.timestamp = self.timeline.map(frame.timestamp, swapped, length);
+            if let Some(s) = &self.stamps {
+                s.record(frame.timestamp, got);
+            }
             return Ok(frame);
         }
     }
@@ -894,6 +971,7 @@ impl AudioSource for Switchable<dyn AudioSource> {
         loop {
             let (mut source, swapped) = self.slot.take().ok_or(MediaError::Stopped)?;
             let result = source.next_frame();
+            let got = Instant::now();
             let mut frame = match self.slot.settle(source, result)? {
                 Some(f) => f,
                 None => continue,
@@ -918,6 +996,9 @@ impl AudioSource for Switchable<dyn AudioSource> {
             let n = frame.samples.len() / usize::from(channels.max(1));
             let length = Duration::from_secs_f64(n as f64 / f64::from(rate.max(1)));
             frame.timestamp = self.timeline.map(frame.timestamp, swapped, length);
+            if let Some(s) = &self.stamps {
+                s.record(frame.timestamp, got);
+            }
             return Ok(frame);
         }
     }
@@ -947,17 +1028,21 @@ fn spawn_writer(
 ) -> TaskHandle<()> {
     let mut sub = o.fanout.subscribe();
     let (t, on, c) = (track.clone(), enabled.clone(), counters.clone());
+    let stamps = o.stamps.clone();
     tokio::spawn(async move {
         while let Some(f) = sub.recv().await {
             // Toggled off: the encoder keeps running but nothing reaches the peers.
             if !on.load(Ordering::Relaxed) {
                 continue;
             }
-            t.write(&MediaSample {
+            let sample = MediaSample {
                 data: f.data.clone(),
                 duration: f.duration,
-            })
-            .await;
+            };
+            match stamps.as_ref().and_then(|s| s.capture_of(f.timestamp)) {
+                Some(captured) => t.write_captured(&sample, captured).await,
+                None => t.write(&sample).await,
+            };
             c.frames.fetch_add(1, Ordering::Relaxed);
             c.bytes.fetch_add(f.data.len() as u64, Ordering::Relaxed);
             if f.keyframe && f.kind == rtcio_media::MediaKind::Video {
@@ -1067,6 +1152,27 @@ mod tests {
 
     fn mean_u(f: &I420Frame) -> f64 {
         f.u.iter().map(|&v| f64::from(v)).sum::<f64>() / f.u.len() as f64
+    }
+
+    #[test]
+    fn capture_stamps_give_each_encoded_frame_its_source_instant() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Audio: keyed from the first frame (a source starting at 5 s is Opus time 0).
+        let a = CaptureStamps::new(true);
+        for k in 0..5u64 {
+            a.record(ms(5_000 + 10 * k), t0 + ms(10 * k));
+        }
+        assert_eq!(a.capture_of(ms(20)), Some(t0 + ms(20)));
+        // A packet starting inside a source frame: that frame's instant plus the difference.
+        assert_eq!(a.capture_of(ms(25)), Some(t0 + ms(25)));
+        // Video: the encoder keeps the source's timestamps.
+        let v = CaptureStamps::new(false);
+        v.record(ms(1_000), t0);
+        v.record(ms(1_033), t0 + ms(40));
+        assert_eq!(v.capture_of(ms(1_033)), Some(t0 + ms(40)));
+        assert_eq!(v.capture_of(ms(999)), None);
+        assert_eq!(v.capture_of(ms(3_000)), None);
     }
 
     #[test]
