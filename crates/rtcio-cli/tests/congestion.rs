@@ -5,10 +5,13 @@
 //!
 //! `capped_links_keep_decoding` runs the same scenarios the way a real call starts (the
 //! default 300 kbit/s start estimate) and asserts the receivers' side: each keeps decoding at
-//! ≥ 15 fps behind the cap. It passed 5 of 6 full runs (20-30 fps); in the sixth the Rust
-//! receiver decoded nothing for its first seconds (median 11 fps), so it stays ignored until
-//! that start is understood. From a start far above the cap (the first three tests) the flood
-//! of the first second still costs the receiver several seconds of video (issue 12's note).
+//! ≥ 15 fps behind the cap. It was ignored while one run in six started at 0 fps for seconds
+//! and the Rust receiver got 20 fps at best: the encoder waited for a peer at the cap (a 720p
+//! IDR that flooded the link, and every loss asked for another) and a keyframe skipped the
+//! frames after it in a row. With the encoder waiting at the start estimate and keyframes
+//! charged over the next frames, 4 of 4 runs kept 24–30 fps at load 4–27. From a start far
+//! above the cap (the first three tests) the flood of the first second still costs the
+//! receiver several seconds of video (issue 12's note).
 
 //! Needs root (`unshare -n`, `tc`): `scripts/test.sh` runs the suite as root. The outer test
 //! re-runs this binary's `#[ignore]`d inner test inside a fresh namespace, so the cap never
@@ -77,7 +80,7 @@ fn check_fps_enabled() -> bool {
 
 /// Asserts a receiver's frame rate when [`FPS_ENV`] asks for it; prints it always.
 fn check_fps(what: &str, fps: f64, context: &str) {
-    eprintln!("{what}: {fps:.1} fps behind a {CAP_KBIT} kbit/s cap");
+    eprintln!("{what}: {fps:.1} fps behind a {CAP_KBIT} kbit/s cap; {context}");
     if check_fps_enabled() {
         assert!(
             fps >= MIN_FPS,
@@ -187,24 +190,68 @@ async fn capped_sender(url: &str, room: &str) -> (Rtcio, u64) {
     (send, t0)
 }
 
+/// Waits for the sender's next `n` video `send-stats` lines (one a second).
+async fn video_stats_lines(send: &mut Rtcio, n: usize) {
+    for _ in 0..n {
+        send.wait_for("send-stats", |v| {
+            v["type"] == "send-stats" && v["kind"] == "video"
+        })
+        .await;
+    }
+}
+
+/// The sender's video `send-stats` so far, one line each (what a failure needs to be read).
+fn video_lines(send: &Rtcio) -> String {
+    send.seen_type("send-stats")
+        .iter()
+        .filter(|v| v["kind"] == "video")
+        .map(|v| {
+            format!(
+                "\n  ts {} fps {} kbps {} target {} estimate {} {}x{} q{} keyframes {}/{} req",
+                v["ts"],
+                v["fps"],
+                v["kbps"],
+                v["target_kbps"],
+                v["estimate_kbps"],
+                v["width"],
+                v["height"],
+                v["quality_level"],
+                v["keyframes"],
+                v["keyframe_requests"]
+            )
+        })
+        .collect()
+}
+
 /// The sender's own socket id.
 async fn sender_id(send: &mut Rtcio) -> String {
     let joined = send.seen_or_wait("joined", |v| v["type"] == "joined").await;
     joined["id"].as_str().expect("own id").to_string()
 }
 
-/// The sender's latest video `send-stats`, which must still be below the cap.
+/// The sender's target over its next 8 video `send-stats` lines (8 s from where the test has
+/// read to): the median must stay below the cap. Single lines may not: once the link is full
+/// the estimate may run up to 1.5× what was delivered (libwebrtc's limit too) until the
+/// queue's delay rise brings it back, a sawtooth around the capacity. Returns the last line.
 async fn still_below(send: &mut Rtcio) -> Value {
-    let v = send
-        .wait_for("send-stats", |v| {
-            v["type"] == "send-stats" && v["kind"] == "video"
-        })
-        .await;
+    let mut targets = Vec::new();
+    let mut last = Value::Null;
+    while targets.len() < 8 {
+        last = send
+            .wait_for("send-stats", |v| {
+                v["type"] == "send-stats" && v["kind"] == "video"
+            })
+            .await;
+        targets.push(num(&last, "target_kbps"));
+    }
+    targets.sort_by(f64::total_cmp);
+    let median = targets[targets.len() / 2];
     assert!(
-        num(&v, "target_kbps") < f64::from(CAP_KBIT),
-        "target back above the cap: {v}"
+        median < f64::from(CAP_KBIT),
+        "median target {median} kbit/s above the cap ({targets:?}): {}",
+        video_lines(send)
     );
-    v
+    last
 }
 
 #[test]
@@ -223,7 +270,6 @@ fn capped_link_rust_to_chromium() {
 }
 
 #[test]
-#[ignore = "passes most runs (20-30 fps) but one in six started at 0 fps for seconds (issue 12)"]
 fn capped_links_keep_decoding() {
     for name in [
         "inner_capped_rust",
@@ -298,15 +344,20 @@ async fn inner_capped_chromium() {
     cap_loopback(CAP_KBIT);
     let (mut send, _t0) = capped_sender(&url, &room).await;
     let sender_id = sender_id(&mut send).await;
-    // Let it settle, then measure Chromium's decode rate over 8 s.
-    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    // Let it settle, then measure Chromium's decode rate over 8 s, timed by the sender's
+    // once-a-second stats lines (kept: they are what a failure is read from).
+    video_stats_lines(&mut send, 4).await;
     let a = page_decoded(&mut br, page, &sender_id).await;
     let start = std::time::Instant::now();
-    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    video_stats_lines(&mut send, 8).await;
     let b = page_decoded(&mut br, page, &sender_id).await;
     let fps = (b - a) / start.elapsed().as_secs_f64();
     let last = still_below(&mut send).await;
-    check_fps("Chromium", fps, &format!("sender: {last}"));
+    check_fps(
+        "Chromium",
+        fps,
+        &format!("sender: {last}\nsender's video lines: {}", video_lines(&send)),
+    );
     br.quit().await;
 }
 

@@ -36,6 +36,23 @@ pub fn video_target_bps(policy: &RatePolicy, min_estimate_bps: Option<u64>) -> u
     (usable.max(0.0) as u64).clamp(u64::from(policy.min_bps), u64::from(cap)) as u32
 }
 
+/// The estimate the encoder's target follows: the lowest over the peers the track feeds; with
+/// no peer yet, the estimate a peer connection starts from (`start_bps`, `None` without
+/// congestion control). Sized for the start, the first keyframe a joining peer gets and the
+/// rung it comes at fit the link the call starts on; sized for the cap, a 720p IDR at the cap
+/// flooded a 600 kbit/s link for a second and every loss asked for another.
+pub fn followed_estimate(
+    min_estimate_bps: Option<u64>,
+    peers: usize,
+    start_bps: Option<u32>,
+) -> Option<u64> {
+    match (min_estimate_bps, peers) {
+        (Some(e), _) => Some(e),
+        (None, 0) => start_bps.map(u64::from),
+        (None, _) => None,
+    }
+}
+
 /// The loss Opus's in-band FEC should be sized for, percent, from the highest loss a peer
 /// reports (`None`: no report yet, keep `default`). Never 0 while reports exist (a little FEC
 /// costs little and covers the first loss); at most 30 (beyond that FEC cannot keep up and
@@ -66,6 +83,19 @@ mod tests {
         assert_eq!(video_target_bps(&p, Some(600_000)), 492_000);
         assert_eq!(video_target_bps(&p, Some(50_000)), 80_000);
         assert_eq!(video_target_bps(&p, Some(0)), 80_000);
+    }
+
+    #[test]
+    fn with_no_peer_the_encoder_waits_at_the_start_estimate() {
+        let p = RatePolicy::default();
+        let target = |e, peers, start| video_target_bps(&p, followed_estimate(e, peers, start));
+        // No peer yet: sized for where a peer's estimate will start.
+        assert_eq!(target(None, 0, Some(300_000)), 222_000);
+        // Without congestion control: the cap, with or without peers.
+        assert_eq!(target(None, 0, None), 1_500_000);
+        assert_eq!(target(None, 2, None), 1_500_000);
+        // Peers: their lowest estimate, whatever the start.
+        assert_eq!(target(Some(600_000), 1, Some(300_000)), 492_000);
     }
 
     #[test]

@@ -27,7 +27,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle as TaskHandle;
 use tracing::{debug, info, warn};
 
-use crate::rate::{RatePolicy, opus_expected_loss, video_target_bps, worth_changing};
+use crate::rate::{
+    RatePolicy, followed_estimate, opus_expected_loss, video_target_bps, worth_changing,
+};
 
 /// Frames queued for the track writer before the fan-out drops (and asks for an IDR).
 const FANOUT_DEPTH: usize = 8;
@@ -358,9 +360,21 @@ impl SendStream {
                 tasks.push(spawn_keyframe_relay(&o, &track, &counters));
                 if let Producer::Video(p) = &o.producer {
                     let ctl = p.bitrate_control();
-                    ctl.set(video_target_bps(&opts.rate, None));
+                    let cc = socket.congestion();
+                    let start = cc.enabled.then_some(cc.start_bps);
                     if opts.follow_estimate {
-                        tasks.push(spawn_rate_follower(track.clone(), ctl.clone(), opts.rate));
+                        ctl.set(video_target_bps(
+                            &opts.rate,
+                            followed_estimate(None, 0, start),
+                        ));
+                        tasks.push(spawn_rate_follower(
+                            track.clone(),
+                            ctl.clone(),
+                            opts.rate,
+                            start,
+                        ));
+                    } else {
+                        ctl.set(video_target_bps(&opts.rate, None));
                     }
                     bitrate = Some(ctl);
                 }
@@ -1093,13 +1107,15 @@ fn spawn_rate_follower(
     track: LocalTrack,
     ctl: BitrateControl,
     policy: RatePolicy,
+    start_bps: Option<u32>,
 ) -> TaskHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(RATE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let estimate = track.min_estimated_bitrate();
+            let estimate =
+                followed_estimate(track.min_estimated_bitrate(), track.peer_count(), start_bps);
             let target = video_target_bps(&policy, estimate);
             let current = ctl.get();
             if worth_changing(current, target) {

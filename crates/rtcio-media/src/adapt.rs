@@ -170,16 +170,26 @@ impl SharedBitrate {
 /// is not encoded. Without it an encoder that cannot compress down to a low target (big
 /// keyframes, hard content) overshoots the link and the loss that follows drives the estimate
 /// lower still. Clock-free: time is the frames' own timestamps.
+///
+/// A keyframe is charged in [`FrameDropper::KEYFRAME_SPREAD`] parts, one with it and one with
+/// each following frame sent (libwebrtc spreads it the same way): charged at once, a keyframe several
+/// times the window at a low target (a 360p IDR behind a 600 kbit/s link) skipped the next
+/// 5–15 frames in a row, a freeze on every keyframe a lossy link asks for. Spread, the same bits
+/// cost single skipped frames over the next half second.
 #[derive(Clone, Debug, Default)]
 pub struct FrameDropper {
     bits: f64,
     last: Option<Duration>,
     dropped: u64,
+    /// Bits of the last keyframe not charged yet, and the part charged per frame.
+    spread: (f64, f64),
 }
 
 impl FrameDropper {
     /// How far ahead of its target the encoder may run.
     pub const WINDOW: Duration = Duration::from_millis(500);
+    /// Frames a keyframe's bits are charged over (half a second at 30 fps).
+    pub const KEYFRAME_SPREAD: u32 = 15;
 
     /// An empty bucket.
     pub fn new() -> Self {
@@ -202,9 +212,27 @@ impl FrameDropper {
         drop
     }
 
-    /// An encoded frame of `bytes` left the encoder.
-    pub fn on_encoded(&mut self, bytes: usize) {
-        self.bits += bytes as f64 * 8.0;
+    /// An encoded frame of `bytes` left the encoder (`keyframe`: charged over the next
+    /// [`FrameDropper::KEYFRAME_SPREAD`] frames).
+    pub fn on_encoded(&mut self, bytes: usize, keyframe: bool) {
+        let bits = bytes as f64 * 8.0;
+        // The next part of a spread keyframe rides on each frame sent (charged on skipped
+        // frames too, it would keep the bucket full and skip frames in a row all the same).
+        let (left, part) = self.spread;
+        if left > 0.0 {
+            let now = part.min(left);
+            self.bits += now;
+            self.spread.0 = left - now;
+        }
+        if keyframe {
+            let part = bits / f64::from(Self::KEYFRAME_SPREAD);
+            // A keyframe before the last one was charged: its rest is still owed.
+            let left = self.spread.0 + bits - part;
+            self.bits += part;
+            self.spread = (left, part.max(self.spread.1));
+        } else {
+            self.bits += bits;
+        }
     }
 
     /// Frames skipped so far.
@@ -513,7 +541,7 @@ mod tests {
         for i in 0..300u64 {
             let t = Duration::from_millis(i * 1000 / 30);
             if !d.should_drop(t, target) {
-                d.on_encoded(5_000);
+                d.on_encoded(5_000, false);
                 sent += 1;
                 bits += 40_000.0;
             }
@@ -526,9 +554,47 @@ mod tests {
         let mut d = FrameDropper::new();
         assert!((0..300u64).all(|i| {
             let ok = !d.should_drop(Duration::from_millis(i * 33), target);
-            d.on_encoded(1_000);
+            d.on_encoded(1_000, false);
             ok
         }));
+    }
+
+    /// 360p at a 350 kbit/s target: 1 200-byte P-frames and a 30 kB IDR every 2 s.
+    fn sent_frames(spread: bool) -> (Vec<bool>, f64) {
+        let mut d = FrameDropper::new();
+        let target = 350_000u32;
+        let (mut sent, mut bits) = (Vec::new(), 0.0);
+        for i in 0..300u64 {
+            let t = Duration::from_millis(i * 1000 / 30);
+            let keyframe = i % 60 == 0;
+            let ok = !d.should_drop(t, target);
+            if ok {
+                let bytes = if keyframe { 30_000 } else { 1_200 };
+                d.on_encoded(bytes, keyframe && spread);
+                bits += bytes as f64 * 8.0;
+            }
+            sent.push(ok);
+        }
+        (sent, bits)
+    }
+
+    fn longest_run_of_drops(sent: &[bool]) -> usize {
+        sent.split(|ok| *ok).map(<[bool]>::len).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_keyframe_costs_single_frames_not_a_freeze() {
+        let (spread, spread_bits) = sent_frames(true);
+        let (at_once, _) = sent_frames(false);
+        // Charged at once, the IDRs skip runs of frames (a freeze at the receiver).
+        assert!(longest_run_of_drops(&at_once) >= 4, "{at_once:?}");
+        // Spread: at most two frames in a row, and the output still follows the target
+        // (10 s at 350 kbit/s plus the window).
+        assert!(longest_run_of_drops(&spread) <= 2, "{spread:?}");
+        assert!(
+            spread_bits <= 3.5e6 + 175_000.0 + 240_000.0,
+            "{spread_bits}"
+        );
     }
 
     #[test]

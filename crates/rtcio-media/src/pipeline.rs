@@ -262,7 +262,7 @@ fn run_video(
         let took = started.elapsed();
         encode_ms += (took.as_secs_f64() * 1000.0 - encode_ms) * 0.1;
         let Some(encoded) = encoded else { continue };
-        dropper.on_encoded(encoded.data.len());
+        dropper.on_encoded(encoded.data.len(), encoded.keyframe);
         // Output rate over ~1 s windows vs the target, for the bitrate-overshoot rule.
         let ws = *window_start.get_or_insert(encoded.timestamp);
         window_bytes += encoded.data.len() as u64;

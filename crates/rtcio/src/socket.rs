@@ -406,6 +406,11 @@ impl Socket {
         })
     }
 
+    /// The congestion control settings its peer connections are made with.
+    pub fn congestion(&self) -> crate::bwe::CongestionConfig {
+        self.shared.opts.congestion
+    }
+
     /// This socket's id (the `source` peers see). Changes after a reconnect without recovery.
     pub fn id(&self) -> String {
         self.shared.id()
