@@ -478,14 +478,19 @@ fn http_router<A: Adapter>(
 /// Gives a request owned copies of its URI and headers. socketioxide keeps every socket's request
 /// head for the socket's lifetime, and hyper parses the URI and header values as slices of the
 /// connection's read buffer (8–16 KiB): keeping them kept that whole buffer per idle socket, about
-/// half its memory. The copies are a few hundred bytes.
+/// half its memory. The copies are a few hundred bytes. A socket.io request keeps only the headers
+/// engineioxide reads ([`SOCKET_IO_HEADERS`]; the origin and CORS checks have run by then): a
+/// browser's cookies, user agent and language would otherwise stay with every idle socket.
 async fn owned_head(mut req: Request) -> Request {
+    let socket_io = req.uri().path().starts_with(SOCKET_IO_PATH);
     let headers = std::mem::take(req.headers_mut());
-    let mut owned = HeaderMap::with_capacity(headers.len());
+    let mut owned = HeaderMap::with_capacity(if socket_io { 2 } else { headers.len() });
     let mut name: Option<header::HeaderName> = None;
     for (n, v) in headers {
         if let Some(n) = n {
-            name = header::HeaderName::from_bytes(n.as_str().as_bytes()).ok();
+            name = (!socket_io || SOCKET_IO_HEADERS.contains(&n))
+                .then(|| header::HeaderName::from_bytes(n.as_str().as_bytes()).ok())
+                .flatten();
         }
         if let (Some(n), Ok(mut copy)) = (&name, HeaderValue::from_bytes(v.as_bytes())) {
             copy.set_sensitive(v.is_sensitive());
@@ -498,6 +503,13 @@ async fn owned_head(mut req: Request) -> Request {
     }
     req
 }
+
+/// socketioxide's default path.
+const SOCKET_IO_PATH: &str = "/socket.io/";
+/// What engineioxide reads from a socket.io request: the WebSocket key it answers the upgrade
+/// with, and the content type of a long-polling POST.
+const SOCKET_IO_HEADERS: [header::HeaderName; 2] =
+    [header::SEC_WEBSOCKET_KEY, header::CONTENT_TYPE];
 
 /// Follows how many disconnects a [`RunningServer`] has fully handled.
 #[derive(Clone, Debug)]
