@@ -798,8 +798,8 @@ fn mean_chroma(pic: &I420Frame) -> Option<(f64, f64)> {
 /// it was played.
 ///
 /// The marks fall on whole seconds of the clock the video's frame marks count in: the Unix
-/// clock for the synthetic sources, media time for a file pair made for Chromium's fake
-/// devices (`benches/lipsync.rs`). Either way, a frame shown `age` after its mark's time
+/// clock for the synthetic sources (ours, and `tests/browser/avsync-source.js` in Chromium),
+/// media time for a Y4M + WAV pair written with testsrc marks. Either way, a frame shown `age` after its mark's time
 /// and a mark played at `played` are `played − age` apart modulo one second: the offset, when
 /// it is within ±0.5 s.
 #[derive(Debug, Default)]
