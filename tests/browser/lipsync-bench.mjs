@@ -32,16 +32,20 @@ const pairKeys = (env.RTCIO_BENCH_PAIRS || "rr,cr").split(",").map((x) => x.trim
 // Condition × lip sync mode (the receiver's knobs).
 const RUNS = [
   ["loopback", "sender reports", {}],
+  // The Rust sender's reports on its send clock (before they followed capture time).
+  ["loopback", "sender reports (send clock)", {}, { RTCIO_SR_CLOCK: "send" }],
   ["loopback", "shared clock", { RTCIO_AV_SR: "off" }],
   ["loopback", "off", { RTCIO_AV_SYNC: "off" }],
   ["audio held 250 ms", "sender reports", { RTCIO_AUDIO_MIN_DELAY_MS: "250" }],
+  ["audio held 250 ms", "sender reports (send clock)", { RTCIO_AUDIO_MIN_DELAY_MS: "250" }, { RTCIO_SR_CLOCK: "send" }],
   ["audio held 250 ms", "off", { RTCIO_AUDIO_MIN_DELAY_MS: "250", RTCIO_AV_SYNC: "off" }],
   ["video held 250 ms", "sender reports", { RTCIO_VIDEO_MIN_DELAY_MS: "250" }],
+  ["video held 250 ms", "sender reports (send clock)", { RTCIO_VIDEO_MIN_DELAY_MS: "250" }, { RTCIO_SR_CLOCK: "send" }],
   ["video held 250 ms", "off", { RTCIO_VIDEO_MIN_DELAY_MS: "250", RTCIO_AV_SYNC: "off" }],
 ];
 // RTCIO_BENCH_RUNS: indices into RUNS to do (default all).
 const runIdx = (env.RTCIO_BENCH_RUNS || RUNS.map((_, i) => i).join(",")).split(",").map(Number).filter((i) => RUNS[i]);
-const KNOBS = ["RTCIO_AV_SR", "RTCIO_AV_SYNC", "RTCIO_AUDIO_MIN_DELAY_MS", "RTCIO_VIDEO_MIN_DELAY_MS"];
+const KNOBS = ["RTCIO_AV_SR", "RTCIO_AV_SYNC", "RTCIO_AUDIO_MIN_DELAY_MS", "RTCIO_VIDEO_MIN_DELAY_MS", "RTCIO_SR_CLOCK"];
 
 function pct(xs, p) {
   const v = [...xs].sort((a, b) => a - b);
@@ -50,7 +54,7 @@ function pct(xs, p) {
 }
 const f1 = (x) => (x === null || x === undefined ? "–" : x.toFixed(1));
 
-async function run(pk, knobs, browserBox) {
+async function run(pk, knobs, senderKnobs, browserBox) {
   const room = `lipsync-${pk}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   const { url, child: server } = await startServer({ verbose: VERBOSE, log });
   const contexts = [];
@@ -65,7 +69,9 @@ async function run(pk, knobs, browserBox) {
     for (const k of KNOBS) delete process.env[k];
     await rx.wait("joined", (x) => x.type === "joined", { timeoutMs: 20000 });
     if (pk === "rr") {
+      Object.assign(process.env, senderKnobs);
       clis.push(new Cli("tx", url, ["--room", room, "--name", "Sender", "--video", "testsrc", "--video-size", "320x180", "--fps", "30", "--audio", "tone"], { verbose: VERBOSE, log }));
+      for (const k of KNOBS) delete process.env[k];
     } else {
       const browser = await browserBox.get();
       // The guest page as served, its capture replaced by the synthetic source.
@@ -100,10 +106,12 @@ async function main() {
   let failed = false;
   try {
     for (const pk of pairKeys) {
-      for (const [cond, mode, knobs] of runIdx.map((i) => RUNS[i])) {
+      for (const [cond, mode, knobs, senderKnobs] of runIdx.map((i) => RUNS[i])) {
+        // Sender-side knobs are the Rust CLI's (Chromium has none).
+        if (senderKnobs && pk !== "rr") continue;
         let stats;
         try {
-          stats = await run(pk, knobs, browserBox);
+          stats = await run(pk, knobs, senderKnobs || {}, browserBox);
         } catch (e) {
           log(`${PAIRS[pk]}, ${cond}, ${mode}: ${e.message}`);
           failed = true;

@@ -9,7 +9,8 @@
 //! and WebAudio drawing the same marks: frame marks carrying the capture time, a 20 ms 3 kHz
 //! mark on every whole Unix second of the tone, both on the page's Unix clock). Conditions:
 //! plain loopback, the receiver's audio or video playout held 250 ms; lip sync from the sender
-//! reports, on the shared-clock assumption (`RTCIO_AV_SR=off`), and off. Prints one markdown
+//! reports, on the shared-clock assumption (`RTCIO_AV_SR=off`), and off; for the Rust sender
+//! also its former send-time reports (`RTCIO_SR_CLOCK=send` on the sender). Prints one markdown
 //! table. Environment passed on: `RTCIO_BENCH_DURATION` (s per call, default 16),
 //! `RTCIO_BENCH_PAIRS` (default `rr,cr`), `RTCIO_BENCH_RUNS`, `RTCIO_BENCH_VERBOSE=1`.
 //!
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(16);
-    let runs = (count("RTCIO_BENCH_PAIRS", 2) * 7) as u64;
+    let runs = (count("RTCIO_BENCH_PAIRS", 2) * 10) as u64;
     let limit = Duration::from_secs(runs * (duration + 60) + 120);
     let mut cmd = node_command(&dir, "lipsync-bench.mjs", "avsync bench");
     cmd.env("RTCIO_SERVER_BIN", &server)

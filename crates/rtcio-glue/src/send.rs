@@ -1042,7 +1042,11 @@ fn spawn_writer(
 ) -> TaskHandle<()> {
     let mut sub = o.fanout.subscribe();
     let (t, on, c) = (track.clone(), enabled.clone(), counters.clone());
-    let stamps = o.stamps.clone();
+    // `RTCIO_SR_CLOCK=send`: the former send-time reports (to compare, in the avsync bench).
+    let stamps = o
+        .stamps
+        .clone()
+        .filter(|_| std::env::var("RTCIO_SR_CLOCK").map_or(true, |v| v != "send"));
     tokio::spawn(async move {
         while let Some(f) = sub.recv().await {
             // Toggled off: the encoder keeps running but nothing reaches the peers.
