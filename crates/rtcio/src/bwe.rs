@@ -14,6 +14,8 @@ use std::time::Instant;
 
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, PacketReport};
 
+use crate::nack_limit::SharedRtt;
+
 /// The pacer releases at this multiple of the estimate. Chromium uses 2.5; with openh264's
 /// keyframes (several times a P-frame even at low targets) 2.5× overflowed a 200 ms bottleneck
 /// queue with every keyframe near the link's rate, and each loss asked for the next keyframe.
@@ -103,6 +105,34 @@ pub(crate) struct PublishedGcc {
     gcc: gcc::Estimator,
     out: Arc<BandwidthEstimate>,
     scratch: Vec<gcc::Packet>,
+    /// Where the round trip it sees goes (for the NACK responder's limit), and the smallest
+    /// samples of the current and the previous [`RTT_WINDOW`].
+    rtt: Option<(Arc<SharedRtt>, RttWindow)>,
+}
+
+/// A round-trip sample is feedback arrival − departure of the newest packet it reports; the
+/// feedback interval only ever adds to it, so the smallest recent sample is the round trip.
+const RTT_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[derive(Debug, Default)]
+struct RttWindow {
+    start: Option<Instant>,
+    current: Option<std::time::Duration>,
+    previous: Option<std::time::Duration>,
+}
+
+impl RttWindow {
+    /// Adds a sample; returns the round trip to publish.
+    fn add(&mut self, now: Instant, sample: std::time::Duration) -> std::time::Duration {
+        let start = *self.start.get_or_insert(now);
+        if now.saturating_duration_since(start) >= RTT_WINDOW {
+            self.previous = self.current.take();
+            self.start = Some(now);
+        }
+        let cur = self.current.map_or(sample, |c| c.min(sample));
+        self.current = Some(cur);
+        self.previous.map_or(cur, |p| p.min(cur))
+    }
 }
 
 impl PublishedGcc {
@@ -113,7 +143,14 @@ impl PublishedGcc {
             gcc: gcc::Estimator::new(f64::from(config.start_bps), min, max),
             out,
             scratch: Vec::new(),
+            rtt: None,
         }
+    }
+
+    /// Also publishes the round trip the feedback shows to `rtt`.
+    pub(crate) fn with_rtt(mut self, rtt: Arc<SharedRtt>) -> Self {
+        self.rtt = Some((rtt, RttWindow::default()));
+        self
     }
 }
 
@@ -129,6 +166,15 @@ impl BandwidthEstimator for PublishedGcc {
             size: r.size,
         }));
         self.gcc.on_feedback(now, &self.scratch);
+        if let Some((shared, window)) = &mut self.rtt
+            && let Some(newest) = reports
+                .iter()
+                .filter(|r| r.arrived)
+                .map(|r| r.departure)
+                .max()
+        {
+            shared.set(window.add(now, now.saturating_duration_since(newest)));
+        }
         self.out.publish(self.gcc.target_bps(), self.gcc.loss());
     }
 
@@ -155,6 +201,20 @@ mod sim;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_round_trip_is_the_smallest_recent_sample() {
+        let t0 = Instant::now();
+        let ms = std::time::Duration::from_millis;
+        let mut w = RttWindow::default();
+        assert_eq!(w.add(t0, ms(180)), ms(180));
+        // Feedback waits add to some samples: the smallest wins.
+        assert_eq!(w.add(t0 + ms(100), ms(150)), ms(150));
+        assert_eq!(w.add(t0 + ms(200), ms(230)), ms(150));
+        // The path got longer: followed within two windows.
+        assert_eq!(w.add(t0 + ms(2_100), ms(300)), ms(150));
+        assert_eq!(w.add(t0 + ms(4_200), ms(310)), ms(300));
+    }
     use std::time::Duration;
 
     fn link(phases: &[(u64, f64)], one_way_ms: u64, loss: f64) -> sim::Link {

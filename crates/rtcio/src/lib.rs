@@ -26,6 +26,7 @@ mod capture_sr;
 pub mod channel;
 pub mod ice_fetch;
 pub mod listeners;
+mod nack_limit;
 mod peer;
 mod peer_media;
 pub mod proto;

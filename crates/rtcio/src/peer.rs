@@ -266,19 +266,21 @@ async fn build_pc(shared: &Shared, tx: mpsc::UnboundedSender<PeerCmd>) -> Result
 /// repeats NACKs within one RTT: [`NACKS_PER_PACKET`] bounds that.
 const NACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// NACKs per missing packet at most. Every NACK is answered by a retransmission (webrtc-rs's
-/// responder has no per-packet retransmission limiter, unlike Chromium's), and every NACK sent
-/// before the first retransmission can arrive (an RTT) costs another copy: with 10 a congested
-/// link paid up to 10 copies of each lost packet, and behind a 600 kbit/s cap the pacer queue
-/// took ~8 s to drain after the first overshoot. With 3, a 1 s burst of 30 % loss left packets
-/// unrecovered (each retransmission is lost at 30 % too) and cost ~800 ms freezes per burst. 6
-/// covers 120 ms of asking; the estimator keeps queues (and so RTTs) short, which keeps the
-/// copies few.
-const NACKS_PER_PACKET: u16 = 6;
+/// NACKs per missing packet at most: 15 × [`NACK_INTERVAL`] asks for 300 ms, two round trips at
+/// 150 ms, so a lost retransmission is asked for again. The copies are not what this bounds any
+/// more: our responder sends at most one copy of a packet per round trip
+/// ([`crate::nack_limit`]), and Chromium's does the same. (Before that limit, every NACK was
+/// answered: with 10 a congested link paid up to 10 copies of each lost packet, and with 3 a 1 s
+/// burst of 30 % loss left packets unrecovered.)
+const NACKS_PER_PACKET: u16 = 15;
 
 /// NACK feedback for video, the responder (retransmits what peers NACK) and a generator at
 /// [`NACK_INTERVAL`]: webrtc-rs's `configure_nack` with a shorter interval.
-fn nack(registry: InterceptorRegistry, media: &mut MediaEngine) -> InterceptorRegistry {
+fn nack(
+    registry: InterceptorRegistry,
+    media: &mut MediaEngine,
+    rtt: Arc<crate::nack_limit::SharedRtt>,
+) -> InterceptorRegistry {
     use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
     for parameter in ["", "pli"] {
         media.register_feedback(
@@ -292,7 +294,7 @@ fn nack(registry: InterceptorRegistry, media: &mut MediaEngine) -> InterceptorRe
     registry
         .with(
             rtc::interceptor::Slot::NackResponder,
-            rtc::interceptor::NackResponderBuilder::new().build(),
+            crate::nack_limit::LimitedNackResponder::new(rtt),
         )
         .with(
             rtc::interceptor::Slot::NackGenerator,
@@ -311,7 +313,9 @@ fn interceptors(
     media: &mut MediaEngine,
     captures: &Arc<crate::capture_sr::CaptureTimes>,
 ) -> Result<(InterceptorRegistry, Option<Arc<BandwidthEstimate>>), String> {
-    let registry = nack(InterceptorRegistry::new(), media);
+    // Measured by congestion control's feedback; without it the responder assumes 100 ms.
+    let rtt = Arc::new(crate::nack_limit::SharedRtt::default());
+    let registry = nack(InterceptorRegistry::new(), media, rtt.clone());
     configure_simulcast_extension_headers(media).map_err(|e| e.to_string())?;
     // webrtc-rs's `configure_rtcp_reports`, with the sender reports on the capture clock.
     let registry = registry
@@ -331,7 +335,7 @@ fn interceptors(
     // Includes the TWCC receiver (feedback for the remote's estimator), so not added above.
     let registry = configure_congestion_control(
         registry,
-        PublishedGcc::new(cc, estimate.clone()),
+        PublishedGcc::new(cc, estimate.clone()).with_rtt(rtt),
         webrtc::peer_connection::CongestionFeedback::Twcc,
         media,
     )
