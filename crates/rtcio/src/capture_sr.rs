@@ -6,7 +6,10 @@
 //! timestamp moved forward by the frame's age (now − capture), so the report's NTP ↔ RTP pair
 //! names the capture instant; the packets on the wire are unchanged. The capture instants come
 //! from [`crate::LocalTrack::write_captured`] through [`CaptureTimes`], one per peer
-//! connection, matched to frames in write order.
+//! connection: a frame's first packet takes the newest instant written before the driver
+//! handled it (in write order alone, frames whose packets the driver dropped before the
+//! chain — while the transport comes up — left instants behind that shifted every later
+//! frame by a few frames).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,7 +21,7 @@ use rtc::interceptor::{
 use rtc::sansio::Protocol;
 
 /// Frames of one SSRC whose capture instants wait for their first packet (more means the
-/// driver is far behind: the oldest are dropped, those frames report send time).
+/// driver is far behind: the oldest are dropped).
 const QUEUED: usize = 64;
 /// A frame older than this at its first packet is not moved (a stalled source, a bad stamp).
 const MAX_AGE: Duration = Duration::from_secs(1);
@@ -27,17 +30,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// One written frame: its id, when it was written, when it was captured.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    id: u64,
+    at: Instant,
+    captured: Instant,
+}
+
 /// Capture instants of the frames written to each local SSRC of one peer connection, oldest
 /// first, each with an id to take it back when its write failed before any packet left.
 #[derive(Debug, Default)]
 pub(crate) struct CaptureTimes {
-    queues: Mutex<HashMap<u32, VecDeque<(u64, Instant)>>>,
+    queues: Mutex<HashMap<u32, VecDeque<Written>>>,
     next_id: Mutex<u64>,
 }
 
 impl CaptureTimes {
     /// Queues the capture instant of the frame about to be written to `ssrc`.
     pub(crate) fn push(&self, ssrc: u32, captured: Instant) -> u64 {
+        self.push_at(ssrc, captured, Instant::now())
+    }
+
+    fn push_at(&self, ssrc: u32, captured: Instant, at: Instant) -> u64 {
         let id = {
             let mut n = lock(&self.next_id);
             *n = n.wrapping_add(1);
@@ -48,22 +63,27 @@ impl CaptureTimes {
         if q.len() == QUEUED {
             q.pop_front();
         }
-        q.push_back((id, captured));
+        q.push_back(Written { id, at, captured });
         id
     }
 
     /// Takes back an instant whose frame sent nothing (the write failed).
     pub(crate) fn cancel(&self, ssrc: u32, id: u64) {
         if let Some(q) = lock(&self.queues).get_mut(&ssrc) {
-            q.retain(|(i, _)| *i != id);
+            q.retain(|w| w.id != id);
         }
     }
 
-    fn pop(&self, ssrc: u32) -> Option<Instant> {
-        lock(&self.queues)
-            .get_mut(&ssrc)
-            .and_then(|q| q.pop_front())
-            .map(|(_, at)| at)
+    /// The capture instant of the frame whose first packet the driver handles at `now`: the
+    /// newest written before `now` (packets follow their write at once unless the driver is
+    /// a whole frame behind); it and every older one leave the queue.
+    fn take(&self, ssrc: u32, now: Instant) -> Option<Instant> {
+        let mut g = lock(&self.queues);
+        let q = g.get_mut(&ssrc)?;
+        let i = q.iter().rposition(|w| w.at <= now)?;
+        let w = q[i];
+        q.drain(..=i);
+        Some(w.captured)
     }
 
     fn forget(&self, ssrc: u32) {
@@ -145,7 +165,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for CaptureTimeReports {
                     // The first packet of a new frame: its capture instant is next in line.
                     st.shift = self
                         .times
-                        .pop(p.header.ssrc)
+                        .take(p.header.ssrc, msg.now)
                         .and_then(|c| msg.now.checked_duration_since(c))
                         .filter(|age| *age <= MAX_AGE)
                         .map_or(0, |age| (age.as_secs_f64() * st.clock_rate).round() as u32);
@@ -287,13 +307,23 @@ mod tests {
     }
 
     #[test]
-    fn a_cancelled_write_does_not_shift_the_next_frame() {
+    fn each_frame_takes_the_newest_instant_written_before_it() {
         let times = CaptureTimes::default();
-        let now = Instant::now();
-        let id = times.push(SSRC, now);
-        times.push(SSRC, now + Duration::from_millis(33));
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        // Frames whose packets never reached the chain (transport still coming up).
+        for k in 0..3 {
+            times.push_at(SSRC, t + ms(33 * k) - ms(5), t + ms(33 * k));
+        }
+        // The frame written at +100 ms, handled at +101 ms.
+        times.push_at(SSRC, t + ms(95), t + ms(100));
+        assert_eq!(times.take(SSRC, t + ms(101)), Some(t + ms(95)));
+        assert_eq!(times.take(SSRC, t + ms(102)), None);
+        // A write that failed is taken back; one written after `now` is not this frame's.
+        let id = times.push_at(SSRC, t + ms(128), t + ms(133));
+        times.push_at(SSRC, t + ms(161), t + ms(166));
         times.cancel(SSRC, id);
-        assert_eq!(times.pop(SSRC), Some(now + Duration::from_millis(33)));
-        assert_eq!(times.pop(SSRC), None);
+        assert_eq!(times.take(SSRC, t + ms(150)), None);
+        assert_eq!(times.take(SSRC, t + ms(167)), Some(t + ms(161)));
     }
 }
