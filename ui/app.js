@@ -874,7 +874,7 @@ export const videoStats = {
 /**
  * Paints the frames of one channel message (a batch: the newest frame of every tile that had
  * one ready) and acknowledges the message with one call (`frames_painted {batch}`), painted or
- * not: Rust keeps at most two batches on their way here, each with at most one frame per
+ * not: Rust keeps one batch (at most two) on its way here, each with at most one frame per
  * tile, and sends everything that came meanwhile on each acknowledgement, so a page that
  * paints slowly shows fresh frames (several tiles per message) instead of a backlog.
  */

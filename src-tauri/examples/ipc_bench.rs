@@ -25,8 +25,8 @@
 //! The remotes process (and its `rtcio` children) runs at nice 19 (`BENCH_NICE`, 0 = normal):
 //! it stands for other machines and must not starve the app it measures.
 //! `RTCIO_FRAMES_IN_FLIGHT=0` turns the app's flow control to the page off (every frame handed
-//! over at once, alone, as before it existed; default 2 batches, so 2 frames per tile, see
-//! `media::FrameFlow`).
+//! over at once, alone, as before it existed; default 1 batch, so 1 frame per tile, in
+//! flight, `=2` allows two; see `media::FrameFlow`).
 //! `BENCH_SECONDS` (default 10) sets the measurement length, `BENCH_REMOTES` (default `1,2,4`)
 //! the runs, `BENCH_FORMATS` (default `rgba,i420`) the formats, `BENCH_SCREENSHOT=DIR` saves
 //! the screen at the end of each run (imagemagick `import`).
