@@ -11,7 +11,8 @@
 // WARMUP_S are kept.
 //
 // Env: RTCIO_BENCH_DURATION (s per call, default 16), RTCIO_BENCH_PAIRS (default "rr,cr"),
-// RTCIO_BENCH_RUNS (indices into RUNS below, default all), RTCIO_BENCH_VERBOSE=1.
+// RTCIO_BENCH_RUNS (indices into RUNS below, default all), RTCIO_BENCH_VIDEO_SIZE (the Rust
+// sender's, default 320x180), RTCIO_BENCH_VERBOSE=1.
 
 import os from "node:os";
 import path from "node:path";
@@ -26,6 +27,9 @@ const log = makeLog("lipsync-bench");
 const env = process.env;
 const DURATION_S = Number(env.RTCIO_BENCH_DURATION || 16);
 const WARMUP_S = 6;
+// The Rust sender's picture size (a bigger one takes longer to encode: what capture-clock
+// sender reports make up for).
+const VIDEO_SIZE = env.RTCIO_BENCH_VIDEO_SIZE || "320x180";
 const VERBOSE = env.RTCIO_BENCH_VERBOSE === "1";
 const PAIRS = { rr: "Rust→Rust", cr: "Chromium→Rust" };
 const pairKeys = (env.RTCIO_BENCH_PAIRS || "rr,cr").split(",").map((x) => x.trim()).filter((k) => PAIRS[k]);
@@ -70,7 +74,7 @@ async function run(pk, knobs, senderKnobs, browserBox) {
     await rx.wait("joined", (x) => x.type === "joined", { timeoutMs: 20000 });
     if (pk === "rr") {
       Object.assign(process.env, senderKnobs);
-      clis.push(new Cli("tx", url, ["--room", room, "--name", "Sender", "--video", "testsrc", "--video-size", "320x180", "--fps", "30", "--audio", "tone"], { verbose: VERBOSE, log }));
+      clis.push(new Cli("tx", url, ["--room", room, "--name", "Sender", "--video", "testsrc", "--video-size", VIDEO_SIZE, "--fps", "30", "--audio", "tone"], { verbose: VERBOSE, log }));
       for (const k of KNOBS) delete process.env[k];
     } else {
       const browser = await browserBox.get();
