@@ -356,7 +356,10 @@ async fn inner_capped_chromium() {
     check_fps(
         "Chromium",
         fps,
-        &format!("sender: {last}\nsender's video lines: {}", video_lines(&send)),
+        &format!(
+            "sender: {last}\nsender's video lines: {}",
+            video_lines(&send)
+        ),
     );
     br.quit().await;
 }
