@@ -123,7 +123,9 @@ where
         .max_frame_size(Some(engine.config.ws_max_frame_size));
 
     let ws_init = move || WebSocketStream::from_raw_socket(conn, Role::Server, Some(ws_config));
-    let (socket, ws) = if let Some(sid) = sid {
+    // A new WebSocket session runs its heartbeat in this task (below) rather than in a task of its
+    // own: one task less per socket. A session upgraded from polling already has its heartbeat task.
+    let (socket, ws, own_heartbeat) = if let Some(sid) = sid {
         match engine.get_socket(sid) {
             None => return Err(Error::UnknownSessionID(sid)),
             Some(socket) if socket.is_ws() => return Err(Error::MultipleWebsocketRequests),
@@ -148,7 +150,7 @@ where
                         return Err(Error::Upgrade);
                     }
                 }
-                (socket, ws)
+                (socket, ws, false)
             }
         }
     } else {
@@ -159,10 +161,7 @@ where
 
         let mut ws = ws_init().await;
         init_handshake(socket.id, &mut ws, &engine.config).await?;
-        socket
-            .clone()
-            .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
-        (socket, ws)
+        (socket, ws, true)
     };
     let (tx, rx) = ws.split();
 
@@ -170,10 +169,27 @@ where
     tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
 
     // pipe between internal socket channel and websocket
-    match forward_to_handler(&engine, rx, &socket)
-        .with_cancellation_token(&socket.cancellation_token)
-        .await
-    {
+    let read = forward_to_handler(&engine, rx, &socket)
+        .with_cancellation_token(&socket.cancellation_token);
+    let res = if own_heartbeat {
+        let heartbeat =
+            socket.heartbeat_job(engine.config.ping_interval, engine.config.ping_timeout);
+        tokio::pin!(read);
+        tokio::pin!(heartbeat);
+        tokio::select! {
+            res = &mut read => res,
+            Err(_e) = &mut heartbeat => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(sid = ?socket.id, "heartbeat error: {_e}");
+                socket.close(DisconnectReason::HeartbeatTimeout);
+                // The close cancels the session: the reader ends at once.
+                read.await
+            }
+        }
+    } else {
+        read.await
+    };
+    match res {
         Some(Err(ref e)) => {
             let reason =
                 Option::<DisconnectReason>::from(e).unwrap_or(DisconnectReason::TransportError);
