@@ -24,6 +24,7 @@ pub mod impair;
 pub mod previous_id;
 pub mod protocol;
 pub mod ratelimit;
+mod redis_driver;
 mod server;
 mod session;
 pub mod store;

@@ -19,7 +19,14 @@ use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide_core::adapter::DefinedAdapter;
-use socketioxide_redis::{RedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
+use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
+
+use crate::redis_driver::TimedRedisDriver;
+
+/// Pub/sub messages a process may have waiting (socketioxide-redis's default is 1 024). Every
+/// process receives every broadcast of the cluster: at 1 024 a process behind by a second of a
+/// join burst dropped relayed messages and leave announcements ("channel full").
+const PUBSUB_BUFFER: usize = 1 << 16;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -207,13 +214,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
         Some(url) => {
             let client = redis::Client::open(with_resp3(url).as_str())?;
-            let ctr = RedisAdapterCtr::new_with_redis_config(
-                &client,
-                RedisAdapterConfig::new().with_prefix(format!("{}-sio", config.redis_prefix)),
-            )
-            .await?;
+            let ctr = RedisAdapterCtr::new_with_driver(
+                TimedRedisDriver::new(&client).await?,
+                RedisAdapterConfig::new()
+                    .with_prefix(format!("{}-sio", config.redis_prefix))
+                    .with_stream_buffer(PUBSUB_BUFFER),
+            );
             let store = Store::redis(client, &config.redis_prefix, config.redis_key_ttl).await?;
-            let (layer, io) = builder.with_adapter::<RedisAdapter<_>>(ctr).build_layer();
+            let (layer, io) = builder
+                .with_adapter::<CustomRedisAdapter<_, TimedRedisDriver>>(ctr)
+                .build_layer();
             let shared = Arc::new(Shared {
                 io: io.clone(),
                 store,

@@ -96,7 +96,13 @@ impl Store {
         prefix: &str,
         key_ttl: Duration,
     ) -> Result<Self, StoreError> {
-        let conn = ConnectionManager::new(client).await?;
+        // redis-rs's 500 ms default failed room leases and socket keys under a join burst.
+        let conn = ConnectionManager::new_with_config(
+            client,
+            redis::aio::ConnectionManagerConfig::new()
+                .set_response_timeout(Some(crate::redis_driver::RESPONSE_TIMEOUT)),
+        )
+        .await?;
         let store = RedisStore {
             conn,
             prefix: prefix.to_string(),
