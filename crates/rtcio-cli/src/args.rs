@@ -156,6 +156,11 @@ pub struct SessionArgs {
     /// Write each remote stream into this directory (raw .h264 and Ogg Opus).
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
+    /// Send only: remote streams are announced (`stream` lines) but never decoded, played or
+    /// recorded; their packets are dropped unread. For load generators standing in for other
+    /// machines (the app's IPC bench), whose CPU must not go to decoding each other.
+    #[arg(long, conflicts_with_all = ["record", "play"])]
+    pub no_receive: bool,
     /// Send each stdin line as a chat message (broadcast channel `chat`, event `msg`).
     #[arg(long)]
     pub chat_stdin: bool,
@@ -487,6 +492,23 @@ mod tests {
             Some(vec![IpAddr::from([127, 0, 0, 1])]),
             "--loopback binds 127.0.0.1"
         );
+    }
+
+    #[test]
+    fn no_receive_is_a_send_only_switch() {
+        let parse = |extra: &[&str]| {
+            let mut a = vec!["rtcio", "join", "--server", "http://x:1", "--room", "r"];
+            a.extend_from_slice(extra);
+            Cli::try_parse_from(a).map(|cli| match cli.command {
+                Command::Join(j) => j.session.no_receive,
+                _ => panic!("not join"),
+            })
+        };
+        assert_eq!(parse(&[]).ok(), Some(false), "receives by default");
+        assert_eq!(parse(&["--no-receive"]).ok(), Some(true));
+        // Nothing received means nothing to record or play.
+        assert!(parse(&["--no-receive", "--record", "d"]).is_err());
+        assert!(parse(&["--no-receive", "--play"]).is_err());
     }
 
     #[test]

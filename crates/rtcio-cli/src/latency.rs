@@ -24,6 +24,7 @@ pub async fn run(a: LatencyArgs, out: Output) -> Result<(), CliError> {
         fps: 30.0,
         video_bitrate: 1000,
         record: None,
+        no_receive: false,
         chat_stdin: false,
         control_stdin: false,
         duration: Some(a.duration),

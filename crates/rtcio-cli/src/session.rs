@@ -380,8 +380,11 @@ impl Session {
                                    "args": ev.args, "stream": rs.id(), "msid": rs.msid(),
                                    "tracks": tracks}),
                         );
-                        let name = self.names.get(&peer).cloned();
-                        self.receiver.add_stream(rs, name);
+                        // `--no-receive`: never read, so its frames are dropped undecoded.
+                        if !self.cfg.args.no_receive {
+                            let name = self.names.get(&peer).cloned();
+                            self.receiver.add_stream(rs, name);
+                        }
                     }
                     None => self.out.line(
                         "event",
@@ -432,6 +435,7 @@ impl Session {
                            "kind": a["track"].get("kind"), "mid": mid}),
                 );
                 if ev.name == "track-added"
+                    && !self.cfg.args.no_receive
                     && let Some(rs) = &ev.stream
                 {
                     let name = self.names.get(peer).cloned();
