@@ -71,10 +71,8 @@ use futures_util::FutureExt;
 use http::request::Parts;
 use smallvec::{SmallVec, smallvec};
 use tokio::sync::{
-    Mutex,
-    Notify,
+    Mutex, Notify,
     mpsc::{self, Receiver, error::TrySendError},
-    watch,
 };
 
 pub use engineioxide_core::Sid;
@@ -164,18 +162,45 @@ pub(crate) type Queued = Box<PacketBuf>;
 pub(crate) struct InternalRx {
     pub buffered_rx: Receiver<Queued>,
     pub peeked_packet: Option<PacketBuf>,
-    pub volatile_rx: watch::Receiver<Option<Queued>>,
 }
 
 impl InternalRx {
-    fn new(
-        buffered_rx: Receiver<Queued>,
-        volatile_rx: watch::Receiver<Option<Queued>>,
-    ) -> Self {
+    fn new(buffered_rx: Receiver<Queued>) -> Self {
         Self {
             buffered_rx,
             peeked_packet: None,
-            volatile_rx,
+        }
+    }
+}
+
+/// The latest volatile packets not yet taken by the transport (a newer send replaces them), and
+/// the signal that some are there. It replaces a `watch` channel, whose shared state (about
+/// 350 bytes with its eight `Notify`s) every socket allocated, though volatile emits are rare.
+#[derive(Debug, Default)]
+pub(crate) struct Volatile {
+    slot: std::sync::Mutex<Option<Queued>>,
+    notify: Notify,
+}
+
+impl Volatile {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Queued>> {
+        // Every access is one assignment or take: a panic elsewhere cannot leave it half-done.
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, packets: Queued) {
+        *self.slot() = Some(packets);
+        // Stores a permit when no transport waits, so the next `next` finds the packets.
+        self.notify.notify_one();
+    }
+
+    /// The latest volatile packets, once there are some.
+    pub(crate) async fn next(&self) -> Queued {
+        loop {
+            if let Some(packets) = self.slot().take() {
+                return packets;
+            }
+            self.notify.notified().await;
         }
     }
 }
@@ -222,10 +247,9 @@ where
     /// Channel to send [PacketBuf] to the internal connection
     pub(crate) internal_tx: mpsc::Sender<Queued>,
 
-    /// Channel to send volatile [PacketBuf]s that bypass the internal buffer.
-    /// Uses a [`watch`](tokio::sync::watch) channel so only the latest volatile
+    /// Volatile [PacketBuf]s that bypass the internal buffer: only the latest volatile
     /// message is retained; subsequent volatile sends overwrite the previous one.
-    volatile_tx: watch::Sender<Option<Queued>>,
+    pub(crate) volatile: Volatile,
 
     /// Signals a Pong [`Packet`] (v4 protocol) or a Ping (v3 protocol) from the connection to the
     /// heartbeat job, which runs in a separate task. A [`Notify`] keeps at most one pending
@@ -260,7 +284,6 @@ where
         supports_binary: bool,
     ) -> Self {
         let (internal_tx, internal_rx) = mpsc::channel(config.max_buffer_size);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
 
         Self {
             id: Sid::new(),
@@ -268,10 +291,10 @@ where
             transport: AtomicU8::new(transport as u8),
             upgrading: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
+            internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,
 
-            volatile_tx,
+            volatile: Volatile::default(),
 
             heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),
@@ -544,7 +567,8 @@ where
     }
 
     pub(crate) fn send_volatile(&self, packets: PacketBuf) -> bool {
-        self.volatile_tx.send(Some(Box::new(packets))).is_ok()
+        self.volatile.set(Box::new(packets));
+        true
     }
 }
 
@@ -604,7 +628,6 @@ where
         buffer_size: usize,
     ) -> (Arc<Socket<D>>, tokio::sync::mpsc::Receiver<Packet>) {
         let (internal_tx, internal_rx) = mpsc::channel(buffer_size);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
 
         let sock = Self {
             id: sid,
@@ -612,10 +635,10 @@ where
             transport: AtomicU8::new(TransportType::Websocket as u8),
             upgrading: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
+            internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,
 
-            volatile_tx,
+            volatile: Volatile::default(),
 
             heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),

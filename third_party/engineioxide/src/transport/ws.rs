@@ -1,15 +1,16 @@
 //! The ws transport module is responsible for handling websocket connections
 //! The only public function is [`new_req`] which is used to upgrade a http request to a websocket connection
 //!
-//! Other functions are used internally to handle the websocket connection through tasks and channels
-//! and to handle upgrade from polling to ws
+//! Other functions are used internally to handle the websocket connection (one task per session,
+//! reading the websocket and writing the socket's channels) and to handle upgrade from polling to ws
 
-use std::sync::Arc;
-
-use futures_util::{
-    SinkExt, StreamExt, TryStreamExt,
-    stream::{SplitSink, SplitStream},
+use std::{
+    future::{Future, poll_fn},
+    sync::Arc,
+    task::{Context, Poll},
 };
+
+use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, Request, Response, StatusCode, request::Parts};
 use smallvec::smallvec;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -26,8 +27,14 @@ use tokio_util::future::FutureExt as _;
 use engineioxide_core::{Packet, ProtocolVersion, Sid, Str, TransportType};
 
 use crate::{
-    DisconnectReason, Socket, body::ResponseBody, config::EngineIoConfig, engine::EngineIo,
-    errors::Error, handler::EngineIoHandler, socket::InternalRx, transport::make_open_packet,
+    DisconnectReason, Socket,
+    body::ResponseBody,
+    config::EngineIoConfig,
+    engine::EngineIo,
+    errors::Error,
+    handler::EngineIoHandler,
+    socket::{InternalRx, Queued},
+    transport::make_open_packet,
 };
 
 /// Create a response for websocket upgrade
@@ -65,33 +72,33 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         .ok_or(Error::InvalidWebSocketKey)?
         .clone();
 
-    tokio::spawn(async move {
-        let conn = hyper::upgrade::on(req)
-            .await
-            .map(hyper_util::rt::TokioIo::new);
-
-        let res = match conn {
-            Ok(conn) => on_init(engine.clone(), conn, protocol, sid, parts).await,
+    // The upgrade and the handshakes run boxed: a task's allocation is as large as its future's
+    // largest state, and an idle session should not carry the handshakes' state (see `Session`).
+    let accept = Box::pin(async move {
+        let conn = match hyper::upgrade::on(req).await {
+            Ok(conn) => hyper_util::rt::TokioIo::new(conn),
             Err(_e) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!("ws upgrade error: {}", _e);
-                return;
+                return None;
             }
         };
-
-        match res {
-            Ok(_) => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!(?sid, "ws closed")
-            }
-            Err(Error::MultipleWebsocketRequests) => {}
+        match init(engine.clone(), conn, protocol, sid, parts).await {
+            Ok(session) => Some(session),
+            Err(Error::MultipleWebsocketRequests) => None,
             Err(_e) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!(?sid, "ws closed with error: {_e}");
                 if let Some(sid) = sid {
                     engine.close_session(sid, DisconnectReason::TransportError);
                 }
+                None
             }
+        }
+    });
+    tokio::spawn(async move {
+        if let Some(session) = accept.await {
+            session.run().await;
         }
     });
 
@@ -103,17 +110,37 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
 /// Sends an open packet if it is not an upgrade from a polling request
 ///
 /// Read packets from the websocket and handle them, it will block until the connection is closed
-#[cfg_attr(
-    feature = "tracing",
-    tracing::instrument(level = "trace", name = "init_websocket", skip(engine, conn, req_data))
-)]
-pub async fn on_init<H: EngineIoHandler, S>(
+pub fn on_init<H: EngineIoHandler, S>(
     engine: Arc<EngineIo<H>>,
     conn: S,
     protocol: ProtocolVersion,
     sid: Option<Sid>,
     req_data: Parts,
-) -> Result<(), Error>
+) -> impl Future<Output = Result<(), Error>> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Boxed for the reason given in `new_req`.
+    let init = Box::pin(init(engine, conn, protocol, sid, req_data));
+    async move {
+        init.await?.run().await;
+        Ok(())
+    }
+}
+
+/// Opens the session: the Engine.IO open packet for a new session, the probe exchange for an
+/// upgrade from polling.
+#[cfg_attr(
+    feature = "tracing",
+    tracing::instrument(level = "trace", name = "init_websocket", skip(engine, conn, req_data))
+)]
+async fn init<H: EngineIoHandler, S>(
+    engine: Arc<EngineIo<H>>,
+    conn: S,
+    protocol: ProtocolVersion,
+    sid: Option<Sid>,
+    req_data: Parts,
+) -> Result<Session<H, S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -123,12 +150,10 @@ where
         .max_frame_size(Some(engine.config.ws_max_frame_size));
 
     let ws_init = move || WebSocketStream::from_raw_socket(conn, Role::Server, Some(ws_config));
-    // A new WebSocket session runs its heartbeat in this task (below) rather than in a task of its
-    // own: one task less per socket. A session upgraded from polling already has its heartbeat task.
-    let (socket, ws, own_heartbeat) = if let Some(sid) = sid {
+    if let Some(sid) = sid {
         match engine.get_socket(sid) {
-            None => return Err(Error::UnknownSessionID(sid)),
-            Some(socket) if socket.is_ws() => return Err(Error::MultipleWebsocketRequests),
+            None => Err(Error::UnknownSessionID(sid)),
+            Some(socket) if socket.is_ws() => Err(Error::MultipleWebsocketRequests),
             Some(socket) => {
                 let mut ws = ws_init().await;
 
@@ -150,7 +175,13 @@ where
                         return Err(Error::Upgrade);
                     }
                 }
-                (socket, ws, false)
+                // An upgraded session keeps the heartbeat task it had while polling.
+                Ok(Session {
+                    engine,
+                    socket,
+                    ws,
+                    own_heartbeat: false,
+                })
             }
         }
     } else {
@@ -161,210 +192,321 @@ where
 
         let mut ws = ws_init().await;
         init_handshake(socket.id, &mut ws, &engine.config).await?;
-        (socket, ws, true)
-    };
-    let (tx, rx) = ws.split();
-
-    // Pipe between websocket and internal socket channel.
-    tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
-
-    // pipe between internal socket channel and websocket
-    let read = forward_to_handler(&engine, rx, &socket)
-        .with_cancellation_token(&socket.cancellation_token);
-    let res = if own_heartbeat {
-        let heartbeat =
-            socket.heartbeat_job(engine.config.ping_interval, engine.config.ping_timeout);
-        tokio::pin!(read);
-        tokio::pin!(heartbeat);
-        tokio::select! {
-            res = &mut read => res,
-            Err(_e) = &mut heartbeat => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!(sid = ?socket.id, "heartbeat error: {_e}");
-                socket.close(DisconnectReason::HeartbeatTimeout);
-                // The close cancels the session: the reader ends at once.
-                read.await
-            }
+        // A new v4 session runs its heartbeat in its own task (`Session::run`): one task less per
+        // socket. The v3 heartbeat (the client pings) keeps a task of its own.
+        let own_heartbeat = socket.protocol == ProtocolVersion::V4;
+        if !own_heartbeat {
+            socket
+                .clone()
+                .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
         }
-    } else {
-        read.await
-    };
-    match res {
-        Some(Err(ref e)) => {
-            let reason =
-                Option::<DisconnectReason>::from(e).unwrap_or(DisconnectReason::TransportError);
-
-            #[cfg(feature = "tracing")]
-            tracing::debug!("error when handling packet: {:?}", e);
-            engine.close_session(socket.id, reason);
-        }
-        Some(Ok(())) => {
-            #[cfg(feature = "tracing")]
-            tracing::debug!(sid = %socket.id, "ws transport was closed");
-            engine.close_session(socket.id, DisconnectReason::TransportClose);
-        }
-        None => {
-            #[cfg(feature = "tracing")]
-            tracing::debug!(sid = %socket.id, "socket is closing");
-        }
+        Ok(Session {
+            engine,
+            socket,
+            ws,
+            own_heartbeat,
+        })
     }
-    Ok(())
 }
 
-/// Forwards all packets received from a websocket to a EngineIo [`Socket`]
-async fn forward_to_handler<H: EngineIoHandler, S>(
-    engine: &Arc<EngineIo<H>>,
-    mut rx: SplitStream<WebSocketStream<S>>,
-    socket: &Arc<Socket<H::Data>>,
-) -> Result<(), Error>
+/// An open WebSocket session.
+///
+/// One task both reads the WebSocket and writes what the socket's channels carry (and, for a
+/// session opened on WebSocket, runs the heartbeat). Engine.IO used to split the stream between a
+/// reader task and a writer task: two task allocations, two futures, and the split stream's shared
+/// allocation per socket, about 5 KiB of an idle socket's memory.
+struct Session<H: EngineIoHandler, S> {
+    engine: Arc<EngineIo<H>>,
+    socket: Arc<Socket<H::Data>>,
+    ws: WebSocketStream<S>,
+    /// Whether this session sends the pings itself (a v4 session opened on WebSocket); otherwise
+    /// a heartbeat task does, and the session only signals the pongs to it.
+    own_heartbeat: bool,
+}
+
+/// What woke a [`Session`].
+enum Event {
+    Cancelled,
+    Heartbeat,
+    /// The pending flush ended (the WebSocket had nothing to read).
+    Flushed,
+    Incoming(Option<Result<Message, tungstenite::Error>>),
+    Outgoing(Option<Queued>),
+    Volatile(Queued),
+}
+
+/// What the session does after an incoming message.
+enum Next {
+    Continue,
+    Pong,
+    /// The session ends: `Ok` for a close from the client, `Err` for a protocol error.
+    End(Result<(), Error>),
+}
+
+impl<H: EngineIoHandler, S> Session<H, S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    while let Some(msg) = rx.try_next().await? {
-        match msg {
-            Message::Text(msg) => match Packet::parse(socket.protocol, ws_bytes_to_str(msg))? {
-                Packet::Close => {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!("[sid={}] closing session", socket.id);
-                    engine.close_session(socket.id, DisconnectReason::TransportClose);
-                    break;
-                }
-                Packet::Pong | Packet::Ping => {
-                    // A full channel means that the client is already known to be alive.
-                    socket.heartbeat.notify_one();
-                    Ok::<(), Error>(())
-                }
-                Packet::Message(msg) => {
-                    engine.handler.on_message(msg, socket.clone());
-                    Ok(())
-                }
-                p => return Err(Error::BadPacket(p)),
-            },
-            Message::Binary(mut data) => {
-                if socket.protocol == ProtocolVersion::V3 && !data.is_empty() {
-                    // The first byte is the message type, which we don't need.
-                    data = data.split_off(1);
-                }
-                engine.handler.on_binary(data, socket.clone());
-                Ok(())
-            }
-            Message::Close(_) => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!("websocket closed, closing session");
-                engine.close_session(socket.id, DisconnectReason::TransportClose);
-                break;
-            }
-            _ => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!(sid = ?socket.id, "unexpected ws message");
-                Ok(())
-            }
-        }?
-    }
-    Ok(())
-}
+    /// Runs the session until the client leaves, the heartbeat fails or the socket is closed.
+    async fn run(mut self) {
+        // Fields are used in place: moving them out of `self` would hold them twice in the
+        // future (an async fn's arguments keep their own slots).
+        let engine = &self.engine;
+        let socket = &self.socket;
+        let ws = &mut self.ws;
+        let own_heartbeat = self.own_heartbeat;
 
-/// Forwards all packets waiting to be sent to the websocket
-///
-/// The websocket stream is flushed only when the internal channel is drained
-async fn forward_to_socket<H: EngineIoHandler, S>(
-    socket: Arc<Socket<H::Data>>,
-    mut tx: SplitSink<WebSocketStream<S>, Message>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    // A polling request that was in progress during the upgrade may still hold the lock.
-    let lock = socket.internal_rx.lock();
-    let Some(mut internal_rx) = lock
-        .with_cancellation_token(&socket.cancellation_token)
-        .await
-    else {
-        #[cfg(feature = "tracing")]
-        tracing::debug!(sid = %socket.id, "session closed before starting the ws writer");
-        return;
-    };
-    let InternalRx {
-        buffered_rx,
-        volatile_rx,
-        ..
-    } = &mut *internal_rx;
+        // A polling request that was in progress during the upgrade may still hold the lock.
+        let Some(mut internal_rx) = socket
+            .internal_rx
+            .lock()
+            .with_cancellation_token(&socket.cancellation_token)
+            .await
+        else {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(sid = %socket.id, "session closed before the ws session started");
+            return;
+        };
+        let InternalRx { buffered_rx, .. } = &mut *internal_rx;
 
-    // map a packet to a websocket message
-    // It is declared as a macro rather than a closure to avoid ownership issues
-    macro_rules! map_fn {
-            ($item:ident) => {
-                let res = match $item {
-                    Packet::Binary(bin) | Packet::BinaryV3(bin) => {
-                        if socket.protocol == ProtocolVersion::V3 {
-                            // v3 protocol requires packet type as the first byte.
-                            // This requires a new buffer. This is OK as it is only for the V3 protocol.
-                            let mut buff = Vec::with_capacity(bin.len() + 1);
-                            buff.push(0x04);
-                            buff.extend(bin);
-                            tx.feed(Message::Binary(buff.into())).await
-                        } else {
-                            tx.feed(Message::Binary(bin)).await
-                        }
-                    }
-                    // A Noop Packet maybe sent by the server to upgrade from a polling connection
-                    // In the case that the packet was not poll in time it will remain in the buffer and therefore
-                    // it should be discarded here
-                    Packet::Noop => Ok(()),
-                    _ => {
-                        let packet: String = $item.try_into().unwrap();
-                        tx.feed(Message::Text(packet.into())).await
-                    }
+        // `None`: the session was closed from our side (the socket was closed or the heartbeat
+        // failed); `Some`: the client ended it.
+        let res: Option<Result<(), Error>> = {
+            let cancelled = socket.cancellation_token.cancelled();
+            tokio::pin!(cancelled);
+            // The v4 heartbeat: a ping now (as the interval of the heartbeat task ticked at once)
+            // and every `ping_interval` after, each answered within `ping_timeout`.
+            let ping_interval = engine.config.ping_interval;
+            let ping_timeout = engine.config.ping_timeout;
+            let mut next_ping = tokio::time::Instant::now();
+            let mut awaiting_pong = false;
+            let heartbeat = tokio::time::sleep_until(next_ping);
+            tokio::pin!(heartbeat);
+            // Fed frames not flushed yet: the channels are not read meanwhile (backpressure, as
+            // the writer task waited for its flush), the WebSocket still is.
+            let mut flushing = false;
+
+            loop {
+                let can_send = !flushing;
+                let event = tokio::select! {
+                    _ = &mut cancelled => Event::Cancelled,
+                    _ = &mut heartbeat, if own_heartbeat => Event::Heartbeat,
+                    event = poll_fn(|cx| poll_ws(ws, &mut flushing, cx)) => event,
+                    items = buffered_rx.recv(), if can_send => Event::Outgoing(items),
+                    packets = socket.volatile.next(), if can_send => Event::Volatile(packets),
                 };
-                if let Err(_e) = res {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
-                }
-            };
-        }
-
-    // Forward buffered packets until the channel is closed or the session is cancelled.
-    loop {
-        tokio::select! {
-            biased;
-            items = buffered_rx.recv() => {
-                match items {
-                    Some(packets) => {
-                        for item in *packets {
-                            map_fn!(item);
+                match event {
+                    Event::Cancelled => break None,
+                    Event::Flushed => {}
+                    Event::Heartbeat if awaiting_pong => {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(sid = ?socket.id, "heartbeat error: heartbeat timeout");
+                        socket.close(DisconnectReason::HeartbeatTimeout);
+                        break None;
+                    }
+                    Event::Heartbeat => {
+                        #[cfg(feature = "tracing")]
+                        tracing::trace!(sid = ?socket.id, "emitting ping");
+                        if socket
+                            .internal_tx
+                            .try_send(Box::new(smallvec![Packet::Ping]))
+                            .is_err()
+                        {
+                            #[cfg(feature = "tracing")]
+                            tracing::debug!(sid = ?socket.id, "heartbeat error: channel full");
+                            socket.close(DisconnectReason::HeartbeatTimeout);
+                            break None;
                         }
-                        while let Ok(packets) = buffered_rx.try_recv() {
-                            for item in *packets {
-                                map_fn!(item);
+                        awaiting_pong = true;
+                        next_ping += ping_interval;
+                        heartbeat
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + ping_timeout);
+                    }
+                    Event::Incoming(None) => break Some(Ok(())),
+                    Event::Incoming(Some(Err(e))) => break Some(Err(e.into())),
+                    Event::Incoming(Some(Ok(msg))) => {
+                        match on_message(engine, socket, msg) {
+                            Next::Continue => {}
+                            Next::Pong if own_heartbeat => {
+                                // A pong before the first ping is ignored, as before.
+                                if awaiting_pong {
+                                    awaiting_pong = false;
+                                    heartbeat.as_mut().reset(next_ping);
+                                }
                             }
+                            Next::Pong => socket.heartbeat.notify_one(),
+                            Next::End(res) => break Some(res),
                         }
                     }
-                    None => break
+                    Event::Outgoing(None) => break None,
+                    Event::Outgoing(Some(packets)) => {
+                        feed(socket, ws, packets).await;
+                        while let Ok(packets) = buffered_rx.try_recv() {
+                            feed(socket, ws, packets).await;
+                        }
+                        flushing = true;
+                    }
+                    Event::Volatile(packets) => {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
+                        feed(socket, ws, packets).await;
+                        flushing = true;
+                    }
                 }
             }
-            _ = socket.cancellation_token.cancelled() => break,
-            Ok(()) = volatile_rx.changed() => {
-                let val = volatile_rx.borrow_and_update().clone();
-                if let Some(packets) = val {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                    for item in *packets {
-                        map_fn!(item);
-                    }
-                }
-            },
+        };
+
+        match res {
+            Some(Err(ref e)) => {
+                let reason =
+                    Option::<DisconnectReason>::from(e).unwrap_or(DisconnectReason::TransportError);
+
+                #[cfg(feature = "tracing")]
+                tracing::debug!("error when handling packet: {:?}", e);
+                engine.close_session(socket.id, reason);
+            }
+            Some(Ok(())) => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(sid = %socket.id, "ws transport was closed");
+                engine.close_session(socket.id, DisconnectReason::TransportClose);
+            }
+            None => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(sid = %socket.id, "socket is closing");
+            }
         }
 
+        // What was queued before the end (a close packet among it) still goes out, as the writer
+        // task drained the channel before it stopped. The lock is held until then, so the
+        // handler hears of the disconnect after it, as before.
+        while let Ok(packets) = buffered_rx.try_recv() {
+            feed(socket, ws, packets).await;
+        }
         #[cfg(feature = "tracing")]
-        tracing::trace!(sid = %socket.id, "ws flush");
-        tx.flush().await.ok();
+        tracing::trace!(sid = %socket.id, "ws closing flush");
+        ws.flush().await.ok();
+        SinkExt::close(ws).await.ok();
     }
-
-    #[cfg(feature = "tracing")]
-    tracing::trace!(sid = %socket.id, "ws closing flush");
-
-    tx.flush().await.ok();
-    tx.close().await.ok();
 }
+
+/// Flushes what was fed (when `flushing`), then reads the next message.
+fn poll_ws<S>(ws: &mut WebSocketStream<S>, flushing: &mut bool, cx: &mut Context<'_>) -> Poll<Event>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut flushed = false;
+    if *flushing {
+        if let Poll::Ready(_res) = ws.poll_flush_unpin(cx) {
+            #[cfg(feature = "tracing")]
+            if let Err(e) = _res {
+                tracing::debug!("ws flush error: {e}");
+            }
+            *flushing = false;
+            flushed = true;
+        }
+    }
+    match ws.poll_next_unpin(cx) {
+        Poll::Ready(msg) => Poll::Ready(Event::Incoming(msg)),
+        Poll::Pending if flushed => Poll::Ready(Event::Flushed),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Hands one incoming WebSocket message to the handler.
+fn on_message<H: EngineIoHandler>(
+    engine: &Arc<EngineIo<H>>,
+    socket: &Arc<Socket<H::Data>>,
+    msg: Message,
+) -> Next {
+    match msg {
+        Message::Text(msg) => match Packet::parse(socket.protocol, ws_bytes_to_str(msg)) {
+            Ok(Packet::Close) => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!("[sid={}] closing session", socket.id);
+                engine.close_session(socket.id, DisconnectReason::TransportClose);
+                Next::End(Ok(()))
+            }
+            Ok(Packet::Pong | Packet::Ping) => Next::Pong,
+            Ok(Packet::Message(msg)) => {
+                engine.handler.on_message(msg, socket.clone());
+                Next::Continue
+            }
+            Ok(p) => Next::End(Err(Error::BadPacket(p))),
+            Err(e) => Next::End(Err(e.into())),
+        },
+        Message::Binary(mut data) => {
+            if socket.protocol == ProtocolVersion::V3 && !data.is_empty() {
+                // The first byte is the message type, which we don't need.
+                data = data.split_off(1);
+            }
+            engine.handler.on_binary(data, socket.clone());
+            Next::Continue
+        }
+        Message::Close(_) => {
+            #[cfg(feature = "tracing")]
+            tracing::debug!("websocket closed, closing session");
+            engine.close_session(socket.id, DisconnectReason::TransportClose);
+            Next::End(Ok(()))
+        }
+        _ => {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(sid = ?socket.id, "unexpected ws message");
+            Next::Continue
+        }
+    }
+}
+
+/// Writes packets into the WebSocket's buffer (sent by the next flush). Only a reference and
+/// the sink's readiness wait are held across its awaits, not the packets: the session's future,
+/// so every idle socket's task, is as large as its largest await (a version holding the packet
+/// buffer made it ~0.7 KiB larger).
+async fn feed<D, S>(socket: &Socket<D>, ws: &mut WebSocketStream<S>, mut packets: Queued)
+where
+    D: Default + Send + Sync + 'static,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut packets = packets.drain(..);
+    loop {
+        // Pending only while an earlier write is blocked (a full socket buffer).
+        let ready = poll_fn(|cx| ws.poll_ready_unpin(cx)).await;
+        let Some(packet) = packets.next() else {
+            break;
+        };
+        let res = ready.and_then(|()| match to_message(socket.protocol, packet) {
+            Some(msg) => ws.start_send_unpin(msg),
+            None => Ok(()),
+        });
+        if let Err(_e) = res {
+            #[cfg(feature = "tracing")]
+            tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+        }
+    }
+}
+
+/// The WebSocket message of a packet; `None` for a packet not sent on WebSocket.
+fn to_message(protocol: ProtocolVersion, packet: Packet) -> Option<Message> {
+    match packet {
+        Packet::Binary(bin) | Packet::BinaryV3(bin) => {
+            if protocol == ProtocolVersion::V3 {
+                // v3 protocol requires packet type as the first byte.
+                // This requires a new buffer. This is OK as it is only for the V3 protocol.
+                let mut buff = Vec::with_capacity(bin.len() + 1);
+                buff.push(0x04);
+                buff.extend(bin);
+                Some(Message::Binary(buff.into()))
+            } else {
+                Some(Message::Binary(bin))
+            }
+        }
+        // A Noop Packet maybe sent by the server to upgrade from a polling connection
+        // In the case that the packet was not poll in time it will remain in the buffer and therefore
+        // it should be discarded here
+        Packet::Noop => None,
+        packet => Some(Message::Text(String::from(packet).into())),
+    }
+}
+
 /// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection
 async fn init_handshake<S>(
     sid: Sid,
@@ -481,16 +623,16 @@ fn ws_bytes_to_str(bytes: tungstenite::Utf8Bytes) -> Str {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{sync::Mutex, time::Duration};
 
     use bytes::Bytes;
-    use futures_util::StreamExt;
+    use futures_util::{FutureExt, StreamExt};
     use http::Request;
     use tokio::io::DuplexStream;
 
     use super::*;
 
-    const TIMEOUT: Duration = Duration::from_secs(1);
+    const TIMEOUT: Duration = Duration::from_secs(5);
 
     #[derive(Debug)]
     struct StubHandler;
@@ -502,61 +644,162 @@ mod tests {
         fn on_binary(self: &Arc<Self>, _: Bytes, _: Arc<Socket<()>>) {}
     }
 
-    fn socket() -> Arc<Socket<()>> {
-        Arc::new(Socket::new(
+    type Closed = Arc<Mutex<Vec<DisconnectReason>>>;
+
+    /// A session on one end of an in-memory pipe, the client's WebSocket on the other, and the
+    /// reasons the socket was closed with.
+    async fn session(
+        config: EngineIoConfig,
+        own_heartbeat: bool,
+    ) -> (
+        Session<StubHandler, DuplexStream>,
+        WebSocketStream<DuplexStream>,
+        Closed,
+    ) {
+        let closed = Closed::default();
+        let reasons = closed.clone();
+        let socket = Arc::new(Socket::new(
             ProtocolVersion::V4,
             TransportType::Websocket,
-            &EngineIoConfig::default(),
+            &config,
             Request::<()>::default().into_parts().0,
-            Box::new(|_, _| ()),
+            Box::new(move |_, reason| reasons.lock().unwrap().push(reason)),
             false,
-        ))
+        ));
+        let engine = Arc::new(EngineIo::new(Arc::new(StubHandler), config));
+        let (server, client) = tokio::io::duplex(1024);
+        let session = Session {
+            engine,
+            socket,
+            ws: WebSocketStream::from_raw_socket(server, Role::Server, None).await,
+            own_heartbeat,
+        };
+        let client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        (session, client, closed)
     }
 
-    async fn ws_pair() -> (WebSocketStream<DuplexStream>, WebSocketStream<DuplexStream>) {
-        let (server, client) = tokio::io::duplex(1024);
-        (
-            WebSocketStream::from_raw_socket(server, Role::Server, None).await,
-            WebSocketStream::from_raw_socket(client, Role::Client, None).await,
-        )
+    async fn next_text(client: &mut WebSocketStream<DuplexStream>) -> Option<String> {
+        match tokio::time::timeout(TIMEOUT, client.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => Some(text.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Lets the spawned session run until it waits.
+    async fn settle() {
+        for _ in 0..16 {
+            tokio::task::yield_now().await;
+        }
     }
 
     /// A polling request can still hold the lock at the end of an upgrade.
     #[tokio::test]
-    async fn writer_waits_for_the_lock_of_a_polling_request() {
-        let socket = socket();
-        let (server, mut client) = ws_pair().await;
-        let (tx, _rx) = server.split();
+    async fn session_waits_for_the_lock_of_a_polling_request() {
+        let (session, mut client, _) = session(EngineIoConfig::default(), false).await;
+        let socket = session.socket.clone();
 
         let polling = socket.internal_rx.lock().await;
-        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(socket.clone(), tx));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!writer.is_finished(), "the writer should wait for the lock");
+        socket.emit(Str::from("hello")).unwrap();
+        let task = tokio::spawn(session.run());
+        settle().await;
+        assert!(!task.is_finished(), "the session should wait for the lock");
+        assert!(
+            client.next().now_or_never().is_none(),
+            "nothing may be written while a polling request holds the lock"
+        );
 
         drop(polling);
-        socket.emit(Str::from("hello")).unwrap();
-        let msg = tokio::time::timeout(TIMEOUT, client.next())
-            .await
-            .expect("the writer should send the packet")
-            .unwrap()
-            .unwrap();
-        assert_eq!(msg, Message::text("4hello"));
+        assert_eq!(next_text(&mut client).await.as_deref(), Some("4hello"));
     }
 
     #[tokio::test]
-    async fn writer_waiting_for_the_lock_stops_with_the_session() {
-        let socket = socket();
-        let (server, _client) = ws_pair().await;
-        let (tx, _rx) = server.split();
+    async fn session_waiting_for_the_lock_stops_with_the_session() {
+        let (session, _client, _) = session(EngineIoConfig::default(), false).await;
+        let socket = session.socket.clone();
 
         let _polling = socket.internal_rx.lock().await;
-        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(socket.clone(), tx));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let task = tokio::spawn(session.run());
+        settle().await;
 
         socket.cancellation_token.cancel();
-        tokio::time::timeout(TIMEOUT, writer)
+        tokio::time::timeout(TIMEOUT, task)
             .await
-            .expect("the writer should stop")
+            .expect("the session should stop")
             .unwrap();
+    }
+
+    /// Reading and writing share one task: messages flow both ways, and what was queued before a
+    /// close still goes out, the close packet last.
+    #[tokio::test]
+    async fn session_reads_and_writes_and_drains_on_close() {
+        let (session, mut client, closed) = session(EngineIoConfig::default(), false).await;
+        let socket = session.socket.clone();
+        let task = tokio::spawn(session.run());
+
+        socket.emit(Str::from("a")).unwrap();
+        assert_eq!(next_text(&mut client).await.as_deref(), Some("4a"));
+        // A pong from the client is passed to the heartbeat task.
+        client.send(Message::text("3")).await.unwrap();
+        tokio::time::timeout(TIMEOUT, socket.heartbeat.notified())
+            .await
+            .expect("the pong should reach the heartbeat task");
+
+        socket.emit(Str::from("b")).unwrap();
+        socket.emit(Str::from("c")).unwrap();
+        socket.close(DisconnectReason::ClosingServer);
+        socket.cancellation_token.cancel();
+        assert_eq!(next_text(&mut client).await.as_deref(), Some("4b"));
+        assert_eq!(next_text(&mut client).await.as_deref(), Some("4c"));
+        assert_eq!(next_text(&mut client).await.as_deref(), Some("1"));
+        tokio::time::timeout(TIMEOUT, task)
+            .await
+            .expect("the session should end")
+            .unwrap();
+        assert_eq!(*closed.lock().unwrap(), [DisconnectReason::ClosingServer]);
+    }
+
+    /// Volatile packets reach the client; of two sent before the session reads them, only the
+    /// newer one does.
+    #[tokio::test]
+    async fn session_sends_the_latest_volatile_packet() {
+        let (session, mut client, _) = session(EngineIoConfig::default(), false).await;
+        let socket = session.socket.clone();
+        assert!(socket.emit_volatile("old"));
+        assert!(socket.emit_volatile("new"));
+        let _task = tokio::spawn(session.run());
+        assert_eq!(next_text(&mut client).await.as_deref(), Some("4new"));
+        assert!(socket.emit_volatile("next"));
+        assert_eq!(next_text(&mut client).await.as_deref(), Some("4next"));
+    }
+
+    /// The session's own heartbeat: a client that answers every ping stays; once it stops
+    /// answering, the socket is closed for a heartbeat timeout after the unanswered ping.
+    #[tokio::test]
+    async fn own_heartbeat_keeps_an_answering_client_and_closes_a_silent_one() {
+        let mut config = EngineIoConfig::default();
+        config.ping_interval = Duration::from_millis(20);
+        config.ping_timeout = Duration::from_millis(200);
+        let (session, mut client, closed) = session(config, true).await;
+        let task = tokio::spawn(session.run());
+
+        // Ten pings answered: ten intervals, each far shorter than the timeout would allow
+        // without answers, so the session must have seen the pongs.
+        for _ in 0..10 {
+            assert_eq!(next_text(&mut client).await.as_deref(), Some("2"));
+            client.send(Message::text("3")).await.unwrap();
+        }
+        assert!(closed.lock().unwrap().is_empty());
+
+        // Silence: the next ping goes unanswered and the close packet follows it.
+        assert_eq!(next_text(&mut client).await.as_deref(), Some("2"));
+        assert_eq!(next_text(&mut client).await.as_deref(), Some("1"));
+        tokio::time::timeout(TIMEOUT, task)
+            .await
+            .expect("the session should end")
+            .unwrap();
+        assert_eq!(
+            *closed.lock().unwrap(),
+            [DisconnectReason::HeartbeatTimeout]
+        );
     }
 }
