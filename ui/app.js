@@ -1,5 +1,5 @@
 // rtcio desktop UI: start screen, call screen, chat. Talks to Rust only through bridge.js.
-import { channel, invoke, listen } from './bridge.js';
+import { invoke, listen } from './bridge.js';
 import { initTransfers } from './transfer.js';
 import { initPreview, paintPreview, previewStopped, startPreview } from './preview.js';
 import { applyQuality, clearQuality, initQuality } from './quality.js';
@@ -132,10 +132,11 @@ export function parseFrame(buf, start = 0, length = undefined) {
 const keyDecoder = new TextDecoder();
 
 /**
- * Reads one message of the video channel: a batch of frames (media.rs `FrameFlow`): version u8
- * (2), 0, frame count u16 LE, sequence number u32 LE (acknowledged with `frames_painted`), then
- * per frame its length u32 LE and the frame (`parseFrame`). Returns {seq, frames} where a frame
- * that could not be read is null, or null when the batch itself cannot be read.
+ * Reads one reply of `next_frames`: a batch of frames (media.rs `FrameFlow`): version u8 (2),
+ * 0, frame count u16 LE, sequence number u32 LE (acknowledged by the next pull), then per
+ * frame its length u32 LE and the frame (`parseFrame`). Returns {seq, frames} where a frame
+ * that could not be read is null, or null when the batch itself cannot be read. An empty batch
+ * (no frame came in time) has no frames.
  */
 export function parseBatch(buf) {
   if (!(buf instanceof ArrayBuffer) || buf.byteLength < 8) return null;
@@ -865,39 +866,61 @@ function reportTileSizes() {
  */
 // Counters read by the IPC bench (src-tauri/examples/ipc_bench.rs); `perKey` = frames painted per tile.
 // `webgl` / `i420`: frames painted with WebGL / that came as I420.
-// `bytesPerKey`: frame bytes painted per tile. `messages`: channel messages (batches) received,
-// `acks`: `frames_painted` calls made.
+// `bytesPerKey`: frame bytes painted per tile. `pulls`: `next_frames` requests made,
+// `messages`: their replies (batches, empty ones included).
 export const videoStats = {
-  painted: 0, dropped: 0, ipcMs: 0, paintMs: 0, perKey: {}, bytesPerKey: {}, webgl: 0, i420: 0, messages: 0, acks: 0,
+  painted: 0, dropped: 0, ipcMs: 0, paintMs: 0, perKey: {}, bytesPerKey: {}, webgl: 0, i420: 0, messages: 0, pulls: 0,
 };
 
 /**
- * Paints the frames of one channel message (a batch: the newest frame of every tile that had
- * one ready) and acknowledges the message with one call (`frames_painted {batch}`), painted or
- * not: Rust keeps one batch (at most two) on its way here, each with at most one frame per
- * tile, and sends everything that came meanwhile on each acknowledgement, so a page that
- * paints slowly shows fresh frames (several tiles per message) instead of a backlog.
+ * Pulls video frames for as long as the page lives: one `next_frames {ack}` request at a
+ * time, whose reply is a batch (the newest frame of every tile that had one waiting in Rust),
+ * painted before the next request, which acknowledges it (`ack`: its sequence number). So the
+ * page holds at most one batch, and Rust keeps only the newest frame of each tile meanwhile
+ * (late frames replaced, never queued): a page that paints slowly gets several tiles per
+ * reply instead of a backlog, and each batch costs two IPC messages.
+ */
+async function pullFrames() {
+  let ack = null;
+  let failing = false;
+  for (;;) {
+    let buf;
+    videoStats.pulls += 1;
+    try {
+      buf = await invoke('next_frames', { ack });
+    } catch (e) {
+      // Rust refused the pull (it should not): ask again in a moment, holding nothing.
+      if (!failing) console.warn('video frames:', e);
+      failing = true;
+      ack = null;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      continue;
+    }
+    failing = false;
+    ack = onFrames(buf);
+  }
+}
+
+/**
+ * Paints the frames of one batch; returns its sequence number for the next pull's
+ * acknowledgement (null for an unreadable or empty batch: nothing to acknowledge).
  */
 function onFrames(buf) {
   const batch = parseBatch(buf);
   videoStats.messages += 1;
   if (!batch) {
     videoStats.dropped += 1;
-    return;
+    return null;
   }
-  try {
-    for (const f of batch.frames) {
-      try {
-        paintFrame(f);
-      } catch (e) {
-        videoStats.dropped += 1;
-        console.warn('a video frame could not be painted:', e);
-      }
+  for (const f of batch.frames) {
+    try {
+      paintFrame(f);
+    } catch (e) {
+      videoStats.dropped += 1;
+      console.warn('a video frame could not be painted:', e);
     }
-  } finally {
-    videoStats.acks += 1;
-    invoke('frames_painted', { batch: batch.seq }).catch(() => {});
   }
+  return batch.frames.length ? batch.seq : null;
 }
 
 function paintFrame(f) {
@@ -1481,13 +1504,15 @@ async function main() {
         onActivity: () => call && !call.chatOpen && setChatOpen(true),
       }),
       initQuality(),
-      // One channel for every tile's frames: raw bytes, never JSON.
       // I420 frames (1.5 bytes a pixel instead of 4) when WebGL 2 can convert them here.
-      invoke('video_channel', { channel: channel(onFrames), formats: webgl2Available() ? ['rgba', 'i420'] : ['rgba'] }),
+      invoke('video_formats', { formats: webgl2Available() ? ['rgba', 'i420'] : ['rgba'] }),
     ]);
   } catch (err) {
     showError($('start-error'), `The app's event bridge failed: ${errorText(err)}`);
   }
+  // Every tile's frames (the start screen's preview too), as raw bytes (never JSON), pulled
+  // one batch at a time.
+  pullFrames();
   await loadSettings();
   await loadDevices();
   watchPickers();

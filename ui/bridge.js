@@ -32,28 +32,3 @@ export function listen(event, handler) {
   const id = t.transformCallback((msg) => handler(msg ? msg.payload : undefined));
   return t.invoke('plugin:event|listen', { event, target: { kind: 'Any' }, handler: id });
 }
-
-/**
- * A Tauri IPC channel (what `@tauri-apps/api/core`'s `Channel` does): pass the returned object
- * as a command argument; `onmessage` gets each message in send order. Binary messages arrive as
- * an `ArrayBuffer` (the app sends video frames this way, never as JSON arrays).
- */
-export function channel(onmessage) {
-  const t = internals();
-  let next = 0;
-  const pending = new Map();
-  const id = t.transformCallback((msg) => {
-    if (!msg || typeof msg.index !== 'number') return;
-    if (msg.end) return;
-    // Small messages are evaluated directly, large ones fetched: they can overtake each other.
-    pending.set(msg.index, msg.message);
-    while (pending.has(next)) {
-      const m = pending.get(next);
-      pending.delete(next);
-      next += 1;
-      onmessage(m);
-    }
-  });
-  const serialized = `__CHANNEL__:${id}`;
-  return { id, toJSON: () => serialized, __TAURI_TO_IPC_KEY__: () => serialized };
-}

@@ -3,13 +3,13 @@
 //! then 4 remotes each send 1280×720 30 fps video. The remotes and the signaling server run in
 //! a second process (this example in its `remotes` role), so the CPU figure is the app
 //! process's alone. Each remote count runs twice, back to back: remote frames handed to the page
-//! as RGBA (`RTCIO_FRAME_FORMAT=rgba`, painted with `putImageData`: "before") and as I420
-//! (painted by WebGL 2, the app's default: "after"). After a warm-up each run prints: messages
-//! (batches of frames) handed to the channel, their size and frames, IPC messages and
-//! acknowledgements per painted frame, Rust's `Channel::send` time per message, the IPC time per
-//! frame (handed over in Rust → arrived in the page, from the frame header), the paint time per
-//! frame, frames painted per second per remote tile, the app process's CPU and the load
-//! average; the end prints the table of both formats with their ratios.
+//! as RGBA (`RTCIO_FRAME_FORMAT=rgba`, painted with `putImageData`) and as I420 (painted by
+//! WebGL 2, the app's default); `BENCH_FORMATS` picks. After a warm-up each run prints: batches
+//! of frames the page pulled, their size and frames, IPC messages (pulls and their replies) per
+//! painted frame, the frames replaced while waiting, the IPC time per frame (encoded in Rust →
+//! arrived in the page, from the frame header: waiting for the page's pull included), the
+//! paint time per frame, frames painted per second per remote tile, the app process's and its
+//! WebKit processes' CPU and the load average; the end prints the table of all runs.
 //!
 //! ```text
 //! cargo build --release -p rtcio-cli
@@ -20,13 +20,11 @@
 //! bench writes first (the moving test pattern; `BENCH_FILE=x.h264` sends another): remotes that
 //! cost nothing to produce, so the two cores measure the app (issue 13's painting figure). A file
 //! cannot answer keyframe requests, so a receiver starts at the file's next loop. The remotes
-//! still decode each other's video (the CLI always receives). `BENCH_SYNTHETIC=1` makes them
-//! in-process sessions encoding the test pattern instead.
+//! are send-only (`rtcio join --no-receive`: they drop each other's video undecoded), so only
+//! the app decodes. `BENCH_SYNTHETIC=1` makes them in-process sessions encoding the test
+//! pattern (and decoding each other) instead.
 //! The remotes process (and its `rtcio` children) runs at nice 19 (`BENCH_NICE`, 0 = normal):
 //! it stands for other machines and must not starve the app it measures.
-//! `RTCIO_FRAMES_IN_FLIGHT=0` turns the app's flow control to the page off (every frame handed
-//! over at once, alone, as before it existed; default 1 batch, so 1 frame per tile, in
-//! flight, `=2` allows two; see `media::FrameFlow`).
 //! `BENCH_SECONDS` (default 10) sets the measurement length, `BENCH_REMOTES` (default `1,2,4`)
 //! the runs, `BENCH_FORMATS` (default `rgba,i420`) the formats, `BENCH_SCREENSHOT=DIR` saves
 //! the screen at the end of each run (imagemagick `import`).
@@ -48,7 +46,6 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -83,7 +80,7 @@ fn autojoin_script(url: &str) -> String {
       const v = window.__rtcioVideo || {{}};
       window.__TAURI_INTERNALS__.invoke('plugin:event|emit', {{
         event: 'bench-stats',
-        payload: {{ painted: v.painted, dropped: v.dropped, ipcMs: v.ipcMs, paintMs: v.paintMs, perKey: v.perKey, bytesPerKey: v.bytesPerKey, webgl: v.webgl, i420: v.i420, messages: v.messages, acks: v.acks, gl, at: performance.now() }},
+        payload: {{ painted: v.painted, dropped: v.dropped, ipcMs: v.ipcMs, paintMs: v.paintMs, perKey: v.perKey, bytesPerKey: v.bytesPerKey, webgl: v.webgl, i420: v.i420, messages: v.messages, pulls: v.pulls, gl, at: performance.now() }},
       }});
     }}, 500);
   }};
@@ -100,17 +97,14 @@ struct Sample {
     bytes_per_key: serde_json::Map<String, Value>,
     webgl: f64,
     i420: f64,
-    /// Channel messages the page received and `frames_painted` calls it made.
+    /// `next_frames` replies the page received and pulls it made.
     messages: f64,
-    acks: f64,
+    pulls: f64,
     cpu_ticks: u64,
     web_ticks: u64,
     remote_ticks: u64,
     ipc_ms: f64,
     paint_ms: f64,
-    frames: u64,
-    bytes: u64,
-    send_ns: u64,
     flow: rtcio_desktop::media::FlowStats,
     gl: String,
     /// The 1-minute load average when sampled.
@@ -310,7 +304,7 @@ fn print_table(results: &[Value]) {
     };
     println!();
     println!(
-        "| remotes | format | painted fps per remote tile | min | app CPU % | WebKit CPU % | app / WebKit CPU ms per remote frame | KiB per remote frame | IPC messages + acks per frame | frames offered/s (all tiles) | IPC ms | paint ms | load |"
+        "| remotes | format | painted fps per remote tile | min | app CPU % | WebKit CPU % | app / WebKit CPU ms per remote frame | KiB per remote frame | IPC messages per frame | frames offered/s (all tiles) | IPC ms | paint ms | load |"
     );
     println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for v in results {
@@ -370,8 +364,8 @@ fn remotes() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     // The remotes stand for other people's machines: at the lowest priority (inherited by
-    // the `rtcio` processes, which also decode each other's video) they take what the app
-    // leaves instead of starving it. `BENCH_NICE=0` keeps the normal priority.
+    // the `rtcio` processes) they take what the app leaves instead of starving it.
+    // `BENCH_NICE=0` keeps the normal priority.
     let nice: i32 = std::env::var("BENCH_NICE")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -415,6 +409,9 @@ fn remotes() -> anyhow::Result<()> {
                         .args(["--name", &name, "--video", file, "--fps", "30"])
                         // A file cannot re-encode for a lower estimate: sent as it is.
                         .arg("--no-congestion-control")
+                        // Send-only: the remotes stand for other machines and must not
+                        // spend the app's two cores decoding each other's video.
+                        .arg("--no-receive")
                         .args(["--audio", if i < talkers { "tone" } else { "none" }])
                         .stdin(Stdio::null())
                         .stdout(Stdio::null())
@@ -538,7 +535,6 @@ fn app() -> anyhow::Result<()> {
     let handle = app.handle().clone();
     std::thread::spawn(move || {
         let state = handle.state::<AppState>();
-        let stats = state.frame_stats.clone();
         let gate = state.frame_gate().clone();
         let sample = |v: &Value| Sample {
             at: Instant::now(),
@@ -550,14 +546,11 @@ fn app() -> anyhow::Result<()> {
             webgl: v["webgl"].as_f64().unwrap_or(0.0),
             i420: v["i420"].as_f64().unwrap_or(0.0),
             messages: v["messages"].as_f64().unwrap_or(0.0),
-            acks: v["acks"].as_f64().unwrap_or(0.0),
+            pulls: v["pulls"].as_f64().unwrap_or(0.0),
             cpu_ticks: cpu_ticks("self"),
             web_ticks: descendant_ticks(std::process::id(), "WebKit"),
             remote_ticks: cpu_ticks(&remotes_pid)
                 + descendant_ticks(remotes_pid.parse().unwrap_or(0), ""),
-            frames: stats.frames.load(Ordering::Relaxed),
-            bytes: stats.bytes.load(Ordering::Relaxed),
-            send_ns: stats.send_ns.load(Ordering::Relaxed),
             flow: gate.stats(),
             gl: v["gl"].as_str().unwrap_or("?").to_string(),
             load: std::fs::read_to_string("/proc/loadavg")
@@ -594,7 +587,8 @@ fn app() -> anyhow::Result<()> {
             Some((a, b)) => {
                 let secs = b.at.duration_since(a.at).as_secs_f64();
                 let painted = b.painted - a.painted;
-                let frames = (b.frames - a.frames) as f64;
+                // Batches: non-empty replies to the page's pulls.
+                let batches = (b.flow.batches - a.flow.batches) as f64;
                 let size = std::env::var("BENCH_SIZE").unwrap_or_else(|_| "1280x720".into());
                 println!(
                     "ipc_bench: {remotes_n} remote(s) sending {size} 30 fps, frames as {}, {secs:.1} s measured ({} tiles incl. own preview; page WebGL: {})",
@@ -602,39 +596,28 @@ fn app() -> anyhow::Result<()> {
                     b.per_key.len(),
                     b.gl
                 );
-                // `frames` counts channel messages: batches of frames.
                 let sent = (b.flow.sent - a.flow.sent) as f64;
                 println!(
-                    "  messages handed to the channel: {:.1}/s, {:.0} KiB and {:.2} frames each ({:.1} frames/s)",
-                    frames / secs,
-                    (b.bytes - a.bytes) as f64 / frames.max(1.0) / 1024.0,
-                    sent / frames.max(1.0),
-                    sent / secs
+                    "  batches pulled by the page: {:.1}/s, {:.0} KiB and {:.2} frames each ({:.1} frames/s); {:.1} pulls/s answered empty",
+                    batches / secs,
+                    (b.flow.bytes - a.flow.bytes) as f64 / batches.max(1.0) / 1024.0,
+                    sent / batches.max(1.0),
+                    sent / secs,
+                    (b.flow.empty - a.flow.empty) as f64 / secs,
                 );
                 // What the video threads offered (decoded and due, our preview's 30/s
                 // included): when it is low the remotes were starved, not the app.
                 let offered = sent + (b.flow.replaced - a.flow.replaced) as f64;
                 println!(
-                    "  frames offered to the page (all tiles): {:.1}/s",
-                    offered / secs
-                );
-                let ipc_calls = (b.messages - a.messages) + (b.acks - a.acks);
-                println!(
-                    "  IPC per painted frame: {:.2} messages + acknowledgements",
-                    ipc_calls / painted.max(1.0)
-                );
-                println!(
-                    "  flow control ({}): {:.1}/s replaced by a newer frame before being sent, {:.1}/s unacknowledged for 5 s",
-                    match rtcio_desktop::media::in_flight_from_env() {
-                        Some(n) => format!("at most {n} batches, so frames per tile, in flight"),
-                        None => "off".into(),
-                    },
+                    "  frames offered to the page (all tiles): {:.1}/s, {:.1}/s replaced by a newer one while waiting for a pull",
+                    offered / secs,
                     (b.flow.replaced - a.flow.replaced) as f64 / secs,
-                    (b.flow.expired - a.flow.expired) as f64 / secs
                 );
+                // Each pull is one request and one reply.
+                let ipc_calls = (b.messages - a.messages) + (b.pulls - a.pulls);
                 println!(
-                    "  Rust Channel::send: {:.3} ms/message",
-                    (b.send_ns - a.send_ns) as f64 / frames.max(1.0) / 1e6
+                    "  IPC per painted frame: {:.2} messages (pulls + replies)",
+                    ipc_calls / painted.max(1.0)
                 );
                 println!(
                     "  IPC (handed over -> in the page): {:.2} ms/frame",

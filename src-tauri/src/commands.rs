@@ -1,13 +1,10 @@
 //! Tauri commands: the UI's whole interface to Rust (`invoke(name, args)`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use rtcio::MediaKind;
 use serde::Deserialize;
 use serde_json::Value;
-use tauri::ipc::{Channel, InvokeResponseBody};
 use tauri::{AppHandle, Emitter, Manager, Runtime, State};
 use tauri_plugin_store::StoreExt;
 use tokio::sync::Mutex;
@@ -15,7 +12,7 @@ use tokio::sync::Mutex;
 use crate::devices::{self, DeviceList};
 use crate::error::AppError;
 use crate::inbound::ChatMessage;
-use crate::media::{self, FrameSink, MediaConfig};
+use crate::media::{self, MediaConfig};
 use crate::session::{JoinConfig, JoinInfo, ServerChoice, Session, UiSink};
 use crate::settings::Settings;
 
@@ -29,63 +26,19 @@ pub struct AppState {
     /// The current call. A tokio mutex because join and leave await while holding it, which
     /// also serialises a double-clicked Join.
     pub session: Mutex<Option<Session>>,
-    /// The UI's video channel (see [`video_channel`]); frames are dropped until it exists.
-    pub frames: FrameSlot,
-    /// What handing frames to the channel cost (read by the IPC bench).
-    pub frame_stats: Arc<FrameStats>,
     /// The start screen's preview (stopped on join: the call opens the devices itself).
     pub preview: std::sync::Mutex<Option<crate::preview::Preview>>,
-    /// Flow control of frames to the page (see [`AppState::frame_gate`]).
-    gate: std::sync::OnceLock<media::FrameGate>,
+    /// Flow control of frames to the page, which pulls them with [`next_frames`].
+    gate: media::FrameGate,
 }
 
 impl AppState {
-    /// The frames-in-flight gate in front of the video channel (`media::FrameFlow`, bound from
-    /// `RTCIO_FRAMES_IN_FLIGHT`): every frame sink of the app writes through it, and
-    /// [`frames_painted`] opens it.
+    /// Where every frame source of the app writes (`media::FrameGate::sink`) and the page's
+    /// [`next_frames`] pulls from (`media::FrameFlow`: one batch held by the page, the newest
+    /// frame per tile waiting).
     pub fn frame_gate(&self) -> &media::FrameGate {
-        self.gate.get_or_init(|| {
-            media::FrameGate::new(
-                media::FrameFlow::new(media::in_flight_from_env(), media::ACK_TIMEOUT),
-                frame_sink(self.frames.clone(), self.frame_stats.clone()),
-            )
-        })
+        &self.gate
     }
-}
-
-/// Counters of frames handed to the UI's channel.
-#[derive(Debug, Default)]
-pub struct FrameStats {
-    /// Frames handed over.
-    pub frames: AtomicU64,
-    /// Bytes handed over.
-    pub bytes: AtomicU64,
-    /// Time spent in `Channel::send` (nanoseconds): the Rust side of the IPC.
-    pub send_ns: AtomicU64,
-}
-
-/// Where binary video frames go: the channel the UI registered last.
-pub type FrameSlot = Arc<std::sync::Mutex<Option<Channel<InvokeResponseBody>>>>;
-
-/// A [`FrameSink`] writing raw bytes (never JSON) to the registered channel.
-pub fn frame_sink(slot: FrameSlot, stats: Arc<FrameStats>) -> FrameSink {
-    Arc::new(move |bytes: Vec<u8>| {
-        let guard = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(ch) = guard.as_ref() else {
-            return;
-        };
-        let len = bytes.len() as u64;
-        let t0 = Instant::now();
-        match ch.send(InvokeResponseBody::Raw(bytes)) {
-            Ok(()) => {
-                let ns = t0.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-                stats.frames.fetch_add(1, Ordering::Relaxed);
-                stats.bytes.fetch_add(len, Ordering::Relaxed);
-                stats.send_ns.fetch_add(ns, Ordering::Relaxed);
-            }
-            Err(e) => tracing::debug!("a video frame did not reach the UI: {e}"),
-        }
-    })
 }
 
 /// Server choice as the UI sends it: `{kind: "host"}` or `{kind: "url", url}`.
@@ -363,28 +316,25 @@ pub async fn set_media_state(
         .set_media_state(mic, cam)
 }
 
-/// Registers the channel video frames are sent on (binary: see `media::encode_frame`).
-/// `formats`: the frame formats the page paints (`"i420"` with WebGL 2 there; RGBA always).
+/// The frame formats the page paints: `"i420"` with WebGL 2 there (RGBA always); remote tiles
+/// come as I420 then (see `media::set_page_takes_i420`).
 #[tauri::command]
-pub fn video_channel(
-    state: State<'_, AppState>,
-    channel: Channel<InvokeResponseBody>,
-    formats: Option<Vec<String>>,
-) {
+pub fn video_formats(formats: Option<Vec<String>>) {
     media::set_page_takes_i420(formats.unwrap_or_default().iter().any(|f| f == "i420"));
-    *state.frames.lock().unwrap_or_else(|p| p.into_inner()) = Some(channel);
-    // A new page: what the old one never acknowledged will not be.
-    state.frame_gate().reset();
 }
 
-/// The page painted (or dropped) the frames of batch message `batch` (its sequence number):
-/// the next batch may be sent (batches in flight are bounded, see `media::FrameFlow`). Async so
-/// it runs off the main thread, which also delivers the frames: an acknowledgement does not
-/// wait behind them.
+/// The page's pull of video frames: it has painted (or dropped) batch `ack` (`None`: it holds
+/// none, e.g. just loaded), and the reply is the next batch as raw bytes (`media::FrameFlow`:
+/// the newest frame of every tile waiting; at once when some wait, else when the next comes,
+/// or an empty batch after `media::PULL_WAIT`). One request and its reply per batch, the
+/// acknowledgement riding on the request. Async, so the wait happens off the main thread.
 #[tauri::command]
-pub async fn frames_painted(state: State<'_, AppState>, batch: u32) -> Result<(), AppError> {
-    state.frame_gate().ack(batch);
-    Ok(())
+pub async fn next_frames(
+    state: State<'_, AppState>,
+    ack: Option<u32>,
+) -> Result<tauri::ipc::Response, AppError> {
+    let batch = state.frame_gate().pull(ack, media::PULL_WAIT).await;
+    Ok(tauri::ipc::Response::new(batch))
 }
 
 /// The size a tile is shown at (CSS pixels × device pixel ratio): its frames are scaled to it.

@@ -506,35 +506,10 @@ impl TileSizes {
 
 // ---------------------------------------------------------------- flow control to the page
 
-/// Environment variable setting how many batch messages, so how many frames per tile, may be
-/// on their way to the page (handed to the IPC, not yet acknowledged; see [`FrameFlow`]):
-/// [`DEFAULT_IN_FLIGHT`] unless set; `0` turns the flow control off (every frame is handed over
-/// at once, alone, the app's behaviour before it; the IPC bench measures both).
-pub const IN_FLIGHT_ENV: &str = "RTCIO_FRAMES_IN_FLIGHT";
-/// Batches (so frames per tile) on their way to the page by default: one. Everything that
-/// comes while it travels and is painted goes in the next one, so a busy page gets the most
-/// tiles per IPC message; with four remote 720p tiles on the loaded 2-core machine this
-/// painted 19–22 fps per tile at 0.6 IPC messages + acknowledgements per frame, against
-/// 13–16 fps at 1.2 with two (`RTCIO_FRAMES_IN_FLIGHT=2`; see the README's IPC bench).
-pub const DEFAULT_IN_FLIGHT: u32 = 1;
-/// A batch not acknowledged within this time counts as lost (a page that could not read it, a
-/// failed acknowledgement): the window opens again instead of
-/// staying shut. Long, because every expiry lets frames past the bound: on a starved machine
-/// the page's round trip took over a second, and a 1 s timeout rebuilt the backlog (21 s IPC
-/// delay with 4 remotes at load 33).
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The frames-in-flight bound [`IN_FLIGHT_ENV`] asks for (`None`: unbounded).
-pub fn in_flight_from_env() -> Option<u32> {
-    match std::env::var(IN_FLIGHT_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-    {
-        Some(0) => None,
-        Some(n) => Some(n),
-        None => Some(DEFAULT_IN_FLIGHT),
-    }
-}
+/// How long a pull of the page ([`FrameGate::pull`]) waits for a frame before it is answered
+/// with an empty batch (the page pulls again): a request left open for minutes (a call
+/// without video) is not at the mercy of the webview's request timeouts.
+pub const PULL_WAIT: Duration = Duration::from_secs(10);
 
 /// The tile key of a binary frame (see [`encode_frame`]) without checking its pixels.
 pub fn frame_key(buf: &[u8]) -> Option<&str> {
@@ -550,67 +525,69 @@ pub fn frame_key(buf: &[u8]) -> Option<&str> {
 pub struct FlowStats {
     /// Frames handed to the page.
     pub sent: u64,
-    /// Frames acknowledged by the page.
+    /// Frames the page acknowledged (painted or dropped).
     pub acked: u64,
     /// Frames never sent: a newer one of the same tile took their place while they waited.
     pub replaced: u64,
-    /// In-flight frames given up on after [`ACK_TIMEOUT`] without an acknowledgement.
-    pub expired: u64,
-    /// Messages (batches of frames) handed to the page: one IPC delivery each.
+    /// Frames of batches the page never acknowledged (its next pull named another batch: a
+    /// reloaded page, or a batch it could not read).
+    pub lost: u64,
+    /// Batches (non-empty replies to pulls) handed to the page.
     pub batches: u64,
-    /// Batches the page acknowledged: one IPC call each.
+    /// Bytes of those batches.
+    pub bytes: u64,
+    /// Batches the page acknowledged.
     pub batch_acks: u64,
+    /// Pulls of the page (one IPC request and its reply each: the whole IPC of the video).
+    pub pulls: u64,
+    /// Pulls answered with an empty batch (no frame within [`PULL_WAIT`], or a newer pull).
+    pub empty: u64,
 }
 
-/// Version byte of a batch message (the frames of several tiles in one IPC message).
+/// Version byte of a batch message (the frames of several tiles in one IPC reply).
 pub const BATCH_VERSION: u8 = 2;
 /// Bytes before the first frame of a batch.
 pub const BATCH_HEADER_LEN: usize = 8;
+/// Sequence number of an empty batch: names nothing to acknowledge.
+pub const EMPTY_BATCH_SEQ: u32 = u32::MAX;
 
-/// A batch on its way to the page.
-struct InFlight {
+/// The batch the page holds: replied to its last pull, not acknowledged yet.
+struct Held {
     seq: u32,
-    sent_at: Instant,
     keys: Vec<String>,
 }
 
-/// Flow control of frames to the page, in batches: every frame waiting when a message may go
-/// (the newest of each tile; a newer frame replaces an older waiting one, latest wins) goes in
-/// one message, and the page acknowledges the whole message with one call once it has painted
-/// (or dropped) its frames. At most `bound` messages are unacknowledged, each with at most one
-/// frame per tile, so at most `bound` frames per tile are in flight. A page that paints slower
-/// than frames come gets bigger batches (fewer IPC messages and calls per frame: each costs
-/// the web process a fetch, an acknowledgement and scheduling) with the newest pictures,
-/// instead of a backlog growing for seconds; a fast page gets each frame at once. Plain logic
-/// with the clock passed in; the app wraps it in [`FrameGate`].
+/// Flow control of frames to the page, which pulls them: its one request (`next_frames
+/// {ack}`) gets as reply one batch with the newest frame of every tile that has one waiting,
+/// and its next request, made once it has painted (or dropped) that batch, acknowledges it.
+/// So the page holds at most one batch, each with at most one frame per tile; frames that come
+/// while it paints wait here, and a newer frame of a tile replaces the waiting one (latest
+/// wins: late frames are dropped, never queued). A pull with nothing waiting waits for the
+/// next frame, which is answered at once. Two cross-process messages per batch (the request,
+/// the reply), where pushing a batch on a channel cost five (an eval to the page, the page's
+/// fetch of the bytes and its reply, an acknowledgement call and its reply). No timeout is
+/// needed: a page that stops pulling simply gets nothing, and a reloaded one starts with a
+/// pull of its own. Plain logic; the app wraps it in [`FrameGate`].
+#[derive(Default)]
 pub struct FrameFlow {
-    bound: Option<u32>,
-    timeout: Duration,
     /// The newest frame of each tile not handed over yet, in the order tiles first waited.
     waiting: Vec<(String, Vec<u8>)>,
-    in_flight: std::collections::VecDeque<InFlight>,
+    held: Option<Held>,
+    /// A pull is waiting for frames: the next offered frame answers it.
+    wanted: bool,
     next_seq: u32,
     stats: FlowStats,
 }
 
 impl FrameFlow {
-    /// At most `bound` batches (so frames per tile) in flight (`None`: no limit, every frame
-    /// goes alone at once), an unacknowledged batch given up on after `timeout`.
-    pub fn new(bound: Option<u32>, timeout: Duration) -> Self {
-        FrameFlow {
-            bound: bound.map(|b| b.max(1)),
-            timeout,
-            waiting: Vec::new(),
-            in_flight: Default::default(),
-            next_seq: 0,
-            stats: FlowStats::default(),
-        }
+    /// Nothing waiting, nothing held, no pull yet.
+    pub fn new() -> Self {
+        FrameFlow::default()
     }
 
-    /// A new frame for `key`: returns a batch message to hand over now (with this frame and
-    /// any others waiting), or keeps the frame as its tile's waiting one.
-    pub fn offer(&mut self, key: &str, frame: Vec<u8>, now: Instant) -> Option<Vec<u8>> {
-        self.expire(now);
+    /// A new frame for `key`: returns a batch (with this frame) to answer the waiting pull
+    /// with, or keeps the frame as its tile's waiting one (replacing an older one).
+    pub fn offer(&mut self, key: &str, frame: Vec<u8>) -> Option<Vec<u8>> {
         match self.waiting.iter_mut().find(|(k, _)| k == key) {
             Some((_, old)) => {
                 *old = frame;
@@ -618,34 +595,57 @@ impl FrameFlow {
             }
             None => self.waiting.push((key.to_string(), frame)),
         }
-        self.next_batch(now)
-    }
-
-    /// The page acknowledged batch `seq`: returns the next batch to hand over now, if any
-    /// frames wait. An unknown or repeated `seq` frees nothing.
-    pub fn ack(&mut self, seq: u32, now: Instant) -> Option<Vec<u8>> {
-        if let Some(i) = self.in_flight.iter().position(|b| b.seq == seq)
-            && let Some(b) = self.in_flight.remove(i)
-        {
-            self.stats.acked += b.keys.len() as u64;
-            self.stats.batch_acks += 1;
+        if !self.wanted {
+            return None;
         }
-        self.expire(now);
-        self.next_batch(now)
+        self.wanted = false;
+        Some(self.take_batch())
     }
 
-    /// Frames of `key` handed over and not yet acknowledged.
+    /// The page asks for frames, having painted (or dropped) batch `ack` (`None`: it holds
+    /// none, e.g. it just loaded). Returns the batch to reply with now, or `None`: nothing
+    /// waits, and the next offered frame answers this pull.
+    pub fn pull(&mut self, ack: Option<u32>) -> Option<Vec<u8>> {
+        self.stats.pulls += 1;
+        // The page pulls only when it holds nothing: whatever it held is done with.
+        if let Some(held) = self.held.take() {
+            if Some(held.seq) == ack {
+                self.stats.acked += held.keys.len() as u64;
+                self.stats.batch_acks += 1;
+            } else {
+                self.stats.lost += held.keys.len() as u64;
+            }
+        }
+        if self.waiting.is_empty() {
+            self.wanted = true;
+            return None;
+        }
+        self.wanted = false;
+        Some(self.take_batch())
+    }
+
+    /// The waiting pull was answered empty (it waited [`PULL_WAIT`], or a newer pull came):
+    /// frames wait for the next pull.
+    pub fn withdraw(&mut self) {
+        self.wanted = false;
+        self.stats.empty += 1;
+    }
+
+    /// Frames of `key` the page holds (0 or 1).
     pub fn in_flight(&self, key: &str) -> usize {
-        self.in_flight
-            .iter()
-            .filter(|b| b.keys.iter().any(|k| k == key))
-            .count()
+        self.held
+            .as_ref()
+            .map_or(0, |h| h.keys.iter().filter(|k| *k == key).count())
     }
 
-    /// A new page (or channel): nothing it has not seen will be acknowledged.
-    pub fn reset(&mut self) {
-        self.in_flight.clear();
-        self.waiting.clear();
+    /// Frames waiting for the next pull (one per tile at most).
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The sequence number of the batch the page holds, if any.
+    pub fn held(&self) -> Option<u32> {
+        self.held.as_ref().map(|h| h.seq)
     }
 
     /// The counters so far.
@@ -653,49 +653,25 @@ impl FrameFlow {
         self.stats
     }
 
-    fn next_batch(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if self.waiting.is_empty() {
-            return None;
-        }
-        if self
-            .bound
-            .is_some_and(|bound| self.in_flight.len() >= bound as usize)
-        {
-            return None;
-        }
+    fn take_batch(&mut self) -> Vec<u8> {
         let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1);
+        // Never the empty batch's number.
+        self.next_seq = self.next_seq.wrapping_add(1) % EMPTY_BATCH_SEQ;
         let frames = std::mem::take(&mut self.waiting);
         let (bytes, keys) = encode_batch(seq, frames);
         self.stats.sent += keys.len() as u64;
         self.stats.batches += 1;
-        if self.bound.is_some() {
-            self.in_flight.push_back(InFlight {
-                seq,
-                sent_at: now,
-                keys,
-            });
-        }
-        Some(bytes)
-    }
-
-    fn expire(&mut self, now: Instant) {
-        while self
-            .in_flight
-            .front()
-            .is_some_and(|b| now.saturating_duration_since(b.sent_at) >= self.timeout)
-        {
-            if let Some(b) = self.in_flight.pop_front() {
-                self.stats.expired += b.keys.len() as u64;
-            }
-        }
+        self.stats.bytes += bytes.len() as u64;
+        self.held = Some(Held { seq, keys });
+        bytes
     }
 }
 
 /// One batch message: `[0]` version ([`BATCH_VERSION`]), `[1]` 0, `[2..4]` frame count (u16
-/// LE), `[4..8]` sequence number (u32 LE: what the page acknowledges), then per frame its
-/// length (u32 LE) and the frame ([`encode_frame`] / [`encode_i420_frame`]). Returns the bytes
-/// and the frames' keys. At most `u16::MAX` frames (one per tile).
+/// LE), `[4..8]` sequence number (u32 LE: what the page acknowledges with its next pull;
+/// [`EMPTY_BATCH_SEQ`] for an empty batch), then per frame its length (u32 LE) and the frame
+/// ([`encode_frame`] / [`encode_i420_frame`]). Returns the bytes and the frames' keys. At most
+/// `u16::MAX` frames (one per tile).
 fn encode_batch(seq: u32, frames: Vec<(String, Vec<u8>)>) -> (Vec<u8>, Vec<String>) {
     let frames = &frames[..frames.len().min(u16::MAX as usize)];
     let len = BATCH_HEADER_LEN + frames.iter().map(|(_, f)| 4 + f.len()).sum::<usize>();
@@ -711,6 +687,11 @@ fn encode_batch(seq: u32, frames: Vec<(String, Vec<u8>)>) -> (Vec<u8>, Vec<Strin
         keys.push(key.clone());
     }
     (out, keys)
+}
+
+/// The reply to a pull that got no frame: a batch of none.
+pub fn empty_batch() -> Vec<u8> {
+    encode_batch(EMPTY_BATCH_SEQ, Vec::new()).0
 }
 
 /// Splits a batch message ([`FrameFlow`]'s) into its sequence number and frames; `None` when
@@ -732,56 +713,98 @@ pub fn decode_batch(buf: &[u8]) -> Option<(u32, Vec<&[u8]>)> {
     (at == buf.len()).then_some((seq, frames))
 }
 
-/// [`FrameFlow`] in front of a sender (the app's Tauri channel): [`FrameGate::sink`] is the
-/// [`FrameSink`] the media code writes to, [`FrameGate::ack`] is called when the page
-/// acknowledges a batch.
+/// The pull waiting for a frame: its number and where its reply goes.
+type Parked = (u64, tokio::sync::oneshot::Sender<Vec<u8>>);
+
+struct GateState {
+    flow: FrameFlow,
+    parked: Option<Parked>,
+    next_pull: u64,
+}
+
+/// [`FrameFlow`] between the media code and the page's pulls (the app's `next_frames`
+/// command): [`FrameGate::sink`] is the [`FrameSink`] every frame source writes to,
+/// [`FrameGate::pull`] answers the page.
 #[derive(Clone)]
 pub struct FrameGate {
-    flow: Arc<Mutex<FrameFlow>>,
-    send: FrameSink,
+    state: Arc<Mutex<GateState>>,
+}
+
+impl Default for FrameGate {
+    fn default() -> Self {
+        FrameGate {
+            state: Arc::new(Mutex::new(GateState {
+                flow: FrameFlow::new(),
+                parked: None,
+                next_pull: 0,
+            })),
+        }
+    }
 }
 
 impl FrameGate {
-    /// Frames pass through `flow` to `send` (as batch messages).
-    pub fn new(flow: FrameFlow, send: FrameSink) -> Self {
-        FrameGate {
-            flow: Arc::new(Mutex::new(flow)),
-            send,
-        }
+    /// A gate with nothing waiting.
+    pub fn new() -> Self {
+        FrameGate::default()
     }
 
     /// The sink frames are offered to (a frame without a readable key is dropped: the page
-    /// could not place it).
+    /// could not place it). A frame that answers a waiting pull is handed to it here.
     pub fn sink(&self) -> FrameSink {
         let gate = self.clone();
         Arc::new(move |bytes: Vec<u8>| {
             let Some(key) = frame_key(&bytes).map(str::to_owned) else {
                 return;
             };
-            let out = lock(&gate.flow).offer(&key, bytes, Instant::now());
-            // Sent outside the lock: an acknowledgement may come in meanwhile.
-            if let Some(batch) = out {
-                (gate.send)(batch);
+            let mut st = lock(&gate.state);
+            if let Some(batch) = st.flow.offer(&key, bytes) {
+                // The flow wants a frame only while a pull is parked; the pull's task takes
+                // it from there (a send fails only when that task is gone: its batch then
+                // counts as lost on the next pull).
+                if let Some((_, reply)) = st.parked.take() {
+                    let _ = reply.send(batch);
+                }
             }
         })
     }
 
-    /// The page has painted (or dropped) the frames of batch `seq`.
-    pub fn ack(&self, seq: u32) {
-        let next = lock(&self.flow).ack(seq, Instant::now());
-        if let Some(batch) = next {
-            (self.send)(batch);
+    /// The page's pull, acknowledging batch `ack` (see [`FrameFlow::pull`]): the next batch,
+    /// at once when frames wait, else when the next frame comes, or an empty batch after
+    /// `wait`. A pull made while another waits (a reloaded page) answers that one empty.
+    pub async fn pull(&self, ack: Option<u32>, wait: Duration) -> Vec<u8> {
+        let (id, mut rx) = {
+            let mut st = lock(&self.state);
+            if let Some((_, old)) = st.parked.take() {
+                st.flow.withdraw();
+                let _ = old.send(empty_batch());
+            }
+            if let Some(batch) = st.flow.pull(ack) {
+                return batch;
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            st.next_pull += 1;
+            let id = st.next_pull;
+            st.parked = Some((id, tx));
+            (id, rx)
+        };
+        if let Ok(Ok(batch)) = tokio::time::timeout(wait, &mut rx).await {
+            return batch;
         }
-    }
-
-    /// A new page: forgets what was in flight.
-    pub fn reset(&self) {
-        lock(&self.flow).reset();
+        // Timed out (or replaced). Still parked: withdraw it; else a reply was sent meanwhile
+        // and is in the channel.
+        let mut st = lock(&self.state);
+        if st.parked.as_ref().is_some_and(|(p, _)| *p == id) {
+            st.parked = None;
+            st.flow.withdraw();
+            return empty_batch();
+        }
+        drop(st);
+        rx.try_recv().unwrap_or_else(|_| empty_batch())
     }
 
     /// The counters so far.
     pub fn stats(&self) -> FlowStats {
-        lock(&self.flow).stats()
+        lock(&self.state).flow.stats()
     }
 }
 
@@ -1588,224 +1611,193 @@ mod tests {
         encode_frame(key, &f)
     }
 
-    /// The frames of a batch message as `(key, first pixel byte)` (test frames are 1 byte).
+    /// The frames of a batch message as `(seq, frames)`.
     fn batch(bytes: &[u8]) -> (u32, Vec<Vec<u8>>) {
         let (seq, frames) = decode_batch(bytes).expect("a well-formed batch");
         (seq, frames.into_iter().map(<[u8]>::to_vec).collect())
     }
 
+    /// The first pixel byte of each frame of a batch (the test frames' `n`).
+    fn values(bytes: &[u8]) -> (u32, Vec<u8>) {
+        let (seq, frames) = batch(bytes);
+        let v = frames
+            .iter()
+            .map(|f| f[decode_frame_header(f).expect("a frame").offset])
+            .collect();
+        (seq, v)
+    }
+
     #[test]
-    fn flow_batches_what_waits_bounds_batches_in_flight_and_the_newest_wins() {
-        let t0 = Instant::now();
-        let mut flow = FrameFlow::new(Some(2), ACK_TIMEOUT);
-        // Room: each frame goes at once, alone.
+    fn a_pull_gets_the_newest_frame_of_each_tile_and_the_next_pull_acknowledges_it() {
+        let mut flow = FrameFlow::new();
+        // The page asks before any frame exists: the first frame answers it, alone.
+        assert!(flow.pull(None).is_none());
+        let b0 = flow
+            .offer("a", frame("a", 1))
+            .expect("answers the waiting pull");
+        assert_eq!(values(&b0), (0, vec![1]));
+        assert_eq!((flow.held(), flow.in_flight("a")), (Some(0), 1));
+        // While the page paints, frames wait here, the newest of each tile only.
+        assert!(flow.offer("a", frame("a", 2)).is_none());
+        assert!(flow.offer("a", frame("a", 3)).is_none());
+        assert!(flow.offer("b", frame("b", 9)).is_none());
+        assert_eq!(flow.waiting(), 2, "one frame per tile waits, never a queue");
+        // The next pull acknowledges batch 0 and gets everything waiting in one reply.
+        let b1 = flow.pull(Some(0)).expect("frames wait");
+        assert_eq!(values(&b1), (1, vec![3, 9]));
+        assert_eq!(flow.waiting(), 0);
+        // Nothing waits: the pull waits for the next frame.
+        assert!(flow.pull(Some(1)).is_none());
+        assert_eq!(flow.held(), None);
+        let b2 = flow
+            .offer("c", frame("c", 5))
+            .expect("answers the waiting pull");
+        assert_eq!(values(&b2), (2, vec![5]));
+        // A pull naming another batch (a reloaded page): the held one counts as lost.
+        assert!(flow.offer("c", frame("c", 6)).is_none());
         assert_eq!(
-            batch(&flow.offer("a", vec![1], t0).unwrap()),
-            (0, vec![vec![1]])
+            values(&flow.pull(None).expect("a frame waits")),
+            (3, vec![6])
+        );
+        // An empty reply (the pull timed out) is not held and not acknowledged.
+        assert!(flow.pull(Some(3)).is_none());
+        flow.withdraw();
+        assert!(
+            flow.offer("a", frame("a", 7)).is_none(),
+            "no pull waits now"
         );
         assert_eq!(
-            batch(&flow.offer("b", vec![9], t0).unwrap()),
-            (1, vec![vec![9]])
+            values(&flow.pull(Some(EMPTY_BATCH_SEQ)).unwrap()),
+            (4, vec![7])
         );
-        // Two batches in flight: the rest waits, the newest frame of each tile.
-        assert!(flow.offer("a", vec![3], t0).is_none());
-        assert!(flow.offer("a", vec![4], t0).is_none());
-        assert!(flow.offer("c", vec![7], t0).is_none());
-        assert_eq!((flow.in_flight("a"), flow.in_flight("c")), (1, 0));
-        // One acknowledgement sends everything waiting in one message.
-        let next = flow.ack(0, t0).expect("the waiting frames");
-        assert_eq!(batch(&next), (2, vec![vec![4], vec![7]]));
-        // Acknowledgements of nothing in flight do not open the window wider.
-        assert!(flow.ack(0, t0).is_none());
-        assert!(flow.ack(77, t0).is_none());
-        assert!(flow.offer("d", vec![5], t0).is_none());
-        assert_eq!(batch(&flow.ack(1, t0).unwrap()), (3, vec![vec![5]]));
-        assert!(flow.ack(2, t0).is_none());
-        assert!(flow.ack(3, t0).is_none());
-        assert_eq!(flow.in_flight("a"), 0);
         let s = flow.stats();
         assert_eq!(
-            (
-                s.sent,
-                s.acked,
-                s.replaced,
-                s.expired,
-                s.batches,
-                s.batch_acks
-            ),
-            (5, 5, 1, 0, 4, 4)
+            (s.sent, s.acked, s.replaced, s.lost, s.batches, s.batch_acks),
+            (6, 4, 1, 1, 5, 3)
         );
-        // A malformed or truncated batch is not read.
-        let whole = next.clone();
-        assert!(decode_batch(&whole[..whole.len() - 1]).is_none());
+        assert_eq!((s.pulls, s.empty), (6, 1));
+        // A malformed or truncated batch is not read; the empty one is.
+        assert!(decode_batch(&b1[..b1.len() - 1]).is_none());
         assert!(decode_batch(&[BATCH_VERSION, 0, 9, 0, 0, 0, 0, 0]).is_none());
         assert!(decode_batch(&[1; 20]).is_none());
+        assert_eq!(batch(&empty_batch()), (EMPTY_BATCH_SEQ, vec![]));
     }
 
-    #[test]
-    fn flow_gives_up_on_unacknowledged_batches_and_resets() {
-        let t0 = Instant::now();
-        let mut flow = FrameFlow::new(Some(1), Duration::from_secs(1));
-        assert!(flow.offer("a", vec![1], t0).is_some());
-        assert!(
-            flow.offer("a", vec![2], t0 + Duration::from_millis(999))
-                .is_none()
-        );
-        // The first batch was lost (never acknowledged): after the timeout frames flow again.
-        let late = flow.offer("a", vec![3], t0 + Duration::from_secs(1));
-        assert_eq!(batch(&late.unwrap()).1, vec![vec![3]]);
-        assert_eq!(flow.stats().expired, 1);
-        flow.reset();
-        assert_eq!(flow.in_flight("a"), 0);
-        assert!(
-            flow.offer("a", vec![4], t0 + Duration::from_secs(1))
-                .is_some()
-        );
-        // Unbounded: everything goes out at once, alone.
-        let mut open = FrameFlow::new(None, ACK_TIMEOUT);
-        assert!((0..100).all(|i| {
-            open.offer("a", vec![i], t0)
-                .is_some_and(|b| batch(&b).1.len() == 1)
-        }));
-    }
-
-    /// A page that paints (and acknowledges) one batch in ten offered frames: never more than
-    /// the bound in flight per tile, and what it finally paints is the newest frame.
-    #[test]
-    fn gate_with_a_slow_page_keeps_the_bound_and_paints_the_newest() {
-        let sent: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-        let s = sent.clone();
-        let gate = FrameGate::new(
-            FrameFlow::new(Some(2), ACK_TIMEOUT),
-            Arc::new(move |b| lock(&s).push(b)),
-        );
-        let sink = gate.sink();
-        // Batches the page has received and not yet acknowledged, oldest first.
-        let mut unacked: std::collections::VecDeque<(u32, Vec<Vec<u8>>)> = Default::default();
-        let mut painted: HashMap<String, Vec<u8>> = HashMap::new();
-        let take_sent = |unacked: &mut std::collections::VecDeque<(u32, Vec<Vec<u8>>)>| {
-            for b in lock(&sent).drain(..) {
-                unacked.push_back(batch(&b));
-            }
-            for key in ["p1/a", "p2/b"] {
-                let n = unacked
-                    .iter()
-                    .filter(|(_, fs)| fs.iter().any(|f| frame_key(f) == Some(key)))
-                    .count();
-                assert!(n <= 2, "{n} frames in flight for {key}");
-            }
-        };
-        let mut paint_one = |unacked: &mut std::collections::VecDeque<(u32, Vec<Vec<u8>>)>| {
-            if let Some((seq, frames)) = unacked.pop_front() {
-                for f in frames {
-                    painted.insert(frame_key(&f).unwrap_or_default().to_string(), f);
-                }
-                gate.ack(seq);
-            }
-        };
-        for n in 1..=200u8 {
-            for key in ["p1/a", "p2/b"] {
-                sink(frame(key, n));
-            }
-            take_sent(&mut unacked);
-            if n % 10 == 0 {
-                paint_one(&mut unacked);
-                take_sent(&mut unacked);
-            }
-        }
-        // The page catches up: it paints what is left.
-        for _ in 0..4 {
-            paint_one(&mut unacked);
-            take_sent(&mut unacked);
-        }
-        for key in ["p1/a", "p2/b"] {
-            let last = &painted[key];
-            let h = decode_frame_header(last).expect("a frame");
-            assert_eq!(
-                last[h.offset], 200,
-                "{key}: the newest frame is painted last"
-            );
-        }
-        let st = gate.stats();
-        assert!(
-            st.replaced > 300,
-            "frames were replaced, not queued: {st:?}"
-        );
-        assert!(st.sent < 100, "{st:?}");
-    }
-
-    /// Four tiles at 30 fps each for 3 s, staggered, a page whose round trip (delivery,
-    /// painting, acknowledgement) takes `rtt_ms`, and at most `bound` batches in flight:
-    /// (messages, acknowledgements, frames painted per tile).
-    fn simulate(bound: u32, rtt_ms: u64) -> (u32, u32, HashMap<&'static str, u32>) {
-        let t0 = Instant::now();
-        let ms = |n: u64| t0 + Duration::from_millis(n);
-        let mut flow = FrameFlow::new(Some(bound), ACK_TIMEOUT);
+    /// Four tiles at 30 fps each for 3 s, staggered, and a page that pulls, paints for
+    /// `rtt_ms` (IPC both ways included) and pulls again: (pulls, frames painted per tile, the
+    /// last value painted per tile). Asserts on the way that a batch goes only to a page that
+    /// waits for one (it never holds two) and that at most one frame per tile waits.
+    fn simulate(rtt_ms: u64) -> (u64, HashMap<&'static str, u32>, HashMap<&'static str, u8>) {
+        let mut flow = FrameFlow::new();
         let keys = ["p1/a", "p2/a", "p3/a", "p4/a"];
-        // (when the page acknowledges, seq) of each message it got.
-        let mut page: Vec<(u64, u32)> = Vec::new();
         let mut painted: HashMap<&'static str, u32> = HashMap::new();
-        let (mut messages, mut acks) = (0u32, 0u32);
-        let mut deliver = |bytes: Vec<u8>, at: u64, page: &mut Vec<(u64, u32)>| {
-            let (seq, frames) = decode_batch(&bytes).expect("a batch");
-            for f in frames {
-                let key = keys
-                    .iter()
-                    .find(|k| frame_key(f) == Some(**k))
-                    .expect("a tile");
-                *painted.entry(*key).or_default() += 1;
-            }
-            messages += 1;
-            page.push((at + rtt_ms, seq));
-        };
-        // 1 ms steps: tile i offers a frame at 33 ms intervals from i × 8 ms.
-        for now in 0..3000u64 {
-            while let Some(i) = page.iter().position(|(at, _)| *at <= now) {
-                let (_, seq) = page.remove(i);
-                acks += 1;
-                if let Some(b) = flow.ack(seq, ms(now)) {
-                    deliver(b, now, &mut page);
+        let mut last: HashMap<&'static str, u8> = HashMap::new();
+        // (when the page is done with it, the batch) it holds; None: its pull waits.
+        let mut holding: Option<(u64, Vec<u8>)> = None;
+        assert!(flow.pull(None).is_none());
+        // 1 ms steps: tile i offers frame n at n × 33 ms + i × 8 ms; then 300 ms without.
+        for now in 0..3300u64 {
+            if let Some((_, b)) = holding.take_if(|(done, _)| *done <= now) {
+                let (seq, frames) = decode_batch(&b).expect("a batch");
+                for f in frames {
+                    let k = frame_key(f).expect("a key");
+                    let key = keys.iter().find(|x| **x == k).expect("a tile");
+                    *painted.entry(*key).or_default() += 1;
+                    last.insert(*key, f[decode_frame_header(f).expect("a frame").offset]);
                 }
+                holding = flow.pull(Some(seq)).map(|b| (now + rtt_ms, b));
             }
             for (i, key) in keys.iter().enumerate() {
-                let due = now >= i as u64 * 8 && (now - i as u64 * 8).is_multiple_of(33);
-                if due && let Some(b) = flow.offer(key, frame(key, 1), ms(now)) {
-                    deliver(b, now, &mut page);
+                let t = now.wrapping_sub(i as u64 * 8);
+                if now >= i as u64 * 8
+                    && t.is_multiple_of(33)
+                    && t / 33 <= 90
+                    && let Some(b) = flow.offer(key, frame(key, (t / 33) as u8))
+                {
+                    assert!(holding.is_none(), "a second batch to a page holding one");
+                    holding = Some((now + rtt_ms, b));
                 }
             }
+            assert!(flow.waiting() <= keys.len());
+            assert!(keys.iter().all(|k| flow.in_flight(k) <= 1));
         }
-        (messages, acks, painted)
+        (flow.stats().pulls, painted, last)
     }
 
-    /// Four staggered 30 fps tiles and a page whose round trip takes 50 ms, as measured with
-    /// four remotes on the loaded 2-core machine: frames of several tiles share messages, so
-    /// the page pays for fewer IPC deliveries and acknowledgement calls than it paints frames,
-    /// and every tile still gets most frames (latest wins: a frame that waited while a newer
-    /// one of its tile came is not painted). One batch in flight (the default) batches more
-    /// than two, and caps a tile at one frame per round trip.
+    /// A slow page (50 ms per batch, as with four remotes on the loaded 2-core machine) gets
+    /// several tiles per reply, so fewer IPC messages (2 per pull) than frames painted, every
+    /// tile gets frames and paints the newest in the end (late ones replaced, not queued); a
+    /// quick one (5 ms) paints nearly every frame.
     #[test]
-    fn a_slow_page_gets_several_tiles_per_message_and_one_ack_per_message() {
-        for (bound, max_per_frame, min_painted) in [(2, 0.5, 64), (1, 0.3, 55)] {
-            let (messages, acks, painted) = simulate(bound, 50);
+    fn a_slow_page_gets_several_tiles_per_pull_and_the_newest_frames() {
+        // 5 ms: one pull per frame, plus the last one still waiting.
+        for (rtt, max_ipc_per_frame, min_painted) in [(50, 0.6, 50), (5, 2.05, 88)] {
+            let (pulls, painted, last) = simulate(rtt);
             let frames: u32 = painted.values().sum();
-            let per_frame = f64::from(messages) / f64::from(frames);
-            eprintln!("bound {bound}: {messages} messages, {acks} acks, {painted:?}");
-            assert!(
-                per_frame <= max_per_frame,
-                "bound {bound}: {messages} messages for {frames} frames ({per_frame:.2} per frame)"
-            );
-            assert!(
-                acks <= messages,
-                "one acknowledgement per message: {acks} / {messages}"
-            );
-            for (key, n) in &painted {
-                assert!(
-                    *n >= min_painted,
-                    "bound {bound}, {key}: {n} of 91 frames painted"
-                );
-            }
+            let ipc = 2.0 * pulls as f64 / f64::from(frames);
+            eprintln!("{rtt} ms: {pulls} pulls, {painted:?}, {ipc:.2} IPC messages per frame");
+            assert!(ipc <= max_ipc_per_frame, "{rtt} ms: {ipc:.2} per frame");
             assert_eq!(painted.len(), 4);
+            for (key, n) in &painted {
+                assert!(*n >= min_painted, "{rtt} ms, {key}: {n} of 91 frames");
+                assert_eq!(last[key], 90, "{key}: the newest frame is painted last");
+            }
         }
+    }
+
+    /// Lets spawned tasks run until `done` holds (bounded).
+    async fn until(done: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("never happened");
+    }
+
+    #[tokio::test]
+    async fn the_gate_answers_a_waiting_pull_with_the_next_frame() {
+        let gate = FrameGate::new();
+        let sink = gate.sink();
+        let parked = |g: &FrameGate| lock(&g.state).parked.is_some();
+        // A pull with nothing waiting waits for the next frame.
+        let g = gate.clone();
+        let first = tokio::spawn(async move { g.pull(None, PULL_WAIT).await });
+        until(|| parked(&gate)).await;
+        sink(frame("a", 1));
+        assert_eq!(values(&first.await.expect("the pull")), (0, vec![1]));
+        // A frame without a readable key is dropped.
+        sink(vec![1, 2, 3]);
+        // Frames that came first are the reply at once.
+        sink(frame("a", 2));
+        sink(frame("b", 3));
+        assert_eq!(
+            values(&gate.pull(Some(0), PULL_WAIT).await),
+            (1, vec![2, 3])
+        );
+        // Nothing within the wait: an empty reply, and the next frame waits for a pull.
+        let empty = gate.pull(Some(1), Duration::from_millis(20)).await;
+        assert_eq!(batch(&empty), (EMPTY_BATCH_SEQ, vec![]));
+        assert!(!parked(&gate));
+        sink(frame("a", 4));
+        assert_eq!(values(&gate.pull(None, PULL_WAIT).await), (2, vec![4]));
+        // A second pull while one waits (a reloaded page) answers the first one empty.
+        let g = gate.clone();
+        let old = tokio::spawn(async move { g.pull(Some(2), PULL_WAIT).await });
+        until(|| parked(&gate)).await;
+        let g = gate.clone();
+        let new = tokio::spawn(async move { g.pull(None, PULL_WAIT).await });
+        let old = old.await.expect("the old pull");
+        assert_eq!(batch(&old).1.len(), 0);
+        until(|| parked(&gate)).await;
+        sink(frame("c", 5));
+        assert_eq!(values(&new.await.expect("the new pull")), (3, vec![5]));
+        let s = gate.stats();
+        assert_eq!(
+            (s.pulls, s.batches, s.empty, s.acked, s.lost),
+            (6, 4, 2, 4, 0)
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ afterEach(async () => {
   await page.context().close();
 });
 
-/** Delivers a one-colour frame of w×h on the video channel. */
+/** Delivers a one-colour frame of w×h as the reply to the page's pull (painted when this resolves). */
 const sendFrame = (key, w, h) =>
   page.evaluate(([key, w, h]) => window.__mock.frame(key, w, h, 200), [key, w, h]);
 

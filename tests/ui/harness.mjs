@@ -48,6 +48,22 @@ export function installMock(config) {
   const listeners = [];
   let nextId = 1;
   const calls = [];
+  // `next_frames`: pulls waiting for a batch, batches waiting for a pull, and the resolver of
+  // the batch the page holds (its next pull means it is painted).
+  const pulls = {
+    waiting: [],
+    ready: [],
+    held: null,
+    maxWaiting: 0,
+    log: [],
+    serve() {
+      while (this.waiting.length && this.ready.length) {
+        const { message, painted } = this.ready.shift();
+        this.held = painted;
+        this.waiting.shift()(message);
+      }
+    },
+  };
   const responses = config.responses || {};
   window.__mock = {
     calls,
@@ -104,21 +120,19 @@ export function installMock(config) {
       px.set(all);
       return buf;
     },
-    // Delivers frames (ArrayBuffers) as one message on the UI's video channel, the way Rust
-    // batches them (media.rs `FrameFlow`: version 2, count, sequence number, then each frame
-    // after its length). Options: `index` (the channel's message index; counts up by
-    // default), `seq` (the batch's sequence number; the index by default), `truncate` (bytes
-    // cut off the end: a malformed batch).
-    batch(frames, { index, seq, truncate = 0 } = {}) {
-      const reg = calls.find((c) => c.cmd === 'video_channel');
-      const id = Number(String(reg.args.channel).split(':')[1]);
+    // Delivers frames (ArrayBuffers) as one batch, the reply to the page's `next_frames` pull
+    // (media.rs `FrameFlow`: version 2, count, sequence number, then each frame after its
+    // length): to the pull waiting now, else to the page's next one. Options: `seq` (the
+    // batch's sequence number; counts up by default), `truncate` (bytes cut off the end: a
+    // malformed batch). Resolves once the page has painted it (its next pull came).
+    batch(frames, { seq, truncate = 0 } = {}) {
       const len = 8 + frames.reduce((n, f) => n + 4 + f.byteLength, 0);
       const buf = new ArrayBuffer(len);
       const v = new DataView(buf);
       v.setUint8(0, 2);
       v.setUint16(2, frames.length, true);
-      window.__frameIndex = index ?? window.__frameIndex ?? 0;
-      v.setUint32(4, seq ?? window.__frameIndex, true);
+      window.__frameSeq = window.__frameSeq ?? 0;
+      v.setUint32(4, seq ?? window.__frameSeq++, true);
       let at = 8;
       for (const f of frames) {
         v.setUint32(at, f.byteLength, true);
@@ -126,16 +140,22 @@ export function installMock(config) {
         at += 4 + f.byteLength;
       }
       const message = truncate ? buf.slice(0, buf.byteLength - truncate) : buf;
-      callbacks.get(id)?.({ message, index: window.__frameIndex++ });
+      const painted = new Promise((resolve) => pulls.ready.push({ message, painted: resolve }));
+      pulls.serve();
+      return painted;
     },
-    // Delivers one RGBA frame (`frameBytes`) alone in a message; `index` as for `batch`.
-    frame(key, w, h, pixels, { index, ...opts } = {}) {
-      this.batch([this.frameBytes(key, w, h, pixels, opts)], { index });
+    // Delivers one RGBA frame (`frameBytes`) alone in a batch.
+    frame(key, w, h, pixels, opts = {}) {
+      return this.batch([this.frameBytes(key, w, h, pixels, opts)]);
     },
-    // Delivers one I420 frame (`i420Bytes`) alone in a message.
+    // Delivers one I420 frame (`i420Bytes`) alone in a batch.
     frameI420(key, w, h, yuv, opts = {}) {
-      this.batch([this.i420Bytes(key, w, h, yuv, opts)]);
+      return this.batch([this.i420Bytes(key, w, h, yuv, opts)]);
     },
+    // The page's `next_frames` pulls: `waiting` (unanswered, never more than one for a page
+    // that holds one batch at a time), `maxWaiting`, and per pull the `painted` counter and
+    // the pulls still unanswered when it was made (`log`).
+    pulls,
   };
   window.__TAURI_INTERNALS__ = {
     transformCallback(cb) {
@@ -145,6 +165,16 @@ export function installMock(config) {
     },
     invoke(cmd, args) {
       calls.push({ cmd, args: JSON.parse(JSON.stringify(args ?? {})) });
+      if (cmd === 'next_frames') {
+        pulls.log.push({ ack: args?.ack ?? null, painted: window.__rtcioVideo?.painted ?? 0, waiting: pulls.waiting.length });
+        pulls.held?.();
+        pulls.held = null;
+        return new Promise((resolve) => {
+          pulls.waiting.push(resolve);
+          pulls.maxWaiting = Math.max(pulls.maxWaiting, pulls.waiting.length);
+          pulls.serve();
+        });
+      }
       if (cmd === 'plugin:event|listen') {
         const id = nextId++;
         listeners.push({ event: args.event, handler: args.handler, id });

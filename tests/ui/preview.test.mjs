@@ -43,10 +43,11 @@ async function openApp(responses = {}) {
 const calls = (cmd) => page.evaluate((c) => window.__mock.calls.filter((x) => x.cmd === c), cmd);
 const emit = (event, payload) => page.evaluate(([e, p]) => window.__mock.emit(e, p), [event, payload]);
 
-/** Delivers one binary frame of one colour on the UI's video channel. */
-const sendFrame = (key, w, h, rgba, index) => page.evaluate(
-  ([key, w, h, rgba, index]) => window.__mock.frame(key, w, h, rgba, { index }),
-  [key, w, h, rgba, index],
+/** Delivers one binary frame of one colour as the reply to the page's pull (painted when this
+ * resolves). */
+const sendFrame = (key, w, h, rgba) => page.evaluate(
+  ([key, w, h, rgba]) => window.__mock.frame(key, w, h, rgba),
+  [key, w, h, rgba],
 );
 
 const meterWidth = () => page.evaluate(() => {
@@ -99,14 +100,14 @@ test('mic meter follows mic-level events', async () => {
 test('preview canvas paints preview frames; other keys leave it alone', async () => {
   await openApp();
   assert.ok(await page.locator('#preview-canvas').isHidden());
-  await sendFrame('preview/camera', 8, 4, [0, 0, 255, 255], 0);
+  await sendFrame('preview/camera', 8, 4, [0, 0, 255, 255]);
   await page.waitForSelector('#preview-canvas:not([hidden])');
   const px = await page.evaluate(() => {
     const c = document.getElementById('preview-canvas');
     return [c.width, c.height, ...c.getContext('2d').getImageData(0, 0, 1, 1).data];
   });
   assert.deepEqual(px, [8, 4, 0, 0, 255, 255]);
-  await sendFrame('p1/ms1', 8, 4, [255, 0, 0, 255], 1);
+  await sendFrame('p1/ms1', 8, 4, [255, 0, 0, 255]);
   assert.equal(await page.getAttribute('#preview-canvas', 'data-painted'), '1');
 });
 
@@ -120,7 +121,7 @@ test('a device error from start_preview shows on the start screen', async () => 
 
 test('joining stops the preview view; leaving restarts the preview', async () => {
   await openApp();
-  await sendFrame('preview/camera', 4, 2, [0, 255, 0, 255], 0);
+  await sendFrame('preview/camera', 4, 2, [0, 255, 0, 255]);
   await page.waitForSelector('#preview-canvas:not([hidden])');
   await page.fill('#room', 'room-1');
   await page.click('#join-button');

@@ -69,7 +69,7 @@ async function sendPicture(page, key, w, h, scene) {
         g.fillRect(w * 0.02, h * 0.1 + k * h * 0.045, w * 0.12, h * 0.014);
       }
     }
-    window.__mock.frame(key, w, h, g.getImageData(0, 0, w, h).data);
+    return window.__mock.frame(key, w, h, g.getImageData(0, 0, w, h).data);
   }, [key, w, h, scene]);
 }
 

@@ -449,12 +449,12 @@ test('leave returns to the start screen', async () => {
 
 // ------------------------------------------------------------------ video tiles and screen share
 
-/** Delivers one binary frame of one colour (handed over 5 ms ago) on the UI's video channel;
- * `rgba` null: a malformed frame (unknown version). */
-const sendFrame = (key, w, h, rgba, index) => page.evaluate(
-  ([key, w, h, rgba, index]) =>
-    window.__mock.frame(key, w, h, rgba || [0, 0, 0, 0], { index, version: rgba === null ? 9 : 1, ageMs: 5 }),
-  [key, w, h, rgba, index],
+/** Delivers one binary frame of one colour (handed over 5 ms ago) as the reply to the page's
+ * pull; `rgba` null: a malformed frame (unknown version). Resolves once it is painted. */
+const sendFrame = (key, w, h, rgba) => page.evaluate(
+  ([key, w, h, rgba]) =>
+    window.__mock.frame(key, w, h, rgba || [0, 0, 0, 0], { version: rgba === null ? 9 : 1, ageMs: 5 }),
+  [key, w, h, rgba],
 );
 
 const pixel = (key) => page.evaluate((key) => {
@@ -462,11 +462,11 @@ const pixel = (key) => page.evaluate((key) => {
   return c ? [c.width, c.height, ...c.getContext('2d').getImageData(0, 0, 1, 1).data] : null;
 }, key);
 
-test('video: binary frames on a channel paint the tile canvas; sizes reported; camera off shows initials', async () => {
+test('video: pulled binary frames paint the tile canvas; sizes reported; camera off shows initials', async () => {
   await joinCall({ join: { value: joinInfo({ previewKey: 'self/camera' }) } });
-  const reg = await calls('video_channel');
-  assert.equal(reg.length, 1);
-  assert.match(String(reg[0].args.channel), /^__CHANNEL__:\d+$/, 'a Tauri channel, not JSON data');
+  assert.equal((await calls('video_formats')).length, 1);
+  // The page pulls frames from the start, holding nothing yet.
+  assert.deepEqual((await calls('next_frames')).map((c) => c.args), [{ ack: null }]);
   // Our own preview canvas exists at once.
   assert.equal(await page.locator('.tile[data-id="self-id"] canvas.video[data-key="self/camera"]').count(), 1);
 
@@ -480,26 +480,26 @@ test('video: binary frames on a channel paint the tile canvas; sizes reported; c
     assert.ok(c && c.args.width > 10 && c.args.height > 10, `size of ${key}`);
   }
 
-  // Messages are painted in channel order: index 1 waits for index 0.
-  await sendFrame('p1/ms1', 4, 2, [0, 255, 0, 255], 1);
-  assert.equal(await page.getAttribute('canvas[data-key="p1/ms1"]', 'data-painted'), null);
-  await sendFrame('p1/ms1', 4, 2, [255, 0, 0, 255], 0);
+  // Replies are painted in the order they come, the later over the earlier.
+  await sendFrame('p1/ms1', 4, 2, [255, 0, 0, 255]);
+  assert.equal(await page.getAttribute('canvas[data-key="p1/ms1"]', 'data-painted'), '1');
+  await sendFrame('p1/ms1', 4, 2, [0, 255, 0, 255]);
   assert.equal(await page.getAttribute('canvas[data-key="p1/ms1"]', 'data-painted'), '2');
   assert.deepEqual(await pixel('p1/ms1'), [4, 2, 0, 255, 0, 255]);
-  await sendFrame('self/camera', 6, 4, [0, 0, 255, 255], 2);
+  await sendFrame('self/camera', 6, 4, [0, 0, 255, 255]);
   assert.deepEqual(await pixel('self/camera'), [6, 4, 0, 0, 255, 255]);
   // Malformed frames and unknown keys are dropped.
-  await sendFrame('p1/ms1', 4, 2, null, 3);
-  await sendFrame('nobody/x', 4, 2, [1, 2, 3, 255], 4);
+  await sendFrame('p1/ms1', 4, 2, null);
+  await sendFrame('nobody/x', 4, 2, [1, 2, 3, 255]);
   assert.equal(await page.getAttribute('canvas[data-key="p1/ms1"]', 'data-painted'), '2');
   const stats = await page.evaluate(() => window.__rtcioVideo);
   assert.equal(stats.painted, 3);
   assert.equal(stats.dropped, 2);
   assert.deepEqual(stats.perKey, { 'p1/ms1': 2, 'self/camera': 1 });
   assert.ok(stats.ipcMs >= 15 && stats.ipcMs < 5000, `IPC time from the header: ${stats.ipcMs}`);
-  // Every message is acknowledged once by its sequence number, painted or dropped (Rust sends
-  // the next batch only on an acknowledgement), in channel order.
-  assert.deepEqual((await calls('frames_painted')).map((c) => c.args.batch), [0, 1, 2, 3, 4]);
+  // Every batch is acknowledged once, by the next pull, painted or dropped (Rust replies to
+  // one pull at a time).
+  assert.deepEqual((await calls('next_frames')).map((c) => c.args.ack), [null, 0, 1, 2, 3, 4]);
   await shot('video-tiles');
 
   // Camera off: the initials again; on: the canvas is back.

@@ -54,7 +54,7 @@ async function joinWithRemote() {
 
 test('with WebGL 2 the page asks for I420 and paints it in a shader; RGBA still paints', async () => {
   await joinWithRemote();
-  const [reg] = await calls('video_channel');
+  const [reg] = await calls('video_formats');
   assert.deepEqual(reg.args.formats, ['rgba', 'i420']);
 
   // A flat colour: the shader's conversion against BT.601 limited range (±2 levels of float
@@ -111,8 +111,8 @@ test('with WebGL 2 the page asks for I420 and paints it in a shader; RGBA still 
   assert.equal(stats.dropped, 1);
   assert.equal(stats.i420, 4);
   assert.equal(stats.webgl, 5);
-  // Every message is acknowledged once, by its sequence number, the truncated frame's too.
-  assert.deepEqual((await calls('frames_painted')).map((c) => c.args.batch), [0, 1, 2, 3, 4, 5, 6]);
+  // Every batch is acknowledged once, by the next pull, the truncated frame's too.
+  assert.deepEqual((await calls('next_frames')).map((c) => c.args.ack), [null, 0, 1, 2, 3, 4, 5, 6]);
 });
 
 test('without WebGL 2 the page asks for RGBA and still shows an I420 frame', async () => {
@@ -123,7 +123,7 @@ test('without WebGL 2 the page asks for RGBA and still shows an I420 frame', asy
     };
   });
   await joinWithRemote();
-  const [reg] = await calls('video_channel');
+  const [reg] = await calls('video_formats');
   assert.deepEqual(reg.args.formats, ['rgba']);
   // RGBA as before.
   await sendRgba('p1/ms1', 4, 2, [0, 255, 0, 255]);
@@ -163,15 +163,15 @@ test('a removed WebGL tile gives its context back when the next one is made', as
   assert.equal(await page.evaluate(() => window.__oldGl.isContextLost()), true, 'old context released');
 });
 
-test('one message carries several tiles\' frames and is acknowledged with one call', async () => {
+test('one batch carries several tiles\' frames and is acknowledged by the next pull', async () => {
   await joinWithRemote();
   await emit('room-event', { type: 'user-connected', id: 'p2', name: 'Cy' });
   await emit('stream-added', { key: 'p2/ms1', peerId: 'p2', kind: 'camera', name: 'Cy' });
-  // What Rust sends when the page was busy: the newest frame of every tile that had one, in
+  // What Rust replies when the page was busy: the newest frame of every tile that had one, in
   // one batch; an unreadable frame and an unknown tile in it are dropped, the rest painted.
   await page.evaluate(() => {
     const m = window.__mock;
-    m.batch([
+    return m.batch([
       m.i420Bytes('p1/ms1', 8, 4, [120, 100, 150], { ageMs: 5 }),
       m.i420Bytes('p2/ms1', 8, 4, [81, 90, 240], { ageMs: 5 }),
       m.frameBytes('self/camera', 6, 4, [0, 0, 255, 255], { ageMs: 5 }),
@@ -184,18 +184,35 @@ test('one message carries several tiles\' frames and is acknowledged with one ca
   near(await pixel('p1/ms1', 2, 2), bt601(120, 100, 150), 2, 'first tile of the batch');
   near(await pixel('p2/ms1', 2, 2), bt601(81, 90, 240), 2, 'second tile of the batch');
   assert.deepEqual(await pixel('self/camera', 5, 3), [0, 0, 255, 255]);
-  const acks = await calls('frames_painted');
-  assert.deepEqual(acks.map((c) => c.args), [{ batch: 41 }], 'one acknowledgement for the message');
+  const pulls = await calls('next_frames');
+  assert.deepEqual(pulls.map((c) => c.args), [{ ack: null }, { ack: 41 }], 'one acknowledgement, on the next pull');
   const stats = await page.evaluate(() => window.__rtcioVideo);
-  assert.deepEqual([stats.painted, stats.dropped, stats.messages, stats.acks], [3, 2, 1, 1]);
-  assert.ok(stats.acks / stats.painted < 1, 'fewer IPC calls than frames painted');
-  // A message that is not a whole batch is dropped and not acknowledged (Rust gives up on it
-  // after its timeout).
+  assert.deepEqual([stats.painted, stats.dropped, stats.messages], [3, 2, 1]);
+  assert.ok(2 * stats.messages / stats.painted < 1, 'fewer IPC messages than frames painted');
+  // A reply that is not a whole batch is dropped and acknowledges nothing; an empty batch
+  // (no frame in time) paints nothing and acknowledges nothing.
   await page.evaluate(() => {
     const m = window.__mock;
-    m.batch([m.frameBytes('p1/ms1', 4, 2, [1, 2, 3, 255])], { seq: 42, truncate: 1 });
+    return m.batch([m.frameBytes('p1/ms1', 4, 2, [1, 2, 3, 255])], { seq: 42, truncate: 1 });
   });
+  await page.evaluate(() => window.__mock.batch([], { seq: 0xffffffff }));
   assert.equal(await attr('p1/ms1', 'data-painted'), '1');
-  assert.equal((await calls('frames_painted')).length, 1);
+  assert.deepEqual((await calls('next_frames')).map((c) => c.args.ack), [null, 41, null, null]);
   assert.equal((await page.evaluate(() => window.__rtcioVideo)).dropped, 3);
+});
+
+test('the page pulls one batch at a time and paints it before the next pull', async () => {
+  await joinWithRemote();
+  // Three batches ready at once (a mock cannot be slower than Rust): the page still takes them
+  // one pull at a time, each pull made after the previous batch was painted and naming it.
+  await page.evaluate(() => {
+    const m = window.__mock;
+    return Promise.all([1, 2, 3].map((n) => m.frame('p1/ms1', 4, 2, [n, 0, 0, 255], { ageMs: 5 })));
+  });
+  const log = await page.evaluate(() => window.__mock.pulls.log);
+  assert.deepEqual(log.map((p) => p.ack), [null, 0, 1, 2]);
+  assert.deepEqual(log.map((p) => p.painted), [0, 1, 2, 3], 'each pull after painting the previous batch');
+  assert.ok(log.every((p) => p.waiting === 0), 'no pull while another one waits');
+  assert.equal(await page.evaluate(() => window.__mock.pulls.maxWaiting), 1, 'never more than one pull out');
+  assert.deepEqual((await pixel('p1/ms1', 0, 0)).slice(0, 3), [3, 0, 0], 'the last batch is what shows');
 });
