@@ -509,7 +509,7 @@ const rtcio = {
       const pc = s.rtcpeers[id]?.connection;
       if (!pc) { out[id] = null; continue; }
       const stats = await pc.getStats();
-      const r = { inbound: [], outbound: [], pair: null, dataChannels: [] };
+      const r = { inbound: [], outbound: [], remoteOutbound: [], pair: null, dataChannels: [] };
       stats.forEach((x) => {
         if (x.type === "inbound-rtp") {
           r.inbound.push({ kind: x.kind, mid: x.mid, trackIdentifier: x.trackIdentifier, packetsReceived: x.packetsReceived,
@@ -518,6 +518,9 @@ const rtcio = {
         } else if (x.type === "outbound-rtp") {
           r.outbound.push({ kind: x.kind, mid: x.mid, packetsSent: x.packetsSent, bytesSent: x.bytesSent, framesEncoded: x.framesEncoded,
             frameWidth: x.frameWidth, frameHeight: x.frameHeight, codec: stats.get(x.codecId)?.mimeType });
+        } else if (x.type === "remote-outbound-rtp") {
+          // The round trip as this receiver measures it (RTCP XR: needs the sender's DLRR answers).
+          r.remoteOutbound.push({ kind: x.kind, roundTripTime: x.roundTripTime ?? null, roundTripTimeMeasurements: x.roundTripTimeMeasurements ?? 0 });
         } else if (x.type === "transport" && x.selectedCandidatePairId) {
           const p = stats.get(x.selectedCandidatePairId);
           const l = p && stats.get(p.localCandidateId), rm = p && stats.get(p.remoteCandidateId);

@@ -34,6 +34,7 @@ pub mod sio;
 mod socket;
 pub mod stats;
 pub mod stream;
+mod xr_rtt;
 
 pub use bwe::{BandwidthEstimate, CongestionConfig};
 pub use channel::{BroadcastChannel, Channel, ChannelError, ChannelOptions, ReadyState};

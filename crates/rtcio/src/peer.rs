@@ -292,6 +292,15 @@ fn nack(
             RtpCodecKind::Video,
         );
     }
+    // Receiver reference times (RTCP XR, answered by crate::xr_rtt): how a receive-only
+    // Chromium learns its round trip to us; it sends them only when "rrtr" is negotiated.
+    media.register_feedback(
+        RTCPFeedback {
+            typ: "rrtr".to_owned(),
+            parameter: String::new(),
+        },
+        RtpCodecKind::Video,
+    );
     registry
         .with(
             rtc::interceptor::Slot::NackResponder,
@@ -327,6 +336,11 @@ fn interceptors(
         .with(
             rtc::interceptor::Slot::SenderReport,
             crate::capture_sr::CaptureTimeReports::new(captures.clone()),
+        )
+        // Round trips for browsers that only receive from us (RTCP XR DLRR answers).
+        .with(
+            rtc::interceptor::Slot::from(11_500),
+            crate::xr_rtt::XrRttResponder::default(),
         );
     if !cc.enabled {
         let registry = configure_twcc_receiver_only(registry, media).map_err(|e| e.to_string())?;

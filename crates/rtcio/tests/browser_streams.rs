@@ -1,7 +1,8 @@
 //! Streams between a Rust peer and the rtc.io browser peer in headless Chromium, both join
 //! orders: our H.264 + Opus stream is decoded by Chromium and shown with our id and name, the
 //! browser's fake camera reaches us as access units that decode to its size, a late browser
-//! joiner gets our stream by replay, and a browser screen share and its stop-share reach us.
+//! joiner gets our stream by replay (and, receiving only, measures its round trip to us through
+//! RTCP XR), and a browser screen share and its stop-share reach us.
 
 mod common;
 
@@ -20,6 +21,35 @@ const WAIT_DECODED: &str = "async (o) => {
     await new Promise((r) => setTimeout(r, 100));
   }
 }";
+
+/// Waits in the page (at most `ms`) until `peer`'s video has a round trip measured on the
+/// receiver's side (RTCP XR reference times answered by the sender); returns the last stats.
+const WAIT_RECEIVER_RTT: &str = "async (o) => {
+  const end = Date.now() + o.ms;
+  for (;;) {
+    const s = (await rtcio.mediaStats({peer: o.peer, socket: o.socket}))[o.peer];
+    const v = s?.remoteOutbound.find((x) => x.kind === 'video');
+    if ((v && v.roundTripTimeMeasurements > 0) || Date.now() > end) return s;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}";
+
+/// Asserts that `page` measured a round trip for `peer`'s video on the receiver's side (RTCP XR
+/// reference times that we answered), waiting for it at most 10 s (Chromium reports every ~1 s).
+async fn receiver_rtt_measured(br: &mut Browser, page: u64, peer: &str, what: &str) {
+    let stats = br
+        .eval(page, WAIT_RECEIVER_RTT, json!({"peer": peer, "ms": 10_000}))
+        .await;
+    let rtt = stats["remoteOutbound"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["kind"] == json!("video")))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert!(
+        rtt["roundTripTimeMeasurements"].as_u64().unwrap_or(0) >= 1,
+        "{what} measured no round trip to us: {stats}"
+    );
+}
 
 /// A canvas stream (what getDisplayMedia would give) emitted the streams guide's way.
 const SHARE: &str = "(o) => {
@@ -114,10 +144,21 @@ async fn interop(browser_first: bool) {
     let page = br.open("web").await;
     let join_arg = json!({"url": url, "roomId": room, "name": "web", "camera": true});
 
+    // Browser first: a second page that only watches is there before us too, so its
+    // connection to us is offered by the browser (the late joiner's below is offered by us).
+    let mut watcher = None;
     let (socket, mut cams, mut connects, web) = if browser_first {
         let web = br
             .eval(page, "(o) => rtcio.join(o.url, o)", join_arg.clone())
             .await;
+        let w = br.open("watcher").await;
+        br.eval(
+            w,
+            "(o) => rtcio.join(o.url, o)",
+            json!({"url": url, "roomId": room, "name": "watcher"}),
+        )
+        .await;
+        watcher = Some(w);
         let (s, c, p) = rust_join(&url, &room).await;
         (s, c, p, web)
     } else {
@@ -231,6 +272,13 @@ async fn interop(browser_first: bool) {
         .eval(late, WAIT_DECODED, json!({"peer": rid, "frames": 10}))
         .await;
     assert_eq!(stats["video"]["frameWidth"], json!(320), "{stats}");
+    // It sends nothing, so only our answers to its XR reference times give it a round trip
+    // (without one it re-asks for lost packets and sizes its jitter buffer on a default). A
+    // browser that sends has one from its own reports and does not ask.
+    receiver_rtt_measured(&mut br, late, &rid, "a receive-only browser (our offer)").await;
+    if let Some(w) = watcher {
+        receiver_rtt_measured(&mut br, w, &rid, "a receive-only browser (its offer)").await;
+    }
 
     // A browser screen share and its stop-share reach us.
     let mut shares = socket.subscribe("screenshare");
