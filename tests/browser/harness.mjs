@@ -137,9 +137,31 @@ export class Cli {
  * A new browser context (camera + microphone allowed unless `denyMedia`) with the page at `url`.
  * Uncaught page errors go to `pageErrors`. Returns {context, page}.
  */
-export async function openGuest(browser, url, pageErrors, label, { denyMedia = false, verbose = false, log = makeLog("page") } = {}) {
+export async function openGuest(browser, url, pageErrors, label, { denyMedia = false, verbose = false, log = makeLog("page"), preferVideoCodec = null } = {}) {
   const context = await browser.newContext({ permissions: denyMedia ? [] : ["camera", "microphone"], viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
+  if (preferVideoCodec) {
+    // Puts one video codec first in every offer and answer the page makes (e.g. "H264", to
+    // compare Chromium's H.264 with ours), the way an app would with setCodecPreferences.
+    await page.addInitScript((mime) => {
+      const prefer = (pc) => {
+        const caps = RTCRtpReceiver.getCapabilities("video")?.codecs ?? [];
+        const first = caps.filter((c) => c.mimeType.toLowerCase() === `video/${mime.toLowerCase()}`);
+        if (!first.length) return;
+        const order = [...first, ...caps.filter((c) => !first.includes(c))];
+        for (const t of pc.getTransceivers()) {
+          if (t.receiver.track?.kind === "video" && !t.stopped) {
+            try { t.setCodecPreferences(order); } catch { /* a stopped or closed transceiver */ }
+          }
+        }
+      };
+      // setLocalDescription() without a description makes the offer or answer itself.
+      for (const name of ["createOffer", "createAnswer", "setLocalDescription"]) {
+        const orig = RTCPeerConnection.prototype[name];
+        RTCPeerConnection.prototype[name] = function (...args) { prefer(this); return orig.apply(this, args); };
+      }
+    }, preferVideoCodec);
+  }
   if (denyMedia) {
     // What a browser does when the person says no (the fake-UI switch would say yes).
     await page.addInitScript(() => {

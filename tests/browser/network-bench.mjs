@@ -20,7 +20,8 @@
 // RTCIO_BENCH_CHROMIUM_FPS (the fake camera's rate, default RTCIO_BENCH_FPS),
 // RTCIO_BENCH_CLI_ARGS (extra flags for the sending CLI, e.g. "--video-bitrate 2500"),
 // RTCIO_BENCH_OUT (a file: every run's per-second samples as JSON), RTCIO_BENCH_TIMEOUT_MS
-// (whole run; default (duration + 90 s) per run), RTCIO_BENCH_VERBOSE=1.
+// (whole run; default (duration + 90 s) per run), RTCIO_BENCH_VERBOSE=1,
+// RTCIO_BENCH_CHROMIUM_CODEC (e.g. H264: the pages prefer that video codec).
 // Exit code 1 when a run failed (no video at all, a child died, a timeout).
 
 import fs from "node:fs";
@@ -39,6 +40,8 @@ const FPS = Number(env.RTCIO_BENCH_FPS || 30);
 const CHROMIUM_FPS = Number(env.RTCIO_BENCH_CHROMIUM_FPS || FPS);
 const CLI_EXTRA = (env.RTCIO_BENCH_CLI_ARGS || "").split(/\s+/).filter(Boolean);
 const VERBOSE = env.RTCIO_BENCH_VERBOSE === "1";
+// A video codec the pages put first (e.g. H264: Chromium↔Chromium with the codec Rust sends).
+const CHROMIUM_CODEC = env.RTCIO_BENCH_CHROMIUM_CODEC || null;
 const OUT = env.RTCIO_BENCH_OUT || "";
 /** A receiver "decodes" when it shows at least this many frames per second. */
 const MIN_FPS = 15;
@@ -179,9 +182,13 @@ async function pageSnapshot() {
         jitterBufferDelay: r.jitterBufferDelay || 0, jitterBufferEmittedCount: r.jitterBufferEmittedCount || 0,
         totalDecodeTime: r.totalDecodeTime || 0, packetsLost: r.packetsLost || 0, packetsReceived: r.packetsReceived || 0,
         nackCount: r.nackCount || 0, pliCount: r.pliCount || 0, bytesReceived: r.bytesReceived || 0,
+        rtxReceived: r.retransmittedPacketsReceived || 0, framesDropped: r.framesDropped || 0,
+        jitterBufferTargetDelay: r.jitterBufferTargetDelay || 0, keyFramesDecoded: r.keyFramesDecoded || 0,
         w: r.frameWidth || 0, h: r.frameHeight || 0, codec: codec(r),
       };
     }
+    // The receiver's own round trip (RTCP XR: only if the sender answers its reference times).
+    if (r.type === "remote-outbound-rtp" && r.kind === "video") out.vrtt = { rtt: r.roundTripTime ?? null, n: r.roundTripTimeMeasurements ?? 0 };
     if (r.type === "inbound-rtp" && r.kind === "audio") out.ain = { packetsLost: r.packetsLost || 0, packetsReceived: r.packetsReceived || 0 };
     if (r.type === "outbound-rtp" && r.kind === "video") {
       out.vout = {
@@ -224,7 +231,7 @@ async function runPair(pk, ak, browserBox) {
       clis.push(rxCli);
       await rxCli.wait("joined", (x) => x.type === "joined", { timeoutMs: 20000 });
     } else {
-      const g = await openGuest(browser, inviteUrl(url, room, { relay: true }), pageErrors, "rx-page", { denyMedia: true, verbose: VERBOSE, log });
+      const g = await openGuest(browser, inviteUrl(url, room, { relay: true }), pageErrors, "rx-page", { denyMedia: true, verbose: VERBOSE, log, preferVideoCodec: CHROMIUM_CODEC });
       contexts.push(g.context);
       rxPage = g.page;
       await joinAs(rxPage, "Receiver");
@@ -239,7 +246,7 @@ async function runPair(pk, ak, browserBox) {
       txCli = new Cli("tx", url, ["--room", room, "--name", "Sender", "--relay-only", "--video", "testsrc", "--video-size", VIDEO_SIZE, "--fps", String(FPS), "--audio", "tone", ...CLI_EXTRA], { verbose: VERBOSE, log, onLine: (j) => rec.txLines.push(j) });
       clis.push(txCli);
     } else {
-      const g = await openGuest(browser, inviteUrl(url, room, { relay: true }), pageErrors, "tx-page", { verbose: VERBOSE, log });
+      const g = await openGuest(browser, inviteUrl(url, room, { relay: true }), pageErrors, "tx-page", { verbose: VERBOSE, log, preferVideoCodec: CHROMIUM_CODEC });
       contexts.push(g.context);
       txPage = g.page;
       await txPage.waitForSelector("#join:not([disabled])", { timeout: 20000 });
@@ -343,8 +350,17 @@ function summarize(pk, ak, t0, rec) {
         const dt = (x.t - prev.t) / 1000;
         s.fps = (x.vin.framesDecoded - prev.vin.framesDecoded) / dt;
         s.rxKbps = ((x.vin.bytesReceived - prev.vin.bytesReceived) * 8) / dt / 1000;
+        // What the receiver asked for in this second (kept in the JSON for diagnosis).
+        s.pli = x.vin.pliCount - prev.vin.pliCount;
+        s.nack = x.vin.nackCount - prev.vin.nackCount;
+        s.videoLost = x.vin.packetsLost - prev.vin.packetsLost;
+        s.rtxReceived = x.vin.rtxReceived - prev.vin.rtxReceived;
+        if (x.vrtt) { s.rxRttMs = x.vrtt.rtt == null ? null : x.vrtt.rtt * 1000; s.rxRttN = x.vrtt.n; }
+        s.framesDropped = x.vin.framesDropped - prev.vin.framesDropped;
+        s.keyFramesDecoded = x.vin.keyFramesDecoded - prev.vin.keyFramesDecoded;
         const emitted = x.vin.jitterBufferEmittedCount - prev.vin.jitterBufferEmittedCount;
         const decoded = x.vin.framesDecoded - prev.vin.framesDecoded;
+        if (emitted > 0) s.jbTargetMs = ((x.vin.jitterBufferTargetDelay - prev.vin.jitterBufferTargetDelay) / emitted) * 1000;
         if (emitted > 0 && x.pair?.rtt != null) {
           const jb = ((x.vin.jitterBufferDelay - prev.vin.jitterBufferDelay) / emitted) * 1000;
           const dec = decoded > 0 ? ((x.vin.totalDecodeTime - prev.vin.totalDecodeTime) / decoded) * 1000 : 0;
@@ -377,6 +393,10 @@ function summarize(pk, ak, t0, rec) {
         e.fps.push(l.fps);
         if (l.estimate_kbps != null) e.est.push(l.estimate_kbps);
         if (l.target_kbps != null) e.target.push(l.target_kbps);
+        if (l.keyframes != null) e.keyframes = l.keyframes;
+        if (l.encode_ms != null) e.encodeMs = l.encode_ms;
+        if (l.quality_level != null) e.quality = l.quality_level;
+        if (l.keyframe_requests != null) e.keyframeRequests = l.keyframe_requests;
       }
       per.set(i, e);
     }
@@ -385,6 +405,11 @@ function summarize(pk, ak, t0, rec) {
       sec[i].estimateKbps = mean(e.est);
       sec[i].targetKbps = mean(e.target);
       sec[i].txFps = mean(e.fps);
+      // Running totals (the CLI's counters), for diagnosis in the JSON.
+      sec[i].keyframes = e.keyframes ?? null;
+      sec[i].keyframeRequestsIn = e.keyframeRequests ?? null;
+      sec[i].encodeMs = e.encodeMs ?? null;
+      sec[i].quality = e.quality ?? null;
     }
   } else {
     let prev = null;
