@@ -2155,65 +2155,16 @@ async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
     Ok(())
 }
 
+/// Raises the open-file limit for this bench and the servers it starts (they inherit it).
 fn raise_nofile() {
-    let pid = std::process::id();
-    let cur = read_nofile();
-    if cur.0 >= NOFILE {
-        return;
+    let before = exact_joins::nofile_limits().0;
+    let now = exact_joins::raise_nofile(NOFILE);
+    if now != before {
+        eprintln!("open-file limit: {before} → {now} (soft; children inherit it)");
     }
-    let ok = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &pid.to_string(),
-            &format!("--nofile={NOFILE}:{NOFILE}"),
-        ])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok && cur.0 < cur.1 {
-        // Not allowed to raise the hard limit: at least take the soft one up to it.
-        let _ = std::process::Command::new("prlimit")
-            .args([
-                "--pid",
-                &pid.to_string(),
-                &format!("--nofile={}:{}", cur.1, cur.1),
-            ])
-            .status();
+    if now < NOFILE {
+        eprintln!("open-file limit: {NOFILE} wanted, {now} allowed (the hard limit)");
     }
-    let now = read_nofile();
-    eprintln!(
-        "open-file limit: {} → {} (soft; children inherit it){}",
-        cur.0,
-        now.0,
-        if ok {
-            ""
-        } else {
-            "; raising the hard limit was refused"
-        }
-    );
-}
-
-/// (soft, hard) `Max open files` of this process.
-fn read_nofile() -> (u64, u64) {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let parse = |s: &str| {
-        if s == "unlimited" {
-            u64::MAX
-        } else {
-            s.parse().unwrap_or(1024)
-        }
-    };
-    limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (
-                parse(f.get(3).unwrap_or(&"")),
-                parse(f.get(4).unwrap_or(&"")),
-            )
-        })
-        .unwrap_or((1024, 1024))
 }
 
 fn cmd_line(prog: &str, args: &[&str]) -> Option<String> {
@@ -2535,7 +2486,7 @@ async fn run() -> i32 {
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
         .unwrap_or_else(|| RSS_SIZES.to_vec());
     // Each idle socket costs one descriptor on each side; stay within the limit.
-    let fd_budget = read_nofile().0.saturating_sub(1024) as usize;
+    let fd_budget = exact_joins::nofile_limits().0.saturating_sub(1024) as usize;
     for n in rss_sizes.iter_mut() {
         if *n > fd_budget {
             note(format!(

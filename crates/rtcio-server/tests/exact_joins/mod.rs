@@ -60,35 +60,50 @@ impl Default for Limits {
     }
 }
 
-/// Raises this process's open-file limit (processes started later inherit it); returns the soft
-/// limit now in force.
-pub fn raise_nofile(want: u64) -> u64 {
-    let read = || -> u64 {
-        std::fs::read_to_string("/proc/self/limits")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Max open files"))
-                    .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
-            })
-            .unwrap_or(1024)
+/// This process's (soft, hard) open-file limits (`u64::MAX`: unlimited; 1024 if unreadable).
+pub fn nofile_limits() -> (u64, u64) {
+    let parse = |s: Option<&str>| match s {
+        Some("unlimited") => u64::MAX,
+        Some(v) => v.parse().unwrap_or(1024),
+        None => 1024,
     };
-    if read() < want {
-        // prlimit(1) rather than a libc dependency; raising the soft limit up to the hard one
-        // needs no privilege.
-        let pid = std::process::id().to_string();
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .map(|l| {
+                    let mut f = l.split_whitespace().skip(3);
+                    (parse(f.next()), parse(f.next()))
+                })
+        })
+        .unwrap_or((1024, 1024))
+}
+
+/// Raises this process's open-file limit to `want` (processes started later inherit it): soft
+/// and hard when allowed, else the soft limit up to the hard one (no privilege needed). Returns
+/// the soft limit now in force.
+pub fn raise_nofile(want: u64) -> u64 {
+    // prlimit(1) rather than a libc dependency.
+    let prlimit = |soft: u64, hard: u64| {
         let _ = std::process::Command::new("prlimit")
-            .args(["--pid", &pid, &format!("--nofile={want}:{want}")])
+            .args([
+                "--pid",
+                &std::process::id().to_string(),
+                &format!("--nofile={soft}:{hard}"),
+            ])
             .stderr(std::process::Stdio::null())
             .status();
-        if read() < want {
-            let _ = std::process::Command::new("prlimit")
-                .args(["--pid", &pid, &format!("--nofile={want}")])
-                .stderr(std::process::Stdio::null())
-                .status();
+    };
+    let (soft, _) = nofile_limits();
+    if soft < want {
+        prlimit(want, want);
+        let (soft, hard) = nofile_limits();
+        if soft < want && soft < hard {
+            prlimit(want.min(hard), hard);
         }
     }
-    read()
+    nofile_limits().0
 }
 
 fn ws_config() -> WebSocketConfig {
