@@ -292,15 +292,6 @@ fn nack(
             RtpCodecKind::Video,
         );
     }
-    // Receiver reference times (RTCP XR, answered by crate::xr_rtt): how a receive-only
-    // Chromium learns its round trip to us; it sends them only when "rrtr" is negotiated.
-    media.register_feedback(
-        RTCPFeedback {
-            typ: "rrtr".to_owned(),
-            parameter: String::new(),
-        },
-        RtpCodecKind::Video,
-    );
     registry
         .with(
             rtc::interceptor::Slot::NackResponder,
@@ -342,6 +333,15 @@ fn interceptors(
             rtc::interceptor::Slot::from(11_500),
             crate::xr_rtt::XrRttResponder::default(),
         );
+    // A receive-only Chromium sends the reference times answered above only when "rrtr" is
+    // negotiated.
+    media.register_feedback(
+        rtc::rtp_transceiver::rtp_sender::RTCPFeedback {
+            typ: "rrtr".to_owned(),
+            parameter: String::new(),
+        },
+        rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video,
+    );
     if !cc.enabled {
         let registry = configure_twcc_receiver_only(registry, media).map_err(|e| e.to_string())?;
         return Ok((registry, None));
