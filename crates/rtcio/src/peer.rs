@@ -358,32 +358,53 @@ fn interceptors(
     Ok((registry, Some(estimate)))
 }
 
+/// ICE check pacing: one round of checks every 50 ms (Chromium paces at ~50 ms while
+/// connecting), 50 tries per pair: that keeps the 2.5 s a pair gets before it is given up above
+/// the default 1.4 s, since handshakes on a busy CPU are slow.
+const ICE_CHECKS: (std::time::Duration, u16) = (std::time::Duration::from_millis(50), 50);
+
+/// How long after the checks start a pair with a `typ` candidate may be nominated. With the
+/// aggressive nomination of `third_party/rtc-ice` this is also when its checks start to carry
+/// USE-CANDIDATE: the first of them that succeeds is the selected pair.
+fn ice_wait(typ: rtc::ice::candidate::CandidateType, relay_only: bool) -> std::time::Duration {
+    use rtc::ice::candidate::CandidateType;
+    use std::time::Duration;
+    match typ {
+        // A browser that joins us often sends its checks before its candidates arrive (and its
+        // host candidates may be mDNS names we do not resolve), so the pair is often
+        // peer-reflexive: webrtc-rs's 1 s wait for those was 1 s of such joins.
+        CandidateType::Host | CandidateType::PeerReflexive => Duration::ZERO,
+        // A host pair, if there is one, is checked in the same round: a short wait lets it win.
+        CandidateType::ServerReflexive => Duration::from_millis(100),
+        // Relay pairs wait a few check rounds for a direct path (no renomination in
+        // webrtc-rs). Relay-only, no better pair can come: the wait was 0.5 s of every relayed
+        // join. (Taken back once because a lossy relay-only CI call did not connect; that run
+        // also had relayed packets waiting for the driver's next wake-up, fixed in
+        // third_party/webrtc since.)
+        CandidateType::Relay if relay_only => Duration::ZERO,
+        CandidateType::Relay => Duration::from_millis(500),
+        // Unspecified (never nominated) and types a later rtc-ice may add.
+        _ => Duration::ZERO,
+    }
+}
+
 /// ICE pacing and nomination closer to Chromium's than webrtc-rs's defaults (checks every
-/// 200 ms, a peer-reflexive pair nominated only 1 s after the start). A browser that joins us
-/// often sends its checks before its candidates arrive (and its host candidates may be mDNS
-/// names we do not resolve), so the pair we nominate is often peer-reflexive; Chromium itself
+/// 200 ms, a peer-reflexive pair nominated only 1 s after the start); Chromium itself
 /// nominates the first pair that works.
 fn ice_timing(se: SettingEngineBuilder, relay_only: bool) -> SettingEngineBuilder {
-    use std::time::Duration;
-    // Relay pairs wait a few check rounds for a direct path (no renomination in webrtc-rs).
-    // Relay-only, no better pair can come: the wait was 0.5 s of every relayed join. (Taken
-    // back once because a lossy relay-only CI call did not connect; that run also had relayed
-    // packets waiting for the driver's next wake-up, fixed in third_party/webrtc since.)
-    let relay_wait = if relay_only {
-        Duration::ZERO
-    } else {
-        Duration::from_millis(500)
-    };
-    se
-        // Chromium paces checks at ~50 ms while connecting. 50 tries keep the 2.5 s a pair gets
-        // before it is given up above the default 1.4 s: handshakes on a busy CPU are slow.
-        .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(50))
-        .with_host_acceptance_min_wait(Some(Duration::ZERO))
-        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
-        // A host pair, if there is one, is checked in the same round: a short wait lets it win.
-        .with_srflx_acceptance_min_wait(Some(Duration::from_millis(100)))
-        .with_relay_acceptance_min_wait(Some(relay_wait))
+    use rtc::ice::candidate::CandidateType;
+    let (interval, attempts) = ICE_CHECKS;
+    se.with_ice_connection_attempts(Some(interval), Some(attempts))
+        .with_host_acceptance_min_wait(Some(ice_wait(CandidateType::Host, relay_only)))
+        .with_prflx_acceptance_min_wait(Some(ice_wait(CandidateType::PeerReflexive, relay_only)))
+        .with_srflx_acceptance_min_wait(Some(ice_wait(CandidateType::ServerReflexive, relay_only)))
+        .with_relay_acceptance_min_wait(Some(ice_wait(CandidateType::Relay, relay_only)))
 }
+
+/// The ICE timing above on a simulated network (round trips until both sides select a pair).
+#[cfg(test)]
+#[path = "ice_join_sim.rs"]
+mod ice_join_sim;
 
 /// After closing a connected JS peer's connection, before our socket leaves signaling. The
 /// close sends a DTLS fatal alert (third_party/rtc-dtls) that turns the browser's

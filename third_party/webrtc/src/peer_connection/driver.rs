@@ -34,7 +34,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::{RTCIceServer, RTCIceTransportPolicy};
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
-use rtc::peer_connection::state::RTCIceGatheringState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCIceGatheringState};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
@@ -107,6 +107,15 @@ const MAX_UNREGISTERED_PENDING_DATA_CHANNEL_EVENTS: usize =
 /// back to), lifecycle may not. Splitting the queue was considered and rejected; the residual
 /// is accepted and made observable instead.
 pub(crate) const DRIVER_TO_TRACK_REMOTE_EVENT_CHANNEL_CAPACITY: usize = 256;
+
+/// (rtcio patch) DTLS datagrams kept while ICE has not selected a pair yet (a handshake flight
+/// is one to a few datagrams; retransmissions beyond this are dropped as before).
+const MAX_EARLY_DTLS_DATAGRAMS: usize = 16;
+
+/// (rtcio patch) A DTLS record by its first byte (RFC 7983: 20–63).
+fn is_dtls(datagram: &[u8]) -> bool {
+    matches!(datagram.first(), Some(20..=63))
+}
 
 /// Capacity of each **driver → track-local** event channel.
 ///
@@ -539,6 +548,14 @@ pub(crate) struct PeerConnectionDriver<A = SocketAddr> {
     /// old candidates and replacing the transports they name are the same decision (webrtc#868).
     discard_local_candidates_during_ice_restart: bool,
     turn_allocation_refresh_interval_cap: Option<Duration>,
+    /// (rtcio patch) ICE has selected a pair at least once.
+    ice_connected_once: bool,
+    /// (rtcio patch) DTLS datagrams that arrived before ICE first selected a pair. The core
+    /// drops every non-STUN datagram until then, but the peer's ICE can be connected earlier
+    /// (a browser's is as soon as one of its checks succeeds) and send its first DTLS flight at
+    /// once; dropped, the flight waits for the peer's retransmission timer (twice the RTT at
+    /// least in Chromium). Fed to the core right after the selection.
+    early_dtls: Vec<TaggedBytesMut>,
 }
 
 impl<A> PeerConnectionDriver<A>
@@ -598,6 +615,8 @@ where
             crypto_provider,
             discard_local_candidates_during_ice_restart,
             turn_allocation_refresh_interval_cap,
+            ice_connected_once: false,
+            early_dtls: Vec::new(),
         }
     }
 
@@ -1218,12 +1237,56 @@ where
             self.turn_relayer.handle_read(msg)?;
         } else if self.stun_gatherer.is_stun_message(&msg) {
             self.stun_gatherer.handle_read(msg)?;
-        } else {
+        } else if let Some(msg) = self.hold_early_dtls(msg) {
             let mut core = self.inner.core.lock().await;
             core.handle_read(msg)?;
         }
 
         Ok(())
+    }
+
+    /// (rtcio patch) Keeps a DTLS datagram that arrives before ICE first selected a pair (see
+    /// [`early_dtls`](Self::early_dtls)); returns what the core should read now.
+    fn hold_early_dtls(&mut self, msg: TaggedBytesMut) -> Option<TaggedBytesMut> {
+        if self.ice_connected_once
+            || !is_dtls(&msg.message)
+            || self.early_dtls.len() >= MAX_EARLY_DTLS_DATAGRAMS
+        {
+            return Some(msg);
+        }
+        debug!(
+            "holding a DTLS datagram from {:?} until ICE selects a pair",
+            msg.transport.peer_addr
+        );
+        self.early_dtls.push(msg);
+        None
+    }
+
+    /// (rtcio patch) ICE selected its first pair: the core now reads the DTLS datagrams held
+    /// until then, and what they make it answer goes out at once.
+    async fn release_early_dtls(&mut self) {
+        self.ice_connected_once = true;
+        if self.early_dtls.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.early_dtls);
+        debug!(
+            "feeding {} DTLS datagram(s) held until ICE connected",
+            held.len()
+        );
+        {
+            let now = self.inner.runtime.now();
+            let mut core = self.inner.core.lock().await;
+            for mut msg in held {
+                msg.now = now;
+                if let Err(err) = core.handle_read(msg) {
+                    warn!("held DTLS datagram: {}", err);
+                }
+            }
+        }
+        if let Err(err) = self.poll_writes().await {
+            warn!("flushing the answer to held DTLS datagrams: {}", err);
+        }
     }
 
     async fn handle_stun_gather_event(&mut self, event: RTCStunGatherEventOut) {
@@ -1285,6 +1348,14 @@ where
                 self.inner.handler.on_signaling_state_change(state).await;
             }
             RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => {
+                if !self.ice_connected_once
+                    && matches!(
+                        state,
+                        RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+                    )
+                {
+                    self.release_early_dtls().await;
+                }
                 self.inner
                     .handler
                     .on_ice_connection_state_change(state)
@@ -2142,6 +2213,10 @@ where
             turn_messages.push(message);
         }
         if !turn_messages.is_empty() {
+            let turn_messages: Vec<TaggedBytesMut> = turn_messages
+                .into_iter()
+                .filter_map(|m| self.hold_early_dtls(m))
+                .collect();
             {
                 let mut core = self.inner.core.lock().await;
                 for message in turn_messages {
@@ -2152,6 +2227,11 @@ where
             // DTLS flights, SACKs, RTCP) now: the loop flushes writes only at its top, after
             // the next wake-up, and on a relayed pair nothing else may wake it for a while.
             self.poll_writes().await?;
+            // (rtcio patch) Likewise the events it raised (ICE selected, DTLS and peer
+            // connection connected, a data channel open, a new track): they waited for the
+            // next wake-up too, 10-100 ms on a relayed join, and a track's first packets
+            // (3.b below) reached no registered track.
+            self.poll_events().await;
         }
 
         // 3.b Media, unconditionally. It shares nothing with data-channel flow control, and
