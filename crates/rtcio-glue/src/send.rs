@@ -354,7 +354,7 @@ impl SendStream {
             let track = stream.add_track(o.kind);
             let enabled = Arc::new(AtomicBool::new(true));
             let counters = Arc::new(WriteCounters::default());
-            let mut tasks = vec![spawn_writer(&o, &track, &enabled, &counters)];
+            let mut tasks = Vec::new();
             let mut bitrate = None;
             if o.kind == MediaKind::Video {
                 tasks.push(spawn_keyframe_relay(&o, &track, &counters));
@@ -382,6 +382,8 @@ impl SendStream {
             if let (Producer::Audio(p), true) = (&o.producer, opts.follow_estimate) {
                 tasks.push(spawn_fec_follower(track.clone(), p.loss_control()));
             }
+            // Last: the pipeline encodes from the first subscriber on, at the target set above.
+            tasks.push(spawn_writer(&o, &track, &enabled, &counters));
             info!(kind = ?o.kind, source = %o.label, "sending");
             sent.push(Sent {
                 switch: o.switch,

@@ -176,6 +176,10 @@ impl SharedBitrate {
 /// times the window at a low target (a 360p IDR behind a 600 kbit/s link) skipped the next
 /// 5–15 frames in a row, a freeze on every keyframe a lossy link asks for. Spread, the same bits
 /// cost single skipped frames over the next half second.
+///
+/// When the target falls the bucket is scaled down with it (libwebrtc's `SetRates` does the
+/// same): a bucket filled at 830 kbit/s and drained at 300 kbit/s skipped every frame for 1.4 s
+/// after each cut of the estimate.
 #[derive(Clone, Debug, Default)]
 pub struct FrameDropper {
     bits: f64,
@@ -183,6 +187,8 @@ pub struct FrameDropper {
     dropped: u64,
     /// Bits of the last keyframe not charged yet, and the part charged per frame.
     spread: (f64, f64),
+    /// The target of the previous frame, bits/s (0 before the first).
+    target: u32,
 }
 
 impl FrameDropper {
@@ -206,6 +212,10 @@ impl FrameDropper {
 
     /// Whether to skip the frame captured at `timestamp`.
     pub fn should_drop(&mut self, timestamp: Duration, target_bps: u32) -> bool {
+        if target_bps < self.target {
+            self.bits *= f64::from(target_bps) / f64::from(self.target);
+        }
+        self.target = target_bps;
         self.drain(timestamp, target_bps);
         let drop = self.bits > f64::from(target_bps) * Self::WINDOW.as_secs_f64();
         self.dropped += u64::from(drop);
@@ -226,10 +236,12 @@ impl FrameDropper {
         }
         if keyframe {
             let part = bits / f64::from(Self::KEYFRAME_SPREAD);
-            // A keyframe before the last one was charged: its rest is still owed.
-            let left = self.spread.0 + bits - part;
+            // A keyframe replaces what is left of an earlier one. Keyframes that close together
+            // come from a call's start (the stream attached, then the peer connected: the first
+            // reached nobody); peers' requests are at least a second apart. Owed on top, two
+            // such IDRs held a call's first 3 s at 10 fps.
             self.bits += part;
-            self.spread = (left, part.max(self.spread.1));
+            self.spread = (bits - part, part);
         } else {
             self.bits += bits;
         }
@@ -238,6 +250,68 @@ impl FrameDropper {
     /// Frames skipped so far.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+}
+
+/// The encoder's output against its target over windows of about a second, for the quality
+/// scaler's overshoot rule ([`QualityReason::Bitrate`]). A window's budget is the target in
+/// force over each frame's interval, so the bits sent just before a cut of the target are not
+/// read as an overshoot at the new one (read against the new target, one cut of the estimate
+/// stepped the picture down a rung: 360p30 → 360p20 → 270p15 behind a 600 kbit/s link).
+/// Keyframes are left out: they are asked for, and the frame dropper spreads their cost.
+#[derive(Clone, Debug, Default)]
+pub struct OvershootMeter {
+    start: Option<Duration>,
+    last: Option<Duration>,
+    bits: f64,
+    budget: f64,
+}
+
+impl OvershootMeter {
+    /// Length of a window.
+    pub const WINDOW: Duration = Duration::from_secs(1);
+
+    /// An empty meter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A frame of `bytes` encoded at `timestamp` under `target_bps`; returns the output/target
+    /// ratio of the window it completes.
+    pub fn on_encoded(
+        &mut self,
+        timestamp: Duration,
+        bytes: usize,
+        keyframe: bool,
+        target_bps: u32,
+    ) -> Option<f64> {
+        let Some(last) = self.last.replace(timestamp) else {
+            // The first frame only opens the window: its bits have no interval before them.
+            self.start = Some(timestamp);
+            return None;
+        };
+        self.budget += timestamp.saturating_sub(last).as_secs_f64() * f64::from(target_bps);
+        if !keyframe {
+            self.bits += bytes as f64 * 8.0;
+        }
+        let start = *self.start.get_or_insert(timestamp);
+        if timestamp.saturating_sub(start) < Self::WINDOW {
+            return None;
+        }
+        let ratio = if self.budget > 0.0 {
+            self.bits / self.budget
+        } else {
+            1.0
+        };
+        self.start = Some(timestamp);
+        self.bits = 0.0;
+        self.budget = 0.0;
+        Some(ratio)
+    }
+
+    /// Starts over (a new rung: its output is judged on its own).
+    pub fn reset(&mut self) {
+        *self = Self::default();
     }
 }
 
@@ -364,19 +438,37 @@ impl QualityScaler {
         self.level
     }
 
+    /// Moves to the best rung the budget ([`QualityScaler::set_budget`]) feeds at once, without
+    /// the hold of [`QualityScaler::on_frame`]: for before the first frame, so a call that
+    /// starts on a slow link does not send an IDR at full size, then another one a rung down.
+    pub fn start_at_budget(&mut self) {
+        let mut to = self.level;
+        while to + 1 < self.ladder.len() && self.starved(to) {
+            to += 1;
+        }
+        if to != self.level {
+            self.level = to;
+            self.changed();
+        }
+    }
+
     /// Feeds one encoded frame: how long encoding took, the frame interval at the current rate,
-    /// and the encoder's output rate vs its target (`actual_bps / target_bps`, 1.0 if unknown).
-    /// Returns the new step and the reason when it changed.
+    /// and, when this frame completed a window of [`OvershootMeter`], the encoder's output rate
+    /// vs its target over it (`actual_bps / target_bps`). Returns the new step and the reason
+    /// when it changed.
     pub fn on_frame(
         &mut self,
         encode_time: Duration,
         frame_interval: Duration,
-        bitrate_ratio: f64,
+        bitrate_ratio: Option<f64>,
     ) -> Option<(QualityStep, QualityReason)> {
         let budget = frame_interval.as_secs_f64().max(1e-3);
         let load = encode_time.as_secs_f64() / budget;
         self.load += (load - self.load) * 0.1;
-        self.overshoot += (bitrate_ratio - self.overshoot) * 0.05;
+        // Once per window: two windows at twice the target, or one at three times, step down.
+        if let Some(r) = bitrate_ratio.filter(|r| r.is_finite()) {
+            self.overshoot += (r - self.overshoot) * 0.5;
+        }
         self.frames_since_change = self.frames_since_change.saturating_add(1);
         let can_go_down = self.level + 1 < self.ladder.len();
         if can_go_down && self.frames_since_change >= Self::STARVED_HOLD && self.starved(self.level)
@@ -477,7 +569,7 @@ mod tests {
         let mut changes = Vec::new();
         // Encoding takes 30 ms of a 33 ms budget.
         for _ in 0..100 {
-            if let Some(c) = q.on_frame(Duration::from_millis(30), interval, 1.0) {
+            if let Some(c) = q.on_frame(Duration::from_millis(30), interval, None) {
                 changes.push(c);
             }
         }
@@ -496,7 +588,7 @@ mod tests {
         // Light load for a long time: one step back up.
         let mut up = None;
         for _ in 0..400 {
-            if let Some(c) = q.on_frame(Duration::from_millis(5), interval, 1.0) {
+            if let Some(c) = q.on_frame(Duration::from_millis(5), interval, None) {
                 up = Some(c);
                 break;
             }
@@ -513,7 +605,7 @@ mod tests {
         q.set_budget(400_000, (1280, 720), 30.0);
         let mut reasons = Vec::new();
         for _ in 0..300 {
-            if let Some((_, r)) = q.on_frame(fast, interval, 1.0) {
+            if let Some((_, r)) = q.on_frame(fast, interval, None) {
                 reasons.push(r);
             }
         }
@@ -523,10 +615,10 @@ mod tests {
         assert_eq!(q.step().max_fps, 30.0);
         // Not enough for the better rung with margin: stays.
         q.set_budget(600_000, (1280, 720), 30.0);
-        assert!((0..400).all(|_| q.on_frame(fast, interval, 1.0).is_none()));
+        assert!((0..400).all(|_| q.on_frame(fast, interval, None).is_none()));
         // Plenty: back up one rung after the hold.
         q.set_budget(2_000_000, (1280, 720), 30.0);
-        let up = (0..400).find_map(|_| q.on_frame(fast, interval, 1.0));
+        let up = (0..400).find_map(|_| q.on_frame(fast, interval, None));
         assert_eq!(up.map(|c| c.1), Some(QualityReason::Recovered));
         assert_eq!(q.level(), 1);
         assert_eq!(q.step().scale, 0.75);
@@ -600,8 +692,92 @@ mod tests {
     #[test]
     fn bitrate_overshoot_steps_down() {
         let mut q = QualityScaler::default();
-        let changed = (0..200)
-            .find_map(|_| q.on_frame(Duration::from_millis(5), Duration::from_millis(33), 3.0));
+        let changed = (0..200).find_map(|i| {
+            let window = (i % 30 == 29).then_some(3.0);
+            q.on_frame(Duration::from_millis(5), Duration::from_millis(33), window)
+        });
         assert_eq!(changed.map(|c| c.1), Some(QualityReason::Bitrate));
+    }
+
+    #[test]
+    fn a_cut_of_the_target_is_not_an_overshoot() {
+        // 30 fps of 2 000-byte frames (480 kbit/s) under a 500 kbit/s target, cut to 300 kbit/s
+        // halfway through the window, after which the encoder sends 1 200-byte frames.
+        let mut m = OvershootMeter::new();
+        let mut ratios = Vec::new();
+        for i in 0..=60u64 {
+            let t = Duration::from_millis(i * 1000 / 30);
+            let (bytes, target) = if i < 15 { (2_000, 500_000) } else { (1_200, 300_000) };
+            ratios.extend(m.on_encoded(t, bytes, false, target));
+        }
+        assert_eq!(ratios.len(), 2, "{ratios:?}");
+        assert!(ratios.iter().all(|r| (0.9..1.1).contains(r)), "{ratios:?}");
+        // Read against the new target alone, the first window would be 1.3x.
+        let mut q = QualityScaler::default();
+        let interval = Duration::from_millis(33);
+        assert!((0..120).all(|i| {
+            let window = (i % 30 == 29).then(|| ratios[(i / 30) % 2]);
+            q.on_frame(Duration::from_millis(5), interval, window).is_none()
+        }));
+        // Keyframes do not count; a real overshoot does.
+        let mut m = OvershootMeter::new();
+        let r: Vec<f64> = (0..=30u64)
+            .filter_map(|i| {
+                let t = Duration::from_millis(i * 1000 / 30);
+                m.on_encoded(t, if i == 10 { 40_000 } else { 2_500 }, i == 10, 300_000)
+            })
+            .collect();
+        assert_eq!(r.len(), 1);
+        assert!((1.9..2.1).contains(&r[0]), "{r:?}");
+    }
+
+    #[test]
+    fn back_to_back_keyframes_are_not_owed_twice() {
+        // A call's start at 222 kbit/s: an IDR when the stream is attached, another 200 ms later
+        // when the peer connects (26 kB each at 360p), then 800-byte P-frames.
+        let mut d = FrameDropper::new();
+        let sent = (0..90u64)
+            .filter(|&i| {
+                let t = Duration::from_millis(i * 1000 / 30);
+                let ok = !d.should_drop(t, 222_000);
+                if ok {
+                    let key = i == 0 || i == 6;
+                    d.on_encoded(if key { 26_000 } else { 800 }, key);
+                }
+                ok && i >= 30
+            })
+            .count();
+        // The second and third second run at 25+ fps, not 10.
+        assert!(sent >= 50, "{sent} of 60 frames sent");
+    }
+
+    #[test]
+    fn a_cut_of_the_target_scales_the_dropper_bucket() {
+        // Full at 830 kbit/s, then the target falls to 300 kbit/s: frames go on within a few
+        // frames, not after the old bucket drained at the new rate (1.4 s).
+        let mut d = FrameDropper::new();
+        let mut t = Duration::ZERO;
+        while !d.should_drop(t, 830_000) {
+            d.on_encoded(10_000, false);
+            t += Duration::from_millis(33);
+        }
+        let skipped = (1..60u64)
+            .take_while(|i| d.should_drop(t + Duration::from_millis(i * 33), 300_000))
+            .count();
+        assert!(skipped <= 3, "{skipped} frames skipped after the cut");
+    }
+
+    #[test]
+    fn a_slow_start_begins_on_the_rung_it_feeds() {
+        let mut q = QualityScaler::default();
+        // 222 kbit/s for a 720p30 source: 360p30 (~207 kbit/s) is the best rung it feeds.
+        q.set_budget(222_000, (1280, 720), 30.0);
+        q.start_at_budget();
+        assert_eq!(q.level(), 2);
+        // Plenty: stays at the top.
+        let mut q = QualityScaler::default();
+        q.set_budget(2_000_000, (1280, 720), 30.0);
+        q.start_at_budget();
+        assert_eq!(q.level(), 0);
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::adapt::{FrameDropper, QualityReason, QualityScaler};
+use crate::adapt::{FrameDropper, OvershootMeter, QualityScaler};
 use crate::apm::{ApmConfig, AudioProcessor, RenderTap};
 use crate::codec::h264::{H264Config, H264Encoder};
 use crate::codec::opus::{OpusConfig, OpusEncoder};
@@ -190,6 +190,9 @@ impl Drop for VideoSendPipeline {
     }
 }
 
+/// Encode errors in a row after which the video send pipeline gives up.
+const MAX_ENCODE_FAILURES: u32 = 30;
+
 #[allow(clippy::too_many_arguments)]
 fn run_video(
     source: &mut dyn VideoSource,
@@ -208,9 +211,9 @@ fn run_video(
     let source_fps = source.frame_rate().max(1.0);
     let mut next_due = Duration::ZERO;
     let mut encode_ms = 0.0f64;
-    let mut window_bytes = 0u64;
-    let mut window_start: Option<Duration> = None;
-    let mut ratio = 1.0f64;
+    let mut overshoot = OvershootMeter::new();
+    let mut sized = false;
+    let mut failures = 0u32;
     while !stop.load(Ordering::Relaxed) {
         let frame = source.next_frame()?;
         add_stats(stats, |st| st.captured += 1);
@@ -224,6 +227,21 @@ fn run_video(
                 Err(e) => warn!(error = %e, "preview failed"),
             }
         }
+        // Nobody takes the frames yet (the stream is not attached): encoding them would only
+        // cost CPU, and their IDR, at the target of before the stream's, would be charged to
+        // the frame dropper.
+        if fanout.subscriber_count() == 0 {
+            add_stats(stats, |st| st.skipped += 1);
+            continue;
+        }
+        let target = bitrate.load(Ordering::Relaxed);
+        quality.set_budget(target, (frame.width, frame.height), source_fps);
+        if !sized {
+            // The first IDR at the size the start rate feeds, not at full size and again a
+            // rung or two down a few frames later.
+            quality.start_at_budget();
+            sized = true;
+        }
         let step = quality.step();
         let max_fps = step.max_fps.min(source_fps);
         if frame.timestamp + Duration::from_millis(2) < next_due {
@@ -232,8 +250,6 @@ fn run_video(
         }
         let interval = Duration::from_secs_f64(1.0 / f64::from(max_fps));
         next_due = next_due.max(frame.timestamp.saturating_sub(interval)) + interval;
-        let target = bitrate.load(Ordering::Relaxed);
-        quality.set_budget(target, (frame.width, frame.height), source_fps);
         // Over budget: skip this frame (a pending keyframe request waits for the next one).
         if dropper.should_drop(frame.timestamp, target) {
             add_stats(stats, |st| st.skipped += 1);
@@ -258,28 +274,36 @@ fn run_video(
             encoder.request_keyframe();
         }
         let started = Instant::now();
-        let encoded = encoder.encode(input)?;
+        let encoded = match encoder.encode(input) {
+            Ok(e) => {
+                failures = 0;
+                e
+            }
+            // One bad frame must not end the call's video: a new encoder starts with an IDR.
+            Err(e) if failures < MAX_ENCODE_FAILURES => {
+                failures += 1;
+                warn!(error = %e, failures, "h264 encode failed; encoder rebuilt");
+                encoder.rebuild()?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let took = started.elapsed();
         encode_ms += (took.as_secs_f64() * 1000.0 - encode_ms) * 0.1;
         let Some(encoded) = encoded else { continue };
         dropper.on_encoded(encoded.data.len(), encoded.keyframe);
-        // Output rate over ~1 s windows vs the target, for the bitrate-overshoot rule.
-        let ws = *window_start.get_or_insert(encoded.timestamp);
-        window_bytes += encoded.data.len() as u64;
-        let span = encoded.timestamp.saturating_sub(ws);
-        if span >= Duration::from_secs(1) {
-            ratio = window_bytes as f64 * 8.0 / span.as_secs_f64() / f64::from(target.max(1));
-            window_bytes = 0;
-            window_start = Some(encoded.timestamp);
-        }
+        let ratio = overshoot.on_encoded(
+            encoded.timestamp,
+            encoded.data.len(),
+            encoded.keyframe,
+            target,
+        );
         fanout.publish(&encoded);
         if config.adapt_quality
             && let Some((step, reason)) = quality.on_frame(took, interval, ratio)
         {
             info!(?step, ?reason, "video quality changed");
-            if reason == QualityReason::Bitrate {
-                ratio = 1.0;
-            }
+            overshoot.reset();
         }
         add_stats(stats, |st| {
             st.encoded += 1;

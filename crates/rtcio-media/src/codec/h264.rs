@@ -79,6 +79,8 @@ pub struct H264Encoder {
     encoder: Encoder,
     force_keyframe: bool,
     frames_encoded: u64,
+    /// Running encoders replaced because openh264 refused a new setting.
+    rebuilds: u64,
     last_timestamp: Option<Duration>,
     buffer: Vec<u8>,
 }
@@ -116,6 +118,13 @@ fn build_encoder(config: &H264Config) -> Result<Encoder> {
     Encoder::with_api_config(OpenH264API::from_source(), cfg).map_err(enc_err)
 }
 
+/// Which of a layer's two rates [`H264Encoder::set_bitrate`] sets.
+#[derive(Clone, Copy, Debug)]
+enum MaxOrTarget {
+    Max,
+    Target,
+}
+
 impl H264Encoder {
     /// Creates an encoder; the picture size is taken from the first frame (and may change later,
     /// which re-initialises the encoder and starts with an IDR).
@@ -126,6 +135,7 @@ impl H264Encoder {
             encoder,
             force_keyframe: false,
             frames_encoded: 0,
+            rebuilds: 0,
             last_timestamp: None,
             buffer: Vec::with_capacity(256 * 1024),
         })
@@ -141,6 +151,20 @@ impl H264Encoder {
         self.frames_encoded
     }
 
+    /// Replaces the codec with a new one at the current settings (after an encode error); the
+    /// next frame is an IDR.
+    pub fn rebuild(&mut self) -> Result<()> {
+        self.encoder = build_encoder(&self.config)?;
+        self.rebuilds += 1;
+        Ok(())
+    }
+
+    /// Times a running encoder was rebuilt: openh264 refused a new bitrate, or
+    /// [`H264Encoder::rebuild`] (each rebuild starts again with an IDR).
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds
+    }
+
     /// Makes the next encoded frame an IDR. Several requests before the next frame give one IDR.
     pub fn request_keyframe(&mut self) {
         self.force_keyframe = true;
@@ -149,7 +173,8 @@ impl H264Encoder {
     /// Changes the target bitrate without a keyframe.
     pub fn set_bitrate(&mut self, bps: u32) -> Result<()> {
         let bps = bps.clamp(30_000, 50_000_000);
-        if bps == self.config.bitrate_bps {
+        let old = self.config.bitrate_bps;
+        if bps == old {
             return Ok(());
         }
         self.config.bitrate_bps = bps;
@@ -158,28 +183,53 @@ impl H264Encoder {
             self.encoder = build_encoder(&self.config)?;
             return Ok(());
         }
-        let mut info = openh264_sys2::SBitrateInfo {
-            iLayer: openh264_sys2::SPATIAL_LAYER_ALL,
-            iBitrate: bps as i32,
+        // The encoder is built with its layer's maximum equal to the target, and openh264
+        // refuses a target above the maximum: raising it alone failed on every increase, and
+        // each failure rebuilt the encoder (an IDR every 250 ms while the estimate ramped up).
+        // So the maximum moves first on the way up and last on the way down, staying equal to
+        // the target as at construction.
+        let steps = if bps > old {
+            [MaxOrTarget::Max, MaxOrTarget::Target]
+        } else {
+            [MaxOrTarget::Target, MaxOrTarget::Max]
         };
-        // SAFETY: the encoder is initialised (a frame was encoded), the option id matches the
-        // pointed-to struct type, and `info` lives for the duration of the call.
-        let rc = unsafe {
-            self.encoder.raw_api().set_option(
-                openh264_sys2::ENCODER_OPTION_BITRATE,
-                (&raw mut info).cast(),
-            )
-        };
-        if rc != 0 {
-            // openh264 refuses some changes on a running encoder (seen after a resolution step
-            // of a screen share: 733 kbit/s refused). Ending the video for that would be far
-            // worse than one keyframe: rebuild with the new settings instead.
-            debug!(bps, rc, "openh264 refused a new bitrate: rebuilt");
+        let mut failed = None;
+        for step in steps {
+            let rc = self.set_rate_option(step, bps);
+            if rc != 0 {
+                failed = Some((step, rc));
+                break;
+            }
+        }
+        if let Some((step, rc)) = failed {
+            // openh264 may still refuse a change on a running encoder. Ending the video for
+            // that would be far worse than one keyframe: rebuild with the new settings instead.
+            debug!(bps, rc, ?step, "openh264 refused a new bitrate: rebuilt");
             self.encoder = build_encoder(&self.config)?;
+            self.rebuilds += 1;
             return Ok(());
         }
         debug!(bps, "h264 bitrate changed");
         Ok(())
+    }
+
+    /// Sets the single spatial layer's target or maximum bitrate; openh264's return code.
+    fn set_rate_option(&mut self, which: MaxOrTarget, bps: u32) -> i32 {
+        let option = match which {
+            MaxOrTarget::Max => openh264_sys2::ENCODER_OPTION_MAX_BITRATE,
+            MaxOrTarget::Target => openh264_sys2::ENCODER_OPTION_BITRATE,
+        };
+        let mut info = openh264_sys2::SBitrateInfo {
+            iLayer: openh264_sys2::SPATIAL_LAYER_0,
+            iBitrate: bps as i32,
+        };
+        // SAFETY: the encoder is initialised (a frame was encoded), both option ids take a
+        // pointer to an `SBitrateInfo`, and `info` lives for the duration of the call.
+        unsafe {
+            self.encoder
+                .raw_api()
+                .set_option(option, (&raw mut info).cast())
+        }
     }
 
     /// Changes the expected frame rate (rate control budget per frame) without a keyframe.
