@@ -707,7 +707,11 @@ mod tests {
         let mut ratios = Vec::new();
         for i in 0..=60u64 {
             let t = Duration::from_millis(i * 1000 / 30);
-            let (bytes, target) = if i < 15 { (2_000, 500_000) } else { (1_200, 300_000) };
+            let (bytes, target) = if i < 15 {
+                (2_000, 500_000)
+            } else {
+                (1_200, 300_000)
+            };
             ratios.extend(m.on_encoded(t, bytes, false, target));
         }
         assert_eq!(ratios.len(), 2, "{ratios:?}");
@@ -717,7 +721,8 @@ mod tests {
         let interval = Duration::from_millis(33);
         assert!((0..120).all(|i| {
             let window = (i % 30 == 29).then(|| ratios[(i / 30) % 2]);
-            q.on_frame(Duration::from_millis(5), interval, window).is_none()
+            q.on_frame(Duration::from_millis(5), interval, window)
+                .is_none()
         }));
         // Keyframes do not count; a real overshoot does.
         let mut m = OvershootMeter::new();
