@@ -184,7 +184,12 @@ fn a_running_encoder_follows_the_bitrate_up_and_down_without_keyframes() {
         ..config()
     })
     .unwrap();
-    assert!(enc.encode(&src.next_frame().unwrap()).unwrap().unwrap().keyframe);
+    assert!(
+        enc.encode(&src.next_frame().unwrap())
+            .unwrap()
+            .unwrap()
+            .keyframe
+    );
     let low = encoded_bytes(&mut enc, &mut src, 60);
     for bps in [200_000, 300_000, 450_000, 700_000, 1_000_000, 1_500_000] {
         enc.set_bitrate(bps).unwrap();
@@ -237,4 +242,3 @@ fn decoded_frames_convert_and_scale_for_preview() {
     let back = convert::rgba_to_i420(&rgba.data, 640, 360, d.timestamp).unwrap();
     assert_eq!(read_marker(&back).unwrap().frame_number, 0);
 }
-
