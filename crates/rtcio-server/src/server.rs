@@ -72,7 +72,7 @@ pub enum ServerError {
 }
 
 /// Initial WebSocket read buffer of each socket, in bytes.
-const WS_READ_BUFFER: usize = 1024;
+const WS_READ_BUFFER: usize = 256;
 
 /// Handshake rejection carried to the client as `connect_error {message}`.
 #[derive(Debug, thiserror::Error)]
@@ -184,9 +184,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             source,
         })?;
     let addr = listener.local_addr()?;
-    // Signaling messages are small (an ICE candidate ~250 bytes, an SDP a few KiB): a 1 KiB
-    // initial WebSocket read buffer per socket instead of engineioxide's 4 KiB; it grows for
-    // larger frames.
+    // tungstenite keeps its WebSocket read buffer for the socket's life: 256 bytes instead of
+    // engineioxide's 4 KiB. Below 1 KiB it also stops re-growing it to the initial size (`bytes`
+    // only remembers capacities from 1 KiB up), so an idle socket keeps about its last frame.
+    // The syscalls still read 8 KiB at a time, through the vendored engineioxide's buffer that
+    // exists only while data arrives (`transport/idle_read.rs`).
     let builder = SocketIo::builder()
         .max_payload(config.max_payload)
         .ws_read_buffer_size(WS_READ_BUFFER);
