@@ -23,6 +23,7 @@ pub mod ice;
 pub mod impair;
 pub mod previous_id;
 pub mod protocol;
+pub mod quiet;
 pub mod ratelimit;
 mod redis_driver;
 mod server;

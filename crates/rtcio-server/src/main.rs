@@ -215,13 +215,19 @@ impl Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .with_context(|| format!("invalid --log filter {:?}", cli.log))?,
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::EnvFilter::try_new(&cli.log)
+                    .with_context(|| format!("invalid --log filter {:?}", cli.log))?,
+            )
+            // Before the formatter: what it drops is never formatted.
+            .with(rtcio_server::quiet::QuietClosedBroadcasts)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
+    }
     let config = ServerConfig {
         bind: SocketAddr::new(cli.host, cli.port),
         cors: if cli.cors_origins.is_empty() {
@@ -241,11 +247,16 @@ async fn main() -> anyhow::Result<()> {
     let server = rtcio_server::start(config)
         .await
         .context("cannot start the server")?;
+    tokio::spawn(rtcio_server::quiet::summarise());
     // One machine-readable line on stdout so scripts and tests can find the port.
     println!("rtcio-server listening on {}", server.url());
     if let Some(turn) = server.turn_addr() {
         println!("rtcio-server TURN relay on udp {turn}");
     }
     server.run_until_signal().await?;
+    let closed = rtcio_server::quiet::closed_broadcasts();
+    if closed > 0 {
+        tracing::info!("{closed} broadcasts from other processes reached only closed sockets");
+    }
     Ok(())
 }
