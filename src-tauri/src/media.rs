@@ -1542,7 +1542,12 @@ fn play_video(
         };
         let wait = sync.video_sync_delay(SYNC_KEY, &playout, track.sender_report());
         playout.set_sync_delay(wait);
-        playout.push(pic, frame.rtp_timestamp, frame.received);
+        playout.push(
+            pic,
+            frame.rtp_timestamp,
+            frame.received,
+            frame.held_for_loss,
+        );
         if let Some(pic) = playout.pop_due(Instant::now()) {
             show(pic);
         }

@@ -660,7 +660,12 @@ fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
                         let d = lipsync.video_sync_delay(&av_key, &playout, sender_report());
                         playout.set_sync_delay(d);
                     }
-                    playout.push(pic, frame.rtp_timestamp, frame.received);
+                    playout.push(
+                        pic,
+                        frame.rtp_timestamp,
+                        frame.received,
+                        frame.held_for_loss,
+                    );
                     let now = Instant::now();
                     if let Some(pic) = playout.pop_due(now) {
                         show(&pic, now, &playout, &counters, &av);

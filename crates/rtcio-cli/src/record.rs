@@ -139,6 +139,7 @@ mod tests {
             codec,
             keyframe,
             lost_before: false,
+            held_for_loss: false,
             received: Instant::now(),
         }
     }

@@ -124,10 +124,20 @@ impl<T> VideoPlayoutQueue<T> {
         self.policy.set_sync_delay(delay);
     }
 
-    /// Adds a picture of the frame with `rtp_timestamp` that arrived at `arrival`. False when
-    /// it was dropped as too late.
-    pub fn push(&mut self, picture: T, rtp_timestamp: u32, arrival: Instant) -> bool {
-        let at = match self.policy.schedule(rtp_timestamp, arrival) {
+    /// Adds a picture of the frame with `rtp_timestamp` that arrived at `arrival`
+    /// (`held_for_loss`: it waited for a retransmission, `rtcio::MediaFrame::held_for_loss`).
+    /// False when it was dropped as too late.
+    pub fn push(
+        &mut self,
+        picture: T,
+        rtp_timestamp: u32,
+        arrival: Instant,
+        held_for_loss: bool,
+    ) -> bool {
+        let at = match self
+            .policy
+            .schedule_frame(rtp_timestamp, arrival, held_for_loss)
+        {
             PaceDecision::RenderAt(at) if self.enabled => at,
             PaceDecision::RenderAt(_) => arrival,
             PaceDecision::Drop if self.enabled => return false,
@@ -356,9 +366,9 @@ mod tests {
         let mut q = VideoPlayoutQueue::new();
         let t0 = Instant::now();
         q.set_sync_delay(Duration::from_millis(100));
-        assert!(q.push(0u32, 0, t0));
-        assert!(q.push(1u32, 3000, t0 + Duration::from_millis(33)));
-        assert!(q.push(2u32, 6000, t0 + Duration::from_millis(66)));
+        assert!(q.push(0u32, 0, t0, false));
+        assert!(q.push(1u32, 3000, t0 + Duration::from_millis(33), false));
+        assert!(q.push(2u32, 6000, t0 + Duration::from_millis(66), false));
         let due = q.next_due().expect("queued");
         assert_eq!(due - t0, Duration::from_millis(100));
         assert_eq!(q.pop_due(t0 + Duration::from_millis(99)), None);
@@ -375,7 +385,7 @@ mod tests {
         q.set_enabled(false);
         q.set_sync_delay(Duration::from_millis(100));
         let t0 = Instant::now();
-        q.push('a', 0, t0);
+        q.push('a', 0, t0, false);
         assert_eq!(q.pop_due(t0), Some('a'));
     }
 }

@@ -91,7 +91,10 @@ fn simulate(audio_late: bool, use_reports: bool) -> (f64, Duration) {
             let sr = report(V0, 90_000.0, tv, video_path, now);
             let d = sync.video_sync_delay(KEY, &queue, sr);
             queue.set_sync_delay(d);
-            assert!(queue.push(tv, rtp, at(t0, now)), "frame {vi} dropped");
+            assert!(
+                queue.push(tv, rtp, at(t0, now), false),
+                "frame {vi} dropped"
+            );
             let due = queue.next_due().expect("queued");
             let shown = queue.pop_due(due).expect("due");
             if tv >= MEASURED_FROM {

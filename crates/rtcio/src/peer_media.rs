@@ -774,6 +774,7 @@ async fn read_track(track: Arc<dyn TrackRemote>, route: Arc<Route>) {
                         codec: codec.clone(),
                         keyframe: f.keyframe,
                         lost_before: f.lost_before,
+                        held_for_loss: f.held_for_loss,
                         received: now,
                     });
                 }

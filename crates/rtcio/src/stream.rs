@@ -48,6 +48,10 @@ pub struct MediaFrame {
     /// Packets or frames were lost just before this one: a video decoder may need a keyframe
     /// ([`RemoteTrack::request_keyframe`]).
     pub lost_before: bool,
+    /// The frame waited for a missing packet (a retransmission filled the gap, or the gap was
+    /// given up): `received` says how long the repair took, not how much the path jitters, so a
+    /// playout keeps it out of its jitter estimate.
+    pub held_for_loss: bool,
     /// When the last packet of the frame arrived.
     pub received: Instant,
 }

@@ -111,6 +111,11 @@ pub struct AssembledFrame {
     pub keyframe: bool,
     /// Packets were lost (or a frame was dropped as incomplete) since the previous delivered frame — the caller may request a keyframe.
     pub lost_before: bool,
+    /// The frame waited for a missing packet: it became complete when a late packet (a
+    /// retransmission, a reordered one) filled a gap, or when a gap was given up. Its arrival
+    /// time says how long the repair took, not how much the path jitters (libwebrtc keeps such
+    /// frames out of its jitter estimate too).
+    pub held_for_loss: bool,
 }
 
 /// Counters since the assembler was created.
@@ -204,6 +209,10 @@ pub struct FrameAssembler {
     gap_pending: bool,
     /// Reported on the next delivered frame.
     lost_before: bool,
+    /// Highest unwrapped sequence number placed so far: a packet below it is late.
+    highest: Option<i64>,
+    /// Frames delivered during the current push waited for a gap ([`AssembledFrame::held_for_loss`]).
+    held: bool,
     stats: AssemblerStats,
 }
 
@@ -242,6 +251,8 @@ impl FrameAssembler {
             frame: None,
             gap_pending: false,
             lost_before: false,
+            highest: None,
+            held: false,
             stats: AssemblerStats::default(),
         }
     }
@@ -281,6 +292,7 @@ impl FrameAssembler {
         now: Option<Instant>,
     ) -> Vec<AssembledFrame> {
         self.stats.packets += 1;
+        self.held = false;
         let mut out = Vec::new();
         let slot = Slot {
             ts: timestamp,
@@ -315,6 +327,7 @@ impl FrameAssembler {
 
     fn sync_to(&mut self, seq: u16) {
         self.next = i64::from(seq) + SEQ_BASE;
+        self.highest = None;
         self.synced = true;
     }
 
@@ -362,6 +375,11 @@ impl FrameAssembler {
             self.stats.duplicates += 1;
             return;
         }
+        // Below the highest placed: it fills a gap, and what it completes waited for it.
+        if self.highest.is_some_and(|h| ext < h) {
+            self.held = true;
+        }
+        self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
         self.slots[i] = Some(slot);
         self.buffered += 1;
         self.settle(now, out);
@@ -393,6 +411,8 @@ impl FrameAssembler {
                 return;
             }
             inherited = seen;
+            // Giving the gap up: what follows it waited for it.
+            self.held = true;
             while self.slots[Self::index(self.next)].is_none() {
                 self.step(out);
             }
@@ -610,6 +630,7 @@ impl FrameAssembler {
             rtp_timestamp: ts,
             keyframe,
             lost_before: std::mem::take(&mut self.lost_before),
+            held_for_loss: self.held,
         });
     }
 }
@@ -804,6 +825,7 @@ mod tests {
             assert_eq!(f.rtp_timestamp, pkts[i][0].ts);
             assert_eq!(f.keyframe, i == 0);
             assert!(!f.lost_before);
+            assert!(!f.held_for_loss, "in order: nothing waited");
         }
         let n = pkts.iter().flatten().count() as u64;
         assert_eq!(
@@ -863,8 +885,25 @@ mod tests {
         for (f, want) in out.iter().zip(&frames) {
             assert_eq!(f.data.as_ref(), want.as_slice());
             assert!(!f.lost_before);
+            // All of them waited for the retransmission (for the playout: no path jitter).
+            assert!(f.held_for_loss);
         }
         assert_eq!(a.stats().lost_packets, 0);
+        // The next frame in order is on time again.
+        let next = h264(
+            &[p_au(800, 9)],
+            flat.last().map_or(0, |p| p.seq.wrapping_add(1)),
+        );
+        let ts_ok: Vec<Pkt> = next[0]
+            .iter()
+            .map(|p| Pkt {
+                ts: p.ts.wrapping_add(90_000),
+                ..p.clone()
+            })
+            .collect();
+        let after = feed(&mut a, &ts_ok);
+        assert_eq!(after.len(), 1);
+        assert!(!after[0].held_for_loss);
     }
 
     /// Feeds packets arriving `step` apart, starting at `t0`.
