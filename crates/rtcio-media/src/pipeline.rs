@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::adapt::{FrameDropper, OvershootMeter, QualityScaler};
 use crate::apm::{ApmConfig, AudioProcessor, RenderTap};
@@ -282,7 +282,12 @@ fn run_video(
             // One bad frame must not end the call's video: a new encoder starts with an IDR.
             Err(e) if failures < MAX_ENCODE_FAILURES => {
                 failures += 1;
-                warn!(error = %e, failures, "h264 encode failed; encoder rebuilt");
+                // The first of a run is worth a warning; the rest of it would flood the log.
+                if failures == 1 {
+                    warn!(error = %e, "h264 encode failed; encoder rebuilt");
+                } else {
+                    debug!(error = %e, failures, "h264 encode failed again; encoder rebuilt");
+                }
                 encoder.rebuild()?;
                 continue;
             }
