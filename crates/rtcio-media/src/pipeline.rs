@@ -212,7 +212,6 @@ fn run_video(
     let mut next_due = Duration::ZERO;
     let mut encode_ms = 0.0f64;
     let mut overshoot = OvershootMeter::new();
-    let mut sized = false;
     let mut failures = 0u32;
     while !stop.load(Ordering::Relaxed) {
         let frame = source.next_frame()?;
@@ -236,11 +235,10 @@ fn run_video(
         }
         let target = bitrate.load(Ordering::Relaxed);
         quality.set_budget(target, (frame.width, frame.height), source_fps);
-        if !sized {
+        if encoder.frames_encoded() == 0 {
             // The first IDR at the size the start rate feeds, not at full size and again a
             // rung or two down a few frames later.
             quality.start_at_budget();
-            sized = true;
         }
         let step = quality.step();
         let max_fps = step.max_fps.min(source_fps);

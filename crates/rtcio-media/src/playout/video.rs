@@ -332,6 +332,8 @@ pub struct VideoPlayout {
     anchor: Option<(Instant, u64)>,
     /// Recent transit offsets, seconds, oldest first.
     transits: std::collections::VecDeque<f64>,
+    /// Reused for the 95th percentile of the window (no allocation per frame).
+    scratch: Vec<f64>,
     /// The jitter target before decay (seconds) and the RTP time it was last updated at.
     peak: f64,
     last_ext: Option<u64>,
@@ -349,6 +351,7 @@ impl VideoPlayout {
             unwrapper: RtpUnwrapper::new(),
             anchor: None,
             transits: std::collections::VecDeque::new(),
+            scratch: Vec::new(),
             peak: 0.0,
             last_ext: None,
             sync: Duration::ZERO,
@@ -477,9 +480,11 @@ impl VideoPlayout {
             self.late_run = 0;
         }
         self.peak = self.peak.max(excess);
-        let mut sorted: Vec<f64> = self.transits.iter().map(|t| t - base).collect();
-        sorted.sort_by(f64::total_cmp);
-        let p95 = sorted[(sorted.len() * 95 / 100).min(sorted.len() - 1)];
+        self.scratch.clear();
+        self.scratch.extend(self.transits.iter().map(|t| t - base));
+        let at = (self.scratch.len() * 95 / 100).min(self.scratch.len().saturating_sub(1));
+        let (_, p95, _) = self.scratch.select_nth_unstable_by(at, f64::total_cmp);
+        let p95 = *p95;
         self.peak = self.peak.max(p95);
         self.target = Duration::from_secs_f64(self.peak.clamp(0.0, max))
             .clamp(self.config.min_delay, self.config.max_delay);
