@@ -363,6 +363,146 @@ fn proc_cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// The syscalls counted with `LOAD_SYSCALLS=1`, as `perf` tracepoints (`raw_syscalls` = all).
+const SYSCALLS: &[&str] = &[
+    "raw_syscalls:sys_enter",
+    "syscalls:sys_enter_sendto",
+    "syscalls:sys_enter_recvfrom",
+    "syscalls:sys_enter_writev",
+    "syscalls:sys_enter_write",
+    "syscalls:sys_enter_read",
+    "syscalls:sys_enter_epoll_wait",
+    "syscalls:sys_enter_epoll_pwait",
+    "syscalls:sys_enter_futex",
+];
+
+type BoxErr = Box<dyn std::error::Error + Send + Sync>;
+
+/// Counts per counted interval, in the order of [`SYSCALLS`].
+type SyscallCounts = Vec<u64>;
+
+/// `LOAD_SYSCALLS=1`: counts a server's syscalls over a measured interval with `perf stat`
+/// (attached with its events disabled, then switched on and off through its control fifo, so the
+/// interval is exactly the bench's). Off by default: every counted syscall costs the server a
+/// little CPU, so the CPU rows of a counting run are not comparable with those of other runs.
+struct SyscallCounter {
+    child: std::process::Child,
+    ctl: std::fs::File,
+    ack: std::fs::File,
+    out: PathBuf,
+    dir: PathBuf,
+}
+
+fn count_syscalls() -> bool {
+    std::env::var("LOAD_SYSCALLS").is_ok_and(|v| v.trim() == "1")
+}
+
+impl SyscallCounter {
+    /// Starts counting `pid`'s syscalls (`None` when counting is off or `perf` failed; the
+    /// latter is a note).
+    async fn start(pid: u32) -> Option<SyscallCounter> {
+        if !count_syscalls() {
+            return None;
+        }
+        match tokio::task::spawn_blocking(move || Self::start_blocking(pid)).await {
+            Ok(Ok(c)) => Some(c),
+            Ok(Err(e)) => {
+                note(format!("syscall count: {e}"));
+                None
+            }
+            Err(e) => {
+                note(format!("syscall count: {e}"));
+                None
+            }
+        }
+    }
+
+    fn start_blocking(pid: u32) -> Result<SyscallCounter, BoxErr> {
+        use std::io::{BufRead, Write};
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rtcio-load-perf-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let (ctl, ack, out) = (dir.join("ctl"), dir.join("ack"), dir.join("out"));
+        for f in [&ctl, &ack] {
+            let st = std::process::Command::new("mkfifo").arg(f).status()?;
+            if !st.success() {
+                return Err(format!("mkfifo {}: {st}", f.display()).into());
+            }
+        }
+        let child = std::process::Command::new("perf")
+            .args(["stat", "-x,", "-D", "-1", "-e", &SYSCALLS.join(",")])
+            .arg("-p")
+            .arg(pid.to_string())
+            .arg("--control")
+            .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
+            .arg("-o")
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        // Opening a fifo waits for its other end: perf opens both once it is attached.
+        let mut ctl = std::fs::OpenOptions::new().write(true).open(&ctl)?;
+        let ack = std::fs::File::open(&ack)?;
+        ctl.write_all(b"enable\n")?;
+        let mut line = String::new();
+        std::io::BufReader::new(&ack).read_line(&mut line)?;
+        Ok(SyscallCounter {
+            child,
+            ctl,
+            ack,
+            out,
+            dir,
+        })
+    }
+
+    /// Stops counting and returns the counts (`None` with a note if perf gave none).
+    async fn stop(self) -> Option<SyscallCounts> {
+        match tokio::task::spawn_blocking(move || self.stop_blocking()).await {
+            Ok(Ok(c)) => Some(c),
+            Ok(Err(e)) => {
+                note(format!("syscall count: {e}"));
+                None
+            }
+            Err(e) => {
+                note(format!("syscall count: {e}"));
+                None
+            }
+        }
+    }
+
+    fn stop_blocking(mut self) -> Result<SyscallCounts, BoxErr> {
+        use std::io::{BufRead, Write};
+        self.ctl.write_all(b"disable\n")?;
+        let mut line = String::new();
+        std::io::BufReader::new(&self.ack).read_line(&mut line)?;
+        let st = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()?;
+        if !st.success() {
+            let _ = self.child.kill();
+        }
+        self.child.wait()?;
+        let text = std::fs::read_to_string(&self.out)?;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // CSV lines: count,unit,event,…
+        SYSCALLS
+            .iter()
+            .map(|ev| {
+                text.lines()
+                    .map(|l| l.split(',').collect::<Vec<_>>())
+                    .find(|f| f.get(2) == Some(ev))
+                    .and_then(|f| f[0].parse::<u64>().ok())
+                    .ok_or_else(|| format!("no count of {ev} in perf's output").into())
+            })
+            .collect()
+    }
+}
+
 /// A private `redis-server` on a free loopback port (no persistence). Dropping it kills it.
 struct Redis {
     child: Child,
@@ -727,6 +867,8 @@ async fn connect_and_join(
 struct JoinRound {
     /// Server CPU time from the first connect until the last `join-ok` (disconnects excluded).
     cpu_s: Option<f64>,
+    /// `LOAD_SYSCALLS=1`: the server's syscalls over the same interval.
+    syscalls: Option<SyscallCounts>,
     ok: usize,
     failed: usize,
     secs: f64,
@@ -761,6 +903,7 @@ struct Member {
 async fn joins_round(server: &Server, k: usize, tag: &str) -> JoinRound {
     let addr = server.addr;
     let sem = Arc::new(Semaphore::new(HANDSHAKE_CONCURRENCY));
+    let counter = SyscallCounter::start(server.pid).await;
     let cpu0 = server.cpu_ticks();
     let start = Instant::now();
     let handles: Vec<_> = (0..k)
@@ -798,6 +941,10 @@ async fn joins_round(server: &Server, k: usize, tag: &str) -> JoinRound {
         }
     }
     let cpu1 = server.cpu_ticks();
+    let syscalls = match counter {
+        Some(c) => c.stop().await,
+        None => None,
+    };
     let ok = members.len();
     let (members, mut fanout) = collect_fanout(members).await;
     if failed > 0 {
@@ -810,6 +957,7 @@ async fn joins_round(server: &Server, k: usize, tag: &str) -> JoinRound {
         cpu_s: cpu0
             .zip(cpu1)
             .map(|(a, b)| (b - a) as f64 / clock_ticks() as f64),
+        syscalls,
         ok,
         failed,
         secs: (last - start).as_secs_f64(),
@@ -973,6 +1121,8 @@ struct RelayStats {
     secs: f64,
     lat_sorted: Vec<u64>,
     server_cpu_s: Option<f64>,
+    /// `LOAD_SYSCALLS=1`, single-process runs: the server's syscalls over the measured interval.
+    syscalls: Option<SyscallCounts>,
     first_err: Option<String>,
     /// Pairs that lost messages: "a → b: got of sent received".
     short_pairs: Vec<String>,
@@ -1184,6 +1334,10 @@ async fn relay_run(
         return stats;
     }
     let quota = total / pairs.len() as u64;
+    let counter = match &cluster.servers[..] {
+        [one] => SyscallCounter::start(one.pid).await,
+        _ => None,
+    };
     let cpu0 = cluster.cpu_ticks();
     let start = tokio::time::Instant::now();
     let start_ns = now_ns();
@@ -1240,6 +1394,9 @@ async fn relay_run(
         }
     }
     let cpu1 = cluster.cpu_ticks();
+    if let Some(c) = counter {
+        stats.syscalls = c.stop().await;
+    }
     stats.sent = states
         .iter()
         .map(|(s, _)| s.sent.load(Ordering::Acquire))
@@ -1963,6 +2120,10 @@ struct Results {
     /// Over every joins round (warm-up included): exact rounds, rounds, init-offers got, due.
     join_fanout: Option<(usize, usize, usize, usize)>,
     relay_cpu_us_per_msg: Option<f64>,
+    /// `LOAD_SYSCALLS=1`: syscalls over the measured joins rounds, and the sockets joined.
+    join_syscalls: Option<(SyscallCounts, usize)>,
+    /// `LOAD_SYSCALLS=1`: syscalls over the measured relay run, and the messages received.
+    relay_syscalls: Option<(SyscallCounts, u64)>,
     low_p50_ms: Option<f64>,
     low_p99_ms: Option<f64>,
     rss: Vec<RssStep>,
@@ -2071,6 +2232,13 @@ async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
         check_fanout(who, &format!("joins round {}", r + 1), &round, res);
         cpu_s = cpu_s.zip(round.cpu_s).map(|(a, b)| a + b);
         joined += round.ok;
+        if let Some(c) = &round.syscalls {
+            let (sum, n) = res
+                .join_syscalls
+                .get_or_insert_with(|| (vec![0; SYSCALLS.len()], 0));
+            sum.iter_mut().zip(c).for_each(|(a, b)| *a += b);
+            *n += round.ok;
+        }
         let rate = round.ok as f64 / round.secs.max(1e-9);
         eprintln!(
             "== {who}: joins round {}: {} ok, {} failed in {:.3} s → {rate:.0} joins/s",
@@ -2130,6 +2298,7 @@ async fn bench_server(kind: Kind, root: &Path, res: &mut Results) -> R<()> {
         res.relay_p99_ms = ms(percentile(&s.lat_sorted, 99.0));
         res.relay_max_ms = ms(s.lat_sorted.last().copied());
         res.relay_cpu_us_per_msg = s.server_cpu_s.map(|c| c * 1e6 / s.received as f64);
+        res.relay_syscalls = s.syscalls.clone().map(|c| (c, s.received));
     }
     res.relay_delivered = Some((s.received, s.sent));
 
@@ -2329,6 +2498,26 @@ fn print_table(facts: &str, kinds: &[Kind], ours: &Results, node: &Results, rss_
         node.relay_cpu_us_per_msg,
         &one,
     );
+    let per = |c: &Option<(SyscallCounts, f64)>, i: usize| c.as_ref().map(|(v, n)| v[i] as f64 / n);
+    let joins = |r: &Results| r.join_syscalls.clone().map(|(v, n)| (v, n as f64));
+    let relays = |r: &Results| r.relay_syscalls.clone().map(|(v, n)| (v, n as f64));
+    for (what, o, n) in [
+        ("connect + join", joins(ours), joins(node)),
+        ("relayed message", relays(ours), relays(node)),
+    ] {
+        if o.is_none() && n.is_none() {
+            continue;
+        }
+        for (i, ev) in SYSCALLS.iter().enumerate() {
+            let name = ev.strip_prefix("syscalls:sys_enter_").unwrap_or("all");
+            row(
+                &format!("syscalls per {what}: {name} (perf, `LOAD_SYSCALLS=1`)"),
+                per(&o, i),
+                per(&n, i),
+                &ms2,
+            );
+        }
+    }
     for &n in rss_sizes {
         let get = |r: &Results| {
             r.rss

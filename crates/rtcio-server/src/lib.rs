@@ -19,6 +19,7 @@
 //! ```
 
 pub mod config;
+mod http;
 pub mod ice;
 pub mod impair;
 pub mod previous_id;

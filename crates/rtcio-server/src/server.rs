@@ -242,14 +242,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        // `serve(listener, router)` deep-clones the router's route table per connection (axum
-        // `Router::into_inner` on a shared `Arc`: ~15 allocations per socket); a make-service
-        // clones only the `Arc`. `with_state` once first turns the handlers into routes.
-        axum::serve(listener, router.with_state::<()>(()).into_make_service())
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await
+        // HTTP/1 without `axum::serve`'s protocol sniffing (`src/http.rs`). `with_state` once
+        // first turns the handlers into routes, so a connection's clone of the router clones
+        // only an `Arc` (`axum::serve(listener, router)` deep-cloned the route table per
+        // connection, ~15 allocations per socket).
+        crate::http::serve(listener, router.with_state::<()>(()), stop_rx).await
     });
     info!(%addr, redis = config.redis_url.is_some(), "rtcio-server listening");
     Ok(RunningServer {

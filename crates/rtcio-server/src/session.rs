@@ -798,14 +798,30 @@ async fn join_locked<A: Adapter>(
         name: name.as_deref(),
         id: sid,
     };
-    // A member closing at this moment makes the broadcast report an error, yet the others got it;
-    // it must not stop the init-offer after the user-connected.
-    for r in [
-        emit_room(socket, room, "user-connected", &me).await,
-        emit_room(socket, room, EV_INIT_OFFER, &InitOffer { source: sid }).await,
-    ] {
-        if let Err(e) = r {
-            debug!(%sid, room, "join fan-out not delivered to everyone: {e}");
+    if matches!(sh.store, Store::Memory(_)) {
+        // One process: the members read above under the room's lock are the room minus the
+        // joiner. Each gets both events back to back, so its session wakes once and writes them
+        // in one syscall; two room broadcasts woke every member twice, and a member woken by the
+        // first could write it before the second was queued.
+        let offer = InitOffer { source: sid };
+        for m in members.iter().filter(|m| *m != sid) {
+            let Some(t) = m.parse::<Sid>().ok().and_then(|t| sh.io.get_socket(t)) else {
+                debug!(%sid, room, member = %m, "join fan-out: member gone");
+                continue;
+            };
+            emit_self(&t, "user-connected", &me);
+            emit_self(&t, EV_INIT_OFFER, &offer);
+        }
+    } else {
+        // A member closing at this moment makes the broadcast report an error, yet the others
+        // got it; it must not stop the init-offer after the user-connected.
+        for r in [
+            emit_room(socket, room, "user-connected", &me).await,
+            emit_room(socket, room, EV_INIT_OFFER, &InitOffer { source: sid }).await,
+        ] {
+            if let Err(e) = r {
+                debug!(%sid, room, "join fan-out not delivered to everyone: {e}");
+            }
         }
     }
     info!(%sid, room, members = members.len(), "joined");

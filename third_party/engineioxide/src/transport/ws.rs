@@ -193,6 +193,7 @@ where
                     socket,
                     ws,
                     own_heartbeat: false,
+                    first_ping: None,
                 })
             }
         }
@@ -203,10 +204,10 @@ where
         tracing::debug!("new websocket connection");
 
         let mut ws = ws_init().await;
-        init_handshake(socket.id, &mut ws, &engine.config).await?;
         // A new v4 session runs its heartbeat in its own task (`Session::run`): one task less per
         // socket. The v3 heartbeat (the client pings) keeps a task of its own.
         let own_heartbeat = socket.protocol == ProtocolVersion::V4;
+        let first_ping = init_handshake(socket.id, &mut ws, &engine.config, own_heartbeat).await?;
         if !own_heartbeat {
             socket
                 .clone()
@@ -217,6 +218,7 @@ where
             socket,
             ws,
             own_heartbeat,
+            first_ping,
         })
     }
 }
@@ -234,6 +236,9 @@ struct Session<H: EngineIoHandler, S> {
     /// Whether this session sends the pings itself (a v4 session opened on WebSocket); otherwise
     /// a heartbeat task does, and the session only signals the pongs to it.
     own_heartbeat: bool,
+    /// When the first ping of the own heartbeat went out with the open packet (`init_handshake`);
+    /// `None`: the session sends it as soon as it runs.
+    first_ping: Option<tokio::time::Instant>,
 }
 
 /// What woke a [`Session`].
@@ -267,6 +272,7 @@ where
         let socket = &self.socket;
         let ws = &mut self.ws;
         let own_heartbeat = self.own_heartbeat;
+        let first_ping = self.first_ping;
 
         // A polling request that was in progress during the upgrade may still hold the lock.
         let Some(mut internal_rx) = socket
@@ -286,13 +292,19 @@ where
         let res: Option<Result<(), Error>> = {
             let cancelled = socket.cancellation_token.cancelled();
             tokio::pin!(cancelled);
-            // The v4 heartbeat: a ping now (as the interval of the heartbeat task ticked at once)
-            // and every `ping_interval` after, each answered within `ping_timeout`.
+            // The v4 heartbeat: a ping now (as the interval of the heartbeat task ticked at once;
+            // or with the open packet, then it awaits its pong) and every `ping_interval` after,
+            // each answered within `ping_timeout`.
             let ping_interval = engine.config.ping_interval;
             let ping_timeout = engine.config.ping_timeout;
-            let mut next_ping = tokio::time::Instant::now();
-            let mut awaiting_pong = false;
-            let heartbeat = tokio::time::sleep_until(next_ping);
+            let (mut next_ping, mut awaiting_pong, first_wake) = match first_ping {
+                Some(sent) => (sent + ping_interval, true, sent + ping_timeout),
+                None => {
+                    let now = tokio::time::Instant::now();
+                    (now, false, now)
+                }
+            };
+            let heartbeat = tokio::time::sleep_until(first_wake);
             tokio::pin!(heartbeat);
             // Fed frames not flushed yet: the channels are not read meanwhile (backpressure, as
             // the writer task waited for its flush), the WebSocket still is.
@@ -519,19 +531,30 @@ fn to_message(protocol: ProtocolVersion, packet: Packet) -> Option<Message> {
     }
 }
 
-/// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection
+/// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection; with `first_ping` the
+/// heartbeat's first ping follows it in the same write (one syscall per socket instead of two:
+/// the session would send it as soon as it runs anyway). Returns when that ping was sent.
 async fn init_handshake<S>(
     sid: Sid,
     ws: &mut WebSocketStream<S>,
     config: &EngineIoConfig,
-) -> Result<(), Error>
+    first_ping: bool,
+) -> Result<Option<tokio::time::Instant>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let packet = Packet::Open(make_open_packet(TransportType::Websocket, sid, config));
     let packet: String = packet.into();
-    ws.send(Message::Text(packet.into())).await?;
-    Ok(())
+    ws.feed(Message::Text(packet.into())).await?;
+    let sent = if first_ping {
+        ws.feed(Message::Text(String::from(Packet::Ping).into()))
+            .await?;
+        Some(tokio::time::Instant::now())
+    } else {
+        None
+    };
+    ws.flush().await?;
+    Ok(sent)
 }
 
 /// Upgrade a session from a polling request to a websocket request.
@@ -685,6 +708,7 @@ mod tests {
             socket,
             ws: WebSocketStream::from_raw_socket(server, Role::Server, None).await,
             own_heartbeat,
+            first_ping: None,
         };
         let client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         (session, client, closed)
@@ -782,6 +806,127 @@ mod tests {
         assert_eq!(next_text(&mut client).await.as_deref(), Some("4new"));
         assert!(socket.emit_volatile("next"));
         assert_eq!(next_text(&mut client).await.as_deref(), Some("4next"));
+    }
+
+    /// Counts the writes that reach the connection.
+    struct CountWrites {
+        io: DuplexStream,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncRead for CountWrites {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountWrites {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let this = self.get_mut();
+            let res = std::pin::Pin::new(&mut this.io).poll_write(cx, buf);
+            if res.is_ready() {
+                this.writes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            res
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        }
+    }
+
+    /// A v4 session opened on WebSocket sends its first ping with the open packet, in one write.
+    #[tokio::test]
+    async fn open_packet_and_first_ping_go_in_one_write() {
+        let config = EngineIoConfig::default();
+        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (server, client) = tokio::io::duplex(4096);
+        let server = CountWrites {
+            io: server,
+            writes: writes.clone(),
+        };
+        let mut ws = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let sid = Sid::new();
+        let sent = init_handshake(sid, &mut ws, &config, true).await.unwrap();
+        assert!(sent.is_some());
+        assert_eq!(writes.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let open = next_text(&mut client).await.unwrap();
+        assert!(
+            open.starts_with("0{") && open.contains(&sid.to_string()),
+            "{open}"
+        );
+        assert_eq!(next_text(&mut client).await.as_deref(), Some("2"));
+
+        // Without the ping (v3, or an upgrade), the open packet alone.
+        let sent = init_handshake(sid, &mut ws, &config, false).await.unwrap();
+        assert!(sent.is_none());
+        assert_eq!(writes.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert!(next_text(&mut client).await.unwrap().starts_with("0{"));
+    }
+
+    /// A session whose first ping went out with the open packet awaits its pong: answered, the
+    /// next ping comes an interval later; a silent client is closed after the timeout without a
+    /// second ping first.
+    #[tokio::test]
+    async fn first_ping_sent_with_the_open_packet_awaits_its_pong() {
+        let mut config = EngineIoConfig::default();
+        config.ping_interval = Duration::from_millis(20);
+        config.ping_timeout = Duration::from_millis(200);
+        let (mut answering, mut client, closed) = session(config, true).await;
+        answering.first_ping = Some(tokio::time::Instant::now());
+        let task = tokio::spawn(answering.run());
+
+        // The pong of the ping sent with the open packet keeps the session; the next ping follows.
+        client.send(Message::text("3")).await.unwrap();
+        assert_eq!(next_text(&mut client).await.as_deref(), Some("2"));
+        client.send(Message::text("3")).await.unwrap();
+        assert_eq!(next_text(&mut client).await.as_deref(), Some("2"));
+        assert!(closed.lock().unwrap().is_empty());
+        // Silence: closed after the timeout.
+        assert_eq!(next_text(&mut client).await.as_deref(), Some("1"));
+        tokio::time::timeout(TIMEOUT, task)
+            .await
+            .expect("the session should end")
+            .unwrap();
+        assert_eq!(
+            *closed.lock().unwrap(),
+            [DisconnectReason::HeartbeatTimeout]
+        );
+
+        // Never answered at all: closed without a ping of its own.
+        let mut config = EngineIoConfig::default();
+        config.ping_interval = Duration::from_millis(20);
+        config.ping_timeout = Duration::from_millis(100);
+        let (mut silent, mut client, closed) = session(config, true).await;
+        silent.first_ping = Some(tokio::time::Instant::now());
+        let task = tokio::spawn(silent.run());
+        assert_eq!(next_text(&mut client).await.as_deref(), Some("1"));
+        tokio::time::timeout(TIMEOUT, task)
+            .await
+            .expect("the session should end")
+            .unwrap();
+        assert_eq!(
+            *closed.lock().unwrap(),
+            [DisconnectReason::HeartbeatTimeout]
+        );
     }
 
     /// The session's own heartbeat: a client that answers every ping stays; once it stops
