@@ -79,11 +79,48 @@ fn is_check(datagram: &[u8]) -> bool {
     datagram.len() >= 20 && datagram[0] == 0 && datagram[1] == 1
 }
 
-/// Runs the join; `lose_first_controlled_check` drops the controlled side's first check (a
-/// TURN permission not installed yet, or a browser whose first check beats our candidate).
-/// Returns (controlling, controlled): ms from the start of the checks to each side's
-/// selection, and the checks each sent until then.
+/// A STUN Binding success response (message type 0x0101).
+fn is_success(datagram: &[u8]) -> bool {
+    datagram.len() >= 20 && datagram[0] == 1 && datagram[1] == 1
+}
+
+/// The transaction id of a STUN message (bytes 8..20).
+fn transaction(datagram: &[u8]) -> Option<[u8; 12]> {
+    datagram.get(8..20).and_then(|t| t.try_into().ok())
+}
+
+/// What a simulated join varies.
+#[derive(Default, Clone, Copy)]
+struct Scenario {
+    /// Drop the controlled side's first check (a TURN permission not installed yet, or a
+    /// browser whose first check beats our candidate).
+    lose_first_controlled_check: bool,
+    /// The controlling side (the offerer) starts its checks this long after the controlled
+    /// side: the answer is still crossing signaling while the answerer already checks.
+    answer_delay: Duration,
+}
+
+/// What a simulated join measured.
+struct Outcome {
+    /// Per side (controlling, controlled): ms from the controlled side's start to the side's
+    /// selection, and the checks it sent until then.
+    selected: [(f64, usize); 2],
+    /// The controlled side's first check got a success response.
+    first_controlled_check_answered: bool,
+}
+
+/// Runs the join; returns (controlling, controlled): ms from the start of the checks to each
+/// side's selection, and the checks each sent until then.
 fn join(lose_first_controlled_check: bool) -> ((f64, usize), (f64, usize)) {
+    let o = join_with(Scenario {
+        lose_first_controlled_check,
+        ..Scenario::default()
+    });
+    (o.selected[0], o.selected[1])
+}
+
+fn join_with(sc: Scenario) -> Outcome {
+    let lose_first_controlled_check = sc.lose_first_controlled_check;
     let mut sides = [side(40_000, true), side(40_001, false)];
     let t0 = Instant::now();
     let mut now = t0;
@@ -98,30 +135,46 @@ fn join(lose_first_controlled_check: bool) -> ((f64, usize), (f64, usize)) {
         .iter()
         .map(|s| s.agent.get_local_candidates()[0].clone())
         .collect();
-    for (i, s) in sides.iter_mut().enumerate() {
-        let other = 1 - i;
-        let (ufrag, pwd) = creds[other].clone();
-        s.agent
-            .start_connectivity_checks(now, i == 0, ufrag, pwd)
-            .expect("start");
-        s.agent
-            .add_remote_candidate(candidates[other].clone())
-            .expect("remote candidate");
-    }
-    // The agents check from their next timer on, never in the instant they start (where a
-    // zero acceptance wait has not passed yet).
-    now += Duration::from_millis(1);
+    // The controlled side (answerer) starts at t0, the controlling side when its answer
+    // arrives.
+    let start_at = [t0 + sc.answer_delay, t0];
+    let mut started = [false, false];
     let mut in_flight: Vec<(Instant, usize, TaggedBytesMut)> = Vec::new();
     let mut lost_one = !lose_first_controlled_check;
+    let mut first_controlled_check: Option<[u8; 12]> = None;
+    let mut first_controlled_check_answered = false;
     let end = t0 + Duration::from_secs(3);
     while now < end && sides.iter().any(|s| s.selected_at.is_none()) {
+        let mut just_started = false;
+        for (i, s) in sides.iter_mut().enumerate() {
+            if started[i] || start_at[i] > now {
+                continue;
+            }
+            started[i] = true;
+            just_started = true;
+            let other = 1 - i;
+            let (ufrag, pwd) = creds[other].clone();
+            s.agent
+                .start_connectivity_checks(now, i == 0, ufrag, pwd)
+                .expect("start");
+            s.agent
+                .add_remote_candidate(candidates[other].clone())
+                .expect("remote candidate");
+        }
+        if just_started && now == t0 {
+            // The agents check from their next timer on, never in the instant they start
+            // (where a zero acceptance wait has not passed yet).
+            now += Duration::from_millis(1);
+        }
         // Deliver what is due, then let each agent act on it and on its timers.
         let (due, later): (Vec<_>, Vec<_>) = in_flight.drain(..).partition(|m| m.0 <= now);
         in_flight = later;
         for (_, to, mut msg) in due {
             msg.now = now;
             std::mem::swap(&mut msg.transport.local_addr, &mut msg.transport.peer_addr);
-            sides[to].agent.handle_read(msg).expect("read");
+            // A read error is logged and dropped by webrtc-rs's driver, not fatal: the
+            // published rtc-ice refused a check before the answer so.
+            let _ = sides[to].agent.handle_read(msg);
         }
         for s in sides.iter_mut() {
             if s.agent.poll_timeout().is_some_and(|t| t <= now) {
@@ -130,6 +183,16 @@ fn join(lose_first_controlled_check: bool) -> ((f64, usize), (f64, usize)) {
         }
         for i in 0..sides.len() {
             while let Some(msg) = sides[i].agent.poll_write() {
+                if i == 0
+                    && is_success(&msg.message)
+                    && transaction(&msg.message).is_some()
+                    && transaction(&msg.message) == first_controlled_check
+                {
+                    first_controlled_check_answered = true;
+                }
+                if i == 1 && is_check(&msg.message) && first_controlled_check.is_none() {
+                    first_controlled_check = transaction(&msg.message);
+                }
                 if is_check(&msg.message) {
                     sides[i].checks_sent += 1;
                     if i == 1 && !lost_one {
@@ -153,6 +216,13 @@ fn join(lose_first_controlled_check: bool) -> ((f64, usize), (f64, usize)) {
             .iter()
             .map(|m| m.0)
             .chain(sides.iter_mut().filter_map(|s| s.agent.poll_timeout()))
+            .chain(
+                start_at
+                    .iter()
+                    .zip(started)
+                    .filter(|(_, st)| !st)
+                    .map(|(t, _)| *t),
+            )
             .filter(|t| *t > now)
             .min()
             .unwrap_or(now + Duration::from_millis(1))
@@ -164,7 +234,10 @@ fn join(lose_first_controlled_check: bool) -> ((f64, usize), (f64, usize)) {
         })
     };
     let [a, b] = &sides;
-    ((ms(a), a.checks_sent), (ms(b), b.checks_sent))
+    Outcome {
+        selected: [(ms(a), a.checks_sent), (ms(b), b.checks_sent)],
+        first_controlled_check_answered,
+    }
 }
 
 fn within(ms: f64, bound: Duration) -> bool {
@@ -192,5 +265,30 @@ fn a_nomination_before_the_controlled_check_succeeds_is_kept() {
         within(a, rtt) && within(b, rtt + ONE_WAY),
         "selected after {a} ms (controlling, {a_checks} checks) and {b} ms (controlled, \
          {b_checks} checks); one round trip is {rtt:?}"
+    );
+}
+
+#[test]
+fn a_check_before_the_answer_is_answered_when_the_answer_arrives() {
+    // The answerer (a browser joining us) checks as soon as it has applied our offer; its
+    // answer reaches us later through signaling. The published rtc-ice dropped that first
+    // check ("password is empty"), so the browser's pair became writable only with its next
+    // check (~50 ms later in Chromium, which sends its DTLS ClientHello only then).
+    let answer_delay = 2 * ONE_WAY;
+    let o = join_with(Scenario {
+        answer_delay,
+        ..Scenario::default()
+    });
+    let [(a, a_checks), (b, b_checks)] = o.selected;
+    assert!(
+        o.first_controlled_check_answered,
+        "the controlled side's first check (it arrived before the answer) was never answered"
+    );
+    // Both select one round trip after the controlling side starts.
+    let bound = answer_delay + 2 * ONE_WAY;
+    assert!(
+        within(a, bound) && within(b, bound),
+        "selected after {a} ms (controlling, {a_checks} checks) and {b} ms (controlled, \
+         {b_checks} checks); the controlling side started at {answer_delay:?}"
     );
 }

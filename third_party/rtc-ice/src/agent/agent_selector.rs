@@ -77,7 +77,10 @@ impl Agent {
                 return false;
             }
         };
-        now.saturating_duration_since(self.start_time) > min_wait
+        // (rtcio patch) A zero wait holds from the instant the checks start: a check
+        // triggered by a request held until then (agent/mod.rs, `hold_early_request`) is sent
+        // in that instant and must carry the nomination too.
+        min_wait.is_zero() || now.saturating_duration_since(self.start_time) > min_wait
     }
 
     /// (rtcio patch) One check of `pair_index` right away, unless one was sent on it already

@@ -152,6 +152,9 @@ pub struct Agent {
 
     // LRU of outbound Binding request Transaction IDs
     pub(crate) pending_binding_requests: Vec<BindingRequest>,
+    // rtcio patch: checks that arrived before the remote credentials (the answer) did, with
+    // the local candidate and source they came on; replayed when the checks start.
+    pub(crate) early_requests: VecDeque<(usize, SocketAddr, Vec<u8>)>,
 
     // the following variables won't be changed after init_with_defaults()
     pub(crate) insecure_skip_verify: bool,
@@ -359,6 +362,7 @@ impl Agent {
 
             // LRU of outbound Binding request Transaction IDs
             pending_binding_requests: vec![],
+            early_requests: VecDeque::new(),
 
             candidate_types,
             network_types: config.network_types.clone(),
@@ -654,8 +658,81 @@ impl Agent {
 
         self.update_connection_state(Some(now), ConnectionState::Checking);
         self.request_connectivity_check();
+        self.replay_early_requests(now);
 
         Ok(())
+    }
+
+    /// rtcio patch: at most this many checks are held until the remote credentials arrive.
+    const MAX_EARLY_REQUESTS: usize = 16;
+
+    /// rtcio patch: keeps a check that arrived before the remote credentials (an offerer's
+    /// answer is often slower than the answerer's first check: the browser checks as soon as
+    /// it has applied its answer, while the answer still crosses signaling). The published
+    /// crate dropped it, and the browser's pair became writable only on its next check.
+    /// Only checks for our current local ufrag that pass MESSAGE-INTEGRITY with our local
+    /// password are kept (so unrelated traffic cannot fill the queue).
+    fn hold_early_request(&mut self, m: &mut Message, local_index: usize, remote_addr: SocketAddr) {
+        let raw = m.raw.clone();
+        let prefix = self.ufrag_pwd.local_credentials.ufrag.clone() + ":";
+        let mut username = Username::new(ATTR_USERNAME, String::new());
+        let ours = username.get_from(m).is_ok() && username.to_string().starts_with(&prefix);
+        if !ours
+            || assert_inbound_message_integrity(
+                m,
+                self.ufrag_pwd.local_credentials.pwd.as_bytes(),
+                self.crypto_provider.crypto(),
+            )
+            .is_err()
+        {
+            debug!(
+                "[{}]: discarding an early check from {} (not for our credentials)",
+                self.get_name(),
+                remote_addr
+            );
+            return;
+        }
+        if self.early_requests.len() >= Self::MAX_EARLY_REQUESTS {
+            self.early_requests.pop_front();
+        }
+        debug!(
+            "[{}]: holding a check from {} until the remote credentials arrive",
+            self.get_name(),
+            remote_addr
+        );
+        self.early_requests
+            .push_back((local_index, remote_addr, raw));
+    }
+
+    /// rtcio patch: answers the checks held by [`Agent::hold_early_request`] now that the
+    /// remote credentials are known (the peer's transaction is still open: it takes a late
+    /// success response, and the pair becomes writable for it at once).
+    fn replay_early_requests(&mut self, now: Instant) {
+        while let Some((local_index, remote_addr, raw)) = self.early_requests.pop_front() {
+            if local_index >= self.local_candidates.len() {
+                continue;
+            }
+            let mut m = Message {
+                raw,
+                ..Message::default()
+            };
+            if m.decode().is_err() {
+                continue;
+            }
+            debug!(
+                "[{}]: answering a check from {} held until the remote credentials arrived",
+                self.get_name(),
+                remote_addr
+            );
+            if let Err(err) = self.handle_inbound(now, &mut m, local_index, remote_addr) {
+                debug!(
+                    "[{}]: held check from {}: {}",
+                    self.get_name(),
+                    remote_addr,
+                    err
+                );
+            }
+        }
     }
 
     /// Restarts the ICE Agent with the provided ufrag/pwd
@@ -712,6 +789,7 @@ impl Agent {
         self.ufrag_pwd.remote_credentials = None;
 
         self.pending_binding_requests = vec![];
+        self.early_requests.clear();
 
         self.candidate_pairs = vec![];
 
@@ -1270,6 +1348,13 @@ impl Agent {
                 m.typ.method
             );
             return Err(Error::ErrUnhandledStunpacket);
+        }
+
+        // rtcio patch: a check before the remote credentials is held, not dropped, and its
+        // role conflict is judged when it is replayed (our role is set when checks start).
+        if self.ufrag_pwd.remote_credentials.is_none() && m.typ.class == CLASS_REQUEST {
+            self.hold_early_request(m, local_index, remote_addr);
+            return Ok(());
         }
 
         // RFC 8445 Section 7.3.1.1 - Detecting and Repairing Role Conflicts
