@@ -14,6 +14,17 @@
 //! stress-ng for `load`; as root run it inside `unshare -n sh -c 'ip link set lo up && …'` to
 //! keep traffic on loopback). `MEDIA_BENCH_RUNS` (default 10) sets the repetitions per pair,
 //! `MEDIA_BENCH_CONDITIONS` (default `loopback,delay50,load`) which conditions run.
+//!
+//! `MEDIA_BENCH_CHROMIUM_CODEC` (e.g. `H264`) makes every page put that video codec first in
+//! its offers and answers (setCodecPreferences), so the Chromium ↔ Chromium anchor can run
+//! with the codec the Rust peers send: Chromium takes ~40–60 ms longer to answer an offer that
+//! leads with H.264 than one that leads with VP8 (loopback traces).
+//!
+//! `MEDIA_BENCH_TRACE=1` instead runs one Rust camera → Chromium join and one Chromium →
+//! Chromium join per condition and prints the pages' timelines (rtc.io events, signaling and
+//! connection states, and when getStats first showed each step: checks, DTLS, RTP, PLI, frames)
+//! in ms after the joiner started; with `RUST_LOG` set our own tracing lines go to stderr with
+//! wall-clock timestamps, aligned through the printed `t0` (epoch ms).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -243,6 +254,9 @@ async fn page_joins(
     relay: bool,
 ) -> (Sample, u64) {
     let page = br.open(label).await;
+    if let Ok(mime) = std::env::var("MEDIA_BENCH_CHROMIUM_CODEC") {
+        br.eval(page, PAGE_PREFER, json!({ "mime": mime })).await;
+    }
     let t0 = now_ms();
     br.eval(
         page,
@@ -266,6 +280,190 @@ async fn page_joins(
             (None, page)
         }
     }
+}
+
+/// Trace mode: polls getStats of every peer of the page's socket and records, in the page's
+/// wall clock, when each step was first seen (the stats' own timestamps are not per step).
+const PAGE_TRACE: &str = "async (o) => {
+  const T = window.__trace = { firsts: {}, stop: false };
+  const mark = (k) => { if (!(k in T.firsts)) T.firsts[k] = performance.timeOrigin + performance.now(); };
+  (async () => {
+    const end = Date.now() + 20000;
+    while (!T.stop && Date.now() < end) {
+      const s = rtcio.sockets[rtcio.sockets.length - 1];
+      for (const peer of Object.values(s?.rtcpeers ?? {})) {
+        const st = await peer.connection.getStats();
+        st.forEach((x) => {
+          if (x.type === 'candidate-pair') {
+            if (x.requestsSent > 0) mark('ice: first check sent');
+            if (x.requestsReceived > 0) mark('ice: first check received');
+            if (x.responsesReceived > 0) mark('ice: first check answered');
+            if (x.nominated) mark('ice: pair nominated');
+          } else if (x.type === 'transport') {
+            if (x.selectedCandidatePairId) mark('ice: pair selected');
+            mark('dtls: ' + x.dtlsState + (x.dtlsRole ? ' (' + x.dtlsRole + ')' : ''));
+          } else if (x.type === 'inbound-rtp' && x.kind === 'video') {
+            if (x.packetsReceived > 0) mark('video in: first RTP');
+            if (x.pliCount > 0) mark('video in: first PLI sent');
+            if (x.firCount > 0) mark('video in: first FIR sent');
+            if (x.framesReceived > 0) mark('video in: first frame assembled');
+            if (x.keyFramesDecoded > 0) mark('video in: first keyframe decoded');
+            if (x.framesDecoded > 0) mark('video in: first frame decoded');
+          } else if (x.type === 'inbound-rtp' && x.kind === 'audio') {
+            if (x.packetsReceived > 0) mark('audio in: first RTP');
+          } else if (x.type === 'outbound-rtp' && x.kind === 'video') {
+            if (x.packetsSent > 0) mark('video out: first RTP');
+            if (x.framesEncoded > 0) mark('video out: first frame encoded');
+            if (x.keyFramesEncoded > 0) mark('video out: first keyframe encoded');
+            if (x.pliCount > 0) mark('video out: first PLI received');
+          }
+        });
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  })();
+  return true;
+}";
+
+/// Trace mode: stops the poller and returns the page's rtc.io log, the firsts and the
+/// descriptions of its peer connections.
+const PAGE_TRACE_END: &str = "async (o) => {
+  const T = window.__trace ?? { firsts: {} };
+  T.stop = true;
+  const s = rtcio.sockets[rtcio.sockets.length - 1];
+  const sdp = Object.values(s?.rtcpeers ?? {}).map((p) => ({
+    local: p.connection.localDescription?.sdp ?? null,
+    remote: p.connection.remoteDescription?.sdp ?? null,
+  }));
+  return { log: rtcio.log(0), firsts: T.firsts, sdp };
+}";
+
+/// `MEDIA_BENCH_CHROMIUM_CODEC` (and `MEDIA_BENCH_TRACE_CODEC` for the trace's camera page),
+/// e.g. `H264`: the page puts that video codec first in its offers and answers, as an app would
+/// with setCodecPreferences (tests/browser/harness.mjs).
+const PAGE_PREFER: &str = "async (o) => {
+  const prefer = (pc) => {
+    const caps = RTCRtpReceiver.getCapabilities('video')?.codecs ?? [];
+    const first = caps.filter((c) => c.mimeType.toLowerCase() === `video/${o.mime.toLowerCase()}`);
+    if (!first.length) return;
+    const order = [...first, ...caps.filter((c) => !first.includes(c))];
+    for (const t of pc.getTransceivers()) {
+      if (t.receiver.track?.kind === 'video' && !t.stopped) {
+        try { t.setCodecPreferences(order); } catch { }
+      }
+    }
+  };
+  for (const name of ['createOffer', 'createAnswer', 'setLocalDescription']) {
+    const orig = RTCPeerConnection.prototype[name];
+    RTCPeerConnection.prototype[name] = function (...args) { prefer(this); return orig.apply(this, args); };
+  }
+  return true;
+}";
+
+/// Prints one page's timeline in ms after `t0` (epoch ms).
+fn print_page_timeline(label: &str, t0: f64, v: &Value) {
+    let mut rows: Vec<(f64, String)> = Vec::new();
+    for e in v["log"].as_array().into_iter().flatten() {
+        let t = e["t"].as_f64().unwrap_or(f64::NAN);
+        let kind = e["kind"].as_str().unwrap_or("?");
+        let detail = match kind {
+            "signal" | "signal-out" => format!(
+                "{} {}",
+                e["name"].as_str().unwrap_or(""),
+                e["what"].as_str().unwrap_or("")
+            ),
+            "pc-state" | "ice-state" | "signaling-state" => {
+                e["state"].as_str().unwrap_or("").to_string()
+            }
+            "ontrack" => e["trackKind"].as_str().unwrap_or("").to_string(),
+            "event" => e["name"].as_str().unwrap_or("").to_string(),
+            "lib" => e["msg"].as_str().unwrap_or("").chars().take(60).collect(),
+            _ => String::new(),
+        };
+        rows.push((t, format!("{kind} {detail}")));
+    }
+    if let Some(f) = v["firsts"].as_object() {
+        for (k, t) in f {
+            rows.push((t.as_f64().unwrap_or(f64::NAN), format!("stats: {k}")));
+        }
+    }
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    println!("\n{label} (t0 = {t0:.1} epoch ms)");
+    for (t, what) in rows {
+        println!("{:8.1}  {what}", t - t0);
+    }
+    if std::env::var("MEDIA_BENCH_TRACE_SDP").is_ok_and(|v| v == "1") {
+        for d in v["sdp"].as_array().into_iter().flatten() {
+            for side in ["remote", "local"] {
+                println!(
+                    "--- {label}: {side} description\n{}",
+                    d[side].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+}
+
+/// Trace mode: one Rust camera → Chromium join and one Chromium → Chromium join under `cond`.
+async fn trace(br: &mut Browser, cond: Condition) {
+    let relay = cond.relay();
+    let srv = start_server(relay).await;
+    let url = srv.url();
+    // Rust camera → Chromium.
+    let room = format!("{cond:?}-trace-rc");
+    let (c, feed) = rust_peer(&url, &room, true, relay).await;
+    // Let the camera's encoder settle so the join is what is measured.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let page = br.open("late").await;
+    br.eval(page, PAGE_TRACE, json!({})).await;
+    let t0 = now_ms();
+    println!("\nTRACE rust-camera join t0 = {t0:.1}");
+    br.eval(
+        page,
+        PAGE_JOIN,
+        json!({"url": url, "roomId": room, "name": "late", "camera": false, "relay": relay}),
+    )
+    .await;
+    br.eval(page, FIRST_DECODED, json!({"peer": Value::Null}))
+        .await;
+    let v = br.eval(page, PAGE_TRACE_END, json!({})).await;
+    print_page_timeline("Rust camera → Chromium joiner: joiner page", t0, &v);
+    br.close_page(page).await;
+    drop(feed);
+    c.close().await;
+    // Chromium camera → Chromium.
+    let room = format!("{cond:?}-trace-cc");
+    let cam = br.open("cam").await;
+    if let Ok(mime) = std::env::var("MEDIA_BENCH_TRACE_CODEC") {
+        br.eval(cam, PAGE_PREFER, json!({ "mime": mime })).await;
+    }
+    br.eval(
+        cam,
+        PAGE_JOIN,
+        json!({"url": url, "roomId": room, "name": "cam", "camera": true, "relay": relay}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    br.eval(cam, PAGE_TRACE, json!({})).await;
+    let page = br.open("late").await;
+    br.eval(page, PAGE_TRACE, json!({})).await;
+    let t0 = now_ms();
+    println!("\nTRACE chromium-camera join t0 = {t0:.1}");
+    br.eval(
+        page,
+        PAGE_JOIN,
+        json!({"url": url, "roomId": room, "name": "late", "camera": false, "relay": relay}),
+    )
+    .await;
+    br.eval(page, FIRST_DECODED, json!({"peer": Value::Null}))
+        .await;
+    let v = br.eval(page, PAGE_TRACE_END, json!({})).await;
+    let vc = br.eval(cam, PAGE_TRACE_END, json!({})).await;
+    print_page_timeline("Chromium camera → Chromium joiner: joiner page", t0, &v);
+    print_page_timeline("Chromium camera → Chromium joiner: camera page", t0, &vc);
+    br.close_page(page).await;
+    br.close_page(cam).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), srv.shutdown()).await;
 }
 
 fn stats(xs: &[f64]) -> (f64, f64, f64) {
@@ -345,8 +543,11 @@ fn print_table(cond: Condition, runs: usize, rows: &[Vec<Sample>]) {
     };
     let base_conn = stats(&col(&rows[3], |s| s.0)).0;
     let base_frame = stats(&col(&rows[3], |s| s.1)).0;
+    let codec = std::env::var("MEDIA_BENCH_CHROMIUM_CODEC")
+        .map(|c| format!(", pages prefer {c}"))
+        .unwrap_or_default();
     println!(
-        "\n{}: join → peer-connect → first decoded frame, {runs} runs (ms)\n",
+        "\n{}: join → peer-connect → first decoded frame, {runs} runs (ms){codec}\n",
         cond.describe()
     );
     println!(
@@ -382,6 +583,13 @@ async fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
     let mut br = Browser::start().await;
+    if std::env::var("MEDIA_BENCH_TRACE").is_ok_and(|v| v == "1") {
+        for cond in conditions {
+            trace(&mut br, cond).await;
+        }
+        br.quit().await;
+        return;
+    }
     let mut results = Vec::new();
     for cond in conditions {
         let rows = measure(&mut br, cond, runs).await;

@@ -201,6 +201,8 @@ struct Peer {
     quiet: bool,
     /// First media reported to the socket (for the handover).
     media_reported: bool,
+    /// Keyframes of our video asked for when the connection first came up.
+    keyframes_asked: bool,
 }
 
 /// A peer connection, its send-side estimate (congestion control on) and the capture
@@ -510,6 +512,7 @@ async fn run(
         stale: false,
         quiet: false,
         media_reported: false,
+        keyframes_asked: false,
     };
     p.watchdog.start(std::time::Instant::now());
     info!(peer = %remote, polite, "peer created");
@@ -746,6 +749,7 @@ impl Peer {
         } else {
             None
         };
+        debug!(peer = %self.remote, "creating offer");
         let offer = match self.pc.create_offer(opts).await {
             Ok(o) => o,
             Err(e) => {
@@ -872,6 +876,7 @@ impl Peer {
         self.flush_early_candidates().await;
         match d.kind {
             SdpKind::Answer => {
+                debug!(peer = %self.remote, "remote answer applied");
                 self.sig = SignalingState::Stable;
                 self.media.refresh_payload_types().await;
             }
@@ -895,6 +900,7 @@ impl Peer {
                         kind: SdpKind::Answer,
                         sdp: channel_sync::mark_sdp(&local.sdp),
                     };
+                    debug!(peer = %self.remote, "sending answer");
                     self.send_signal(envelope::description_envelope(
                         &self.local_id(),
                         &self.remote,
@@ -926,6 +932,7 @@ impl Peer {
             username_fragment: c.username_fragment,
             ..RTCIceCandidateInit::default()
         };
+        debug!(peer = %self.remote, candidate = %init.candidate, "remote candidate");
         if !self.remote_described {
             self.early_candidates.push_back(init);
             return;
@@ -952,6 +959,7 @@ impl Peer {
     async fn on_pc_event(&mut self, ev: PcEvent) {
         match ev {
             PcEvent::Candidate(c) => {
+                debug!(peer = %self.remote, candidate = %c.candidate, "sending local candidate");
                 let cand = Candidate {
                     candidate: c.candidate,
                     sdp_mid: c.sdp_mid,
@@ -968,6 +976,10 @@ impl Peer {
             PcEvent::Link(state) => {
                 debug!(peer = %self.remote, ?state, "connection state");
                 self.link = state;
+                if state == LinkState::Connected && !self.keyframes_asked {
+                    self.keyframes_asked = true;
+                    self.request_local_keyframes();
+                }
                 match self.watchdog.on_state(state, std::time::Instant::now()) {
                     // No signaling for a stale connection: it has done its job.
                     WatchdogAction::RestartIceAndArm(_) if self.stale => {
@@ -1102,6 +1114,26 @@ impl Peer {
                 self.ctrl_queue.clear();
             }
             _ => {}
+        }
+    }
+
+    /// Asks the encoders of our video for a keyframe as the connection first comes up (SRTP
+    /// is keyed: what is written now reaches the peer), as Chromium's sender starts with one.
+    /// The encoder of an already running stream sends deltas, and a joiner could decode
+    /// nothing before its own PLI round trip: ~50 ms more to a Chromium joiner's first frame
+    /// on loopback (`benches/media.rs`, `MEDIA_BENCH_TRACE=1`), one RTT more on any path.
+    fn request_local_keyframes(&self) {
+        let req = crate::stream::KeyframeRequest {
+            peer: self.remote.clone(),
+            fir: false,
+        };
+        for stream in self.shared.streams().registered() {
+            for track in stream.tracks() {
+                if track.kind() == crate::MediaKind::Video {
+                    debug!(peer = %self.remote, track = track.id(), "keyframe at connect");
+                    track.feed().keyframe_request(req.clone());
+                }
+            }
         }
     }
 
