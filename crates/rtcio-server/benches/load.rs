@@ -374,6 +374,7 @@ const SYSCALLS: &[&str] = &[
     "syscalls:sys_enter_epoll_wait",
     "syscalls:sys_enter_epoll_pwait",
     "syscalls:sys_enter_futex",
+    "syscalls:sys_enter_accept4",
 ];
 
 type BoxErr = Box<dyn std::error::Error + Send + Sync>;

@@ -132,8 +132,15 @@ pub fn on_init<H: EngineIoHandler, S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Boxed for the reason given in `new_req`.
-    let init = Box::pin(init(engine, conn, protocol, sid, req_data));
+    // Boxed for the reason given in `new_req`; the connection is wrapped as there (tungstenite
+    // writes every frame through at once and leaves the batching to `IdleReadBuf`).
+    let init = Box::pin(init(
+        engine,
+        IdleReadBuf::new(conn),
+        protocol,
+        sid,
+        req_data,
+    ));
     async move {
         init.await?.run().await;
         Ok(())
@@ -156,7 +163,11 @@ async fn init<H: EngineIoHandler, S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Frames are written through at once to the connection's `IdleReadBuf`, which batches them
+    // until the flush in a buffer it gives back after it (tungstenite's own write buffer would
+    // keep its largest batch for the socket's life).
     let ws_config = WebSocketConfig::default()
+        .write_buffer_size(0)
         .read_buffer_size(engine.config.ws_read_buffer_size)
         .max_message_size(Some(engine.config.ws_max_message_size))
         .max_frame_size(Some(engine.config.ws_max_frame_size));
