@@ -27,6 +27,7 @@ pub mod channel;
 pub mod ice_fetch;
 pub mod listeners;
 mod nack_limit;
+mod nack_pace;
 mod peer;
 mod peer_media;
 pub mod proto;

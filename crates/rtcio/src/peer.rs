@@ -205,12 +205,13 @@ struct Peer {
     keyframes_asked: bool,
 }
 
-/// A peer connection, its send-side estimate (congestion control on) and the capture
-/// instants its sender reports are made from.
+/// A peer connection, its send-side estimate (congestion control on), the capture instants
+/// its sender reports are made from and the repair round trip its NACK generator measures.
 type BuiltPc = (
     Arc<dyn PeerConnection>,
     Option<Arc<BandwidthEstimate>>,
     Arc<crate::capture_sr::CaptureTimes>,
+    Arc<crate::nack_pace::RepairTime>,
 );
 
 async fn build_pc(shared: &Shared, tx: mpsc::UnboundedSender<PeerCmd>) -> Result<BuiltPc, String> {
@@ -227,7 +228,9 @@ async fn build_pc(shared: &Shared, tx: mpsc::UnboundedSender<PeerCmd>) -> Result
     let mut media = MediaEngine::default();
     crate::peer_media::register_codecs(&mut media)?;
     let captures = Arc::new(crate::capture_sr::CaptureTimes::default());
-    let (registry, estimate) = interceptors(&shared.opts.congestion, &mut media, &captures)?;
+    let repair = Arc::new(crate::nack_pace::RepairTime::default());
+    let (registry, estimate) =
+        interceptors(&shared.opts.congestion, &mut media, &captures, &repair)?;
     let registry = registry
         // Last in the chain: keyframe requests reach the application.
         .with(
@@ -258,31 +261,25 @@ async fn build_pc(shared: &Shared, tx: mpsc::UnboundedSender<PeerCmd>) -> Result
         .build()
         .await
         .map_err(|e| e.to_string())?;
-    Ok((Arc::new(pc), estimate, captures))
+    Ok((Arc::new(pc), estimate, captures, repair))
 }
 
 /// How often missing packets are NACKed. webrtc-rs's default is 100 ms: a lost packet then
 /// waits 50 ms on average for its first NACK, plus the round trip, and the frames behind it
 /// stall long enough to count as a freeze (> 150 ms) at a 40 ms RTT. Chromium NACKs at once.
-/// Each missing packet is NACKed every interval until it arrives, so a short interval also
-/// repeats NACKs within one RTT: [`NACKS_PER_PACKET`] bounds that.
+/// A packet is asked for again only once a repair round trip has passed
+/// ([`crate::nack_pace`]): a fixed count (6, 120 ms of asking) bought one copy on a 150 ms
+/// round trip, and a lost copy then cost a keyframe.
 const NACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// NACKs per missing packet at most (120 ms of asking). The copies are not what this bounds
-/// any more: our responder sends at most one copy of a packet per round trip
-/// ([`crate::nack_limit`]), as Chromium's does. Asking longer (15, 300 ms) was tried with that
-/// limit: bursts of 30 % loss froze 2–6× longer (packets recovered late were waited for, and
-/// the playout delay grew with them). Before the limit every NACK was answered: with 10 a
-/// congested link paid up to 10 copies of each lost packet; with 3 a 1 s burst of 30 % loss
-/// left packets unrecovered.
-const NACKS_PER_PACKET: u16 = 6;
-
 /// NACK feedback for video, the responder (retransmits what peers NACK) and a generator at
-/// [`NACK_INTERVAL`]: webrtc-rs's `configure_nack` with a shorter interval.
+/// [`NACK_INTERVAL`], its repeats paced by the measured repair round trip (published to
+/// `repair`): webrtc-rs's `configure_nack` with a shorter interval.
 fn nack(
     registry: InterceptorRegistry,
     media: &mut MediaEngine,
     rtt: Arc<crate::nack_limit::SharedRtt>,
+    repair: Arc<crate::nack_pace::RepairTime>,
 ) -> InterceptorRegistry {
     use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
     for parameter in ["", "pli"] {
@@ -301,10 +298,7 @@ fn nack(
         )
         .with(
             rtc::interceptor::Slot::NackGenerator,
-            rtc::interceptor::NackGeneratorBuilder::new()
-                .with_interval(NACK_INTERVAL)
-                .with_max_nacks_per_packet(NACKS_PER_PACKET)
-                .build(),
+            crate::nack_pace::PacedNackGenerator::new(NACK_INTERVAL, repair),
         )
 }
 
@@ -315,10 +309,16 @@ fn interceptors(
     cc: &crate::bwe::CongestionConfig,
     media: &mut MediaEngine,
     captures: &Arc<crate::capture_sr::CaptureTimes>,
+    repair: &Arc<crate::nack_pace::RepairTime>,
 ) -> Result<(InterceptorRegistry, Option<Arc<BandwidthEstimate>>), String> {
     // Measured by congestion control's feedback; without it the responder assumes 100 ms.
     let rtt = Arc::new(crate::nack_limit::SharedRtt::default());
-    let registry = nack(InterceptorRegistry::new(), media, rtt.clone());
+    let registry = nack(
+        InterceptorRegistry::new(),
+        media,
+        rtt.clone(),
+        repair.clone(),
+    );
     configure_simulcast_extension_headers(media).map_err(|e| e.to_string())?;
     // webrtc-rs's `configure_rtcp_reports`, with the sender reports on the capture clock.
     let registry = registry
@@ -444,7 +444,7 @@ async fn run(
             generation,
         });
     };
-    let (pc, estimate, captures) = match build_pc(&shared, self_tx.clone()).await {
+    let (pc, estimate, captures, repair) = match build_pc(&shared, self_tx.clone()).await {
         Ok(built) => built,
         Err(e) => {
             warn!(peer = %remote, "cannot create a peer connection: {e}");
@@ -507,7 +507,7 @@ async fn run(
         last_sample: None,
         offers_sent: 0,
         glares: 0,
-        media: PeerMedia::new(&remote, self_tx.clone(), estimate.clone(), captures),
+        media: PeerMedia::new(&remote, self_tx.clone(), estimate.clone(), captures, repair),
         estimate,
         stale: false,
         quiet: false,

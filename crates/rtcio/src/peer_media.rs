@@ -254,6 +254,9 @@ pub(crate) struct PeerMedia {
     estimate: Option<Arc<crate::bwe::BandwidthEstimate>>,
     /// Capture instants of written frames, for this connection's sender reports.
     captures: Arc<crate::capture_sr::CaptureTimes>,
+    /// The repair round trip this connection's NACK generator measures: how long a missing
+    /// packet is waited for.
+    repair: Arc<crate::nack_pace::RepairTime>,
     /// Announcements for streams with no negotiated track yet.
     announcements: Announcements,
 }
@@ -290,6 +293,7 @@ impl PeerMedia {
         self_tx: mpsc::UnboundedSender<PeerCmd>,
         estimate: Option<Arc<crate::bwe::BandwidthEstimate>>,
         captures: Arc<crate::capture_sr::CaptureTimes>,
+        repair: Arc<crate::nack_pace::RepairTime>,
     ) -> Self {
         PeerMedia {
             remote: remote.to_string(),
@@ -303,6 +307,7 @@ impl PeerMedia {
             remote_tracks: HashMap::new(),
             estimate,
             captures,
+            repair,
             announcements: Announcements::default(),
         }
     }
@@ -652,7 +657,7 @@ impl PeerMedia {
         debug!(peer = %self.remote, %mid, "remote track started");
         self.remote_tracks.insert(mid.clone(), track.clone());
         let route = self.routes.entry(mid).or_insert_with(Route::new).clone();
-        tokio::spawn(read_track(track, route));
+        tokio::spawn(read_track(track, route, self.repair.clone()));
     }
 
     /// Sends a PLI for the track on `mid`.
@@ -716,8 +721,13 @@ fn dispatch_track(
     shared.listeners.dispatch(&ev);
 }
 
-/// Reads one remote track's RTP, assembles frames and hands them to its route.
-async fn read_track(track: Arc<dyn TrackRemote>, route: Arc<Route>) {
+/// Reads one remote track's RTP, assembles frames and hands them to its route. A video gap is
+/// waited for as long as two repair round trips take (`repair`, see [`crate::nack_pace`]).
+async fn read_track(
+    track: Arc<dyn TrackRemote>,
+    route: Arc<Route>,
+    repair: Arc<crate::nack_pace::RepairTime>,
+) {
     let mut asm: Option<(FrameAssembler, RtpCodec)> = None;
     let mut unknown = 0u32;
     // The media SSRC (RTX packets arrive resolved to it): reports about others are not ours.
@@ -760,6 +770,9 @@ async fn read_track(track: Arc<dyn TrackRemote>, route: Arc<Route>) {
                     continue;
                 };
                 let now = Instant::now();
+                if *codec != RtpCodec::Opus {
+                    a.set_gap_wait(crate::nack_pace::gap_wait(repair.get()));
+                }
                 let frames = a.push_at(
                     p.header.sequence_number,
                     p.header.timestamp,

@@ -186,6 +186,8 @@ impl Building {
 #[derive(Debug)]
 pub struct FrameAssembler {
     depack: Depack,
+    /// Opus: its gap bounds stay as they are.
+    audio: bool,
     /// Frame ends past a gap that give the gap up.
     gap_frames: usize,
     /// Arrival time past which a gap is given up.
@@ -237,6 +239,7 @@ impl FrameAssembler {
             RtpCodec::Other(_) => (Depack::PerPacket { keyframe: false }, VIDEO_GAP_FRAMES),
         };
         FrameAssembler {
+            audio: codec == RtpCodec::Opus,
             depack,
             gap_frames,
             gap_wait,
@@ -318,6 +321,20 @@ impl FrameAssembler {
         self.probation = None;
         self.accept(seq, slot, now, &mut out);
         out
+    }
+
+    /// Sets how long (arrival time) a gap stays open for its retransmission, for a round trip
+    /// that needs longer than [`VIDEO_GAP_WAIT`]; the frame bound grows with it (a frame per
+    /// 33 ms, at least [`VIDEO_GAP_FRAMES`]), so a gap at 30 fps is not given up by count
+    /// before its time. Packets past [`REORDER_WINDOW`] still give it up. Not for Opus, whose
+    /// gaps cannot wait longer than its jitter buffer.
+    pub fn set_gap_wait(&mut self, wait: Duration) {
+        if self.gap_wait == wait || self.audio {
+            return;
+        }
+        self.gap_wait = wait;
+        let frames = usize::try_from(wait.as_millis().div_ceil(33)).unwrap_or(usize::MAX);
+        self.gap_frames = VIDEO_GAP_FRAMES.max(frames);
     }
 
     /// Counters since creation.
@@ -993,6 +1010,57 @@ mod tests {
         assert_eq!(out.len(), frames.len());
         assert!(out.iter().all(|f| !f.lost_before));
         assert_eq!(a.stats().lost_packets, 0);
+    }
+
+    #[test]
+    fn a_longer_round_trip_waits_longer_for_its_repair() {
+        // One-packet P frames at 30 fps; frame 3 is lost and its repair (a second copy, the
+        // first was lost too) arrives 370 ms after the gap was seen.
+        let frames = stream(24);
+        let pkts = h264(&frames, 100);
+        let lost_frame = 3;
+        assert_eq!(pkts[lost_frame].len(), 1);
+        let run = |wait: Option<Duration>| {
+            let mut a = h264_asm();
+            if let Some(w) = wait {
+                a.set_gap_wait(w);
+            }
+            let t0 = Instant::now();
+            let step = Duration::from_millis(33);
+            let mut out = Vec::new();
+            let mut t = t0;
+            for (i, f) in pkts.iter().enumerate() {
+                if i == lost_frame {
+                    t += step;
+                    continue;
+                }
+                for p in f {
+                    out.extend(a.push_at(p.seq, p.ts, p.marker, &p.payload, t));
+                }
+                t += step;
+                if i == lost_frame + 12 {
+                    let p = &pkts[lost_frame][0];
+                    out.extend(a.push_at(
+                        p.seq,
+                        p.ts,
+                        p.marker,
+                        &p.payload,
+                        t0 + step * 4 + Duration::from_millis(370),
+                    ));
+                }
+            }
+            (out, a.stats().lost_packets)
+        };
+        // The default wait (250 ms, 8 frames) gives the gap up: the frame is lost.
+        let (out, lost) = run(None);
+        assert_eq!(lost, 1);
+        assert!(out.iter().any(|f| f.lost_before));
+        // Two round trips of 150 ms (410 ms, 13 frames): the repair fills it.
+        let (out, lost) = run(Some(Duration::from_millis(410)));
+        assert_eq!(lost, 0);
+        assert_eq!(out.len(), frames.len());
+        assert!(out.iter().all(|f| !f.lost_before));
+        assert!(out.iter().any(|f| f.held_for_loss));
     }
 
     #[test]
