@@ -28,7 +28,8 @@ use tokio::task::JoinHandle as TaskHandle;
 use tracing::{debug, info, warn};
 
 use crate::rate::{
-    RatePolicy, followed_estimate, opus_expected_loss, video_target_bps, worth_changing,
+    RatePolicy, followed_estimate, opus_expected_loss, opus_target_bps, video_target_bps,
+    worth_changing,
 };
 
 /// Frames queued for the track writer before the fan-out drops (and asks for an IDR).
@@ -380,7 +381,11 @@ impl SendStream {
                 }
             }
             if let (Producer::Audio(p), true) = (&o.producer, opts.follow_estimate) {
-                tasks.push(spawn_fec_follower(track.clone(), p.loss_control()));
+                tasks.push(spawn_audio_follower(
+                    track.clone(),
+                    p.loss_control(),
+                    p.bitrate_control(),
+                ));
             }
             // Last: the pipeline encodes from the first subscriber on, at the target set above.
             tasks.push(spawn_writer(&o, &track, &enabled, &counters));
@@ -1132,18 +1137,29 @@ fn spawn_rate_follower(
     })
 }
 
-/// Sizes Opus's in-band FEC for the worst loss a peer reports.
-fn spawn_fec_follower(track: LocalTrack, ctl: LossControl) -> TaskHandle<()> {
-    let default = ctl.get();
+/// Sizes Opus's in-band FEC for the worst loss a peer reports, and its bitrate for the
+/// weakest peer's estimate (up to the configured rate).
+fn spawn_audio_follower(
+    track: LocalTrack,
+    loss: LossControl,
+    bitrate: BitrateControl,
+) -> TaskHandle<()> {
+    let default_loss = loss.get();
+    let configured = bitrate.get();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(RATE_INTERVAL * 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let want = opus_expected_loss(track.max_reported_loss(), default);
-            if want != ctl.get() {
+            let want = opus_expected_loss(track.max_reported_loss(), default_loss);
+            if want != loss.get() {
                 debug!(want, "opus expected loss");
-                ctl.set(want);
+                loss.set(want);
+            }
+            let bps = opus_target_bps(track.min_estimated_bitrate(), configured);
+            if worth_changing(bitrate.get(), bps) {
+                debug!(bps, "opus bitrate");
+                bitrate.set(bps);
             }
         }
     })

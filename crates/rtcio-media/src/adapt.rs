@@ -345,6 +345,8 @@ pub struct QualityScaler {
     load: f64,
     overshoot: f64,
     frames_since_change: u32,
+    /// Media time since the last change (the frame intervals fed since).
+    time_since_change: Duration,
     /// Target bitrate, full (source) size and source frame rate, for the bits-per-pixel rule.
     budget: Option<(u32, (u32, u32), f32)>,
 }
@@ -374,8 +376,9 @@ impl QualityScaler {
     /// target falls, the frame dropper lets only a few frames through (2 fps behind a 600 kbit/s
     /// link at 720p), so a hold counted in frames would last many seconds of frozen video.
     const STARVED_HOLD: u32 = 3;
-    /// Frames of headroom before stepping up.
-    const UP_HOLD: u32 = 300;
+    /// Time with headroom before stepping up. Time, not frames: 300 frames (10 s at 30 fps)
+    /// held a call that had fallen to 270p15 there for 20 s after its link recovered.
+    const UP_HOLD: Duration = Duration::from_secs(5);
     /// Below this many bits per pixel per frame, H.264 at this size turns to mush: a smaller
     /// picture or fewer frames look better at the same bitrate (720p30 ≈ 830 kbit/s,
     /// 540p20 ≈ 310 kbit/s, 360p15 ≈ 100 kbit/s).
@@ -424,6 +427,7 @@ impl QualityScaler {
             load: 0.0,
             overshoot: 1.0,
             frames_since_change: 0,
+            time_since_change: Duration::ZERO,
             budget: None,
         }
     }
@@ -470,6 +474,7 @@ impl QualityScaler {
             self.overshoot += (r - self.overshoot) * 0.5;
         }
         self.frames_since_change = self.frames_since_change.saturating_add(1);
+        self.time_since_change = self.time_since_change.saturating_add(frame_interval);
         let can_go_down = self.level + 1 < self.ladder.len();
         if can_go_down && self.frames_since_change >= Self::STARVED_HOLD && self.starved(self.level)
         {
@@ -498,7 +503,7 @@ impl QualityScaler {
             }
         }
         if self.level > 0
-            && self.frames_since_change >= Self::UP_HOLD
+            && self.time_since_change >= Self::UP_HOLD
             && self.load < 0.4
             && self.overshoot < 1.1
             && self.fed_for(self.level - 1)
@@ -512,6 +517,7 @@ impl QualityScaler {
 
     fn changed(&mut self) {
         self.frames_since_change = 0;
+        self.time_since_change = Duration::ZERO;
         // Start the next judgement from neutral values, not the old rung's history.
         self.load *= 0.5;
         self.overshoot = 1.0;
@@ -622,6 +628,24 @@ mod tests {
         assert_eq!(up.map(|c| c.1), Some(QualityReason::Recovered));
         assert_eq!(q.level(), 1);
         assert_eq!(q.step().scale, 0.75);
+    }
+
+    #[test]
+    fn a_low_frame_rate_rung_steps_up_after_the_same_time() {
+        let mut q = QualityScaler::default();
+        let fast = Duration::from_millis(5);
+        // A 150 kbit/s link: down to 270p15 (360p20 needs ~140k with margin ~180k).
+        q.set_budget(100_000, (1280, 720), 30.0);
+        q.start_at_budget();
+        assert_eq!(q.step().max_fps, 15.0);
+        // The link recovers: 360p20 is fed. At 15 fps the hold is counted in time (5 s = 75
+        // frames), not in frames (300 frames = 20 s).
+        q.set_budget(300_000, (1280, 720), 30.0);
+        let interval = Duration::from_secs(1) / 15;
+        let up = (1..=300u32).find(|_| q.on_frame(fast, interval, None).is_some());
+        // (75 intervals of 1/15 s round to a nanosecond short of 5 s.)
+        assert!(matches!(up, Some(75..=76)), "{up:?} frames at 15 fps");
+        assert_eq!(q.step().max_fps, 20.0);
     }
 
     #[test]

@@ -428,6 +428,7 @@ pub struct AudioSendPipeline {
     muted: Arc<AtomicBool>,
     packets: Arc<AtomicU64>,
     expected_loss: Arc<AtomicU8>,
+    bitrate: Arc<AtomicU32>,
     thread: Option<JoinHandle<Result<()>>>,
     level: watch::Receiver<AudioLevel>,
     processing: Option<(RenderTap, ApmControl)>,
@@ -462,12 +463,14 @@ impl AudioSendPipeline {
         let muted = Arc::new(AtomicBool::new(false));
         let packets = Arc::new(AtomicU64::new(0));
         let expected_loss = Arc::new(AtomicU8::new(config.encoder.expected_loss_percent));
+        let bitrate = Arc::new(AtomicU32::new(config.encoder.bitrate_bps));
         let (level_tx, level_rx) = watch::channel(AudioLevel::default());
-        let (stop2, muted2, packets2, loss2) = (
+        let (stop2, muted2, packets2, loss2, bitrate2) = (
             Arc::clone(&stop),
             Arc::clone(&muted),
             Arc::clone(&packets),
             Arc::clone(&expected_loss),
+            Arc::clone(&bitrate),
         );
         let thread = std::thread::Builder::new()
             .name("rtcio-audio-send".into())
@@ -475,6 +478,7 @@ impl AudioSendPipeline {
                 let mut reframer = Reframer::new(AUDIO_SAMPLE_RATE, channels);
                 let mut seen_generation = 0u64;
                 let mut frames = 0u64;
+                let mut asked_bps = encoder.config().bitrate_bps;
                 let result = (|| {
                     while !stop2.load(Ordering::Relaxed) {
                         let frame = source.next_frame()?;
@@ -514,6 +518,13 @@ impl AudioSendPipeline {
                             if loss != encoder.config().expected_loss_percent {
                                 encoder.set_expected_loss(loss)?;
                             }
+                            // Compared with what was asked, not what the encoder took (it
+                            // clamps), so an out-of-range value is applied once.
+                            let bps = bitrate2.load(Ordering::Relaxed);
+                            if bps != asked_bps {
+                                asked_bps = bps;
+                                encoder.set_bitrate(bps)?;
+                            }
                             for packet in encoder.push(&f)? {
                                 fanout.publish(&packet);
                                 packets2.fetch_add(1, Ordering::Relaxed);
@@ -531,6 +542,7 @@ impl AudioSendPipeline {
             muted,
             packets,
             expected_loss,
+            bitrate,
             thread: Some(thread),
             level: level_rx,
             processing,
@@ -567,6 +579,12 @@ impl AudioSendPipeline {
     /// reports); the encoder picks it up at its next frame.
     pub fn loss_control(&self) -> LossControl {
         LossControl(Arc::clone(&self.expected_loss))
+    }
+
+    /// A handle that sets the encoder's bitrate (bits/s; Opus takes 6 000–510 000); the
+    /// encoder picks it up at its next frame.
+    pub fn bitrate_control(&self) -> BitrateControl {
+        BitrateControl(Arc::clone(&self.bitrate))
     }
 
     /// True once the thread has ended.

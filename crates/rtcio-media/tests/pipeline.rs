@@ -179,6 +179,99 @@ fn audio_pipeline_resamples_and_meters() {
     pipeline.stop().unwrap();
 }
 
+/// White noise (costs Opus every bit it is given) in 20 ms frames at 48 kHz; after `pause_at`
+/// frames it waits for the test's go (an event) before the rest.
+struct Noise {
+    n: usize,
+    total: usize,
+    pause_at: usize,
+    seed: u32,
+    go: std::sync::mpsc::Receiver<()>,
+}
+
+impl AudioSource for Noise {
+    fn next_frame(&mut self) -> Result<AudioFrame> {
+        if self.n == self.total {
+            return Err(MediaError::EndOfStream);
+        }
+        if self.n == self.pause_at {
+            self.go
+                .recv_timeout(Duration::from_secs(10))
+                .map_err(|_| MediaError::Stopped)?;
+        }
+        let samples = (0..960)
+            .map(|_| {
+                self.seed = self
+                    .seed
+                    .wrapping_mul(1_664_525)
+                    .wrapping_add(1_013_904_223);
+                (self.seed >> 16) as f32 / 65_536.0 - 0.5
+            })
+            .collect();
+        let timestamp = Duration::from_millis(20 * self.n as u64);
+        self.n += 1;
+        Ok(AudioFrame {
+            samples,
+            channels: 1,
+            sample_rate: 48_000,
+            timestamp,
+        })
+    }
+    fn sample_rate(&self) -> u32 {
+        48_000
+    }
+    fn channels(&self) -> u16 {
+        1
+    }
+}
+
+#[test]
+fn audio_pipeline_follows_its_bitrate_control() {
+    let (go_tx, go) = std::sync::mpsc::channel();
+    let source = Noise {
+        n: 0,
+        total: 100,
+        pause_at: 50,
+        seed: 7,
+        go,
+    };
+    let fanout = EncodedFanout::new(256);
+    let mut sub = fanout.subscribe();
+    let pipeline = AudioSendPipeline::start(
+        Box::new(source),
+        AudioPipelineConfig {
+            encoder: OpusConfig {
+                bitrate_bps: 64_000,
+                dtx: false,
+                fec: false,
+                ..OpusConfig::default()
+            },
+            processing: None,
+        },
+        fanout,
+    )
+    .unwrap();
+    let control = pipeline.bitrate_control();
+    assert_eq!(control.get(), 64_000);
+    let mut sizes = Vec::new();
+    while let Some(p) = sub.blocking_recv() {
+        sizes.push(p.data.len());
+        if sizes.len() == 50 {
+            // Every frame before the pause is out: lower the rate, then let the rest come.
+            control.set(16_000);
+            go_tx.send(()).unwrap();
+        }
+    }
+    assert_eq!(sizes.len(), 100);
+    // Bytes per 20 ms packet, skipping the encoder's first and the switch's settling packets.
+    let mean = |s: &[usize]| s.iter().sum::<usize>() as f64 / s.len() as f64;
+    let (before, after) = (mean(&sizes[10..50]), mean(&sizes[60..]));
+    // 64 kbit/s is 160 bytes per packet, 16 kbit/s 40.
+    assert!(before > 120.0, "{before} bytes per packet at 64 kbit/s");
+    assert!(after < 60.0, "{after} bytes per packet at 16 kbit/s");
+    pipeline.stop().unwrap();
+}
+
 /// A microphone in a simulated room: each 20 ms it hands the far end's next frame to the
 /// speaker (the render tap, as the mixer does when the output takes a frame) and returns what
 /// the microphone hears — that far end's echo through the room, delayed and reverberant.
