@@ -13,9 +13,7 @@ use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
 use rtcio::{LocalStream, MediaKind, RemoteStream, RemoteTrack, Socket};
-use rtcio_glue::{
-    RatePolicy, Replacement, SendOptions, SourceFailure, VideoTrackDecoder, next_frame,
-};
+use rtcio_glue::{RatePolicy, Replacement, SendOptions, SourceFailure, next_frame};
 use rtcio_media::{
     AudioMixer, AudioOutput, AudioSource, H264Config, MediaError, OpusConfig, OutputDevice,
     PlugHandle, RgbaFrame, Scaler, Unpluggable, VideoSource,
@@ -1507,7 +1505,7 @@ fn play_video(
     stop: Arc<AtomicBool>,
     sync: rtcio_glue::LipSync,
 ) {
-    let mut video = match VideoTrackDecoder::new() {
+    let mut video = match rtcio_glue::RemoteVideoPath::new(Default::default()) {
         Ok(v) => v,
         Err(e) => {
             warn!("H.264 decoder: {e}");
@@ -1515,7 +1513,6 @@ fn play_video(
         }
     };
     let mut scaler = RemoteScaler::default();
-    let mut playout: rtcio_glue::VideoPlayoutQueue<rtcio_media::I420Frame> = Default::default();
     let mut show = |pic: rtcio_media::I420Frame| match remote_frame(
         &key,
         &pic,
@@ -1527,33 +1524,24 @@ fn play_video(
         Err(e) => debug!("preparing a remote frame: {e}"),
     };
     loop {
-        let frame = match rtcio_glue::recv_until(&handle, &track, &stop, playout.next_due()) {
-            rtcio_glue::Recv::Frame(f) => f,
-            rtcio_glue::Recv::Due => {
-                if let Some(pic) = playout.pop_due(Instant::now()) {
-                    show(pic);
-                }
-                continue;
+        let pic = match rtcio_glue::recv_until(&handle, &track, &stop, video.next_due()) {
+            rtcio_glue::Recv::Frame(frame) => {
+                let sync = rtcio_glue::VideoSync {
+                    lipsync: &sync,
+                    key: SYNC_KEY,
+                    sender_report: track.sender_report(),
+                };
+                video.on_frame(&frame, &track, Instant::now(), Some(sync))
             }
+            rtcio_glue::Recv::Due => video.on_due(Instant::now()),
             rtcio_glue::Recv::Ended => break,
         };
-        let Some(pic) = video.push(&frame, &track, Instant::now()) else {
-            continue;
-        };
-        let wait = sync.video_sync_delay(SYNC_KEY, &playout, track.sender_report());
-        playout.set_sync_delay(wait);
-        playout.push(
-            pic,
-            frame.rtp_timestamp,
-            frame.received,
-            frame.held_for_loss,
-        );
-        if let Some(pic) = playout.pop_due(Instant::now()) {
+        if let Some(pic) = pic {
             show(pic);
         }
     }
-    let st = video.stats();
-    let p = playout.stats();
+    let st = video.decoder_stats();
+    let p = video.playout_stats();
     debug!(%key, mid = %track.mid(), decoded = st.decoded, shown = p.shown,
         dropped_late = p.dropped_late, freezes = p.freezes.count, "remote video ended");
 }

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use rtcio::{MediaKind, RemoteStream, RemoteTrack, RtpCodec};
 use rtcio_glue::{
-    FreezeStats, LipSync, Recv, SharedAudioClock, VideoPlayoutQueue, VideoTrackDecoder,
-    note_audio_playout, recv_until,
+    FreezeStats, LipSync, Recv, RemoteVideoPath, SharedAudioClock, VideoSync, note_audio_playout,
+    recv_until,
 };
 use rtcio_media::playout::video::VideoPlayoutConfig;
 use rtcio_media::synthetic::audio::{detect_marks, to_mono};
@@ -578,14 +578,14 @@ fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
     } = sinks;
     // The mixer's id for this track (one jitter buffer and decoder per track).
     let mix_id = format!("{}/{}", info.peer, info.mid);
-    let mut video: Option<VideoTrackDecoder> = None;
+    // Decoder and playout, created at the first video frame.
+    let mut video: Option<RemoteVideoPath> = None;
     let mut audio: Option<OpusDecoder> = None;
     let mut config = VideoPlayoutConfig::default();
     if let Some(d) = knobs.video_min_delay {
         config.min_delay = d;
         config.max_delay = config.max_delay.max(d);
     }
-    let mut playout: VideoPlayoutQueue<I420Frame> = VideoPlayoutQueue::with_config(config);
     let sender_report = || {
         if knobs.sender_reports {
             track.sender_report()
@@ -593,15 +593,17 @@ fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
             None
         }
     };
-    playout.set_enabled(knobs.video_playout);
     let mut marks = MarkReader::default();
     loop {
-        let frame = match recv_until(&handle, &track, &stop, playout.next_due()) {
+        let due = video.as_ref().and_then(|v| v.next_due());
+        let frame = match recv_until(&handle, &track, &stop, due) {
             Recv::Frame(f) => f,
             Recv::Due => {
                 let now = Instant::now();
-                if let Some(pic) = playout.pop_due(now) {
-                    show(&pic, now, &playout, &counters, &av);
+                if let Some(v) = video.as_mut()
+                    && let Some(pic) = v.on_due(now)
+                {
+                    show(&pic, now, v, &counters, &av);
                 }
                 continue;
             }
@@ -636,19 +638,26 @@ fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
         }
         match (info.kind, &frame.codec) {
             (MediaKind::Video, _) => {
-                let dec = match &mut video {
-                    Some(d) => d,
-                    None => match VideoTrackDecoder::new() {
-                        Ok(d) => video.insert(d),
+                let v = match &mut video {
+                    Some(v) => v,
+                    None => match RemoteVideoPath::new(config) {
+                        Ok(mut v) => {
+                            v.set_playout_enabled(knobs.video_playout);
+                            video.insert(v)
+                        }
                         Err(e) => {
                             warn!("H.264 decoder: {e}");
                             break;
                         }
                     },
                 };
-                let now = Instant::now();
-                let pic = dec.push(&frame, &track, now);
-                let st = dec.stats();
+                let sync = knobs.av_sync.then(|| VideoSync {
+                    lipsync: &lipsync,
+                    key: &av_key,
+                    sender_report: sender_report(),
+                });
+                let pic = v.on_frame(&frame, &track, Instant::now(), sync);
+                let st = v.decoder_stats();
                 {
                     let mut g = lock(&counters);
                     g.decoded = st.decoded;
@@ -656,20 +665,7 @@ fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
                     g.keyframe_requests = st.keyframe_requests;
                 }
                 if let Some(pic) = pic {
-                    if knobs.av_sync {
-                        let d = lipsync.video_sync_delay(&av_key, &playout, sender_report());
-                        playout.set_sync_delay(d);
-                    }
-                    playout.push(
-                        pic,
-                        frame.rtp_timestamp,
-                        frame.received,
-                        frame.held_for_loss,
-                    );
-                    let now = Instant::now();
-                    if let Some(pic) = playout.pop_due(now) {
-                        show(&pic, now, &playout, &counters, &av);
-                    }
+                    show(&pic, Instant::now(), v, &counters, &av);
                 }
             }
             (MediaKind::Audio, RtpCodec::Opus) => {
@@ -746,11 +742,11 @@ fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
 fn show(
     pic: &I420Frame,
     now: Instant,
-    playout: &VideoPlayoutQueue<I420Frame>,
+    video: &RemoteVideoPath,
     counters: &Mutex<Counters>,
     av: &Mutex<StreamAv>,
 ) {
-    let st = playout.stats();
+    let st = video.playout_stats();
     let mut g = lock(counters);
     g.freezes = st.freezes;
     g.shown = st.shown;

@@ -24,8 +24,8 @@ pub mod recv;
 pub mod send;
 
 pub use playout::{
-    LipSync, Recv, SharedAudioClock, SyncStatus, VideoPlayoutQueue, VideoPlayoutStats,
-    note_audio_playout, recv_until,
+    LipSync, Recv, RemoteVideoPath, SharedAudioClock, SyncStatus, VideoPlayoutQueue,
+    VideoPlayoutStats, VideoSync, note_audio_playout, recv_until,
 };
 pub use rate::{RatePolicy, video_target_bps};
 pub use recv::{

@@ -198,6 +198,97 @@ impl<T> Default for VideoPlayoutQueue<T> {
     }
 }
 
+/// Whom a remote video waits for: its stream's entry `key` in `lipsync`, with the track's
+/// latest sender report (`None` to assume audio and video share a path).
+#[derive(Debug, Clone, Copy)]
+pub struct VideoSync<'a> {
+    /// The shared lip sync state.
+    pub lipsync: &'a LipSync,
+    /// The stream's entry in it.
+    pub key: &'a str,
+    /// The video track's latest RTCP sender report.
+    pub sender_report: Option<SenderReport>,
+}
+
+/// One remote video track's path after the network, as the app and the CLI both run it on
+/// the track's receive thread: decode (a keyframe request while the picture is broken), the
+/// lip sync delay, the jitter-adaptive playout. The callers differ only in what they do with
+/// a picture that is due:
+///
+/// ```ignore
+/// loop {
+///     match recv_until(&handle, &track, &stop, path.next_due()) {
+///         Recv::Frame(f) => if let Some(pic) = path.on_frame(&f, &track, Instant::now(), sync) { show(pic) },
+///         Recv::Due => if let Some(pic) = path.on_due(Instant::now()) { show(pic) },
+///         Recv::Ended => break,
+///     }
+/// }
+/// ```
+pub struct RemoteVideoPath {
+    decoder: crate::recv::VideoTrackDecoder,
+    playout: VideoPlayoutQueue<rtcio_media::I420Frame>,
+}
+
+impl RemoteVideoPath {
+    /// A path with an H.264 decoder and a playout with `config`.
+    pub fn new(config: VideoPlayoutConfig) -> Result<Self, rtcio_media::MediaError> {
+        Ok(RemoteVideoPath {
+            decoder: crate::recv::VideoTrackDecoder::new()?,
+            playout: VideoPlayoutQueue::with_config(config),
+        })
+    }
+
+    /// Turns the playout timing off (every picture shown on arrival) or on.
+    pub fn set_playout_enabled(&mut self, on: bool) {
+        self.playout.set_enabled(on);
+    }
+
+    /// When the next held picture is due (the deadline for [`recv_until`]).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.playout.next_due()
+    }
+
+    /// A received frame at `now`: decoded, scheduled after the lip sync delay `sync` asks for
+    /// (none: no lip sync); returns the picture due now, if any (this one or an earlier one).
+    pub fn on_frame(
+        &mut self,
+        frame: &MediaFrame,
+        track: &RemoteTrack,
+        now: Instant,
+        sync: Option<VideoSync<'_>>,
+    ) -> Option<rtcio_media::I420Frame> {
+        let pic = self.decoder.push(frame, track, now)?;
+        if let Some(s) = sync {
+            let wait = s
+                .lipsync
+                .video_sync_delay(s.key, &self.playout, s.sender_report);
+            self.playout.set_sync_delay(wait);
+        }
+        self.playout.push(
+            pic,
+            frame.rtp_timestamp,
+            frame.received,
+            frame.held_for_loss,
+        );
+        self.playout.pop_due(Instant::now())
+    }
+
+    /// The picture due at `now`, if any (after [`recv_until`] returned [`Recv::Due`]).
+    pub fn on_due(&mut self, now: Instant) -> Option<rtcio_media::I420Frame> {
+        self.playout.pop_due(now)
+    }
+
+    /// The decoder's counters.
+    pub fn decoder_stats(&self) -> &crate::recv::VideoRecvStats {
+        self.decoder.stats()
+    }
+
+    /// The playout's counters.
+    pub fn playout_stats(&self) -> VideoPlayoutStats {
+        self.playout.stats()
+    }
+}
+
 /// One stream's audio playout clock, shared by its audio thread (writer) and video thread.
 pub type SharedAudioClock = Arc<Mutex<AudioPlayoutClock>>;
 
