@@ -286,7 +286,9 @@ async fn next_text(ws: &mut Ws) -> Result<String, SioError> {
 }
 
 async fn open_session(ep: &Endpoint, opts: &SioOptions) -> Result<Session, SioError> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(ep.ws_url.as_str())
+    // Nagle off, as browsers have it: signaling is small messages that must go at once (with
+    // it on, an offer or candidate waited 8–40 ms for the previous one's acknowledgement).
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(ep.ws_url.as_str(), None, true)
         .await
         .map_err(|e| SioError::Unreachable(e.to_string()))?;
     let open = match packet::decode_eio(&next_text(&mut ws).await?) {
