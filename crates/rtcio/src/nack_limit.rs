@@ -30,8 +30,9 @@ const MIN_GAP: Duration = Duration::from_millis(20);
 /// Packets remembered (older ones are forgotten first): a second of 720p video at a few Mbit/s.
 const REMEMBERED: usize = 2048;
 
-/// A round trip shared between the estimator that measures it and the responder that uses it,
-/// in microseconds (0: not measured yet).
+/// A round trip shared between where it is measured and where it is used (the estimator and
+/// the responder; the NACK generator's repair time and the track readers), in microseconds
+/// (0: not measured yet).
 #[derive(Debug, Default)]
 pub(crate) struct SharedRtt(AtomicU32);
 
@@ -49,6 +50,15 @@ impl SharedRtt {
         let us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX).max(1);
         self.0.store(us, Ordering::Relaxed);
     }
+}
+
+/// The sequence numbers one NACK pair names: its packet id and the bitmask of the 16 after it.
+pub(crate) fn nack_pair_seqs(pair: &NackPair) -> impl Iterator<Item = u16> + '_ {
+    std::iter::once(pair.packet_id).chain(
+        (0..16u16)
+            .filter(|i| pair.lost_packets & (1 << i) != 0)
+            .map(|i| pair.packet_id.wrapping_add(i + 1)),
+    )
 }
 
 /// When each (media SSRC, sequence number) was last retransmitted.
@@ -104,12 +114,7 @@ impl LimitedNackResponder {
         let rtt = self.rtt.get().unwrap_or(DEFAULT_RTT);
         let mut nacks = Vec::new();
         for pair in &nack.nacks {
-            let seqs = std::iter::once(pair.packet_id).chain(
-                (0..16u16)
-                    .filter(|i| pair.lost_packets & (1 << i) != 0)
-                    .map(|i| pair.packet_id.wrapping_add(i + 1)),
-            );
-            for seq in seqs {
+            for seq in nack_pair_seqs(pair) {
                 if self.limiter.allow(nack.media_ssrc, seq, now, rtt) {
                     nacks.push(NackPair {
                         packet_id: seq,

@@ -13,14 +13,15 @@
 //! none once the packet is older than the assembler would wait for it. The repair round trip is
 //! measured here, so a receive-only peer (no media of its own, so no RTT from RTCP reports) has
 //! it too: the time from a packet's first NACK to its arrival, median of the recent ones (a
-//! lost copy or a merely reordered packet is an outlier either way). [`RepairTime`] publishes
-//! it to the track readers, whose assemblers wait [`gap_wait`] for a missing packet: two repair
-//! rounds, so one lost copy is repaired instead of costing a keyframe.
+//! lost copy or a merely reordered packet is an outlier either way; repairs come on the RTX
+//! stream, which webrtc-rs unwraps only after the interceptors, so the original sequence number
+//! is read here). The generator publishes it (a [`SharedRtt`] per peer connection) to the track
+//! readers, whose assemblers wait [`gap_wait`] for a missing packet: two repair rounds, so one
+//! lost copy is repaired instead of costing a keyframe.
 //! [`PacedNackGenerator`] puts the policy in front of the stock generator.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
@@ -31,6 +32,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
 };
 use rtc::sansio::Protocol;
 
+use crate::nack_limit::{SharedRtt, nack_pair_seqs};
 use crate::proto::rtp_assembler::VIDEO_GAP_WAIT;
 
 /// The repair round trip assumed before one is measured.
@@ -57,26 +59,6 @@ pub(crate) fn gap_wait(repair: Option<Duration>) -> Duration {
         None => VIDEO_GAP_WAIT,
         Some(r) => (r.mul_f64(2.0 * RESEND_FACTOR) + Duration::from_millis(50))
             .clamp(VIDEO_GAP_WAIT, MAX_GAP_WAIT),
-    }
-}
-
-/// The measured repair round trip of one peer connection, in microseconds (0: not yet), shared
-/// between its NACK generator and its track readers.
-#[derive(Debug, Default)]
-pub(crate) struct RepairTime(AtomicU32);
-
-impl RepairTime {
-    /// The latest median, if measured.
-    pub(crate) fn get(&self) -> Option<Duration> {
-        match self.0.load(Ordering::Relaxed) {
-            0 => None,
-            us => Some(Duration::from_micros(u64::from(us))),
-        }
-    }
-
-    fn set(&self, d: Duration) {
-        let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1);
-        self.0.store(us, Ordering::Relaxed);
     }
 }
 
@@ -172,7 +154,7 @@ impl NackPacer {
 pub(crate) struct PacedNackGenerator {
     inner: NackGeneratorInterceptor,
     pacer: NackPacer,
-    repair: Arc<RepairTime>,
+    repair: Arc<SharedRtt>,
     /// RTX SSRC → the media SSRC it repairs (RFC 4588, from the remote streams' bindings).
     rtx: HashMap<u32, u32>,
 }
@@ -181,7 +163,7 @@ impl PacedNackGenerator {
     /// The stock generator asking every `interval`, its NACKs paced by the measured repair
     /// round trip, which is published to `repair`. The stock generator's own count only
     /// bounds how long it keeps a packet on its list; the pacer decides what goes out.
-    pub(crate) fn new(interval: Duration, repair: Arc<RepairTime>) -> Self {
+    pub(crate) fn new(interval: Duration, repair: Arc<SharedRtt>) -> Self {
         let asks = (MAX_GAP_WAIT.as_millis() / interval.as_millis().max(1)).max(1) + 1;
         PacedNackGenerator {
             inner: NackGeneratorBuilder::new()
@@ -198,12 +180,7 @@ impl PacedNackGenerator {
     fn pace(&mut self, nack: &TransportLayerNack, now: Instant) -> Option<TransportLayerNack> {
         let mut seqs = Vec::new();
         for pair in &nack.nacks {
-            let all = std::iter::once(pair.packet_id).chain(
-                (0..16u16)
-                    .filter(|i| pair.lost_packets & (1 << i) != 0)
-                    .map(|i| pair.packet_id.wrapping_add(i + 1)),
-            );
-            for seq in all {
+            for seq in nack_pair_seqs(pair) {
                 if self.pacer.allow(nack.media_ssrc, seq, now) {
                     seqs.push(seq);
                 }
@@ -445,12 +422,7 @@ mod tests {
                 for p in ps {
                     if let Some(n) = p.as_any().downcast_ref::<TransportLayerNack>() {
                         for pair in &n.nacks {
-                            out.push(pair.packet_id);
-                            out.extend(
-                                (0..16u16)
-                                    .filter(|i| pair.lost_packets & (1 << i) != 0)
-                                    .map(|i| pair.packet_id.wrapping_add(i + 1)),
-                            );
+                            out.extend(nack_pair_seqs(pair));
                         }
                     }
                 }
@@ -461,7 +433,7 @@ mod tests {
 
     #[test]
     fn the_generator_repeats_a_nack_once_per_repair_round_trip() {
-        let repair_time = Arc::new(RepairTime::default());
+        let repair_time = Arc::new(SharedRtt::default());
         let mut g = PacedNackGenerator::new(Duration::from_millis(20), repair_time.clone());
         g.bind_remote_stream(&StreamInfo {
             ssrc: SSRC,

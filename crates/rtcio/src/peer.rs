@@ -211,7 +211,7 @@ type BuiltPc = (
     Arc<dyn PeerConnection>,
     Option<Arc<BandwidthEstimate>>,
     Arc<crate::capture_sr::CaptureTimes>,
-    Arc<crate::nack_pace::RepairTime>,
+    Arc<crate::nack_limit::SharedRtt>,
 );
 
 async fn build_pc(shared: &Shared, tx: mpsc::UnboundedSender<PeerCmd>) -> Result<BuiltPc, String> {
@@ -228,7 +228,7 @@ async fn build_pc(shared: &Shared, tx: mpsc::UnboundedSender<PeerCmd>) -> Result
     let mut media = MediaEngine::default();
     crate::peer_media::register_codecs(&mut media)?;
     let captures = Arc::new(crate::capture_sr::CaptureTimes::default());
-    let repair = Arc::new(crate::nack_pace::RepairTime::default());
+    let repair = Arc::new(crate::nack_limit::SharedRtt::default());
     let (registry, estimate) =
         interceptors(&shared.opts.congestion, &mut media, &captures, &repair)?;
     let registry = registry
@@ -279,7 +279,7 @@ fn nack(
     registry: InterceptorRegistry,
     media: &mut MediaEngine,
     rtt: Arc<crate::nack_limit::SharedRtt>,
-    repair: Arc<crate::nack_pace::RepairTime>,
+    repair: Arc<crate::nack_limit::SharedRtt>,
 ) -> InterceptorRegistry {
     use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
     for parameter in ["", "pli"] {
@@ -309,7 +309,7 @@ fn interceptors(
     cc: &crate::bwe::CongestionConfig,
     media: &mut MediaEngine,
     captures: &Arc<crate::capture_sr::CaptureTimes>,
-    repair: &Arc<crate::nack_pace::RepairTime>,
+    repair: &Arc<crate::nack_limit::SharedRtt>,
 ) -> Result<(InterceptorRegistry, Option<Arc<BandwidthEstimate>>), String> {
     // Measured by congestion control's feedback; without it the responder assumes 100 ms.
     let rtt = Arc::new(crate::nack_limit::SharedRtt::default());

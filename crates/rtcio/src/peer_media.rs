@@ -256,7 +256,7 @@ pub(crate) struct PeerMedia {
     captures: Arc<crate::capture_sr::CaptureTimes>,
     /// The repair round trip this connection's NACK generator measures: how long a missing
     /// packet is waited for.
-    repair: Arc<crate::nack_pace::RepairTime>,
+    repair: Arc<crate::nack_limit::SharedRtt>,
     /// Announcements for streams with no negotiated track yet.
     announcements: Announcements,
 }
@@ -293,7 +293,7 @@ impl PeerMedia {
         self_tx: mpsc::UnboundedSender<PeerCmd>,
         estimate: Option<Arc<crate::bwe::BandwidthEstimate>>,
         captures: Arc<crate::capture_sr::CaptureTimes>,
-        repair: Arc<crate::nack_pace::RepairTime>,
+        repair: Arc<crate::nack_limit::SharedRtt>,
     ) -> Self {
         PeerMedia {
             remote: remote.to_string(),
@@ -726,7 +726,7 @@ fn dispatch_track(
 async fn read_track(
     track: Arc<dyn TrackRemote>,
     route: Arc<Route>,
-    repair: Arc<crate::nack_pace::RepairTime>,
+    repair: Arc<crate::nack_limit::SharedRtt>,
 ) {
     let mut asm: Option<(FrameAssembler, RtpCodec)> = None;
     let mut unknown = 0u32;

@@ -247,8 +247,9 @@ impl LocalTrack {
         self.inner.written.load(Ordering::Relaxed)
     }
 
-    /// Keyframe requests (PLI/FIR) from receiving peers: answer them by encoding an IDR frame.
-    /// Subscribe after [`LocalStream::replace_track`], which moves the requests to the new track.
+    /// Keyframe requests (PLI/FIR) from receiving peers, and one per peer when its connection
+    /// first comes up (so a joiner's first frame is a keyframe without a PLI round trip):
+    /// answer them by encoding an IDR frame. Subscribe after [`LocalStream::replace_track`], which moves the requests to the new track.
     pub fn keyframe_requests(&self) -> broadcast::Receiver<KeyframeRequest> {
         self.feed().keyframes.subscribe()
     }
