@@ -384,9 +384,105 @@ pub struct RemoteScaler {
 
 /// One I420 frame for a tile ([`encode_i420_frame`]'s layout) of `width × height` (even, at
 /// most the picture's size), each plane resized from the decoder's (padded) rows straight into
-/// the buffer that goes to the IPC: no intermediate picture, no copy. Box filter (the 2 × 2
-/// average) for reductions of 2× or more, bilinear below.
+/// the buffer that goes to the IPC: no intermediate picture, no copy. Exactly half the picture
+/// in both dimensions (a 2 × 2 grid cell of a 720p picture) averages 2 × 2 blocks in plain
+/// Rust ([`halve_plane`]), cheaper than the general convolution; every other size goes
+/// through [`encode_i420_resized`].
 pub fn encode_i420_scaled(
+    key: &str,
+    pic: &rtcio_media::I420Frame,
+    (width, height): (u32, u32),
+    resizer: &mut fast_image_resize::Resizer,
+) -> Result<Vec<u8>, MediaError> {
+    // Widened: a target near u32::MAX is an error of the resizer's checks, not an overflow.
+    let (even_w, even_h) = (u64::from(width & !1), u64::from(height & !1));
+    let half = even_w * 2 == u64::from(pic.width) && even_h * 2 == u64::from(pic.height);
+    if !half || width < 2 || height < 2 {
+        return encode_i420_resized(key, pic, (width, height), resizer);
+    }
+    let (mut out, start) = scaled_frame_buffer(key, pic, (width, height))?;
+    let (dw, dh) = (even_w as usize, even_h as usize);
+    let (sw, sh) = (pic.width as usize, pic.height as usize);
+    let (y, uv) = out[start..].split_at_mut(dw * dh);
+    let (u, v) = uv.split_at_mut(dw / 2 * (dh / 2));
+    for (src, stride, (pw, ph), dst) in [
+        (&pic.y, pic.stride_y, (sw, sh), y),
+        (&pic.u, pic.stride_u, (sw / 2, sh / 2), u),
+        (&pic.v, pic.stride_v, (sw / 2, sh / 2), v),
+    ] {
+        if !halve_plane(src, stride, (pw, ph), dst) {
+            return Err(scale_error("planes shorter than their size"));
+        }
+    }
+    Ok(out)
+}
+
+fn scale_error(what: &str) -> MediaError {
+    MediaError::InvalidInput(format!("scaling a remote frame: {what}"))
+}
+
+/// The frame buffer for a scaled picture of `width & !1 × height & !1`: header written,
+/// pixels zeroed; with the offset of the pixels. Errors on a target of less than 2 × 2 or
+/// above the picture.
+fn scaled_frame_buffer(
+    key: &str,
+    pic: &rtcio_media::I420Frame,
+    (width, height): (u32, u32),
+) -> Result<(Vec<u8>, usize), MediaError> {
+    if width < 2 || height < 2 || width > pic.width || height > pic.height {
+        return Err(scale_error("target size"));
+    }
+    let (width, height) = (width & !1, height & !1);
+    let len = FrameFormat::I420
+        .payload_len(width, height)
+        .ok_or_else(|| scale_error("size"))?;
+    let mut out = frame_header(FrameFormat::I420, key, width, height, len);
+    let start = out.len();
+    out.resize(start + len, 0);
+    Ok((out, start))
+}
+
+/// Averages each 2 × 2 block of a `pw × ph` plane whose rows are `stride` bytes apart (the
+/// last row may stop at the picture's edge) into `dst`, `pw / 2 × ph / 2` packed bytes,
+/// rounding half up: `(a + b + c + d + 2) / 4`. False (nothing written) when `src` or `dst`
+/// is too short or a size is odd.
+pub fn halve_plane(src: &[u8], stride: usize, (pw, ph): (usize, usize), dst: &mut [u8]) -> bool {
+    let (qw, qh) = (pw / 2, ph / 2);
+    let src_needed = match ph.checked_sub(1) {
+        Some(rows) => rows.checked_mul(stride).and_then(|n| n.checked_add(pw)),
+        None => Some(0),
+    };
+    if pw % 2 != 0
+        || ph % 2 != 0
+        || stride < pw
+        || src_needed.is_none_or(|n| src.len() < n)
+        || dst.len() < qw * qh
+    {
+        return false;
+    }
+    if qw == 0 || qh == 0 {
+        return true;
+    }
+    // Slices cut to the exact lengths first, so the inner loop is zips of equal lengths: no
+    // bounds checks, and the compiler vectorises the u16 sums.
+    for (r, out) in dst[..qw * qh].chunks_exact_mut(qw).enumerate() {
+        let top = &src[2 * r * stride..][..pw];
+        let bottom = &src[(2 * r + 1) * stride..][..pw];
+        for ((o, a), b) in out
+            .iter_mut()
+            .zip(top.chunks_exact(2))
+            .zip(bottom.chunks_exact(2))
+        {
+            let sum = u16::from(a[0]) + u16::from(a[1]) + u16::from(b[0]) + u16::from(b[1]);
+            *o = ((sum + 2) >> 2) as u8;
+        }
+    }
+    true
+}
+
+/// [`encode_i420_scaled`] through fast_image_resize for any size: box filter (the 2 × 2
+/// average) for reductions of 2× or more, bilinear below.
+pub fn encode_i420_resized(
     key: &str,
     pic: &rtcio_media::I420Frame,
     (width, height): (u32, u32),
@@ -394,24 +490,15 @@ pub fn encode_i420_scaled(
 ) -> Result<Vec<u8>, MediaError> {
     use fast_image_resize::images::{Image, ImageRef};
     use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions};
-    let bad = |what: &str| MediaError::InvalidInput(format!("scaling a remote frame: {what}"));
-    if width < 2 || height < 2 || width > pic.width || height > pic.height {
-        return Err(bad("target size"));
-    }
-    let (width, height) = (width & !1, height & !1);
-    let len = FrameFormat::I420
-        .payload_len(width, height)
-        .ok_or_else(|| bad("size"))?;
-    let mut out = frame_header(FrameFormat::I420, key, width, height, len);
-    let start = out.len();
-    out.resize(start + len, 0);
-    let filter = if width * 2 <= pic.width && height * 2 <= pic.height {
+    let bad = |what: &str| scale_error(what);
+    let (mut out, start) = scaled_frame_buffer(key, pic, (width, height))?;
+    let (dw, dh) = ((width & !1) as usize, (height & !1) as usize);
+    let filter = if dw * 2 <= pic.width as usize && dh * 2 <= pic.height as usize {
         FilterType::Box
     } else {
         FilterType::Bilinear
     };
     let (sw, sh) = (pic.width as usize, pic.height as usize);
-    let (dw, dh) = (width as usize, height as usize);
     let (y, uv) = out[start..].split_at_mut(dw * dh);
     let (u, v) = uv.split_at_mut(dw.div_ceil(2) * dh.div_ceil(2));
     for (src, stride, (pw, ph), dst, (qw, qh)) in [
@@ -1958,6 +2045,123 @@ mod tests {
             encode_i420_scaled("p/m", &pic, (128, 64), &mut r).is_err(),
             "never up"
         );
+    }
+
+    /// A picture with odd strides, each row padded with 0xEE and each plane's last row cut at
+    /// the picture's edge (as a decoder may hand it), filled with pseudo-random bytes.
+    fn padded_picture(w: usize, h: usize, (sy, sc): (usize, usize)) -> rtcio_media::I420Frame {
+        let mut seed = 0x2545_f491_u32;
+        let mut plane = |pw: usize, ph: usize, stride: usize| -> Vec<u8> {
+            (0..stride * (ph - 1) + pw)
+                .map(|i| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    if i % stride < pw {
+                        (seed >> 24) as u8
+                    } else {
+                        0xEE
+                    }
+                })
+                .collect()
+        };
+        rtcio_media::I420Frame {
+            width: w as u32,
+            height: h as u32,
+            y: plane(w, h, sy),
+            u: plane(w / 2, h / 2, sc),
+            v: plane(w / 2, h / 2, sc),
+            stride_y: sy,
+            stride_u: sc,
+            stride_v: sc,
+            timestamp: Duration::ZERO,
+        }
+    }
+
+    /// The 2 × 2 average, rounded half up, of a `pw × ph` plane with rows `stride` apart.
+    fn reference_half(src: &[u8], stride: usize, pw: usize, ph: usize) -> Vec<u8> {
+        let at = |x: usize, y: usize| u32::from(src[y * stride + x]);
+        let mut out = Vec::new();
+        for y in (0..ph).step_by(2) {
+            for x in (0..pw).step_by(2) {
+                let sum = at(x, y) + at(x + 1, y) + at(x, y + 1) + at(x + 1, y + 1);
+                out.push(((sum + 2) / 4) as u8);
+            }
+        }
+        out
+    }
+
+    /// Exactly half the picture: every plane is the 2 × 2 average rounded half up, read from
+    /// odd strides with padding and a cut last row; fast_image_resize's box filter (the other
+    /// path) agrees within 1. Any other size goes through the resizer, byte for byte; bad
+    /// input is an error, never a panic.
+    #[test]
+    fn i420_exact_half_is_the_2x2_average() {
+        let mut r = fast_image_resize::Resizer::new();
+        for (w, h, strides) in [
+            (64, 32, (71, 37)),
+            (68, 36, (68, 34)),
+            (1280, 720, (1344, 673)),
+        ] {
+            let pic = padded_picture(w, h, strides);
+            let bytes = encode_i420_scaled("p/m", &pic, (w as u32 / 2, h as u32 / 2), &mut r)
+                .expect("halved");
+            let hd = decode_frame_header(&bytes).expect("a frame");
+            assert_eq!((hd.width, hd.height), (w as u32 / 2, h as u32 / 2));
+            let mut want = reference_half(&pic.y, pic.stride_y, w, h);
+            want.extend(reference_half(&pic.u, pic.stride_u, w / 2, h / 2));
+            want.extend(reference_half(&pic.v, pic.stride_v, w / 2, h / 2));
+            assert_eq!(&bytes[hd.offset..], &want[..], "{w}x{h}");
+            let resized =
+                encode_i420_resized("p/m", &pic, (w as u32 / 2, h as u32 / 2), &mut r).unwrap();
+            assert_eq!(resized.len(), bytes.len());
+            let worst = resized[hd.offset..]
+                .iter()
+                .zip(&bytes[hd.offset..])
+                .map(|(&a, &b)| (i16::from(a) - i16::from(b)).abs())
+                .max();
+            assert!(worst <= Some(1), "box filter vs 2x2 average: {worst:?}");
+        }
+        let pic = padded_picture(64, 32, (71, 37));
+        // The pixels of a frame (its header holds the time it was made).
+        let pixels = |b: Vec<u8>| {
+            let offset = decode_frame_header(&b).expect("a frame").offset;
+            b[offset..].to_vec()
+        };
+        // Not exactly half (one dimension only, or another ratio): the resizer's output.
+        for size in [(32, 20), (40, 16), (16, 8), (50, 24)] {
+            assert_eq!(
+                pixels(encode_i420_scaled("p/m", &pic, size, &mut r).unwrap()),
+                pixels(encode_i420_resized("p/m", &pic, size, &mut r).unwrap()),
+                "{size:?}"
+            );
+        }
+        // An odd target rounds down to even as before: 33 × 17 is 32 × 16, the half.
+        assert_eq!(
+            pixels(encode_i420_scaled("p/m", &pic, (33, 17), &mut r).unwrap()),
+            pixels(encode_i420_scaled("p/m", &pic, (32, 16), &mut r).unwrap())
+        );
+        // Short planes, a stride narrower than the picture, a target too small or too large.
+        for cut in [0, 1, 2] {
+            let mut short = pic.clone();
+            match cut {
+                0 => short.y.truncate(71 * 31 + 63),
+                1 => short.u.truncate(37 * 15),
+                _ => short.v.clear(),
+            }
+            assert!(encode_i420_scaled("p/m", &short, (32, 16), &mut r).is_err());
+        }
+        let mut narrow = pic.clone();
+        narrow.stride_y = 63;
+        assert!(encode_i420_scaled("p/m", &narrow, (32, 16), &mut r).is_err());
+        assert!(encode_i420_scaled("p/m", &pic, (1, 1), &mut r).is_err());
+        assert!(encode_i420_scaled("p/m", &pic, (128, 64), &mut r).is_err());
+        // The plane halver alone: odd sizes and short buffers are refused.
+        let mut dst = [0u8; 4];
+        assert!(!halve_plane(&[0; 12], 3, (3, 4), &mut dst));
+        assert!(!halve_plane(&[0; 12], 4, (4, 3), &mut dst));
+        assert!(!halve_plane(&[0; 7], 4, (4, 2), &mut dst));
+        assert!(!halve_plane(&[0; 16], 4, (4, 4), &mut dst[..3]));
+        assert!(halve_plane(&[8; 16], 4, (4, 4), &mut dst));
+        assert_eq!(dst, [8; 4]);
     }
 
     #[test]
