@@ -19,6 +19,12 @@ use tokio::sync::mpsc;
 /// an answer, and a failed one loses a cluster-wide announcement.
 pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long an adapter request (`fetch_sockets`: a join's membership read) waits for the other
+/// processes' answers (socketioxide-redis's default, set explicitly because the join relies on it).
+/// At that point the adapter returns what it has, silently: a read that took this long may lack
+/// the members of a process that answered late (see `session::join_locked`).
+pub(crate) const ADAPTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 type Handlers = Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>>;
 
 /// The pub/sub driver of the Redis adapter (see the module docs).

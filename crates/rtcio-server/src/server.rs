@@ -220,7 +220,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 TimedRedisDriver::new(&client).await?,
                 RedisAdapterConfig::new()
                     .with_prefix(format!("{}-sio", config.redis_prefix))
-                    .with_stream_buffer(PUBSUB_BUFFER),
+                    .with_stream_buffer(PUBSUB_BUFFER)
+                    .with_request_timeout(crate::redis_driver::ADAPTER_REQUEST_TIMEOUT),
             );
             let store = Store::redis(client, &config.redis_prefix, config.redis_key_ttl).await?;
             let (layer, io) = builder

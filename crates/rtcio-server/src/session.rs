@@ -51,6 +51,8 @@ use crate::store::{RoomLease, Store, StoreError};
 
 /// Events a socket may have waiting before the worker drops new ones (a flood, not a client).
 const QUEUE_DEPTH: usize = 1024;
+/// Attempts of one join whose room lease expires before it is answered (a stalled Redis).
+const JOIN_ATTEMPTS: u32 = 3;
 /// join-room + check-room requests a socket may send at once before the rate applies.
 const JOIN_BURST: f64 = 20.0;
 
@@ -350,6 +352,9 @@ enum HandleError {
     Store(#[from] StoreError),
     #[error("adapter: {0}")]
     Adapter(String),
+    /// The room's membership read ran into the adapter's request timeout: possibly partial.
+    #[error("room membership read timed out (other processes may be missing)")]
+    MembersUnsure,
 }
 
 /// Wires a freshly connected socket: own-id room, ordered inbound queue, disconnect hook.
@@ -731,22 +736,55 @@ async fn join_room<A: Adapter>(
     };
     // From the membership read to the last fan-out emit, no other join or leave of this room
     // may interleave, on this process or another: each pair of members must agree on who was
-    // there first.
-    let held = hold_rooms(sh, sid, std::slice::from_ref(&req.room_id)).await?;
-    let r = join_locked(sh, socket, sid, &req, name).await;
-    held.release(&sh.store, sid).await;
-    r
+    // there first. A join whose Redis lease ran out before it became visible starts over.
+    let mut attempt = 1;
+    loop {
+        let held = hold_rooms(sh, sid, std::slice::from_ref(&req.room_id)).await?;
+        let last = attempt == JOIN_ATTEMPTS;
+        let r = join_locked(sh, socket, sid, &req, name.as_deref(), &held, last).await;
+        held.release(&sh.store, sid).await;
+        match r {
+            Err(
+                e @ (HandleError::Store(StoreError::LeaseLost(_)) | HandleError::MembersUnsure),
+            ) if !last => {
+                if let Some(more) = LEASE_LOG.allow(Instant::now()) {
+                    warn!(%sid, room, attempt, more, "{e}; joining again");
+                }
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
 }
 
+/// One join attempt under the room's lock and lease. Everything that can take a round trip (the
+/// membership read, the backfill's names and media, the store writes) happens before the joiner
+/// becomes visible; then the lease is confirmed (fencing: had it expired, the next joiner may
+/// already be telling the room's members, us included once we are in it) and the joiner is added
+/// to the room with its backfill and `join-ok` queued in the same synchronous step, so anything
+/// sent to the room after that reaches it after its own `join-ok`.
 async fn join_locked<A: Adapter>(
     sh: &Shared<A>,
     socket: &SocketRef<A>,
     sid: &str,
     req: &protocol::RoomRequest,
-    name: Option<String>,
+    name: Option<&str>,
+    held: &Held<'_>,
+    last_attempt: bool,
 ) -> Result<(), HandleError> {
     let room = req.room_id.as_str();
+    let asked = Instant::now();
     let mut members = live_members(&sh.io, room).await?;
+    // A read as slow as the adapter's request timeout may have left out a process that answered
+    // late, whose earlier fan-out can still be on its way here: joining on it would put us in the
+    // room without that member in our backfill, and its stale init-offer would reach us first.
+    // Read again under a fresh lease; the last attempt goes on with what it has.
+    if !held.leases.is_empty()
+        && !last_attempt
+        && asked.elapsed() >= crate::redis_driver::ADAPTER_REQUEST_TIMEOUT
+    {
+        return Err(HandleError::MembersUnsure);
+    }
     let occupied = !members.is_empty();
     let stored = sh.store.password(room).await?;
     if let Err(reason) = protocol::check_password(occupied, &stored, &req.password) {
@@ -754,23 +792,38 @@ async fn join_locked<A: Adapter>(
         emit_self(socket, "join-error", &JoinError::for_room(reason, room));
         return Ok(());
     }
+    let rejoin = members.iter().any(|m| m == sid);
+    let dedupe = rejoin && sh.policy.dedupe_rejoin;
+    // The anchor backfills every member present before the join (itself too on a re-join), in
+    // join order.
+    let (names, media) = if dedupe {
+        (Vec::new(), Vec::new())
+    } else {
+        sh.store.sort_by_join_order(room, &mut members).await?;
+        backfill_stall().await;
+        (
+            sh.store.names(&members).await?,
+            sh.store.media(&members).await?,
+        )
+    };
+    // Fencing: the writes below and the join must not outlive the lease. Renewed here for a
+    // full lease, which covers the two writes; the rest is synchronous.
+    for lease in &held.leases {
+        sh.store.confirm_lease(lease).await?;
+    }
     match protocol::password_change(occupied, &req.password) {
         PasswordChange::Keep => {}
         PasswordChange::Set(pw) => sh.store.set_password(room, Some(&pw)).await?,
         PasswordChange::Clear => sh.store.set_password(room, None).await?,
     }
-    sh.store.add_member(sid, room, name.as_deref()).await?;
-    let rejoin = members.iter().any(|m| m == sid);
-    if rejoin && sh.policy.dedupe_rejoin {
+    sh.store.add_member(sid, room, name).await?;
+    if dedupe {
         emit_self(socket, "join-ok", &JoinOk { room_id: room });
         return Ok(());
     }
-    // The anchor backfills every member present before the join (itself too on a re-join), in
-    // join order.
-    sh.store.sort_by_join_order(room, &mut members).await?;
+    // No await from here to `join-ok`: the joiner enters the room and has its answer queued in
+    // one step.
     socket.join(room.to_string());
-    let names = sh.store.names(&members).await?;
-    let media = sh.store.media(&members).await?;
     for ((id, name), state) in members.iter().zip(&names).zip(&media) {
         emit_self(
             socket,
@@ -794,10 +847,7 @@ async fn join_locked<A: Adapter>(
         }
     }
     emit_self(socket, "join-ok", &JoinOk { room_id: room });
-    let me = UserConnected {
-        name: name.as_deref(),
-        id: sid,
-    };
+    let me = UserConnected { name, id: sid };
     if matches!(sh.store, Store::Memory(_)) {
         // One process: the members read above under the room's lock are the room minus the
         // joiner. Each gets both events back to back, so its session wakes once and writes them
@@ -826,6 +876,16 @@ async fn join_locked<A: Adapter>(
     }
     info!(%sid, room, members = members.len(), "joined");
     Ok(())
+}
+
+/// The test hook of a slow backfill read (see [`crate::store::test_hooks`]); nothing by default.
+async fn backfill_stall() {
+    use crate::store::test_hooks::{BACKFILL_STALL_MS, STALLED};
+    let ms = BACKFILL_STALL_MS.swap(0, std::sync::atomic::Ordering::Relaxed);
+    if ms > 0 {
+        STALLED.notify_one();
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
 }
 
 async fn echo<A: Adapter>(

@@ -26,11 +26,36 @@ pub enum StoreError {
     /// Another process held the room's lease for longer than a lease lives.
     #[error("room {0:?} stayed leased by another process")]
     LeaseTimeout(String),
+    /// Our lease of the room expired (and may have been taken) before we were done with it.
+    #[error("room {0:?}: our lease expired before the join was answered")]
+    LeaseLost(String),
 }
 
 /// How long a room lease lives in Redis when its holder dies without releasing it. A join holds it
-/// for a few Redis round trips.
+/// for a few Redis round trips (and an adapter request, up to its 5 s timeout).
 const ROOM_LEASE: Duration = Duration::from_secs(10);
+
+/// Test-only knobs for reproducing a join that outlives its room lease (issue 15); not part of the
+/// API and never set by the server itself.
+#[doc(hidden)]
+pub mod test_hooks {
+    use std::sync::atomic::AtomicU64;
+
+    /// Overrides [`super::ROOM_LEASE`] (milliseconds) when non-zero.
+    pub static ROOM_LEASE_MS: AtomicU64 = AtomicU64::new(0);
+    /// When non-zero, the next join to reach its backfill reads stalls this long (milliseconds)
+    /// while holding its room lease, and sets it back to zero.
+    pub static BACKFILL_STALL_MS: AtomicU64 = AtomicU64::new(0);
+    /// Notified when that stall begins.
+    pub static STALLED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+}
+
+fn room_lease() -> Duration {
+    match test_hooks::ROOM_LEASE_MS.load(Ordering::Relaxed) {
+        0 => ROOM_LEASE,
+        ms => Duration::from_millis(ms),
+    }
+}
 /// Longest pause between two attempts to take a busy lease.
 const LEASE_RETRY_MAX: Duration = Duration::from_millis(20);
 /// Makes every lease token of this process unique.
@@ -42,6 +67,7 @@ static LEASE_SEQ: AtomicU64 = AtomicU64::new(0);
 pub struct RoomLease {
     key: String,
     token: String,
+    room: String,
 }
 
 /// Shared room state, in memory or in Redis.
@@ -433,7 +459,8 @@ impl Store {
         let key = r.key(&format!("lock:{room}"));
         let token = format!("{holder}:{}", LEASE_SEQ.fetch_add(1, Ordering::Relaxed));
         // A lease left by a dead process expires, so waiting longer than that means trouble.
-        let deadline = Instant::now() + ROOM_LEASE + Duration::from_secs(1);
+        let lease = room_lease();
+        let deadline = Instant::now() + lease + Duration::from_secs(1);
         let mut pause = Duration::from_millis(1);
         loop {
             let taken: Option<String> = redis::cmd("SET")
@@ -441,17 +468,48 @@ impl Store {
                 .arg(&token)
                 .arg("NX")
                 .arg("PX")
-                .arg(ROOM_LEASE.as_millis() as u64)
+                .arg(lease.as_millis() as u64)
                 .query_async(&mut c)
                 .await?;
             if taken.is_some() {
-                return Ok(Some(RoomLease { key, token }));
+                return Ok(Some(RoomLease {
+                    key,
+                    token,
+                    room: room.to_string(),
+                }));
             }
             if Instant::now() >= deadline {
                 return Err(StoreError::LeaseTimeout(room.to_string()));
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(LEASE_RETRY_MAX);
+        }
+    }
+
+    /// Fencing check: renews `lease` for a full lease time if it is still ours, else fails with
+    /// [`StoreError::LeaseLost`]. A holder calls it right before it makes a change others must
+    /// not see interleaved (a joiner becoming visible in the room): past a lost lease another
+    /// joiner may already have read the room and be telling its members.
+    pub async fn confirm_lease(&self, lease: &RoomLease) -> Result<(), StoreError> {
+        let Store::Redis(r) = self else {
+            return Ok(());
+        };
+        let mut c = r.conn.clone();
+        let ours: i64 = redis::cmd("EVAL")
+            .arg(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                 return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
+            )
+            .arg(1)
+            .arg(&lease.key)
+            .arg(&lease.token)
+            .arg(room_lease().as_millis() as u64)
+            .query_async(&mut c)
+            .await?;
+        if ours == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost(lease.room.clone()))
         }
     }
 
