@@ -29,6 +29,11 @@
 //! the runs, `BENCH_FORMATS` (default `rgba,i420`) the formats, `BENCH_SCREENSHOT=DIR` saves
 //! the screen at the end of each run (imagemagick `import`).
 //!
+//! `BENCH_ROLE=scale` runs no app: it prints the cost of scaling a 1280×720 picture into a
+//! 640×360 tile's IPC buffer, fast_image_resize against the exact-half 2 × 2 average
+//! (`BENCH_FRAMES` per round, default 300), and the load average. `RTCIO_I420_SCALER=resizer`
+//! in the environment of a normal run makes the app scale with fast_image_resize only.
+//!
 //! The active-speaker screenshot (`docs/screenshot-active-speaker.png`): `BENCH_TALKERS=1`
 //! makes only the first remote send its tone (the others are silent, microphone off), so the
 //! speaking ring lights that remote and our own tile (the app sends its tone too) and not the
@@ -171,8 +176,77 @@ fn main() -> anyhow::Result<()> {
     match std::env::var("BENCH_ROLE").as_deref() {
         Ok("remotes") => remotes(),
         Ok("app") => app(),
+        Ok("scale") => scale(),
         _ => driver(),
     }
+}
+
+/// `BENCH_ROLE=scale`: the cost of scaling one decoded 1280 × 720 picture (rows padded to a
+/// decoder's stride) into a tile's IPC buffer, fast_image_resize's convolution
+/// (`encode_i420_resized`, the path before issue 13's exact-half one) against
+/// `encode_i420_scaled`, in alternating rounds; prints ns per frame (median of the rounds) and
+/// the load average. The 638 × 358 row takes the resizer on both sides (a control).
+fn scale() -> anyhow::Result<()> {
+    use rtcio_desktop::media::{encode_i420_resized, encode_i420_scaled};
+    let (w, h, sy, sc) = (1280usize, 720usize, 1344usize, 672usize);
+    let mut seed = 0x2545_f491_u32;
+    let mut plane = |pw: usize, ph: usize, stride: usize| -> Vec<u8> {
+        (0..stride * ph)
+            .map(|i| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                if i % stride < pw {
+                    (seed >> 24) as u8
+                } else {
+                    0
+                }
+            })
+            .collect()
+    };
+    let pic = rtcio_media::I420Frame::from_planes(
+        w as u32,
+        h as u32,
+        plane(w, h, sy),
+        plane(w / 2, h / 2, sc),
+        plane(w / 2, h / 2, sc),
+        (sy, sc, sc),
+        Duration::ZERO,
+    )?;
+    let frames: u32 = std::env::var("BENCH_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let mut resizer = fast_image_resize::Resizer::new();
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("scaling a 1280x720 picture into the IPC buffer, {frames} frames x 7 rounds");
+    println!("load before: {}", load().trim());
+    println!("| target | resizer ns/frame | scaled ns/frame | new/old |");
+    println!("|---|---|---|---|");
+    for size in [(640u32, 360u32), (638, 358)] {
+        let mut old = Vec::new();
+        let mut new = Vec::new();
+        for _ in 0..7 {
+            for (times, resize) in [(&mut old, true), (&mut new, false)] {
+                let start = Instant::now();
+                for _ in 0..frames {
+                    let f = if resize {
+                        encode_i420_resized("k", &pic, size, &mut resizer)?
+                    } else {
+                        encode_i420_scaled("k", &pic, size, &mut resizer)?
+                    };
+                    std::hint::black_box(f);
+                }
+                times.push(start.elapsed().as_nanos() as f64 / f64::from(frames));
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (o, n) = (median(&mut old), median(&mut new));
+        println!("| {}x{} | {o:.0} | {n:.0} | {:.2} |", size.0, size.1, n / o);
+    }
+    println!("load after: {}", load().trim());
+    Ok(())
 }
 
 /// Runs the app role once per remote count and format, each in a fresh process (GTK allows one
