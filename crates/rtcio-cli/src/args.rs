@@ -256,6 +256,10 @@ pub struct NetArgs {
     /// Where the bandwidth estimate starts, kbit/s (tests of how it reacts; default 300).
     #[arg(long, value_name = "KBPS", hide = true)]
     pub cc_start_kbps: Option<u32>,
+    /// Repeat NACKs once per measured repair round trip and wait two of them for a lost
+    /// video packet (experimental; see rtcio's `CongestionConfig::paced_nacks`).
+    #[arg(long)]
+    pub paced_nacks: bool,
 }
 
 impl NetArgs {
@@ -270,6 +274,7 @@ impl NetArgs {
             o.bind_addrs = Some(self.bind.clone());
         }
         o.congestion.enabled = !self.no_congestion_control;
+        o.congestion.paced_nacks = self.paced_nacks;
         if let Some(k) = self.cc_start_kbps {
             o.congestion.start_bps = k
                 .saturating_mul(1000)

@@ -267,10 +267,14 @@ async fn build_pc(shared: &Shared, tx: mpsc::UnboundedSender<PeerCmd>) -> Result
 /// How often missing packets are NACKed. webrtc-rs's default is 100 ms: a lost packet then
 /// waits 50 ms on average for its first NACK, plus the round trip, and the frames behind it
 /// stall long enough to count as a freeze (> 150 ms) at a 40 ms RTT. Chromium NACKs at once.
-/// A packet is asked for again only once a repair round trip has passed
-/// ([`crate::nack_pace`]): a fixed count (6, 120 ms of asking) bought one copy on a 150 ms
-/// round trip, and a lost copy then cost a keyframe.
+/// Each missing packet is asked for every interval, [`NACKS_PER_PACKET`] times; with
+/// [`crate::bwe::CongestionConfig::paced_nacks`] again only once a repair round trip has
+/// passed ([`crate::nack_pace`]).
 const NACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// NACKs per missing packet without [`crate::bwe::CongestionConfig::paced_nacks`] (120 ms of
+/// asking; our responder sends one copy per round trip whatever is asked).
+const NACKS_PER_PACKET: u16 = 6;
 
 /// NACK feedback for video, the responder (retransmits what peers NACK) and a generator at
 /// [`NACK_INTERVAL`], its repeats paced by the measured repair round trip (published to
@@ -279,7 +283,7 @@ fn nack(
     registry: InterceptorRegistry,
     media: &mut MediaEngine,
     rtt: Arc<crate::nack_limit::SharedRtt>,
-    repair: Arc<crate::nack_limit::SharedRtt>,
+    repair: Option<Arc<crate::nack_limit::SharedRtt>>,
 ) -> InterceptorRegistry {
     use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
     for parameter in ["", "pli"] {
@@ -291,15 +295,23 @@ fn nack(
             RtpCodecKind::Video,
         );
     }
-    registry
-        .with(
-            rtc::interceptor::Slot::NackResponder,
-            crate::nack_limit::LimitedNackResponder::new(rtt),
-        )
-        .with(
+    let registry = registry.with(
+        rtc::interceptor::Slot::NackResponder,
+        crate::nack_limit::LimitedNackResponder::new(rtt),
+    );
+    match repair {
+        Some(repair) => registry.with(
             rtc::interceptor::Slot::NackGenerator,
             crate::nack_pace::PacedNackGenerator::new(NACK_INTERVAL, repair),
-        )
+        ),
+        None => registry.with(
+            rtc::interceptor::Slot::NackGenerator,
+            rtc::interceptor::NackGeneratorBuilder::new()
+                .with_interval(NACK_INTERVAL)
+                .with_max_nacks_per_packet(NACKS_PER_PACKET)
+                .build(),
+        ),
+    }
 }
 
 /// webrtc-rs's default interceptors (NACK + RTX, RTCP reports, simulcast header extensions,
@@ -317,7 +329,7 @@ fn interceptors(
         InterceptorRegistry::new(),
         media,
         rtt.clone(),
-        repair.clone(),
+        cc.paced_nacks.then(|| repair.clone()),
     );
     configure_simulcast_extension_headers(media).map_err(|e| e.to_string())?;
     // webrtc-rs's `configure_rtcp_reports`, with the sender reports on the capture clock.
