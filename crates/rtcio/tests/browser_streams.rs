@@ -6,9 +6,11 @@
 
 mod common;
 
+use std::collections::HashMap;
+
 use common::browser::Browser;
 use common::room::next;
-use rtcio::{Event, MediaKind, Options, Origin, RemoteTrack, RtpCodec, Socket};
+use rtcio::{Event, MediaKind, MediaSample, Options, Origin, RemoteTrack, RtpCodec, Socket};
 use rtcio_media::H264Decoder;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -33,6 +35,26 @@ const WAIT_RECEIVER_RTT: &str = "async (o) => {
     await new Promise((r) => setTimeout(r, 100));
   }
 }";
+
+/// Waits in the page (at most `ms`) until it has sent a PLI about `peer`'s video; returns
+/// how many it sent (its inbound-rtp `pliCount`).
+const WAIT_PLIS_SENT: &str = "async (o) => {
+  const end = Date.now() + o.ms;
+  for (;;) {
+    const pc = rtcio.socket.rtcpeers[o.peer]?.connection;
+    if (!pc) return null;
+    let n = 0;
+    (await pc.getStats()).forEach((x) => {
+      if (x.type === 'inbound-rtp' && x.kind === 'video') n += x.pliCount ?? 0;
+    });
+    if (n > 0 || Date.now() > end) return n;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}";
+
+/// One H.264 access unit: an IDR slice header (first_mb 0, slice_type 7, pic_parameter_set_id
+/// 5) and filler. Our encoder's parameter sets have id 0, so a receiver has no PPS 5.
+const IDR_WITH_UNKNOWN_PPS: &[u8] = &[0, 0, 0, 1, 0x65, 0x88, 0x34, 0xaa, 0xbb, 0xcc, 0xdd];
 
 /// Asserts that `page` measured a round trip for `peer`'s video on the receiver's side (RTCP XR
 /// reference times that we answered), waiting for it at most 10 s (Chromium reports every ~1 s).
@@ -173,8 +195,17 @@ async fn interop(browser_first: bool) {
 
     // Our camera: real H.264 + Opus from the synthetic sources, emitted the tutorial's way.
     let stream = socket.create_stream();
+    let video_track = stream.add_track(MediaKind::Video);
+    // Keyframe requests per peer, counted from before anything connects.
+    let (requests_tx, mut requests_rx) = tokio::sync::watch::channel(HashMap::<String, u64>::new());
+    let mut keyframe_requests = video_track.keyframe_requests();
+    tokio::spawn(async move {
+        while let Ok(req) = keyframe_requests.recv().await {
+            requests_tx.send_modify(|m| *m.entry(req.peer).or_default() += 1);
+        }
+    });
     let feed = common::media::start(
-        Some(stream.add_track(MediaKind::Video)),
+        Some(video_track.clone()),
         Some(stream.add_track(MediaKind::Audio)),
         320,
         240,
@@ -215,12 +246,43 @@ async fn interop(browser_first: bool) {
         .unwrap_or_default();
     assert!(codecs.contains(&"video/H264"), "{stats}");
     assert!(codecs.contains(&"audio/opus"), "{stats}");
+    // Chromium's PLI reached us. Our own keyframe request when the connection comes up
+    // (peer.rs, `request_local_keyframes`) gives Chromium a keyframe before it needs to ask
+    // (its pliCount stays 0 here), so make it ask: an IDR slice that names a picture parameter
+    // set it never got is one Chromium cannot decode, and it requests a keyframe at once
+    // (WebRTC's H264SpsPpsTracker). Then we must see that many requests from the page
+    // besides the one at connect.
+    let sent = video_track
+        .write(&MediaSample {
+            data: bytes::Bytes::from_static(IDR_WITH_UNKNOWN_PPS),
+            duration: std::time::Duration::from_millis(33),
+        })
+        .await;
+    // (Browser first, the watcher page receives it too.)
+    assert!(sent >= 1, "the undecodable IDR went out");
+    let plis = br
+        .eval(page, WAIT_PLIS_SENT, json!({"peer": rid, "ms": 10_000}))
+        .await
+        .as_u64()
+        .expect("the page's pliCount");
     assert!(
-        feed.keyframes_requested
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1,
-        "Chromium's PLI reached us"
+        plis >= 1,
+        "Chromium sent no PLI for an IDR it could not decode"
     );
+    let want = 1 + plis;
+    let counted = tokio::time::timeout(
+        common::room::WAIT,
+        requests_rx.wait_for(|m| m.get(&web_id).copied().unwrap_or(0) >= want),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    let seen = requests_rx.borrow().get(&web_id).copied().unwrap_or(0);
+    assert!(
+        counted,
+        "Chromium's PLI reached us: {seen} keyframe requests from the page, expected \
+         1 at connect + the {plis} PLIs it sent"
+    );
+    println!("keyframe requests from the page: {seen} (Chromium sent {plis} PLIs)");
 
     // The browser's fake camera reaches us and decodes to its size.
     if tokio::time::timeout(common::room::WAIT, async {
