@@ -327,6 +327,7 @@ async fn drive(ch: Channel, mut rx: mpsc::UnboundedReceiver<ChanCmd>, mut queue:
         VecDeque::new();
     let mut closed_for_good = false;
     let mut early = EarlyEvents::new(std::time::Instant::now());
+    let mut stall = StallWatch::default();
     loop {
         let event = async {
             match &dc {
@@ -417,6 +418,11 @@ async fn drive(ch: Channel, mut rx: mpsc::UnboundedReceiver<ChanCmd>, mut queue:
                 if had > 0 && queue.is_empty() {
                     ch.local("drain", vec![]);
                 }
+                if queue.is_empty() && waiters.is_empty() {
+                    stall = StallWatch::default();
+                } else {
+                    stall.check(&ch, buffered(&dc).await, queue.len() + waiters.len());
+                }
             }
             tev = twin_event => match tev {
                 Some(DataChannelEvent::OnOpen) => {
@@ -462,6 +468,38 @@ async fn drive(ch: Channel, mut rx: mpsc::UnboundedReceiver<ChanCmd>, mut queue:
                     }
                 }
                 Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Says once (per stall) when a channel's backlog waits on a transport whose outstanding bytes
+/// have not moved for [`StallWatch::AFTER`]: nothing acknowledged what we sent, so `drain` will
+/// not come. (A stall showed in CI only as the application's own timeout.)
+#[derive(Default)]
+struct StallWatch {
+    level: usize,
+    since: Option<std::time::Instant>,
+    told: bool,
+}
+
+impl StallWatch {
+    const AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn check(&mut self, ch: &Channel, level: usize, waiting: usize) {
+        let now = std::time::Instant::now();
+        match self.since {
+            Some(since) if level == self.level => {
+                if !self.told && now.duration_since(since) >= Self::AFTER {
+                    self.told = true;
+                    warn!(channel = %ch.inner.name, peer = %ch.inner.peer, outstanding = level,
+                        waiting, "send backlog: the transport acknowledged nothing for 5 s");
+                }
+            }
+            _ => {
+                self.level = level;
+                self.since = Some(now);
+                self.told = false;
             }
         }
     }

@@ -246,6 +246,7 @@ async fn interop(browser_first: bool) {
     let sender = {
         let bulk = bulk.clone();
         let mut drains = bulk.subscribe("drain");
+        let mut errors = bulk.subscribe("error");
         tokio::spawn(async move {
             let mut bytes = ByteGen::new(2);
             let mut hasher = Sha256::new();
@@ -257,10 +258,21 @@ async fn interop(browser_first: bool) {
                 sent += chunk.len();
                 if !bulk.send(chunk).await {
                     waits += 1;
-                    next(&mut drains, "drain").await;
+                    if tokio::time::timeout(WAIT, drains.recv()).await.is_err() {
+                        // The caller adds what the page received, to tell a stalled
+                        // transport from a lost `drain`.
+                        let mut seen = Vec::new();
+                        while let Ok(e) = errors.try_recv() {
+                            seen.push(e.args);
+                        }
+                        return Err(format!(
+                            "drain: nothing within {WAIT:?} after send() #{waits} returned \
+                             false at {sent} of {BULK} bytes; channel errors: {seen:?}"
+                        ));
+                    }
                 }
             }
-            (hex(&hasher.finalize()), waits)
+            Ok((hex(&hasher.finalize()), waits))
         })
     };
     let web_sent = br
@@ -286,7 +298,18 @@ async fn interop(browser_first: bool) {
         "browser → rust bytes differ"
     );
     assert_eq!(web_sent["sha256"], Value::String(expected));
-    let (rust_sha, rust_waits) = sender.await.expect("sender");
+    let (rust_sha, rust_waits) = match sender.await.expect("sender") {
+        Ok(done) => done,
+        Err(why) => {
+            const GOT: &str = "(o) => rtcio.recvStats({peer: o.id, channel: 'bulk', hash: false})";
+            let arg = json!({"id": rid});
+            let then = br.eval(page, GOT, arg.clone()).await["bytes"].clone();
+            // Evidence only (the test fails either way): does anything still arrive?
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            let later = br.eval(page, GOT, arg).await["bytes"].clone();
+            panic!("{why}; the page had {then} bytes, {later} 2 s later");
+        }
+    };
     // The page logs a running total per binary message: wait for the last one.
     br.wait_log(
         page,
