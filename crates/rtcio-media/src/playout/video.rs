@@ -325,8 +325,13 @@ pub struct VideoPlayoutStats {
 /// delay, where the target is the 95th percentile of the recent excess, raised at once by a
 /// frame that arrives later than that and decaying slowly back (Chromium's idea: delay ≈ the
 /// frame jitter estimate), plus whatever A/V sync asks ([`VideoPlayout::set_sync_delay`]), all
-/// bounded by [`VideoPlayoutConfig::max_delay`]. Frames whose excess is beyond the maximum are
-/// dropped rather than queued. Plain and clock-injected: the caller passes every instant.
+/// bounded by [`VideoPlayoutConfig::max_delay`]. Frames that waited for a retransmission are
+/// kept out of that: while repairs happen the target is at least the *median* repair (the
+/// lateness of the first frame of each held run), as libwebrtc adds the round trip to its
+/// delay while it NACKs; a repair slower than that plays late instead of raising the delay
+/// for everyone (the longest repair set it before: 3 % loss on a 150 ms round trip kept
+/// every frame ~450 ms late). Frames whose excess is beyond the maximum are dropped rather
+/// than queued. Plain and clock-injected: the caller passes every instant.
 #[derive(Debug)]
 pub struct VideoPlayout {
     config: VideoPlayoutConfig,
@@ -343,8 +348,20 @@ pub struct VideoPlayout {
     sync: Duration,
     target: Duration,
     late_run: u32,
+    /// Lateness (seconds) of the first frame of recent held runs, newest last.
+    repairs: std::collections::VecDeque<f64>,
+    /// Whether the previous frame was held (a held run is one repair).
+    in_held_run: bool,
+    /// Extended RTP time of the newest held frame.
+    last_held_ext: Option<u64>,
     stats: VideoPlayoutStats,
 }
+
+/// Repair samples kept for the median.
+const REPAIR_SAMPLES: usize = 9;
+/// How long the repair allowance is kept after the last held frame (media time) before it
+/// decays: losses on a lossy link come every second or two.
+const REPAIR_HOLD_SECS: f64 = 2.0;
 
 impl VideoPlayout {
     /// A playout with nothing seen yet.
@@ -360,6 +377,9 @@ impl VideoPlayout {
             sync: Duration::ZERO,
             target: config.min_delay,
             late_run: 0,
+            repairs: std::collections::VecDeque::new(),
+            in_held_run: false,
+            last_held_ext: None,
             stats: VideoPlayoutStats::default(),
         }
     }
@@ -406,17 +426,45 @@ impl VideoPlayout {
         self.peak = 0.0;
         self.last_ext = None;
         self.late_run = 0;
+        self.repairs.clear();
+        self.in_held_run = false;
+        self.last_held_ext = None;
+    }
+
+    /// What repairs add to the delay at media time `ext`: the median repair while they
+    /// happen, decaying like the jitter peak from [`REPAIR_HOLD_SECS`] after the last one.
+    fn repair_allowance(&self, ext: u64) -> f64 {
+        let Some(last) = self.last_held_ext else {
+            return 0.0;
+        };
+        if self.repairs.is_empty() {
+            return 0.0;
+        }
+        // No allocation per frame: at most REPAIR_SAMPLES values.
+        let mut sorted = [0.0f64; REPAIR_SAMPLES];
+        let n = self.repairs.len().min(REPAIR_SAMPLES);
+        for (d, s) in sorted.iter_mut().zip(&self.repairs) {
+            *d = *s;
+        }
+        let sorted = &mut sorted[..n];
+        sorted.sort_unstable_by(f64::total_cmp);
+        let median = sorted[n / 2];
+        let since = ext.saturating_sub(last) as f64 / f64::from(VIDEO_CLOCK_RATE);
+        let decay = self.config.decay_per_second.as_secs_f64() * (since - REPAIR_HOLD_SECS);
+        (median - decay.max(0.0)).max(0.0)
     }
 
     /// When to show the frame with `rtp_timestamp` (90 kHz) that arrived (last packet) at
     /// `arrival`; [`PaceDecision::Drop`] when it is too late to be worth showing.
     ///
     /// `held_for_loss`: the frame waited for a missing packet (a retransmission; see
-    /// `rtcio::MediaFrame::held_for_loss`). Its lateness raises the delay as any late frame's
-    /// does (so the frames of a loss burst after it play smoothly, as libwebrtc adds the round
-    /// trip to its delay while it NACKs), and that decays within seconds of the burst; but it
-    /// is kept out of the window's 95th percentile, which held one second of 30 % loss for the
-    /// next 10 s: with a burst every 10 s, every frame was ~270 ms late for good.
+    /// `rtcio::MediaFrame::held_for_loss`). The lateness of the first frame of a held run is a
+    /// repair sample: the delay is at least their median while repairs happen (so the frames
+    /// of a loss burst play smoothly, as libwebrtc adds the round trip to its delay while it
+    /// NACKs), decaying from 2 s after the last one. Held frames stay out of the window's 95th
+    /// percentile, which held one second of 30 % loss for the next 10 s (with a burst every
+    /// 10 s, every frame was ~270 ms late for good), and out of the jitter peak, which made
+    /// the slowest repair everyone's delay.
     pub fn schedule_frame(
         &mut self,
         rtp_timestamp: u32,
@@ -479,17 +527,28 @@ impl VideoPlayout {
             }
             return PaceDecision::Drop;
         }
-        if !held {
+        if held {
+            if !self.in_held_run {
+                // The first frame of a held run waited the whole repair; the rest less.
+                if self.repairs.len() == REPAIR_SAMPLES {
+                    self.repairs.pop_front();
+                }
+                self.repairs.push_back(excess.max(0.0));
+            }
+            self.last_held_ext = Some(self.last_held_ext.map_or(ext, |p| p.max(ext)));
+        } else {
             self.late_run = 0;
+            self.peak = self.peak.max(excess);
         }
-        self.peak = self.peak.max(excess);
+        self.in_held_run = held;
         self.scratch.clear();
         self.scratch.extend(self.transits.iter().map(|t| t - base));
         let at = (self.scratch.len() * 95 / 100).min(self.scratch.len().saturating_sub(1));
         let (_, p95, _) = self.scratch.select_nth_unstable_by(at, f64::total_cmp);
         let p95 = *p95;
         self.peak = self.peak.max(p95);
-        self.target = Duration::from_secs_f64(self.peak.clamp(0.0, max))
+        let target = self.peak.max(self.repair_allowance(ext));
+        self.target = Duration::from_secs_f64(target.clamp(0.0, max))
             .clamp(self.config.min_delay, self.config.max_delay);
         let render = base + media(ext) + self.delay().as_secs_f64();
         self.stats.scheduled += 1;
@@ -723,6 +782,39 @@ mod tests {
         // is still held up by the window's 95th percentile (10 s of frames).
         assert_eq!(held[240], Duration::from_millis(10));
         assert!(plain[240] >= Duration::from_millis(140), "{:?}", plain[240]);
+    }
+
+    #[test]
+    fn repairs_add_their_median_not_the_slowest_one() {
+        let t0 = Instant::now();
+        // 30 fps for 20 s; every 20th frame's packet is lost and repaired `r` ms late, and the
+        // five frames behind it are delivered with it (one held run per repair).
+        let repairs = [200u64, 250, 300, 230, 280, 480];
+        let mut p = VideoPlayout::new(VideoPlayoutConfig::default());
+        let mut run_end = 0u32;
+        let mut repair_at = 0u64;
+        let mut k = 0usize;
+        for i in 0..600u32 {
+            let due = u64::from(i) * 100 / 3;
+            let held = i > 0 && (i % 20 == 0 || i < run_end);
+            if i % 20 == 0 && i > 0 {
+                repair_at = due + repairs[k % repairs.len()];
+                k += 1;
+                run_end = i + 6;
+            }
+            let at = if held { repair_at.max(due) } else { due };
+            assert!(
+                matches!(
+                    p.schedule_frame(i * 3000, t0 + Duration::from_millis(at), held),
+                    PaceDecision::RenderAt(_)
+                ),
+                "frame {i} dropped"
+            );
+            if i > 300 {
+                let d = p.delay().as_millis();
+                assert!((230..=300).contains(&d), "frame {i}: {d} ms");
+            }
+        }
     }
 
     #[test]
