@@ -256,10 +256,11 @@ pub struct NetArgs {
     /// Where the bandwidth estimate starts, kbit/s (tests of how it reacts; default 300).
     #[arg(long, value_name = "KBPS", hide = true)]
     pub cc_start_kbps: Option<u32>,
-    /// Repeat NACKs once per measured repair round trip and wait two of them for a lost
-    /// video packet (experimental; see rtcio's `CongestionConfig::paced_nacks`).
+    /// Use webrtc-rs's NACK generator (6 NACKs in 120 ms, a lost video packet waited for
+    /// 250 ms) instead of NACKs paced by the repair round trip (rtcio's
+    /// `CongestionConfig::paced_nacks`); to compare.
     #[arg(long)]
-    pub paced_nacks: bool,
+    pub stock_nacks: bool,
 }
 
 impl NetArgs {
@@ -274,7 +275,7 @@ impl NetArgs {
             o.bind_addrs = Some(self.bind.clone());
         }
         o.congestion.enabled = !self.no_congestion_control;
-        o.congestion.paced_nacks = self.paced_nacks;
+        o.congestion.paced_nacks = !self.stock_nacks;
         if let Some(k) = self.cc_start_kbps {
             o.congestion.start_bps = k
                 .saturating_mul(1000)

@@ -11,6 +11,7 @@
 //! chain — while the transport comes up — left instants behind that shifted every later
 //! frame by a few frames).
 
+use crate::interceptor_util::{forward_to_inner, interceptor_types};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -137,19 +138,9 @@ impl CaptureTimeReports {
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for CaptureTimeReports {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
+    interceptor_types!();
 
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.inner.handle_read(msg)
-    }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.inner.poll_read()
-    }
+    forward_to_inner!(handle_read, poll_read, poll_timeout);
 
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         let mut restore = None;
@@ -194,10 +185,6 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for CaptureTimeReports {
         self.drain(None);
         Ok(())
     }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.inner.poll_timeout()
-    }
 }
 
 impl Interceptor for CaptureTimeReports {
@@ -221,13 +208,7 @@ impl Interceptor for CaptureTimeReports {
         self.times.forget(info.ssrc);
     }
 
-    fn bind_remote_stream(&mut self, info: &StreamInfo) {
-        self.inner.bind_remote_stream(info);
-    }
-
-    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
-        self.inner.unbind_remote_stream(info);
-    }
+    forward_to_inner!(bind_remote_stream, unbind_remote_stream);
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub mod bwe;
 mod capture_sr;
 pub mod channel;
 pub mod ice_fetch;
+mod interceptor_util;
 pub mod listeners;
 mod nack_limit;
 mod nack_pace;

@@ -10,13 +10,14 @@
 //! stock responder and takes the sequence numbers the policy refuses out of each NACK before the
 //! responder sees it, so the RTX stream's own numbering stays gap-free.
 
+use crate::interceptor_util::{forward_to_inner, interceptor_types};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
-    Interceptor, NackResponderBuilder, NackResponderInterceptor, Packet, StreamInfo, TaggedPacket,
+    Interceptor, NackResponderBuilder, NackResponderInterceptor, Packet, TaggedPacket,
 };
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
 use rtc::sansio::Protocol;
@@ -132,11 +133,7 @@ impl LimitedNackResponder {
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for LimitedNackResponder {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
+    interceptor_types!();
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         let now = msg.now;
@@ -157,49 +154,28 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for LimitedNackResponder {
         self.inner.handle_read(msg)
     }
 
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.inner.poll_read()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.inner.handle_write(msg)
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.inner.poll_write()
-    }
-
-    fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
-        self.inner.handle_timeout(now)
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.inner.poll_timeout()
-    }
+    forward_to_inner!(
+        poll_read,
+        handle_write,
+        poll_write,
+        handle_timeout,
+        poll_timeout
+    );
 }
 
 impl Interceptor for LimitedNackResponder {
-    fn bind_local_stream(&mut self, info: &StreamInfo) {
-        self.inner.bind_local_stream(info);
-    }
-
-    fn unbind_local_stream(&mut self, info: &StreamInfo) {
-        self.inner.unbind_local_stream(info);
-    }
-
-    fn bind_remote_stream(&mut self, info: &StreamInfo) {
-        self.inner.bind_remote_stream(info);
-    }
-
-    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
-        self.inner.unbind_remote_stream(info);
-    }
+    forward_to_inner!(
+        bind_local_stream,
+        unbind_local_stream,
+        bind_remote_stream,
+        unbind_remote_stream
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc::interceptor::AttributedPacket;
+    use rtc::interceptor::{AttributedPacket, StreamInfo};
     use rtc::shared::TransportContext;
 
     const SSRC: u32 = 0x1234;

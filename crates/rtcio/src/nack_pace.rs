@@ -20,6 +20,7 @@
 //! lost copy is repaired instead of costing a keyframe.
 //! [`PacedNackGenerator`] puts the policy in front of the stock generator.
 
+use crate::interceptor_util::{forward_to_inner, interceptor_types};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +51,9 @@ const SAMPLES: usize = 15;
 const MIN_SAMPLES: usize = 3;
 /// NACKed packets remembered (the oldest forgotten first).
 const REMEMBERED: usize = 2048;
+/// NACKs per packet at most (libwebrtc's retry limit): only a short round trip, whose gap
+/// wait is the 250 ms floor, gets near it.
+const MAX_ASKS: u8 = 10;
 
 /// How long a video gap is worth waiting for when a repair takes `repair`: the NACK, the copy,
 /// and one more round for a lost copy, plus margin; at least [`VIDEO_GAP_WAIT`] (what short
@@ -67,6 +71,7 @@ pub(crate) fn gap_wait(repair: Option<Duration>) -> Duration {
 struct Asked {
     first: Instant,
     last: Instant,
+    asks: u8,
     arrived: bool,
 }
 
@@ -101,12 +106,14 @@ impl NackPacer {
             // The stock generator never sees repairs (they arrive on the RTX stream and are
             // unwrapped after the interceptors), so it keeps listing repaired packets.
             if a.arrived
+                || a.asks >= MAX_ASKS
                 || now.saturating_duration_since(a.first) > give_up
                 || now.saturating_duration_since(a.last) < resend
             {
                 return false;
             }
             a.last = now;
+            a.asks += 1;
             return true;
         }
         if self.order.len() >= REMEMBERED
@@ -119,6 +126,7 @@ impl NackPacer {
             Asked {
                 first: now,
                 last: now,
+                asks: 1,
                 arrived: false,
             },
         );
@@ -195,11 +203,7 @@ impl PacedNackGenerator {
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for PacedNackGenerator {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
+    interceptor_types!();
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         // A repair on the RTX stream carries the original sequence number (OSN) first.
@@ -222,13 +226,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for PacedNackGenerator {
         self.inner.handle_read(msg)
     }
 
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.inner.poll_read()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.inner.handle_write(msg)
-    }
+    forward_to_inner!(poll_read, handle_write, handle_timeout, poll_timeout);
 
     fn poll_write(&mut self) -> Option<TaggedPacket> {
         loop {
@@ -255,24 +253,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for PacedNackGenerator {
             // Every NACK in it was held back: nothing to send, look at the next one.
         }
     }
-
-    fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
-        self.inner.handle_timeout(now)
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.inner.poll_timeout()
-    }
 }
 
 impl Interceptor for PacedNackGenerator {
-    fn bind_local_stream(&mut self, info: &StreamInfo) {
-        self.inner.bind_local_stream(info);
-    }
-
-    fn unbind_local_stream(&mut self, info: &StreamInfo) {
-        self.inner.unbind_local_stream(info);
-    }
+    forward_to_inner!(bind_local_stream, unbind_local_stream);
 
     fn bind_remote_stream(&mut self, info: &StreamInfo) {
         if let Some(rtx) = info.ssrc_rtx {
@@ -363,6 +347,11 @@ mod tests {
         assert!(p.allow(SSRC, 1, t0));
         assert!(!p.allow(SSRC, 1, ms(t0, 10)), "at least 20 ms apart");
         assert!(p.allow(SSRC, 1, ms(t0, 20)));
+        // Every 20 ms within the 250 ms wait, but at most MAX_ASKS times in all.
+        let asks = 2 + (2..13u64)
+            .filter(|i| p.allow(SSRC, 1, ms(t0, i * 20)))
+            .count();
+        assert_eq!(asks, usize::from(MAX_ASKS));
         assert_eq!(gap_wait(None), VIDEO_GAP_WAIT);
         assert_eq!(
             gap_wait(Some(Duration::from_millis(150))),

@@ -268,8 +268,8 @@ async fn build_pc(shared: &Shared, tx: mpsc::UnboundedSender<PeerCmd>) -> Result
 /// waits 50 ms on average for its first NACK, plus the round trip, and the frames behind it
 /// stall long enough to count as a freeze (> 150 ms) at a 40 ms RTT. Chromium NACKs at once.
 /// Each missing packet is asked for every interval, [`NACKS_PER_PACKET`] times; with
-/// [`crate::bwe::CongestionConfig::paced_nacks`] again only once a repair round trip has
-/// passed ([`crate::nack_pace`]).
+/// [`crate::bwe::CongestionConfig::paced_nacks`] (the default) again only once a repair
+/// round trip has passed ([`crate::nack_pace`]).
 const NACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// NACKs per missing packet without [`crate::bwe::CongestionConfig::paced_nacks`] (120 ms of

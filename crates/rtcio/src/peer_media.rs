@@ -2,6 +2,7 @@
 //! remote streams read from each applied SDP, metadata requests/responses, RTP readers and
 //! keyframe requests. The peer task calls in here; protocol decisions live in `proto`.
 
+use crate::interceptor_util::interceptor_types;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -155,11 +156,7 @@ fn sender_report_alone(p: &dyn rtc::rtcp::Packet) -> Option<RtcpSenderReport> {
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
+    interceptor_types!();
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
@@ -770,9 +767,8 @@ async fn read_track(
                     continue;
                 };
                 let now = Instant::now();
-                if *codec != RtpCodec::Opus {
-                    a.set_gap_wait(crate::nack_pace::gap_wait(repair.get()));
-                }
+                // An Opus assembler ignores it (its gaps cannot outwait the jitter buffer).
+                a.set_gap_wait(crate::nack_pace::gap_wait(repair.get()));
                 let frames = a.push_at(
                     p.header.sequence_number,
                     p.header.timestamp,

@@ -13,6 +13,7 @@
 //! [`DlrrAnswers`] is the policy (plain, time passed in); [`XrRttResponder`] is the interceptor
 //! that feeds it inbound RTCP and sends its answers.
 
+use crate::interceptor_util::interceptor_types;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -135,11 +136,7 @@ impl XrRttResponder {
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for XrRttResponder {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
+    interceptor_types!();
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
