@@ -348,9 +348,10 @@ mod tests {
         assert!(!p.allow(SSRC, 1, ms(t0, 10)), "at least 20 ms apart");
         assert!(p.allow(SSRC, 1, ms(t0, 20)));
         // Every 20 ms within the 250 ms wait, but at most MAX_ASKS times in all.
-        let asks = 2 + (2..13u64)
-            .filter(|i| p.allow(SSRC, 1, ms(t0, i * 20)))
-            .count();
+        let asks = 2
+            + (2..13u64)
+                .filter(|i| p.allow(SSRC, 1, ms(t0, i * 20)))
+                .count();
         assert_eq!(asks, usize::from(MAX_ASKS));
         assert_eq!(gap_wait(None), VIDEO_GAP_WAIT);
         assert_eq!(
