@@ -2658,6 +2658,12 @@ impl Association {
         // Cleared once the whole in-flight window has been rescanned with nothing
         // left flagged; kept set while awnd/zero-window left chunks behind.
         self.t3_retransmit_pending = chunks_remaining;
+        // (rtcio patch) Resent chunks are in the network again: they use the peer's window
+        // until the next SACK recomputes it (their bytes were given back while they waited,
+        // see handle_sack), so new data cannot overrun the window meanwhile.
+        self.rwnd = self
+            .rwnd
+            .saturating_sub(chunks.iter().map(|c| c.user_data.len()).sum::<usize>() as u32);
 
         // A later candidate can abandon an earlier fragment already selected
         // into this batch. Commit attempts only after whole-message retirement.
