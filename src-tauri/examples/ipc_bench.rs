@@ -27,10 +27,15 @@
 //! it stands for other machines and must not starve the app it measures.
 //! `BENCH_SECONDS` (default 10) sets the measurement length, `BENCH_REMOTES` (default `1,2,4`)
 //! the runs, `BENCH_FORMATS` (default `rgba,i420`) the formats, `BENCH_SCREENSHOT=DIR` saves
-//! the screen at the end of each run (imagemagick `import`).
+//! the screen at the end of each run (imagemagick `import`), `BENCH_WINDOW=WxH` sizes the
+//! window and the display (default: the app's 1200 × 780 window on 1280 × 800; 1920x1080 makes
+//! 4 remotes and our preview 3 + 2 cells near half of 720p, which get exactly half, see
+//! `media::i420_scale_target`). `RTCIO_I420_SCALER=tile` scales to each tile's own size
+//! instead (the before of that rule).
 //!
-//! `BENCH_ROLE=scale` runs no app: it prints the cost of scaling a 1280×720 picture into a
-//! 640×360 tile's IPC buffer, fast_image_resize against the exact-half 2 × 2 average
+//! `BENCH_ROLE=scale` runs no app: it prints the cost of scaling a 1280×720 picture into the
+//! IPC buffer of tiles at and near half and a quarter of it, fast_image_resize at the tile's
+//! own size against the exact half / quarter block average the app now sends them
 //! (`BENCH_FRAMES` per round, default 300), and the load average. `RTCIO_I420_SCALER=resizer`
 //! in the environment of a normal run makes the app scale with fast_image_resize only.
 //!
@@ -182,10 +187,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// `BENCH_ROLE=scale`: the cost of scaling one decoded 1280 × 720 picture (rows padded to a
-/// decoder's stride) into a tile's IPC buffer, fast_image_resize's convolution
-/// (`encode_i420_resized`, the path before issue 13's exact-half one) against
-/// `encode_i420_scaled`, in alternating rounds; prints ns per frame (median of the rounds) and
-/// the load average. The 638 × 358 row takes the resizer on both sides (a control).
+/// decoder's stride) into a tile's IPC buffer: before, the tile's own size through
+/// fast_image_resize's convolution (`encode_i420_resized`); after, the size
+/// `i420_scale_target` picks through `encode_i420_scaled` (the exact half or quarter for tiles
+/// near them), in alternating rounds; prints ns per frame (median of the rounds) and the load
+/// average. The 560 × 315 tile takes the resizer on both sides (a control).
 fn scale() -> anyhow::Result<()> {
     use rtcio_desktop::media::{encode_i420_resized, encode_i420_scaled};
     let (w, h, sy, sc) = (1280usize, 720usize, 1344usize, 672usize);
@@ -219,9 +225,17 @@ fn scale() -> anyhow::Result<()> {
     let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("scaling a 1280x720 picture into the IPC buffer, {frames} frames x 7 rounds");
     println!("load before: {}", load().trim());
-    println!("| target | resizer ns/frame | scaled ns/frame | new/old |");
+    println!(
+        "| tile | before: size, resizer ns/frame | after: size (i420_scale_target), encode_i420_scaled ns/frame | after/before |"
+    );
     println!("|---|---|---|---|");
-    for size in [(640u32, 360u32), (638, 358)] {
+    // Before: the tile's own fitted size through fast_image_resize; after: what the app does
+    // now. 626 x 352 is a 3 + 2 grid cell of a 1920 x 1200 window, 300 x 168 a small
+    // thumbnail, 560 x 315 a 2 x 2 cell of a 1280 x 720 window (far from both: the control).
+    for tile in [(640u32, 360u32), (626, 352), (300, 168), (560, 315)] {
+        let old_size = rtcio_media::convert::fit_within(1280, 720, tile.0, tile.1);
+        let new_size =
+            rtcio_desktop::media::i420_scale_target((1280, 720), tile).unwrap_or((1280, 720));
         let mut old = Vec::new();
         let mut new = Vec::new();
         for _ in 0..7 {
@@ -229,9 +243,9 @@ fn scale() -> anyhow::Result<()> {
                 let start = Instant::now();
                 for _ in 0..frames {
                     let f = if resize {
-                        encode_i420_resized("k", &pic, size, &mut resizer)?
+                        encode_i420_resized("k", &pic, old_size, &mut resizer)?
                     } else {
-                        encode_i420_scaled("k", &pic, size, &mut resizer)?
+                        encode_i420_scaled("k", &pic, new_size, &mut resizer)?
                     };
                     std::hint::black_box(f);
                 }
@@ -243,7 +257,16 @@ fn scale() -> anyhow::Result<()> {
             v[v.len() / 2]
         };
         let (o, n) = (median(&mut old), median(&mut new));
-        println!("| {}x{} | {o:.0} | {n:.0} | {:.2} |", size.0, size.1, n / o);
+        println!(
+            "| {}x{} | {}x{}, {o:.0} | {}x{}, {n:.0} | {:.2} |",
+            tile.0,
+            tile.1,
+            old_size.0,
+            old_size.1,
+            new_size.0,
+            new_size.1,
+            n / o
+        );
     }
     println!("load after: {}", load().trim());
     Ok(())
@@ -545,11 +568,18 @@ fn app() -> anyhow::Result<()> {
     }
     let url = url.trim().to_string();
     anyhow::ensure!(url.starts_with("http"), "the remotes process did not start");
+    // `BENCH_WINDOW=WxH`: the app's window that size (default: the app's own 1200 × 780) on a
+    // display of that size (default 1280 × 800).
+    let window: Option<(u32, u32)> = std::env::var("BENCH_WINDOW").ok().and_then(|s| {
+        let (w, h) = s.split_once('x')?;
+        Some((w.trim().parse().ok()?, h.trim().parse().ok()?))
+    });
     // Run alone (`BENCH_ROLE=app`), it needs its own display.
     let (_own_display, display) = match std::env::var("BENCH_DISPLAY") {
         Ok(d) => (None, d),
         Err(_) => {
-            let x = VirtualDisplay::start(1280, 800)?;
+            let (w, h) = window.unwrap_or((1280, 800));
+            let x = VirtualDisplay::start(w, h)?;
             let d = x.display().to_string();
             (Some(x), d)
         }
@@ -590,6 +620,10 @@ fn app() -> anyhow::Result<()> {
             app.add_capability(
                 r#"{"identifier":"ipc-bench","windows":["main"],"permissions":["core:event:allow-emit"]}"#,
             )?;
+            if let (Some((w, h)), Some(win)) = (window, app.get_webview_window("main")) {
+                win.set_position(tauri::PhysicalPosition::new(0, 0))?;
+                win.set_size(tauri::PhysicalSize::new(w, h))?;
+            }
             app.listen_any("bench-stats", move |ev| {
                 if let Ok(v) = serde_json::from_str::<Value>(ev.payload()) {
                     let _ = tx.send(v);
@@ -621,10 +655,10 @@ fn app() -> anyhow::Result<()> {
             i420: v["i420"].as_f64().unwrap_or(0.0),
             messages: v["messages"].as_f64().unwrap_or(0.0),
             pulls: v["pulls"].as_f64().unwrap_or(0.0),
-            cpu_ticks: cpu_ticks("self"),
-            web_ticks: descendant_ticks(std::process::id(), "WebKit"),
-            remote_ticks: cpu_ticks(&remotes_pid)
-                + descendant_ticks(remotes_pid.parse().unwrap_or(0), ""),
+            // Filled only for the two samples measured from (`with_ticks`).
+            cpu_ticks: 0,
+            web_ticks: 0,
+            remote_ticks: 0,
             flow: gate.stats(),
             gl: v["gl"].as_str().unwrap_or("?").to_string(),
             load: std::fs::read_to_string("/proc/loadavg")
@@ -633,6 +667,16 @@ fn app() -> anyhow::Result<()> {
                 .next()
                 .unwrap_or("?")
                 .to_string(),
+        };
+        // The CPU counters: `descendant_ticks` reads every process's `/proc/<pid>/stat`, which
+        // on a busy machine cost this (the app's) process ~4 % of its samples when done for
+        // every 500 ms report; only the first and last samples need them.
+        let with_ticks = |mut s: Sample| {
+            s.cpu_ticks = cpu_ticks("self");
+            s.web_ticks = descendant_ticks(std::process::id(), "WebKit");
+            s.remote_ticks =
+                cpu_ticks(&remotes_pid) + descendant_ticks(remotes_pid.parse().unwrap_or(0), "");
+            s
         };
         let deadline = Instant::now() + Duration::from_secs(90);
         // Warm-up: from the first painted frame on.
@@ -649,9 +693,9 @@ fn app() -> anyhow::Result<()> {
             }
             let f = *first.get_or_insert(s.at);
             match start {
-                None if s.at.duration_since(f) >= WARMUP => start = Some(s),
+                None if s.at.duration_since(f) >= WARMUP => start = Some(with_ticks(s)),
                 Some(ref st) if s.at.duration_since(st.at) >= Duration::from_secs(seconds) => {
-                    end = Some((st.clone(), s));
+                    end = Some((st.clone(), with_ticks(s)));
                     break;
                 }
                 _ => {}

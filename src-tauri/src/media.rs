@@ -365,13 +365,54 @@ pub fn remote_frame_format() -> FrameFormat {
     }
 }
 
+/// How far a tile's fitted size may be from an exact half or quarter of the picture, as a
+/// fraction of each dimension, and still get that exact size (see [`i420_scale_target`]).
+pub const NEAR_EXACT: f64 = 0.08;
+
 /// The size to scale an I420 picture to before the IPC for a `tile`-sized tile (device
 /// pixels), or `None` to send it as decoded: scaled whenever the tile is smaller than the
-/// picture, so the IPC, the page's texture upload and its sampler handle only the pixels shown
-/// (a 2 × 2 grid in a 1280 × 720 window: ~640 × 360, a quarter of the bytes); never up.
+/// picture, so the IPC, the page's texture upload and its sampler handle only the pixels shown;
+/// never up. A tile within [`NEAR_EXACT`] of exactly half or a quarter of the picture (a cell
+/// of a gapped grid is a few pixels off: 5 tiles in a 1920 × 1080 window make 626 × 352 cells
+/// for 1280 × 720 pictures) gets that exact size instead, which [`encode_i420_scaled`] makes
+/// with a plain block average (~0.07× the general resizer's cost): up to 8 % more pixels per
+/// dimension below it, and above it a slight upscale that the page's texture sampler does
+/// for free. The exact sizes apply when they are whole and even (the picture's sides divisible
+/// by 4, or 8 for the quarter); the aspect ratio is the picture's either way.
 pub fn i420_scale_target(picture: (u32, u32), tile: (u32, u32)) -> Option<(u32, u32)> {
+    let (w, h) = i420_tile_target(picture, tile)?;
+    let near = |got: u32, exact: u32| {
+        (f64::from(got) - f64::from(exact)).abs() <= f64::from(exact) * NEAR_EXACT
+    };
+    for divisor in [2, 4] {
+        if !picture.0.is_multiple_of(2 * divisor) || !picture.1.is_multiple_of(2 * divisor) {
+            continue;
+        }
+        let exact = (picture.0 / divisor, picture.1 / divisor);
+        if near(w, exact.0) && near(h, exact.1) {
+            return Some(exact);
+        }
+    }
+    Some((w, h))
+}
+
+/// The tile's own size for an I420 picture ([`i420_scale_target`] without the exact sizes):
+/// the largest even size of the picture's aspect within the tile, `None` when that is not
+/// smaller than the picture.
+fn i420_tile_target(picture: (u32, u32), tile: (u32, u32)) -> Option<(u32, u32)> {
     let (w, h) = rtcio_media::convert::fit_within(picture.0, picture.1, tile.0, tile.1);
     (w < picture.0 || h < picture.1).then_some((w, h))
+}
+
+/// The size to scale our own RGBA preview `picture` to for a `tile`-sized tile, or `None` to
+/// send it as it is: when the tile is at least as big, or within [`NEAR_EXACT`] under it in
+/// both dimensions (e.g. a 640 × 360 preview in a 626 × 352 grid cell), where scaling the RGBA
+/// (a convolution with alpha premultiplied and divided again, ~3 % of the app's samples with
+/// four remotes) would save 4 % of the bytes and the page's canvas scales for free.
+pub fn preview_target(picture: (u32, u32), tile: (u32, u32)) -> Option<(u32, u32)> {
+    let (w, h) = rtcio_media::convert::fit_within(picture.0, picture.1, tile.0, tile.1);
+    let near = |got: u32, full: u32| f64::from(got) >= f64::from(full) * (1.0 - NEAR_EXACT);
+    (!(near(w, picture.0) && near(h, picture.1))).then_some((w, h))
 }
 
 /// What a remote video thread scales with: RGBA pictures (pages without WebGL) through
@@ -384,10 +425,11 @@ pub struct RemoteScaler {
 
 /// One I420 frame for a tile ([`encode_i420_frame`]'s layout) of `width × height` (even, at
 /// most the picture's size), each plane resized from the decoder's (padded) rows straight into
-/// the buffer that goes to the IPC: no intermediate picture, no copy. Exactly half the picture
-/// in both dimensions (a 2 × 2 grid cell of a 720p picture) averages 2 × 2 blocks in plain
-/// Rust ([`halve_plane`]), cheaper than the general convolution; every other size goes
-/// through [`encode_i420_resized`].
+/// the buffer that goes to the IPC: no intermediate picture, no copy. Exactly half or a
+/// quarter of the picture in both dimensions (a 2 × 2 grid cell, or a strip thumbnail, of a
+/// 720p picture; [`i420_scale_target`] picks those sizes for tiles near them) averages 2 × 2
+/// or 4 × 4 blocks in plain Rust ([`halve_plane`], [`quarter_plane`]), cheaper than the
+/// general convolution; every other size goes through [`encode_i420_resized`].
 pub fn encode_i420_scaled(
     key: &str,
     pic: &rtcio_media::I420Frame,
@@ -396,10 +438,21 @@ pub fn encode_i420_scaled(
 ) -> Result<Vec<u8>, MediaError> {
     // Widened: a target near u32::MAX is an error of the resizer's checks, not an overflow.
     let (even_w, even_h) = (u64::from(width & !1), u64::from(height & !1));
-    let half = even_w * 2 == u64::from(pic.width) && even_h * 2 == u64::from(pic.height);
-    if !half || width < 2 || height < 2 {
+    let exact = |d: u64| even_w * d == u64::from(pic.width) && even_h * d == u64::from(pic.height);
+    // The output's sides are even, so an exact picture's are multiples of 4 (or 8): its
+    // chroma planes divide by the same factor.
+    let divisor = if width < 2 || height < 2 {
+        None
+    } else if exact(2) {
+        Some(2)
+    } else if exact(4) {
+        Some(4)
+    } else {
+        None
+    };
+    let Some(divisor) = divisor else {
         return encode_i420_resized(key, pic, (width, height), resizer);
-    }
+    };
     let (mut out, start) = scaled_frame_buffer(key, pic, (width, height))?;
     let (dw, dh) = (even_w as usize, even_h as usize);
     let (sw, sh) = (pic.width as usize, pic.height as usize);
@@ -410,7 +463,12 @@ pub fn encode_i420_scaled(
         (&pic.u, pic.stride_u, (sw / 2, sh / 2), u),
         (&pic.v, pic.stride_v, (sw / 2, sh / 2), v),
     ] {
-        if !halve_plane(src, stride, (pw, ph), dst) {
+        let done = if divisor == 2 {
+            halve_plane(src, stride, (pw, ph), dst)
+        } else {
+            quarter_plane(src, stride, (pw, ph), dst)
+        };
+        if !done {
             return Err(scale_error("planes shorter than their size"));
         }
     }
@@ -488,6 +546,59 @@ pub fn halve_plane(src: &[u8], stride: usize, (pw, ph): (usize, usize), dst: &mu
     true
 }
 
+/// Averages each 4 × 4 block of a `pw × ph` plane whose rows are `stride` bytes apart (the
+/// last row may stop at the picture's edge) into `dst`, `pw / 4 × ph / 4` packed bytes,
+/// rounding half up: `(sum of 16 + 8) / 16`. False (nothing written) when `src` or `dst` is
+/// too short or a size is not a multiple of 4.
+pub fn quarter_plane(src: &[u8], stride: usize, (pw, ph): (usize, usize), dst: &mut [u8]) -> bool {
+    let (qw, qh) = (pw / 4, ph / 4);
+    let src_needed = match ph.checked_sub(1) {
+        Some(rows) => rows.checked_mul(stride).and_then(|n| n.checked_add(pw)),
+        None => Some(0),
+    };
+    if pw % 4 != 0
+        || ph % 4 != 0
+        || stride < pw
+        || src_needed.is_none_or(|n| src.len() < n)
+        || dst.len() < qw * qh
+    {
+        return false;
+    }
+    if qw == 0 || qh == 0 {
+        return true;
+    }
+    // As in `halve_plane`: fixed-size blocks (8 outputs from 4 × 32 inputs) so the inner loop
+    // has no bounds checks and vectorises; the tail goes block by block.
+    for (r, out) in dst[..qw * qh].chunks_exact_mut(qw).enumerate() {
+        let rows: [&[u8]; 4] = std::array::from_fn(|i| &src[(4 * r + i) * stride..][..pw]);
+        let [a, b, c, d] = rows.map(|row| row.as_chunks::<32>());
+        let (out_blocks, out_tail) = out.as_chunks_mut::<8>();
+        let blocks = out_blocks.iter_mut().zip(a.0).zip(b.0).zip(c.0).zip(d.0);
+        for ((((o, a), b), c), d) in blocks {
+            for (i, o) in o.iter_mut().enumerate() {
+                let mut sum = 8u16;
+                for row in [a, b, c, d] {
+                    for &x in &row[4 * i..4 * i + 4] {
+                        sum += u16::from(x);
+                    }
+                }
+                *o = (sum >> 4) as u8;
+            }
+        }
+        let tails = (a.1.chunks_exact(4).zip(b.1.chunks_exact(4)))
+            .zip(c.1.chunks_exact(4).zip(d.1.chunks_exact(4)));
+        for (o, ((a, b), (c, d))) in out_tail.iter_mut().zip(tails) {
+            let sum: u16 = [a, b, c, d]
+                .iter()
+                .flat_map(|row| row.iter())
+                .map(|&x| u16::from(x))
+                .sum();
+            *o = ((sum + 8) >> 4) as u8;
+        }
+    }
+    true
+}
+
 /// The average of four bytes, rounded half up.
 #[inline(always)]
 fn average4(a: u8, b: u8, c: u8, d: u8) -> u8 {
@@ -550,15 +661,30 @@ pub fn encode_i420_resized(
     Ok(out)
 }
 
-/// Environment variable: `resizer` scales every I420 remote picture with fast_image_resize
-/// ([`encode_i420_resized`]), the exact-half path off (the IPC bench's "before").
+/// Environment variable choosing how I420 remote pictures are scaled (read once; for
+/// before / after measurements): `resizer` scales every one to its tile's own size with
+/// fast_image_resize ([`encode_i420_resized`]: the exact-half path off), `tile` to its tile's
+/// own size with the exact-half and -quarter paths only when the tile is exactly that size;
+/// unset (or anything else), tiles near those sizes get them ([`i420_scale_target`]).
 pub const I420_SCALER_ENV: &str = "RTCIO_I420_SCALER";
 
-/// Whether [`I420_SCALER_ENV`] is `resizer`; read once, not per frame.
-fn resizer_only() -> bool {
-    static RESIZER_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *RESIZER_ONLY
-        .get_or_init(|| std::env::var(I420_SCALER_ENV).is_ok_and(|v| v.trim() == "resizer"))
+/// How I420 remote pictures are scaled (see [`I420_SCALER_ENV`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum I420Scaling {
+    Resizer,
+    TileSize,
+    NearExact,
+}
+
+fn i420_scaling() -> I420Scaling {
+    static SCALING: std::sync::OnceLock<I420Scaling> = std::sync::OnceLock::new();
+    *SCALING.get_or_init(
+        || match std::env::var(I420_SCALER_ENV).as_deref().map(str::trim) {
+            Ok("resizer") => I420Scaling::Resizer,
+            Ok("tile") => I420Scaling::TileSize,
+            _ => I420Scaling::NearExact,
+        },
+    )
 }
 
 /// One picture for a remote tile in `format`, scaled for a `tile`-sized tile (RGBA: never
@@ -575,13 +701,23 @@ pub fn remote_frame(
             let (w, h) = (tile.0.min(pic.width), tile.1.min(pic.height));
             Ok(encode_frame(key, &scaler.rgba.preview(pic, w, h)?))
         }
-        FrameFormat::I420 => match i420_scale_target((pic.width, pic.height), tile) {
-            Some(size) if resizer_only() => encode_i420_resized(key, pic, size, &mut scaler.i420),
-            Some(size) => encode_i420_scaled(key, pic, size, &mut scaler.i420),
-            None => encode_i420_frame(key, pic).ok_or_else(|| {
-                MediaError::InvalidInput("I420 planes shorter than their size".into())
-            }),
-        },
+        FrameFormat::I420 => {
+            let picture = (pic.width, pic.height);
+            let scaling = i420_scaling();
+            let target = match scaling {
+                I420Scaling::NearExact => i420_scale_target(picture, tile),
+                I420Scaling::Resizer | I420Scaling::TileSize => i420_tile_target(picture, tile),
+            };
+            match target {
+                Some(size) if scaling == I420Scaling::Resizer => {
+                    encode_i420_resized(key, pic, size, &mut scaler.i420)
+                }
+                Some(size) => encode_i420_scaled(key, pic, size, &mut scaler.i420),
+                None => encode_i420_frame(key, pic).ok_or_else(|| {
+                    MediaError::InvalidInput("I420 planes shorter than their size".into())
+                }),
+            }
+        }
     }
 }
 
@@ -1281,18 +1417,15 @@ impl SendStream {
                 if !enabled.load(Ordering::Relaxed) {
                     continue;
                 }
-                let (tw, th) = sizes.get(key);
-                let (w, h) = rtcio_media::convert::fit_within(frame.width, frame.height, tw, th);
-                let bytes = if (w, h) == (frame.width, frame.height) {
-                    encode_frame(key, &frame)
-                } else {
-                    match scaler.scale_rgba(&frame, w, h) {
+                let bytes = match preview_target((frame.width, frame.height), sizes.get(key)) {
+                    None => encode_frame(key, &frame),
+                    Some((w, h)) => match scaler.scale_rgba(&frame, w, h) {
                         Ok(scaled) => encode_frame(key, &scaled),
                         Err(e) => {
                             debug!("preview scaling: {e}");
                             continue;
                         }
-                    }
+                    },
                 };
                 frames(bytes);
             }
@@ -2152,8 +2285,8 @@ mod tests {
             let offset = decode_frame_header(&b).expect("a frame").offset;
             b[offset..].to_vec()
         };
-        // Not exactly half (one dimension only, or another ratio): the resizer's output.
-        for size in [(32, 20), (40, 16), (16, 8), (50, 24)] {
+        // Not exactly half or a quarter (one dimension only, or another ratio): the resizer's.
+        for size in [(32, 20), (40, 16), (24, 12), (50, 24)] {
             assert_eq!(
                 pixels(encode_i420_scaled("p/m", &pic, size, &mut r).unwrap()),
                 pixels(encode_i420_resized("p/m", &pic, size, &mut r).unwrap()),
@@ -2188,6 +2321,160 @@ mod tests {
         assert!(!halve_plane(&[0; 16], 4, (4, 4), &mut dst[..3]));
         assert!(halve_plane(&[8; 16], 4, (4, 4), &mut dst));
         assert_eq!(dst, [8; 4]);
+    }
+
+    /// Tiles within 8 % of exactly half or a quarter of the picture get that exact size (the
+    /// cheap block average, the picture's aspect); others their own fitted size; a tile at
+    /// least as big as the picture gets the picture.
+    #[test]
+    fn tiles_near_an_exact_half_or_quarter_get_it() {
+        let fit =
+            |p: (u32, u32), t: (u32, u32)| rtcio_media::convert::fit_within(p.0, p.1, t.0, t.1);
+        // (picture, tile, the exact size it gets, or None: the tile's own fitted size).
+        for (picture, tile, exact) in [
+            // A gapped grid's cells a few pixels off the half, either side, up to 8 %.
+            ((1280, 720), (626, 352), Some((640, 360))),
+            ((1280, 720), (630, 354), Some((640, 360))),
+            ((1280, 720), (640, 360), Some((640, 360))),
+            ((1280, 720), (660, 372), Some((640, 360))),
+            ((1280, 720), (600, 338), Some((640, 360))),
+            ((1280, 720), (690, 388), Some((640, 360))),
+            // Strip thumbnails near a quarter.
+            ((1280, 720), (320, 180), Some((320, 180))),
+            ((1280, 720), (300, 170), Some((320, 180))),
+            ((1280, 720), (340, 190), Some((320, 180))),
+            ((640, 480), (312, 236), Some((320, 240))),
+            // Far from both: 590 × 330 fits (8.3 % under 360), a 1280 × 720 window's 2 × 2
+            // cells, the IPC bench's 3 + 2 cells, a large tile, a small one.
+            ((1280, 720), (590, 400), None),
+            ((1280, 720), (560, 315), None),
+            ((1280, 720), (413, 232), None),
+            ((1280, 720), (700, 394), None),
+            ((1280, 720), (960, 540), None),
+            ((1280, 720), (280, 158), None),
+            // A tile of another aspect: what counts is the picture fitted in it (630 × 354).
+            ((1280, 720), (630, 1000), Some((640, 360))),
+            ((1280, 720), (1000, 354), Some((640, 360))),
+            // The exact sizes only when whole and even: sides divisible by 4 for the half...
+            ((1278, 718), (636, 358), None),
+            ((641, 361), (316, 178), None),
+            ((1276, 716), (636, 356), Some((638, 358))),
+            // ... and by 8 for the quarter.
+            ((1276, 716), (318, 178), None),
+            ((1272, 712), (318, 178), Some((318, 178))),
+            ((1272, 712), (310, 174), Some((318, 178))),
+        ] {
+            let got = i420_scale_target(picture, tile);
+            match exact {
+                Some(size) => {
+                    assert_eq!(got, Some(size), "{picture:?} in {tile:?}");
+                    let d = picture.0 / size.0;
+                    assert_eq!((size.0 * d, size.1 * d), picture, "the picture's aspect");
+                }
+                None => assert_eq!(got, Some(fit(picture, tile)), "{picture:?} in {tile:?}"),
+            }
+        }
+        // Not smaller than the picture: sent as decoded.
+        assert_eq!(i420_scale_target((1280, 720), (1280, 720)), None);
+        assert_eq!(i420_scale_target((1280, 720), (3840, 2160)), None);
+        // A tiny tile of a tiny picture stays at least 2 × 2.
+        assert_eq!(i420_scale_target((8, 8), (1, 1)), Some((2, 2)));
+        // What the rule picks is what the page gets, made by the exact path.
+        let pic = padded_picture(1280, 720, (1344, 673));
+        let mut r = fast_image_resize::Resizer::new();
+        let mut scaler = RemoteScaler::default();
+        for (tile, size) in [((630, 354), (640, 360)), ((330, 186), (320, 180))] {
+            let f = remote_frame("k", &pic, tile, FrameFormat::I420, &mut scaler).unwrap();
+            let h = decode_frame_header(&f).expect("frame");
+            assert_eq!((h.width, h.height), size);
+            let exact = encode_i420_scaled("k", &pic, size, &mut r).unwrap();
+            assert_eq!(f[h.offset..], exact[h.offset..]);
+        }
+    }
+
+    /// Our preview goes unscaled into tiles at least as big or a few % smaller; smaller
+    /// tiles get it scaled to their own size.
+    #[test]
+    fn preview_is_scaled_only_for_tiles_well_under_it() {
+        let p = (640, 360);
+        assert_eq!(preview_target(p, (640, 360)), None);
+        assert_eq!(preview_target(p, (1920, 1080)), None);
+        assert_eq!(preview_target(p, (626, 352)), None);
+        assert_eq!(preview_target(p, (596, 336)), None);
+        assert_eq!(preview_target(p, (560, 400)), Some((560, 314)));
+        assert_eq!(preview_target(p, (376, 212)), Some((376, 210)));
+        // Near in one dimension only (a tall tile): scaled.
+        assert_eq!(preview_target(p, (400, 1000)), Some((400, 224)));
+    }
+
+    /// Exactly a quarter: every plane is the 4 × 4 average rounded half up (odd strides,
+    /// padding, cut last rows, widths with and without a block tail); the resizer's box filter
+    /// agrees within 1; bad input is refused.
+    #[test]
+    fn i420_exact_quarter_is_the_4x4_average() {
+        let reference = |src: &[u8], stride: usize, pw: usize, ph: usize| -> Vec<u8> {
+            let mut out = Vec::new();
+            for y in (0..ph).step_by(4) {
+                for x in (0..pw).step_by(4) {
+                    let mut sum = 8u32;
+                    for dy in 0..4 {
+                        for dx in 0..4 {
+                            sum += u32::from(src[(y + dy) * stride + x + dx]);
+                        }
+                    }
+                    out.push((sum / 16) as u8);
+                }
+            }
+            out
+        };
+        let mut r = fast_image_resize::Resizer::new();
+        for (w, h, strides) in [
+            (64, 32, (71, 37)),
+            (136, 72, (136, 68)),
+            (1280, 720, (1344, 673)),
+        ] {
+            let pic = padded_picture(w, h, strides);
+            let size = (w as u32 / 4, h as u32 / 4);
+            let bytes = encode_i420_scaled("p/m", &pic, size, &mut r).expect("quartered");
+            let hd = decode_frame_header(&bytes).expect("a frame");
+            assert_eq!((hd.width, hd.height), size);
+            let mut want = reference(&pic.y, pic.stride_y, w, h);
+            want.extend(reference(&pic.u, pic.stride_u, w / 2, h / 2));
+            want.extend(reference(&pic.v, pic.stride_v, w / 2, h / 2));
+            assert_eq!(&bytes[hd.offset..], &want[..], "{w}x{h}");
+            let resized = encode_i420_resized("p/m", &pic, size, &mut r).unwrap();
+            let worst = resized[hd.offset..]
+                .iter()
+                .zip(&bytes[hd.offset..])
+                .map(|(&a, &b)| (i16::from(a) - i16::from(b)).abs())
+                .max();
+            assert!(worst <= Some(1), "box filter vs 4x4 average: {worst:?}");
+        }
+        let mut dst = [0u8; 4];
+        assert!(
+            !quarter_plane(&[0; 32], 6, (6, 4), &mut dst),
+            "width not a multiple of 4"
+        );
+        assert!(
+            !quarter_plane(&[0; 48], 8, (8, 6), &mut dst),
+            "height not a multiple of 4"
+        );
+        assert!(
+            !quarter_plane(&[0; 31], 8, (8, 4), &mut dst[..2]),
+            "short source"
+        );
+        assert!(
+            !quarter_plane(&[0; 64], 8, (8, 8), &mut dst[..3]),
+            "short destination"
+        );
+        assert!(
+            !quarter_plane(&[0; 64], 7, (8, 8), &mut dst),
+            "stride under the width"
+        );
+        let ramp: Vec<u8> = (0..64).map(|i| (i % 8) as u8 * 16).collect();
+        assert!(quarter_plane(&ramp, 8, (8, 8), &mut dst));
+        // Columns 0-3 hold 0, 16, 32, 48 (mean 24); columns 4-7 64..112 (mean 88).
+        assert_eq!(dst, [24, 88, 24, 88]);
     }
 
     #[test]
