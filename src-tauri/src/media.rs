@@ -567,22 +567,30 @@ pub fn quarter_plane(src: &[u8], stride: usize, (pw, ph): (usize, usize), dst: &
     if qw == 0 || qh == 0 {
         return true;
     }
-    // As in `halve_plane`: fixed-size blocks (8 outputs from 4 × 32 inputs) so the inner loop
-    // has no bounds checks and vectorises; the tail goes block by block.
+    // As in `halve_plane`: fixed-size blocks (8 outputs from 4 × 32 inputs) so the inner loops
+    // have no bounds checks; the four rows are summed column by column first, then neighbours
+    // pairwise twice (each step a plain loop over a fixed array, which vectorises: summing each
+    // 4 × 4 block on its own was 2-4× slower in a standalone check); the tail goes block by
+    // block.
     for (r, out) in dst[..qw * qh].chunks_exact_mut(qw).enumerate() {
         let rows: [&[u8]; 4] = std::array::from_fn(|i| &src[(4 * r + i) * stride..][..pw]);
         let [a, b, c, d] = rows.map(|row| row.as_chunks::<32>());
         let (out_blocks, out_tail) = out.as_chunks_mut::<8>();
-        let blocks = out_blocks.iter_mut().zip(a.0).zip(b.0).zip(c.0).zip(d.0);
-        for ((((o, a), b), c), d) in blocks {
+        let blocks = out_blocks
+            .iter_mut()
+            .zip(a.0.iter().zip(b.0))
+            .zip(c.0.iter().zip(d.0));
+        for ((o, (a, b)), (c, d)) in blocks {
+            let mut columns = [0u16; 32];
+            for (j, s) in columns.iter_mut().enumerate() {
+                *s = u16::from(a[j]) + u16::from(b[j]) + u16::from(c[j]) + u16::from(d[j]);
+            }
+            let mut pairs = [0u16; 16];
+            for (k, p) in pairs.iter_mut().enumerate() {
+                *p = columns[2 * k] + columns[2 * k + 1];
+            }
             for (i, o) in o.iter_mut().enumerate() {
-                let mut sum = 8u16;
-                for row in [a, b, c, d] {
-                    for &x in &row[4 * i..4 * i + 4] {
-                        sum += u16::from(x);
-                    }
-                }
-                *o = (sum >> 4) as u8;
+                *o = ((pairs[2 * i] + pairs[2 * i + 1] + 8) >> 4) as u8;
             }
         }
         let tails = (a.1.chunks_exact(4).zip(b.1.chunks_exact(4)))
