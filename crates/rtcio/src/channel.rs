@@ -623,9 +623,26 @@ async fn flush(
     loop {
         let level = buffered(dc).await;
         if let Some(p) = queue.next_to_flush(open, level) {
-            if let Err(e) = transmit(d, &p).await {
-                ch.local("error", vec![Value::String(e.to_string())]);
-                break;
+            match transmit(d, &p).await {
+                Ok(()) => queue.sent(),
+                Err(e) => {
+                    // Retried once on the next flush; refused again, dropped — and said so
+                    // (the caller was told `false`: queued, not lost).
+                    if let Some(dropped) = queue.refused(p) {
+                        ch.local(
+                            "error",
+                            vec![Value::String(format!(
+                                "RTCIOChannel: a queued {}-byte message was refused twice by \
+                                 the transport and dropped: {e}",
+                                match &dropped {
+                                    Payload::Text(t) => t.len(),
+                                    Payload::Binary(b) => b.len(),
+                                }
+                            ))],
+                        );
+                    }
+                    break;
+                }
             }
             continue;
         }

@@ -1,9 +1,11 @@
 //! Send queues: the custom-channel write algorithm of PROTOCOL.md §4.6 and the ctrl pre-open
 //! queue of §4.5, as plain data structures the channel drivers consult.
 //!
-//! One deliberate difference from the JS (§12.14): when the transport refuses a message the JS
-//! drops it; here the driver puts it back at the head of the queue and retries on the next drain,
-//! so nothing the user sent on a reliable channel is silently lost.
+//! One deliberate difference from the JS (§12.14): when the transport refuses a queued message
+//! the JS drops it; here the driver puts it back at the head of the queue and retries it on the
+//! next flush. A message refused twice in a row (too large for the peer, a transport going
+//! away) is dropped with an `error` event that says so, rather than blocking the queue forever:
+//! nothing the user sent is lost without a word.
 
 use std::collections::VecDeque;
 
@@ -75,6 +77,8 @@ pub struct SendQueue {
     marks: Watermarks,
     queue: VecDeque<Payload>,
     queued_bytes: usize,
+    /// The head was refused by the transport once already.
+    head_refused: bool,
 }
 
 impl SendQueue {
@@ -84,6 +88,7 @@ impl SendQueue {
             marks,
             queue: VecDeque::new(),
             queued_bytes: 0,
+            head_refused: false,
         }
     }
 
@@ -135,6 +140,23 @@ impl SendQueue {
     pub fn requeue_front(&mut self, payload: Payload) {
         self.queued_bytes += payload.accounted_size();
         self.queue.push_front(payload);
+    }
+
+    /// The transport refused `payload` (the message [`SendQueue::next_to_flush`] gave): the
+    /// first time it goes back to the head to be retried (`None`); refused again in a row, it
+    /// is handed back to be dropped, and the caller must say so.
+    pub fn refused(&mut self, payload: Payload) -> Option<Payload> {
+        if std::mem::take(&mut self.head_refused) {
+            return Some(payload);
+        }
+        self.head_refused = true;
+        self.requeue_front(payload);
+        None
+    }
+
+    /// The transport took the message [`SendQueue::next_to_flush`] gave.
+    pub fn sent(&mut self) {
+        self.head_refused = false;
     }
 
     /// Drops everything (the channel closed). Returns how many messages were dropped.
@@ -219,6 +241,33 @@ mod tests {
         assert_eq!(q.queued_bytes(), 10);
         assert_eq!(q.write(true, 100, bin(41)), Write::OverBudget);
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn a_refused_message_is_retried_once_then_handed_back() {
+        let mut q = SendQueue::new(Watermarks {
+            high: 100,
+            low: 10,
+            budget: 1000,
+        });
+        q.write(false, 0, Payload::Text("a".into()));
+        q.write(false, 0, Payload::Text("b".into()));
+        // Refused once: back at the head, still counted.
+        let a = q.next_to_flush(true, 0).unwrap();
+        assert_eq!(q.refused(a), None);
+        assert_eq!(q.queued_bytes(), 4);
+        // Refused again in a row: handed back (the driver drops it and says so).
+        let a = q.next_to_flush(true, 0).unwrap();
+        assert_eq!(q.refused(a), Some(Payload::Text("a".into())));
+        assert_eq!(q.queued_bytes(), 2);
+        // A success in between starts the count over.
+        let b = q.next_to_flush(true, 0).unwrap();
+        assert_eq!(q.refused(b), None);
+        let b = q.next_to_flush(true, 0).unwrap();
+        q.sent();
+        q.write(false, 0, b);
+        let b = q.next_to_flush(true, 0).unwrap();
+        assert_eq!(q.refused(b), None);
     }
 
     #[test]
