@@ -373,11 +373,11 @@ pub const NEAR_EXACT: f64 = 0.08;
 /// pixels), or `None` to send it as decoded: scaled whenever the tile is smaller than the
 /// picture, so the IPC, the page's texture upload and its sampler handle only the pixels shown;
 /// never up. A tile within [`NEAR_EXACT`] of exactly half or a quarter of the picture (a cell
-/// of a gapped grid is a few pixels off: 5 tiles in a 1920 × 1080 window make 626 × 352 cells
-/// for 1280 × 720 pictures) gets that exact size instead, which [`encode_i420_scaled`] makes
-/// with a plain block average (~0.07× the general resizer's cost): up to 8 % more pixels per
-/// dimension below it, and above it a slight upscale that the page's texture sampler does
-/// for free. The exact sizes apply when they are whole and even (the picture's sides divisible
+/// of a gapped grid is a few pixels off: 5 tiles in a 1920 × 1200 window with the chat open
+/// make 626 × 352 cells for 1280 × 720 pictures) gets that exact size instead, which
+/// [`encode_i420_scaled`] makes with a plain block average (~0.07× the general resizer's
+/// cost): up to 8 % more pixels per dimension below it, a slight upscale above it; the page
+/// draws the frame at its own size and the canvas's CSS size scales it to the tile for free. The exact sizes apply when they are whole and even (the picture's sides divisible
 /// by 4, or 8 for the quarter); the aspect ratio is the picture's either way.
 pub fn i420_scale_target(picture: (u32, u32), tile: (u32, u32)) -> Option<(u32, u32)> {
     let (w, h) = i420_tile_target(picture, tile)?;
