@@ -41,8 +41,11 @@ use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packetizer::Depacketizer;
 
 /// Ring slots for reordering; also the furthest ahead of a gap a packet may be before the gap
-/// is given up. 64 slots hold a few video frames or over a second of Opus.
-pub const REORDER_WINDOW: usize = 64;
+/// is given up. 512 slots are ~1.5 s of 720p video at 3 Mbit/s, so the time and frame bounds
+/// below decide when a gap is given up; at 64 a 720p keyframe (~50 packets) and a few frames
+/// behind a gap gave it up within ~100 ms, before its repair could arrive (a 1 s burst of
+/// 30 % loss cost Rust→Rust 3 given-up gaps and a 1.2 s freeze).
+pub const REORDER_WINDOW: usize = 512;
 
 /// Frame ends buffered past a gap (H.264, VP8, other codecs) at which the gap is declared lost:
 /// ~270 ms at 30 fps, enough for a NACK round trip on most paths without stalling playout long.
@@ -1342,8 +1345,8 @@ mod tests {
 
     #[test]
     fn gap_beyond_the_window_is_lost_without_waiting_for_frame_ends() {
-        // One keyframe of ~85 packets: no frame end until its last packet.
-        let frames = vec![idr_au(100_000), p_au(800, 0)];
+        // One keyframe of ~600 packets: no frame end until its last packet.
+        let frames = vec![idr_au(700_000), p_au(800, 0)];
         let pkts = h264(&frames, 65_500);
         let key = &pkts[0];
         assert!(key.len() > REORDER_WINDOW + 2);
@@ -1353,10 +1356,10 @@ mod tests {
         assert_eq!(
             a.stats().lost_packets,
             0,
-            "63 packets past the gap: still waiting"
+            "511 packets past the gap: still waiting"
         );
         feed(&mut a, [&key[REORDER_WINDOW + 1]]);
-        assert_eq!(a.stats().lost_packets, 1, "64 past the gap: given up");
+        assert_eq!(a.stats().lost_packets, 1, "512 past the gap: given up");
         let out = feed(&mut a, key[REORDER_WINDOW + 2..].iter().chain(&pkts[1]));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].data.as_ref(), frames[1].as_slice());
