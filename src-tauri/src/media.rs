@@ -500,24 +500,37 @@ fn scaled_frame_buffer(
     Ok((out, start))
 }
 
+/// The `pw / k × ph / k` size a `pw × ph` plane (rows `stride` bytes apart, the last one
+/// possibly cut at the picture's edge) averages down to in `k × k` blocks; `None` when a side
+/// is not a multiple of `k` or `src` / `dst` is too short.
+fn reduced_size(
+    src: &[u8],
+    stride: usize,
+    (pw, ph): (usize, usize),
+    k: usize,
+    dst: &[u8],
+) -> Option<(usize, usize)> {
+    let (qw, qh) = (pw / k, ph / k);
+    let src_needed = match ph.checked_sub(1) {
+        Some(rows) => rows.checked_mul(stride).and_then(|n| n.checked_add(pw)),
+        None => Some(0),
+    };
+    let fits = pw % k == 0
+        && ph % k == 0
+        && stride >= pw
+        && src_needed.is_some_and(|n| src.len() >= n)
+        && dst.len() >= qw * qh;
+    fits.then_some((qw, qh))
+}
+
 /// Averages each 2 × 2 block of a `pw × ph` plane whose rows are `stride` bytes apart (the
 /// last row may stop at the picture's edge) into `dst`, `pw / 2 × ph / 2` packed bytes,
 /// rounding half up: `(a + b + c + d + 2) / 4`. False (nothing written) when `src` or `dst`
 /// is too short or a size is odd.
 pub fn halve_plane(src: &[u8], stride: usize, (pw, ph): (usize, usize), dst: &mut [u8]) -> bool {
-    let (qw, qh) = (pw / 2, ph / 2);
-    let src_needed = match ph.checked_sub(1) {
-        Some(rows) => rows.checked_mul(stride).and_then(|n| n.checked_add(pw)),
-        None => Some(0),
-    };
-    if pw % 2 != 0
-        || ph % 2 != 0
-        || stride < pw
-        || src_needed.is_none_or(|n| src.len() < n)
-        || dst.len() < qw * qh
-    {
+    let Some((qw, qh)) = reduced_size(src, stride, (pw, ph), 2, dst) else {
         return false;
-    }
+    };
     if qw == 0 || qh == 0 {
         return true;
     }
@@ -551,19 +564,9 @@ pub fn halve_plane(src: &[u8], stride: usize, (pw, ph): (usize, usize), dst: &mu
 /// rounding half up: `(sum of 16 + 8) / 16`. False (nothing written) when `src` or `dst` is
 /// too short or a size is not a multiple of 4.
 pub fn quarter_plane(src: &[u8], stride: usize, (pw, ph): (usize, usize), dst: &mut [u8]) -> bool {
-    let (qw, qh) = (pw / 4, ph / 4);
-    let src_needed = match ph.checked_sub(1) {
-        Some(rows) => rows.checked_mul(stride).and_then(|n| n.checked_add(pw)),
-        None => Some(0),
-    };
-    if pw % 4 != 0
-        || ph % 4 != 0
-        || stride < pw
-        || src_needed.is_none_or(|n| src.len() < n)
-        || dst.len() < qw * qh
-    {
+    let Some((qw, qh)) = reduced_size(src, stride, (pw, ph), 4, dst) else {
         return false;
-    }
+    };
     if qw == 0 || qh == 0 {
         return true;
     }
