@@ -12,8 +12,9 @@
 //! at once, a repeat only when a repair round trip has passed without the packet arriving, and
 //! none once the packet is older than the assembler would wait for it. The repair round trip is
 //! measured here, so a receive-only peer (no media of its own, so no RTT from RTCP reports) has
-//! it too: the time from a packet's first NACK to its arrival, median of the recent ones (a
-//! lost copy or a merely reordered packet is an outlier either way; repairs come on the RTX
+//! it too: the time from a packet's first NACK to its arrival, over the recent repairs (the
+//! median sets the gap wait, the lower quartile when to ask again: a repair that took several
+//! rounds counts them all, and a merely reordered packet is an outlier; repairs come on the RTX
 //! stream, which webrtc-rs unwraps only after the interceptors, so the original sequence number
 //! is read here). The generator publishes it (a [`SharedRtt`] per peer connection) to the track
 //! readers, whose assemblers wait [`gap_wait`] for a missing packet: two repair rounds, so one

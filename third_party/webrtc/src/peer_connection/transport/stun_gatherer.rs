@@ -207,7 +207,17 @@ impl RTCStunGatherer {
                 let resolved_addrs = match runtime.resolve_host(&server_addr).await {
                     Ok(addrs) => addrs,
                     Err(err) => {
-                        error!("Failed to resolve STUN server {}: {}", server_addr, err);
+                        // rtcio patch: once per server and process at WARN, then DEBUG. Every
+                        // peer connection gathers again, so an offline machine (no DNS) logged
+                        // an ERROR per default STUN server per peer of every call.
+                        if first_resolve_failure(&server_addr) {
+                            warn!(
+                                "Failed to resolve STUN server {} (reported once; server-reflexive candidates from it are skipped): {}",
+                                server_addr, err
+                            );
+                        } else {
+                            debug!("Failed to resolve STUN server {}: {}", server_addr, err);
+                        }
                         continue;
                     }
                 };
@@ -852,5 +862,17 @@ mod tests {
         assert_eq!(drain_events(&mut gatherer), vec![Seen::Complete]);
         assert_eq!(gatherer.state(), RTCIceGatheringState::Complete);
         assert!(gatherer.stun_clients.is_empty());
+    }
+}
+
+/// rtcio patch: whether `server` failed to resolve for the first time in this process.
+fn first_resolve_failure(server: &str) -> bool {
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    match seen.lock() {
+        // Bounded: only configured STUN servers are ever added.
+        Ok(mut set) => set.insert(server.to_owned()),
+        Err(_) => false,
     }
 }
