@@ -164,6 +164,8 @@ impl SendQueue {
         let n = self.queue.len();
         self.queue.clear();
         self.queued_bytes = 0;
+        // The refused head (if any) is gone: the next message gets its own retry.
+        self.head_refused = false;
         n
     }
 }
@@ -268,6 +270,11 @@ mod tests {
         q.write(false, 0, b);
         let b = q.next_to_flush(true, 0).unwrap();
         assert_eq!(q.refused(b), None);
+        // Cleared (the channel closed) with a refused head: the next message starts over.
+        q.clear();
+        q.write(false, 0, Payload::Text("c".into()));
+        let c = q.next_to_flush(true, 0).unwrap();
+        assert_eq!(q.refused(c), None);
     }
 
     #[test]
