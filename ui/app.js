@@ -866,11 +866,70 @@ function reportTileSizes() {
  */
 // Counters read by the IPC bench (src-tauri/examples/ipc_bench.rs); `perKey` = frames painted per tile.
 // `webgl` / `i420`: frames painted with WebGL / that came as I420.
-// `bytesPerKey`: frame bytes painted per tile. `pulls`: `next_frames` requests made,
-// `messages`: their replies (batches, empty ones included).
+// `bytesPerKey`: frame bytes painted per tile. `pulls`: pulls made (`next_frames` requests or
+// socket messages), `messages`: their replies (batches, empty ones included). `transport`:
+// where the frames come from, 'websocket' (the app's loopback socket) or 'ipc' (`next_frames`).
 export const videoStats = {
   painted: 0, dropped: 0, ipcMs: 0, paintMs: 0, perKey: {}, bytesPerKey: {}, webgl: 0, i420: 0, messages: 0, pulls: 0,
+  transport: null,
 };
+
+/**
+ * Gets the frames for as long as the page lives: from the app's loopback WebSocket when it
+ * has one (`frame_socket` → {port, token}; one WebSocket message per batch, which WebKit hands
+ * the page whole, where an IPC reply arrives in 8 KiB pieces through the app's main thread),
+ * else, or when the socket cannot be opened, by `next_frames` over the IPC. Same batches and
+ * the same pull-and-acknowledge flow either way.
+ */
+async function receiveFrames() {
+  let socket = null;
+  try {
+    socket = await invoke('frame_socket');
+  } catch (e) {
+    console.warn('video frames: no frame socket:', e);
+  }
+  if (socket && socket.port && socket.token && typeof WebSocket === 'function') {
+    // A socket that closes after it worked (it should not) is opened again; one that does
+    // not open leaves the frames to the IPC.
+    while (await socketFrames(socket)) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    console.warn('video frames: the frame socket did not open; using the IPC');
+  }
+  videoStats.transport = 'ipc';
+  pullFrames();
+}
+
+/**
+ * Pulls batches over the app's frame socket until it closes: a text message names the batch
+ * painted (its sequence number, `-` for none) and asks for the next, which comes as one binary
+ * message (the `next_frames` reply's bytes). Resolves with whether it had opened.
+ */
+function socketFrames({ port, token }) {
+  return new Promise((resolve) => {
+    let opened = false;
+    let ws;
+    try {
+      ws = new WebSocket(`ws://127.0.0.1:${Number(port)}/?token=${encodeURIComponent(token)}`);
+    } catch (e) {
+      console.warn('video frames:', e);
+      resolve(false);
+      return;
+    }
+    ws.binaryType = 'arraybuffer';
+    const pull = (ack) => {
+      videoStats.pulls += 1;
+      ws.send(ack === null ? '-' : String(ack));
+    };
+    ws.onopen = () => {
+      opened = true;
+      videoStats.transport = 'websocket';
+      pull(null);
+    };
+    ws.onmessage = (ev) => pull(onFrames(ev.data));
+    ws.onclose = () => resolve(opened);
+  });
+}
 
 /**
  * Pulls video frames for as long as the page lives: one `next_frames {ack}` request at a
@@ -1512,7 +1571,7 @@ async function main() {
   }
   // Every tile's frames (the start screen's preview too), as raw bytes (never JSON), pulled
   // one batch at a time.
-  pullFrames();
+  receiveFrames();
   await loadSettings();
   await loadDevices();
   watchPickers();

@@ -90,7 +90,7 @@ fn autojoin_script(url: &str) -> String {
       const v = window.__rtcioVideo || {{}};
       window.__TAURI_INTERNALS__.invoke('plugin:event|emit', {{
         event: 'bench-stats',
-        payload: {{ painted: v.painted, dropped: v.dropped, ipcMs: v.ipcMs, paintMs: v.paintMs, perKey: v.perKey, bytesPerKey: v.bytesPerKey, webgl: v.webgl, i420: v.i420, messages: v.messages, pulls: v.pulls, gl, at: performance.now() }},
+        payload: {{ painted: v.painted, dropped: v.dropped, ipcMs: v.ipcMs, paintMs: v.paintMs, perKey: v.perKey, bytesPerKey: v.bytesPerKey, webgl: v.webgl, i420: v.i420, messages: v.messages, pulls: v.pulls, transport: v.transport, gl, at: performance.now() }},
       }});
     }}, 500);
   }};
@@ -110,6 +110,8 @@ struct Sample {
     /// `next_frames` replies the page received and pulls it made.
     messages: f64,
     pulls: f64,
+    /// `websocket` or `ipc` (the page's `videoStats.transport`).
+    transport: String,
     cpu_ticks: u64,
     web_ticks: u64,
     remote_ticks: u64,
@@ -277,6 +279,10 @@ fn scale() -> anyhow::Result<()> {
 fn driver() -> anyhow::Result<()> {
     let runs = std::env::var("BENCH_REMOTES").unwrap_or_else(|_| "1,2,4".into());
     let formats = std::env::var("BENCH_FORMATS").unwrap_or_else(|_| "rgba,i420".into());
+    // `BENCH_TRANSPORTS`: how the frames reach the page, `websocket` (the app's loopback frame
+    // socket, its default) and/or `ipc` (`next_frames`, `RTCIO_FRAME_TRANSPORT=ipc`), each
+    // pair back to back.
+    let transports = std::env::var("BENCH_TRANSPORTS").unwrap_or_else(|_| "websocket".into());
     let exe = std::env::current_exe()?;
     // The remotes send a pre-encoded file unless told otherwise.
     let scratch = std::env::temp_dir().join(format!("rtcio-ipc-bench-file-{}", std::process::id()));
@@ -305,35 +311,46 @@ fn driver() -> anyhow::Result<()> {
         .filter_map(|n| n.trim().parse::<usize>().ok())
     {
         for format in formats.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-            let mut cmd = Command::new(&exe);
-            cmd.env("BENCH_ROLE", "app")
-                .env("BENCH_REMOTES", n.to_string())
-                .env("BENCH_FORMAT", format)
-                .stdout(Stdio::piped());
-            if let Some(f) = &file {
-                cmd.env("BENCH_FILE", f);
-            }
-            // The page asks for I420 when it has WebGL 2; `rgba` makes the app refuse it.
-            if format == "rgba" {
-                cmd.env(rtcio_desktop::media::FRAME_FORMAT_ENV, "rgba");
-            } else {
-                cmd.env_remove(rtcio_desktop::media::FRAME_FORMAT_ENV);
-            }
-            let mut child = cmd.spawn()?;
-            if let Some(out) = child.stdout.take() {
-                for line in BufReader::new(out).lines() {
-                    let line = line?;
-                    match line.strip_prefix(RESULT_PREFIX) {
-                        Some(json) => results.push(serde_json::from_str(json)?),
-                        None => println!("{line}"),
+            for transport in transports
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+            {
+                let mut cmd = Command::new(&exe);
+                cmd.env("BENCH_ROLE", "app")
+                    .env("BENCH_REMOTES", n.to_string())
+                    .env("BENCH_FORMAT", format)
+                    .stdout(Stdio::piped());
+                if transport == "ipc" {
+                    cmd.env(rtcio_desktop::frame_socket::FRAME_TRANSPORT_ENV, "ipc");
+                } else {
+                    cmd.env_remove(rtcio_desktop::frame_socket::FRAME_TRANSPORT_ENV);
+                }
+                if let Some(f) = &file {
+                    cmd.env("BENCH_FILE", f);
+                }
+                // The page asks for I420 when it has WebGL 2; `rgba` makes the app refuse it.
+                if format == "rgba" {
+                    cmd.env(rtcio_desktop::media::FRAME_FORMAT_ENV, "rgba");
+                } else {
+                    cmd.env_remove(rtcio_desktop::media::FRAME_FORMAT_ENV);
+                }
+                let mut child = cmd.spawn()?;
+                if let Some(out) = child.stdout.take() {
+                    for line in BufReader::new(out).lines() {
+                        let line = line?;
+                        match line.strip_prefix(RESULT_PREFIX) {
+                            Some(json) => results.push(serde_json::from_str(json)?),
+                            None => println!("{line}"),
+                        }
                     }
                 }
+                let status = child.wait()?;
+                anyhow::ensure!(
+                    status.success(),
+                    "the run with {n} remotes ({format}, {transport}) failed: {status}"
+                );
             }
-            let status = child.wait()?;
-            anyhow::ensure!(
-                status.success(),
-                "the run with {n} remotes ({format}) failed: {status}"
-            );
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
@@ -401,14 +418,15 @@ fn print_table(results: &[Value]) {
     };
     println!();
     println!(
-        "| remotes | format | painted fps per remote tile | min | app CPU % | WebKit CPU % | app / WebKit CPU ms per remote frame | KiB per remote frame | IPC messages per frame | frames offered/s (all tiles) | IPC ms | paint ms | load |"
+        "| remotes | format | transport | painted fps per remote tile | min | app CPU % | WebKit CPU % | app / WebKit CPU ms per remote frame | KiB per remote frame | page messages per frame | frames offered/s (all tiles) | transport ms | paint ms | load |"
     );
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for v in results {
         println!(
-            "| {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.1} / {:.1} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {} |",
+            "| {} | {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.1} / {:.1} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {} |",
             v["remotes"],
             v["format"].as_str().unwrap_or("?"),
+            v["transport"].as_str().unwrap_or("?"),
             tiles(v),
             f(v, "min_tile_fps"),
             f(v, "app_cpu"),
@@ -440,7 +458,9 @@ fn print_table(results: &[Value]) {
                 .iter()
                 .find(|v| v["remotes"].as_u64() == Some(n) && v["format"] == fmt)
         };
-        if let (Some(a), Some(b)) = (pick("rgba"), pick("i420")) {
+        if let (Some(a), Some(b)) = (pick("rgba"), pick("i420"))
+            && a["transport"] == b["transport"]
+        {
             let r = |k: &str| f(b, k) / f(a, k);
             println!(
                 "| {n} | {:.2} | {:.2} | {:.2} | {:.2} |",
@@ -450,6 +470,35 @@ fn print_table(results: &[Value]) {
                 r("remote_frame_bytes")
             );
         }
+    }
+    // Ratios: the frame socket over the IPC, per remote count and format measured both ways
+    // (runs in order, each socket run against the IPC run next to it).
+    println!();
+    println!(
+        "| remotes | format | min tile fps socket/IPC | app CPU per frame socket/IPC | WebKit CPU per frame socket/IPC | load |"
+    );
+    println!("|---|---|---:|---:|---:|---|");
+    for pair in results.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if a["remotes"] != b["remotes"] || a["format"] != b["format"] {
+            continue;
+        }
+        let (ipc, ws) = match (a["transport"].as_str(), b["transport"].as_str()) {
+            (Some("ipc"), Some("websocket")) => (a, b),
+            (Some("websocket"), Some("ipc")) => (b, a),
+            _ => continue,
+        };
+        let r = |k: &str| f(ws, k) / f(ipc, k);
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {} / {} |",
+            ws["remotes"],
+            ws["format"].as_str().unwrap_or("?"),
+            r("min_tile_fps"),
+            r("app_ms_per_frame"),
+            r("webkit_ms_per_frame"),
+            a["load"].as_str().unwrap_or("?"),
+            b["load"].as_str().unwrap_or("?"),
+        );
     }
 }
 
@@ -655,6 +704,7 @@ fn app() -> anyhow::Result<()> {
             i420: v["i420"].as_f64().unwrap_or(0.0),
             messages: v["messages"].as_f64().unwrap_or(0.0),
             pulls: v["pulls"].as_f64().unwrap_or(0.0),
+            transport: v["transport"].as_str().unwrap_or("?").to_string(),
             // Filled only for the two samples measured from (`with_ticks`).
             cpu_ticks: 0,
             web_ticks: 0,
@@ -709,8 +759,9 @@ fn app() -> anyhow::Result<()> {
                 let batches = (b.flow.batches - a.flow.batches) as f64;
                 let size = std::env::var("BENCH_SIZE").unwrap_or_else(|_| "1280x720".into());
                 println!(
-                    "ipc_bench: {remotes_n} remote(s) sending {size} 30 fps, frames as {}, {secs:.1} s measured ({} tiles incl. own preview; page WebGL: {})",
+                    "ipc_bench: {remotes_n} remote(s) sending {size} 30 fps, frames as {} over {}, {secs:.1} s measured ({} tiles incl. own preview; page WebGL: {})",
                     std::env::var("BENCH_FORMAT").unwrap_or_else(|_| "i420".into()),
+                    b.transport,
                     b.per_key.len(),
                     b.gl
                 );
@@ -734,11 +785,11 @@ fn app() -> anyhow::Result<()> {
                 // Each pull is one request and one reply.
                 let ipc_calls = (b.messages - a.messages) + (b.pulls - a.pulls);
                 println!(
-                    "  IPC per painted frame: {:.2} messages (pulls + replies)",
+                    "  page messages per painted frame: {:.2} (pulls + replies)",
                     ipc_calls / painted.max(1.0)
                 );
                 println!(
-                    "  IPC (handed over -> in the page): {:.2} ms/frame",
+                    "  transport (handed over -> in the page): {:.2} ms/frame",
                     (b.ipc_ms - a.ipc_ms) / painted.max(1.0)
                 );
                 println!(
@@ -792,6 +843,7 @@ fn app() -> anyhow::Result<()> {
                 let result = serde_json::json!({
                     "remotes": remotes_n,
                     "format": std::env::var("BENCH_FORMAT").unwrap_or_else(|_| "i420".into()),
+                    "transport": b.transport,
                     "tile_fps": tile_fps,
                     "min_tile_fps": tile_fps.first().copied().unwrap_or(0.0),
                     "app_cpu": pct(b.cpu_ticks - a.cpu_ticks),

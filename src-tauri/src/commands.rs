@@ -28,8 +28,12 @@ pub struct AppState {
     pub session: Mutex<Option<Session>>,
     /// The start screen's preview (stopped on join: the call opens the devices itself).
     pub preview: std::sync::Mutex<Option<crate::preview::Preview>>,
-    /// Flow control of frames to the page, which pulls them with [`next_frames`].
+    /// Flow control of frames to the page, which pulls them with [`next_frames`] or over the
+    /// frame socket.
     gate: media::FrameGate,
+    /// The loopback WebSocket the page pulls frames from (bound on the first [`frame_socket`];
+    /// `None` inside: it could not be opened, or `RTCIO_FRAME_TRANSPORT=ipc`).
+    socket: tokio::sync::OnceCell<Option<crate::frame_socket::FrameSocket>>,
 }
 
 impl AppState {
@@ -335,6 +339,38 @@ pub async fn next_frames(
 ) -> Result<tauri::ipc::Response, AppError> {
     let batch = state.frame_gate().pull(ack, media::PULL_WAIT).await;
     Ok(tauri::ipc::Response::new(batch))
+}
+
+/// Where the page pulls its frames from instead of [`next_frames`]: `{port, token}` of the
+/// app's loopback WebSocket (`ws://127.0.0.1:PORT/?token=TOKEN`, see `frame_socket.rs`), bound
+/// once per run on the first call; `null` when it could not be opened (said once in the log)
+/// or `RTCIO_FRAME_TRANSPORT=ipc`: the page pulls with `next_frames` then.
+#[tauri::command]
+pub async fn frame_socket(
+    state: State<'_, AppState>,
+) -> Result<Option<crate::frame_socket::FrameSocketInfo>, AppError> {
+    let gate = state.frame_gate().clone();
+    let socket = state
+        .socket
+        .get_or_init(|| async move {
+            if crate::frame_socket::disabled_by_env() {
+                tracing::info!(
+                    "video frames go to the page over the IPC (RTCIO_FRAME_TRANSPORT=ipc)"
+                );
+                return None;
+            }
+            match crate::frame_socket::FrameSocket::start(gate).await {
+                Ok(socket) => Some(socket),
+                Err(e) => {
+                    tracing::warn!(
+                        "no frame socket ({e}): video frames go to the page over the IPC"
+                    );
+                    None
+                }
+            }
+        })
+        .await;
+    Ok(socket.as_ref().map(|s| s.info()))
 }
 
 /// The size a tile is shown at (CSS pixels × device pixel ratio): its frames are scaled to it.

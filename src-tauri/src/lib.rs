@@ -8,6 +8,7 @@
 pub mod commands;
 pub mod devices;
 pub mod error;
+pub mod frame_socket;
 pub mod inbound;
 pub mod media;
 pub mod preview;
@@ -48,6 +49,7 @@ pub fn builder() -> tauri::Builder<tauri::Wry> {
             commands::save_settings,
             commands::video_formats,
             commands::next_frames,
+            commands::frame_socket,
             commands::set_tile_size,
             commands::list_monitors,
             commands::start_screen_share,

@@ -4,7 +4,8 @@
 //! (`tests/browser/`) joins with its fake camera. Checked, each with a bounded wait on what the
 //! app's page or the browser's log shows:
 //!
-//! 1. the app's tile for the browser paints frames (`videoStats.perKey` grows);
+//! 1. the app's tile for the browser paints frames (`videoStats.perKey` grows), delivered over
+//!    the app's loopback frame socket (`videoStats.transport`);
 //! 2. the browser's `camera` handler gets our stream with our name and decodes it;
 //! 3. chat app → browser and browser → app;
 //! 4. M in the app → the browser hears `media-state` with `mic: false`;
@@ -186,6 +187,18 @@ fn app_window_in_a_call_with_a_browser_peer() {
         decoded["frameWidth"],
         decoded["frameHeight"],
         secs(t_web_decoded)
+    );
+    // The frames came over the app's loopback frame socket, not the IPC fallback: WebKit
+    // opened `ws://127.0.0.1:PORT` under the app's CSP with the run's token.
+    let transport = wd.js(
+        "const s = window.__rtcioVideo; return s ? s.transport : null;",
+        json!([]),
+    );
+    assert_eq!(
+        transport,
+        json!("websocket"),
+        "frames reach the page over the frame socket\napp log tail:\n{}",
+        tail(&log, 60)
     );
     let tile_name = wd.wait_js(
         "the browser's tile labelled with its name",
