@@ -18,6 +18,7 @@
 // RTCIO_BENCH_PAIRS (default "rr,rc,cr,cc": r = Rust CLI, c = Chromium page, sender first),
 // RTCIO_BENCH_VIDEO_SIZE (CLI testsrc, default 1280x720), RTCIO_BENCH_FPS (default 30),
 // RTCIO_BENCH_CHROMIUM_FPS (the fake camera's rate, default RTCIO_BENCH_FPS),
+// RTCIO_BENCH_CLI_AUDIO (the sending CLI's --audio, default tone),
 // RTCIO_BENCH_CLI_ARGS (extra flags for the sending CLI, e.g. "--video-bitrate 2500"),
 // RTCIO_BENCH_OUT (a file: every run's per-second samples as JSON), RTCIO_BENCH_TIMEOUT_MS
 // (whole run; default (duration + 90 s) per run), RTCIO_BENCH_VERBOSE=1,
@@ -38,6 +39,8 @@ const VIDEO_SIZE = env.RTCIO_BENCH_VIDEO_SIZE || "1280x720";
 const FPS = Number(env.RTCIO_BENCH_FPS || 30);
 // Chromium's fake camera runs at 20 fps unless told (`--use-fake-device-for-media-stream=fps=N`).
 const CHROMIUM_FPS = Number(env.RTCIO_BENCH_CHROMIUM_FPS || FPS);
+// The sending CLI's audio source ("none": video alone, e.g. to see what lip sync costs).
+const CLI_AUDIO = env.RTCIO_BENCH_CLI_AUDIO || "tone";
 const CLI_EXTRA = (env.RTCIO_BENCH_CLI_ARGS || "").split(/\s+/).filter(Boolean);
 const VERBOSE = env.RTCIO_BENCH_VERBOSE === "1";
 // A video codec the pages put first (e.g. H264: Chromium↔Chromium with the codec Rust sends).
@@ -189,7 +192,11 @@ async function pageSnapshot() {
     }
     // The receiver's own round trip (RTCP XR: only if the sender answers its reference times).
     if (r.type === "remote-outbound-rtp" && r.kind === "video") out.vrtt = { rtt: r.roundTripTime ?? null, n: r.roundTripTimeMeasurements ?? 0 };
-    if (r.type === "inbound-rtp" && r.kind === "audio") out.ain = { packetsLost: r.packetsLost || 0, packetsReceived: r.packetsReceived || 0 };
+    if (r.type === "inbound-rtp" && r.kind === "audio") out.ain = {
+      packetsLost: r.packetsLost || 0, packetsReceived: r.packetsReceived || 0,
+      jitterBufferDelay: r.jitterBufferDelay || 0, jitterBufferEmittedCount: r.jitterBufferEmittedCount || 0,
+      jitterBufferTargetDelay: r.jitterBufferTargetDelay || 0,
+    };
     if (r.type === "outbound-rtp" && r.kind === "video") {
       out.vout = {
         bytesSent: r.bytesSent || 0, retransmittedBytesSent: r.retransmittedBytesSent || 0, framesEncoded: r.framesEncoded || 0,
@@ -243,7 +250,7 @@ async function runPair(pk, ak, browserBox) {
     let txPage = null;
     if (A.from === "rust") {
       t0 = Date.now();
-      txCli = new Cli("tx", url, ["--room", room, "--name", "Sender", "--relay-only", "--video", "testsrc", "--video-size", VIDEO_SIZE, "--fps", String(FPS), "--audio", "tone", ...CLI_EXTRA], { verbose: VERBOSE, log, onLine: (j) => rec.txLines.push(j) });
+      txCli = new Cli("tx", url, ["--room", room, "--name", "Sender", "--relay-only", "--video", "testsrc", "--video-size", VIDEO_SIZE, "--fps", String(FPS), "--audio", CLI_AUDIO, ...CLI_EXTRA], { verbose: VERBOSE, log, onLine: (j) => rec.txLines.push(j) });
       clis.push(txCli);
     } else {
       const g = await openGuest(browser, inviteUrl(url, room, { relay: true }), pageErrors, "tx-page", { verbose: VERBOSE, log, preferVideoCodec: CHROMIUM_CODEC });
@@ -376,6 +383,12 @@ function summarize(pk, ak, t0, rec) {
         const got = x.ain.packetsReceived - prev.ain.packetsReceived;
         const lost = x.ain.packetsLost - prev.ain.packetsLost;
         if (got + lost > 0) s.lossPct = (100 * Math.max(0, lost)) / (got + lost);
+        // The audio's jitter buffer (Chromium delays video to meet it: lip sync).
+        const emitted = x.ain.jitterBufferEmittedCount - prev.ain.jitterBufferEmittedCount;
+        if (emitted > 0) {
+          s.audioJbMs = ((x.ain.jitterBufferDelay - prev.ain.jitterBufferDelay) / emitted) * 1000;
+          s.audioJbTargetMs = ((x.ain.jitterBufferTargetDelay - prev.ain.jitterBufferTargetDelay) / emitted) * 1000;
+        }
       }
       if (x.vin || x.ain) prev = x;
     }
@@ -400,6 +413,7 @@ function summarize(pk, ak, t0, rec) {
         if (l.encode_ms != null) e.encodeMs = l.encode_ms;
         if (l.quality_level != null) e.quality = l.quality_level;
         if (l.keyframe_requests != null) e.keyframeRequests = l.keyframe_requests;
+        if (l.pacer_ms != null) e.pacerMs = l.pacer_ms;
       }
       per.set(i, e);
     }
@@ -413,6 +427,7 @@ function summarize(pk, ak, t0, rec) {
       sec[i].keyframeRequestsIn = e.keyframeRequests ?? null;
       sec[i].encodeMs = e.encodeMs ?? null;
       sec[i].quality = e.quality ?? null;
+      sec[i].pacerMs = e.pacerMs ?? null;
     }
   } else {
     let prev = null;

@@ -424,6 +424,9 @@ impl Sender {
                 if let Some(e) = st.estimate_bps {
                     line["estimate_kbps"] = json!(round2(e as f64 / 1000.0));
                 }
+                if let Some(ms) = st.pacer_wait_ms {
+                    line["pacer_ms"] = json!(round2(ms));
+                }
                 if st.ended {
                     line["ended"] = json!(true);
                 }

@@ -330,6 +330,9 @@ pub struct TrackSendStats {
     pub target_bps: Option<u32>,
     /// The lowest send-side bandwidth estimate over the track's peers, bits/s.
     pub estimate_bps: Option<u64>,
+    /// The longest wait of a packet in the send pacers toward the track's peers, ms (a
+    /// snapshot: the send latency spent before the network).
+    pub pacer_wait_ms: Option<f64>,
     /// The source ended.
     pub ended: bool,
 }
@@ -563,6 +566,7 @@ impl SendStream {
                     quality_level: None,
                     target_bps: s.bitrate.as_ref().map(BitrateControl::get),
                     estimate_bps: s.track.min_estimated_bitrate(),
+                    pacer_wait_ms: s.track.max_pacer_wait().map(|d| d.as_secs_f64() * 1000.0),
                     ended: s.producer.finished(),
                 };
                 match &s.producer {

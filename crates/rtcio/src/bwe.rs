@@ -65,6 +65,8 @@ pub struct BandwidthEstimate {
     loss_ppm: AtomicU32,
     /// Feedback batches processed (0: the value is still the start value).
     reports: AtomicU64,
+    /// How long the oldest packet in the pacer's queue has waited, µs.
+    pacer_wait_us: AtomicU64,
 }
 
 impl BandwidthEstimate {
@@ -74,7 +76,19 @@ impl BandwidthEstimate {
             target_bps: AtomicU64::new(u64::from(start_bps)),
             loss_ppm: AtomicU32::new(u32::MAX),
             reports: AtomicU64::new(0),
+            pacer_wait_us: AtomicU64::new(0),
         }
+    }
+
+    /// How long the oldest packet queued in the pacer toward this peer has waited (zero when
+    /// nothing waits): the part of the send latency spent before the network.
+    pub fn pacer_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.pacer_wait_us.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_pacer_wait(&self, wait: std::time::Duration) {
+        let us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+        self.pacer_wait_us.store(us, Ordering::Relaxed);
     }
 
     /// The estimated available send rate toward this peer, bits/s.

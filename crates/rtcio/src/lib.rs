@@ -29,6 +29,7 @@ mod interceptor_util;
 pub mod listeners;
 mod nack_limit;
 mod nack_pace;
+mod pacer;
 mod peer;
 mod peer_media;
 pub mod proto;

@@ -14,8 +14,7 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription, Registry as InterceptorRegistry,
-    SettingEngineBuilder, configure_congestion_control, configure_simulcast_extension_headers,
-    configure_twcc_receiver_only,
+    SettingEngineBuilder, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 
 use crate::bwe::{BandwidthEstimate, PublishedGcc};
@@ -365,14 +364,27 @@ fn interceptors(
         return Ok((registry, None));
     }
     let estimate = Arc::new(BandwidthEstimate::new(cc.start_bps));
-    // Includes the TWCC receiver (feedback for the remote's estimator), so not added above.
-    let registry = configure_congestion_control(
-        registry,
-        PublishedGcc::new(cc, estimate.clone()).with_rtt(rtt),
-        webrtc::peer_connection::CongestionFeedback::Twcc,
-        media,
-    )
-    .map_err(|e| e.to_string())?;
+    // webrtc-rs's `configure_congestion_control` with TWCC feedback, but our pacer in place of
+    // its single-FIFO one (`crate::pacer`): the same feedback and header extension
+    // registrations (both in `configure_twcc_receiver_only`, with the TWCC receiver that gives
+    // the remote's estimator its feedback), the estimator, the pacer, the TWCC sender.
+    let registry = configure_twcc_receiver_only(registry, media)
+        .map_err(|e| e.to_string())?
+        .with(
+            rtc::interceptor::Slot::CongestionControl,
+            rtc::interceptor::CongestionControlBuilder::new(
+                PublishedGcc::new(cc, estimate.clone()).with_rtt(rtt),
+            )
+            .build(),
+        )
+        .with(
+            rtc::interceptor::Slot::Pacer,
+            crate::pacer::PriorityPacer::new(Some(estimate.clone())),
+        )
+        .with(
+            rtc::interceptor::Slot::TwccSender,
+            rtc::interceptor::TwccSenderBuilder::new().build(),
+        );
     Ok((registry, Some(estimate)))
 }
 

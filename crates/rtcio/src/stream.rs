@@ -279,6 +279,15 @@ impl LocalTrack {
             .min()
     }
 
+    /// The longest wait in the send pacers toward this track's peers right now (what the
+    /// oldest queued packet has waited; `None` without congestion control).
+    pub fn max_pacer_wait(&self) -> Option<std::time::Duration> {
+        lock(&self.feed().sinks)
+            .iter()
+            .filter_map(|s| Some(s.estimate.as_ref()?.pacer_wait()))
+            .max()
+    }
+
     /// The highest loss fraction (0..=1) the peers this track feeds report for our packets;
     /// `None` before any report (or without congestion control).
     pub fn max_reported_loss(&self) -> Option<f64> {

@@ -38,6 +38,10 @@ pub struct H264Config {
     /// Expected (maximum) frame rate.
     pub max_fps: f32,
     /// Periodic IDR interval in frames; 0 sends IDRs only on request (first frame, PLI, join).
+    /// The default is 3 000 (100 s at 30 fps, libwebrtc's OpenH264 setting): receivers ask for
+    /// a keyframe when they need one, and each IDR is several P-frames' worth of bytes at once —
+    /// on a capped link a delay spike that raises the receiver's jitter delay, on a lossy one
+    /// more packets to lose.
     pub keyframe_interval: u32,
     /// Encoder threads (1 leaves the second core to decoding on a 2-core machine).
     pub threads: u16,
@@ -53,7 +57,7 @@ impl Default for H264Config {
         Self {
             bitrate_bps: 1_500_000,
             max_fps: 30.0,
-            keyframe_interval: 300,
+            keyframe_interval: 3_000,
             threads: 1,
             max_nal_bytes: None,
             content: ContentHint::Camera,
