@@ -84,6 +84,19 @@ pub enum ChannelError {
     /// The peer is unknown or gone.
     #[error("no such peer {0}")]
     NoPeer(String),
+    /// The queue already holds its budget: wait for `drain` before sending more.
+    #[error("queue budget exceeded: wait for 'drain' before sending more")]
+    OverBudget,
+}
+
+/// What [`Channel::try_send`] did with a message it accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Handed to the transport now.
+    Sent,
+    /// Queued behind the buffer's high-water mark (or until the channel opens): a `drain`
+    /// event follows when the queue empties.
+    Queued,
 }
 
 /// Data-channel state as rtc.io reports it.
@@ -107,7 +120,10 @@ pub(crate) enum ChanCmd {
     RemoteReady,
     /// Someone started listening to this event name: deliver what was held for it.
     Listening(String),
-    Write(Payload, Option<oneshot::Sender<bool>>),
+    Write(
+        Payload,
+        Option<oneshot::Sender<Result<SendOutcome, ChannelError>>>,
+    ),
     WriteWait(Payload, oneshot::Sender<Result<(), ChannelError>>),
     Close,
 }
@@ -218,18 +234,21 @@ impl Channel {
     }
 
     /// rtc.io `send`: `true` if handed to the transport now, `false` if queued (wait for `drain`)
-    /// or refused (an `error` event says why).
+    /// or refused (an `error` event says why). [`Channel::try_send`] tells the two apart: a
+    /// refused message is not queued, so no `drain` follows it.
     pub async fn send(&self, data: impl Into<Payload>) -> bool {
+        matches!(self.try_send(data).await, Ok(SendOutcome::Sent))
+    }
+
+    /// [`Channel::send`] with the outcome spelled out: sent now, queued (a `drain` follows), or
+    /// refused with the reason (the `error` event is emitted as well, as rtc.io does).
+    pub async fn try_send(&self, data: impl Into<Payload>) -> Result<SendOutcome, ChannelError> {
         let (tx, rx) = oneshot::channel();
-        if self
-            .inner
+        self.inner
             .cmd
             .send(ChanCmd::Write(data.into(), Some(tx)))
-            .is_err()
-        {
-            return false;
-        }
-        rx.await.unwrap_or(false)
+            .map_err(|_| ChannelError::Closed)?;
+        rx.await.unwrap_or(Err(ChannelError::Closed))
     }
 
     /// Sends and waits until the transport accepted the message, however long the queue is;
@@ -389,8 +408,14 @@ async fn drive(ch: Channel, mut rx: mpsc::UnboundedReceiver<ChanCmd>, mut queue:
                         }
                     }
                     ChanCmd::Write(p, reply) => {
-                        let ok = write(&ch, &dc, open, &mut queue, p).await;
-                        if let Some(r) = reply { let _ = r.send(ok); }
+                        let outcome = if closed_for_good {
+                            // Not queued: nothing would ever send it.
+                            ch.local("error", vec![Value::String("RTCIOChannel: send on a closed channel".into())]);
+                            Err(ChannelError::Closed)
+                        } else {
+                            write(&ch, &dc, open, &mut queue, p).await
+                        };
+                        if let Some(r) = reply { let _ = r.send(outcome); }
                     }
                     ChanCmd::WriteWait(p, reply) => {
                         if closed_for_good {
@@ -584,21 +609,21 @@ async fn write(
     open: bool,
     queue: &mut SendQueue,
     p: Payload,
-) -> bool {
+) -> Result<SendOutcome, ChannelError> {
     let level = if open { buffered(dc).await } else { 0 };
     match queue.write(open && dc.is_some(), level, p) {
         Write::SendNow(p) => match dc {
             Some(d) => match transmit(d, &p).await {
-                Ok(()) => true,
+                Ok(()) => Ok(SendOutcome::Sent),
                 Err(e) => {
-                    // Loud, not silent: the caller gets false and an error event.
+                    // Loud, not silent: the caller gets the error and an error event.
                     ch.local("error", vec![Value::String(e.to_string())]);
-                    false
+                    Err(e)
                 }
             },
-            None => false,
+            None => Err(ChannelError::Closed),
         },
-        Write::Queued => false,
+        Write::Queued => Ok(SendOutcome::Queued),
         Write::OverBudget => {
             ch.local(
                 "error",
@@ -607,7 +632,7 @@ async fn write(
                         .into(),
                 )],
             );
-            false
+            Err(ChannelError::OverBudget)
         }
     }
 }

@@ -40,7 +40,9 @@ pub mod stream;
 mod xr_rtt;
 
 pub use bwe::{BandwidthEstimate, CongestionConfig};
-pub use channel::{BroadcastChannel, Channel, ChannelError, ChannelOptions, ReadyState};
+pub use channel::{
+    BroadcastChannel, Channel, ChannelError, ChannelOptions, ReadyState, SendOutcome,
+};
 pub use listeners::{Event, ListenerId, Origin};
 pub use proto::backpressure::Payload;
 pub use proto::stream_meta::SELF_ID;

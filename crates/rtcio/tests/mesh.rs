@@ -618,3 +618,77 @@ async fn a_connection_that_never_forms_is_given_up() {
     a.socket.close().await;
     srv.shutdown().await.expect("shutdown");
 }
+
+/// `try_send` tells the three outcomes apart: sent now, queued (a `drain` follows), and refused
+/// for the queue budget (not queued, so no `drain` can be owed for it) — where `send` answers
+/// `false` for both of the latter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_send_tells_queued_from_refused() {
+    const CHUNK: usize = 64 * 1024;
+    let srv = server().await;
+    let (a, b) = pair(&srv.url(), "outcomes").await;
+    // A small transport buffer and queue, so both fill within a few chunks.
+    let opts = ChannelOptions {
+        high_watermark: Some(CHUNK),
+        low_watermark: Some(CHUNK / 2),
+        queue_budget: Some(4 * CHUNK),
+        ..ChannelOptions::reliable()
+    };
+    let tx = a
+        .socket
+        .peer(&b.socket.id())
+        .create_channel("outcomes", opts)
+        .await
+        .expect("tx");
+    let rx = b
+        .socket
+        .peer(&a.socket.id())
+        .create_channel("outcomes", ChannelOptions::reliable())
+        .await
+        .expect("rx");
+    let mut data_rx = rx.subscribe("data");
+    let mut open = tx.subscribe("open");
+    if tx.ready_state() != rtcio::ReadyState::Open {
+        next(&mut open, "open").await;
+    }
+    let mut drains = tx.subscribe("drain");
+    let mut errors = tx.subscribe("error");
+    let (mut sent, mut queued) = (0usize, 0usize);
+    let mut refused = None;
+    for _ in 0..256 {
+        match tx.try_send(vec![7u8; CHUNK]).await {
+            Ok(rtcio::SendOutcome::Sent) => sent += 1,
+            Ok(rtcio::SendOutcome::Queued) => queued += 1,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(sent >= 1, "the first chunk goes to the transport");
+    assert!(queued >= 1, "chunks over the high-water mark are queued");
+    assert!(
+        matches!(refused, Some(rtcio::ChannelError::OverBudget)),
+        "a chunk over the budget is refused as such: {refused:?}"
+    );
+    next(&mut errors, "error").await;
+    // Everything accepted arrives, the refused chunk does not, and the queue's drain comes.
+    next(&mut drains, "drain").await;
+    let mut got = 0usize;
+    while got < (sent + queued) * CHUNK {
+        let ev = next(&mut data_rx, "data").await;
+        got += ev.data.expect("binary payload").len();
+    }
+    assert_eq!(got, (sent + queued) * CHUNK);
+    tx.close();
+    assert!(
+        matches!(
+            tx.try_send(vec![1u8]).await,
+            Err(rtcio::ChannelError::Closed)
+        ),
+        "a closed channel refuses as closed"
+    );
+    a.socket.close().await;
+    b.socket.close().await;
+    srv.shutdown().await.expect("shutdown");
+}
