@@ -117,6 +117,12 @@ impl TestClient {
 
     /// Waits for `name`, keeping other events for later; returns its first argument.
     pub async fn wait_for(&mut self, name: &str) -> Value {
+        self.wait_for_within(name, WAIT).await
+    }
+
+    /// [`TestClient::wait_for`] with its own guard time (for answers that take several
+    /// server-side timeouts).
+    pub async fn wait_for_within(&mut self, name: &str, guard: Duration) -> Value {
         if let Some(i) = self.backlog.iter().position(|r| r.name == name) {
             return self
                 .backlog
@@ -128,12 +134,12 @@ impl TestClient {
         }
         let mut skipped = Vec::new();
         let found = loop {
-            match tokio::time::timeout(WAIT, self.rx.recv()).await {
+            match tokio::time::timeout(guard, self.rx.recv()).await {
                 Ok(Some(r)) if r.name == name => break r,
                 Ok(Some(r)) => skipped.push(r),
                 Ok(None) => panic!("{}: closed while waiting for {name}", self.label),
                 Err(_) => panic!(
-                    "{}: no {name} within {WAIT:?} (saw {skipped:?})",
+                    "{}: no {name} within {guard:?} (saw {skipped:?})",
                     self.label
                 ),
             }
