@@ -1052,7 +1052,16 @@ impl Association {
         {
             // 5.2.2.  Unexpected INIT in States Other than CLOSED, COOKIE-ECHOED,
             //        COOKIE-WAIT, and SHUTDOWN-ACK-SENT
-            return Err(Error::ErrHandleInitState);
+            // The endpoint routes a peer's INIT to the association it started towards that
+            // peer (simultaneous open), so a repeated INIT of the peer's (one that crossed our
+            // COOKIE ECHO) can arrive once we are up. A restart is not supported: discard it
+            // rather than ending an association that works (this returned an error, which
+            // closes the association).
+            debug!(
+                "[{}] INIT discarded in state '{}' (duplicate, or an unsupported restart)",
+                self.side, state
+            );
+            return Ok(vec![]);
         }
 
         // Should we be setting any of these permanently until we've ACKed further?

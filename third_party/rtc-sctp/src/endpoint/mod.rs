@@ -45,6 +45,10 @@ pub struct Endpoint {
     ///
     /// Uses a cheaper hash function since keys are locally created
     association_ids: FxHashMap<AssociationId, AssociationHandle>,
+    /// Associations started by [`Endpoint::connect`] whose peer has not sent an INIT yet, by
+    /// the address they were started towards: an INIT from that address is the peer's half of
+    /// a simultaneous open (RFC 9260 5.2.1) and belongs to that association, not to a new one.
+    awaiting_peer_init: HashMap<SocketAddr, AssociationHandle>,
 
     associations: Slab<AssociationMeta>,
     local_cid_generator: Box<dyn AssociationIdGenerator>,
@@ -84,6 +88,7 @@ impl Endpoint {
             transport_protocol,
             association_ids_init: HashMap::default(),
             association_ids: FxHashMap::default(),
+            awaiting_peer_init: HashMap::default(),
             associations: Slab::new(),
             local_cid_generator: (endpoint_config.aid_generator_factory.as_ref())(),
             reject_new_associations: false,
@@ -102,7 +107,12 @@ impl Endpoint {
         match event.0 {
             EndpointEventInner::Drained => {
                 let conn = self.associations.remove(ch.0);
-                self.association_ids_init.remove(&conn.init_cid);
+                if self.association_ids_init.get(&conn.init_cid) == Some(&ch) {
+                    self.association_ids_init.remove(&conn.init_cid);
+                }
+                if self.awaiting_peer_init.get(&conn.initial_remote) == Some(&ch) {
+                    self.awaiting_peer_init.remove(&conn.initial_remote);
+                }
                 for cid in conn.loc_cids.values() {
                     self.association_ids.remove(cid);
                 }
@@ -135,8 +145,8 @@ impl Endpoint {
         } else {
             //TODO: improve INIT handling for DoS attack
             if partial_decode.first_chunk_type == CT_INIT {
-                if let Some(dst_cid) = partial_decode.initiate_tag {
-                    self.association_ids.get(&dst_cid).cloned()
+                if let Some(peer_tag) = partial_decode.initiate_tag {
+                    self.association_for_init(peer_tag, remote)
                 } else {
                     None
                 }
@@ -170,6 +180,27 @@ impl Endpoint {
             .map(|(ch, a)| (ch, DatagramEvent::NewAssociation(a)))
     }
 
+    /// The association an INIT from `remote` with Initiate Tag `peer_tag` belongs to, if any:
+    /// the one an earlier INIT with that tag created or was routed to (the peer repeated its
+    /// INIT, e.g. because our INIT ACK was lost), else the one we started towards `remote` and
+    /// that has not had the peer's INIT yet (both ends sent an INIT at once: RFC 9260 5.2.1,
+    /// which the association answers with an INIT ACK carrying its own tag). Without this the
+    /// INIT made a second association, and ours stayed in COOKIE-WAIT.
+    fn association_for_init(
+        &mut self,
+        peer_tag: AssociationId,
+        remote: SocketAddr,
+    ) -> Option<AssociationHandle> {
+        if let Some(ch) = self.association_ids_init.get(&peer_tag) {
+            return Some(*ch);
+        }
+        let ch = self.awaiting_peer_init.remove(&remote)?;
+        let meta = self.associations.get_mut(ch.0)?;
+        meta.init_cid = peer_tag;
+        self.association_ids_init.insert(peer_tag, ch);
+        Some(ch)
+    }
+
     /// Initiate an Association
     pub fn connect(
         &mut self,
@@ -189,6 +220,7 @@ impl Endpoint {
 
         let (ch, conn) =
             self.add_association(remote_aid, local_aid, remote, now, None, config.transport);
+        self.awaiting_peer_init.insert(remote, ch);
         Ok((ch, conn))
     }
 
@@ -245,6 +277,7 @@ impl Endpoint {
             Some(server_config),
             transport_config,
         );
+        self.association_ids_init.insert(remote_aid, ch);
 
         conn.handle_event(AssociationEvent(AssociationEventInner::Datagram(
             TransportMessage {

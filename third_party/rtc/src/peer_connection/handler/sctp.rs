@@ -702,8 +702,12 @@ impl<'a>
         if dtls_complete {
             debug!("sctp recv dtls handshake complete");
 
+            // Both DTLS roles send an INIT (the server since third_party/README.md, rtc change
+            // 2): a simultaneous open, which the endpoint routes to this association. Not when
+            // the peer's INIT came first and made the association already.
             if let Some(sctp_transport_config) =
                 self.ctx.sctp_transport.sctp_transport_config.clone()
+                && self.ctx.sctp_transport.sctp_associations.is_empty()
             {
                 let (sctp_endpoint, sctp_associations) = (
                     self.ctx
@@ -714,7 +718,7 @@ impl<'a>
                     &mut self.ctx.sctp_transport.sctp_associations,
                 );
 
-                debug!("sctp endpoint initiates connection for dtls client role");
+                debug!("sctp endpoint initiates the association (both dtls roles)");
                 let (ch, conn) = sctp_endpoint
                     .connect(
                         now,

@@ -196,12 +196,18 @@ impl SctpTransport {
             ));
             self.sctp_transport_config = Some(sctp_transport_config);
         } else {
+            // The DTLS server listens and also sends its own INIT when DTLS completes
+            // (`sctp_transport_config` is what the handler connects with), as browsers do on
+            // both roles: a simultaneous open (RFC 9260 5.2.1) that the endpoint routes to one
+            // association. The peer's association is then up one round trip after its DTLS
+            // completed instead of two.
             self.sctp_endpoint = Some(::sctp::Endpoint::new(
                 TransportContext::default().local_addr, // placeholder; rewritten per-transmit by the ICE handler
                 TransportProtocol::UDP, // placeholder; rewritten per-transmit by the ICE handler
                 sctp_endpoint_config.into(),
-                Some(::sctp::ServerConfig::new(sctp_transport_config).into()),
+                Some(::sctp::ServerConfig::new(sctp_transport_config.clone()).into()),
             ));
+            self.sctp_transport_config = Some(sctp_transport_config);
         }
 
         Ok(())
