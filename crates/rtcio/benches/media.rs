@@ -20,10 +20,12 @@
 //! with the codec the Rust peers send: Chromium takes ~40–60 ms longer to answer an offer that
 //! leads with H.264 than one that leads with VP8 (loopback traces).
 //!
-//! `MEDIA_BENCH_TRACE=1` instead runs one Rust camera → Chromium join and one Chromium →
-//! Chromium join per condition and prints the pages' timelines (rtc.io events, signaling and
-//! connection states, and when getStats first showed each step: checks, DTLS, RTP, PLI, frames)
-//! in ms after the joiner started; with `RUST_LOG` set our own tracing lines go to stderr with
+//! `MEDIA_BENCH_TRACE=1` instead runs one Rust camera → Chromium join, one Chromium →
+//! Chromium join and one Chromium camera → Rust join per condition and prints the pages'
+//! timelines (rtc.io events, signaling and connection states, and when getStats first showed
+//! each step: checks, DTLS, RTP, PLI, frames) in ms after the joiner started, and for the Rust
+//! joiner its own steps (stream announced, first frame assembled, keyframe requests and
+//! arrival, peer-connect); with `RUST_LOG` set our own tracing lines go to stderr with
 //! wall-clock timestamps, aligned through the printed `t0` (epoch ms).
 
 #[path = "../tests/common/mod.rs"]
@@ -204,23 +206,38 @@ async fn rust_joins(url: &str, room: &str, relay: bool) -> (Sample, Socket) {
             if let Ok(mut c) = connected.lock() {
                 c.get_or_insert_with(Instant::now);
             }
+            rust_mark("peer-connect");
         });
     }
     let mut cams = s.subscribe("camera");
     s.server()
         .emit("join-room", vec![json!({"roomId": room, "name": "late"})])
         .expect("join");
+    rust_mark("join-room sent");
     let first_frame = async {
         let ev = cams.recv().await?;
+        rust_mark("camera event (stream announced)");
         let track = ev.stream.and_then(|st| st.track(MediaKind::Video))?;
         let mut dec = H264Decoder::new().expect("decoder");
         let mut last_pli: Option<Instant> = None;
+        let mut frames = 0u32;
         loop {
             let f = track.recv().await?;
+            frames += 1;
+            if frames == 1 {
+                rust_mark(format!(
+                    "first video frame assembled (keyframe: {})",
+                    f.keyframe
+                ));
+            }
+            if f.keyframe {
+                rust_mark(format!("keyframe assembled (frame {frames})"));
+            }
             if !f.keyframe && dec.needs_keyframe() {
                 // What a real receiver does (Chromium too): ask the sender for an IDR, at most
                 // every 200 ms; the synthetic camera only sends one when asked.
                 if last_pli.is_none_or(|t: Instant| t.elapsed() >= Duration::from_millis(200)) {
+                    rust_mark("keyframe requested (PLI)");
                     track.request_keyframe();
                     last_pli = Some(Instant::now());
                 }
@@ -463,7 +480,50 @@ async fn trace(br: &mut Browser, cond: Condition) {
     print_page_timeline("Chromium camera → Chromium joiner: camera page", t0, &vc);
     br.close_page(page).await;
     br.close_page(cam).await;
+    // Chromium camera → Rust joiner: the camera page's timeline; ours is the `TRACE rust`
+    // lines of `rust_joins` and, with `RUST_LOG`, the tracing lines on stderr.
+    let room = format!("{cond:?}-trace-cr");
+    let cam = br.open("cam").await;
+    br.eval(
+        cam,
+        PAGE_JOIN,
+        json!({"url": url, "roomId": room, "name": "cam", "camera": true, "relay": relay}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    br.eval(cam, PAGE_TRACE, json!({})).await;
+    let t0 = now_ms();
+    println!("\nTRACE chromium-camera rust-joiner t0 = {t0:.1}");
+    let (sample, r) = rust_joins(&url, &room, relay).await;
+    let vc = br.eval(cam, PAGE_TRACE_END, json!({})).await;
+    println!("\nChromium camera → Rust joiner: Rust joiner (t0 = {t0:.1} epoch ms)");
+    print_rust_trace(t0);
+    if let Some((_, f)) = sample {
+        println!("{f:8.1}  first frame decoded");
+    }
+    print_page_timeline("Chromium camera → Rust joiner: camera page", t0, &vc);
+    r.close().await;
+    br.close_page(cam).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), srv.shutdown()).await;
+}
+
+/// Trace mode: what `rust_joins` saw (epoch ms, step), printed by `print_rust_trace`.
+static RUST_TRACE: std::sync::Mutex<Vec<(f64, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn rust_mark(what: impl Into<String>) {
+    if std::env::var("MEDIA_BENCH_TRACE").is_ok_and(|v| v == "1")
+        && let Ok(mut t) = RUST_TRACE.lock()
+    {
+        t.push((now_ms(), what.into()));
+    }
+}
+
+fn print_rust_trace(t0: f64) {
+    if let Ok(mut t) = RUST_TRACE.lock() {
+        for (at, what) in t.drain(..) {
+            println!("{:8.1}  {what}", at - t0);
+        }
+    }
 }
 
 fn stats(xs: &[f64]) -> (f64, f64, f64) {
