@@ -196,29 +196,40 @@ async fn broadcast_and_per_peer_channels_including_late_joiner() {
     srv.shutdown().await.expect("shutdown");
 }
 
+/// A per-peer channel `name` from `a` (with `opts`) to `b` (reliable), open on `a`'s side.
+async fn open_channel_pair(
+    a: &Member,
+    b: &Member,
+    name: &str,
+    opts: ChannelOptions,
+) -> (rtcio::Channel, rtcio::Channel) {
+    let tx = a
+        .socket
+        .peer(&b.socket.id())
+        .create_channel(name, opts)
+        .await
+        .expect("tx");
+    let rx = b
+        .socket
+        .peer(&a.socket.id())
+        .create_channel(name, ChannelOptions::reliable())
+        .await
+        .expect("rx");
+    let mut open = tx.subscribe("open");
+    if tx.ready_state() != rtcio::ReadyState::Open {
+        next(&mut open, "open").await;
+    }
+    (tx, rx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_mib_with_backpressure_arrives_intact() {
     const TOTAL: usize = 50 * 1024 * 1024;
     const CHUNK: usize = 16 * 1024;
     let srv = server().await;
     let (a, b) = pair(&srv.url(), "bulk").await;
-    let tx = a
-        .socket
-        .peer(&b.socket.id())
-        .create_channel("bulk", ChannelOptions::reliable())
-        .await
-        .expect("tx");
-    let rx = b
-        .socket
-        .peer(&a.socket.id())
-        .create_channel("bulk", ChannelOptions::reliable())
-        .await
-        .expect("rx");
+    let (tx, rx) = open_channel_pair(&a, &b, "bulk", ChannelOptions::reliable()).await;
     let mut data_rx = rx.subscribe("data");
-    let mut open = tx.subscribe("open");
-    if tx.ready_state() != rtcio::ReadyState::Open {
-        next(&mut open, "open").await;
-    }
     let mut drains = tx.subscribe("drain");
     let sender = tokio::spawn(async move {
         // rtc.io style: send until it returns false, then wait for drain.
@@ -634,23 +645,8 @@ async fn try_send_tells_queued_from_refused() {
         queue_budget: Some(4 * CHUNK),
         ..ChannelOptions::reliable()
     };
-    let tx = a
-        .socket
-        .peer(&b.socket.id())
-        .create_channel("outcomes", opts)
-        .await
-        .expect("tx");
-    let rx = b
-        .socket
-        .peer(&a.socket.id())
-        .create_channel("outcomes", ChannelOptions::reliable())
-        .await
-        .expect("rx");
+    let (tx, rx) = open_channel_pair(&a, &b, "outcomes", opts).await;
     let mut data_rx = rx.subscribe("data");
-    let mut open = tx.subscribe("open");
-    if tx.ready_state() != rtcio::ReadyState::Open {
-        next(&mut open, "open").await;
-    }
     let mut drains = tx.subscribe("drain");
     let mut errors = tx.subscribe("error");
     let (mut sent, mut queued) = (0usize, 0usize);
