@@ -318,7 +318,7 @@ const PAGE_TRACE: &str = "async (o) => {
             if (x.nominated) mark('ice: pair nominated');
           } else if (x.type === 'transport') {
             if (x.selectedCandidatePairId) mark('ice: pair selected');
-            mark('dtls: ' + x.dtlsState + (x.dtlsRole ? ' (' + x.dtlsRole + ')' : ''));
+            mark('dtls: ' + x.dtlsState + (x.dtlsRole ? ' (' + x.dtlsRole + ')' : '') + (x.tlsVersion ? ' ' + x.tlsVersion : ''));
           } else if (x.type === 'inbound-rtp' && x.kind === 'video') {
             if (x.packetsReceived > 0) mark('video in: first RTP');
             if (x.pliCount > 0) mark('video in: first PLI sent');
