@@ -6,7 +6,7 @@ import { applyQuality, clearQuality, initQuality } from './quality.js';
 import { DEFAULT_ASPECT, TILE_GAP, dominantAspect, fitRect, gridRects, spotlightRects } from './layout.js';
 import { rmsToDbfs, speakers } from './speaker.js';
 import { copyText } from './clipboard.js';
-import { paintVideo, webgl2Available } from './renderer.js';
+import { paintVideo, renderTimes, webgl2Available } from './renderer.js';
 import { icon } from './icons.js';
 import { initDevices, setCurrentDevices, setDeviceMenuOpen, POLL_MS } from './devices.js';
 
@@ -869,10 +869,26 @@ function reportTileSizes() {
 // `bytesPerKey`: frame bytes painted per tile. `pulls`: pulls made (`next_frames` requests or
 // socket messages), `messages`: their replies (batches, empty ones included). `transport`:
 // where the frames come from, 'websocket' (the app's loopback socket) or 'ipc' (`next_frames`).
+// `stages`: where the page's time goes per batch (summed ms, performance.now()): `waitMs` pull
+// sent → its reply's message event (socket only), `parseMs` parseBatch, `uploadMs` / `drawMs`
+// the WebGL texture uploads / draw calls (renderer.js `renderTimes`), `paintMs` the whole of
+// painting a batch's frames (uploads, draws, 2D canvases, bookkeeping), `batches` batches
+// handled, `frames` animation frames seen (requestAnimationFrame: what the page composited).
 export const videoStats = {
   painted: 0, dropped: 0, ipcMs: 0, paintMs: 0, perKey: {}, bytesPerKey: {}, webgl: 0, i420: 0, messages: 0, pulls: 0,
   transport: null,
+  stages: { batches: 0, waitMs: 0, parseMs: 0, uploadMs: 0, drawMs: 0, paintMs: 0, frames: 0 },
 };
+
+/** Counts the animation frames the page gets (the compositor's rate, next to the paint rate). */
+function countAnimationFrames() {
+  if (typeof requestAnimationFrame !== 'function') return;
+  const tick = () => {
+    videoStats.stages.frames += 1;
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+}
 
 /**
  * Gets the frames for as long as the page lives: from the app's loopback WebSocket when it
@@ -917,16 +933,29 @@ function socketFrames({ port, token }) {
       return;
     }
     ws.binaryType = 'arraybuffer';
+    let pulledAt = 0;
     const pull = (ack) => {
       videoStats.pulls += 1;
       ws.send(ack === null ? '-' : String(ack));
+      pulledAt = performance.now();
     };
     ws.onopen = () => {
       opened = true;
       videoStats.transport = 'websocket';
       pull(null);
     };
-    ws.onmessage = (ev) => pull(onFrames(ev.data));
+    ws.onmessage = (ev) => {
+      videoStats.stages.waitMs += performance.now() - pulledAt;
+      // `earlyPull` (a bench switch, `window.__rtcioVideoTuning`): acknowledge and pull before
+      // painting, so the round trip overlaps the painting (two batches in flight at most).
+      if (window.__rtcioVideoTuning?.earlyPull) {
+        const batch = readBatch(ev.data);
+        pull(batch && batch.frames.length ? batch.seq : null);
+        if (batch) paintBatch(batch);
+      } else {
+        pull(onFrames(ev.data));
+      }
+    };
     ws.onclose = () => resolve(opened);
   });
 }
@@ -965,12 +994,26 @@ async function pullFrames() {
  * acknowledgement (null for an unreadable or empty batch: nothing to acknowledge).
  */
 function onFrames(buf) {
+  const batch = readBatch(buf);
+  if (!batch) return null;
+  paintBatch(batch);
+  return batch.frames.length ? batch.seq : null;
+}
+
+/** `parseBatch`, counted (a message received, its parse time; unreadable: dropped). */
+function readBatch(buf) {
+  const t0 = performance.now();
   const batch = parseBatch(buf);
+  videoStats.stages.parseMs += performance.now() - t0;
   videoStats.messages += 1;
-  if (!batch) {
-    videoStats.dropped += 1;
-    return null;
-  }
+  if (!batch) videoStats.dropped += 1;
+  return batch;
+}
+
+/** Paints a parsed batch's frames, timed. */
+function paintBatch(batch) {
+  const stages = videoStats.stages;
+  const t1 = performance.now();
   for (const f of batch.frames) {
     try {
       paintFrame(f);
@@ -979,7 +1022,10 @@ function onFrames(buf) {
       console.warn('a video frame could not be painted:', e);
     }
   }
-  return batch.frames.length ? batch.seq : null;
+  stages.paintMs += performance.now() - t1;
+  stages.batches += 1;
+  stages.uploadMs = renderTimes.uploadMs;
+  stages.drawMs = renderTimes.drawMs;
 }
 
 function paintFrame(f) {
@@ -994,7 +1040,9 @@ function paintFrame(f) {
     videoStats.dropped += 1;
     return;
   }
-  const how = paintVideo(canvas, f);
+  // `noPaint` (a bench switch, `window.__rtcioVideoTuning`): everything but the canvas work, to
+  // measure what receiving and parsing alone allow.
+  const how = window.__rtcioVideoTuning?.noPaint ? 'none' : paintVideo(canvas, f);
   if (!how) {
     videoStats.dropped += 1;
     return;
@@ -1572,6 +1620,7 @@ async function main() {
   // Every tile's frames (the start screen's preview too), as raw bytes (never JSON), pulled
   // one batch at a time.
   receiveFrames();
+  countAnimationFrames();
   await loadSettings();
   await loadDevices();
   watchPickers();

@@ -6,6 +6,14 @@
 // it (a canvas cannot have both): a WebGL canvas shows a later RGBA frame as a texture, a 2D
 // canvas converts a later I420 frame in JavaScript.
 
+/**
+ * Summed milliseconds (performance.now()) of the WebGL texture uploads and draw calls since the
+ * page loaded: the bench's per-stage table reads them (app.js `videoStats.stages`). With
+ * software GL an upload is a copy on the page's main thread; a draw is queued and mostly runs
+ * when the page composites.
+ */
+export const renderTimes = { uploadMs: 0, drawMs: 0 };
+
 /** Cached answer of `webgl2Available`. */
 let probed = null;
 
@@ -55,6 +63,38 @@ void main() {
   color = vec4(clamp(rgb / 255.0, 0.0, 1.0), 1.0);
 }`;
 
+// The default: the canvas is always sized to the frame (`paintVideo`), so each fragment is
+// exactly one luma texel and `texelFetch` reads it without filtering (chroma: the texel of its
+// 2 × 2 block, as `i420ToRgba` does). With software GL (llvmpipe) the filtered lookups of the
+// shader above were the bulk of each draw; mediump would be cheaper still, but off by a level.
+const FRAGMENT_FETCH = `#version 300 es
+precision highp float;
+precision highp int;
+uniform highp sampler2D texY;
+uniform highp sampler2D texU;
+uniform highp sampler2D texV;
+uniform int rgba;
+out vec4 color;
+void main() {
+  ivec2 size = textureSize(texY, 0);
+  ivec2 at = ivec2(int(gl_FragCoord.x), size.y - 1 - int(gl_FragCoord.y));
+  if (rgba == 1) {
+    color = vec4(texelFetch(texY, at, 0).rgb, 1.0);
+    return;
+  }
+  ivec2 c = at / 2;
+  float y = 1.164383 * (texelFetch(texY, at, 0).r * 255.0 - 16.0);
+  float u = texelFetch(texU, c, 0).r * 255.0 - 128.0;
+  float v = texelFetch(texV, c, 0).r * 255.0 - 128.0;
+  vec3 rgb = vec3(y + 1.596027 * v, y - 0.391762 * u - 0.812968 * v, y + 2.017232 * u);
+  color = vec4(clamp(rgb / 255.0, 0.0, 1.0), 1.0);
+}`;
+
+/** The page's video switches the bench sets (`window.__rtcioVideoTuning`), or none. */
+function tuning() {
+  return (typeof window !== 'undefined' && window.__rtcioVideoTuning) || {};
+}
+
 /** Canvas → {kind: 'webgl' | '2d', ...}: what paints it. */
 const painters = new WeakMap();
 /** Canvases with a WebGL context: released once out of the page (see `releaseDetached`). */
@@ -98,24 +138,33 @@ function webglPainter(canvas) {
   try {
     const program = gl.createProgram();
     gl.attachShader(program, compile(gl, gl.VERTEX_SHADER, VERTEX));
-    gl.attachShader(program, compile(gl, gl.FRAGMENT_SHADER, FRAGMENT));
+    // `sampler: 'linear'` (a bench switch): the filtered lookups, as before.
+    const fetch = tuning().sampler !== 'linear';
+    gl.attachShader(program, compile(gl, gl.FRAGMENT_SHADER, fetch ? FRAGMENT_FETCH : FRAGMENT));
     gl.linkProgram(program);
     if (!gl.getProgramParameter(program, gl.LINK_STATUS)) throw new Error(gl.getProgramInfoLog(program) || 'link');
     gl.useProgram(program);
-    const textures = ['texY', 'texU', 'texV'].map((name, unit) => {
-      const t = gl.createTexture();
-      gl.activeTexture(gl.TEXTURE0 + unit);
-      gl.bindTexture(gl.TEXTURE_2D, t);
-      gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MIN_FILTER, gl.LINEAR);
-      gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MAG_FILTER, gl.LINEAR);
-      gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE);
-      gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_T, gl.CLAMP_TO_EDGE);
-      gl.uniform1i(gl.getUniformLocation(program, name), unit);
-      return t;
+    ['texY', 'texU', 'texV'].forEach((name, unit) => gl.uniform1i(gl.getUniformLocation(program, name), unit));
+    const filter = fetch ? gl.NEAREST : gl.LINEAR;
+    const textureSet = () => ({
+      textures: [0, 1, 2].map(() => {
+        const t = gl.createTexture();
+        gl.bindTexture(gl.TEXTURE_2D, t);
+        gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MIN_FILTER, filter);
+        gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MAG_FILTER, filter);
+        gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE);
+        gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_T, gl.CLAMP_TO_EDGE);
+        return t;
+      }),
+      sizes: [],
     });
+    // Two sets of textures, used in turn: uploading into the set the last draw read would
+    // wait for that draw to finish (with software GL, on the page's main thread).
+    // `pingPong: false` (a bench switch): one set, as before.
+    const sets = tuning().pingPong === false ? [textureSet()] : [textureSet(), textureSet()];
     // Chroma rows of an odd-width picture are not 4-byte aligned.
     gl.pixelStorei(gl.UNPACK_ALIGNMENT, 1);
-    const painter = { kind: 'webgl', gl, textures, rgbaAt: gl.getUniformLocation(program, 'rgba'), sizes: [] };
+    const painter = { kind: 'webgl', gl, sets, next: 0, set: sets[0], rgbaAt: gl.getUniformLocation(program, 'rgba') };
     // A lost context (driver reset) is rebuilt on the next frame.
     canvas.addEventListener('webglcontextlost', (e) => { e.preventDefault(); }, { once: true });
     canvas.addEventListener('webglcontextrestored', () => painters.delete(canvas), { once: true });
@@ -127,16 +176,19 @@ function webglPainter(canvas) {
   }
 }
 
-/** Uploads one plane into texture `i` (allocated again only when its size changes). */
+/**
+ * Uploads one plane into texture `i` of the painter's current set, bound to unit `i`
+ * (allocated again only when its size changes).
+ */
 function upload(p, i, width, height, format, data) {
-  const { gl } = p;
+  const { gl, set } = p;
   gl.activeTexture(gl.TEXTURE0 + i);
-  gl.bindTexture(gl.TEXTURE_2D, p.textures[i]);
+  gl.bindTexture(gl.TEXTURE_2D, set.textures[i]);
   const key = `${width}x${height}/${format}`;
   const internal = format === gl.RED ? gl.R8 : gl.RGBA8;
-  if (p.sizes[i] !== key) {
+  if (set.sizes[i] !== key) {
     gl.texImage2D(gl.TEXTURE_2D, 0, internal, width, height, 0, format, gl.UNSIGNED_BYTE, data);
-    p.sizes[i] = key;
+    set.sizes[i] = key;
   } else {
     gl.texSubImage2D(gl.TEXTURE_2D, 0, 0, 0, width, height, format, gl.UNSIGNED_BYTE, data);
   }
@@ -145,6 +197,9 @@ function upload(p, i, width, height, format, data) {
 function drawWebgl(p, f) {
   const { gl } = p;
   if (gl.isContextLost()) return false;
+  const t0 = performance.now();
+  p.set = p.sets[p.next];
+  p.next = (p.next + 1) % p.sets.length;
   if (f.format === 'i420') {
     const cw = Math.ceil(f.width / 2);
     const ch = Math.ceil(f.height / 2);
@@ -157,8 +212,14 @@ function drawWebgl(p, f) {
     gl.uniform1i(p.rgbaAt, 1);
   }
   p.last = f.format;
-  gl.viewport(0, 0, f.width, f.height);
-  gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+  const t1 = performance.now();
+  // `noDraw` (a bench switch): uploads only, so the canvas is not redrawn or composited again.
+  if (!window.__rtcioVideoTuning?.noDraw) {
+    gl.viewport(0, 0, f.width, f.height);
+    gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+  }
+  renderTimes.uploadMs += t1 - t0;
+  renderTimes.drawMs += performance.now() - t1;
   return true;
 }
 

@@ -71,9 +71,14 @@ const WARMUP: Duration = Duration::from_secs(4);
 
 /// Fills the start form like a person would and joins; then reports the page's video counters
 /// every 500 ms as a `bench-stats` event.
-fn autojoin_script(url: &str) -> String {
+///
+/// `tuning` (`BENCH_PAGE_TUNING`, a JSON object, e.g. `{"earlyPull":true}`) becomes the page's
+/// `window.__rtcioVideoTuning`: switches of the page's frame loop, for back-to-back pairs with
+/// one build.
+fn autojoin_script(url: &str, tuning: &str) -> String {
     format!(
         r#"(function () {{
+  window.__rtcioVideoTuning = {tuning};
   const go = () => {{
     if (document.body.dataset.ready !== 'true') return setTimeout(go, 50);
     const $ = (id) => document.getElementById(id);
@@ -90,7 +95,7 @@ fn autojoin_script(url: &str) -> String {
       const v = window.__rtcioVideo || {{}};
       window.__TAURI_INTERNALS__.invoke('plugin:event|emit', {{
         event: 'bench-stats',
-        payload: {{ painted: v.painted, dropped: v.dropped, ipcMs: v.ipcMs, paintMs: v.paintMs, perKey: v.perKey, bytesPerKey: v.bytesPerKey, webgl: v.webgl, i420: v.i420, messages: v.messages, pulls: v.pulls, transport: v.transport, gl, at: performance.now() }},
+        payload: {{ painted: v.painted, dropped: v.dropped, ipcMs: v.ipcMs, paintMs: v.paintMs, perKey: v.perKey, bytesPerKey: v.bytesPerKey, webgl: v.webgl, i420: v.i420, messages: v.messages, pulls: v.pulls, transport: v.transport, stages: v.stages, gl, at: performance.now() }},
       }});
     }}, 500);
   }};
@@ -112,6 +117,8 @@ struct Sample {
     pulls: f64,
     /// `websocket` or `ipc` (the page's `videoStats.transport`).
     transport: String,
+    /// The page's per-stage sums (`videoStats.stages`: ms and counts).
+    stages: serde_json::Map<String, Value>,
     cpu_ticks: u64,
     web_ticks: u64,
     remote_ticks: u64,
@@ -283,6 +290,14 @@ fn driver() -> anyhow::Result<()> {
     // socket, its default) and/or `ipc` (`next_frames`, `RTCIO_FRAME_TRANSPORT=ipc`), each
     // pair back to back.
     let transports = std::env::var("BENCH_TRANSPORTS").unwrap_or_else(|_| "websocket".into());
+    // `BENCH_PAGE_TUNINGS`: page switches (`BENCH_PAGE_TUNING` objects) separated by `|`, each
+    // run back to back in that order (default `{}`: the page as it ships).
+    let tunings: Vec<String> = std::env::var("BENCH_PAGE_TUNINGS")
+        .unwrap_or_else(|_| "{}".into())
+        .split('|')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
     let exe = std::env::current_exe()?;
     // The remotes send a pre-encoded file unless told otherwise.
     let scratch = std::env::temp_dir().join(format!("rtcio-ipc-bench-file-{}", std::process::id()));
@@ -311,12 +326,14 @@ fn driver() -> anyhow::Result<()> {
         .filter_map(|n| n.trim().parse::<usize>().ok())
     {
         for format in formats.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-            for transport in transports
+            for (transport, tuning) in transports
                 .split(',')
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
+                .flat_map(|t| tunings.iter().map(move |u| (t, u.as_str())))
             {
                 let mut cmd = Command::new(&exe);
+                cmd.env("BENCH_PAGE_TUNING", tuning);
                 cmd.env("BENCH_ROLE", "app")
                     .env("BENCH_REMOTES", n.to_string())
                     .env("BENCH_FORMAT", format)
@@ -348,7 +365,7 @@ fn driver() -> anyhow::Result<()> {
                 let status = child.wait()?;
                 anyhow::ensure!(
                     status.success(),
-                    "the run with {n} remotes ({format}, {transport}) failed: {status}"
+                    "the run with {n} remotes ({format}, {transport}, page {tuning}) failed: {status}"
                 );
             }
         }
@@ -418,15 +435,17 @@ fn print_table(results: &[Value]) {
     };
     println!();
     println!(
-        "| remotes | format | transport | painted fps per remote tile | min | app CPU % | WebKit CPU % | app / WebKit CPU ms per remote frame | KiB per remote frame | page messages per frame | frames offered/s (all tiles) | transport ms | paint ms | load |"
+        "| remotes | format | transport | page | painted fps per remote tile | min | app CPU % | WebKit CPU % | app / WebKit CPU ms per remote frame | KiB per remote frame | page messages per frame | frames offered/s (all tiles) | transport ms | paint ms | page batches/s | wait / parse / upload / draw / paint ms per batch | load |"
     );
-    println!("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
     for v in results {
+        let st = |k: &str| v["stage_ms_per_batch"][k].as_f64().unwrap_or(f64::NAN);
         println!(
-            "| {} | {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.1} / {:.1} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {} |",
+            "| {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.1} / {:.1} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {:.1} | {:.1} / {:.2} / {:.2} / {:.2} / {:.2} | {} |",
             v["remotes"],
             v["format"].as_str().unwrap_or("?"),
             v["transport"].as_str().unwrap_or("?"),
+            v["tuning"],
             tiles(v),
             f(v, "min_tile_fps"),
             f(v, "app_cpu"),
@@ -438,6 +457,12 @@ fn print_table(results: &[Value]) {
             f(v, "offered_fps"),
             f(v, "ipc_ms"),
             f(v, "paint_ms"),
+            f(v, "page_batches_per_s"),
+            st("wait"),
+            st("parse"),
+            st("upload"),
+            st("draw"),
+            st("paint"),
             v["load"].as_str().unwrap_or("?"),
         );
     }
@@ -468,6 +493,36 @@ fn print_table(results: &[Value]) {
                 r("app_ms_per_frame"),
                 r("webkit_ms_per_frame"),
                 r("remote_frame_bytes")
+            );
+        }
+    }
+    // Ratios: each page tuning over the run before it (same remotes, format and transport).
+    if results.windows(2).any(|p| p[0]["tuning"] != p[1]["tuning"]) {
+        println!();
+        println!(
+            "| remotes | page (after / before) | min tile fps | WebKit CPU per frame | page batches/s | load |"
+        );
+        println!("|---|---|---:|---:|---:|---|");
+        for pair in results.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            if a["tuning"] == b["tuning"]
+                || a["remotes"] != b["remotes"]
+                || a["format"] != b["format"]
+                || a["transport"] != b["transport"]
+            {
+                continue;
+            }
+            let r = |k: &str| f(b, k) / f(a, k);
+            println!(
+                "| {} | {} / {} | {:.2} | {:.2} | {:.2} | {} / {} |",
+                b["remotes"],
+                b["tuning"],
+                a["tuning"],
+                r("min_tile_fps"),
+                r("webkit_ms_per_frame"),
+                r("page_batches_per_s"),
+                a["load"].as_str().unwrap_or("?"),
+                b["load"].as_str().unwrap_or("?"),
             );
         }
     }
@@ -661,7 +716,12 @@ fn app() -> anyhow::Result<()> {
         .unwrap_or(10);
 
     let (tx, rx) = mpsc::channel::<Value>();
-    let script = autojoin_script(&url);
+    let tuning = std::env::var("BENCH_PAGE_TUNING").unwrap_or_else(|_| "{}".into());
+    anyhow::ensure!(
+        serde_json::from_str::<serde_json::Map<String, Value>>(&tuning).is_ok(),
+        "BENCH_PAGE_TUNING must be a JSON object"
+    );
+    let script = autojoin_script(&url, &tuning);
     let app = rtcio_desktop::builder()
         .setup(move |app| {
             // Only this bench's page may emit events (the app's own capability does not allow
@@ -705,6 +765,7 @@ fn app() -> anyhow::Result<()> {
             messages: v["messages"].as_f64().unwrap_or(0.0),
             pulls: v["pulls"].as_f64().unwrap_or(0.0),
             transport: v["transport"].as_str().unwrap_or("?").to_string(),
+            stages: v["stages"].as_object().cloned().unwrap_or_default(),
             // Filled only for the two samples measured from (`with_ticks`).
             cpu_ticks: 0,
             web_ticks: 0,
@@ -804,6 +865,34 @@ fn app() -> anyhow::Result<()> {
                 let count = |m: &serde_json::Map<String, Value>, k: &str| {
                     m.get(k).and_then(Value::as_f64).unwrap_or(0.0)
                 };
+                // Where the page's time goes, per batch it handled and as a share of the
+                // measured seconds (the rest of its main thread's time is WebKit's own:
+                // receiving messages, compositing, layout).
+                let stage = |k: &str| count(&b.stages, k) - count(&a.stages, k);
+                let page_batches = stage("batches");
+                println!(
+                    "  page stages ({:.1} batches/s handled, {:.1} animation frames/s; `waitMs` socket only):",
+                    page_batches / secs,
+                    stage("frames") / secs
+                );
+                println!("  | stage | ms per batch | % of the time |");
+                println!("  |---|---:|---:|");
+                for (name, key) in [
+                    ("pull sent -> batch message event", "waitMs"),
+                    ("parseBatch", "parseMs"),
+                    ("texture uploads (texImage2D / texSubImage2D)", "uploadMs"),
+                    ("draw calls", "drawMs"),
+                    (
+                        "painting the batch (uploads, draws, 2D, bookkeeping)",
+                        "paintMs",
+                    ),
+                ] {
+                    println!(
+                        "  | {name} | {:.2} | {:.1} |",
+                        stage(key) / page_batches.max(1.0),
+                        100.0 * stage(key) / (1000.0 * secs)
+                    );
+                }
                 let mut tile_fps: Vec<f64> = b
                     .per_key
                     .keys()
@@ -860,6 +949,16 @@ fn app() -> anyhow::Result<()> {
                     "ipc_calls_per_frame": ipc_calls / painted.max(1.0),
                     "offered_fps": offered / secs,
                     "paint_ms": (b.paint_ms - a.paint_ms) / painted.max(1.0),
+                    "page_batches_per_s": page_batches / secs,
+                    "animation_frames_per_s": stage("frames") / secs,
+                    "stage_ms_per_batch": serde_json::json!({
+                        "wait": stage("waitMs") / page_batches.max(1.0),
+                        "parse": stage("parseMs") / page_batches.max(1.0),
+                        "upload": stage("uploadMs") / page_batches.max(1.0),
+                        "draw": stage("drawMs") / page_batches.max(1.0),
+                        "paint": stage("paintMs") / page_batches.max(1.0),
+                    }),
+                    "tuning": serde_json::from_str::<Value>(&tuning).unwrap_or_default(),
                     "load": load,
                     "gl": b.gl,
                 });
