@@ -1,8 +1,9 @@
 // Paints video frames on tile canvases. I420 frames (src-tauri/src/media.rs `encode_i420_frame`,
 // 1.5 bytes a pixel over the IPC) go to WebGL 2: three R8 textures, YUV → RGB in the fragment
 // shader (BT.601 limited range, what rtcio-media's own conversion uses). The canvas is sized to
-// the frame and its CSS size scales it (the default shader reads texels unfiltered). RGBA frames (our own preview, or a page without WebGL 2) go to a 2D canvas with
-// `putImageData`, exactly as before. A canvas keeps the kind of context its first frame gave
+// the frame and its CSS size scales it (the default shader reads texels unfiltered). RGBA
+// frames (our own preview, or a page without WebGL 2) go to a 2D canvas with `putImageData`,
+// exactly as before. A canvas keeps the kind of context its first frame gave
 // it (a canvas cannot have both): a WebGL canvas shows a later RGBA frame as a texture, a 2D
 // canvas converts a later I420 frame in JavaScript.
 
