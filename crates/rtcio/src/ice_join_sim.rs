@@ -292,3 +292,73 @@ fn a_check_before_the_answer_is_answered_when_the_answer_arrives() {
          {b_checks} checks); the controlling side started at {answer_delay:?}"
     );
 }
+
+/// A check that comes before the remote's candidate makes it peer-reflexive; the candidate,
+/// signaled later, takes its place (libwebrtc does the same). Before, both stayed, and the pair
+/// that had already been checked kept the prflx end: webrtc-rs gives that no stats entry, so the
+/// call's selected pair had no known remote end (the CLI never printed its `path` line).
+#[test]
+fn a_signaled_candidate_replaces_the_peer_reflexive_one_a_check_made() {
+    let mut sides = [side(40_010, true), side(40_011, false)];
+    let now = Instant::now();
+    let creds: Vec<(String, String)> = sides
+        .iter()
+        .map(|s| {
+            let c = s.agent.get_local_credentials();
+            (c.ufrag.clone(), c.pwd.clone())
+        })
+        .collect();
+    let candidates: Vec<_> = sides
+        .iter()
+        .map(|s| s.agent.get_local_candidates()[0].clone())
+        .collect();
+    for (i, s) in sides.iter_mut().enumerate() {
+        let (ufrag, pwd) = creds[1 - i].clone();
+        s.agent
+            .start_connectivity_checks(now, i == 0, ufrag, pwd)
+            .expect("start");
+    }
+    // Only the controlling side knows its peer's candidate yet.
+    sides[0]
+        .agent
+        .add_remote_candidate(candidates[1].clone())
+        .expect("remote candidate");
+    let mut t = now;
+    let mut delivered = false;
+    for _ in 0..200 {
+        t += Duration::from_millis(10);
+        if sides[0].agent.poll_timeout().is_some_and(|at| at <= t) {
+            sides[0].agent.handle_timeout(t).expect("timeout");
+        }
+        while let Some(mut msg) = sides[0].agent.poll_write() {
+            if is_check(&msg.message) {
+                msg.now = t;
+                std::mem::swap(&mut msg.transport.local_addr, &mut msg.transport.peer_addr);
+                let _ = sides[1].agent.handle_read(msg);
+                delivered = true;
+            }
+        }
+        if delivered {
+            break;
+        }
+    }
+    assert!(delivered, "the controlling side checked");
+    let remote = sides[1].agent.get_remote_candidates();
+    assert_eq!(remote.len(), 1, "the check made one candidate");
+    assert_eq!(
+        remote[0].candidate_type(),
+        rtc::ice::candidate::CandidateType::PeerReflexive
+    );
+    // The candidate arrives through signaling.
+    sides[1]
+        .agent
+        .add_remote_candidate(candidates[0].clone())
+        .expect("remote candidate");
+    let remote = sides[1].agent.get_remote_candidates();
+    assert_eq!(remote.len(), 1, "replaced, not added");
+    assert_eq!(
+        remote[0].candidate_type(),
+        rtc::ice::candidate::CandidateType::Host
+    );
+    assert_eq!(remote[0].addr(), sides[0].addr);
+}

@@ -501,6 +501,27 @@ impl Agent {
 
     fn trigger_request_connectivity_check(&mut self, remote_candidates: Vec<Candidate>) {
         for c in remote_candidates {
+            // A signaled candidate whose address a check already made known as peer-reflexive
+            // (the remote's check came before its candidate, e.g. through a TURN relay) takes
+            // that candidate's place, as in libwebrtc: its pairs keep their state and report the
+            // real type (a prflx remote end has no stats entry, so the selected pair's remote
+            // end was unknown for the whole call).
+            if c.candidate_type() != CandidateType::PeerReflexive
+                && let Some(i) = self.remote_candidates.iter().position(|p| {
+                    p.candidate_type() == CandidateType::PeerReflexive
+                        && p.network_type() == c.network_type()
+                        && p.addr() == c.addr()
+                })
+            {
+                debug!(
+                    "[{}]: peer-reflexive candidate {} is the signaled {}",
+                    self.get_name(),
+                    self.remote_candidates[i].address(),
+                    c.candidate_type()
+                );
+                self.remote_candidates[i] = c;
+                continue;
+            }
             if !self.remote_candidates.iter().any(|cand| cand.equal(&c)) {
                 self.remote_candidates.push(c);
                 let remote_index = self.remote_candidates.len() - 1;
