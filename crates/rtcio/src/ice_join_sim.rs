@@ -349,6 +349,8 @@ fn a_signaled_candidate_replaces_the_peer_reflexive_one_a_check_made() {
         remote[0].candidate_type(),
         rtc::ice::candidate::CandidateType::PeerReflexive
     );
+    let heard = remote[0].last_received();
+    assert!(heard.is_some(), "the check counts as traffic from it");
     // The candidate arrives through signaling.
     sides[1]
         .agent
@@ -361,4 +363,6 @@ fn a_signaled_candidate_replaces_the_peer_reflexive_one_a_check_made() {
         rtc::ice::candidate::CandidateType::Host
     );
     assert_eq!(remote[0].addr(), sides[0].addr);
+    // Its liveness is kept: a fresh candidate would look silent since the start of the checks.
+    assert_eq!(remote[0].last_received(), heard);
 }

@@ -519,7 +519,10 @@ impl Agent {
                     self.remote_candidates[i].address(),
                     c.candidate_type()
                 );
-                self.remote_candidates[i] = c;
+                // Its liveness goes with it: the pair's traffic so far came from this address.
+                let old = std::mem::replace(&mut self.remote_candidates[i], c);
+                self.remote_candidates[i].last_sent = old.last_sent;
+                self.remote_candidates[i].last_received = old.last_received;
                 continue;
             }
             if !self.remote_candidates.iter().any(|cand| cand.equal(&c)) {
