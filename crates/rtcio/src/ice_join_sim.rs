@@ -119,22 +119,28 @@ fn join(lose_first_controlled_check: bool) -> ((f64, usize), (f64, usize)) {
     (o.selected[0], o.selected[1])
 }
 
-fn join_with(sc: Scenario) -> Outcome {
-    let lose_first_controlled_check = sc.lose_first_controlled_check;
-    let mut sides = [side(40_000, true), side(40_001, false)];
-    let t0 = Instant::now();
-    let mut now = t0;
-    let creds: Vec<(String, String)> = sides
+/// What each side would signal: its credentials (ufrag, pwd) and its candidate.
+fn signaling(sides: &[Side]) -> (Vec<(String, String)>, Vec<rtc::ice::candidate::Candidate>) {
+    let creds = sides
         .iter()
         .map(|s| {
             let c = s.agent.get_local_credentials();
             (c.ufrag.clone(), c.pwd.clone())
         })
         .collect();
-    let candidates: Vec<_> = sides
+    let candidates = sides
         .iter()
         .map(|s| s.agent.get_local_candidates()[0].clone())
         .collect();
+    (creds, candidates)
+}
+
+fn join_with(sc: Scenario) -> Outcome {
+    let lose_first_controlled_check = sc.lose_first_controlled_check;
+    let mut sides = [side(40_000, true), side(40_001, false)];
+    let t0 = Instant::now();
+    let mut now = t0;
+    let (creds, candidates) = signaling(&sides);
     // The controlled side (answerer) starts at t0, the controlling side when its answer
     // arrives.
     let start_at = [t0 + sc.answer_delay, t0];
@@ -301,17 +307,7 @@ fn a_check_before_the_answer_is_answered_when_the_answer_arrives() {
 fn a_signaled_candidate_replaces_the_peer_reflexive_one_a_check_made() {
     let mut sides = [side(40_010, true), side(40_011, false)];
     let now = Instant::now();
-    let creds: Vec<(String, String)> = sides
-        .iter()
-        .map(|s| {
-            let c = s.agent.get_local_credentials();
-            (c.ufrag.clone(), c.pwd.clone())
-        })
-        .collect();
-    let candidates: Vec<_> = sides
-        .iter()
-        .map(|s| s.agent.get_local_candidates()[0].clone())
-        .collect();
+    let (creds, candidates) = signaling(&sides);
     for (i, s) in sides.iter_mut().enumerate() {
         let (ufrag, pwd) = creds[1 - i].clone();
         s.agent
