@@ -873,11 +873,18 @@ function reportTileSizes() {
 // sent → its reply's message event (socket only), `parseMs` parseBatch, `uploadMs` / `drawMs`
 // the WebGL texture uploads / draw calls (renderer.js `renderTimes`), `paintMs` the whole of
 // painting a batch's frames (uploads, draws, 2D canvases, bookkeeping), `batches` batches
-// handled, `frames` animation frames seen (requestAnimationFrame: what the page composited).
+// handled, `frames` animation frames seen (requestAnimationFrame: what the page composited),
+// `drawPasses` / `tileDraws` animation frames in which the shared video layer drew / tiles it
+// drew then, `superseded` frames replaced by their tile's next one before a draw showed them.
+// `drawnPerKey`: frames that reached the screen per tile (`perKey` counts those handed to the
+// renderer; a layer tile shows at most one per animation frame).
 export const videoStats = {
   painted: 0, dropped: 0, ipcMs: 0, paintMs: 0, perKey: {}, bytesPerKey: {}, webgl: 0, i420: 0, messages: 0, pulls: 0,
   transport: null,
-  stages: { batches: 0, waitMs: 0, parseMs: 0, uploadMs: 0, drawMs: 0, paintMs: 0, frames: 0 },
+  stages: {
+    batches: 0, waitMs: 0, parseMs: 0, uploadMs: 0, drawMs: 0, paintMs: 0, frames: 0, drawPasses: 0, tileDraws: 0, superseded: 0,
+  },
+  drawnPerKey: renderTimes.drawnPerKey,
 };
 
 /** Counts the animation frames the page gets (the compositor's rate, next to the paint rate). */
@@ -1026,6 +1033,9 @@ function paintBatch(batch) {
   stages.batches += 1;
   stages.uploadMs = renderTimes.uploadMs;
   stages.drawMs = renderTimes.drawMs;
+  stages.drawPasses = renderTimes.drawPasses;
+  stages.tileDraws = renderTimes.tileDraws;
+  stages.superseded = renderTimes.superseded;
 }
 
 function paintFrame(f) {

@@ -1,19 +1,37 @@
-// Paints video frames on tile canvases. I420 frames (src-tauri/src/media.rs `encode_i420_frame`,
-// 1.5 bytes a pixel over the IPC) go to WebGL 2: three R8 textures, YUV → RGB in the fragment
-// shader (BT.601 limited range, what rtcio-media's own conversion uses). The canvas is sized to
-// the frame and its CSS size scales it (the default shader reads texels unfiltered). RGBA
-// frames (our own preview, or a page without WebGL 2) go to a 2D canvas with `putImageData`,
-// exactly as before. A canvas keeps the kind of context its first frame gave
-// it (a canvas cannot have both): a WebGL canvas shows a later RGBA frame as a texture, a 2D
-// canvas converts a later I420 frame in JavaScript.
+// Paints video frames of the call's tiles. I420 frames (src-tauri/src/media.rs
+// `encode_i420_frame`, 1.5 bytes a pixel) go to WebGL 2: three R8 textures, YUV → RGB in the
+// fragment shader (BT.601 limited range, what rtcio-media's own conversion uses). All WebGL
+// tiles share ONE canvas (the "video layer", behind the grid, the size of the grid): one
+// context, one swap and one composite per animation frame instead of one per tile (with
+// software GL each canvas's draw and composite were what the tiles waited for). A frame is
+// uploaded when it arrives; the layer draws in `requestAnimationFrame`, at most once per
+// animation frame, only the tiles whose frame (or place) changed. Each tile keeps its own
+// `canvas.video` element as a transparent placeholder: its box is where the layer draws the
+// picture (`object-fit: contain`, the tile's rounded corners) and it carries the observable
+// dataset (`data-key`, `data-painted`, `data-painter`), its `width` / `height` the frame's.
+// RGBA frames (our own preview, or a page without WebGL 2) go to the tile's own 2D canvas
+// with `putImageData`. A canvas keeps the painter its first frame gave it: a WebGL tile shows
+// a later RGBA frame as a texture, a 2D canvas converts a later I420 frame in JavaScript.
+// `window.__rtcioVideoTuning.layer === false` (a bench switch) gives each tile its own WebGL
+// canvas again, as before.
 
 /**
  * Summed milliseconds (performance.now()) of the WebGL texture uploads and draw calls since the
  * page loaded: the bench's per-stage table reads them (app.js `videoStats.stages`). With
  * software GL an upload is a copy on the page's main thread; a draw is queued and mostly runs
- * when the page composites.
+ * when the page composites. Counts too: `drawPasses` animation frames in which the shared layer
+ * drew, `tileDraws` tiles drawn in them, `superseded` frames uploaded but replaced by their
+ * tile's next frame before a draw showed them, `drawnPerKey` frames that reached the screen per
+ * tile key (the painted rate).
  */
-export const renderTimes = { uploadMs: 0, drawMs: 0 };
+export const renderTimes = {
+  uploadMs: 0, drawMs: 0, drawPasses: 0, tileDraws: 0, superseded: 0, drawnPerKey: {},
+};
+
+function countDrawn(canvas) {
+  const key = canvas.dataset.key;
+  if (key !== undefined) renderTimes.drawnPerKey[key] = (renderTimes.drawnPerKey[key] || 0) + 1;
+}
 
 /** Cached answer of `webgl2Available`. */
 let probed = null;
@@ -255,14 +273,344 @@ function draw2d(p, f) {
   return true;
 }
 
+// The shared layer's shader: one tile per draw, its viewport the tile's box in the layer's
+// drawing buffer. Outside the tile's rounded corners it paints the stage's colour (what shows
+// there), around the picture black bars (`object-fit: contain`, as the tile canvases had),
+// inside it the frame's texel under the fragment (nearest: Rust sends frames at the tile's
+// size, so it is 1:1 or within a few %). `mirror` flips our own camera; `dim` fades a tile
+// whose peer is reconnecting towards the stage's colour (CSS opacity 0.45, as before).
+const FRAGMENT_LAYER = `#version 300 es
+precision highp float;
+precision highp int;
+uniform highp sampler2D texY;
+uniform highp sampler2D texU;
+uniform highp sampler2D texV;
+uniform int rgba;
+uniform vec4 box;
+uniform vec4 pic;
+uniform float radius;
+uniform vec3 backdrop;
+uniform float dim;
+uniform int mirror;
+out vec4 color;
+void main() {
+  vec2 p = gl_FragCoord.xy;
+  vec2 hs = box.zw * 0.5;
+  vec2 q = abs(p - box.xy - hs) - (hs - radius);
+  if (radius > 0.0 && length(max(q, 0.0)) > radius) {
+    color = vec4(backdrop, 1.0);
+    return;
+  }
+  vec3 rgb = vec3(0.0);
+  vec2 rel = (p - pic.xy) / pic.zw;
+  if (rel.x >= 0.0 && rel.x < 1.0 && rel.y >= 0.0 && rel.y < 1.0) {
+    ivec2 size = textureSize(texY, 0);
+    ivec2 at = clamp(ivec2(int(rel.x * float(size.x)), int((1.0 - rel.y) * float(size.y))), ivec2(0), size - 1);
+    if (mirror == 1) at.x = size.x - 1 - at.x;
+    if (rgba == 1) {
+      rgb = texelFetch(texY, at, 0).rgb;
+    } else {
+      ivec2 c = at / 2;
+      float y = 1.164383 * (texelFetch(texY, at, 0).r * 255.0 - 16.0);
+      float u = texelFetch(texU, c, 0).r * 255.0 - 128.0;
+      float v = texelFetch(texV, c, 0).r * 255.0 - 128.0;
+      rgb = clamp(vec3(y + 1.596027 * v, y - 0.391762 * u - 0.812968 * v, y + 2.017232 * u) / 255.0, 0.0, 1.0);
+    }
+  }
+  color = vec4(mix(backdrop, rgb, dim), 1.0);
+}`;
+
+/** The shared video layer (one per page), or null before the first WebGL tile / without one. */
+let layer = null;
+
+/** The first colour up the tree from `el` that is not transparent, as 0..1 RGB. */
+function backdropOf(el) {
+  for (let e = el; e && e.nodeType === 1; e = e.parentElement) {
+    const m = getComputedStyle(e).backgroundColor.match(/[\d.]+/g);
+    if (m && (m.length < 4 || Number(m[3]) > 0)) return m.slice(0, 3).map((x) => Number(x) / 255);
+  }
+  return [0, 0, 0];
+}
+
+/** Two texture sets for one tile on the layer's context (see `webglPainter`). */
+function textureSet(gl, filter) {
+  return {
+    textures: [0, 1, 2].map(() => {
+      const t = gl.createTexture();
+      gl.bindTexture(gl.TEXTURE_2D, t);
+      gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MIN_FILTER, filter);
+      gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MAG_FILTER, filter);
+      gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE);
+      gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_T, gl.CLAMP_TO_EDGE);
+      return t;
+    }),
+    sizes: [],
+  };
+}
+
 /**
- * Paints a parsed frame (app.js `parseFrame`) on `canvas`, sized to the frame. Returns how:
- * 'webgl', '2d', or null when it could not be painted (a lost WebGL context).
+ * The layer canvas for the grid `grid` (made once, placed just before the grid in its parent,
+ * so the tiles, later in the tree, paint over it), or null without WebGL 2.
+ * `drawAll` (a bench switch): no preserved drawing buffer, so every tile is drawn again in
+ * each animation frame where any changed (the default keeps the buffer and draws only those).
+ */
+function videoLayer(grid) {
+  if (layer && layer.grid === grid && layer.canvas.isConnected) return layer;
+  if (layer) dropLayer();
+  if (!webgl2Available() || !grid.parentElement) return null;
+  const canvas = document.createElement('canvas');
+  canvas.id = 'video-layer';
+  canvas.setAttribute('aria-hidden', 'true');
+  canvas.hidden = true;
+  const drawAll = !!tuning().drawAll;
+  let gl;
+  try {
+    gl = canvas.getContext('webgl2', {
+      alpha: false, antialias: false, depth: false, stencil: false, premultipliedAlpha: false,
+      preserveDrawingBuffer: !drawAll,
+    });
+  } catch {
+    gl = null;
+  }
+  if (!gl) return null;
+  try {
+    const program = gl.createProgram();
+    gl.attachShader(program, compile(gl, gl.VERTEX_SHADER, VERTEX));
+    gl.attachShader(program, compile(gl, gl.FRAGMENT_SHADER, FRAGMENT_LAYER));
+    gl.linkProgram(program);
+    if (!gl.getProgramParameter(program, gl.LINK_STATUS)) throw new Error(gl.getProgramInfoLog(program) || 'link');
+    gl.useProgram(program);
+    ['texY', 'texU', 'texV'].forEach((name, unit) => gl.uniform1i(gl.getUniformLocation(program, name), unit));
+    const u = {};
+    for (const name of ['rgba', 'box', 'pic', 'radius', 'backdrop', 'dim', 'mirror']) u[name] = gl.getUniformLocation(program, name);
+    gl.pixelStorei(gl.UNPACK_ALIGNMENT, 1);
+    grid.parentElement.insertBefore(canvas, grid);
+    layer = {
+      canvas, gl, u, grid, drawAll,
+      // Placeholder canvas → its tile's state (textures, frame, box drawn).
+      tiles: new Map(),
+      // Draw every tile in the next pass (size, a tile gone, a read-back).
+      full: true,
+      scheduled: false,
+      backdrop: backdropOf(grid),
+      uploadAtFrame: tuning().uploadAt === 'raf',
+    };
+    canvas.addEventListener('webglcontextlost', (e) => e.preventDefault());
+    // A restored context has none of the old textures: start again with the next frames.
+    canvas.addEventListener('webglcontextrestored', () => dropLayer());
+    return layer;
+  } catch (e) {
+    console.warn('WebGL video layer unavailable:', e);
+    return null;
+  }
+}
+
+/** Forgets the layer (its canvas leaves the page; its tiles get a new painter next frame). */
+function dropLayer() {
+  if (!layer) return;
+  for (const c of layer.tiles.keys()) painters.delete(c);
+  layer.canvas.remove();
+  layer.gl.getExtension('WEBGL_lose_context')?.loseContext();
+  layer = null;
+}
+
+/** A tile's state on the layer: two texture sets used in turn (as `webglPainter`'s). */
+function layerTile(l, canvas) {
+  const { gl } = l;
+  const t = {
+    kind: 'webgl', layer: l, sets: [textureSet(gl, gl.NEAREST), textureSet(gl, gl.NEAREST)], set: null,
+    // A frame uploaded (or, with `uploadAt: 'raf'`, waiting) that no draw showed yet.
+    changed: false, pending: null, format: null, width: 0, height: 0,
+    // What the last draw used, to see a moved tile or a changed look.
+    drawn: '', tileEl: canvas.closest('.tile'), radius: 0,
+  };
+  t.set = t.sets[0];
+  if (t.tileEl) {
+    t.radius = parseFloat(getComputedStyle(t.tileEl).borderTopLeftRadius) || 0;
+    t.tileEl.classList.add('layered');
+  }
+  l.tiles.set(canvas, t);
+  return t;
+}
+
+/** Uploads frame `f` into the tile's texture set (`upload` binds units 0–2). */
+function uploadTile(l, t, f) {
+  const { gl } = l;
+  const t0 = performance.now();
+  const p = { gl, set: t.set };
+  if (f.format === 'i420') {
+    const cw = Math.ceil(f.width / 2);
+    const ch = Math.ceil(f.height / 2);
+    upload(p, 0, f.width, f.height, gl.RED, f.y);
+    upload(p, 1, cw, ch, gl.RED, f.u);
+    upload(p, 2, cw, ch, gl.RED, f.v);
+  } else {
+    upload(p, 0, f.width, f.height, gl.RGBA, new Uint8Array(f.pixels.buffer, f.pixels.byteOffset, f.pixels.byteLength));
+  }
+  t.format = f.format;
+  t.width = f.width;
+  t.height = f.height;
+  renderTimes.uploadMs += performance.now() - t0;
+}
+
+/** A frame for a layer tile: uploaded now (or kept for the next draw), drawn at the next frame. */
+function paintLayer(canvas, t, f) {
+  const l = t.layer;
+  if (l.gl.isContextLost()) return false;
+  if (t.changed) {
+    // Not drawn yet: the new frame takes its place, in the same (unread) set.
+    renderTimes.superseded += 1;
+  } else {
+    // The other set: the last draw may still be reading this one (software GL draws later).
+    t.set = t.sets[(t.sets.indexOf(t.set) + 1) % t.sets.length];
+  }
+  t.changed = true;
+  if (l.uploadAtFrame) t.pending = f;
+  else uploadTile(l, t, f);
+  scheduleLayer(l);
+  return true;
+}
+
+function scheduleLayer(l) {
+  if (l.scheduled) return;
+  l.scheduled = true;
+  requestAnimationFrame(() => drawLayer(l));
+}
+
+/** Binds a tile's textures and sets its look; the caller sets the viewport and draws. */
+function bindTile(l, t, box, pic, look) {
+  const { gl, u } = l;
+  for (let i = 0; i < 3; i++) {
+    gl.activeTexture(gl.TEXTURE0 + i);
+    gl.bindTexture(gl.TEXTURE_2D, t.set.textures[i]);
+  }
+  gl.uniform1i(u.rgba, t.format === 'i420' ? 0 : 1);
+  gl.uniform4f(u.box, box.x, box.y, box.w, box.h);
+  gl.uniform4f(u.pic, pic.x, pic.y, pic.w, pic.h);
+  gl.uniform1f(u.radius, look.radius);
+  gl.uniform3f(u.backdrop, ...l.backdrop);
+  gl.uniform1f(u.dim, look.dim);
+  gl.uniform1i(u.mirror, look.mirror ? 1 : 0);
+}
+
+/** Sizes and places the layer over its grid; true when its drawing buffer was reset. */
+function fitLayer(l) {
+  const { canvas, grid } = l;
+  const dpr = window.devicePixelRatio || 1;
+  const w = Math.max(1, Math.round(grid.clientWidth * dpr));
+  const h = Math.max(1, Math.round(grid.clientHeight * dpr));
+  const at = `${grid.offsetLeft}px/${grid.offsetTop}px/${grid.clientWidth}px/${grid.clientHeight}px`;
+  if (canvas.dataset.at !== at) {
+    canvas.dataset.at = at;
+    Object.assign(canvas.style, {
+      left: `${grid.offsetLeft}px`, top: `${grid.offsetTop}px`,
+      width: `${grid.clientWidth}px`, height: `${grid.clientHeight}px`,
+    });
+  }
+  if (canvas.width === w && canvas.height === h) return false;
+  canvas.width = w;
+  canvas.height = h;
+  return true;
+}
+
+/**
+ * One animation frame of the layer: tiles whose placeholder left the page are forgotten
+ * (their textures freed), then every tile that has a new frame, moved or changed look is
+ * drawn at its placeholder's box (all of them when the buffer was reset, a tile left, or
+ * with `drawAll`). Runs again next frame while the layer has tiles, so a tile that moves
+ * without a new frame (a pin, a resize) is drawn at its new place.
+ */
+function drawLayer(l) {
+  l.scheduled = false;
+  if (layer !== l) return;
+  const { gl, canvas } = l;
+  if (gl.isContextLost()) return;
+  for (const [c, t] of l.tiles) {
+    if (c.isConnected && c.closest('.tile') === t.tileEl) continue;
+    l.tiles.delete(c);
+    painters.delete(c);
+    for (const set of t.sets) for (const tex of set.textures) gl.deleteTexture(tex);
+    // Its tile gets its own background back unless a new canvas there is on the layer too.
+    if (t.tileEl && ![...l.tiles.values()].some((o) => o.tileEl === t.tileEl)) t.tileEl.classList.remove('layered');
+    l.full = true;
+  }
+  canvas.hidden = l.tiles.size === 0;
+  if (canvas.hidden) return;
+  const t0 = performance.now();
+  if (fitLayer(l)) l.full = true;
+  const g = l.grid.getBoundingClientRect();
+  const dpr = window.devicePixelRatio || 1;
+  const H = canvas.height;
+  const entries = [];
+  let moved = false;
+  for (const [c, t] of l.tiles) {
+    if (t.pending) {
+      uploadTile(l, t, t.pending);
+      t.pending = null;
+    }
+    if (!t.format) continue;
+    const r = c.getBoundingClientRect();
+    const x0 = Math.round((r.left - g.left) * dpr);
+    const x1 = Math.round((r.right - g.left) * dpr);
+    const y0 = H - Math.round((r.bottom - g.top) * dpr);
+    const y1 = H - Math.round((r.top - g.top) * dpr);
+    const box = { x: x0, y: y0, w: x1 - x0, h: y1 - y0 };
+    if (box.w < 1 || box.h < 1) continue;
+    // `object-fit: contain` of the frame in the box, centred.
+    const s = Math.min(box.w / t.width, box.h / t.height);
+    const pw = t.width * s;
+    const ph = t.height * s;
+    const pic = { x: box.x + (box.w - pw) / 2, y: box.y + (box.h - ph) / 2, w: pw, h: ph };
+    const el = t.tileEl;
+    const look = {
+      radius: t.radius * dpr,
+      dim: el && el.classList.contains('lost') ? 0.45 : 1,
+      mirror: !!el && el.classList.contains('self') && el.classList.contains('mirror'),
+    };
+    const sig = `${box.x},${box.y},${box.w},${box.h},${t.width}x${t.height},${look.dim},${look.mirror}`;
+    // A tile drawn elsewhere (or differently) before: what it covered must be drawn again.
+    if (t.drawn && sig !== t.drawn) moved = true;
+    entries.push({ c, t, box, pic, look, sig });
+  }
+  // `drawAll`: the buffer is not kept, so any change draws every tile.
+  const full = l.full || moved || (l.drawAll && entries.some((e) => e.t.changed));
+  const draw = full ? entries : entries.filter((e) => e.t.changed);
+  if (full) {
+    gl.viewport(0, 0, canvas.width, canvas.height);
+    gl.clearColor(...l.backdrop, 1);
+    gl.clear(gl.COLOR_BUFFER_BIT);
+  }
+  for (const { c, t, box, pic, look, sig } of draw) {
+    bindTile(l, t, box, pic, look);
+    gl.viewport(box.x, box.y, box.w, box.h);
+    gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+    if (t.changed) countDrawn(c);
+    t.changed = false;
+    t.drawn = sig;
+    renderTimes.tileDraws += 1;
+  }
+  if (draw.length) renderTimes.drawPasses += 1;
+  l.full = false;
+  renderTimes.drawMs += performance.now() - t0;
+  scheduleLayer(l);
+}
+
+/**
+ * Paints a parsed frame (app.js `parseFrame`) for the tile canvas `canvas`, whose `width` /
+ * `height` become the frame's. Returns how: 'webgl' (the shared layer, or the canvas's own
+ * context with `layer: false`), '2d', or null when it could not be painted (a lost WebGL
+ * context). A layer tile's frame is uploaded here and shows at the next animation frame.
  */
 export function paintVideo(canvas, f) {
   let p = painters.get(canvas);
+  // A layer that was dropped (context restored) took its tiles' painters with it.
+  if (p && p.layer && p.layer !== layer) p = null;
   if (!p) {
-    p = (f.format === 'i420' && webglPainter(canvas)) || null;
+    if (f.format === 'i420') {
+      const grid = tuning().layer === false ? null : canvas.parentElement?.closest('.grid');
+      const l = grid ? videoLayer(grid) : null;
+      p = l ? layerTile(l, canvas) : webglPainter(canvas);
+    }
     if (!p) {
       const ctx = canvas.getContext('2d');
       if (!ctx) return null;
@@ -272,7 +620,13 @@ export function paintVideo(canvas, f) {
   }
   if (canvas.width !== f.width) canvas.width = f.width;
   if (canvas.height !== f.height) canvas.height = f.height;
-  const ok = p.kind === 'webgl' ? drawWebgl(p, f) : draw2d(p, f);
+  let ok;
+  if (p.layer) {
+    ok = paintLayer(canvas, p, f);
+  } else {
+    ok = p.kind === 'webgl' ? drawWebgl(p, f) : draw2d(p, f);
+    if (ok) countDrawn(canvas);
+  }
   return ok ? p.kind : null;
 }
 
@@ -281,18 +635,42 @@ export function painterKind(canvas) {
   return painters.get(canvas)?.kind ?? null;
 }
 
+/** True when `canvas`'s frames are drawn by the shared video layer. */
+export function onLayer(canvas) {
+  const p = painters.get(canvas);
+  return !!p && !!p.layer && p.layer === layer;
+}
+
 /**
- * The RGBA of pixel (x, y) (top-left origin) as last painted: for tests. A WebGL canvas's
- * drawing buffer is gone once composited, so it is drawn again from its textures first.
+ * The RGBA of pixel (x, y) (top-left origin) of the frame last painted: for tests. A WebGL
+ * drawing buffer is gone once composited, so the frame is drawn again from its textures first
+ * (a layer tile 1:1 at the layer's corner, which the next animation frame draws over).
  */
 export function readPixel(canvas, x, y) {
   const p = painters.get(canvas);
   if (!p) return null;
   if (p.kind === '2d') return [...p.ctx.getImageData(x, y, 1, 1).data];
+  const out = new Uint8Array(4);
+  if (p.layer) {
+    const l = p.layer;
+    const { gl } = l;
+    if (p.pending) {
+      uploadTile(l, p, p.pending);
+      p.pending = null;
+    }
+    fitLayer(l);
+    const box = { x: 0, y: 0, w: p.width, h: p.height };
+    bindTile(l, p, box, box, { radius: 0, dim: 1, mirror: false });
+    gl.viewport(0, 0, p.width, p.height);
+    gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+    gl.readPixels(x, p.height - 1 - y, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, out);
+    l.full = true;
+    scheduleLayer(l);
+    return [...out];
+  }
   const { gl } = p;
   gl.uniform1i(p.rgbaAt, p.last === 'i420' ? 0 : 1);
   gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
-  const out = new Uint8Array(4);
   gl.readPixels(x, canvas.height - 1 - y, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, out);
   return [...out];
 }

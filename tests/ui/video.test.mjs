@@ -5,6 +5,7 @@
 
 import { test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
+import { inflateSync } from 'node:zlib';
 import { joinCallIn, joinInfo, suiteBrowser } from './harness.mjs';
 
 const suite = suiteBrowser();
@@ -146,7 +147,103 @@ test('without WebGL 2 the page asks for RGBA and still shows an I420 frame', asy
   assert.equal(stats.i420, 1);
 });
 
-test('a removed WebGL tile gives its context back when the next one is made', async () => {
+/** The screen's RGBA at (x, y) (CSS pixels): a 1×1 screenshot, what the page composited. */
+async function screenPixel(x, y) {
+  const png = await page.screenshot({ clip: { x, y, width: 1, height: 1 } });
+  // PNG: chunks after the 8-byte signature; IHDR's colour type (2 RGB, 6 RGBA), IDAT's zlib
+  // data. One pixel in one row: whatever the row's filter, its bytes are the pixel itself.
+  let at = 8;
+  let type = 6;
+  const idat = [];
+  while (at < png.length) {
+    const len = png.readUInt32BE(at);
+    const kind = png.toString('latin1', at + 4, at + 8);
+    if (kind === 'IHDR') type = png[at + 8 + 9];
+    if (kind === 'IDAT') idat.push(png.subarray(at + 8, at + 8 + len));
+    at += 12 + len;
+  }
+  const raw = inflateSync(Buffer.concat(idat));
+  return type === 2 ? [...raw.subarray(1, 4), 255] : [...raw.subarray(1, 5)];
+}
+
+/** The centre (CSS pixels) of a tile's box. */
+const centre = (sel) => page.evaluate((sel) => {
+  const r = document.querySelector(sel).getBoundingClientRect();
+  return [Math.round(r.left + r.width / 2), Math.round(r.top + r.height / 2)];
+}, sel);
+
+/** Resolves after two animation frames: the layer has drawn what came before. */
+const frames = () => page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+
+test('every WebGL tile is drawn on one shared layer behind the grid, at its tile\'s place', async () => {
+  // Count the page's WebGL 2 contexts (the start-up probe's canvas is never in the page).
+  await page.addInitScript(() => {
+    const get = HTMLCanvasElement.prototype.getContext;
+    window.__glCanvases = new Set();
+    HTMLCanvasElement.prototype.getContext = function (kind, ...rest) {
+      const ctx = get.call(this, kind, ...rest);
+      if (kind === 'webgl2' && ctx) window.__glCanvases.add(this);
+      return ctx;
+    };
+  });
+  await joinWithRemote();
+  await emit('room-event', { type: 'user-connected', id: 'p2', name: 'Cy' });
+  await emit('stream-added', { key: 'p2/ms1', peerId: 'p2', kind: 'camera', name: 'Cy' });
+  // 16:9 frames, as the tiles are.
+  await page.evaluate(() => {
+    const m = window.__mock;
+    return m.batch([
+      m.i420Bytes('p1/ms1', 32, 18, [120, 100, 150], { ageMs: 5 }),
+      m.i420Bytes('p2/ms1', 32, 18, [81, 90, 240], { ageMs: 5 }),
+    ]);
+  });
+  await frames();
+  const red = bt601(120, 100, 150);
+  const blue = bt601(81, 90, 240);
+  assert.equal(await attr('p1/ms1', 'data-painter'), 'webgl');
+  assert.equal(await attr('p2/ms1', 'data-painter'), 'webgl');
+  assert.deepEqual(await page.evaluate(() => [...window.__glCanvases].filter((c) => c.isConnected).map((c) => c.id)),
+    ['video-layer'], 'one WebGL context in the page: the layer\'s');
+  assert.deepEqual(await page.evaluate(async () => {
+    const { onLayer } = await import('./renderer.js');
+    return [...document.querySelectorAll('#grid canvas.video')].map((c) => [c.dataset.key, onLayer(c), c.width, c.height]);
+  }), [['self/camera', false, 300, 150], ['p1/ms1', true, 32, 18], ['p2/ms1', true, 32, 18]],
+  'the placeholders keep the frame size; our own tile has no frame yet');
+  // What the screen shows in the middle of each tile: the layer's picture through the tile.
+  near(await screenPixel(...await centre('.tile[data-id="p1"]')), red, 3, 'p1 on screen');
+  near(await screenPixel(...await centre('.tile[data-id="p2"]')), blue, 3, 'p2 on screen');
+  const stats = await page.evaluate(() => window.__rtcioVideo);
+  assert.deepEqual([stats.drawnPerKey['p1/ms1'], stats.drawnPerKey['p2/ms1']], [1, 1]);
+
+  // A tile that moves without a new frame (pinned: the stage) is drawn at its new place.
+  await page.click('.tile[data-id="p2"]');
+  await frames();
+  assert.equal(await page.getAttribute('#grid', 'data-layout'), 'spotlight');
+  near(await screenPixel(...await centre('.tile[data-id="p2"]')), blue, 3, 'p2 pinned, on screen');
+  near(await screenPixel(...await centre('.tile[data-id="p1"]')), red, 3, 'p1 in the strip, on screen');
+  await page.keyboard.press('Escape');
+
+  // Camera off: the tile is the avatar again, nothing of the video is left on the layer.
+  await emit('media-state', { id: 'p1', mic: true, cam: false });
+  await frames();
+  const [x, y] = await centre('.tile[data-id="p1"]');
+  assert.equal(await page.evaluate(() => document.querySelector('.tile[data-id="p1"]').classList.contains('layered')), false);
+  const shown = await screenPixel(x, y);
+  assert.ok(Math.abs(shown[0] - red[0]) + Math.abs(shown[1] - red[1]) + Math.abs(shown[2] - red[2]) > 30,
+    `camera off shows no video: ${shown}`);
+  // And on: a new placeholder, on the same layer.
+  await emit('media-state', { id: 'p1', mic: true, cam: true });
+  await sendI420('p1/ms1', 32, 18, [120, 100, 150]);
+  assert.equal(await attr('p1/ms1', 'data-painter'), 'webgl');
+  near(await pixel('p1/ms1'), red, 2, 'the new canvas paints');
+  await frames();
+  near(await screenPixel(...await centre('.tile[data-id="p1"]')), red, 3, 'p1 back on screen');
+  near(await screenPixel(...await centre('.tile[data-id="p2"]')), blue, 3, 'p2 still on screen');
+  assert.equal(await page.evaluate(() => document.querySelectorAll('canvas#video-layer').length), 1);
+});
+
+test('with `layer: false` each tile has its own WebGL canvas, given back when removed', async () => {
+  await page.addInitScript(() => { window.__rtcioVideoTuning = { layer: false }; });
   await joinWithRemote();
   await sendI420('p1/ms1', 8, 4, [120, 100, 150]);
   // Camera off and on: the tile gets a new canvas; the old one keeps its context until then.
@@ -161,6 +258,7 @@ test('a removed WebGL tile gives its context back when the next one is made', as
   assert.equal(await attr('p1/ms1', 'data-painter'), 'webgl');
   near(await pixel('p1/ms1'), bt601(120, 100, 150), 2, 'the new canvas paints');
   assert.equal(await page.evaluate(() => window.__oldGl.isContextLost()), true, 'old context released');
+  assert.equal(await page.locator('#video-layer').count(), 0);
 });
 
 test('one batch carries several tiles\' frames and is acknowledged by the next pull', async () => {
