@@ -36,6 +36,8 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Waits for a `peer-quality` event about `peer` with media flowing in and an RTT measured.
 async fn flowing_quality(rx: &mut Events, peer: &str) -> Value {
     let deadline = Instant::now() + WAIT;
+    // The last report about `peer`, for the failure message.
+    let mut last = Value::Null;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some((name, v))) if name == "peer-quality" && v["id"] == peer => {
@@ -56,16 +58,24 @@ async fn flowing_quality(rx: &mut Events, peer: &str) -> Value {
                 if rtt.is_some() && v["kbpsIn"].as_f64() > Some(0.0) {
                     return v;
                 }
+                last = v;
             }
             Ok(Some(_)) => continue,
             Ok(None) => panic!("sink closed"),
-            Err(_) => panic!("no peer-quality with media flowing for {peer} within {WAIT:?}"),
+            Err(_) => panic!(
+                "no peer-quality with media flowing for {peer} within {WAIT:?}; last: {last}"
+            ),
         }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_side_reports_the_others_quality() {
+    // `RUST_LOG=...` shows the sessions' logs when this fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let (ui_a, mut ev_a) = sink();
     let (a, info_a) = Session::join(config("Ann", ServerChoice::Host), ui_a)
         .await

@@ -362,3 +362,80 @@ fn a_signaled_candidate_replaces_the_peer_reflexive_one_a_check_made() {
     // Its liveness is kept: a fresh candidate would look silent since the start of the checks.
     assert_eq!(remote[0].last_received(), heard);
 }
+
+/// The peer connection keys the selected pair's stats (RTT, the remote end's type) by the
+/// candidates' ids, learnt from the selection event: when the signaled candidate takes the place
+/// of the selected pair's peer-reflexive end, the agent says so again. Without it the stats
+/// kept the prflx pair, with no RTT and no remote entry, for the whole call (an app↔app call
+/// under load reported neither).
+#[test]
+fn replacing_the_selected_pairs_remote_end_is_announced() {
+    let mut sides = [side(40_020, true), side(40_021, false)];
+    let now = Instant::now();
+    let (creds, candidates) = signaling(&sides);
+    for (i, s) in sides.iter_mut().enumerate() {
+        let (ufrag, pwd) = creds[1 - i].clone();
+        s.agent
+            .start_connectivity_checks(now, i == 0, ufrag, pwd)
+            .expect("start");
+    }
+    // Only the controlling side knows its peer's candidate: the controlled side's pair is
+    // peer-reflexive, made by the first check.
+    sides[0]
+        .agent
+        .add_remote_candidate(candidates[1].clone())
+        .expect("remote candidate");
+    let mut t = now;
+    let mut selected = None;
+    for _ in 0..300 {
+        t += Duration::from_millis(5);
+        for i in 0..2 {
+            if sides[i].agent.poll_timeout().is_some_and(|at| at <= t) {
+                sides[i].agent.handle_timeout(t).expect("timeout");
+            }
+            while let Some(mut msg) = sides[i].agent.poll_write() {
+                msg.now = t;
+                std::mem::swap(&mut msg.transport.local_addr, &mut msg.transport.peer_addr);
+                let _ = sides[1 - i].agent.handle_read(msg);
+            }
+        }
+        while let Some(ev) = sides[1].agent.poll_event() {
+            if let Event::SelectedCandidatePairChange(_, remote) = ev.event {
+                selected = Some(remote);
+            }
+        }
+        if selected.is_some() {
+            break;
+        }
+    }
+    let remote = selected.expect("the controlled side selected a pair");
+    assert_eq!(
+        remote.candidate_type(),
+        rtc::ice::candidate::CandidateType::PeerReflexive
+    );
+    sides[1]
+        .agent
+        .add_remote_candidate(candidates[0].clone())
+        .expect("remote candidate");
+    let mut announced = None;
+    while let Some(ev) = sides[1].agent.poll_event() {
+        if let Event::SelectedCandidatePairChange(_, remote) = ev.event {
+            announced = Some(remote);
+        }
+    }
+    let announced = announced.expect("the new remote end of the selected pair is announced");
+    assert_eq!(
+        announced.candidate_type(),
+        rtc::ice::candidate::CandidateType::Host
+    );
+    let (_, current) = sides[1]
+        .agent
+        .get_selected_candidate_pair()
+        .expect("still selected");
+    assert_eq!(
+        announced.id(),
+        current.id(),
+        "the event names the pair in use"
+    );
+    assert_ne!(announced.id(), remote.id());
+}

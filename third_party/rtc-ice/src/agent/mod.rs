@@ -523,6 +523,27 @@ impl Agent {
                 let old = std::mem::replace(&mut self.remote_candidates[i], c);
                 self.remote_candidates[i].last_sent = old.last_sent;
                 self.remote_candidates[i].last_received = old.last_received;
+                // The selected pair's remote end is now another candidate (another id): say so,
+                // or the peer connection keeps the prflx pair's stats as the selected pair's
+                // (no RTT, no remote candidate entry) for the whole call. No clock here: the
+                // latest time the agent has seen stands in for "now".
+                if let Some(p) = self.selected_pair
+                    && self.candidate_pairs[p].remote_index == i
+                {
+                    let local = self.local_candidates[self.candidate_pairs[p].local_index].clone();
+                    let now = [old.last_received, old.last_sent, Some(self.last_checking_time)]
+                        .into_iter()
+                        .flatten()
+                        .max()
+                        .unwrap_or(self.last_checking_time);
+                    self.event_outs.push_back(TaggedEvent {
+                        now,
+                        event: Event::SelectedCandidatePairChange(
+                            Box::new(local),
+                            Box::new(self.remote_candidates[i].clone()),
+                        ),
+                    });
+                }
                 continue;
             }
             if !self.remote_candidates.iter().any(|cand| cand.equal(&c)) {
