@@ -86,7 +86,6 @@ impl BandwidthEstimate {
         std::time::Duration::from_micros(self.pacer_wait_us.load(Ordering::Relaxed))
     }
 
-    #[allow(dead_code)] // written by `pacer.rs`, not in the chain yet
     pub(crate) fn set_pacer_wait(&self, wait: std::time::Duration) {
         let us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
         self.pacer_wait_us.store(us, Ordering::Relaxed);

@@ -15,10 +15,6 @@
 //! bound) is video. Without RTX negotiated a retransmission carries the video SSRC and queues
 //! as video, as before.
 
-// Not in the interceptor chain yet (`peer.rs` uses webrtc-rs's pacer): with it, two desktop
-// apps saw no media in `src-tauri/tests/quality.rs` (found at the end of stop 27, not traced).
-#![allow(dead_code)]
-
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

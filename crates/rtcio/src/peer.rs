@@ -364,9 +364,8 @@ fn interceptors(
         return Ok((registry, None));
     }
     let estimate = Arc::new(BandwidthEstimate::new(cc.start_bps));
-    // webrtc-rs's `configure_congestion_control` with TWCC feedback, assembled here so the pacer
-    // slot can take our priority pacer (`crate::pacer`, not in the chain yet: with it the
-    // desktop app's `tests/quality.rs` saw no media between two apps): the same feedback and header extension
+    // webrtc-rs's `configure_congestion_control` with TWCC feedback, but our pacer in place of
+    // its single-FIFO one (`crate::pacer`): the same feedback and header extension
     // registrations (both in `configure_twcc_receiver_only`, with the TWCC receiver that gives
     // the remote's estimator its feedback), the estimator, the pacer, the TWCC sender.
     let registry = configure_twcc_receiver_only(registry, media)
@@ -380,7 +379,7 @@ fn interceptors(
         )
         .with(
             rtc::interceptor::Slot::Pacer,
-            rtc::interceptor::PacerBuilder::new().build(),
+            crate::pacer::PriorityPacer::new(Some(estimate.clone())),
         )
         .with(
             rtc::interceptor::Slot::TwccSender,
