@@ -349,6 +349,20 @@ pub struct QualityScaler {
     time_since_change: Duration,
     /// Target bitrate, full (source) size and source frame rate, for the bits-per-pixel rule.
     budget: Option<(u32, (u32, u32), f32)>,
+    /// The last step up for headroom: the rung it went to and the target it was taken at.
+    last_up: Option<(usize, u32)>,
+    /// A step up the target could not hold (see [`QualityScaler::FAILED_UP_WINDOW`]).
+    failed_up: Option<FailedUp>,
+}
+
+/// A step up to `level` at `bps` that was followed by a step down for the target within
+/// [`QualityScaler::FAILED_UP_WINDOW`]: the estimate was above what the link carries.
+#[derive(Clone, Copy, Debug)]
+struct FailedUp {
+    level: usize,
+    bps: u32,
+    /// Media time since it failed.
+    age: Duration,
 }
 
 impl Default for QualityScaler {
@@ -388,6 +402,18 @@ impl QualityScaler {
     const MIN_BITS_PER_PIXEL: f64 = 0.03;
     /// Step back up only with this much room above the better rung's minimum.
     const UP_MARGIN: f64 = 1.3;
+    /// A step up followed this soon by a step down for the target failed: the estimate had
+    /// climbed above the link (no probing; the sender was application-limited below it), and
+    /// the bigger rung's IDR and rate overflowed it. Seen in the congestion test behind a
+    /// 600 kbit/s cap: 360p → 540p at an estimate of 760 kbit/s, the estimate fell to 446 and
+    /// the ladder stepped straight back, two IDRs, and again after every hold.
+    const FAILED_UP_WINDOW: Duration = Duration::from_secs(10);
+    /// After a failed step up, that rung (and better) wants this much more than the target
+    /// that failed, for [`QualityScaler::FAILED_UP_MEMORY`]: a link that really grew passes it.
+    const FAILED_UP_MARGIN: f64 = 1.25;
+    /// How long a failed step up is remembered: one retry a minute costs two IDRs a minute at
+    /// most, where the hold alone allowed one pair every 10–20 s.
+    const FAILED_UP_MEMORY: Duration = Duration::from_secs(60);
 
     /// The bitrate a rung needs for a source of `full` size delivering `fps`.
     fn min_bps(step: QualityStep, full: (u32, u32), fps: f32) -> f64 {
@@ -410,7 +436,12 @@ impl QualityScaler {
 
     fn fed_for(&self, level: usize) -> bool {
         self.budget.is_none_or(|(bps, full, fps)| {
+            let failed_here = self
+                .failed_up
+                .filter(|f| level <= f.level && f.age < Self::FAILED_UP_MEMORY);
             f64::from(bps) >= Self::min_bps(self.ladder[level], full, fps) * Self::UP_MARGIN
+                && failed_here
+                    .is_none_or(|f| f64::from(bps) >= f64::from(f.bps) * Self::FAILED_UP_MARGIN)
         })
     }
 
@@ -432,6 +463,8 @@ impl QualityScaler {
             frames_since_change: 0,
             time_since_change: Duration::ZERO,
             budget: None,
+            last_up: None,
+            failed_up: None,
         }
     }
 
@@ -478,6 +511,9 @@ impl QualityScaler {
         }
         self.frames_since_change = self.frames_since_change.saturating_add(1);
         self.time_since_change = self.time_since_change.saturating_add(frame_interval);
+        if let Some(f) = &mut self.failed_up {
+            f.age = f.age.saturating_add(frame_interval);
+        }
         let can_go_down = self.level + 1 < self.ladder.len();
         if can_go_down && self.frames_since_change >= Self::STARVED_HOLD && self.starved(self.level)
         {
@@ -486,6 +522,16 @@ impl QualityScaler {
             let mut to = self.level + 1;
             while to + 1 < self.ladder.len() && self.starved(to) {
                 to += 1;
+            }
+            if let Some((up_level, bps)) = self.last_up.take()
+                && self.level <= up_level
+                && self.time_since_change < Self::FAILED_UP_WINDOW
+            {
+                self.failed_up = Some(FailedUp {
+                    level: up_level,
+                    bps,
+                    age: Duration::ZERO,
+                });
             }
             self.level = to;
             self.changed();
@@ -512,6 +558,7 @@ impl QualityScaler {
             && self.fed_for(self.level - 1)
         {
             self.level -= 1;
+            self.last_up = self.budget.map(|(bps, _, _)| (self.level, bps));
             self.changed();
             return Some((self.step(), QualityReason::Recovered));
         }
@@ -631,6 +678,76 @@ mod tests {
         assert_eq!(up.map(|c| c.1), Some(QualityReason::Recovered));
         assert_eq!(q.level(), 1);
         assert_eq!(q.step().scale, 0.75);
+    }
+
+    /// The congestion test's flap behind a 600 kbit/s cap: the estimate climbs past the link
+    /// while the encoder sends less, the ladder steps up, the bigger rung overflows the link, the
+    /// estimate falls and the ladder steps back down. Once is a try; after that the same
+    /// estimate must not buy the same step again (each pair of changes is two IDRs), a clearly
+    /// higher one does, and a minute later the try may be repeated.
+    #[test]
+    fn a_step_up_the_link_could_not_hold_is_not_repeated_at_the_same_target() {
+        let mut q = QualityScaler::default();
+        let (fast, interval) = (Duration::from_millis(5), Duration::from_millis(33));
+        let full = (1280, 720);
+        // 360p30 (540p30 needs ~470k, ~610k with the margin).
+        q.set_budget(400_000, full, 30.0);
+        q.start_at_budget();
+        assert_eq!(q.level(), 2);
+        let mut run = |q: &mut QualityScaler, bps: u32, secs: u64| {
+            q.set_budget(bps, full, 30.0);
+            let mut changes = Vec::new();
+            for _ in 0..secs * 30 {
+                if let Some((_, r)) = q.on_frame(fast, interval, None) {
+                    changes.push((q.level(), r));
+                }
+            }
+            changes
+        };
+        // The estimate overshoots the link: up after the hold.
+        assert_eq!(
+            run(&mut q, 760_000, 11),
+            vec![(1, QualityReason::Recovered)]
+        );
+        // 540p overflows it: the estimate falls, straight back down.
+        assert_eq!(
+            run(&mut q, 446_000, 2),
+            vec![(2, QualityReason::TargetBitrate)]
+        );
+        // The estimate climbs back to where it was: no second try for most of a minute.
+        assert_eq!(run(&mut q, 760_000, 50), vec![]);
+        // After the memory runs out, one more try.
+        assert_eq!(
+            run(&mut q, 760_000, 11),
+            vec![(1, QualityReason::Recovered)]
+        );
+        // A step up that holds (no step down within the window) leaves no memory behind.
+        let mut q = QualityScaler::default();
+        q.set_budget(400_000, full, 30.0);
+        q.start_at_budget();
+        assert_eq!(
+            run(&mut q, 760_000, 11),
+            vec![(1, QualityReason::Recovered)]
+        );
+        assert_eq!(run(&mut q, 760_000, 11), vec![]);
+        assert_eq!(
+            run(&mut q, 446_000, 2),
+            vec![(2, QualityReason::TargetBitrate)]
+        );
+        assert_eq!(
+            run(&mut q, 760_000, 11),
+            vec![(1, QualityReason::Recovered)]
+        );
+        // After a failed try, a clearly higher target is a link that grew: up at once after the
+        // hold.
+        assert_eq!(
+            run(&mut q, 446_000, 2),
+            vec![(2, QualityReason::TargetBitrate)]
+        );
+        assert_eq!(
+            run(&mut q, 1_000_000, 11),
+            vec![(1, QualityReason::Recovered)]
+        );
     }
 
     #[test]
