@@ -694,7 +694,7 @@ mod tests {
         q.set_budget(400_000, full, 30.0);
         q.start_at_budget();
         assert_eq!(q.level(), 2);
-        let mut run = |q: &mut QualityScaler, bps: u32, secs: u64| {
+        let run = |q: &mut QualityScaler, bps: u32, secs: u64| {
             q.set_budget(bps, full, 30.0);
             let mut changes = Vec::new();
             for _ in 0..secs * 30 {
