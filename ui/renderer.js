@@ -1,19 +1,20 @@
 // Paints video frames of the call's tiles. I420 frames (src-tauri/src/media.rs
 // `encode_i420_frame`, 1.5 bytes a pixel) go to WebGL 2: three R8 textures, YUV → RGB in the
-// fragment shader (BT.601 limited range, what rtcio-media's own conversion uses). All WebGL
-// tiles share ONE canvas (the "video layer", behind the grid, the size of the grid): one
-// context, one swap and one composite per animation frame instead of one per tile (with
-// software GL each canvas's draw and composite were what the tiles waited for). A frame is
-// uploaded when it arrives; the layer draws in `requestAnimationFrame`, at most once per
-// animation frame, only the tiles whose frame (or place) changed. Each tile keeps its own
-// `canvas.video` element as a transparent placeholder: its box is where the layer draws the
-// picture (`object-fit: contain`, the tile's rounded corners) and it carries the observable
-// dataset (`data-key`, `data-painted`, `data-painter`), its `width` / `height` the frame's.
-// RGBA frames (our own preview, or a page without WebGL 2) go to the tile's own 2D canvas
-// with `putImageData`. A canvas keeps the painter its first frame gave it: a WebGL tile shows
-// a later RGBA frame as a texture, a 2D canvas converts a later I420 frame in JavaScript.
-// `window.__rtcioVideoTuning.layer === false` (a bench switch) gives each tile its own WebGL
-// canvas again, as before.
+// fragment shader (BT.601 limited range, what rtcio-media's own conversion uses). By default
+// each tile's canvas has its own WebGL context, sized to the frame (its CSS size scales it; the
+// shader reads texels unfiltered). RGBA frames (our own preview, or a page without WebGL 2) go
+// to a 2D canvas with `putImageData`. A canvas keeps the painter its first frame gave it: a
+// WebGL canvas shows a later RGBA frame as a texture, a 2D canvas converts a later I420 frame
+// in JavaScript.
+//
+// `window.__rtcioVideoTuning.layer === true` (a bench switch, not the default: measured slower
+// with software GL, see src-tauri/README.md "One video layer") draws every WebGL tile on ONE
+// canvas instead (the "video layer", behind the grid, the grid's size): one context, one swap
+// and one composite per animation frame. Frames are uploaded when they arrive; the layer draws
+// in `requestAnimationFrame`, at most once per animation frame, only the tiles whose frame (or
+// place) changed. Each tile keeps its `canvas.video` as a transparent placeholder: its box is
+// where the layer draws the picture (`object-fit: contain`, the tile's rounded corners) and it
+// carries the same dataset (`data-key`, `data-painted`, `data-painter`) and the frame's size.
 
 /**
  * Summed milliseconds (performance.now()) of the WebGL texture uploads and draw calls since the
@@ -213,12 +214,40 @@ function upload(p, i, width, height, format, data) {
   }
 }
 
-function drawWebgl(p, f) {
+/** Per-canvas painters whose frame waits for the next animation frame (`rafDraw`). */
+const queued = new Set();
+let queuedFrame = false;
+
+/** `rafDraw`: draws each waiting canvas once, in the animation frame. */
+function drawQueued() {
+  queuedFrame = false;
+  const t0 = performance.now();
+  for (const p of queued) {
+    if (p.gl.isContextLost()) continue;
+    p.gl.viewport(0, 0, p.width, p.height);
+    p.gl.drawArrays(p.gl.TRIANGLE_STRIP, 0, 4);
+    p.dirty = false;
+    countDrawn(p.canvas);
+    renderTimes.tileDraws += 1;
+  }
+  if (queued.size) renderTimes.drawPasses += 1;
+  queued.clear();
+  renderTimes.drawMs += performance.now() - t0;
+}
+
+function drawWebgl(p, f, canvas) {
   const { gl } = p;
   if (gl.isContextLost()) return false;
   const t0 = performance.now();
-  p.set = p.sets[p.next];
-  p.next = (p.next + 1) % p.sets.length;
+  // `rafDraw` (a bench switch): each canvas drawn in the animation frame,
+  // a frame not drawn yet replaced in its (unread) set.
+  const raf = !!tuning().rafDraw;
+  if (raf && p.dirty) {
+    renderTimes.superseded += 1;
+  } else {
+    p.set = p.sets[p.next];
+    p.next = (p.next + 1) % p.sets.length;
+  }
   if (f.format === 'i420') {
     const cw = Math.ceil(f.width / 2);
     const ch = Math.ceil(f.height / 2);
@@ -232,8 +261,15 @@ function drawWebgl(p, f) {
   }
   p.last = f.format;
   const t1 = performance.now();
-  // `noDraw` (a bench switch): uploads only, so the canvas is not redrawn or composited again.
-  if (!window.__rtcioVideoTuning?.noDraw) {
+  if (raf) {
+    Object.assign(p, { dirty: true, width: f.width, height: f.height, canvas });
+    queued.add(p);
+    if (!queuedFrame) {
+      queuedFrame = true;
+      requestAnimationFrame(drawQueued);
+    }
+  } else if (!window.__rtcioVideoTuning?.noDraw) {
+    // `noDraw` (a bench switch): uploads only, so the canvas is not redrawn or composited again.
     gl.viewport(0, 0, f.width, f.height);
     gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
   }
@@ -394,6 +430,9 @@ function videoLayer(grid) {
       scheduled: false,
       backdrop: backdropOf(grid),
       uploadAtFrame: tuning().uploadAt === 'raf',
+      // `scale` (a bench switch, for measuring): the drawing buffer that fraction of the
+      // layer's device pixels, so the cost of its size shows.
+      scale: Number(tuning().scale) > 0 ? Number(tuning().scale) : 1,
     };
     canvas.addEventListener('webglcontextlost', (e) => e.preventDefault());
     // A restored context has none of the old textures: start again with the next frames.
@@ -496,7 +535,7 @@ function bindTile(l, t, box, pic, look) {
 /** Sizes and places the layer over its grid; true when its drawing buffer was reset. */
 function fitLayer(l) {
   const { canvas, grid } = l;
-  const dpr = window.devicePixelRatio || 1;
+  const dpr = (window.devicePixelRatio || 1) * l.scale;
   const w = Math.max(1, Math.round(grid.clientWidth * dpr));
   const h = Math.max(1, Math.round(grid.clientHeight * dpr));
   const at = `${grid.offsetLeft}px/${grid.offsetTop}px/${grid.clientWidth}px/${grid.clientHeight}px`;
@@ -539,7 +578,7 @@ function drawLayer(l) {
   const t0 = performance.now();
   if (fitLayer(l)) l.full = true;
   const g = l.grid.getBoundingClientRect();
-  const dpr = window.devicePixelRatio || 1;
+  const dpr = (window.devicePixelRatio || 1) * l.scale;
   const H = canvas.height;
   const entries = [];
   let moved = false;
@@ -597,8 +636,8 @@ function drawLayer(l) {
 
 /**
  * Paints a parsed frame (app.js `parseFrame`) for the tile canvas `canvas`, whose `width` /
- * `height` become the frame's. Returns how: 'webgl' (the shared layer, or the canvas's own
- * context with `layer: false`), '2d', or null when it could not be painted (a lost WebGL
+ * `height` become the frame's. Returns how: 'webgl' (the canvas's own context, or the shared
+ * layer with `layer: true`), '2d', or null when it could not be painted (a lost WebGL
  * context). A layer tile's frame is uploaded here and shows at the next animation frame.
  */
 export function paintVideo(canvas, f) {
@@ -607,7 +646,7 @@ export function paintVideo(canvas, f) {
   if (p && p.layer && p.layer !== layer) p = null;
   if (!p) {
     if (f.format === 'i420') {
-      const grid = tuning().layer === false ? null : canvas.parentElement?.closest('.grid');
+      const grid = tuning().layer === true ? canvas.parentElement?.closest('.grid') : null;
       const l = grid ? videoLayer(grid) : null;
       p = l ? layerTile(l, canvas) : webglPainter(canvas);
     }
@@ -624,8 +663,9 @@ export function paintVideo(canvas, f) {
   if (p.layer) {
     ok = paintLayer(canvas, p, f);
   } else {
-    ok = p.kind === 'webgl' ? drawWebgl(p, f) : draw2d(p, f);
-    if (ok) countDrawn(canvas);
+    ok = p.kind === 'webgl' ? drawWebgl(p, f, canvas) : draw2d(p, f);
+    // A `rafDraw` canvas counts when its animation frame draws it.
+    if (ok && !(p.kind === 'webgl' && tuning().rafDraw)) countDrawn(canvas);
   }
   return ok ? p.kind : null;
 }

@@ -95,7 +95,7 @@ fn autojoin_script(url: &str, tuning: &str) -> String {
       const v = window.__rtcioVideo || {{}};
       window.__TAURI_INTERNALS__.invoke('plugin:event|emit', {{
         event: 'bench-stats',
-        payload: {{ painted: v.painted, dropped: v.dropped, ipcMs: v.ipcMs, paintMs: v.paintMs, perKey: v.perKey, bytesPerKey: v.bytesPerKey, webgl: v.webgl, i420: v.i420, messages: v.messages, pulls: v.pulls, transport: v.transport, stages: v.stages, gl, at: performance.now() }},
+        payload: {{ painted: v.painted, dropped: v.dropped, ipcMs: v.ipcMs, paintMs: v.paintMs, perKey: v.perKey, drawnPerKey: v.drawnPerKey, bytesPerKey: v.bytesPerKey, webgl: v.webgl, i420: v.i420, messages: v.messages, pulls: v.pulls, transport: v.transport, stages: v.stages, gl, at: performance.now() }},
       }});
     }}, 500);
   }};
@@ -109,6 +109,9 @@ struct Sample {
     at: Instant,
     painted: f64,
     per_key: serde_json::Map<String, Value>,
+    /// Frames that reached the screen per tile (`videoStats.drawnPerKey`; the shared video
+    /// layer draws a tile at most once per animation frame, so this can be below `per_key`).
+    drawn_per_key: serde_json::Map<String, Value>,
     bytes_per_key: serde_json::Map<String, Value>,
     webgl: f64,
     i420: f64,
@@ -435,19 +438,22 @@ fn print_table(results: &[Value]) {
     };
     println!();
     println!(
-        "| remotes | format | transport | page | painted fps per remote tile | min | app CPU % | WebKit CPU % | app / WebKit CPU ms per remote frame | KiB per remote frame | page messages per frame | frames offered/s (all tiles) | transport ms | paint ms | page batches/s | wait / parse / upload / draw / paint ms per batch | load |"
+        "| remotes | format | transport | page | painted fps per remote tile | min | median | app CPU % | WebKit CPU % | app / WebKit CPU ms per remote frame | KiB per remote frame | page messages per frame | frames offered/s (all tiles) | transport ms | paint ms | page batches/s | wait / parse / upload / draw / paint ms per batch | load |"
     );
-    println!("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    println!(
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    );
     for v in results {
         let st = |k: &str| v["stage_ms_per_batch"][k].as_f64().unwrap_or(f64::NAN);
         println!(
-            "| {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.1} / {:.1} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {:.1} | {:.1} / {:.2} / {:.2} / {:.2} / {:.2} | {} |",
+            "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} / {:.1} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {:.1} | {:.1} / {:.2} / {:.2} / {:.2} / {:.2} | {} |",
             v["remotes"],
             v["format"].as_str().unwrap_or("?"),
             v["transport"].as_str().unwrap_or("?"),
             v["tuning"],
             tiles(v),
             f(v, "min_tile_fps"),
+            f(v, "median_tile_fps"),
             f(v, "app_cpu"),
             f(v, "webkit_cpu"),
             f(v, "app_ms_per_frame"),
@@ -500,9 +506,9 @@ fn print_table(results: &[Value]) {
     if results.windows(2).any(|p| p[0]["tuning"] != p[1]["tuning"]) {
         println!();
         println!(
-            "| remotes | page (after / before) | min tile fps | WebKit CPU per frame | page batches/s | load |"
+            "| remotes | page (after / before) | min tile fps | median tile fps | WebKit CPU per frame | page batches/s | load |"
         );
-        println!("|---|---|---:|---:|---:|---|");
+        println!("|---|---|---:|---:|---:|---:|---|");
         for pair in results.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
             if a["tuning"] == b["tuning"]
@@ -514,11 +520,12 @@ fn print_table(results: &[Value]) {
             }
             let r = |k: &str| f(b, k) / f(a, k);
             println!(
-                "| {} | {} / {} | {:.2} | {:.2} | {:.2} | {} / {} |",
+                "| {} | {} / {} | {:.2} | {:.2} | {:.2} | {:.2} | {} / {} |",
                 b["remotes"],
                 b["tuning"],
                 a["tuning"],
                 r("min_tile_fps"),
+                r("median_tile_fps"),
                 r("webkit_ms_per_frame"),
                 r("page_batches_per_s"),
                 a["load"].as_str().unwrap_or("?"),
@@ -759,6 +766,7 @@ fn app() -> anyhow::Result<()> {
             ipc_ms: v["ipcMs"].as_f64().unwrap_or(0.0),
             paint_ms: v["paintMs"].as_f64().unwrap_or(0.0),
             per_key: v["perKey"].as_object().cloned().unwrap_or_default(),
+            drawn_per_key: v["drawnPerKey"].as_object().cloned().unwrap_or_default(),
             bytes_per_key: v["bytesPerKey"].as_object().cloned().unwrap_or_default(),
             webgl: v["webgl"].as_f64().unwrap_or(0.0),
             i420: v["i420"].as_f64().unwrap_or(0.0),
@@ -893,15 +901,49 @@ fn app() -> anyhow::Result<()> {
                         100.0 * stage(key) / (1000.0 * secs)
                     );
                 }
-                let mut tile_fps: Vec<f64> = b
-                    .per_key
-                    .keys()
-                    .filter(|k| !k.starts_with("self/"))
-                    .map(|k| (count(&b.per_key, k) - count(&a.per_key, k)) / secs)
-                    .collect();
-                tile_fps.sort_by(f64::total_cmp);
-                let tiles: Vec<String> = tile_fps.iter().map(|x| format!("{x:.1}")).collect();
-                println!("  painted per remote tile: [{}] fps", tiles.join(", "));
+                println!(
+                    "  draws: {:.1} animation frames/s drew, {:.2} tiles each; {:.1} frames/s superseded before a draw showed them",
+                    stage("drawPasses") / secs,
+                    stage("tileDraws") / stage("drawPasses").max(1.0),
+                    stage("superseded") / secs
+                );
+                // Per remote tile: frames handed to the renderer, and those that reached the
+                // screen (the painted rate; the same unless the layer superseded some).
+                let rates = |m_b: &serde_json::Map<String, Value>,
+                             m_a: &serde_json::Map<String, Value>| {
+                    let mut fps: Vec<f64> = m_b
+                        .keys()
+                        .filter(|k| !k.starts_with("self/"))
+                        .map(|k| (count(m_b, k) - count(m_a, k)) / secs)
+                        .collect();
+                    fps.sort_by(f64::total_cmp);
+                    fps
+                };
+                let handed_fps = rates(&b.per_key, &a.per_key);
+                let drawn = !b.drawn_per_key.is_empty();
+                let tile_fps = if drawn {
+                    rates(&b.drawn_per_key, &a.drawn_per_key)
+                } else {
+                    handed_fps.clone()
+                };
+                let show = |v: &[f64]| {
+                    v.iter()
+                        .map(|x| format!("{x:.1}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                println!(
+                    "  painted per remote tile: [{}] fps (handed to the renderer: [{}])",
+                    show(&tile_fps),
+                    show(&handed_fps)
+                );
+                let median_fps = if tile_fps.is_empty() {
+                    0.0
+                } else if tile_fps.len() % 2 == 1 {
+                    tile_fps[tile_fps.len() / 2]
+                } else {
+                    (tile_fps[tile_fps.len() / 2 - 1] + tile_fps[tile_fps.len() / 2]) / 2.0
+                };
                 // Bytes per remote frame, from what the page received for the remote tiles.
                 let (remote_bytes, remote_frames) = b
                     .per_key
@@ -914,6 +956,16 @@ fn app() -> anyhow::Result<()> {
                         )
                     });
                 let remote_frame_bytes = remote_bytes / remote_frames.max(1.0);
+                // CPU per frame on screen (what the tiles showed, not what was superseded).
+                let remote_shown = if drawn {
+                    b.drawn_per_key
+                        .keys()
+                        .filter(|k| !k.starts_with("self/"))
+                        .map(|k| count(&b.drawn_per_key, k) - count(&a.drawn_per_key, k))
+                        .sum::<f64>()
+                } else {
+                    remote_frames
+                };
                 // Only remote tiles get I420 and WebGL (our preview is RGBA on a 2D canvas).
                 println!(
                     "  remote frames: {:.0} KiB each; {:.0} % came as I420, {:.0} % painted with WebGL",
@@ -935,6 +987,10 @@ fn app() -> anyhow::Result<()> {
                     "transport": b.transport,
                     "tile_fps": tile_fps,
                     "min_tile_fps": tile_fps.first().copied().unwrap_or(0.0),
+                    "median_tile_fps": median_fps,
+                    "handed_tile_fps": handed_fps,
+                    "draw_passes_per_s": stage("drawPasses") / secs,
+                    "superseded_per_s": stage("superseded") / secs,
                     "app_cpu": pct(b.cpu_ticks - a.cpu_ticks),
                     "webkit_cpu": pct(b.web_ticks - a.web_ticks),
                     "remotes_cpu": pct(b.remote_ticks - a.remote_ticks),
@@ -942,9 +998,9 @@ fn app() -> anyhow::Result<()> {
                     // CPU milliseconds per painted remote frame: what each frame costs, which
                     // a loaded machine changes less than the frame rate it allows.
                     "app_ms_per_frame": 1000.0 * (b.cpu_ticks - a.cpu_ticks) as f64
-                        / clock_ticks_per_second() / remote_frames.max(1.0),
+                        / clock_ticks_per_second() / remote_shown.max(1.0),
                     "webkit_ms_per_frame": 1000.0 * (b.web_ticks - a.web_ticks) as f64
-                        / clock_ticks_per_second() / remote_frames.max(1.0),
+                        / clock_ticks_per_second() / remote_shown.max(1.0),
                     "ipc_ms": (b.ipc_ms - a.ipc_ms) / painted.max(1.0),
                     "ipc_calls_per_frame": ipc_calls / painted.max(1.0),
                     "offered_fps": offered / secs,
