@@ -27,12 +27,15 @@ pub const START_WAIT: Duration = Duration::from_secs(120);
 /// W3C WebDriver's key of an element reference.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// Frames painted so far per tile key in the app (`videoStats.perKey` of `ui/app.js`).
-pub const PAINTED: &str = "const s = window.__rtcioVideo; return s ? s.perKey : null;";
+/// Frames painted so far per tile key in the app: those that reached the screen
+/// (`videoStats.drawnPerKey` of `ui/app.js`; the shared WebGL layer draws in animation frames,
+/// so `perKey`, the frames handed to the renderer, can run ahead of it).
+pub const PAINTED: &str =
+    "const s = window.__rtcioVideo; return s ? (s.drawnPerKey || s.perKey) : null;";
 
 /// Painted frames of the first tile whose key starts with `arguments[0]`, when ≥ `arguments[1]`.
 pub const PAINTED_AT_LEAST: &str = "const s = window.__rtcioVideo; if (!s) return null;
-  for (const [k, n] of Object.entries(s.perKey)) if (k.startsWith(arguments[0]) && n >= arguments[1]) return {key: k, n};
+  for (const [k, n] of Object.entries(s.drawnPerKey || s.perKey)) if (k.startsWith(arguments[0]) && n >= arguments[1]) return {key: k, n};
   return null;";
 
 pub fn free_port() -> u16 {
