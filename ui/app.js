@@ -874,10 +874,11 @@ function reportTileSizes() {
 // the WebGL texture uploads / draw calls (renderer.js `renderTimes`), `paintMs` the whole of
 // painting a batch's frames (uploads, draws, 2D canvases, bookkeeping), `batches` batches
 // handled, `frames` animation frames seen (requestAnimationFrame: what the page composited),
-// `drawPasses` / `tileDraws` animation frames in which the shared video layer drew / tiles it
-// drew then, `superseded` frames replaced by their tile's next one before a draw showed them.
-// `drawnPerKey`: frames that reached the screen per tile (`perKey` counts those handed to the
-// renderer; a layer tile shows at most one per animation frame).
+// `drawPasses` / `tileDraws` animation frames in which the page drew in `requestAnimationFrame`
+// (the `layer: true` or `rafDraw` switches; 0 by default) / tiles drawn then, `superseded`
+// frames replaced by their tile's next one before such a draw showed them. `drawnPerKey`:
+// frames that reached the screen per tile (`perKey` counts those handed to the renderer; the
+// same by default, where a frame is drawn when it arrives).
 export const videoStats = {
   painted: 0, dropped: 0, ipcMs: 0, paintMs: 0, perKey: {}, bytesPerKey: {}, webgl: 0, i420: 0, messages: 0, pulls: 0,
   transport: null,

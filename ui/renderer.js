@@ -21,7 +21,7 @@
  * page loaded: the bench's per-stage table reads them (app.js `videoStats.stages`). With
  * software GL an upload is a copy on the page's main thread; a draw is queued and mostly runs
  * when the page composites. Counts too: `drawPasses` animation frames in which the shared layer
- * drew, `tileDraws` tiles drawn in them, `superseded` frames uploaded but replaced by their
+ * (or, with `rafDraw`, the tile canvases) drew, `tileDraws` tiles drawn in them, `superseded` frames uploaded but replaced by their
  * tile's next frame before a draw showed them, `drawnPerKey` frames that reached the screen per
  * tile key (the painted rate).
  */
