@@ -687,13 +687,17 @@ mod tests {
     /// higher one does, and a minute later the try may be repeated.
     #[test]
     fn a_step_up_the_link_could_not_hold_is_not_repeated_at_the_same_target() {
-        let mut q = QualityScaler::default();
         let (fast, interval) = (Duration::from_millis(5), Duration::from_millis(33));
         let full = (1280, 720);
         // 360p30 (540p30 needs ~470k, ~610k with the margin).
-        q.set_budget(400_000, full, 30.0);
-        q.start_at_budget();
-        assert_eq!(q.level(), 2);
+        let at_360p = || {
+            let mut q = QualityScaler::default();
+            q.set_budget(400_000, full, 30.0);
+            q.start_at_budget();
+            assert_eq!(q.level(), 2);
+            q
+        };
+        // The changes (new level, reason) in `secs` seconds at `bps`.
         let run = |q: &mut QualityScaler, bps: u32, secs: u64| {
             q.set_budget(bps, full, 30.0);
             let mut changes = Vec::new();
@@ -704,50 +708,26 @@ mod tests {
             }
             changes
         };
-        // The estimate overshoots the link: up after the hold.
-        assert_eq!(
-            run(&mut q, 760_000, 11),
-            vec![(1, QualityReason::Recovered)]
-        );
-        // 540p overflows it: the estimate falls, straight back down.
-        assert_eq!(
-            run(&mut q, 446_000, 2),
-            vec![(2, QualityReason::TargetBitrate)]
-        );
+        let up = vec![(1, QualityReason::Recovered)];
+        let down = vec![(2, QualityReason::TargetBitrate)];
+        let mut q = at_360p();
+        // The estimate overshoots the link: up after the hold; 540p overflows it, the estimate
+        // falls: straight back down.
+        assert_eq!(run(&mut q, 760_000, 11), up);
+        assert_eq!(run(&mut q, 446_000, 2), down);
         // The estimate climbs back to where it was: no second try for most of a minute.
         assert_eq!(run(&mut q, 760_000, 50), vec![]);
         // After the memory runs out, one more try.
-        assert_eq!(
-            run(&mut q, 760_000, 11),
-            vec![(1, QualityReason::Recovered)]
-        );
+        assert_eq!(run(&mut q, 760_000, 11), up);
         // A step up that holds (no step down within the window) leaves no memory behind.
-        let mut q = QualityScaler::default();
-        q.set_budget(400_000, full, 30.0);
-        q.start_at_budget();
-        assert_eq!(
-            run(&mut q, 760_000, 11),
-            vec![(1, QualityReason::Recovered)]
-        );
+        let mut q = at_360p();
+        assert_eq!(run(&mut q, 760_000, 11), up);
         assert_eq!(run(&mut q, 760_000, 11), vec![]);
-        assert_eq!(
-            run(&mut q, 446_000, 2),
-            vec![(2, QualityReason::TargetBitrate)]
-        );
-        assert_eq!(
-            run(&mut q, 760_000, 11),
-            vec![(1, QualityReason::Recovered)]
-        );
-        // After a failed try, a clearly higher target is a link that grew: up at once after the
-        // hold.
-        assert_eq!(
-            run(&mut q, 446_000, 2),
-            vec![(2, QualityReason::TargetBitrate)]
-        );
-        assert_eq!(
-            run(&mut q, 1_000_000, 11),
-            vec![(1, QualityReason::Recovered)]
-        );
+        assert_eq!(run(&mut q, 446_000, 2), down);
+        assert_eq!(run(&mut q, 760_000, 11), up);
+        // After a failed try, a clearly higher target is a link that grew: up after the hold.
+        assert_eq!(run(&mut q, 446_000, 2), down);
+        assert_eq!(run(&mut q, 1_000_000, 11), up);
     }
 
     #[test]

@@ -299,13 +299,13 @@ fn a_check_before_the_answer_is_answered_when_the_answer_arrives() {
     );
 }
 
-/// A check that comes before the remote's candidate makes it peer-reflexive; the candidate,
-/// signaled later, takes its place (libwebrtc does the same). Before, both stayed, and the pair
-/// that had already been checked kept the prflx end: webrtc-rs gives that no stats entry, so the
-/// call's selected pair had no known remote end (the CLI never printed its `path` line).
-#[test]
-fn a_signaled_candidate_replaces_the_peer_reflexive_one_a_check_made() {
-    let mut sides = [side(40_010, true), side(40_011, false)];
+/// Two agents on `port` (controlling) and `port + 1` with their checks started, where only the
+/// controlling side knows its peer's candidate: the controlled side learns the controlling one
+/// from its checks (peer-reflexive) until `candidates[0]` is signaled to it.
+fn checks_before_candidates(
+    port: u16,
+) -> ([Side; 2], Vec<rtc::ice::candidate::Candidate>, Instant) {
+    let mut sides = [side(port, true), side(port + 1, false)];
     let now = Instant::now();
     let (creds, candidates) = signaling(&sides);
     for (i, s) in sides.iter_mut().enumerate() {
@@ -314,11 +314,20 @@ fn a_signaled_candidate_replaces_the_peer_reflexive_one_a_check_made() {
             .start_connectivity_checks(now, i == 0, ufrag, pwd)
             .expect("start");
     }
-    // Only the controlling side knows its peer's candidate yet.
     sides[0]
         .agent
         .add_remote_candidate(candidates[1].clone())
         .expect("remote candidate");
+    (sides, candidates, now)
+}
+
+/// A check that comes before the remote's candidate makes it peer-reflexive; the candidate,
+/// signaled later, takes its place (libwebrtc does the same). Before, both stayed, and the pair
+/// that had already been checked kept the prflx end: webrtc-rs gives that no stats entry, so the
+/// call's selected pair had no known remote end (the CLI never printed its `path` line).
+#[test]
+fn a_signaled_candidate_replaces_the_peer_reflexive_one_a_check_made() {
+    let (mut sides, candidates, now) = checks_before_candidates(40_010);
     let mut t = now;
     let mut delivered = false;
     for _ in 0..200 {
@@ -370,21 +379,7 @@ fn a_signaled_candidate_replaces_the_peer_reflexive_one_a_check_made() {
 /// under load reported neither).
 #[test]
 fn replacing_the_selected_pairs_remote_end_is_announced() {
-    let mut sides = [side(40_020, true), side(40_021, false)];
-    let now = Instant::now();
-    let (creds, candidates) = signaling(&sides);
-    for (i, s) in sides.iter_mut().enumerate() {
-        let (ufrag, pwd) = creds[1 - i].clone();
-        s.agent
-            .start_connectivity_checks(now, i == 0, ufrag, pwd)
-            .expect("start");
-    }
-    // Only the controlling side knows its peer's candidate: the controlled side's pair is
-    // peer-reflexive, made by the first check.
-    sides[0]
-        .agent
-        .add_remote_candidate(candidates[1].clone())
-        .expect("remote candidate");
+    let (mut sides, candidates, now) = checks_before_candidates(40_020);
     let mut t = now;
     let mut selected = None;
     for _ in 0..300 {
