@@ -899,11 +899,15 @@ impl Association {
             self.source_port = 5000; // Spec??
             self.destination_port = 5000; // Spec??
 
+            // An INIT always carries verification tag 0 (RFC 9260 8.5.1; the peer discards it
+            // otherwise, as `check_packet`, usrsctp and dcsctp do). A repeated INIT used the
+            // peer's tag once the peer's own INIT had set it (simultaneous open), so after both
+            // INIT ACKs were lost neither end's repeats were ever accepted.
             let outbound = Packet {
                 common_header: CommonHeader {
                     source_port: self.source_port,
                     destination_port: self.destination_port,
-                    verification_tag: self.peer_verification_tag,
+                    verification_tag: 0,
                 },
                 chunks: vec![Box::new(stored_init.clone())],
             };
