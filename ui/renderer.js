@@ -15,6 +15,8 @@
 // place) changed. Each tile keeps its `canvas.video` as a transparent placeholder: its box is
 // where the layer draws the picture (`object-fit: contain`, the tile's rounded corners) and it
 // carries the same dataset (`data-key`, `data-painted`, `data-painter`) and the frame's size.
+// With `layerBox: 'tiles'` (also a bench switch) the layer covers only the union of its tiles'
+// boxes rather than the whole grid (its size is its cost with software GL).
 
 /**
  * Summed milliseconds (performance.now()) of the WebGL texture uploads and draw calls since the
@@ -532,24 +534,51 @@ function bindTile(l, t, box, pic, look) {
   gl.uniform1i(u.mirror, look.mirror ? 1 : 0);
 }
 
-/** Sizes and places the layer over its grid; true when its drawing buffer was reset. */
-function fitLayer(l) {
+/**
+ * Sizes and places the layer over `area` (CSS pixels from the grid's top left; default the
+ * last area, at first the whole grid); true when its drawing buffer was reset.
+ */
+function fitLayer(l, area = l.area) {
   const { canvas, grid } = l;
+  const a = area || { left: 0, top: 0, width: grid.clientWidth, height: grid.clientHeight };
+  l.area = area;
   const dpr = (window.devicePixelRatio || 1) * l.scale;
-  const w = Math.max(1, Math.round(grid.clientWidth * dpr));
-  const h = Math.max(1, Math.round(grid.clientHeight * dpr));
-  const at = `${grid.offsetLeft}px/${grid.offsetTop}px/${grid.clientWidth}px/${grid.clientHeight}px`;
+  const w = Math.max(1, Math.round(a.width * dpr));
+  const h = Math.max(1, Math.round(a.height * dpr));
+  const left = grid.offsetLeft + a.left;
+  const top = grid.offsetTop + a.top;
+  const at = `${left}px/${top}px/${a.width}px/${a.height}px`;
   if (canvas.dataset.at !== at) {
     canvas.dataset.at = at;
     Object.assign(canvas.style, {
-      left: `${grid.offsetLeft}px`, top: `${grid.offsetTop}px`,
-      width: `${grid.clientWidth}px`, height: `${grid.clientHeight}px`,
+      left: `${left}px`, top: `${top}px`, width: `${a.width}px`, height: `${a.height}px`,
     });
   }
   if (canvas.width === w && canvas.height === h) return false;
   canvas.width = w;
   canvas.height = h;
   return true;
+}
+
+/**
+ * `layerBox: 'tiles'` (a bench switch): the union of the layer tiles' boxes, in CSS pixels
+ * from the grid's top left (`g`, its client rect), so the layer covers no empty cell and no
+ * 2D tile; null (the whole grid) otherwise or without tiles.
+ */
+function tilesArea(l, g) {
+  if (tuning().layerBox !== 'tiles') return null;
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  for (const [c, t] of l.tiles) {
+    if (!t.format) continue;
+    const r = c.getBoundingClientRect();
+    if (r.width < 1 || r.height < 1) continue;
+    x0 = Math.min(x0, r.left); y0 = Math.min(y0, r.top);
+    x1 = Math.max(x1, r.right); y1 = Math.max(y1, r.bottom);
+  }
+  if (x0 === Infinity) return null;
+  const left = Math.floor(x0 - g.left);
+  const top = Math.floor(y0 - g.top);
+  return { left, top, width: Math.ceil(x1 - g.left) - left, height: Math.ceil(y1 - g.top) - top };
 }
 
 /**
@@ -576,17 +605,22 @@ function drawLayer(l) {
   canvas.hidden = l.tiles.size === 0;
   if (canvas.hidden) return;
   const t0 = performance.now();
-  if (fitLayer(l)) l.full = true;
-  const g = l.grid.getBoundingClientRect();
+  for (const t of l.tiles.values()) {
+    if (t.pending) {
+      uploadTile(l, t, t.pending);
+      t.pending = null;
+    }
+  }
+  const grid = l.grid.getBoundingClientRect();
+  const area = tilesArea(l, grid);
+  if (fitLayer(l, area)) l.full = true;
+  // The layer's top left on the screen.
+  const g = { left: grid.left + (area ? area.left : 0), top: grid.top + (area ? area.top : 0) };
   const dpr = (window.devicePixelRatio || 1) * l.scale;
   const H = canvas.height;
   const entries = [];
   let moved = false;
   for (const [c, t] of l.tiles) {
-    if (t.pending) {
-      uploadTile(l, t, t.pending);
-      t.pending = null;
-    }
     if (!t.format) continue;
     const r = c.getBoundingClientRect();
     const x0 = Math.round((r.left - g.left) * dpr);

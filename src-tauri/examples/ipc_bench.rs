@@ -31,7 +31,11 @@
 //! window and the display (default: the app's 1200 × 780 window on 1280 × 800; 1920x1080 makes
 //! 4 remotes and our preview 3 + 2 cells near half of 720p, which get exactly half, see
 //! `media::i420_scale_target`). `RTCIO_I420_SCALER=tile` scales to each tile's own size
-//! instead (the before of that rule).
+//! instead (the before of that rule). `BENCH_ENVS` runs each count and format once per set of
+//! the app's environment variables (`K=V` separated by spaces, sets by `|`, `||` the
+//! environment as it is), back to back with one binary: `LP_NUM_THREADS`, `GALLIUM_DRIVER`,
+//! `WEBKIT_*` (the app role sets `WEBKIT_DISABLE_DMABUF_RENDERER=1` and
+//! `LIBGL_ALWAYS_SOFTWARE=1` only when a set does not).
 //!
 //! `BENCH_ROLE=scale` runs no app: it prints the cost of scaling a 1280×720 picture into the
 //! IPC buffer of tiles at and near half and a quarter of it, fast_image_resize at the tile's
@@ -90,7 +94,11 @@ fn autojoin_script(url: &str, tuning: &str) -> String {
     $('join-button').click();
     // Whether this webview offers WebGL (the I420 frames are painted with WebGL 2).
     const probe = document.createElement('canvas');
-    const gl = probe.getContext('webgl2') ? 'webgl2' : probe.getContext('webgl') ? 'webgl' : 'none';
+    const ctx = probe.getContext('webgl2') || probe.getContext('webgl');
+    const info = ctx && ctx.getExtension('WEBGL_debug_renderer_info');
+    // The kind and the GL renderer (llvmpipe / softpipe: software GL).
+    const gl = (ctx ? (ctx instanceof WebGL2RenderingContext ? 'webgl2' : 'webgl') : 'none')
+      + (info ? ' ' + ctx.getParameter(info.UNMASKED_RENDERER_WEBGL) : '');
     setInterval(() => {{
       const v = window.__rtcioVideo || {{}};
       window.__TAURI_INTERNALS__.invoke('plugin:event|emit', {{
@@ -301,6 +309,22 @@ fn driver() -> anyhow::Result<()> {
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
         .collect();
+    // `BENCH_ENVS`: sets of environment variables for the app (`K=V` separated by spaces; the
+    // sets by `|`, an empty set is the environment as it is), each run back to back in that order
+    // with the same binary: e.g. `|LP_NUM_THREADS=1|WEBKIT_DISABLE_COMPOSITING_MODE=1`. The
+    // ratios compare each set with the last run of the first set before it.
+    let envs: Vec<(String, Vec<(String, String)>)> = std::env::var("BENCH_ENVS")
+        .unwrap_or_default()
+        .split('|')
+        .map(|set| {
+            let vars = set
+                .split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            (set.trim().to_string(), vars)
+        })
+        .collect();
     let exe = std::env::current_exe()?;
     // The remotes send a pre-encoded file unless told otherwise.
     let scratch = std::env::temp_dir().join(format!("rtcio-ipc-bench-file-{}", std::process::id()));
@@ -329,14 +353,18 @@ fn driver() -> anyhow::Result<()> {
         .filter_map(|n| n.trim().parse::<usize>().ok())
     {
         for format in formats.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-            for (transport, tuning) in transports
+            for (transport, tuning, env) in transports
                 .split(',')
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .flat_map(|t| tunings.iter().map(move |u| (t, u.as_str())))
+                .flat_map(|(t, u)| envs.iter().map(move |e| (t, u, e)))
             {
+                let (transport, tuning, (env_label, env_vars)) = (transport, tuning, env);
                 let mut cmd = Command::new(&exe);
                 cmd.env("BENCH_PAGE_TUNING", tuning);
+                cmd.env("BENCH_ENV_LABEL", env_label);
+                cmd.envs(env_vars.iter().map(|(k, v)| (k, v)));
                 cmd.env("BENCH_ROLE", "app")
                     .env("BENCH_REMOTES", n.to_string())
                     .env("BENCH_FORMAT", format)
@@ -368,7 +396,7 @@ fn driver() -> anyhow::Result<()> {
                 let status = child.wait()?;
                 anyhow::ensure!(
                     status.success(),
-                    "the run with {n} remotes ({format}, {transport}, page {tuning}) failed: {status}"
+                    "the run with {n} remotes ({format}, {transport}, page {tuning}, env {env_label}) failed: {status}"
                 );
             }
         }
@@ -424,6 +452,11 @@ fn print_table(results: &[Value]) {
         return;
     }
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    // The page switches and the `BENCH_ENVS` set of a run.
+    let label = |v: &Value| match v["env"].as_str().unwrap_or("") {
+        "" => v["tuning"].to_string(),
+        env => format!("{} {env}", v["tuning"]),
+    };
     let tiles = |v: &Value| -> String {
         let list: Vec<String> = v["tile_fps"]
             .as_array()
@@ -450,7 +483,7 @@ fn print_table(results: &[Value]) {
             v["remotes"],
             v["format"].as_str().unwrap_or("?"),
             v["transport"].as_str().unwrap_or("?"),
-            v["tuning"],
+            label(v),
             tiles(v),
             f(v, "min_tile_fps"),
             f(v, "median_tile_fps"),
@@ -502,30 +535,42 @@ fn print_table(results: &[Value]) {
             );
         }
     }
-    // Ratios: each page tuning over the run before it (same remotes, format and transport).
-    if results.windows(2).any(|p| p[0]["tuning"] != p[1]["tuning"]) {
+    // Ratios: each page tuning / env set over a run of the first one of its group (same remotes,
+    // format and transport), the last such run before it (back to back when the sets alternate
+    // with the first: `|A||B`), else the run before it.
+    if results.windows(2).any(|p| label(&p[0]) != label(&p[1])) {
         println!();
         println!(
-            "| remotes | page (after / before) | min tile fps | median tile fps | WebKit CPU per frame | page batches/s | load |"
+            "| remotes | page / env (after / before) | min tile fps | median tile fps | app CPU per frame | WebKit CPU per frame | page batches/s | load |"
         );
-        println!("|---|---|---:|---:|---:|---:|---|");
-        for pair in results.windows(2) {
-            let (a, b) = (&pair[0], &pair[1]);
-            if a["tuning"] == b["tuning"]
-                || a["remotes"] != b["remotes"]
-                || a["format"] != b["format"]
-                || a["transport"] != b["transport"]
-            {
+        println!("|---|---|---:|---:|---:|---:|---:|---|");
+        let same_group = |a: &Value, b: &Value| {
+            a["remotes"] == b["remotes"]
+                && a["format"] == b["format"]
+                && a["transport"] == b["transport"]
+        };
+        for (i, b) in results.iter().enumerate() {
+            let Some(first) = results.iter().find(|a| same_group(a, b)) else {
+                continue;
+            };
+            if label(first) == label(b) {
                 continue;
             }
+            let base = results[..i]
+                .iter()
+                .rev()
+                .find(|a| same_group(a, b) && label(a) == label(first))
+                .or_else(|| results[..i].last().filter(|a| same_group(a, b)));
+            let Some(a) = base else { continue };
             let r = |k: &str| f(b, k) / f(a, k);
             println!(
-                "| {} | {} / {} | {:.2} | {:.2} | {:.2} | {:.2} | {} / {} |",
+                "| {} | {} / {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} / {} |",
                 b["remotes"],
-                b["tuning"],
-                a["tuning"],
+                label(b),
+                label(a),
                 r("min_tile_fps"),
                 r("median_tile_fps"),
+                r("app_ms_per_frame"),
                 r("webkit_ms_per_frame"),
                 r("page_batches_per_s"),
                 a["load"].as_str().unwrap_or("?"),
@@ -706,8 +751,15 @@ fn app() -> anyhow::Result<()> {
         std::env::set_var("XDG_DATA_HOME", scratch.join("data"));
         std::env::set_var("XDG_CONFIG_HOME", scratch.join("config"));
         std::env::set_var("XDG_CACHE_HOME", scratch.join("cache"));
-        std::env::set_var("WEBKIT_DISABLE_DMABUF_RENDERER", "1");
-        std::env::set_var("LIBGL_ALWAYS_SOFTWARE", "1");
+        // Defaults a `BENCH_ENVS` set may override (Xvfb has no DRI device either way).
+        for (k, v) in [
+            ("WEBKIT_DISABLE_DMABUF_RENDERER", "1"),
+            ("LIBGL_ALWAYS_SOFTWARE", "1"),
+        ] {
+            if std::env::var_os(k).is_none() {
+                std::env::set_var(k, v);
+            }
+        }
         std::env::set_var("NO_AT_BRIDGE", "1");
         std::env::set_var(rtcio_desktop::media::FAKE_MEDIA_ENV, "1");
     }
@@ -1015,6 +1067,7 @@ fn app() -> anyhow::Result<()> {
                         "paint": stage("paintMs") / page_batches.max(1.0),
                     }),
                     "tuning": serde_json::from_str::<Value>(&tuning).unwrap_or_default(),
+                    "env": std::env::var("BENCH_ENV_LABEL").unwrap_or_default(),
                     "load": load,
                     "gl": b.gl,
                 });

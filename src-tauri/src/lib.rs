@@ -21,6 +21,41 @@ use std::time::Duration;
 
 use tauri::Manager;
 
+/// Whether this machine has a DRI device (`/dev/dri/card*` or `renderD*`): without one Mesa
+/// can only give WebKitGTK software GL (llvmpipe), whatever the settings.
+#[cfg(target_os = "linux")]
+pub fn has_dri_device() -> bool {
+    std::fs::read_dir("/dev/dri").is_ok_and(|dir| {
+        dir.filter_map(Result::ok).any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("card") || name.starts_with("renderD")
+        })
+    })
+}
+
+/// WebKitGTK settings for a machine without a GPU (no DRI device, see [`has_dri_device`]),
+/// each only when the user has not set it: `WEBKIT_DISABLE_DMABUF_RENDERER=1`. With software
+/// GL the DMA-BUF renderer painted four 720p tiles at 0.33× the rate of the shared-memory one
+/// and cost WebKit 5.6× the CPU per frame (`ipc_bench`, src-tauri/README.md "Software GL
+/// settings"). A machine with a DRI device keeps WebKit's defaults.
+///
+/// Call it before any thread exists (environment writes are not thread-safe): first in `main`.
+pub fn software_rendering_defaults() {
+    #[cfg(target_os = "linux")]
+    if !has_dri_device() {
+        for (key, value) in SOFTWARE_RENDERING_ENV {
+            if std::env::var_os(key).is_none() {
+                // SAFETY: called first in `main`, before any other thread exists (documented).
+                unsafe { std::env::set_var(key, value) };
+            }
+        }
+    }
+}
+
+/// What [`software_rendering_defaults`] sets on a machine without a DRI device.
+pub const SOFTWARE_RENDERING_ENV: &[(&str, &str)] = &[("WEBKIT_DISABLE_DMABUF_RENDERER", "1")];
+
 /// Builds and runs the app until its last window closes.
 pub fn run() -> anyhow::Result<()> {
     let app = builder().build(tauri::generate_context!())?;

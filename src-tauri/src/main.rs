@@ -10,6 +10,8 @@ const DEFAULT_LOG: &str =
     "info,webrtc=warn,rtc=warn,rtcio=info,rtcio_desktop=info,rtcio_server=info,rtcio_media=info";
 
 fn main() -> anyhow::Result<()> {
+    // First, while this is the only thread: it writes the environment WebKit reads.
+    rtcio_desktop::software_rendering_defaults();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()

@@ -244,6 +244,43 @@ test('`layer: true`: every WebGL tile is drawn on one shared layer behind the gr
   assert.equal(await page.evaluate(() => document.querySelectorAll('canvas#video-layer').length), 1);
 });
 
+test('`layerBox: \'tiles\'`: the layer covers only the union of its tiles, and follows them', async () => {
+  await page.addInitScript(() => { window.__rtcioVideoTuning = { layer: true, layerBox: 'tiles' }; });
+  await joinWithRemote();
+  await emit('room-event', { type: 'user-connected', id: 'p2', name: 'Cy' });
+  await emit('stream-added', { key: 'p2/ms1', peerId: 'p2', kind: 'camera', name: 'Cy' });
+  await page.evaluate(() => {
+    const m = window.__mock;
+    return m.batch([
+      m.i420Bytes('p1/ms1', 32, 18, [120, 100, 150], { ageMs: 5 }),
+      m.i420Bytes('p2/ms1', 32, 18, [81, 90, 240], { ageMs: 5 }),
+    ]);
+  });
+  await frames();
+  const boxes = () => page.evaluate(() => {
+    const box = (el) => { const r = el.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+    const tiles = ['p1/ms1', 'p2/ms1'].map((k) => box(document.querySelector(`canvas.video[data-key="${k}"]`)));
+    const union = [Math.min(...tiles.map((b) => b[0])), Math.min(...tiles.map((b) => b[1])),
+      Math.max(...tiles.map((b) => b[2])), Math.max(...tiles.map((b) => b[3]))];
+    return { layer: box(document.getElementById('video-layer')), union, grid: box(document.getElementById('grid')) };
+  });
+  const check = (b, what) => {
+    b.layer.forEach((v, i) => assert.ok(Math.abs(v - b.union[i]) <= 1, `${what}: layer ${b.layer} is the tiles' union ${b.union}`));
+  };
+  const before = await boxes();
+  check(before, 'two remotes and our own (2D) tile');
+  const area = (b) => (b[2] - b[0]) * (b[3] - b[1]);
+  assert.ok(area(before.layer) < area(before.grid), 'smaller than the grid: our own tile is not on it');
+  near(await screenPixel(...await centre('.tile[data-id="p1"]')), bt601(120, 100, 150), 3, 'p1 on screen');
+  near(await screenPixel(...await centre('.tile[data-id="p2"]')), bt601(81, 90, 240), 3, 'p2 on screen');
+  // Pinned: the tiles move and change size without a new frame; the layer follows them.
+  await page.click('.tile[data-id="p2"]');
+  await frames();
+  check(await boxes(), 'p2 pinned');
+  near(await screenPixel(...await centre('.tile[data-id="p2"]')), bt601(81, 90, 240), 3, 'p2 pinned, on screen');
+  near(await screenPixel(...await centre('.tile[data-id="p1"]')), bt601(120, 100, 150), 3, 'p1 in the strip, on screen');
+});
+
 test('by default each tile has its own WebGL canvas, given back when removed', async () => {
   await joinWithRemote();
   await sendI420('p1/ms1', 8, 4, [120, 100, 150]);
