@@ -36,21 +36,34 @@ pub fn has_dri_device() -> bool {
 
 /// WebKitGTK settings for a machine without a GPU (no DRI device, see [`has_dri_device`]),
 /// each only when the user has not set it: `WEBKIT_DISABLE_DMABUF_RENDERER=1`. With software
-/// GL the DMA-BUF renderer painted four 720p tiles at 0.33× the rate of the shared-memory one
-/// and cost WebKit 5.6× the CPU per frame (`ipc_bench`, src-tauri/README.md "Software GL
+/// GL the DMA-BUF renderer painted four 720p tiles at 0.12–0.36× the rate of the shared-memory
+/// one and cost WebKit 4.3–7.5× the CPU per frame (`ipc_bench`, src-tauri/README.md "Software GL
 /// settings"). A machine with a DRI device keeps WebKit's defaults.
 ///
 /// Call it before any thread exists (environment writes are not thread-safe): first in `main`.
 pub fn software_rendering_defaults() {
     #[cfg(target_os = "linux")]
-    if !has_dri_device() {
-        for (key, value) in SOFTWARE_RENDERING_ENV {
-            if std::env::var_os(key).is_none() {
-                // SAFETY: called first in `main`, before any other thread exists (documented).
-                unsafe { std::env::set_var(key, value) };
-            }
-        }
+    for (key, value) in software_rendering_env(has_dri_device(), |k| std::env::var_os(k).is_some())
+    {
+        // SAFETY: called first in `main`, before any other thread exists (documented).
+        unsafe { std::env::set_var(key, value) };
     }
+}
+
+/// The variables [`software_rendering_defaults`] sets: those of [`SOFTWARE_RENDERING_ENV`] that
+/// are not set yet (`is_set`), and none when the machine has a DRI device.
+pub fn software_rendering_env(
+    has_dri: bool,
+    is_set: impl Fn(&str) -> bool,
+) -> Vec<(&'static str, &'static str)> {
+    if has_dri {
+        return Vec::new();
+    }
+    SOFTWARE_RENDERING_ENV
+        .iter()
+        .copied()
+        .filter(|(key, _)| !is_set(key))
+        .collect()
 }
 
 /// What [`software_rendering_defaults`] sets on a machine without a DRI device.
@@ -111,4 +124,25 @@ pub fn run_app(app: tauri::App<tauri::Wry>) -> i32 {
             });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn software_rendering_env_only_without_a_dri_device_and_never_over_the_user() {
+        assert!(
+            software_rendering_env(true, |_| false).is_empty(),
+            "a GPU keeps WebKit's defaults"
+        );
+        assert_eq!(
+            software_rendering_env(false, |_| false),
+            vec![("WEBKIT_DISABLE_DMABUF_RENDERER", "1")]
+        );
+        assert!(
+            software_rendering_env(false, |k| k == "WEBKIT_DISABLE_DMABUF_RENDERER").is_empty(),
+            "the user's own setting wins"
+        );
+    }
 }
