@@ -168,22 +168,12 @@ function webglPainter(canvas) {
     gl.useProgram(program);
     ['texY', 'texU', 'texV'].forEach((name, unit) => gl.uniform1i(gl.getUniformLocation(program, name), unit));
     const filter = fetch ? gl.NEAREST : gl.LINEAR;
-    const textureSet = () => ({
-      textures: [0, 1, 2].map(() => {
-        const t = gl.createTexture();
-        gl.bindTexture(gl.TEXTURE_2D, t);
-        gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MIN_FILTER, filter);
-        gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MAG_FILTER, filter);
-        gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE);
-        gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_T, gl.CLAMP_TO_EDGE);
-        return t;
-      }),
-      sizes: [],
-    });
     // Two sets of textures, used in turn: uploading into the set the last draw read would
     // wait for that draw to finish (with software GL, on the page's main thread).
     // `pingPong: false` (a bench switch): one set, as before.
-    const sets = tuning().pingPong === false ? [textureSet()] : [textureSet(), textureSet()];
+    const sets = tuning().pingPong === false
+      ? [textureSet(gl, filter)]
+      : [textureSet(gl, filter), textureSet(gl, filter)];
     // Chroma rows of an odd-width picture are not 4-byte aligned.
     gl.pixelStorei(gl.UNPACK_ALIGNMENT, 1);
     const painter = { kind: 'webgl', gl, sets, next: 0, set: sets[0], rgbaAt: gl.getUniformLocation(program, 'rgba') };
@@ -370,7 +360,7 @@ function backdropOf(el) {
   return [0, 0, 0];
 }
 
-/** Two texture sets for one tile on the layer's context (see `webglPainter`). */
+/** One set of Y, U and V plane textures on `gl` (a tile keeps two, used in turn: see `webglPainter`). */
 function textureSet(gl, filter) {
   return {
     textures: [0, 1, 2].map(() => {

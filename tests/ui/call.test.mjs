@@ -9,7 +9,7 @@
 
 import { test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { defaultResponses, joinCallIn, joinInfo, openAppIn, suiteBrowser } from './harness.mjs';
+import { defaultResponses, joinCallIn, joinInfo, openAppIn, suiteBrowser, newTestPage } from './harness.mjs';
 
 const suite = suiteBrowser();
 let page;
@@ -28,9 +28,7 @@ const joinCall = (responses = {}) => joinCallIn(page, suite.baseUrl, {
 });
 
 async function newPage(viewport = { width: 1200, height: 780 }) {
-  const ctx = await suite.browser.newContext({ viewport });
-  page = await ctx.newPage();
-  page.on('pageerror', (e) => { throw e; });
+  page = await newTestPage(suite, { viewport });
 }
 
 beforeEach(async () => {

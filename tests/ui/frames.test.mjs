@@ -8,15 +8,13 @@
 import { test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { joinCallIn, joinInfo, suiteBrowser } from './harness.mjs';
+import { joinCallIn, joinInfo, suiteBrowser, newTestPage } from './harness.mjs';
 
 const suite = suiteBrowser();
 let page;
 
 beforeEach(async () => {
-  const ctx = await suite.browser.newContext({ viewport: { width: 1200, height: 780 } });
-  page = await ctx.newPage();
-  page.on('pageerror', (e) => { throw e; });
+  page = await newTestPage(suite);
 });
 
 afterEach(async () => {

@@ -262,6 +262,15 @@ export function launchChromium() {
   });
 }
 
+/** A page in a fresh context of the suite's browser (`options`: `newContext`'s, e.g. viewport):
+ * an error thrown in the page fails the test. */
+export async function newTestPage(suite, options = { viewport: { width: 1200, height: 780 } }) {
+  const ctx = await suite.browser.newContext(options);
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => { throw e; });
+  return page;
+}
+
 /** One static server for ui/ and one Chromium per test file: registers the file's `before` /
  * `after` hooks and returns `{baseUrl, browser}`, filled in once `before` has run. */
 export function suiteBrowser() {

@@ -6,7 +6,7 @@
 
 import { test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { openAppIn, suiteBrowser } from './harness.mjs';
+import { openAppIn, suiteBrowser, newTestPage } from './harness.mjs';
 
 const suite = suiteBrowser();
 let page;
@@ -56,9 +56,7 @@ const meterWidth = () => page.evaluate(() => {
 });
 
 beforeEach(async () => {
-  const ctx = await suite.browser.newContext({ viewport: { width: 1200, height: 900 } });
-  page = await ctx.newPage();
-  page.on('pageerror', (e) => { throw e; });
+  page = await newTestPage(suite, { viewport: { width: 1200, height: 900 } });
 });
 
 afterEach(async () => {

@@ -9,7 +9,7 @@ import { test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { joinCallIn, suiteBrowser } from './harness.mjs';
+import { joinCallIn, suiteBrowser, newTestPage } from './harness.mjs';
 
 const suite = suiteBrowser();
 let page;
@@ -33,9 +33,7 @@ async function shot(name) {
 const scale = 2;
 
 beforeEach(async () => {
-  const ctx = await suite.browser.newContext({ viewport: { width: 1200, height: 780 }, deviceScaleFactor: scale });
-  page = await ctx.newPage();
-  page.on('pageerror', (e) => { throw e; });
+  page = await newTestPage(suite, { viewport: { width: 1200, height: 780 }, deviceScaleFactor: scale });
 });
 
 afterEach(async () => {

@@ -10,7 +10,7 @@ import { test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { defaultResponses, joinCallIn, joinInfo, openAppIn, suiteBrowser } from './harness.mjs';
+import { defaultResponses, joinCallIn, joinInfo, openAppIn, suiteBrowser, newTestPage } from './harness.mjs';
 
 const suite = suiteBrowser();
 let page;
@@ -31,9 +31,7 @@ async function shot(name) {
 }
 
 beforeEach(async () => {
-  const ctx = await suite.browser.newContext({ viewport: { width: 1200, height: 780 } });
-  page = await ctx.newPage();
-  page.on('pageerror', (e) => { throw e; });
+  page = await newTestPage(suite);
 });
 
 afterEach(async () => {
