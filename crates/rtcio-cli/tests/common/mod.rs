@@ -55,6 +55,8 @@ pub struct Rtcio {
     /// Every stdout line read so far.
     pub seen: Vec<Value>,
     stderr: Arc<Mutex<String>>,
+    /// The stderr reader, which ends at EOF (awaited by [`Rtcio::exit_code`]).
+    stderr_reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Rtcio {
@@ -98,7 +100,7 @@ impl Rtcio {
         });
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
-        tokio::spawn(async move {
+        let stderr_reader = tokio::spawn(async move {
             let mut buf = [0u8; 4096];
             while let Ok(n) = stderr_pipe.read(&mut buf).await {
                 if n == 0 {
@@ -116,6 +118,7 @@ impl Rtcio {
             lines,
             seen: Vec::new(),
             stderr,
+            stderr_reader: Some(stderr_reader),
         }
     }
 
@@ -193,7 +196,8 @@ impl Rtcio {
         self.stdin = None;
     }
 
-    /// Waits for the process to exit; returns its code after reading the rest of stdout.
+    /// Waits for the process to exit; returns its code after reading the rest of stdout and
+    /// stderr (a test that then reads `stderr()` sees all of it, not the first read's part).
     pub async fn exit_code(&mut self) -> i32 {
         let status = match tokio::time::timeout(WAIT, self.child.wait()).await {
             Ok(s) => s.expect("wait"),
@@ -203,6 +207,9 @@ impl Rtcio {
                 self.context()
             ),
         };
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = tokio::time::timeout(WAIT, reader).await;
+        }
         // The reader task ends at EOF: collect what is left.
         while let Ok(Some(v)) = tokio::time::timeout(WAIT, self.lines.recv()).await {
             assert!(
