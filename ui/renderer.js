@@ -148,25 +148,12 @@ function compile(gl, type, source) {
 function webglPainter(canvas) {
   if (!webgl2Available()) return null;
   releaseDetached();
-  let gl;
-  try {
-    gl = canvas.getContext('webgl2', {
-      alpha: false, antialias: false, depth: false, stencil: false, premultipliedAlpha: false,
-    });
-  } catch {
-    gl = null;
-  }
+  const gl = webgl2Context(canvas);
   if (!gl) return null;
   try {
-    const program = gl.createProgram();
-    gl.attachShader(program, compile(gl, gl.VERTEX_SHADER, VERTEX));
     // `sampler: 'linear'` (a bench switch): the filtered lookups, as before.
     const fetch = tuning().sampler !== 'linear';
-    gl.attachShader(program, compile(gl, gl.FRAGMENT_SHADER, fetch ? FRAGMENT_FETCH : FRAGMENT));
-    gl.linkProgram(program);
-    if (!gl.getProgramParameter(program, gl.LINK_STATUS)) throw new Error(gl.getProgramInfoLog(program) || 'link');
-    gl.useProgram(program);
-    ['texY', 'texU', 'texV'].forEach((name, unit) => gl.uniform1i(gl.getUniformLocation(program, name), unit));
+    const program = yuvProgram(gl, fetch ? FRAGMENT_FETCH : FRAGMENT);
     const filter = fetch ? gl.NEAREST : gl.LINEAR;
     // Two sets of textures, used in turn: uploading into the set the last draw read would
     // wait for that draw to finish (with software GL, on the page's main thread).
@@ -360,6 +347,31 @@ function backdropOf(el) {
   return [0, 0, 0];
 }
 
+/** A WebGL 2 context for `canvas` with the options every video canvas uses (plus `extra`), or
+ * null when there is none. */
+function webgl2Context(canvas, extra = {}) {
+  try {
+    return canvas.getContext('webgl2', {
+      alpha: false, antialias: false, depth: false, stencil: false, premultipliedAlpha: false, ...extra,
+    });
+  } catch {
+    return null;
+  }
+}
+
+/** The shared vertex shader with `fragment`, linked and in use, its texY/texU/texV samplers on
+ * texture units 0–2; throws when it does not compile or link. */
+function yuvProgram(gl, fragment) {
+  const program = gl.createProgram();
+  gl.attachShader(program, compile(gl, gl.VERTEX_SHADER, VERTEX));
+  gl.attachShader(program, compile(gl, gl.FRAGMENT_SHADER, fragment));
+  gl.linkProgram(program);
+  if (!gl.getProgramParameter(program, gl.LINK_STATUS)) throw new Error(gl.getProgramInfoLog(program) || 'link');
+  gl.useProgram(program);
+  ['texY', 'texU', 'texV'].forEach((name, unit) => gl.uniform1i(gl.getUniformLocation(program, name), unit));
+  return program;
+}
+
 /** One set of Y, U and V plane textures on `gl` (a tile keeps two, used in turn: see `webglPainter`). */
 function textureSet(gl, filter) {
   return {
@@ -391,24 +403,10 @@ function videoLayer(grid) {
   canvas.setAttribute('aria-hidden', 'true');
   canvas.hidden = true;
   const drawAll = !!tuning().drawAll;
-  let gl;
-  try {
-    gl = canvas.getContext('webgl2', {
-      alpha: false, antialias: false, depth: false, stencil: false, premultipliedAlpha: false,
-      preserveDrawingBuffer: !drawAll,
-    });
-  } catch {
-    gl = null;
-  }
+  const gl = webgl2Context(canvas, { preserveDrawingBuffer: !drawAll });
   if (!gl) return null;
   try {
-    const program = gl.createProgram();
-    gl.attachShader(program, compile(gl, gl.VERTEX_SHADER, VERTEX));
-    gl.attachShader(program, compile(gl, gl.FRAGMENT_SHADER, FRAGMENT_LAYER));
-    gl.linkProgram(program);
-    if (!gl.getProgramParameter(program, gl.LINK_STATUS)) throw new Error(gl.getProgramInfoLog(program) || 'link');
-    gl.useProgram(program);
-    ['texY', 'texU', 'texV'].forEach((name, unit) => gl.uniform1i(gl.getUniformLocation(program, name), unit));
+    const program = yuvProgram(gl, FRAGMENT_LAYER);
     const u = {};
     for (const name of ['rgba', 'box', 'pic', 'radius', 'backdrop', 'dim', 'mirror']) u[name] = gl.getUniformLocation(program, name);
     gl.pixelStorei(gl.UNPACK_ALIGNMENT, 1);

@@ -173,6 +173,37 @@ const centre = (sel) => page.evaluate((sel) => {
 /** Resolves after two animation frames: the layer has drawn what came before. */
 const frames = () => page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
 
+/** The picture colours (Y, U, V) of the two remotes on the layer. */
+const P1_YUV = [120, 100, 150];
+const P2_YUV = [81, 90, 240];
+
+/** A call with two remotes, p1 and p2, each with one 16:9 frame (as the tiles are) painted. */
+async function twoRemotesOnTheLayer() {
+  await joinWithRemote();
+  await emit('room-event', { type: 'user-connected', id: 'p2', name: 'Cy' });
+  await emit('stream-added', { key: 'p2/ms1', peerId: 'p2', kind: 'camera', name: 'Cy' });
+  await page.evaluate(([a, b]) => {
+    const m = window.__mock;
+    return m.batch([
+      m.i420Bytes('p1/ms1', 32, 18, a, { ageMs: 5 }),
+      m.i420Bytes('p2/ms1', 32, 18, b, { ageMs: 5 }),
+    ]);
+  }, [P1_YUV, P2_YUV]);
+  await frames();
+}
+
+/** Pins p2 (the stage; p1 goes to the strip), without a new frame. */
+async function pinP2() {
+  await page.click('.tile[data-id="p2"]');
+  await frames();
+}
+
+/** The screen shows each remote's picture in the middle of its tile. */
+async function bothOnScreen(what) {
+  near(await screenPixel(...await centre('.tile[data-id="p1"]')), bt601(...P1_YUV), 3, `${what}: p1 on screen`);
+  near(await screenPixel(...await centre('.tile[data-id="p2"]')), bt601(...P2_YUV), 3, `${what}: p2 on screen`);
+}
+
 test('`layer: true`: every WebGL tile is drawn on one shared layer behind the grid, at its tile\'s place', async () => {
   // The layer is a switch (measured slower than a canvas per tile with software GL).
   // Count the page's WebGL 2 contexts (the start-up probe's canvas is never in the page).
@@ -186,20 +217,8 @@ test('`layer: true`: every WebGL tile is drawn on one shared layer behind the gr
       return ctx;
     };
   });
-  await joinWithRemote();
-  await emit('room-event', { type: 'user-connected', id: 'p2', name: 'Cy' });
-  await emit('stream-added', { key: 'p2/ms1', peerId: 'p2', kind: 'camera', name: 'Cy' });
-  // 16:9 frames, as the tiles are.
-  await page.evaluate(() => {
-    const m = window.__mock;
-    return m.batch([
-      m.i420Bytes('p1/ms1', 32, 18, [120, 100, 150], { ageMs: 5 }),
-      m.i420Bytes('p2/ms1', 32, 18, [81, 90, 240], { ageMs: 5 }),
-    ]);
-  });
-  await frames();
-  const red = bt601(120, 100, 150);
-  const blue = bt601(81, 90, 240);
+  await twoRemotesOnTheLayer();
+  const red = bt601(...P1_YUV);
   assert.equal(await attr('p1/ms1', 'data-painter'), 'webgl');
   assert.equal(await attr('p2/ms1', 'data-painter'), 'webgl');
   assert.deepEqual(await page.evaluate(() => [...window.__glCanvases].filter((c) => c.isConnected).map((c) => c.id)),
@@ -210,17 +229,14 @@ test('`layer: true`: every WebGL tile is drawn on one shared layer behind the gr
   }), [['self/camera', false, 300, 150], ['p1/ms1', true, 32, 18], ['p2/ms1', true, 32, 18]],
   'the placeholders keep the frame size; our own tile has no frame yet');
   // What the screen shows in the middle of each tile: the layer's picture through the tile.
-  near(await screenPixel(...await centre('.tile[data-id="p1"]')), red, 3, 'p1 on screen');
-  near(await screenPixel(...await centre('.tile[data-id="p2"]')), blue, 3, 'p2 on screen');
+  await bothOnScreen('first frames');
   const stats = await page.evaluate(() => window.__rtcioVideo);
   assert.deepEqual([stats.drawnPerKey['p1/ms1'], stats.drawnPerKey['p2/ms1']], [1, 1]);
 
   // A tile that moves without a new frame (pinned: the stage) is drawn at its new place.
-  await page.click('.tile[data-id="p2"]');
-  await frames();
+  await pinP2();
   assert.equal(await page.getAttribute('#grid', 'data-layout'), 'spotlight');
-  near(await screenPixel(...await centre('.tile[data-id="p2"]')), blue, 3, 'p2 pinned, on screen');
-  near(await screenPixel(...await centre('.tile[data-id="p1"]')), red, 3, 'p1 in the strip, on screen');
+  await bothOnScreen('p2 pinned');
   await page.keyboard.press('Escape');
 
   // Camera off: the tile is the avatar again, nothing of the video is left on the layer.
@@ -233,28 +249,17 @@ test('`layer: true`: every WebGL tile is drawn on one shared layer behind the gr
     `camera off shows no video: ${shown}`);
   // And on: a new placeholder, on the same layer.
   await emit('media-state', { id: 'p1', mic: true, cam: true });
-  await sendI420('p1/ms1', 32, 18, [120, 100, 150]);
+  await sendI420('p1/ms1', 32, 18, P1_YUV);
   assert.equal(await attr('p1/ms1', 'data-painter'), 'webgl');
   near(await pixel('p1/ms1'), red, 2, 'the new canvas paints');
   await frames();
-  near(await screenPixel(...await centre('.tile[data-id="p1"]')), red, 3, 'p1 back on screen');
-  near(await screenPixel(...await centre('.tile[data-id="p2"]')), blue, 3, 'p2 still on screen');
+  await bothOnScreen('p1 back');
   assert.equal(await page.evaluate(() => document.querySelectorAll('canvas#video-layer').length), 1);
 });
 
 test('`layerBox: \'tiles\'`: the layer covers only the union of its tiles, and follows them', async () => {
   await page.addInitScript(() => { window.__rtcioVideoTuning = { layer: true, layerBox: 'tiles' }; });
-  await joinWithRemote();
-  await emit('room-event', { type: 'user-connected', id: 'p2', name: 'Cy' });
-  await emit('stream-added', { key: 'p2/ms1', peerId: 'p2', kind: 'camera', name: 'Cy' });
-  await page.evaluate(() => {
-    const m = window.__mock;
-    return m.batch([
-      m.i420Bytes('p1/ms1', 32, 18, [120, 100, 150], { ageMs: 5 }),
-      m.i420Bytes('p2/ms1', 32, 18, [81, 90, 240], { ageMs: 5 }),
-    ]);
-  });
-  await frames();
+  await twoRemotesOnTheLayer();
   const boxes = () => page.evaluate(() => {
     const box = (el) => { const r = el.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
     const tiles = ['p1/ms1', 'p2/ms1'].map((k) => box(document.querySelector(`canvas.video[data-key="${k}"]`)));
@@ -269,14 +274,11 @@ test('`layerBox: \'tiles\'`: the layer covers only the union of its tiles, and f
   check(before, 'two remotes and our own (2D) tile');
   const area = (b) => (b[2] - b[0]) * (b[3] - b[1]);
   assert.ok(area(before.layer) < area(before.grid), 'smaller than the grid: our own tile is not on it');
-  near(await screenPixel(...await centre('.tile[data-id="p1"]')), bt601(120, 100, 150), 3, 'p1 on screen');
-  near(await screenPixel(...await centre('.tile[data-id="p2"]')), bt601(81, 90, 240), 3, 'p2 on screen');
+  await bothOnScreen('first frames');
   // Pinned: the tiles move and change size without a new frame; the layer follows them.
-  await page.click('.tile[data-id="p2"]');
-  await frames();
+  await pinP2();
   check(await boxes(), 'p2 pinned');
-  near(await screenPixel(...await centre('.tile[data-id="p2"]')), bt601(81, 90, 240), 3, 'p2 pinned, on screen');
-  near(await screenPixel(...await centre('.tile[data-id="p1"]')), bt601(120, 100, 150), 3, 'p1 in the strip, on screen');
+  await bothOnScreen('p2 pinned');
 });
 
 test('by default each tile has its own WebGL canvas, given back when removed', async () => {

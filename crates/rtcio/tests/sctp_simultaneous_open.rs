@@ -505,46 +505,38 @@ fn collide_losing(chunk: u8, from: &[usize]) -> (Duration, usize) {
     (took, retransmissions)
 }
 
+/// A collision losing `chunk` (named `name`) from one end, then from the other: each time both
+/// ends are up within `one_way_trips` one-way trips, without a T1 retransmission.
+fn either_end_losing_needs_no_retransmission(chunk: u8, name: &str, one_way_trips: u32) {
+    for from in [0, 1] {
+        let (took, rtx) = collide_losing(chunk, &[from]);
+        assert_eq!(rtx, 0, "end {from}'s {name} lost: T1 retransmissions");
+        assert!(
+            took <= one_way_trips * ONE_WAY + 10 * STEP,
+            "end {from}'s {name} lost: established after {took:?}"
+        );
+    }
+}
+
 /// One end's INIT ACK lost in the collision: the other INIT ACK still makes a COOKIE ECHO,
 /// whose COOKIE ACK brings the first end up; no timer needed (four one-way trips).
 #[test]
 fn a_collision_with_either_init_ack_lost_needs_no_retransmission() {
-    for from in [0, 1] {
-        let (took, rtx) = collide_losing(CT_INIT_ACK, &[from]);
-        assert_eq!(rtx, 0, "end {from}'s INIT ACK lost: T1 retransmissions");
-        assert!(
-            took <= 4 * ONE_WAY + 10 * STEP,
-            "end {from}'s INIT ACK lost: established after {took:?}"
-        );
-    }
+    either_end_losing_needs_no_retransmission(CT_INIT_ACK, "INIT ACK", 4);
 }
 
 /// One end's COOKIE ECHO lost: the other end's COOKIE ECHO establishes it, and its COOKIE
 /// ACK the other (four one-way trips, no timer).
 #[test]
 fn a_collision_with_either_cookie_echo_lost_needs_no_retransmission() {
-    for from in [0, 1] {
-        let (took, rtx) = collide_losing(CT_COOKIE_ECHO, &[from]);
-        assert_eq!(rtx, 0, "end {from}'s COOKIE ECHO lost: T1 retransmissions");
-        assert!(
-            took <= 4 * ONE_WAY + 10 * STEP,
-            "end {from}'s COOKIE ECHO lost: established after {took:?}"
-        );
-    }
+    either_end_losing_needs_no_retransmission(CT_COOKIE_ECHO, "COOKIE ECHO", 4);
 }
 
 /// One end's COOKIE ACK lost: in a collision each end is up on the other's COOKIE ECHO, so
 /// the COOKIE ACKs are not needed (three one-way trips).
 #[test]
 fn a_collision_with_either_cookie_ack_lost_changes_nothing() {
-    for from in [0, 1] {
-        let (took, rtx) = collide_losing(CT_COOKIE_ACK, &[from]);
-        assert_eq!(rtx, 0, "end {from}'s COOKIE ACK lost: T1 retransmissions");
-        assert!(
-            took <= 3 * ONE_WAY + 10 * STEP,
-            "end {from}'s COOKIE ACK lost: established after {took:?}"
-        );
-    }
+    either_end_losing_needs_no_retransmission(CT_COOKIE_ACK, "COOKIE ACK", 3);
 }
 
 /// One end's COOKIE ECHO and the COOKIE ACK that answers the other's: the end whose COOKIE
