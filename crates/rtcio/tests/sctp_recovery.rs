@@ -171,3 +171,62 @@ fn a_lost_flight_is_resent_at_once_after_the_timeout() {
         "recovery took {took:?} of simulated time after one retransmission timeout"
     );
 }
+
+/// Sends 64 KiB after set-up, loses everything the sender transmits for `outage`, then gives
+/// it a clean 1 ms path: returns how long after the path came back the last byte arrived, and
+/// the sender's retransmission timeouts (simulated time, bounded at `outage` + 60 s).
+fn recovery_after_outage(outage: Duration) -> (Duration, u64) {
+    const TOTAL: usize = 64 * 1024;
+    let mut now = Instant::now();
+    let mut p = Pair::new(now, 1024 * 1024);
+    for _ in 0..50 {
+        p.step(now, false);
+        now += Duration::from_millis(1);
+    }
+    assert!(!p.client.is_handshaking(), "SCTP handshake");
+    {
+        let mut st = p
+            .client
+            .open_stream(1, PayloadProtocolIdentifier::Binary)
+            .expect("stream");
+        st.write_chunk_with_ppi(
+            now,
+            &Bytes::from(vec![7u8; TOTAL]),
+            PayloadProtocolIdentifier::Binary,
+        )
+        .expect("write");
+    }
+    let back = now + outage;
+    while p.received < TOTAL && now < back + Duration::from_secs(60) {
+        p.timeouts(now);
+        p.step(now, now < back);
+        now += Duration::from_millis(1);
+    }
+    assert_eq!(p.received, TOTAL, "received after a {outage:?} outage");
+    (now - back, p.client.stats().get_num_t3timeouts())
+}
+
+/// A 20 s outage (every packet the sender sends is lost): once the path is back, the data
+/// follows within the 3 s backoff cap (libwebrtc's), not after the doubled timeout (1 + 2 + 4
+/// + 8 + 16 s: the next try 11 s after the path came back; third_party/rtc-sctp change 4).
+#[test]
+fn after_an_outage_the_next_retransmission_is_at_most_3_s_away() {
+    let (after, t3) = recovery_after_outage(Duration::from_secs(20));
+    assert!(
+        after <= Duration::from_millis(3100),
+        "delivered {after:?} after the path came back ({t3} retransmission timeouts)"
+    );
+}
+
+/// A minute of outage is more than five retransmission timeouts: the sender keeps trying
+/// (ICE consent, not SCTP, decides that a path is gone, as in libwebrtc). Before change 4 the
+/// T3 timer stopped for good after its fifth expiry and the data never arrived.
+#[test]
+fn a_minute_long_outage_does_not_stop_retransmission() {
+    let (after, t3) = recovery_after_outage(Duration::from_secs(60));
+    assert!(t3 > 5, "retransmission timeouts: {t3}");
+    assert!(
+        after <= Duration::from_millis(3100),
+        "delivered {after:?} after the path came back ({t3} retransmission timeouts)"
+    );
+}

@@ -1,7 +1,6 @@
 use std::time::{Duration, Instant};
 
 pub(crate) const ACK_INTERVAL: u64 = 200;
-const MAX_INIT_RETRANS: usize = 8;
 const PATH_MAX_RETRANS: usize = 5;
 const NO_MAX_RETRANS: usize = usize::MAX;
 const TIMER_COUNT: usize = 6;
@@ -10,11 +9,14 @@ const TIMER_COUNT: usize = 6;
 /// Retransmission limits for the association's timers.
 ///
 /// Each field caps how many times the corresponding timer may fire before the association is
-/// abandoned. `Default` follows the RFC 9260 recommendations.
+/// abandoned. `Default` is libwebrtc's data channel setting (rtcio change 4): set-up and DATA
+/// retransmissions never give up, since ICE consent decides when the path is gone (RFC 9260's
+/// 8 INIT and 5 DATA tries gave up, or stopped the T3 timer for good, after a minute of loss).
 pub struct TimerConfig {
-    /// How many times INIT may be retransmitted (T1-init) before the association fails.
+    /// How many times INIT may be retransmitted (T1-init) before the association fails
+    /// (unlimited by default).
     pub max_t1_init_retrans: usize,
-    /// How many times COOKIE-ECHO may be retransmitted (T1-cookie).
+    /// How many times COOKIE-ECHO may be retransmitted (T1-cookie; unlimited by default).
     pub max_t1_cookie_retrans: usize,
     /// How many times SHUTDOWN may be retransmitted (T2-shutdown).
     pub max_t2_shutdown_retrans: usize,
@@ -31,10 +33,10 @@ pub struct TimerConfig {
 impl Default for TimerConfig {
     fn default() -> Self {
         Self {
-            max_t1_init_retrans: MAX_INIT_RETRANS,
-            max_t1_cookie_retrans: MAX_INIT_RETRANS,
+            max_t1_init_retrans: NO_MAX_RETRANS,
+            max_t1_cookie_retrans: NO_MAX_RETRANS,
             max_t2_shutdown_retrans: NO_MAX_RETRANS,
-            max_t3_rtx_retrans: PATH_MAX_RETRANS,
+            max_t3_rtx_retrans: NO_MAX_RETRANS,
             max_reconfig_retrans: PATH_MAX_RETRANS,
             max_ack_retrans: PATH_MAX_RETRANS,
         }
@@ -170,6 +172,10 @@ impl TimerTable {
 const RTO_INITIAL: u64 = 1000; // msec
 const RTO_MIN: u64 = 1000; // msec
 const RTO_MAX: u64 = 60000; // msec
+/// Backoff stops here (libwebrtc's `kMaxTimerBackoffDuration`, rtcio change 4): doubling up
+/// to `RTO_MAX` put the next try half a minute away after five losses in a row, long after
+/// the path came back. A timeout that is already longer (a slow path's RTO) is not doubled.
+const MAX_BACKOFF: u64 = 3000; // msec
 const RTO_ALPHA: u64 = 1;
 const RTO_BETA: u64 = 2;
 const RTO_BASE: u64 = 8;
@@ -224,7 +230,7 @@ impl RtoManager {
     /// RFC 9260 6.3.3 E2: retain backoff until a new RTT measurement updates RTO.
     pub(crate) fn backoff(&mut self) {
         if !self.no_update {
-            self.rto = self.rto.saturating_mul(2).min(RTO_MAX);
+            self.rto = calculate_next_timeout(self.rto, 1);
         }
     }
 
@@ -252,11 +258,12 @@ fn calculate_next_timeout(rto: u64, n_rtos: usize) -> u64 {
     //        <- RTO * 2 ("back off the timer").  The maximum value discussed
     //        in rule C7 above (RTO.max) may be used to provide an upper bound
     //        to this doubling operation.
-    if n_rtos < 31 {
-        std::cmp::min(rto << n_rtos, RTO_MAX)
+    let doubled = if n_rtos < 31 {
+        rto.saturating_mul(1 << n_rtos)
     } else {
-        RTO_MAX
-    }
+        u64::MAX
+    };
+    doubled.min(rto.max(MAX_BACKOFF)).min(RTO_MAX)
 }
 
 #[cfg(test)]
@@ -272,9 +279,28 @@ mod tests {
         rto.set_rto(1000, false);
         rto.backoff();
         assert_eq!(2000, rto.get_rto());
+        rto.backoff();
+        assert_eq!(MAX_BACKOFF, rto.get_rto());
+        rto.backoff();
+        assert_eq!(MAX_BACKOFF, rto.get_rto(), "capped");
         rto.set_rto(RTO_MAX - 1, false);
         rto.backoff();
-        assert_eq!(RTO_MAX, rto.get_rto());
+        assert_eq!(RTO_MAX - 1, rto.get_rto(), "a longer RTO is not doubled");
+    }
+
+    #[test]
+    fn t1_init_backs_off_to_three_seconds_and_never_gives_up() {
+        let mut timers = TimerTable::new(TimerConfig::default());
+        let mut now = Instant::now();
+        timers.start(Timer::T1Init, now, RtoManager::new().get_rto());
+        for interval in [2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3] {
+            now = timers.get(Timer::T1Init).unwrap();
+            let (expired, failed, _) = timers.is_expired(Timer::T1Init, now);
+            assert!(expired && !failed);
+            timers.set(Timer::T1Init, None);
+            timers.start(Timer::T1Init, now, RtoManager::new().get_rto());
+            assert_eq!(Some(now + Duration::from_secs(interval)), timers.get(Timer::T1Init));
+        }
     }
 
     #[test]
@@ -303,9 +329,9 @@ mod tests {
             let mut now = Instant::now();
             // A new procedure uses the current RTO, including previous DATA
             // backoff. Later DATA RTT updates/backoffs cannot compound it.
-            timers.start(timer, now, 8000);
-            assert_eq!(Some(now + Duration::from_secs(8)), timers.get(timer));
-            for interval in [16, 32, 60, 60] {
+            timers.start(timer, now, 1000);
+            assert_eq!(Some(now + Duration::from_secs(1)), timers.get(timer));
+            for interval in [2, 3, 3, 3] {
                 now = timers.get(timer).unwrap();
                 assert_eq!((true, false), {
                     let (expired, failed, _) = timers.is_expired(timer, now);
