@@ -261,6 +261,10 @@ pub struct NetArgs {
     /// `CongestionConfig::paced_nacks`); to compare.
     #[arg(long)]
     pub stock_nacks: bool,
+    /// Pace with webrtc-rs's single FIFO instead of the priority pacer (rtcio's
+    /// `CongestionConfig::priority_pacer`); to compare.
+    #[arg(long, hide = true)]
+    pub fifo_pacer: bool,
 }
 
 impl NetArgs {
@@ -276,6 +280,7 @@ impl NetArgs {
         }
         o.congestion.enabled = !self.no_congestion_control;
         o.congestion.paced_nacks = !self.stock_nacks;
+        o.congestion.priority_pacer = !self.fifo_pacer;
         if let Some(k) = self.cc_start_kbps {
             o.congestion.start_bps = k
                 .saturating_mul(1000)

@@ -43,6 +43,10 @@ pub struct CongestionConfig {
     /// 1.2 s). On by default since the congestion test's capped receivers kept ≥ 15 fps with
     /// it in 4 of 4 runs (the earlier failures came with a 5 s ladder hold, since undone).
     pub paced_nacks: bool,
+    /// Send side: [`crate::pacer::PriorityPacer`] (the default: audio at once, retransmissions
+    /// before video, any queue drained within 2 s, as libwebrtc's pacer); `false`: webrtc-rs's
+    /// single-FIFO pacer, kept to compare the two in one build (network bench).
+    pub priority_pacer: bool,
 }
 
 impl Default for CongestionConfig {
@@ -53,6 +57,7 @@ impl Default for CongestionConfig {
             min_bps: 100_000,
             max_bps: 10_000_000,
             paced_nacks: true,
+            priority_pacer: true,
         }
     }
 }
