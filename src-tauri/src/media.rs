@@ -1662,7 +1662,6 @@ impl Receivers {
             }
             let mid = track.mid().to_string();
             let kind = track.kind();
-            let handle = tokio::runtime::Handle::current();
             let stop = inc.stop.clone();
             let sync = inc.sync.clone();
             let spawned = match kind {
@@ -1670,13 +1669,13 @@ impl Receivers {
                     let (k, sizes, frames) = (key.clone(), self.sizes.clone(), self.frames.clone());
                     std::thread::Builder::new()
                         .name("rtcio-recv-video".into())
-                        .spawn(move || play_video(handle, track, k, sizes, frames, stop, sync))
+                        .spawn(move || play_video(track, k, sizes, frames, stop, sync))
                 }
                 MediaKind::Audio => {
                     let (peer, mixer) = (format!("{key}/{mid}"), self.mixer.clone());
                     std::thread::Builder::new()
                         .name("rtcio-recv-audio".into())
-                        .spawn(move || play_audio(handle, track, peer, mixer, stop, sync))
+                        .spawn(move || play_audio(track, peer, mixer, stop, sync))
                 }
             };
             let thread = spawned
@@ -1754,7 +1753,6 @@ impl Drop for Receivers {
 /// lip sync with the stream's audio, see `rtcio_glue::playout`), scale to the tile, hand out as
 /// a binary frame. Pictures are scaled only when shown: a late or stale one costs nothing more.
 fn play_video(
-    handle: tokio::runtime::Handle,
     track: RemoteTrack,
     key: String,
     sizes: TileSizes,
@@ -1781,7 +1779,7 @@ fn play_video(
         Err(e) => debug!("preparing a remote frame: {e}"),
     };
     loop {
-        let pic = match rtcio_glue::recv_until(&handle, &track, &stop, video.next_due()) {
+        let pic = match rtcio_glue::recv_until(&track, &stop, video.next_due()) {
             rtcio_glue::Recv::Frame(frame) => {
                 let sync = rtcio_glue::VideoSync {
                     lipsync: &sync,
@@ -1805,7 +1803,6 @@ fn play_video(
 
 /// One remote audio track into the mixer.
 fn play_audio(
-    handle: tokio::runtime::Handle,
     track: RemoteTrack,
     peer: String,
     mixer: Arc<Mutex<AudioMixer>>,
@@ -1813,7 +1810,7 @@ fn play_audio(
     sync: rtcio_glue::LipSync,
 ) {
     let clock = sync.clock(SYNC_KEY);
-    while let Some(frame) = next_frame(&handle, &track, &stop) {
+    while let Some(frame) = next_frame(&track, &stop) {
         if frame.codec != rtcio::RtpCodec::Opus {
             continue;
         }

@@ -311,7 +311,6 @@ impl Receiver {
             mid: track.mid().to_string(),
         };
         let counters = Arc::new(Mutex::new(Counters::default()));
-        let handle = tokio::runtime::Handle::current();
         let (c, stop, out) = (counters.clone(), self.stop.clone(), self.out);
         let mixer = self.playout.as_ref().map(|p| p.mixer.clone());
         let recorder = self.record_dir.as_ref().map(|dir| {
@@ -332,7 +331,6 @@ impl Receiver {
             .name(format!("rtcio-recv-{}", kind_str(info.kind)))
             .spawn(move || {
                 consume(
-                    handle,
                     track,
                     Sinks {
                         info: thread_info,
@@ -562,7 +560,7 @@ struct Sinks {
     knobs: Knobs,
 }
 
-fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
+fn consume(track: RemoteTrack, sinks: Sinks) {
     let Sinks {
         info,
         counters,
@@ -596,7 +594,7 @@ fn consume(handle: tokio::runtime::Handle, track: RemoteTrack, sinks: Sinks) {
     let mut marks = MarkReader::default();
     loop {
         let due = video.as_ref().and_then(|v| v.next_due());
-        let frame = match recv_until(&handle, &track, &stop, due) {
+        let frame = match recv_until(&track, &stop, due) {
             Recv::Frame(f) => f,
             Recv::Due => {
                 let now = Instant::now();

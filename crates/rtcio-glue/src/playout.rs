@@ -38,13 +38,10 @@ pub enum Recv {
 }
 
 /// Waits on a receive thread for the next frame of `track`, at most until `deadline` (a
-/// queued picture's render time), waking up every 200 ms to honour `stop`.
-pub fn recv_until(
-    handle: &tokio::runtime::Handle,
-    track: &RemoteTrack,
-    stop: &AtomicBool,
-    deadline: Option<Instant>,
-) -> Recv {
+/// queued picture's render time), waking up every 200 ms to honour `stop`. Needs no runtime
+/// ([`RemoteTrack::recv_timeout`]): a thread still here while the app or CLI shuts its runtime
+/// down ends instead of panicking.
+pub fn recv_until(track: &RemoteTrack, stop: &AtomicBool, deadline: Option<Instant>) -> Recv {
     // Bounded: each pass waits ≥ 1 ms or returns.
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -56,10 +53,10 @@ pub fn recv_until(
             Some(d) => (d - now).min(RECV_POLL),
             None => RECV_POLL,
         };
-        match handle.block_on(async { tokio::time::timeout(wait, track.recv()).await }) {
-            Ok(Some(f)) => return Recv::Frame(f),
-            Ok(None) => return Recv::Ended,
-            Err(_) => continue,
+        match track.recv_timeout(wait) {
+            rtcio::TimedRecv::Frame(f) => return Recv::Frame(f),
+            rtcio::TimedRecv::Ended => return Recv::Ended,
+            rtcio::TimedRecv::TimedOut => continue,
         }
     }
 }
@@ -217,7 +214,7 @@ pub struct VideoSync<'a> {
 ///
 /// ```ignore
 /// loop {
-///     match recv_until(&handle, &track, &stop, path.next_due()) {
+///     match recv_until(&track, &stop, path.next_due()) {
 ///         Recv::Frame(f) => if let Some(pic) = path.on_frame(&f, &track, Instant::now(), sync) { show(pic) },
 ///         Recv::Due => if let Some(pic) = path.on_due(Instant::now()) { show(pic) },
 ///         Recv::Ended => break,

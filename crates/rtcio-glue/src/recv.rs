@@ -4,35 +4,26 @@
 //! and records it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use rtcio::{MediaFrame, RemoteTrack, RtpCodec};
 use rtcio_media::{H264Decoder, I420Frame, MediaError, PliThrottle};
 use tracing::debug;
 
-/// How often a blocked receive wakes up to check whether it should stop.
-const RECV_POLL: Duration = Duration::from_millis(200);
 /// Frame intervals the freeze rule averages over.
 const FREEZE_WINDOW: usize = 30;
 /// The shortest gap that counts as a freeze.
 const MIN_FREEZE: Duration = Duration::from_millis(150);
 
 /// Waits on a receive thread for the next frame of `track`, waking up every 200 ms to honour
-/// `stop`; `None` when the track ended or `stop` was set.
-pub fn next_frame(
-    handle: &tokio::runtime::Handle,
-    track: &RemoteTrack,
-    stop: &AtomicBool,
-) -> Option<MediaFrame> {
-    while !stop.load(Ordering::Relaxed) {
-        match handle.block_on(async { tokio::time::timeout(RECV_POLL, track.recv()).await }) {
-            Ok(Some(f)) => return Some(f),
-            Ok(None) => return None,
-            Err(_) => continue,
-        }
+/// `stop`; `None` when the track ended or `stop` was set ([`crate::recv_until`] without a
+/// deadline; needs no runtime).
+pub fn next_frame(track: &RemoteTrack, stop: &AtomicBool) -> Option<MediaFrame> {
+    match crate::playout::recv_until(track, stop, None) {
+        crate::playout::Recv::Frame(f) => Some(f),
+        crate::playout::Recv::Due | crate::playout::Recv::Ended => None,
     }
-    None
 }
 
 /// Freezes seen so far.

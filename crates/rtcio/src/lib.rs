@@ -51,5 +51,5 @@ pub use socket::{Error, IceServer, IceServers, Options, PeerRef, Server, Socket}
 pub use stats::PeerStats;
 pub use stream::{
     KeyframeRequest, LocalStream, LocalTrack, MediaFrame, MediaKind, MediaSample, RemoteStream,
-    RemoteTrack, RtpCodec, SenderReport,
+    RemoteTrack, RtpCodec, SenderReport, TimedRecv,
 };

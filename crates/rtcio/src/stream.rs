@@ -554,6 +554,18 @@ impl RemoteTrack {
         self.inner.rx.lock().await.recv().await
     }
 
+    /// The next frame, waiting at most `wait` on the calling thread (a receive thread's loop).
+    /// Needs no async runtime: a thread still waiting while the runtime that fed the track
+    /// shuts down gets [`TimedRecv::Ended`] once the peer is gone, where a tokio timer would
+    /// panic ("A Tokio 1.x context was found, but it is being shutdown").
+    pub fn recv_timeout(&self, wait: Duration) -> TimedRecv {
+        match block_on_until(self.recv(), Instant::now() + wait) {
+            Some(Some(f)) => TimedRecv::Frame(f),
+            Some(None) => TimedRecv::Ended,
+            None => TimedRecv::TimedOut,
+        }
+    }
+
     /// The latest RTCP sender report for this track's m-line, `None` before the first one
     /// (senders send one every second or so once media flows).
     pub fn sender_report(&self) -> Option<SenderReport> {
@@ -568,6 +580,46 @@ impl RemoteTrack {
             .send(crate::peer::PeerCmd::RequestKeyframe(
                 self.inner.mid.clone(),
             ));
+    }
+}
+
+/// What [`RemoteTrack::recv_timeout`] got.
+#[derive(Debug)]
+pub enum TimedRecv {
+    /// The next frame.
+    Frame(MediaFrame),
+    /// Nothing arrived within the wait.
+    TimedOut,
+    /// The track is removed or the peer is gone.
+    Ended,
+}
+
+/// Polls `fut` on this thread until it is ready (`Some`) or `deadline` passes (`None`, the
+/// future dropped); the waker unparks the thread. `recv` is cancel-safe, so dropping it loses
+/// no frame.
+fn block_on_until<F: std::future::Future>(fut: F, deadline: Instant) -> Option<F::Output> {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return Some(v);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        // Wakes early on the waker (or spuriously): the loop polls again.
+        std::thread::park_timeout(deadline - now);
     }
 }
 
@@ -681,6 +733,57 @@ mod tests {
         // And before the report.
         let t = sr.sender_time(u32::MAX - 479 - 9_000, 90_000);
         assert!((t - sr.ntp_secs() + 0.1).abs() < 1e-6, "{t}");
+    }
+
+    fn frame(ts: u32) -> MediaFrame {
+        MediaFrame {
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+            rtp_timestamp: ts,
+            codec: RtpCodec::H264,
+            keyframe: true,
+            lost_before: false,
+            held_for_loss: false,
+            received: Instant::now(),
+        }
+    }
+
+    /// A receive thread's timed wait works on a plain thread with no tokio runtime anywhere
+    /// (so also after the runtime that fed the track shut down): it times out, is woken by a
+    /// frame sent from another thread, and sees the end when the sender is gone.
+    #[test]
+    fn recv_timeout_needs_no_runtime() {
+        let (keyframe, _requests) = mpsc::unbounded_channel();
+        let (track, tx) = RemoteTrack::new(MediaKind::Video, "0", None, keyframe, Route::new());
+        let t = Instant::now();
+        assert!(matches!(
+            track.recv_timeout(Duration::from_millis(30)),
+            TimedRecv::TimedOut
+        ));
+        assert!(
+            t.elapsed() >= Duration::from_millis(30),
+            "{:?}",
+            t.elapsed()
+        );
+        let sender = std::thread::spawn(move || {
+            tx.blocking_send(frame(7)).expect("send");
+            tx
+        });
+        match track.recv_timeout(Duration::from_secs(10)) {
+            TimedRecv::Frame(f) => assert_eq!(f.rtp_timestamp, 7),
+            other => panic!("expected the frame, got {other:?}"),
+        }
+        let tx = sender.join().expect("sender thread");
+        tx.try_send(frame(8)).expect("queued");
+        drop(tx);
+        // What was queued before the end still comes first.
+        assert!(matches!(
+            track.recv_timeout(Duration::from_secs(10)),
+            TimedRecv::Frame(f) if f.rtp_timestamp == 8
+        ));
+        assert!(matches!(
+            track.recv_timeout(Duration::from_secs(10)),
+            TimedRecv::Ended
+        ));
     }
 
     #[test]
