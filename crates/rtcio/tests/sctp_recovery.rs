@@ -71,6 +71,18 @@ impl Pair {
         }
     }
 
+    /// A pair after 50 clean 1 ms steps: set up; returns it and the simulated time.
+    fn established(rwnd: u32) -> (Pair, Instant) {
+        let mut now = Instant::now();
+        let mut p = Pair::new(now, rwnd);
+        for _ in 0..50 {
+            p.step(now, false);
+            now += Duration::from_millis(1);
+        }
+        assert!(!p.client.is_handshaking(), "SCTP handshake");
+        (p, now)
+    }
+
     /// One exchange in each direction; `drop_data` loses every client datagram.
     fn step(&mut self, now: Instant, drop_data: bool) {
         for d in transmits(&mut self.client, now) {
@@ -137,13 +149,7 @@ impl Pair {
 #[test]
 fn a_lost_flight_is_resent_at_once_after_the_timeout() {
     const TOTAL: usize = 1024 * 1024;
-    let mut now = Instant::now();
-    let mut p = Pair::new(now, 128 * 1024);
-    for _ in 0..50 {
-        p.step(now, false);
-        now += Duration::from_millis(1);
-    }
-    assert!(!p.client.is_handshaking(), "SCTP handshake");
+    let (mut p, mut now) = Pair::established(128 * 1024);
     let msg = Bytes::from(vec![7u8; 16 * 1024]);
     {
         let mut st = p
@@ -177,13 +183,7 @@ fn a_lost_flight_is_resent_at_once_after_the_timeout() {
 /// the sender's retransmission timeouts (simulated time, bounded at `outage` + 60 s).
 fn recovery_after_outage(outage: Duration) -> (Duration, u64) {
     const TOTAL: usize = 64 * 1024;
-    let mut now = Instant::now();
-    let mut p = Pair::new(now, 1024 * 1024);
-    for _ in 0..50 {
-        p.step(now, false);
-        now += Duration::from_millis(1);
-    }
-    assert!(!p.client.is_handshaking(), "SCTP handshake");
+    let (mut p, mut now) = Pair::established(1024 * 1024);
     {
         let mut st = p
             .client
