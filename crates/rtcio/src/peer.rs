@@ -365,9 +365,10 @@ fn interceptors(
     }
     let estimate = Arc::new(BandwidthEstimate::new(cc.start_bps));
     // webrtc-rs's `configure_congestion_control` with TWCC feedback, but our pacer in place of
-    // its single-FIFO one (`crate::pacer`; the FIFO stays selectable to compare): the same feedback and header extension
-    // registrations (both in `configure_twcc_receiver_only`, with the TWCC receiver that gives
-    // the remote's estimator its feedback), the estimator, the pacer, the TWCC sender.
+    // its single-FIFO one (`crate::pacer`; the FIFO stays selectable to compare): the same
+    // feedback and header extension registrations (both in `configure_twcc_receiver_only`,
+    // with the TWCC receiver that gives the remote's estimator its feedback), the estimator,
+    // the pacer, the TWCC sender.
     let registry = configure_twcc_receiver_only(registry, media).map_err(|e| e.to_string())?;
     let registry = if cc.priority_pacer {
         registry.with(
