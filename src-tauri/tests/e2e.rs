@@ -323,13 +323,10 @@ fn app_window_in_a_call_with_a_browser_peer() {
         played["height"],
         secs(t_share)
     );
-    assert_eq!(
-        wd.js(
-            "return document.getElementById('toggle-share').getAttribute('aria-pressed');",
-            json!([])
-        ),
-        json!("true"),
-        "the share button shows sharing"
+    wd.wait_js(
+        "the share button to show sharing",
+        "return document.getElementById('toggle-share').getAttribute('aria-pressed') === 'true';",
+        json!([]),
     );
     let since = rt.block_on(br.log_len(page));
     let t_stop = Instant::now();
@@ -350,13 +347,12 @@ fn app_window_in_a_call_with_a_browser_peer() {
         "stop share → stopScreenShare and the track gone after {}",
         secs(t_stop.elapsed())
     );
-    assert_eq!(
-        wd.js(
-            "return document.getElementById('toggle-share').getAttribute('aria-pressed');",
-            json!([])
-        ),
-        json!("false"),
-        "the share button shows not sharing"
+    // The page updates the button when `stop_screen_share` returns, which can be after the
+    // browser saw the wire event: wait for it rather than read it once.
+    wd.wait_js(
+        "the share button to show not sharing",
+        "return document.getElementById('toggle-share').getAttribute('aria-pressed') === 'false';",
+        json!([]),
     );
 
     // (7) Leave: the browser sees the app go
