@@ -112,7 +112,9 @@ export class Cli {
       if (verbose && j.type !== "send-stats" && j.type !== "audio-stats") log(`[${label}] ${l.slice(0, 300)}`);
       this._check();
     });
-    readline.createInterface({ input: this.child.stderr }).on("line", (l) => { this.stderr.push(l); if (this.stderr.length > 40) this.stderr.shift(); });
+    // RTCIO_CLI_STDERR=prefix: every CLI's whole stderr also goes to prefix.<label> (debugging).
+    const dump = process.env.RTCIO_CLI_STDERR ? fs.createWriteStream(`${process.env.RTCIO_CLI_STDERR}.${label}`, { flags: "a" }) : null;
+    readline.createInterface({ input: this.child.stderr }).on("line", (l) => { if (dump) dump.write(l + "\n"); this.stderr.push(l); if (this.stderr.length > 40) this.stderr.shift(); });
   }
   _check() {
     for (const w of [...this.waiters]) {
