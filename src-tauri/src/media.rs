@@ -1798,7 +1798,7 @@ fn play_video(
     let st = video.decoder_stats();
     let p = video.playout_stats();
     debug!(%key, mid = %track.mid(), decoded = st.decoded, shown = p.shown,
-        dropped_late = p.dropped_late, freezes = p.freezes.count, "remote video ended");
+        shown_late = p.shown_late, freezes = p.freezes.count, "remote video ended");
 }
 
 /// One remote audio track into the mixer.

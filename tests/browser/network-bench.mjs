@@ -326,7 +326,7 @@ function summarize(pk, ak, t0, rec) {
         s.rxKbps = l.kbps; s.keyframeRequests = l.keyframe_requests;
         // Where freezes come from (cumulative counters): frames too late for the playout,
         // gaps given up (a keyframe needed), the playout's delay.
-        s.droppedLate = l.dropped_late; s.gapsGivenUp = l.lost; s.playoutMs = l.playout_delay_ms;
+        s.shownLate = l.shown_late; s.gapsGivenUp = l.lost; s.playoutMs = l.playout_delay_ms;
       }
       if (l.type === "audio-stats" && !l.ended) {
         if (prevA && s) {

@@ -115,7 +115,7 @@ struct Counters {
     freezes: FreezeStats,
     /// Video frames shown, dropped as late, and the current playout delay (ms).
     shown: u64,
-    dropped_late: u64,
+    shown_late: u64,
     playout_delay_ms: u64,
     /// Audio/video offsets (µs, audio later when positive) at the tone's marks, since the last
     /// line and all of them.
@@ -408,7 +408,7 @@ impl Receiver {
                     line["decode_errors"] = json!(cur.decode_errors);
                     line["keyframe_requests"] = json!(cur.keyframe_requests);
                     line["frames_shown"] = json!(cur.shown);
-                    line["dropped_late"] = json!(cur.dropped_late);
+                    line["shown_late"] = json!(cur.shown_late);
                     line["playout_delay_ms"] = json!(cur.playout_delay_ms);
                     line["freeze_count"] = json!(cur.freezes.count);
                     line["total_freezes_ms"] = json!(cur.freezes.total.as_millis() as u64);
@@ -748,7 +748,7 @@ fn show(
     let mut g = lock(counters);
     g.freezes = st.freezes;
     g.shown = st.shown;
-    g.dropped_late = st.dropped_late;
+    g.shown_late = st.shown_late;
     g.playout_delay_ms = st.delay.as_millis() as u64;
     g.width = pic.width;
     g.height = pic.height;

@@ -10,7 +10,7 @@
 //! * [`recv`]: a remote track's frames decoded on a thread, a keyframe request when the picture
 //!   cannot be decoded, and freeze counters like Chromium's.
 //! * [`playout`]: decoded pictures shown at capture time + a jitter-adaptive delay, in step
-//!   with the same stream's audio (lip sync); late pictures dropped, not queued.
+//!   with the same stream's audio (lip sync); a picture later than the maximum is shown at once.
 //! * [`avsync`]: the lip sync policy: RTCP sender reports put a peer's audio and video on one
 //!   time line; video waits for later audio, audio (bounded) for later video.
 //!

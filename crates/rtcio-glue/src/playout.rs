@@ -1,6 +1,7 @@
 //! Playout of remote video: decoded pictures wait for their render time (capture time + a
 //! jitter-adaptive delay, see [`rtcio_media::playout::video::VideoPlayout`]) and are shown then,
-//! in step with the same stream's audio (lip sync); late pictures are dropped, not queued.
+//! in step with the same stream's audio (lip sync); a picture later than the maximum delay is
+//! shown at once.
 //! The CLI and the app both receive with [`recv_until`] and hold pictures in a
 //! [`VideoPlayoutQueue`]; a stream's audio thread keeps its [`AudioPlayoutClock`] current with
 //! [`note_audio_playout`] and asks [`LipSync::sync_audio`] for its extra delay, and the video
@@ -66,8 +67,8 @@ pub fn recv_until(track: &RemoteTrack, stop: &AtomicBool, deadline: Option<Insta
 pub struct VideoPlayoutStats {
     /// Pictures shown.
     pub shown: u64,
-    /// Pictures dropped because they arrived later than the maximum delay.
-    pub dropped_late: u64,
+    /// Pictures that arrived later than the maximum delay (shown at once).
+    pub shown_late: u64,
     /// Pictures dropped because a newer one was due at the same time (the consumer was
     /// behind) or the queue was full.
     pub dropped_stale: u64,
@@ -180,7 +181,7 @@ impl<T> VideoPlayoutQueue<T> {
     pub fn stats(&self) -> VideoPlayoutStats {
         VideoPlayoutStats {
             shown: self.shown,
-            dropped_late: self.policy.stats().dropped_late,
+            shown_late: self.policy.stats().shown_late,
             dropped_stale: self.stale,
             freezes: self.freezes.stats(),
             delay: self.policy.delay(),
