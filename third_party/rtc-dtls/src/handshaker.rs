@@ -197,7 +197,10 @@ impl DTLSConn {
                 srv_cli_str(self.state.is_client),
                 self.current_flight
             );
-            self.current_retransmit_timer = None;
+            // The retransmission timer keeps running until the peer's next flight is complete
+            // (cleared below when it is): packets that do not complete it are often the peer
+            // repeating its previous flight because ours was lost, and clearing the timer on
+            // them left both sides waiting for good (rtcio change 3, third_party/README.md).
             let result = self.current_flight.parse(
                 /*&mut self.handle_queue_tx,*/ &mut self.state,
                 &self.cache,
@@ -221,6 +224,7 @@ impl DTLSConn {
                     }
                 }
                 Ok(next_flight) => {
+                    self.current_retransmit_timer = None;
                     debug!(
                         "[handshake:{}] {} -> {}",
                         srv_cli_str(self.state.is_client),
