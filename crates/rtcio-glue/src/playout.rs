@@ -93,7 +93,7 @@ pub struct VideoPlayoutQueue<T> {
 }
 
 impl<T> VideoPlayoutQueue<T> {
-    /// An empty queue with the default policy (delay bounded to 300 ms).
+    /// An empty queue with the default policy (delay bounded to 500 ms).
     pub fn new() -> Self {
         Self::with_config(VideoPlayoutConfig::default())
     }
