@@ -113,7 +113,7 @@ struct Counters {
     level_n: u64,
     /// Freezes between shown video frames (Chromium's rule).
     freezes: FreezeStats,
-    /// Video frames shown, dropped as late, and the current playout delay (ms).
+    /// Video frames shown, shown past the playout maximum, and the current playout delay (ms).
     shown: u64,
     shown_late: u64,
     playout_delay_ms: u64,

@@ -124,7 +124,7 @@ impl<T> VideoPlayoutQueue<T> {
 
     /// Adds a picture of the frame with `rtp_timestamp` that arrived at `arrival`
     /// (`held_for_loss`: it waited for a retransmission, `rtcio::MediaFrame::held_for_loss`).
-    /// False when it was dropped as too late.
+    /// False when the policy dropped it.
     pub fn push(
         &mut self,
         picture: T,

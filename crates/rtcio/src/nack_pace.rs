@@ -206,7 +206,7 @@ impl PacedNackGenerator {
         // webrtc-rs binds a remote RTX stream as a stream of its own, with the media's NACK
         // feedback, so the stock generator asked for every lost *retransmission* by its RTX
         // number, ten times, which no sender answers (network bench, Chromium → Rust, 30 %
-        // loss: 40 % of the packets NACKed were RTX packets). The original is asked for again.
+        // loss: 27–40 % of the packets NACKed were RTX packets). The original is asked again.
         if self.rtx.contains_key(&nack.media_ssrc) {
             return None;
         }

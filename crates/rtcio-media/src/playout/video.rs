@@ -516,10 +516,9 @@ impl VideoPlayout {
         if excess > max {
             // Shown as soon as it is here, not dropped: a newer picture is not here yet (frames
             // come in order), so dropping it only showed nothing for longer. Chromium, too,
-            // skips a late frame only for a newer decodable one, which the queue does. When a
-            // link's capacity dropped, the half second of dropped frames before the re-anchor
-            // below was a freeze of its own (network bench (c), Rust → Rust: 15–26 late
-            // frames, 1.0–1.3 s of freezes at the drop).
+            // skips a late frame only for a newer decodable one, which the queue does. (Network
+            // bench (c), Rust → Rust: 15–26 frames were dropped at the capacity drop; freezes
+            // there did not measurably change, the queue delays every frame anyway.)
             self.stats.shown_late += 1;
             if !held {
                 // Late for a repair is not a longer path.
