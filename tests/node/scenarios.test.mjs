@@ -173,7 +173,16 @@ class Client extends EventLog {
 
   async connected() {
     const ev = await this.status.waitFor(["connect", "connect_error"], () => true, `connect (${this.url})`);
-    if (ev.name === "connect_error") throw new Error(`${this.label}: connect_error: ${ev.payload?.message}`);
+    if (ev.name === "connect_error") {
+      // An "xhr poll error" says only that a polling request failed: keep its cause (a reset,
+      // a status) for the next time it flakes under load.
+      const e = ev.payload;
+      const cause = [e?.description?.message ?? e?.description, e?.context?.status ?? e?.context?.code]
+        .filter((x) => x !== undefined && x !== null && x !== "")
+        .map(String)
+        .join(", ");
+      throw new Error(`${this.label}: connect_error: ${e?.message}${cause ? ` (${cause})` : ""} (${this.url})`);
+    }
     return this.socket.id;
   }
 
