@@ -594,20 +594,30 @@ pub enum TimedRecv {
     Ended,
 }
 
+/// Wakes the thread it was made on.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+thread_local! {
+    /// This thread's waker, made once: a receive thread waits once per frame, and a new Arc
+    /// each time was an allocation per frame.
+    static UNPARK: std::task::Waker =
+        std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+}
+
 /// Polls `fut` on this thread until it is ready (`Some`) or `deadline` passes (`None`, the
 /// future dropped); the waker unparks the thread. `recv` is cancel-safe, so dropping it loses
 /// no frame.
 fn block_on_until<F: std::future::Future>(fut: F, deadline: Instant) -> Option<F::Output> {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let waker = UNPARK.with(std::task::Waker::clone);
     let mut cx = std::task::Context::from_waker(&waker);
     let mut fut = std::pin::pin!(fut);
     loop {
