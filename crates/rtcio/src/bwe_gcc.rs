@@ -29,6 +29,8 @@ const INCREASE_PER_SECOND: f64 = 1.08;
 const STARTUP_INCREASE_PER_SECOND: f64 = 1.5;
 /// Back off to this fraction of the delivered rate.
 const BETA: f64 = 0.85;
+/// Delivered below this fraction of the estimate, the sender is not testing the estimate.
+const APP_LIMITED: f64 = 0.85;
 /// Window of the delivered-rate measurement.
 const ACKED_WINDOW: Duration = Duration::from_millis(500);
 
@@ -418,7 +420,14 @@ impl Estimator {
                 let elapsed = self
                     .last_change
                     .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-                if self.delay_target < limit {
+                // Past the capacity an overuse or a probe found, only media that uses the
+                // estimate tests it: while the sender stays well below it (our encoder follows
+                // the target with a lag, under it), climbing further is a guess that the encoder
+                // catching up pays for with a queue and losses (network bench (b): the estimate
+                // crept to 1.3x the link between backoffs).
+                let app_limited = acked < APP_LIMITED * self.delay_target
+                    && self.delay_target >= self.capacity.upper_bps();
+                if self.delay_target < limit && !app_limited {
                     // Additive only near the capacity seen at the last overuse; far below it
                     // (a backoff spiral, a sender that was idle) climb multiplicatively.
                     let near_capacity = self.capacity.estimate_bps().is_some()
@@ -467,6 +476,32 @@ impl Estimator {
             }
         }
         self.delay_target = self.delay_target.clamp(self.min, self.max);
+    }
+
+    /// A probe cluster (`crate::probe`) found the bottleneck: it delivered at `delivered_bps`,
+    /// and the estimate goes to `bps` (just under that), unless the delay detector sees the
+    /// queue growing. The delivered rate is a capacity sample, and the blind start-up climb
+    /// ends.
+    pub(crate) fn on_probe_saturated(&mut self, now: Instant, bps: f64, delivered_bps: f64) {
+        if !(bps.is_finite() && bps > 0.0 && delivered_bps.is_finite())
+            || self.usage == Usage::Overusing
+        {
+            return;
+        }
+        self.delay_target = bps.clamp(self.min, self.max);
+        self.capacity.on_overuse(delivered_bps);
+        self.seen_overuse = true;
+        self.last_change = Some(now);
+    }
+
+    /// A probe cluster went through at `bps` without finding the bottleneck: the link carries
+    /// at least that.
+    pub(crate) fn on_probe_unsaturated(&mut self, now: Instant, bps: f64) {
+        if !(bps.is_finite() && bps > self.delay_target) || self.usage == Usage::Overusing {
+            return;
+        }
+        self.delay_target = bps.clamp(self.min, self.max);
+        self.last_change = Some(now);
     }
 
     /// Near the known capacity: about one packet more per response time.

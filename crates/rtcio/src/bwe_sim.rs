@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use rtc::interceptor::{BandwidthEstimator, PacketReport};
 
+use crate::probe::ProbeLog;
+
 /// One link phase: from `at` on, the bottleneck has this capacity.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Phase {
@@ -31,6 +33,11 @@ pub(crate) struct Link {
     pub random_loss: f64,
     /// Extra frames (keyframes) the sender emits: (when, bytes).
     pub keyframes: Vec<(Duration, usize)>,
+    /// The sender as the media glue drives a real encoder: video at 0.9 × the estimate −
+    /// 48 kbit/s (room for audio), reached with a 1 s lag (an encoder follows a new target over
+    /// its rate-control window), so it sends below the estimate while the estimate climbs.
+    /// `false`: frames sized exactly from the estimate.
+    pub encoder_lag: bool,
 }
 
 impl Link {
@@ -66,12 +73,14 @@ struct Sent {
 }
 
 /// Runs `seconds` of a call through `link`, the estimator deciding the sender's rate
-/// (`target_bitrate() / pacing` is the media rate, `target_bitrate()` the release rate).
+/// (`target_bitrate() / pacing` is the media rate, `target_bitrate()` the release rate); with
+/// `probes`, the pacer sends the probe clusters that log plans, as the real pacer does.
 pub(crate) fn run(
     est: &mut dyn BandwidthEstimator,
     pacing: f64,
     link: &Link,
     seconds: u32,
+    probes: Option<&ProbeLog>,
 ) -> Vec<Second> {
     let epoch = Instant::now();
     let step = Duration::from_millis(1);
@@ -93,11 +102,23 @@ pub(crate) fn run(
     let mut sec_lost = 0u32;
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut next_id = 0u64;
+    let mut encoder_bps: Option<f64> = None;
+    // A probe cluster being sent: (rate, packets left, next release).
+    let mut probe: Option<(f64, usize, Duration)> = None;
     while t < end {
         let release_bps = est.target_bitrate().max(1.0);
         let media_bps = release_bps / pacing;
+        let frame_bps = if link.encoder_lag {
+            let target = (0.9 * media_bps - 48_000.0).max(50_000.0);
+            let e = encoder_bps.get_or_insert(target);
+            // First-order lag, 1 s time constant, 1 ms steps.
+            *e += (target - *e) * 0.001;
+            *e
+        } else {
+            media_bps
+        };
         if t >= next_frame {
-            let mut bytes = (media_bps / 8.0 / 30.0) as usize;
+            let mut bytes = (frame_bps / 8.0 / 30.0) as usize;
             if let Some(&(_, k)) = link
                 .keyframes
                 .iter()
@@ -113,12 +134,39 @@ pub(crate) fn run(
             next_frame += Duration::from_micros(33_333);
         }
         pacer_budget = (pacer_budget + release_bps / 8.0 * step.as_secs_f64()).min(3000.0);
+        if probe.is_none()
+            && let Some(log) = probes
+            && let Some(plan) = log.plan(epoch + t, pacer.len(), false, Duration::ZERO, media_bps)
+        {
+            probe = Some((plan.rate_bps, plan.packets, t));
+        }
         while let Some(&size) = pacer.front() {
-            if pacer_budget < size as f64 {
+            let probing = if let Some((rate, left, next)) = probe.as_mut() {
+                if *next > t {
+                    break;
+                }
+                *left -= 1;
+                *next += Duration::from_secs_f64(size as f64 * 8.0 / *rate);
+                true
+            } else {
+                false
+            };
+            if !probing && pacer_budget < size as f64 {
                 break;
             }
             pacer_budget -= size as f64;
             pacer.pop_front();
+            if probing && let Some(log) = probes {
+                log.sent(1, next_id as u16, size, epoch + t);
+            }
+            if let Some((_, left, _)) = probe
+                && (left == 0 || pacer.is_empty())
+            {
+                probe = None;
+                if let Some(log) = probes {
+                    log.end(epoch + t);
+                }
+            }
             let cap = link.capacity(t);
             let queue_wait = link_free_at.saturating_sub(t);
             rng ^= rng << 13;

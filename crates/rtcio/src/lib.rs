@@ -32,6 +32,7 @@ mod nack_pace;
 mod pacer;
 mod peer;
 mod peer_media;
+mod probe;
 pub mod proto;
 pub mod sio;
 mod socket;

@@ -14,6 +14,11 @@
 //! is audio, a stream's RTX SSRC is a retransmission, anything else (video, FEC, a stream not
 //! bound) is video. Without RTX negotiated a retransmission carries the video SSRC and queues
 //! as video, as before.
+//!
+//! With a [`ProbeLog`], the pacer also sends probe clusters: when enough video is queued (a
+//! keyframe) and the log asks for one, the head of the queue leaves at the probe rate instead of
+//! the budget's (paid from the budget all the same, so the average rate holds), and the
+//! estimator reads the link's capacity from how the path delivered it (`crate::probe`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,8 +29,9 @@ use rtc::sansio::Protocol;
 use rtc::shared::marshal::MarshalSize;
 use tracing::warn;
 
-use crate::bwe::BandwidthEstimate;
+use crate::bwe::{BandwidthEstimate, PACING_FACTOR};
 use crate::interceptor_util::interceptor_types;
+use crate::probe::ProbeLog;
 
 /// No packet waits longer than this in the pacer: when the queue holds more than this at the
 /// estimated rate, the pacer releases faster (libwebrtc's `kMaxExpectedQueueLength`). A queue
@@ -54,6 +60,13 @@ struct Queued {
     since: Instant,
 }
 
+/// A probe cluster being sent: the head of the queue leaves every `bits / rate_bps`.
+struct ActiveProbe {
+    rate_bps: f64,
+    left: usize,
+    next_at: Instant,
+}
+
 /// The pacer interceptor (see the module docs).
 pub(crate) struct PriorityPacer {
     bucket: Pacer,
@@ -69,12 +82,16 @@ pub(crate) struct PriorityPacer {
     write_queue: VecDeque<TaggedPacket>,
     /// Where the oldest packet's wait is published (`None`: nowhere).
     out: Option<Arc<BandwidthEstimate>>,
+    /// Probe clusters, shared with the estimator (`None`: no probing).
+    probes: Option<Arc<ProbeLog>>,
+    probe: Option<ActiveProbe>,
 }
 
 impl PriorityPacer {
     /// A pacer at webrtc-rs's start rate until the estimator says otherwise; with `out`, the
-    /// wait of the oldest queued packet is published there.
-    pub(crate) fn new(out: Option<Arc<BandwidthEstimate>>) -> Self {
+    /// wait of the oldest queued packet is published there; with `probes`, it sends the probe
+    /// clusters that log asks for.
+    pub(crate) fn new(out: Option<Arc<BandwidthEstimate>>, probes: Option<Arc<ProbeLog>>) -> Self {
         PriorityPacer {
             bucket: Pacer::new(DEFAULT_BPS),
             target_bps: DEFAULT_BPS,
@@ -87,6 +104,74 @@ impl PriorityPacer {
             read_queue: VecDeque::new(),
             write_queue: VecDeque::new(),
             out,
+            probes,
+            probe: None,
+        }
+    }
+
+    /// Starts a probe cluster if the log wants one now.
+    fn maybe_probe(&mut self, now: Instant) {
+        if self.probe.is_some() {
+            return;
+        }
+        let Some(log) = &self.probes else {
+            return;
+        };
+        let queued = self.retransmissions.len() + self.video.len();
+        let waited = self
+            .oldest()
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let frame_continues = match self.head().map(|q| &q.packet.message.packet) {
+            Some(Packet::Rtp(rtp)) => !rtp.header.marker,
+            _ => false,
+        };
+        // The published estimate: the bucket runs at webrtc-rs's default until the first
+        // feedback, and the keyframe at connect comes before that.
+        let estimate = self
+            .out
+            .as_ref()
+            .map_or(self.target_bps / PACING_FACTOR, |o| o.target_bps() as f64);
+        if let Some(plan) = log.plan(now, queued, frame_continues, waited, estimate) {
+            self.probe = Some(ActiveProbe {
+                rate_bps: plan.rate_bps,
+                left: plan.packets,
+                next_at: now,
+            });
+        }
+    }
+
+    /// Sends what the probe cluster has due; ends it when it is complete or a packet due is not
+    /// there.
+    fn send_probe(&mut self, now: Instant) {
+        let Some(mut probe) = self.probe.take() else {
+            return;
+        };
+        while probe.left > 0 && probe.next_at <= now {
+            let Some(mut q) = self.pop_head() else {
+                break;
+            };
+            self.bucket.consume(q.bits);
+            probe.left -= 1;
+            probe.next_at += Duration::from_secs_f64(q.bits / probe.rate_bps.max(1.0));
+            if let (Some(log), Packet::Rtp(rtp)) = (&self.probes, &q.packet.message.packet) {
+                log.sent(
+                    rtp.header.ssrc,
+                    rtp.header.sequence_number,
+                    (q.bits / 8.0) as usize,
+                    now,
+                );
+            }
+            q.packet.now = now;
+            self.released.push_back(q.packet);
+        }
+        // The queue may be empty between two packets of the frame being written: only a packet
+        // due and not there ends the cluster.
+        if probe.left == 0 || (self.head().is_none() && probe.next_at <= now) {
+            if let Some(log) = &self.probes {
+                log.end(now);
+            }
+        } else {
+            self.probe = Some(probe);
         }
     }
 
@@ -211,6 +296,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for PriorityPacer {
             Class::Retransmission => self.retransmissions.push_back(queued),
             _ => self.video.push_back(queued),
         }
+        self.maybe_probe(now);
         self.apply_rate(now);
         Ok(())
     }
@@ -223,7 +309,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for PriorityPacer {
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
         self.bucket.refill(now);
-        while let Some(head) = self.head() {
+        self.maybe_probe(now);
+        self.send_probe(now);
+        while self.probe.is_none()
+            && let Some(head) = self.head()
+        {
             if !self.bucket.can_release(head.bits) {
                 break;
             }
@@ -240,6 +330,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for PriorityPacer {
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
+        if let Some(p) = &self.probe {
+            return Some(p.next_at);
+        }
         let head = self.head()?;
         // A microsecond late: the bucket's float budget, refilled at exactly the computed
         // instant, can fall a hair short of the packet and the timer would fire again at once.
@@ -285,7 +378,7 @@ mod tests {
     const RTX: u32 = 3;
 
     fn pacer() -> PriorityPacer {
-        let mut p = PriorityPacer::new(None);
+        let mut p = PriorityPacer::new(None, None);
         p.bind_local_stream(&StreamInfo {
             ssrc: AUDIO,
             mime_type: "audio/opus".into(),
@@ -451,6 +544,51 @@ mod tests {
             last <= t0 + MAX_QUEUE_TIME + Duration::from_millis(100),
             "drained in about {MAX_QUEUE_TIME:?}: {:?}",
             last - t0
+        );
+    }
+
+    #[test]
+    fn a_keyframe_opens_with_a_probe_cluster_at_three_times_the_estimate() {
+        let t0 = Instant::now();
+        let probes = Arc::new(ProbeLog::default());
+        probes.set_ready(t0);
+        let mut p = PriorityPacer::new(None, Some(probes.clone()));
+        p.bind_local_stream(&StreamInfo {
+            ssrc: VIDEO,
+            mime_type: "video/H264".into(),
+            ..Default::default()
+        });
+        // Estimate 300 kbit/s: released at 450, probed at 900.
+        rate(&mut p, 300_000.0 * PACING_FACTOR, t0);
+        // Written one packet at a time, the driver running the pacer's due timers in between
+        // (so the queue is empty between two of them).
+        let mut out = Vec::new();
+        for seq in 0..30u16 {
+            let at = t0 + Duration::from_micros(u64::from(seq) * 50);
+            p.handle_write(rtp(VIDEO, seq, 1188, at)).unwrap();
+            out.extend(drain(&mut p, at));
+        }
+        out.extend(drain(&mut p, t0 + Duration::from_secs(2)));
+        assert_eq!(out.len(), 30);
+        let gaps: Vec<Duration> = out.windows(2).map(|w| w[1].2 - w[0].2).collect();
+        // 1 200 B at 900 kbit/s: 10.7 ms apart, evenly, for the cluster's 20 packets (the
+        // first leaves as it is written).
+        for g in &gaps[1..19] {
+            assert!(
+                (g.as_secs_f64() * 1000.0 - 10.7).abs() < 0.5,
+                "probe spacing: {gaps:?}"
+            );
+        }
+        // Paid from the budget: the rest waits until the average is back at 450 kbit/s.
+        let last = out[29].2 - t0;
+        assert!(
+            last >= Duration::from_millis(500),
+            "30 packets at 450 kbit/s take ≥ 0.5 s after the burst: {last:?}"
+        );
+        // The cluster waits for its feedback: no second one meanwhile.
+        assert_eq!(
+            probes.plan(out[29].2, 30, false, Duration::ZERO, 300_000.0),
+            None
         );
     }
 

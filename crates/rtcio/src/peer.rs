@@ -370,10 +370,12 @@ fn interceptors(
     // with the TWCC receiver that gives the remote's estimator its feedback), the estimator,
     // the pacer, the TWCC sender.
     let registry = configure_twcc_receiver_only(registry, media).map_err(|e| e.to_string())?;
+    // The pacer sends probe clusters, the estimator reads them back (only with our pacer).
+    let probes = cc.priority_pacer.then(|| estimate.probes().clone());
     let registry = if cc.priority_pacer {
         registry.with(
             rtc::interceptor::Slot::Pacer,
-            crate::pacer::PriorityPacer::new(Some(estimate.clone())),
+            crate::pacer::PriorityPacer::new(Some(estimate.clone()), probes.clone()),
         )
     } else {
         registry.with(
@@ -384,9 +386,12 @@ fn interceptors(
     let registry = registry
         .with(
             rtc::interceptor::Slot::CongestionControl,
-            rtc::interceptor::CongestionControlBuilder::new(
-                PublishedGcc::new(cc, estimate.clone()).with_rtt(rtt),
-            )
+            rtc::interceptor::CongestionControlBuilder::new(match probes {
+                Some(p) => PublishedGcc::new(cc, estimate.clone())
+                    .with_rtt(rtt)
+                    .with_probes(p),
+                None => PublishedGcc::new(cc, estimate.clone()).with_rtt(rtt),
+            })
             .build(),
         )
         .with(
@@ -1014,6 +1019,11 @@ impl Peer {
                 self.link = state;
                 if state == LinkState::Connected && !self.keyframes_asked {
                     self.keyframes_asked = true;
+                    // The keyframe asked for here is the first that reaches the peer: the
+                    // pacer probes the link with it.
+                    if let Some(e) = &self.estimate {
+                        e.probes().set_ready(std::time::Instant::now());
+                    }
                     self.request_local_keyframes();
                 }
                 match self.watchdog.on_state(state, std::time::Instant::now()) {

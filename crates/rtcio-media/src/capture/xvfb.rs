@@ -1,6 +1,7 @@
 //! A private Xvfb server for tests, benchmarks and headless bots.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 
 use crate::error::{MediaError, Result};
@@ -8,7 +9,10 @@ use crate::error::{MediaError, Result};
 /// An `Xvfb` process on a free display number, killed when dropped.
 ///
 /// Xvfb picks the display number itself and reports it on stdout once it accepts connections
-/// (`-displayfd 1`), so no polling or sleeping is needed.
+/// (`-displayfd 1`), so no polling or sleeping is needed. It is also killed when the thread that
+/// started it ends (`PR_SET_PDEATHSIG`): a process that leaves without running destructors
+/// (`_exit`, an abort, a killed test) left its Xvfb running before, one per run (seen with
+/// `ipc_bench`, which leaves with `_exit`). Keep it on the thread that started it.
 #[derive(Debug)]
 pub struct VirtualDisplay {
     child: Child,
@@ -18,7 +22,17 @@ pub struct VirtualDisplay {
 impl VirtualDisplay {
     /// Starts `Xvfb -screen 0 {width}x{height}x24` (MIT-SHM and RandR are on by default).
     pub fn start(width: u32, height: u32) -> Result<Self> {
-        let mut child = Command::new("Xvfb")
+        let mut command = Command::new("Xvfb");
+        // SAFETY: prctl is async-signal-safe and touches nothing of the parent's state.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
             .args([
                 "-displayfd",
                 "1",
