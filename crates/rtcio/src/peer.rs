@@ -401,6 +401,11 @@ fn interceptors(
     Ok((registry, Some(estimate)))
 }
 
+/// Probe clusters at the start of a call (`crate::probe`). Off for now: with them on, the
+/// coturn relay test's `path` line (selected candidate pair stats) did not come within 30 s in
+/// 1 of 3 local runs and one CI run (3 of 3 passed without); not yet traced.
+const PROBING: bool = false;
+
 /// ICE check pacing: one round of checks every 50 ms (Chromium paces at ~50 ms while
 /// connecting), 50 tries per pair: that keeps the 2.5 s a pair gets before it is given up above
 /// the default 1.4 s, since handshakes on a busy CPU are slow.
@@ -1021,7 +1026,7 @@ impl Peer {
                     self.keyframes_asked = true;
                     // The keyframe asked for here is the first that reaches the peer: the
                     // pacer probes the link with it.
-                    if let Some(e) = &self.estimate {
+                    if PROBING && let Some(e) = &self.estimate {
                         e.probes().set_ready(std::time::Instant::now());
                     }
                     self.request_local_keyframes();
