@@ -371,7 +371,8 @@ fn interceptors(
     // the pacer, the TWCC sender.
     let registry = configure_twcc_receiver_only(registry, media).map_err(|e| e.to_string())?;
     // The pacer sends probe clusters, the estimator reads them back (only with our pacer).
-    let probes = cc.priority_pacer.then(|| estimate.probes().clone());
+    // Not handed over while probing is off: the pacer would ask the log on every packet.
+    let probes = (cc.priority_pacer && PROBING).then(|| estimate.probes().clone());
     let registry = if cc.priority_pacer {
         registry.with(
             rtc::interceptor::Slot::Pacer,
