@@ -402,10 +402,11 @@ fn interceptors(
     Ok((registry, Some(estimate)))
 }
 
-/// Probe clusters at the start of a call (`crate::probe`). Off for now: with them on, the
-/// coturn relay test's `path` line (selected candidate pair stats) did not come within 30 s in
-/// 1 of 3 local runs and one CI run (3 of 3 passed without); not yet traced.
-const PROBING: bool = false;
+/// Probe clusters at the start of a call (`crate::probe`); one switch, to compare a build
+/// without them. (They were off for a stop: the relay tests' `path` line went missing, which
+/// turned out to be a peer-reflexive remote candidate missing from the stats report — rtc
+/// change 3 — that probing's timing only made more likely.)
+const PROBING: bool = true;
 
 /// ICE check pacing: one round of checks every 50 ms (Chromium paces at ~50 ms while
 /// connecting), 50 tries per pair: that keeps the 2.5 s a pair gets before it is given up above

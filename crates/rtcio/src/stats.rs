@@ -52,8 +52,8 @@ pub struct PeerStats {
     pub send_loss: Option<f64>,
     /// Local end of the selected pair.
     pub local: Option<CandidateInfo>,
-    /// Remote end of the selected pair (`None` when it is peer-reflexive: webrtc-rs reports no
-    /// entry for those).
+    /// Remote end of the selected pair. Peer-reflexive when the peer's check came before its
+    /// candidate and no signaled candidate has that address.
     pub remote: Option<CandidateInfo>,
     /// Offers we sent to this peer (initial, renegotiations, ICE restarts).
     pub offers_sent: u64,
@@ -102,16 +102,48 @@ fn candidate(report: &RTCStatsReport, id: &str) -> Option<CandidateInfo> {
         .or_else(|| report.get(&format!("RTCLocalIceCandidate_{id}")))
         .or_else(|| report.get(&format!("RTCRemoteIceCandidate_{id}")))?;
     match entry {
-        RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c) => {
-            Some(CandidateInfo {
-                address: c.address.clone(),
-                port: c.port,
-                candidate_type: format!("{:?}", c.candidate_type).to_lowercase(),
-                protocol: c.protocol.clone(),
-            })
+        RTCStatsReportEntry::LocalCandidate(c) => Some(candidate_info(c)),
+        RTCStatsReportEntry::RemoteCandidate(c) => {
+            let signaled = report.iter().filter_map(|e| match e {
+                RTCStatsReportEntry::RemoteCandidate(s) => Some(candidate_info(s)),
+                _ => None,
+            });
+            Some(resolve_prflx(candidate_info(c), signaled))
         }
         _ => None,
     }
+}
+
+fn candidate_info(
+    c: &rtc::statistics::stats::ice_candidate::RTCIceCandidateStats,
+) -> CandidateInfo {
+    CandidateInfo {
+        address: c.address.clone(),
+        port: c.port,
+        candidate_type: format!("{:?}", c.candidate_type).to_lowercase(),
+        protocol: c.protocol.clone(),
+    }
+}
+
+/// A peer-reflexive remote end that a signaled candidate matches (same address, port and
+/// protocol) is that candidate: the peer's check arrived before its candidate did, which on a
+/// relayed call makes the peer's relay address look peer-reflexive. libwebrtc updates such a
+/// candidate when the signaled one arrives; webrtc-rs keeps the pair on the prflx one.
+fn resolve_prflx(
+    selected: CandidateInfo,
+    mut signaled: impl Iterator<Item = CandidateInfo>,
+) -> CandidateInfo {
+    if selected.candidate_type != "prflx" {
+        return selected;
+    }
+    signaled
+        .find(|c| {
+            c.candidate_type != "prflx"
+                && c.address == selected.address
+                && c.port == selected.port
+                && c.protocol == selected.protocol
+        })
+        .unwrap_or(selected)
 }
 
 /// Builds the summary; returns it with the sample to keep for the next call.
@@ -194,4 +226,40 @@ pub(crate) fn summarize(
             received: bytes_received,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(t: &str, port: u16) -> CandidateInfo {
+        CandidateInfo {
+            address: Some("127.0.0.1".into()),
+            port,
+            candidate_type: t.into(),
+            protocol: "udp".into(),
+        }
+    }
+
+    #[test]
+    fn a_prflx_end_takes_the_type_of_the_signaled_candidate_at_its_address() {
+        let signaled = [cand("host", 5000), cand("relay", 42045)];
+        assert_eq!(
+            resolve_prflx(cand("prflx", 42045), signaled.iter().cloned()),
+            cand("relay", 42045)
+        );
+    }
+
+    #[test]
+    fn a_prflx_end_without_a_match_stays_prflx_and_others_are_kept() {
+        let signaled = [cand("relay", 42045), cand("prflx", 6000)];
+        assert_eq!(
+            resolve_prflx(cand("prflx", 6000), signaled.iter().cloned()),
+            cand("prflx", 6000)
+        );
+        assert_eq!(
+            resolve_prflx(cand("host", 42045), signaled.iter().cloned()),
+            cand("host", 42045)
+        );
+    }
 }

@@ -197,6 +197,11 @@ impl<'a>
                         remote.addr()
                     );
 
+                    // rtcio change 3: a peer-reflexive remote candidate (the peer's check came
+                    // before its candidate was signaled) is known only to the ICE agent, so the
+                    // selected pair pointed at a remote candidate the report did not have.
+                    self.register_prflx_remote(&remote);
+
                     // Create/update the candidate pair accumulator
                     let pair = self
                         .stats
@@ -237,5 +242,35 @@ impl<'a>
 
     fn close(&mut self) -> Result<()> {
         self.ctx.ice_transport.agent.close()
+    }
+}
+
+impl IceHandler<'_> {
+    /// Files a remote candidate the ICE agent learned from a check (peer-reflexive) in the stats
+    /// report, so the selected pair's `remoteCandidateId` resolves (rtcio change 3).
+    fn register_prflx_remote(&mut self, remote: &::ice::candidate::Candidate) {
+        let rtc: crate::peer_connection::transport::ice::candidate::RTCIceCandidate =
+            remote.into();
+        let id = format!("RTCRemoteIceCandidate_{}", rtc.id);
+        if self.stats.remote_candidates.contains_key(&id) {
+            return;
+        }
+        let (ufrag, _) = self.ctx.ice_transport.get_remote_user_credentials();
+        let accumulator = crate::statistics::accumulator::IceCandidateAccumulator {
+            transport_id: self.stats.transport.transport_id.clone(),
+            address: (!rtc.address.is_empty()).then(|| rtc.address.clone()),
+            port: rtc.port,
+            protocol: rtc.protocol.to_string(),
+            candidate_type: rtc.typ,
+            priority: (rtc.priority >> 16) as u16,
+            url: String::new(),
+            relay_protocol: rtc.relay_protocol,
+            foundation: rtc.foundation.clone(),
+            related_address: rtc.related_address.clone(),
+            related_port: rtc.related_port,
+            username_fragment: ufrag.to_string(),
+            tcp_type: rtc.tcp_type,
+        };
+        self.stats.register_remote_candidate(id, accumulator);
     }
 }
