@@ -307,15 +307,18 @@ impl RelayAddressGenerator for PortRange {
             .local_addr()
             .map_err(|e| turn::Error::Other(e.to_string()))?;
         relay_addr.set_ip(self.relay_ip);
+        let socket = Arc::new(socket);
         let link = (!self.impairment.is_empty()).then(|| {
             let seed = u64::from(relay_addr.port()) ^ rand::random::<u64>();
-            (
-                Instant::now(),
-                std::sync::Mutex::new(Link::new(self.impairment.clone(), seed)),
-            )
+            let start = Instant::now();
+            Impaired {
+                start,
+                link: std::sync::Mutex::new(Link::new(self.impairment.clone(), seed)),
+                line: DelayLine::spawn(socket.clone(), start, self.counters.clone()),
+            }
         });
         let conn = GuardedConn {
-            inner: Arc::new(socket),
+            inner: socket,
             policy: self.policy,
             counters: self.counters.clone(),
             link,
@@ -366,9 +369,78 @@ struct GuardedConn {
     inner: Arc<UdpSocket>,
     policy: PeerPolicy,
     counters: Arc<Counters>,
-    /// The impaired link this port sends on, and when it started.
-    link: Option<(Instant, std::sync::Mutex<Link>)>,
+    /// The impaired link this port sends on.
+    link: Option<Impaired>,
     _slot: Slot,
+}
+
+/// The impaired link of one relayed port: the link model, when it started, and the delay line
+/// that sends what the model delays.
+struct Impaired {
+    start: Instant,
+    link: std::sync::Mutex<Link>,
+    line: DelayLine,
+}
+
+/// Sends delayed packets at their due time, in due-time order and, for equal due times, in
+/// the order they were handed over. A task per packet (what this was) let two packets due in
+/// the same millisecond leave in either order: a delay-only link reordered a keyframe's first
+/// packets, which a real fixed-delay path never does (jitter still reorders, as it should).
+struct DelayLine {
+    tx: tokio::sync::mpsc::UnboundedSender<(Duration, Vec<u8>, SocketAddr)>,
+}
+
+impl DelayLine {
+    fn spawn(socket: Arc<UdpSocket>, start: Instant, counters: Arc<Counters>) -> DelayLine {
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<(Duration, Vec<u8>, SocketAddr)>();
+        tokio::spawn(async move {
+            let mut due: std::collections::BTreeMap<(Duration, u64), (Vec<u8>, SocketAddr)> =
+                std::collections::BTreeMap::new();
+            let mut n = 0u64;
+            let mut open = true;
+            while open || !due.is_empty() {
+                let next = due.keys().next().map(|(at, _)| *at);
+                let wake = async {
+                    match next {
+                        Some(at) => {
+                            tokio::time::sleep_until(tokio::time::Instant::from_std(start + at))
+                                .await
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    got = rx.recv(), if open => match got {
+                        Some((at, data, to)) => {
+                            due.insert((at, n), (data, to));
+                            n += 1;
+                        }
+                        None => open = false,
+                    },
+                    () = wake => {
+                        let now = start.elapsed();
+                        while let Some(entry) = due.first_entry() {
+                            if entry.key().0 > now {
+                                break;
+                            }
+                            let (data, to) = entry.remove();
+                            if let Ok(sent) = socket.send_to(&data, to).await {
+                                counters.bytes.fetch_add(sent as u64, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        DelayLine { tx }
+    }
+
+    /// Queues `data` for `to` at `at` (from the link's start).
+    fn send_at(&self, at: Duration, data: &[u8], to: SocketAddr) {
+        let _ = self.tx.send((at, data.to_vec(), to));
+    }
 }
 
 #[async_trait]
@@ -402,9 +474,10 @@ impl Conn for GuardedConn {
             // Reported as sent: the allocation must not treat a refused peer as a socket error.
             return Ok(buf.len());
         }
-        if let Some((start, link)) = &self.link {
-            let now = start.elapsed();
-            let verdict = link
+        if let Some(imp) = &self.link {
+            let now = imp.start.elapsed();
+            let verdict = imp
+                .link
                 .lock()
                 .map(|mut l| l.on_packet(now, buf.len()))
                 .unwrap_or(Verdict::SendAt(now));
@@ -413,19 +486,12 @@ impl Conn for GuardedConn {
                     self.counters.impaired_drops.fetch_add(1, Ordering::Relaxed);
                     return Ok(buf.len());
                 }
-                Verdict::SendAt(at) if at > now => {
-                    let (socket, data, counters) =
-                        (self.inner.clone(), buf.to_vec(), self.counters.clone());
-                    let due = tokio::time::Instant::from_std(*start + at);
-                    tokio::spawn(async move {
-                        tokio::time::sleep_until(due).await;
-                        if let Ok(n) = socket.send_to(&data, target).await {
-                            counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                        }
-                    });
+                // Through the line even when due now: a packet must not overtake one queued
+                // before it.
+                Verdict::SendAt(at) => {
+                    imp.line.send_at(at, buf, target);
                     return Ok(buf.len());
                 }
-                Verdict::SendAt(_) => {}
             }
         }
         let n = self.inner.send_to(buf, target).await?;
@@ -685,5 +751,35 @@ mod tests {
         assert!(Slot::take(&c, 10, "v".into(), 2).is_some(), "v is not u");
         drop(a);
         assert!(Slot::take(&c, 10, "u".into(), 2).is_some());
+    }
+
+    #[tokio::test]
+    async fn the_delay_line_keeps_the_order_of_packets_due_together_and_sorts_by_due_time() {
+        let out = Arc::new(bind_udp("127.0.0.1:0".parse().unwrap()).unwrap());
+        let rx = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = rx.local_addr().unwrap();
+        let counters = Arc::new(Counters::default());
+        let start = Instant::now();
+        let line = DelayLine::spawn(out, start, counters.clone());
+        // 40 packets due in the same millisecond (a burst through a fixed delay), then one due
+        // before them that was handed over last (jitter): due time first, then hand-over order.
+        for i in 0..40u8 {
+            line.send_at(Duration::from_millis(30), &[i], to);
+        }
+        line.send_at(Duration::from_millis(20), &[200], to);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8];
+        while got.len() < 41 {
+            let (n, _) = tokio::time::timeout(Duration::from_secs(5), rx.recv_from(&mut buf))
+                .await
+                .expect("all packets within 5 s")
+                .unwrap();
+            got.push(buf[..n][0]);
+        }
+        let mut want = vec![200u8];
+        want.extend(0..40u8);
+        assert_eq!(got, want);
+        assert_eq!(counters.bytes.load(Ordering::Relaxed), 41);
+        assert!(start.elapsed() >= Duration::from_millis(30));
     }
 }

@@ -243,8 +243,18 @@ async fn rust_joins(url: &str, room: &str, relay: bool) -> (Sample, Socket) {
                 }
                 continue;
             }
-            if let Ok(Some(_)) = dec.decode(&f.data, f.rtp_timestamp) {
-                return Some(Instant::now());
+            match dec.decode(&f.data, f.rtp_timestamp) {
+                Ok(Some(_)) => return Some(Instant::now()),
+                Ok(None) => rust_mark(format!(
+                    "frame {frames} ({} bytes, NAL types {:?}) decoded to no picture",
+                    f.data.len(),
+                    nal_types(&f.data)
+                )),
+                Err(e) => rust_mark(format!(
+                    "frame {frames} ({} bytes, NAL types {:?}) failed to decode: {e}",
+                    f.data.len(),
+                    nal_types(&f.data)
+                )),
             }
         }
     };
@@ -505,6 +515,20 @@ async fn trace(br: &mut Browser, cond: Condition) {
     r.close().await;
     br.close_page(cam).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), srv.shutdown()).await;
+}
+
+/// The NAL unit types of an Annex B access unit, for the trace.
+fn nal_types(au: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 3 < au.len() {
+        if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
+            out.push(au[i + 3] & 0x1f);
+            i += 3;
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Trace mode: what `rust_joins` saw (epoch ms, step), printed by `print_rust_trace`.

@@ -28,7 +28,9 @@
 //!   the next packet continues it, in which case the sender restarted its numbering and we resync
 //!   (RFC 3550 appendix A.1 probation).
 //! - The first frame of a stream is used only if its first packet is a frame head (H.264: not a
-//!   FU-A continuation; VP8: S = 1 and partition 0); joining mid-frame drops that frame.
+//!   FU-A continuation; VP8: S = 1 and partition 0); joining mid-frame drops that frame. Until
+//!   that frame ends, a packet of it from up to [`START_REWIND`] numbers before the first
+//!   packet (its head, reordered behind the rest) re-syncs the stream there.
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +72,15 @@ pub const MAX_FRAME_BYTES: usize = 4 << 20;
 /// Same value as RFC 3550's `MAX_DROPOUT`; also the oldest a late packet can be and still be
 /// recognised as late rather than as a restart.
 pub const MAX_DROPOUT: i64 = 3000;
+
+/// How far before the first packet of a stream a packet of the same frame may arrive late and
+/// still be used. Syncing on the first packet that arrives made a keyframe whose SPS/PPS came
+/// second (reordered on the path) undecodable: a keyframe request round trip at every such
+/// join. Packets logged for the replay are bounded by [`START_LOG`].
+pub const START_REWIND: u16 = 64;
+
+/// Packets kept for a start rewind; a first frame longer than this is not rewound.
+const START_LOG: usize = 256;
 
 /// Offset added to the first sequence number so unwrapped numbers never go negative.
 const SEQ_BASE: i64 = 1 << 16;
@@ -140,7 +151,7 @@ pub struct AssemblerStats {
 }
 
 /// A packet waiting in the reorder ring.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Slot {
     ts: u32,
     marker: bool,
@@ -207,6 +218,10 @@ pub struct FrameAssembler {
     history: u64,
     /// A far-off packet waiting for a successor to prove a sequence restart.
     probation: Option<(u16, Slot)>,
+    /// The packets accepted since the (re)start, while its first frame is still open: a packet
+    /// of that frame that arrives after them (reordered at the stream's start) re-syncs the
+    /// stream on it and they are replayed behind it ([`START_REWIND`]).
+    start_log: Option<Vec<(u16, Slot)>>,
     /// A frame has been started since the (re)start: later non-head first packets are malformed.
     started: bool,
     frame: Option<Building>,
@@ -253,6 +268,7 @@ impl FrameAssembler {
             next: 0,
             history: 0,
             probation: None,
+            start_log: None,
             started: false,
             frame: None,
             gap_pending: false,
@@ -349,6 +365,41 @@ impl FrameAssembler {
         self.next = i64::from(seq) + SEQ_BASE;
         self.highest = None;
         self.synced = true;
+        self.start_log = Some(Vec::new());
+    }
+
+    /// Whether `seq`/`ts` is a late packet of the stream's still-open first frame, from before
+    /// the packet the stream was synced on.
+    fn starts_earlier(&self, seq: u16, ts: u32) -> bool {
+        let Some((first, slot)) = self.start_log.as_ref().and_then(|l| l.first()) else {
+            return false;
+        };
+        let back = first.wrapping_sub(seq);
+        slot.ts == ts && back > 0 && back <= START_REWIND
+    }
+
+    /// Re-syncs the stream on `seq` (a late packet of its first frame) and replays the packets
+    /// accepted since the first sync behind it.
+    fn rewind(
+        &mut self,
+        seq: u16,
+        slot: Slot,
+        now: Option<Instant>,
+        out: &mut Vec<AssembledFrame>,
+    ) {
+        let log = self.start_log.take().unwrap_or_default();
+        self.slots.iter_mut().for_each(|s| *s = None);
+        self.buffered = 0;
+        self.frame = None;
+        self.started = false;
+        self.gap_pending = false;
+        self.gap_seen = None;
+        self.history = 0;
+        self.sync_to(seq);
+        self.accept(seq, slot, now, out);
+        for (s, sl) in log {
+            self.accept(s, sl, now, out);
+        }
     }
 
     /// Signed distance from the next expected sequence number, across the 16-bit wrap.
@@ -369,6 +420,10 @@ impl FrameAssembler {
         out: &mut Vec<AssembledFrame>,
     ) {
         let diff = self.distance(seq);
+        if diff < 0 && self.starts_earlier(seq, slot.ts) {
+            self.rewind(seq, slot, now, out);
+            return;
+        }
         if diff < 0 {
             // Behind the processing point: a duplicate, or a retransmission too late to use.
             let bit = (-diff - 1) as u32;
@@ -400,6 +455,13 @@ impl FrameAssembler {
             self.held = true;
         }
         self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
+        if let Some(log) = &mut self.start_log {
+            if log.len() < START_LOG {
+                log.push((seq, slot.clone()));
+            } else {
+                self.start_log = None;
+            }
+        }
         self.slots[i] = Some(slot);
         self.buffered += 1;
         self.settle(now, out);
@@ -505,6 +567,7 @@ impl FrameAssembler {
 
     fn process(&mut self, slot: Slot, out: &mut Vec<AssembledFrame>) {
         if let Depack::PerPacket { keyframe } = self.depack {
+            self.start_log = None;
             self.gap_pending = false;
             if slot.payload.is_empty() || slot.payload.len() > MAX_FRAME_BYTES {
                 self.stats.malformed += 1;
@@ -625,6 +688,8 @@ impl FrameAssembler {
 
     /// Closes the open frame: delivers it if whole, else drops it.
     fn finish(&mut self, out: &mut Vec<AssembledFrame>) {
+        // The first frame is done: a late packet of it can no longer be used.
+        self.start_log = None;
         let Some(mut f) = self.frame.take() else {
             return;
         };
@@ -1382,6 +1447,54 @@ mod tests {
             0,
             "joining late is not the sender's fault"
         );
+    }
+
+    #[test]
+    fn a_keyframe_head_reordered_behind_the_first_packets_is_used() {
+        let frames = stream(1);
+        let pkts = h264(&frames, 500);
+        assert!(pkts[0].len() >= 3, "the keyframe spans packets");
+        let mut a = h264_asm();
+        // The SPS/PPS packet arrives second, then the rest of the keyframe and the next frame.
+        let order = [&pkts[0][1], &pkts[0][0]]
+            .into_iter()
+            .chain(&pkts[0][2..])
+            .chain(&pkts[1]);
+        let out = feed(&mut a, order);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].data.as_ref(), frames[0].as_slice());
+        assert!(out[0].keyframe && !out[0].lost_before);
+        assert_eq!(out[1].data.as_ref(), frames[1].as_slice());
+        assert_eq!((a.stats().malformed, a.stats().duplicates), (0, 0));
+    }
+
+    #[test]
+    fn no_rewind_once_the_first_frame_ended_or_for_another_frame() {
+        let frames = stream(2);
+        let pkts = h264(&frames, 500);
+        // The SPS/PPS packet comes after the keyframe ended: too late, ignored (the frame went
+        // out without it; the decoder's keyframe request recovers).
+        let mut a = h264_asm();
+        let out = feed(&mut a, pkts[0][1..].iter().chain(&pkts[1]));
+        assert_eq!(out.len(), 2);
+        assert_ne!(out[0].data.as_ref(), frames[0].as_slice());
+        assert!(feed(&mut a, [&pkts[0][0]]).is_empty());
+        let out = feed(&mut a, &pkts[2]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].data.as_ref(), frames[2].as_slice());
+        // A late packet of the frame before the first one (another timestamp) is only late:
+        // the stream started at a frame head and stays there.
+        let mut a = h264_asm();
+        let out = feed(
+            &mut a,
+            pkts[1]
+                .iter()
+                .chain([pkts[0].last().expect("packet")])
+                .chain(&pkts[2]),
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].data.as_ref(), frames[1].as_slice());
+        assert!(!out[0].lost_before && !out[1].lost_before);
     }
 
     #[test]
