@@ -718,6 +718,40 @@ fn dispatch_track(
     shared.listeners.dispatch(&ev);
 }
 
+/// At most this many packets wait for webrtc-rs to know a track's codec (a keyframe's worth).
+const EARLY_PACKETS: usize = 128;
+
+/// Feeds one RTP packet to a track's assembler and hands the finished frames to its route.
+fn assemble(
+    a: &mut FrameAssembler,
+    codec: &RtpCodec,
+    route: &Route,
+    repair: &crate::nack_limit::SharedRtt,
+    p: &rtc::rtp::Packet,
+) {
+    let now = Instant::now();
+    // An Opus assembler ignores it (its gaps cannot outwait the jitter buffer).
+    a.set_gap_wait(crate::nack_pace::gap_wait(repair.get()));
+    let frames = a.push_at(
+        p.header.sequence_number,
+        p.header.timestamp,
+        p.header.marker,
+        &p.payload,
+        now,
+    );
+    for f in frames {
+        route.deliver(MediaFrame {
+            data: f.data,
+            rtp_timestamp: f.rtp_timestamp,
+            codec: codec.clone(),
+            keyframe: f.keyframe,
+            lost_before: f.lost_before,
+            held_for_loss: f.held_for_loss,
+            received: now,
+        });
+    }
+}
+
 /// Reads one remote track's RTP, assembles frames and hands them to its route. A video gap is
 /// waited for as long as two repair round trips take (`repair`, see [`crate::nack_pace`]).
 async fn read_track(
@@ -726,7 +760,10 @@ async fn read_track(
     repair: Arc<crate::nack_limit::SharedRtt>,
 ) {
     let mut asm: Option<(FrameAssembler, RtpCodec)> = None;
-    let mut unknown = 0u32;
+    // Packets that came before webrtc-rs knew the track's codec, replayed once it does: the
+    // first ones are a keyframe's start (its SPS/PPS), and dropping them cost a keyframe
+    // request round trip at every join.
+    let mut early: Vec<rtc::rtp::Packet> = Vec::new();
     // The media SSRC (RTX packets arrive resolved to it): reports about others are not ours.
     let mut ssrc = None;
     while let Some(ev) = track.poll().await {
@@ -747,46 +784,29 @@ async fn read_track(
             }
             TrackRemoteEvent::OnRtpPacket(p) => {
                 ssrc = Some(p.header.ssrc);
-                if asm.is_none() {
-                    // webrtc-rs fills in the track's codec around the first packet: until it
-                    // has, packets cannot be depacketized (the receiver asks for a keyframe
-                    // anyway when it starts mid-stream).
+                let Some((a, codec)) = asm.as_mut() else {
+                    // webrtc-rs fills in the track's codec around the first packet.
                     let mime = track
                         .codec(p.header.ssrc)
                         .await
                         .map(|c| c.mime_type)
                         .unwrap_or_default();
-                    if mime.is_empty() && unknown < 100 {
-                        unknown += 1;
+                    if mime.is_empty() && early.len() < EARLY_PACKETS {
+                        early.push(p);
                         continue;
                     }
                     let codec = RtpCodec::from_mime(&mime);
-                    asm = Some((FrameAssembler::new(codec.clone()), codec));
-                }
-                let Some((a, codec)) = asm.as_mut() else {
+                    let mut a = FrameAssembler::new(codec.clone());
+                    if !early.is_empty() {
+                        debug!(packets = early.len(), %mime, "packets before the codec was known: replayed");
+                    }
+                    for e in early.drain(..).chain(std::iter::once(p)) {
+                        assemble(&mut a, &codec, &route, &repair, &e);
+                    }
+                    asm = Some((a, codec));
                     continue;
                 };
-                let now = Instant::now();
-                // An Opus assembler ignores it (its gaps cannot outwait the jitter buffer).
-                a.set_gap_wait(crate::nack_pace::gap_wait(repair.get()));
-                let frames = a.push_at(
-                    p.header.sequence_number,
-                    p.header.timestamp,
-                    p.header.marker,
-                    &p.payload,
-                    now,
-                );
-                for f in frames {
-                    route.deliver(MediaFrame {
-                        data: f.data,
-                        rtp_timestamp: f.rtp_timestamp,
-                        codec: codec.clone(),
-                        keyframe: f.keyframe,
-                        lost_before: f.lost_before,
-                        held_for_loss: f.held_for_loss,
-                        received: now,
-                    });
-                }
+                assemble(a, codec, &route, &repair, &p);
             }
             TrackRemoteEvent::OnEnded | TrackRemoteEvent::OnError => break,
             _ => {}
