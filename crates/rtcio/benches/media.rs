@@ -8,12 +8,13 @@
 //!
 //! Conditions: `loopback` (host candidates on 127.0.0.1); `delay50` (every end relay-only
 //! through the server's own TURN relay, which delays every relayed packet by 50 ms, so 50 ms one
-//! way); `load` (loopback with `stress-ng --cpu 2` saturating the CPU).
+//! way); `lossy` (as `delay50`, and the relay loses 3 % of the packets at random, each way);
+//! `load` (loopback with `stress-ng --cpu 2` saturating the CPU).
 //!
 //! `cargo bench -p rtcio --bench media` (Chromium and `npm ci` in tests/browser needed, and
 //! stress-ng for `load`; as root run it inside `unshare -n sh -c 'ip link set lo up && …'` to
 //! keep traffic on loopback). `MEDIA_BENCH_RUNS` (default 10) sets the repetitions per pair,
-//! `MEDIA_BENCH_CONDITIONS` (default `loopback,delay50,load`) which conditions run.
+//! `MEDIA_BENCH_CONDITIONS` (default `loopback,delay50,lossy,load`) which conditions run.
 //!
 //! `MEDIA_BENCH_CHROMIUM_CODEC` (e.g. `H264`) makes every page put that video codec first in
 //! its offers and answers (setCodecPreferences), so the Chromium ↔ Chromium anchor can run
@@ -70,6 +71,9 @@ enum Condition {
     Loopback,
     /// Relay-only through the server's TURN relay, 50 ms added to every relayed packet.
     Delay50,
+    /// As `Delay50`, and 3 % of the relayed packets lost at random (each way): handshake
+    /// flights, checks and the first keyframe's packets lost, as on a poor Wi-Fi link.
+    Lossy,
     /// Loopback with `stress-ng --cpu 2`.
     Load,
 }
@@ -79,6 +83,7 @@ impl Condition {
         match name.trim() {
             "loopback" => Some(Condition::Loopback),
             "delay50" => Some(Condition::Delay50),
+            "lossy" => Some(Condition::Lossy),
             "load" => Some(Condition::Load),
             _ => None,
         }
@@ -88,23 +93,33 @@ impl Condition {
         match self {
             Condition::Loopback => "loopback",
             Condition::Delay50 => "50 ms one way (relay-only through the impairing TURN relay)",
+            Condition::Lossy => "50 ms one way and 3 % random loss (relay-only, impairing relay)",
             Condition::Load => "loopback, CPU saturated by stress-ng --cpu 2",
         }
     }
 
     fn relay(self) -> bool {
-        self == Condition::Delay50
+        matches!(self, Condition::Delay50 | Condition::Lossy)
+    }
+
+    /// What the TURN relay does to what it relays (`--turn-impair` syntax).
+    fn impairment(self) -> Option<&'static str> {
+        match self {
+            Condition::Delay50 => Some("delay=50ms"),
+            Condition::Lossy => Some("delay=50ms,loss=3"),
+            Condition::Loopback | Condition::Load => None,
+        }
     }
 }
 
-/// The signaling server; with `relay` also a TURN relay on 127.0.0.1 that delays every packet
-/// it relays by 50 ms (its `/ice-servers` hands out credentials for it).
-async fn start_server(relay: bool) -> rtcio_server::RunningServer {
-    let turn = relay.then(|| rtcio_server::TurnConfig {
+/// The signaling server; with an impairment also a TURN relay on 127.0.0.1 that impairs every
+/// packet it relays (its `/ice-servers` hands out credentials for it).
+async fn start_server(impairment: Option<&str>) -> rtcio_server::RunningServer {
+    let turn = impairment.map(|spec| rtcio_server::TurnConfig {
         relay: Some(rtcio_server::RelayConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             allow_loopback: true,
-            impairment: rtcio_server::impair::Schedule::parse(&["delay=50ms".to_string()])
+            impairment: rtcio_server::impair::Schedule::parse(&[spec.to_string()])
                 .expect("impairment"),
             ..Default::default()
         }),
@@ -434,7 +449,7 @@ fn print_page_timeline(label: &str, t0: f64, v: &Value) {
 /// Trace mode: one Rust camera → Chromium join and one Chromium → Chromium join under `cond`.
 async fn trace(br: &mut Browser, cond: Condition) {
     let relay = cond.relay();
-    let srv = start_server(relay).await;
+    let srv = start_server(cond.impairment()).await;
     let url = srv.url();
     // Rust camera → Chromium.
     let room = format!("{cond:?}-trace-rc");
@@ -569,7 +584,7 @@ const ROWS: [&str; 4] = [
 /// Runs `runs` rounds of the four pairs under `cond`; returns each row's samples.
 async fn measure(br: &mut Browser, cond: Condition, runs: usize) -> Vec<Vec<Sample>> {
     let relay = cond.relay();
-    let srv = start_server(relay).await;
+    let srv = start_server(cond.impairment()).await;
     let url = srv.url();
     let mut hog = (cond == Condition::Load).then(|| {
         std::process::Command::new("stress-ng")
@@ -659,7 +674,7 @@ async fn main() {
         .unwrap_or(10)
         .clamp(1, 50);
     let conditions: Vec<Condition> = std::env::var("MEDIA_BENCH_CONDITIONS")
-        .unwrap_or_else(|_| "loopback,delay50,load".to_string())
+        .unwrap_or_else(|_| "loopback,delay50,lossy,load".to_string())
         .split(',')
         .filter_map(Condition::parse)
         .collect();
