@@ -411,7 +411,6 @@ impl DelayLine {
                     }
                 };
                 tokio::select! {
-                    biased;
                     got = rx.recv(), if open => match got {
                         Some((at, data, to)) => {
                             due.insert((at, n), (data, to));
@@ -419,17 +418,22 @@ impl DelayLine {
                         }
                         None => open = false,
                     },
-                    () = wake => {
-                        let now = start.elapsed();
-                        while let Some(entry) = due.first_entry() {
-                            if entry.key().0 > now {
-                                break;
-                            }
-                            let (data, to) = entry.remove();
-                            if let Ok(sent) = socket.send_to(&data, to).await {
-                                counters.bytes.fetch_add(sent as u64, Ordering::Relaxed);
-                            }
-                        }
+                    () = wake => {}
+                }
+                // Whatever woke us, send what is due: a steady stream of new packets must not
+                // hold back the ones already waiting.
+                while let Ok((at, data, to)) = rx.try_recv() {
+                    due.insert((at, n), (data, to));
+                    n += 1;
+                }
+                let now = start.elapsed();
+                while let Some(entry) = due.first_entry() {
+                    if entry.key().0 > now {
+                        break;
+                    }
+                    let (data, to) = entry.remove();
+                    if let Ok(sent) = socket.send_to(&data, to).await {
+                        counters.bytes.fetch_add(sent as u64, Ordering::Relaxed);
                     }
                 }
             }
