@@ -91,6 +91,13 @@ async fn each_side_reports_the_others_quality() {
     // Both send video and audio: each side's outgoing rate shows too.
     assert!(at_a["kbpsOut"].as_f64() > Some(0.0), "{at_a}");
     assert!(at_b["kbpsOut"].as_f64() > Some(0.0), "{at_b}");
+    // The indicator's link estimate (congestion control toward that peer, 100 kbit/s at
+    // least) and the path: loopback host candidates, so direct.
+    for v in [&at_a, &at_b] {
+        let est = v["estimateKbps"].as_f64();
+        assert!(est.is_some_and(|e| e >= 100.0 && e.is_finite()), "{v}");
+        assert_eq!(v["path"], "direct", "{v}");
+    }
 
     b.leave().await;
     a.leave().await;

@@ -149,6 +149,12 @@ test('quality indicator on a peer tile follows peer-quality', async () => {
   assert.match(title, /in 812 kbit\/s/);
   assert.match(title, /out 790 kbit\/s/);
   assert.match(title, /loss 0\.0 %/);
+  assert.doesNotMatch(title, /link estimate/, 'no estimate without one');
+  await emit('peer-quality', { id: 'p1', rttMs: 80, kbpsIn: 400, kbpsOut: 380, lossPct: 3, estimateKbps: 455.6, path: 'relay', level: 'fair' });
+  await page.waitForSelector(`${ind}.fair`);
+  const relayed = await page.getAttribute(ind, 'title');
+  assert.match(relayed, /link estimate 456 kbit\/s/);
+  assert.match(relayed, /via a TURN relay/);
   await emit('peer-quality', { id: 'p1', rttMs: 520, kbpsIn: 40, kbpsOut: 30, lossPct: 12.5, level: 'poor' });
   await page.waitForSelector(`${ind}.poor`);
   assert.equal(await page.locator(`${ind}.good`).count(), 0);
