@@ -300,6 +300,7 @@ fn run_video(
             encoded.data.len(),
             encoded.keyframe,
             target,
+            interval,
         );
         fanout.publish(&encoded);
         if config.adapt_quality
