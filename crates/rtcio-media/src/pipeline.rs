@@ -300,7 +300,6 @@ fn run_video(
             encoded.data.len(),
             encoded.keyframe,
             target,
-            interval,
         );
         fanout.publish(&encoded);
         if config.adapt_quality
