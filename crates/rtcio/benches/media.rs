@@ -38,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::browser::Browser;
 use rtcio::{MediaKind, Options, Socket};
 use rtcio_media::H264Decoder;
+use rtcio_media::codec::annexb;
 use serde_json::{Value, json};
 
 /// Longest a joiner may take to its first decoded frame before the join counts as failed.
@@ -534,16 +535,7 @@ async fn trace(br: &mut Browser, cond: Condition) {
 
 /// The NAL unit types of an Annex B access unit, for the trace.
 fn nal_types(au: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i + 3 < au.len() {
-        if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
-            out.push(au[i + 3] & 0x1f);
-            i += 3;
-        }
-        i += 1;
-    }
-    out
+    annexb::nal_units(au).filter_map(annexb::nal_type).collect()
 }
 
 /// Trace mode: what `rust_joins` saw (epoch ms, step), printed by `print_rust_trace`.
